@@ -1,0 +1,52 @@
+# regcred developer entry points. `make test` is what CI runs (through .ci/run).
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+CARGO ?= cargo
+export PATH := $(CURDIR)/.local/bin:$(PATH)
+# Tests find the local cluster here unless KUBECONFIG says otherwise.
+LOCAL_KUBECONFIG := $(CURDIR)/.local/kubeconfig
+# Integration tests share one apiserver; each runs in its own namespaces.
+TEST_THREADS ?= 4
+
+.PHONY: help build crds check-generated lint unit controlplane cluster-up cluster-down integration test bench
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+
+build: ## Build the regcred binary (debug)
+	$(CARGO) build --bin regcred
+
+crds: ## Regenerate crds/ from the Rust types
+	$(CARGO) run --quiet --bin regcred -- crd > crds/regcred.dev_registryprofiles.yaml
+
+check-generated: ## Fail if generated files (crds/) are not what the code generates
+	@$(CARGO) run --quiet --bin regcred -- crd | diff -u crds/regcred.dev_registryprofiles.yaml - \
+	  || { echo "crds/ is stale: run 'make crds' and commit the result" >&2; exit 1; }
+
+lint: ## cargo fmt --check and clippy with warnings denied
+	$(CARGO) fmt --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+unit: ## Unit tests (no cluster needed)
+	$(CARGO) test --lib --bins
+
+controlplane: ## Build (or reuse) the local control-plane binaries and helm
+	tools/controlplane/build.sh
+
+cluster-up: ## Start the local Kubernetes control plane (.local/kubeconfig)
+	tools/cluster-up.sh
+
+cluster-down: ## Stop the local control plane and remove its state
+	tools/cluster-down.sh
+
+integration: ## Integration tests against the running local cluster
+	KUBECONFIG=$${KUBECONFIG:-$(LOCAL_KUBECONFIG)} $(CARGO) test --tests --test '*' -- --test-threads=$(TEST_THREADS)
+
+test: ## Everything: lint, generated files, unit tests, then integration tests on a fresh local cluster
+	$(MAKE) lint
+	$(MAKE) check-generated
+	$(MAKE) unit
+	$(CARGO) build --bin regcred --tests
+	$(MAKE) cluster-up
+	status=0; $(MAKE) integration || status=$$?; $(MAKE) cluster-down; exit $$status

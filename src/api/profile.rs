@@ -1,0 +1,189 @@
+//! `RegistryProfile` (`regcred.dev/v1alpha1`): one registry, where its credentials come from, and which
+//! namespaces receive them.
+//!
+//! Everything that can be checked without looking at the cluster is checked by the apiserver itself
+//! (structural schema, patterns and CEL rules), so `kubectl apply` of a bad profile fails with a message that says
+//! what to fix. What needs the cluster (a missing source Secret, a name conflict) is reported in `status`.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+/// A container registry and the namespaces that receive a `kubernetes.io/dockerconfigjson` Secret for it.
+#[derive(CustomResource, KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "regcred.dev",
+    version = "v1alpha1",
+    kind = "RegistryProfile",
+    plural = "registryprofiles",
+    shortname = "rp",
+    category = "regcred",
+    status = "RegistryProfileStatus",
+    printcolumn(name = "Provider", type_ = "string", json_path = ".spec.provider"),
+    printcolumn(name = "Registry", type_ = "string", json_path = ".status.registry"),
+    printcolumn(name = "Synced", type_ = "string", json_path = ".status.syncSummary", description = "namespaces synced / selected"),
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason", priority = 1),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    validation = Rule::new("size(self.metadata.name) <= 63")
+        .message("metadata.name: a RegistryProfile name must be at most 63 characters: it is used as a label value"),
+    validation = Rule::new("has(self.spec.secretName) || size(self.metadata.name) <= 55")
+        .message("the default secretName 'regcred-<name>' would exceed 63 characters: set spec.secretName or use a shorter name")
+        .field_path(".spec.secretName")
+)]
+#[x_kube(validation = Rule::new("!(self.provider in ['generic', 'acr', 'artifactRegistry', 'ecr']) || has(self.server)")
+    .message("server is required for providers generic, acr, artifactRegistry and ecr: they have no default registry host")
+    .field_path(".server"))]
+#[serde(rename_all = "camelCase")]
+pub struct RegistryProfileSpec {
+    /// Registry preset. It fills the default registry host and the key written into the dockerconfigjson
+    /// (Docker Hub's key is `https://index.docker.io/v1/`, which the kubelet matches `nginx` or `docker.io/...`
+    /// images against).
+    #[serde(default)]
+    pub provider: Provider,
+
+    /// Registry host, with optional port and path prefix, without scheme: `registry.example.com:5000/team`.
+    /// A leading `*.` matches any subdomain, as in the kubelet. Required where the preset has no default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), pattern(r"^(\*\.)?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*(:[0-9]{1,5})?(/[a-z0-9]+([._/-][a-z0-9]+)*)?$"))]
+    pub server: Option<String>,
+
+    /// Where the credentials come from.
+    pub credentials: CredentialSource,
+
+    /// Which namespaces receive the Secret.
+    pub namespaces: NamespaceSelection,
+
+    /// Name of the Secret written into every selected namespace. Defaults to `regcred-<profile name>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 253),
+        pattern(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
+    pub secret_name: Option<String>,
+}
+
+/// Registry presets.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum Provider {
+    /// Any Docker-compatible registry (Harbor, Nexus, Artifactory, distribution, ...): `server` is required.
+    #[default]
+    Generic,
+    /// Docker Hub (`docker.io`, `index.docker.io`).
+    DockerHub,
+    /// GitHub Container Registry (`ghcr.io`).
+    Ghcr,
+    /// Quay (`quay.io`).
+    Quay,
+    /// Google Container Registry (`gcr.io`, or `us.gcr.io`, `eu.gcr.io`, `asia.gcr.io` as `server`).
+    Gcr,
+    /// Google Artifact Registry (`LOCATION-docker.pkg.dev`): `server` is required.
+    ArtifactRegistry,
+    /// AWS Elastic Container Registry (`ACCOUNT.dkr.ecr.REGION.amazonaws.com`): `server` is required.
+    Ecr,
+    /// AWS ECR Public (`public.ecr.aws`).
+    EcrPublic,
+    /// Azure Container Registry (`NAME.azurecr.io`): `server` is required.
+    Acr,
+    /// Microsoft Container Registry (`mcr.microsoft.com`), usually anonymous.
+    Mcr,
+}
+
+/// Where a profile's credentials come from: exactly one of the fields.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("(has(self.secretRef) ? 1 : 0) + (has(self.anonymous) && self.anonymous ? 1 : 0) == 1")
+    .message("set exactly one credential source: secretRef, or anonymous: true"))]
+pub struct CredentialSource {
+    /// A Secret in regcred's own namespace. Its keys say the credential type: `username` + `password`;
+    /// `token` (an OAuth2 or identity token, with an optional `username`); `key.json` (a GCP service-account
+    /// key, used as `_json_key`); or `.dockerconfigjson` (imported as it is).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<SecretReference>,
+
+    /// The registry is used without credentials: no Secret is written, and status says so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anonymous: Option<bool>,
+}
+
+/// A Secret in regcred's own namespace. There is deliberately no namespace field: a profile can never make
+/// regcred read a Secret from anywhere else.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretReference {
+    /// Name of the Secret in regcred's namespace.
+    #[schemars(
+        length(min = 1, max = 253),
+        pattern(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
+    pub name: String,
+}
+
+/// Which namespaces receive the Secret. A namespace is selected when the label selector matches it or one of
+/// `names` does, and none of `exclude` does. `kube-system`, `kube-public`, `kube-node-lease` and regcred's own
+/// namespace are selected only when listed by their exact name in `names`.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.selector) || (has(self.names) && size(self.names) > 0)")
+    .message("select namespaces with selector (use {} for all) or names"))]
+pub struct NamespaceSelection {
+    /// Label selector over namespaces; `{}` selects every namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<LabelSelector>,
+
+    /// Namespace names; `*` matches any run of characters (`team-*`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256), inner(length(min = 1, max = 63), pattern(r"^[a-z0-9*]([-a-z0-9*]*[a-z0-9*])?$")))]
+    pub names: Vec<String>,
+
+    /// Namespace names never selected, even when named; `*` globs as in `names`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256), inner(length(min = 1, max = 63), pattern(r"^[a-z0-9*]([-a-z0-9*]*[a-z0-9*])?$")))]
+    pub exclude: Vec<String>,
+}
+
+/// Observed state of a profile. Written only by regcred.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RegistryProfileStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// `Ready`, `CredentialsResolved` and `SecretsSynced`, in the Kubernetes convention.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+
+    /// The registry host the profile resolved to (its `server`, or the preset's default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry: Option<String>,
+
+    /// Number of namespaces the profile selects.
+    #[serde(default)]
+    pub selected_namespaces: i32,
+
+    /// Number of selected namespaces whose Secret is in place and current.
+    #[serde(default)]
+    pub synced_namespaces: i32,
+
+    /// `synced/selected`, for `kubectl get`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync_summary: Option<String>,
+
+    /// Namespaces whose Secret could not be written, and why (at most 20 are listed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed_namespaces: Vec<NamespaceFailure>,
+}
+
+/// One namespace whose Secret could not be written.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NamespaceFailure {
+    /// The namespace.
+    pub namespace: String,
+    /// A CamelCase reason, such as `Conflict`.
+    pub reason: String,
+    /// What happened, for humans.
+    pub message: String,
+}

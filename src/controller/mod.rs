@@ -1,0 +1,403 @@
+//! The RegistryProfile controller: turns each profile into a `kubernetes.io/dockerconfigjson` Secret in every
+//! namespace it selects, repairs drift, removes what is no longer wanted, and reports status and Events.
+//!
+//! Decisions live in pure modules ([`selection`], [`plan`], [`status`]); this module holds the watches, the
+//! writes and the status updates around them.
+//!
+//! Cleanup after a deleted profile is left to Kubernetes' garbage collector: every managed Secret carries an
+//! ownerReference to its profile. Unlike a finalizer, this cannot leave a profile stuck in deletion when regcred is
+//! down or uninstalled, and it still removes every Secret. Deselection, renames and anonymous profiles are
+//! handled by the reconcile itself, which deletes only Secrets whose ownerReference names the profile's UID.
+
+pub mod plan;
+pub mod selection;
+pub mod status;
+mod sync;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{Future, StreamExt};
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::core::PartialObjectMeta;
+use kube::runtime::controller::{Action, Config as ControllerRuntimeConfig, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource, ResourceExt};
+use tracing::{debug, info, warn};
+
+use crate::api::RegistryProfile;
+use crate::credentials::{DockerConfig, dockerconfig_from_source};
+use crate::registry::{config_key, resolve_server};
+use plan::{ObservedSecret, Target};
+use selection::{CompiledSelection, NamespaceInfo};
+use status::{CredentialsOutcome, SyncOutcome};
+
+/// Field manager of every write regcred makes.
+pub const FIELD_MANAGER: &str = "regcred";
+/// Label on every managed Secret.
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+pub const MANAGED_BY_VALUE: &str = "regcred";
+/// Label naming the profile a managed Secret belongs to.
+pub const PROFILE_LABEL: &str = "regcred.dev/profile";
+/// The only Secret type regcred writes.
+pub const DOCKER_CONFIG_TYPE: &str = "kubernetes.io/dockerconfigjson";
+pub const DOCKER_CONFIG_KEY: &str = ".dockerconfigjson";
+/// Annotation the cache (never the cluster) uses to hold a managed Secret's content hash in place of its data.
+const CACHED_HASH_ANNOTATION: &str = "regcred.internal/content-hash";
+
+/// Errors of the controller layer.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("the RegistryProfile CRD is not installed (apply crds/ or install the chart): {0}")]
+    CrdNotInstalled(#[source] kube::Error),
+    #[error("a watch cache stopped before it was ready")]
+    CacheStopped,
+    #[error("profile has no uid")]
+    MissingUid,
+    #[error("status update failed: {0}")]
+    StatusUpdate(#[source] kube::Error),
+}
+
+impl Error {
+    /// A short label for metrics.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Self::CrdNotInstalled(_) => "crd_not_installed",
+            Self::CacheStopped => "cache_stopped",
+            Self::MissingUid => "missing_uid",
+            Self::StatusUpdate(_) => "status_update",
+        }
+    }
+}
+
+/// Settings of the controller.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// regcred's own namespace: the only place source Secrets are read from.
+    pub operator_namespace: String,
+    /// Concurrent Secret writes per reconcile.
+    pub write_concurrency: usize,
+    /// Only profiles matching this label selector are handled (empty: all).
+    pub profile_selector: Option<String>,
+    /// Reporter name on Events.
+    pub reporter: String,
+}
+
+/// What every reconcile shares.
+pub struct Context {
+    pub client: Client,
+    pub settings: Settings,
+    pub recorder: Recorder,
+    pub namespaces: Store<PartialObjectMeta<Namespace>>,
+    pub managed: Store<Secret>,
+    pub sources: Store<Secret>,
+}
+
+/// Runs the controller until `shutdown` completes.
+pub async fn run(
+    client: Client,
+    settings: Settings,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) -> Result<(), Error> {
+    let profiles = Api::<RegistryProfile>::all(client.clone());
+    profiles.list_metadata(&ListParams::default().limit(1)).await.map_err(Error::CrdNotInstalled)?;
+
+    let (namespaces, ns_writer) = reflector::store();
+    let ns_events = watcher(Api::<PartialObjectMeta<Namespace>>::all(client.clone()), watcher::Config::default())
+        .default_backoff()
+        .modify(|ns| ns.metadata.managed_fields = None)
+        .reflect(ns_writer)
+        .touched_objects();
+
+    let (managed, managed_writer) = reflector::store();
+    let managed_config = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"));
+    let managed_events = watcher(Api::<Secret>::all(client.clone()), managed_config)
+        .default_backoff()
+        .modify(strip_to_hash)
+        .reflect(managed_writer)
+        .touched_objects();
+
+    let (sources, sources_writer) = reflector::store();
+    let source_events =
+        watcher(Api::<Secret>::namespaced(client.clone(), &settings.operator_namespace), watcher::Config::default())
+            .default_backoff()
+            .modify(|s| s.metadata.managed_fields = None)
+            .reflect(sources_writer)
+            .touched_objects();
+
+    let mut profile_config = watcher::Config::default();
+    if let Some(sel) = &settings.profile_selector {
+        profile_config = profile_config.labels(sel);
+    }
+    let controller =
+        Controller::new(profiles, profile_config).with_config(ControllerRuntimeConfig::default().concurrency(4));
+    let profile_store = controller.store();
+
+    let recorder = Recorder::new(client.clone(), Reporter { controller: settings.reporter.clone(), instance: None });
+    let ctx = Arc::new(Context { client, settings, recorder, namespaces, managed: managed.clone(), sources });
+
+    let by_namespace = profile_store.clone();
+    let managed_for_ns = managed;
+    let op_ns = ctx.settings.operator_namespace.clone();
+    let by_source = profile_store;
+    info!("controller starting");
+    controller
+        // A namespace appeared, changed labels or is going: the profiles that select it or have a Secret in it.
+        .watches_stream(ns_events, move |ns| {
+            let info = namespace_info(&ns);
+            let holders: BTreeSet<String> = managed_for_ns
+                .state()
+                .iter()
+                .filter(|s| s.namespace().as_deref() == Some(info.name.as_str()))
+                .filter_map(|s| s.labels().get(PROFILE_LABEL).cloned())
+                .collect();
+            by_namespace
+                .state()
+                .iter()
+                .filter(|p| {
+                    holders.contains(&p.name_any())
+                        || CompiledSelection::new(&p.spec.namespaces, &op_ns).is_ok_and(|c| c.selects(&info))
+                })
+                .map(|p| ObjectRef::from_obj(p.as_ref()))
+                .collect::<Vec<_>>()
+        })
+        // A managed Secret was edited or deleted: its profile.
+        .watches_stream(managed_events, |secret| {
+            secret.labels().get(PROFILE_LABEL).map(|p| ObjectRef::<RegistryProfile>::new(p))
+        })
+        // A source Secret in our namespace changed: the profiles that read it.
+        .watches_stream(source_events, move |secret| {
+            let name = secret.name_any();
+            by_source
+                .state()
+                .iter()
+                .filter(|p| p.spec.credentials.secret_ref.as_ref().is_some_and(|r| r.name == name))
+                .map(|p| ObjectRef::from_obj(p.as_ref()))
+                .collect::<Vec<_>>()
+        })
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|res| async move {
+            match res {
+                Ok((obj, _)) => debug!(profile = %obj.name, "reconciled"),
+                Err(e) => debug!(error = %e, "reconcile failed"),
+            }
+        })
+        .await;
+    info!("controller stopped");
+    Ok(())
+}
+
+/// Replaces a managed Secret's data by its hash before it enters the cache: the cache never holds secret
+/// material, and drift is still seen.
+fn strip_to_hash(secret: &mut Secret) {
+    let hash = plan::content_hash(
+        secret.type_.as_deref().unwrap_or_default(),
+        secret
+            .data
+            .iter()
+            .flatten()
+            .filter(|(k, _)| *k == DOCKER_CONFIG_KEY)
+            .map(|(k, v)| (k.as_str(), v.0.as_slice())),
+    );
+    secret.data = None;
+    secret.string_data = None;
+    secret.metadata.managed_fields = None;
+    secret.annotations_mut().insert(CACHED_HASH_ANNOTATION.into(), hash.to_string());
+}
+
+fn namespace_info(ns: &PartialObjectMeta<Namespace>) -> NamespaceInfo {
+    NamespaceInfo {
+        name: ns.name_any(),
+        labels: ns.labels().clone(),
+        terminating: ns.metadata.deletion_timestamp.is_some(),
+    }
+}
+
+fn observed(secret: &Secret) -> ObservedSecret {
+    let labels = secret.labels();
+    ObservedSecret {
+        namespace: secret.namespace().unwrap_or_default(),
+        name: secret.name_any(),
+        uid: secret.uid().unwrap_or_default(),
+        content_hash: secret.annotations().get(CACHED_HASH_ANNOTATION).and_then(|h| h.parse().ok()).unwrap_or_default(),
+        type_ok: secret.type_.as_deref() == Some(DOCKER_CONFIG_TYPE),
+        labels_ok: labels.get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGED_BY_VALUE),
+        owner_uids: secret.owner_references().iter().map(|o| o.uid.clone()).collect(),
+    }
+}
+
+/// The Secret name a profile writes.
+pub fn secret_name(profile: &RegistryProfile) -> String {
+    profile.spec.secret_name.clone().unwrap_or_else(|| format!("regcred-{}", profile.name_any()))
+}
+
+fn resolve_credentials(
+    profile: &RegistryProfile,
+    registry: Option<&str>,
+    ctx: &Context,
+) -> Result<Option<DockerConfig>, CredentialsOutcome> {
+    let creds = &profile.spec.credentials;
+    let Some(secret_ref) = creds.secret_ref.as_ref() else {
+        return if creds.anonymous == Some(true) {
+            Ok(None)
+        } else {
+            Err(CredentialsOutcome::Failed {
+                reason: "NoCredentialSource".into(),
+                message: "set spec.credentials.secretRef or spec.credentials.anonymous: true".into(),
+            })
+        };
+    };
+    let Some(registry) = registry else {
+        return Err(CredentialsOutcome::Failed {
+            reason: "MissingServer".into(),
+            message: "spec.server is required for this provider".into(),
+        });
+    };
+    let ns = &ctx.settings.operator_namespace;
+    let key = ObjectRef::<Secret>::new(&secret_ref.name).within(ns);
+    let fail = |e: crate::credentials::CredentialError| CredentialsOutcome::Failed {
+        reason: e.reason().into(),
+        message: e.to_string(),
+    };
+    let source = ctx.sources.get(&key).ok_or_else(|| {
+        fail(crate::credentials::CredentialError::SecretNotFound {
+            namespace: ns.clone(),
+            name: secret_ref.name.clone(),
+        })
+    })?;
+    let data: BTreeMap<String, Vec<u8>> = source.data.iter().flatten().map(|(k, v)| (k.clone(), v.0.clone())).collect();
+    let label = format!("{ns}/{}", secret_ref.name);
+    dockerconfig_from_source(&label, &data, profile.spec.provider, &config_key(registry)).map(Some).map_err(fail)
+}
+
+async fn reconcile(profile: Arc<RegistryProfile>, ctx: Arc<Context>) -> Result<Action, Error> {
+    for ready in [
+        ctx.namespaces.wait_until_ready().await,
+        ctx.managed.wait_until_ready().await,
+        ctx.sources.wait_until_ready().await,
+    ] {
+        ready.map_err(|_| Error::CacheStopped)?;
+    }
+    let name = profile.name_any();
+    let uid = profile.uid().ok_or(Error::MissingUid)?;
+    if profile.meta().deletion_timestamp.is_some() {
+        // The garbage collector removes the Secrets through their ownerReferences.
+        return Ok(Action::await_change());
+    }
+    let registry = resolve_server(profile.spec.provider, profile.spec.server.as_deref());
+    let secret_name = secret_name(&profile);
+
+    let credentials = resolve_credentials(&profile, registry.as_deref(), &ctx);
+    let selection = CompiledSelection::new(&profile.spec.namespaces, &ctx.settings.operator_namespace);
+
+    let (creds_outcome, sync_outcome) = match (&credentials, selection) {
+        (Err(failed), _) => (
+            failed.clone(),
+            SyncOutcome::Skipped {
+                reason: "CredentialsUnavailable".into(),
+                message: "existing Secrets are left as they are until the credentials resolve".into(),
+            },
+        ),
+        (Ok(config), Err(invalid)) => (
+            outcome_of(config, &profile, &ctx),
+            SyncOutcome::Skipped { reason: "InvalidSelector".into(), message: invalid.to_string() },
+        ),
+        (Ok(config), Ok(selection)) => {
+            let selected: BTreeSet<String> = ctx
+                .namespaces
+                .state()
+                .iter()
+                .map(|ns| namespace_info(ns))
+                .filter(|ns| selection.selects(ns))
+                .map(|ns| ns.name)
+                .collect();
+            let observed: Vec<ObservedSecret> = ctx
+                .managed
+                .state()
+                .iter()
+                .filter(|s| s.labels().get(PROFILE_LABEL) == Some(&name))
+                .map(|s| observed(s))
+                .collect();
+            let target = match config {
+                Some(cfg) => Target::Write {
+                    name: secret_name.clone(),
+                    content_hash: plan::content_hash(DOCKER_CONFIG_TYPE, [(DOCKER_CONFIG_KEY, cfg.0.expose())]),
+                },
+                None => Target::Nothing,
+            };
+            let plan = plan::plan(&target, &selected, &observed, &uid);
+            let failures = if plan.actions.is_empty() {
+                Vec::new()
+            } else {
+                info!(profile = %name, writes = plan.actions.len(), "syncing Secrets");
+                let writer = sync::Writer {
+                    client: &ctx.client,
+                    profile: &profile,
+                    secret_name: &secret_name,
+                    config: config.as_ref(),
+                };
+                writer.execute(plan.actions, ctx.settings.write_concurrency).await
+            };
+            let selected_count = if config.is_some() { selected.len() as i32 } else { 0 };
+            let synced = selected_count.saturating_sub(failures.len() as i32);
+            (outcome_of(config, &profile, &ctx), SyncOutcome::Synced { selected: selected_count, synced, failures })
+        }
+    };
+
+    let now = Time(jiff::Timestamp::now());
+    let next = status::compute(
+        profile.status.as_ref(),
+        profile.meta().generation,
+        registry,
+        &creds_outcome,
+        &sync_outcome,
+        now,
+    );
+    if profile.status.as_ref() != Some(&next) {
+        let events = status::events(profile.status.as_ref(), &next);
+        let patch = serde_json::json!({
+            "apiVersion": "regcred.dev/v1alpha1",
+            "kind": "RegistryProfile",
+            "status": next,
+        });
+        Api::<RegistryProfile>::all(ctx.client.clone())
+            .patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
+            .await
+            .map_err(Error::StatusUpdate)?;
+        let reference = profile.object_ref(&());
+        for ev in events {
+            let event = Event {
+                type_: if ev.warning { EventType::Warning } else { EventType::Normal },
+                reason: ev.reason,
+                note: Some(ev.note),
+                action: "Reconcile".into(),
+                secondary: None,
+            };
+            if let Err(e) = ctx.recorder.publish(&event, &reference).await {
+                warn!(profile = %name, error = %e, "could not publish an Event");
+            }
+        }
+    }
+    let failed = !matches!(&sync_outcome, SyncOutcome::Synced { failures, .. } if failures.is_empty());
+    Ok(Action::requeue(if failed { Duration::from_secs(30) } else { Duration::from_secs(600) }))
+}
+
+fn outcome_of(config: &Option<DockerConfig>, profile: &RegistryProfile, ctx: &Context) -> CredentialsOutcome {
+    match (config, &profile.spec.credentials.secret_ref) {
+        (Some(_), Some(r)) => {
+            CredentialsOutcome::Resolved { source: format!("Secret {}/{}", ctx.settings.operator_namespace, r.name) }
+        }
+        _ => CredentialsOutcome::Anonymous,
+    }
+}
+
+fn error_policy(profile: Arc<RegistryProfile>, error: &Error, _ctx: Arc<Context>) -> Action {
+    warn!(profile = %profile.name_any(), error = %error, kind = error.metric_label(), "reconcile failed");
+    Action::requeue(Duration::from_secs(10))
+}

@@ -1,0 +1,208 @@
+//! The sync plan: which Secret writes bring the cluster to the desired state. Pure: it compares the desired
+//! Secret with what the controller's cache shows and names the writes, nothing more.
+
+use std::collections::BTreeSet;
+use std::hash::{DefaultHasher, Hash, Hasher};
+
+/// What the cache shows of one managed Secret that carries this profile's label.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObservedSecret {
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+    /// [`content_hash`] of its type and data.
+    pub content_hash: u64,
+    /// Its type is `kubernetes.io/dockerconfigjson` (a type cannot be changed in place).
+    pub type_ok: bool,
+    /// It carries every label regcred sets.
+    pub labels_ok: bool,
+    /// UIDs in its ownerReferences.
+    pub owner_uids: Vec<String>,
+}
+
+/// What a profile wants written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// A Secret named `name` with content hashing to `content_hash` in every selected namespace.
+    Write { name: String, content_hash: u64 },
+    /// No Secret at all (anonymous access): whatever the profile wrote before goes.
+    Nothing,
+}
+
+/// One write.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Action {
+    /// Create the Secret; the namespace has none of ours.
+    Create { namespace: String },
+    /// Apply the desired content over ours, which drifted.
+    Update { namespace: String },
+    /// Ours has the wrong type, which cannot change in place: delete that object (by uid) and create it anew.
+    Replace { namespace: String, uid: String },
+    /// Delete a Secret of ours that is no longer wanted (by uid, so nothing else is ever deleted).
+    Delete { namespace: String, name: String, uid: String },
+}
+
+/// The writes to make, and the namespaces already in sync.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Plan {
+    pub actions: Vec<Action>,
+    pub in_sync: BTreeSet<String>,
+}
+
+/// Hash of a Secret's type and content, to compare cached Secrets with the desired one without keeping
+/// secret material in the cache. Stable within one process, which is all the cache needs.
+pub fn content_hash<'a>(secret_type: &str, data: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> u64 {
+    let mut h = DefaultHasher::new();
+    secret_type.hash(&mut h);
+    for (k, v) in data {
+        k.hash(&mut h);
+        v.hash(&mut h);
+    }
+    h.finish()
+}
+
+/// Plans the writes for one profile. `observed` holds the cached Secrets labelled with the profile's name;
+/// only those whose ownerReferences name `profile_uid` are ever deleted, so a Secret someone else labelled is
+/// never removed.
+pub fn plan(target: &Target, selected: &BTreeSet<String>, observed: &[ObservedSecret], profile_uid: &str) -> Plan {
+    let mut plan = Plan::default();
+    let mut seen = BTreeSet::new();
+    for o in observed {
+        let owned = o.owner_uids.iter().any(|u| u == profile_uid);
+        match target {
+            Target::Write { name, content_hash } if &o.name == name && selected.contains(&o.namespace) => {
+                seen.insert(o.namespace.clone());
+                if !o.type_ok {
+                    plan.actions.push(Action::Replace { namespace: o.namespace.clone(), uid: o.uid.clone() });
+                } else if o.content_hash != *content_hash || !o.labels_ok || !owned {
+                    plan.actions.push(Action::Update { namespace: o.namespace.clone() });
+                } else {
+                    plan.in_sync.insert(o.namespace.clone());
+                }
+            }
+            _ if owned => plan.actions.push(Action::Delete {
+                namespace: o.namespace.clone(),
+                name: o.name.clone(),
+                uid: o.uid.clone(),
+            }),
+            _ => {}
+        }
+    }
+    if matches!(target, Target::Write { .. }) {
+        for ns in selected.difference(&seen) {
+            plan.actions.push(Action::Create { namespace: ns.clone() });
+        }
+    }
+    plan.actions.sort();
+    plan
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const UID: &str = "profile-uid";
+
+    fn target(hash: u64) -> Target {
+        Target::Write { name: "regcred-x".into(), content_hash: hash }
+    }
+
+    fn observed(ns: &str, hash: u64) -> ObservedSecret {
+        ObservedSecret {
+            namespace: ns.into(),
+            name: "regcred-x".into(),
+            uid: format!("uid-{ns}"),
+            content_hash: hash,
+            type_ok: true,
+            labels_ok: true,
+            owner_uids: vec![UID.into()],
+        }
+    }
+
+    fn set(items: &[&str]) -> BTreeSet<String> {
+        items.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn missing_secrets_are_created_and_current_ones_left_alone() {
+        let p = plan(&target(1), &set(&["a", "b"]), &[observed("a", 1)], UID);
+        assert_eq!(p.actions, vec![Action::Create { namespace: "b".into() }]);
+        assert_eq!(p.in_sync, set(&["a"]));
+    }
+
+    #[test]
+    fn nothing_changes_means_no_writes() {
+        let obs: Vec<_> = ["a", "b", "c"].iter().map(|n| observed(n, 7)).collect();
+        let p = plan(&target(7), &set(&["a", "b", "c"]), &obs, UID);
+        assert!(p.actions.is_empty());
+        assert_eq!(p.in_sync.len(), 3);
+    }
+
+    #[test]
+    fn drift_in_content_labels_or_owner_is_repaired() {
+        let mut labels = observed("b", 1);
+        labels.labels_ok = false;
+        let mut owner = observed("c", 1);
+        owner.owner_uids = vec!["old-incarnation".into()];
+        let p = plan(&target(1), &set(&["a", "b", "c"]), &[observed("a", 2), labels, owner], UID);
+        assert_eq!(
+            p.actions,
+            vec![
+                Action::Update { namespace: "a".into() },
+                Action::Update { namespace: "b".into() },
+                Action::Update { namespace: "c".into() }
+            ]
+        );
+    }
+
+    #[test]
+    fn a_wrong_type_is_replaced() {
+        let mut o = observed("a", 1);
+        o.type_ok = false;
+        let p = plan(&target(1), &set(&["a"]), &[o], UID);
+        assert_eq!(p.actions, vec![Action::Replace { namespace: "a".into(), uid: "uid-a".into() }]);
+    }
+
+    #[test]
+    fn deselected_and_renamed_secrets_of_ours_are_deleted_by_uid() {
+        let mut renamed = observed("a", 1);
+        renamed.name = "old-name".into();
+        renamed.uid = "uid-old".into();
+        let p = plan(&target(1), &set(&["a"]), &[observed("a", 1), renamed, observed("gone", 1)], UID);
+        assert_eq!(
+            p.actions,
+            vec![
+                Action::Delete { namespace: "a".into(), name: "old-name".into(), uid: "uid-old".into() },
+                Action::Delete { namespace: "gone".into(), name: "regcred-x".into(), uid: "uid-gone".into() },
+            ]
+        );
+    }
+
+    #[test]
+    fn secrets_not_owned_by_this_profile_are_never_deleted() {
+        let mut forged = observed("elsewhere", 1);
+        forged.owner_uids = vec![];
+        let p = plan(&target(1), &set(&[]), &[forged.clone()], UID);
+        assert!(p.actions.is_empty());
+        let p = plan(&Target::Nothing, &set(&[]), &[forged], UID);
+        assert!(p.actions.is_empty());
+    }
+
+    #[test]
+    fn anonymous_profiles_remove_what_they_wrote_and_create_nothing() {
+        let p = plan(&Target::Nothing, &set(&["a", "b"]), &[observed("a", 1)], UID);
+        assert_eq!(
+            p.actions,
+            vec![Action::Delete { namespace: "a".into(), name: "regcred-x".into(), uid: "uid-a".into() }]
+        );
+    }
+
+    #[test]
+    fn content_hash_depends_on_type_keys_and_values() {
+        let base = content_hash("t", [("k", b"v".as_slice())]);
+        assert_eq!(base, content_hash("t", [("k", b"v".as_slice())]));
+        assert_ne!(base, content_hash("u", [("k", b"v".as_slice())]));
+        assert_ne!(base, content_hash("t", [("j", b"v".as_slice())]));
+        assert_ne!(base, content_hash("t", [("k", b"w".as_slice())]));
+    }
+}

@@ -1,0 +1,197 @@
+//! Which namespaces a profile selects. Pure: the namespaces are plain data from the controller's cache.
+
+use std::collections::BTreeMap;
+
+use kube::core::{Selector, SelectorExt};
+
+use crate::api::NamespaceSelection;
+
+/// Namespaces never selected unless a profile names them exactly (the operator's own is added at run time).
+pub const PROTECTED_NAMESPACES: [&str; 3] = ["kube-system", "kube-public", "kube-node-lease"];
+
+/// What the selection needs to know about a namespace.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NamespaceInfo {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    /// Being deleted: nothing can be created in it any more.
+    pub terminating: bool,
+}
+
+/// A namespace selection compiled once per reconcile.
+#[derive(Debug, Clone)]
+pub struct CompiledSelection<'a> {
+    selector: Option<Selector>,
+    spec: &'a NamespaceSelection,
+    operator_namespace: &'a str,
+}
+
+/// The label selector could not be understood (an unknown operator, say).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid namespace selector: {0}")]
+pub struct InvalidSelector(pub String);
+
+impl<'a> CompiledSelection<'a> {
+    /// Compiles a profile's selection; `operator_namespace` is protected like `kube-system`.
+    pub fn new(spec: &'a NamespaceSelection, operator_namespace: &'a str) -> Result<Self, InvalidSelector> {
+        let selector =
+            spec.selector.clone().map(Selector::try_from).transpose().map_err(|e| InvalidSelector(e.to_string()))?;
+        Ok(Self { selector, spec, operator_namespace })
+    }
+
+    /// Whether the namespace receives the profile's Secret.
+    pub fn selects(&self, ns: &NamespaceInfo) -> bool {
+        if ns.terminating || self.spec.exclude.iter().any(|g| glob_match(g, &ns.name)) {
+            return false;
+        }
+        if self.spec.names.iter().any(|n| n == &ns.name) {
+            return true;
+        }
+        if PROTECTED_NAMESPACES.contains(&ns.name.as_str()) || ns.name == self.operator_namespace {
+            return false;
+        }
+        self.spec.names.iter().any(|g| glob_match(g, &ns.name))
+            || self.selector.as_ref().is_some_and(|s| s.matches(&ns.labels))
+    }
+}
+
+/// `*` matches any run of characters (including none); everything else matches itself.
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    let (p, t) = (pattern.as_bytes(), text.as_bytes());
+    let (mut pi, mut ti) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        if pi < p.len() && p[pi] == b'*' {
+            star = Some((pi, ti));
+            pi += 1;
+        } else if pi < p.len() && p[pi] == t[ti] {
+            pi += 1;
+            ti += 1;
+        } else if let Some((sp, st)) = star {
+            pi = sp + 1;
+            ti = st + 1;
+            star = Some((sp, st + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&c| c == b'*')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
+
+    fn ns(name: &str, labels: &[(&str, &str)]) -> NamespaceInfo {
+        NamespaceInfo {
+            name: name.into(),
+            labels: labels.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect(),
+            terminating: false,
+        }
+    }
+
+    fn sel(selector: Option<LabelSelector>, names: &[&str], exclude: &[&str]) -> NamespaceSelection {
+        NamespaceSelection {
+            selector,
+            names: names.iter().map(|s| (*s).into()).collect(),
+            exclude: exclude.iter().map(|s| (*s).into()).collect(),
+        }
+    }
+
+    fn all() -> Option<LabelSelector> {
+        Some(LabelSelector::default())
+    }
+
+    #[test]
+    fn globs() {
+        for (p, t, m) in [
+            ("team-*", "team-a", true),
+            ("team-*", "team-", true),
+            ("team-*", "tea", false),
+            ("*", "anything", true),
+            ("*-prod", "shop-prod", true),
+            ("*-prod", "shop-prod-2", false),
+            ("a*b*c", "aXbYc", true),
+            ("a*b*c", "aXbY", false),
+            ("exact", "exact", true),
+            ("exact", "exactly", false),
+            ("**", "", true),
+        ] {
+            assert_eq!(glob_match(p, t), m, "{p} vs {t}");
+        }
+    }
+
+    #[test]
+    fn empty_selector_selects_all_but_protected_namespaces() {
+        let spec = sel(all(), &[], &[]);
+        let c = CompiledSelection::new(&spec, "regcred-system").unwrap();
+        assert!(c.selects(&ns("default", &[])));
+        assert!(c.selects(&ns("team-a", &[])));
+        for protected in ["kube-system", "kube-public", "kube-node-lease", "regcred-system"] {
+            assert!(!c.selects(&ns(protected, &[])), "{protected}");
+        }
+    }
+
+    #[test]
+    fn protected_namespaces_need_their_exact_name() {
+        let globbed = sel(None, &["kube-*", "*"], &[]);
+        let c = CompiledSelection::new(&globbed, "regcred-system").unwrap();
+        assert!(!c.selects(&ns("kube-system", &[])));
+        assert!(c.selects(&ns("kubeflow", &[])));
+        let exact = sel(None, &["kube-system", "regcred-system"], &[]);
+        let c = CompiledSelection::new(&exact, "regcred-system").unwrap();
+        assert!(c.selects(&ns("kube-system", &[])));
+        assert!(c.selects(&ns("regcred-system", &[])));
+    }
+
+    #[test]
+    fn labels_names_and_excludes_combine() {
+        let spec = sel(
+            Some(LabelSelector {
+                match_labels: Some([("pull".to_string(), "yes".to_string())].into()),
+                match_expressions: Some(vec![LabelSelectorRequirement {
+                    key: "tier".into(),
+                    operator: "NotIn".into(),
+                    values: Some(vec!["sandbox".into()]),
+                }]),
+            }),
+            &["legacy-*"],
+            &["*-tmp"],
+        );
+        let c = CompiledSelection::new(&spec, "regcred").unwrap();
+        assert!(c.selects(&ns("a", &[("pull", "yes")])));
+        assert!(!c.selects(&ns("b", &[("pull", "yes"), ("tier", "sandbox")])));
+        assert!(!c.selects(&ns("c", &[("pull", "no")])));
+        assert!(c.selects(&ns("legacy-shop", &[])));
+        assert!(!c.selects(&ns("legacy-tmp", &[])));
+        assert!(!c.selects(&ns("x-tmp", &[("pull", "yes")])));
+    }
+
+    #[test]
+    fn exclude_wins_even_over_exact_names_and_terminating_namespaces_are_skipped() {
+        let spec = sel(None, &["shop"], &["shop"]);
+        assert!(!CompiledSelection::new(&spec, "r").unwrap().selects(&ns("shop", &[])));
+        let spec = sel(all(), &[], &[]);
+        let mut n = ns("going", &[]);
+        n.terminating = true;
+        assert!(!CompiledSelection::new(&spec, "r").unwrap().selects(&n));
+    }
+
+    #[test]
+    fn an_invalid_selector_is_an_error_not_a_panic() {
+        let spec = sel(
+            Some(LabelSelector {
+                match_labels: None,
+                match_expressions: Some(vec![LabelSelectorRequirement {
+                    key: "a".into(),
+                    operator: "Near".into(),
+                    values: None,
+                }]),
+            }),
+            &[],
+            &[],
+        );
+        assert!(CompiledSelection::new(&spec, "r").is_err());
+    }
+}

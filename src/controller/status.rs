@@ -1,0 +1,259 @@
+//! A profile's status and the Events its changes deserve. Pure: the outcome of a reconcile goes in, the status
+//! and Events come out.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+use crate::api::{NamespaceFailure, RegistryProfileStatus};
+
+pub const READY: &str = "Ready";
+pub const CREDENTIALS_RESOLVED: &str = "CredentialsResolved";
+pub const SECRETS_SYNCED: &str = "SecretsSynced";
+
+/// At most this many failed namespaces are listed in status.
+pub const MAX_FAILURES_LISTED: usize = 20;
+
+/// How the credentials of a profile resolved.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CredentialsOutcome {
+    /// Resolved from the named source.
+    Resolved { source: String },
+    /// Anonymous access: no Secret is written.
+    Anonymous,
+    /// Could not be resolved: `reason` is the condition reason.
+    Failed { reason: String, message: String },
+}
+
+/// How the namespaces were synced.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SyncOutcome {
+    /// Secrets written where selected; `failures` lists the namespaces where that failed.
+    Synced { selected: i32, synced: i32, failures: Vec<NamespaceFailure> },
+    /// Nothing was touched, for the given reason (credentials unavailable, invalid selector).
+    Skipped { reason: String, message: String },
+}
+
+/// An Event to publish on the profile.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StatusEvent {
+    pub warning: bool,
+    pub reason: String,
+    pub note: String,
+}
+
+fn condition(type_: &str, ok: bool, reason: &str, message: String, generation: Option<i64>, now: &Time) -> Condition {
+    Condition {
+        type_: type_.into(),
+        status: if ok { "True" } else { "False" }.into(),
+        reason: reason.into(),
+        message,
+        observed_generation: generation,
+        last_transition_time: now.clone(),
+    }
+}
+
+/// Computes the status. A condition keeps its `lastTransitionTime` while its status stays the same, so a
+/// reconcile that changes nothing produces a status equal to the previous one (and no write).
+pub fn compute(
+    previous: Option<&RegistryProfileStatus>,
+    generation: Option<i64>,
+    registry: Option<String>,
+    credentials: &CredentialsOutcome,
+    sync: &SyncOutcome,
+    now: Time,
+) -> RegistryProfileStatus {
+    let creds = match credentials {
+        CredentialsOutcome::Resolved { source } => condition(
+            CREDENTIALS_RESOLVED,
+            true,
+            "Resolved",
+            format!("credentials read from {source}"),
+            generation,
+            &now,
+        ),
+        CredentialsOutcome::Anonymous => condition(
+            CREDENTIALS_RESOLVED,
+            true,
+            "Anonymous",
+            "anonymous access: no Secret is written".into(),
+            generation,
+            &now,
+        ),
+        CredentialsOutcome::Failed { reason, message } => {
+            condition(CREDENTIALS_RESOLVED, false, reason, message.clone(), generation, &now)
+        }
+    };
+    let (selected, synced, mut failures) = match sync {
+        SyncOutcome::Synced { selected, synced, failures } => (*selected, *synced, failures.clone()),
+        SyncOutcome::Skipped { .. } => {
+            let prev = previous.cloned().unwrap_or_default();
+            (prev.selected_namespaces, prev.synced_namespaces, prev.failed_namespaces)
+        }
+    };
+    failures.sort_by(|a, b| a.namespace.cmp(&b.namespace));
+    let failed_count = failures.len();
+    failures.truncate(MAX_FAILURES_LISTED);
+    let synced_cond = match (sync, credentials) {
+        (SyncOutcome::Skipped { reason, message }, _) => {
+            condition(SECRETS_SYNCED, false, reason, message.clone(), generation, &now)
+        }
+        (_, CredentialsOutcome::Anonymous) => condition(
+            SECRETS_SYNCED,
+            true,
+            "NotRequired",
+            "anonymous access: no Secret is needed".into(),
+            generation,
+            &now,
+        ),
+        _ if failed_count == 0 => condition(
+            SECRETS_SYNCED,
+            true,
+            "Synced",
+            if selected == 0 {
+                "no namespace is selected".into()
+            } else {
+                format!("the Secret is current in all {selected} selected namespaces")
+            },
+            generation,
+            &now,
+        ),
+        _ => {
+            let reason = if failures.iter().all(|f| f.reason == "Conflict") { "Conflict" } else { "WriteFailed" };
+            let names: Vec<&str> = failures.iter().take(5).map(|f| f.namespace.as_str()).collect();
+            condition(
+                SECRETS_SYNCED,
+                false,
+                reason,
+                format!(
+                    "{failed_count} of {selected} selected namespaces are not synced ({}{}); see status.failedNamespaces",
+                    names.join(", "),
+                    if failed_count > names.len() { ", ..." } else { "" }
+                ),
+                generation,
+                &now,
+            )
+        }
+    };
+    let ready = match [&creds, &synced_cond].into_iter().find(|c| c.status != "True") {
+        None => condition(READY, true, "Ready", "credentials are in place".into(), generation, &now),
+        Some(c) => condition(READY, false, &c.reason, c.message.clone(), generation, &now),
+    };
+    let mut conditions = vec![ready, creds, synced_cond];
+    if let Some(prev) = previous {
+        for c in &mut conditions {
+            if let Some(old) = prev.conditions.iter().find(|o| o.type_ == c.type_)
+                && old.status == c.status
+            {
+                c.last_transition_time = old.last_transition_time.clone();
+            }
+        }
+    }
+    RegistryProfileStatus {
+        observed_generation: generation,
+        conditions,
+        sync_summary: Some(format!("{synced}/{selected}")),
+        registry,
+        selected_namespaces: selected,
+        synced_namespaces: synced,
+        failed_namespaces: failures,
+    }
+}
+
+/// Events for every condition whose status or reason changed.
+pub fn events(previous: Option<&RegistryProfileStatus>, next: &RegistryProfileStatus) -> Vec<StatusEvent> {
+    next.conditions
+        .iter()
+        .filter(|c| {
+            let old = previous.and_then(|p| p.conditions.iter().find(|o| o.type_ == c.type_));
+            old.is_none_or(|o| o.status != c.status || o.reason != c.reason)
+        })
+        // Ready repeats the reason of the condition that failed; one Event per cause is enough.
+        .filter(|c| c.type_ != READY || c.status == "True")
+        .map(|c| StatusEvent { warning: c.status != "True", reason: c.reason.clone(), note: c.message.clone() })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(secs: i64) -> Time {
+        Time(jiff::Timestamp::from_second(secs).unwrap())
+    }
+
+    fn resolved() -> CredentialsOutcome {
+        CredentialsOutcome::Resolved { source: "Secret regcred/creds".into() }
+    }
+
+    fn synced(selected: i32, failures: Vec<NamespaceFailure>) -> SyncOutcome {
+        SyncOutcome::Synced { selected, synced: selected - failures.len() as i32, failures }
+    }
+
+    fn cond<'a>(s: &'a RegistryProfileStatus, t: &str) -> &'a Condition {
+        s.conditions.iter().find(|c| c.type_ == t).unwrap()
+    }
+
+    #[test]
+    fn all_good_is_ready() {
+        let s = compute(None, Some(2), Some("r.io".into()), &resolved(), &synced(3, vec![]), at(10));
+        assert_eq!(cond(&s, READY).status, "True");
+        assert_eq!(s.sync_summary.as_deref(), Some("3/3"));
+        assert_eq!(s.observed_generation, Some(2));
+        let ev = events(None, &s);
+        assert!(ev.iter().all(|e| !e.warning));
+    }
+
+    #[test]
+    fn a_status_that_did_not_change_is_equal_to_the_previous_one() {
+        let first = compute(None, Some(1), None, &resolved(), &synced(3, vec![]), at(10));
+        let again = compute(Some(&first), Some(1), None, &resolved(), &synced(3, vec![]), at(99));
+        assert_eq!(first, again);
+        assert!(events(Some(&first), &again).is_empty());
+    }
+
+    #[test]
+    fn a_credential_failure_names_its_reason_everywhere_and_keeps_the_counts() {
+        let first = compute(None, Some(1), None, &resolved(), &synced(3, vec![]), at(10));
+        let failed = CredentialsOutcome::Failed { reason: "SecretNotFound".into(), message: "gone".into() };
+        let skipped = SyncOutcome::Skipped { reason: "CredentialsUnavailable".into(), message: "kept".into() };
+        let s = compute(Some(&first), Some(1), None, &failed, &skipped, at(20));
+        assert_eq!(cond(&s, READY).reason, "SecretNotFound");
+        assert_eq!(cond(&s, READY).last_transition_time, at(20));
+        assert_eq!(cond(&s, SECRETS_SYNCED).reason, "CredentialsUnavailable");
+        assert_eq!(s.selected_namespaces, 3);
+        let ev = events(Some(&first), &s);
+        assert_eq!(ev.len(), 2);
+        assert!(ev.iter().all(|e| e.warning));
+    }
+
+    #[test]
+    fn conflicts_are_listed_and_bounded() {
+        let failures: Vec<_> = (0..30)
+            .map(|i| NamespaceFailure {
+                namespace: format!("ns-{i:02}"),
+                reason: "Conflict".into(),
+                message: "m".into(),
+            })
+            .collect();
+        let s = compute(None, None, None, &resolved(), &synced(40, failures), at(1));
+        assert_eq!(cond(&s, SECRETS_SYNCED).reason, "Conflict");
+        assert_eq!(cond(&s, READY).status, "False");
+        assert_eq!(s.failed_namespaces.len(), MAX_FAILURES_LISTED);
+        assert_eq!(s.sync_summary.as_deref(), Some("10/40"));
+        assert!(cond(&s, SECRETS_SYNCED).message.starts_with("30 of 40"));
+    }
+
+    #[test]
+    fn anonymous_is_ready_without_secrets() {
+        let s = compute(
+            None,
+            None,
+            Some("mcr.microsoft.com".into()),
+            &CredentialsOutcome::Anonymous,
+            &synced(0, vec![]),
+            at(1),
+        );
+        assert_eq!(cond(&s, READY).status, "True");
+        assert_eq!(cond(&s, CREDENTIALS_RESOLVED).reason, "Anonymous");
+        assert_eq!(cond(&s, SECRETS_SYNCED).reason, "NotRequired");
+    }
+}

@@ -1,0 +1,167 @@
+//! Executes a sync plan: the Secret writes, each idempotent, many at a time.
+
+use std::collections::BTreeMap;
+
+use futures::StreamExt;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::{Client, ResourceExt};
+use tracing::debug;
+
+use super::plan::Action;
+use super::{DOCKER_CONFIG_KEY, DOCKER_CONFIG_TYPE, FIELD_MANAGER, MANAGED_BY_LABEL, MANAGED_BY_VALUE, PROFILE_LABEL};
+use crate::api::{NamespaceFailure, RegistryProfile};
+use crate::credentials::DockerConfig;
+
+pub(super) struct Writer<'a> {
+    pub client: &'a Client,
+    pub profile: &'a RegistryProfile,
+    pub secret_name: &'a str,
+    pub config: Option<&'a DockerConfig>,
+}
+
+/// The outcome of one write: `None` when done (or moot), a failure otherwise.
+type Outcome = Option<NamespaceFailure>;
+
+impl Writer<'_> {
+    /// Runs the actions with at most `concurrency` requests in flight; returns the namespaces that failed.
+    pub async fn execute(&self, actions: Vec<Action>, concurrency: usize) -> Vec<NamespaceFailure> {
+        futures::stream::iter(actions)
+            .map(|a| self.run(a))
+            .buffer_unordered(concurrency.max(1))
+            .filter_map(|o| async move { o })
+            .collect()
+            .await
+    }
+
+    async fn run(&self, action: Action) -> Outcome {
+        match action {
+            Action::Create { namespace } => self.create(&namespace).await,
+            Action::Update { namespace } => self.apply(&namespace).await,
+            Action::Replace { namespace, uid } => match self.delete(&namespace, self.secret_name, &uid).await {
+                None => self.create(&namespace).await,
+                failure => failure,
+            },
+            Action::Delete { namespace, name, uid } => self.delete(&namespace, &name, &uid).await,
+        }
+    }
+
+    fn api(&self, namespace: &str) -> Api<Secret> {
+        Api::namespaced(self.client.clone(), namespace)
+    }
+
+    /// The Secret as regcred wants it.
+    fn desired(&self, namespace: &str) -> Option<Secret> {
+        let config = self.config?;
+        let profile_name = self.profile.name_any();
+        Some(Secret {
+            metadata: ObjectMeta {
+                name: Some(self.secret_name.to_owned()),
+                namespace: Some(namespace.to_owned()),
+                labels: Some(BTreeMap::from([
+                    (MANAGED_BY_LABEL.to_owned(), MANAGED_BY_VALUE.to_owned()),
+                    (PROFILE_LABEL.to_owned(), profile_name.clone()),
+                ])),
+                owner_references: Some(vec![OwnerReference {
+                    api_version: "regcred.dev/v1alpha1".into(),
+                    kind: "RegistryProfile".into(),
+                    name: profile_name,
+                    uid: self.profile.uid().unwrap_or_default(),
+                    controller: Some(true),
+                    // Not blocking: that would need permission on the profile's finalizers, which regcred lacks.
+                    block_owner_deletion: None,
+                }]),
+                ..ObjectMeta::default()
+            },
+            type_: Some(DOCKER_CONFIG_TYPE.to_owned()),
+            data: Some(BTreeMap::from([(DOCKER_CONFIG_KEY.to_owned(), ByteString(config.0.expose().to_vec()))])),
+            ..Secret::default()
+        })
+    }
+
+    /// Creates the Secret. Creation (not apply) is what guarantees a Secret regcred does not manage is never
+    /// taken over: if the name is taken, the existing object is inspected and only adopted when it is ours.
+    async fn create(&self, namespace: &str) -> Outcome {
+        let secret = self.desired(namespace)?;
+        match self
+            .api(namespace)
+            .create(&PostParams { field_manager: Some(FIELD_MANAGER.into()), ..PostParams::default() }, &secret)
+            .await
+        {
+            Ok(_) => None,
+            Err(e) if is_status(&e, 409) => match self.api(namespace).get_metadata_opt(self.secret_name).await {
+                Ok(Some(existing)) if self.is_ours(existing.labels()) => self.apply(namespace).await,
+                Ok(Some(_)) => Some(failure(
+                    namespace,
+                    "Conflict",
+                    format!(
+                        "a Secret named {} that regcred does not manage exists; it is left untouched",
+                        self.secret_name
+                    ),
+                )),
+                Ok(None) => Some(failure(namespace, "Retrying", "the Secret was deleted while being created".into())),
+                Err(e) => Some(api_failure(namespace, &e)),
+            },
+            Err(e) if namespace_gone(&e) => None,
+            Err(e) => Some(api_failure(namespace, &e)),
+        }
+    }
+
+    fn is_ours(&self, labels: &BTreeMap<String, String>) -> bool {
+        labels.get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGED_BY_VALUE)
+            && labels.get(PROFILE_LABEL) == Some(&self.profile.name_any())
+    }
+
+    /// Server-side apply of the desired Secret under regcred's field manager.
+    async fn apply(&self, namespace: &str) -> Outcome {
+        let secret = self.desired(namespace)?;
+        match self
+            .api(namespace)
+            .patch(self.secret_name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&secret))
+            .await
+        {
+            Ok(_) => None,
+            Err(e) if namespace_gone(&e) => None,
+            Err(e) => Some(api_failure(namespace, &e)),
+        }
+    }
+
+    /// Deletes exactly the object with `uid`: never a Secret that replaced it.
+    async fn delete(&self, namespace: &str, name: &str, uid: &str) -> Outcome {
+        let params = DeleteParams {
+            preconditions: Some(Preconditions { uid: Some(uid.to_owned()), resource_version: None }),
+            ..DeleteParams::default()
+        };
+        match self.api(namespace).delete(name, &params).await {
+            Ok(_) => None,
+            Err(e) if is_status(&e, 404) || is_status(&e, 409) => None,
+            Err(e) => Some(api_failure(namespace, &e)),
+        }
+    }
+}
+
+fn is_status(e: &kube::Error, code: u16) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == code)
+}
+
+/// Writes into a namespace that is gone or going are moot: the namespace watch deselects it.
+fn namespace_gone(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if (s.code == 404 && s.message.contains("namespaces")) || (s.code == 403 && s.message.contains("being terminated")))
+}
+
+fn failure(namespace: &str, reason: &str, message: String) -> NamespaceFailure {
+    NamespaceFailure { namespace: namespace.to_owned(), reason: reason.to_owned(), message }
+}
+
+fn api_failure(namespace: &str, e: &kube::Error) -> NamespaceFailure {
+    debug!(namespace, error = %e, "Secret write failed");
+    let reason = match e {
+        kube::Error::Api(s) if s.code == 403 => "Forbidden",
+        kube::Error::Api(s) if s.code == 422 => "Invalid",
+        kube::Error::Api(_) => "WriteFailed",
+        _ => "APIUnreachable",
+    };
+    failure(namespace, reason, e.to_string())
+}

@@ -1,0 +1,10 @@
+//! Top-level errors of `regcred run`.
+
+/// Why `regcred run` stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("no usable Kubernetes configuration (in-cluster, KUBECONFIG or ~/.kube/config): {0}")]
+    Kubeconfig(#[source] kube::Error),
+    #[error(transparent)]
+    Controller(#[from] crate::controller::Error),
+}

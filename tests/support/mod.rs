@@ -1,0 +1,333 @@
+//! Test support for integration tests against the real local control plane (`make cluster-up`).
+//!
+//! - [`client`] finds the cluster through `KUBECONFIG` or `.local/kubeconfig`.
+//! - [`TestEnv`] gives a test its own uniquely named namespaces and cluster-scoped objects, and deletes them
+//!   afterwards, even when the test fails (kept when `REGCRED_TEST_KEEP=1`).
+//! - [`wait_for`] polls a condition until a deadline; no test sleeps for a fixed time to let something happen.
+//! - [`Operator`] runs the real `regcred` binary as a ServiceAccount bound to exactly the chart's RBAC rules.
+// Test-support code: a failed set-up step must fail the test loudly.
+#![allow(dead_code, clippy::unwrap_used, clippy::panic, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use tokio::process::{Child, Command};
+
+pub const MANAGER: &str = "regcred-tests";
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The kubeconfig of the cluster under test.
+pub fn kubeconfig_path() -> PathBuf {
+    std::env::var_os("KUBECONFIG").map(PathBuf::from).unwrap_or_else(|| repo_root().join(".local/kubeconfig"))
+}
+
+/// An admin client for the cluster under test.
+pub async fn client() -> Client {
+    let path = kubeconfig_path();
+    let kubeconfig = Kubeconfig::read_from(&path).unwrap_or_else(|e| {
+        panic!("no cluster to test against ({}: {e}); start one with `make cluster-up`", path.display())
+    });
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.unwrap();
+    Client::try_from(config).unwrap()
+}
+
+/// A short random suffix for unique names.
+pub fn suffix() -> String {
+    use rand::Rng;
+    let mut rng = rand::rng();
+    (0..6).map(|_| char::from(b'a' + rng.random_range(0..26u8))).collect()
+}
+
+/// Polls `check` every 100 ms until it returns `Some`, or panics with `what` after `timeout`.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Server-side applies `obj` as the test manager.
+pub async fn apply<K>(api: &Api<K>, obj: &K) -> K
+where
+    K: Resource + Clone + serde::Serialize + DeserializeOwned + std::fmt::Debug,
+{
+    api.patch(&obj.name_any(), &PatchParams::apply(MANAGER).force(), &Patch::Apply(obj)).await.unwrap()
+}
+
+type Deleter = Box<dyn Fn(Client) -> futures::future::BoxFuture<'static, ()> + Send + Sync>;
+
+/// One test's world: namespaces and cluster-scoped objects that are deleted when the test ends. Clones share
+/// the same records, so the test body gets its own handle.
+#[derive(Clone)]
+pub struct TestEnv {
+    pub client: Client,
+    /// A unique id, used in every name the test creates.
+    pub id: String,
+    namespaces: Arc<Mutex<Vec<String>>>,
+    cluster_objects: Arc<Mutex<Vec<Deleter>>>,
+}
+
+impl TestEnv {
+    /// A new environment for the test `name`.
+    pub async fn new(name: &str) -> Self {
+        let short: String =
+            name.chars().filter(|c| c.is_ascii_alphanumeric()).take(20).collect::<String>().to_lowercase();
+        Self {
+            client: client().await,
+            id: format!("{short}-{}", suffix()),
+            namespaces: Arc::default(),
+            cluster_objects: Arc::default(),
+        }
+    }
+
+    /// Creates a namespace named `<id>-<name>` with `labels` plus `regcred-test=<id>`, waits for its default
+    /// ServiceAccount, and remembers it for cleanup.
+    pub async fn namespace(&self, name: &str, labels: &[(&str, &str)]) -> String {
+        let ns = self.namespace_nowait(name, labels).await;
+        let sa: Api<ServiceAccount> = Api::namespaced(self.client.clone(), &ns);
+        wait_for("the default ServiceAccount", Duration::from_secs(30), || async {
+            sa.get_opt("default").await.ok().flatten()
+        })
+        .await;
+        ns
+    }
+
+    /// As [`TestEnv::namespace`], without waiting for the ServiceAccount.
+    pub async fn namespace_nowait(&self, name: &str, labels: &[(&str, &str)]) -> String {
+        let full = format!("{}-{name}", self.id);
+        let mut all: BTreeMap<String, String> = labels.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect();
+        all.insert("regcred-test".into(), self.id.clone());
+        let ns = Namespace {
+            metadata: ObjectMeta { name: Some(full.clone()), labels: Some(all), ..Default::default() },
+            ..Default::default()
+        };
+        Api::<Namespace>::all(self.client.clone()).create(&PostParams::default(), &ns).await.unwrap();
+        self.namespaces.lock().unwrap().push(full.clone());
+        full
+    }
+
+    /// Remembers a cluster-scoped object for deletion at the end.
+    pub fn cleanup<K>(&self, name: &str)
+    where
+        K: Resource<DynamicType = (), Scope = kube::core::ClusterResourceScope>
+            + Clone
+            + DeserializeOwned
+            + std::fmt::Debug
+            + Send
+            + Sync
+            + 'static,
+    {
+        let owned = name.to_owned();
+        self.cluster_objects.lock().unwrap().push(Box::new(move |client| {
+            let owned = owned.clone();
+            Box::pin(async move {
+                let _ = Api::<K>::all(client).delete(&owned, &DeleteParams::default()).await;
+            })
+        }));
+    }
+
+    /// Runs the test body, then deletes everything the test created (unless `REGCRED_TEST_KEEP=1`), and
+    /// re-raises the body's panic, if any.
+    pub async fn run<F, Fut>(self, body: F)
+    where
+        F: FnOnce(TestEnv) -> Fut,
+        Fut: Future<Output = ()>,
+    {
+        use futures::FutureExt;
+        let result = std::panic::AssertUnwindSafe(body(self.clone())).catch_unwind().await;
+        let namespaces = self.namespaces.lock().unwrap().clone();
+        if std::env::var("REGCRED_TEST_KEEP").as_deref() == Ok("1") {
+            eprintln!("REGCRED_TEST_KEEP=1: keeping namespaces {namespaces:?}");
+        } else {
+            let deleters: Vec<Deleter> = self.cluster_objects.lock().unwrap().drain(..).rev().collect();
+            for delete in deleters {
+                delete(self.client.clone()).await;
+            }
+            let api = Api::<Namespace>::all(self.client.clone());
+            for ns in &namespaces {
+                let _ = api.delete(ns, &DeleteParams::background()).await;
+            }
+        }
+        if let Err(panic) = result {
+            std::panic::resume_unwind(panic);
+        }
+    }
+}
+
+/// Installs (or updates) the regcred CRD from `crds/` and waits until it is established.
+pub async fn install_crd(client: &Client) {
+    let text = std::fs::read_to_string(repo_root().join("crds/regcred.dev_registryprofiles.yaml")).unwrap();
+    let crd: CustomResourceDefinition = serde_yaml::from_str(&text).unwrap();
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    apply(&api, &crd).await;
+    wait_for("the RegistryProfile CRD to be established", Duration::from_secs(30), || async {
+        let crd = api.get(&crd.name_any()).await.ok()?;
+        let established = crd.status?.conditions?.iter().any(|c| c.type_ == "Established" && c.status == "True");
+        established.then_some(())
+    })
+    .await;
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RbacRules {
+    cluster_rules: Vec<PolicyRule>,
+    namespace_rules: Vec<PolicyRule>,
+}
+
+/// The operator's RBAC rules: the chart's single definition.
+fn rbac_rules() -> RbacRules {
+    let text = std::fs::read_to_string(repo_root().join("charts/regcred/files/rbac-rules.yaml")).unwrap();
+    serde_yaml::from_str(&text).unwrap()
+}
+
+/// Creates a ServiceAccount `regcred` in `namespace` bound to exactly the chart's rules and returns a kubeconfig
+/// file that authenticates as it.
+pub async fn operator_identity(env: &TestEnv, namespace: &str) -> PathBuf {
+    let client = env.client.clone();
+    let rules = rbac_rules();
+    let cluster_role = format!("regcred-test-{}", env.id);
+    let cr = ClusterRole {
+        metadata: ObjectMeta { name: Some(cluster_role.clone()), ..Default::default() },
+        rules: Some(rules.cluster_rules),
+        ..Default::default()
+    };
+    apply(&Api::<ClusterRole>::all(client.clone()), &cr).await;
+    env.cleanup::<ClusterRole>(&cluster_role);
+    let subject = Subject {
+        kind: "ServiceAccount".into(),
+        name: "regcred".into(),
+        namespace: Some(namespace.into()),
+        ..Default::default()
+    };
+    let crb = ClusterRoleBinding {
+        metadata: ObjectMeta { name: Some(cluster_role.clone()), ..Default::default() },
+        role_ref: RoleRef {
+            api_group: Some("rbac.authorization.k8s.io".into()),
+            kind: "ClusterRole".into(),
+            name: cluster_role.clone(),
+        },
+        subjects: Some(vec![subject.clone()]),
+    };
+    apply(&Api::<ClusterRoleBinding>::all(client.clone()), &crb).await;
+    env.cleanup::<ClusterRoleBinding>(&cluster_role);
+    let role = Role {
+        metadata: ObjectMeta { name: Some("regcred".into()), namespace: Some(namespace.into()), ..Default::default() },
+        rules: Some(rules.namespace_rules),
+    };
+    apply(&Api::<Role>::namespaced(client.clone(), namespace), &role).await;
+    let rb = RoleBinding {
+        metadata: ObjectMeta { name: Some("regcred".into()), namespace: Some(namespace.into()), ..Default::default() },
+        role_ref: RoleRef {
+            api_group: Some("rbac.authorization.k8s.io".into()),
+            kind: "Role".into(),
+            name: "regcred".into(),
+        },
+        subjects: Some(vec![subject]),
+    };
+    apply(&Api::<RoleBinding>::namespaced(client.clone(), namespace), &rb).await;
+    service_account_kubeconfig(&client, namespace, "regcred").await
+}
+
+/// Creates the ServiceAccount if needed, mints a token for it, and writes a kubeconfig that uses that token.
+pub async fn service_account_kubeconfig(client: &Client, namespace: &str, name: &str) -> PathBuf {
+    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
+    let sa =
+        ServiceAccount { metadata: ObjectMeta { name: Some(name.into()), ..Default::default() }, ..Default::default() };
+    apply(&sas, &sa).await;
+    let request = TokenRequest {
+        spec: Some(TokenRequestSpec { expiration_seconds: Some(3600), ..Default::default() }),
+        ..Default::default()
+    };
+    let token: TokenRequest = sas.create_subresource("token", name, &PostParams::default(), &request).await.unwrap();
+    let token = token.status.unwrap().token;
+
+    let admin = Kubeconfig::read_from(kubeconfig_path()).unwrap();
+    let cluster = admin.clusters[0].cluster.clone().unwrap();
+    let kubeconfig = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "c", "cluster": {
+            "server": cluster.server,
+            "certificate-authority-data": cluster.certificate_authority_data,
+        }}],
+        "users": [{"name": "u", "user": {"token": token}}],
+        "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+        "current-context": "x",
+    });
+    let dir = std::env::temp_dir().join("regcred-tests");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("{namespace}-{name}.kubeconfig"));
+    std::fs::write(&path, serde_json::to_vec(&kubeconfig).unwrap()).unwrap();
+    path
+}
+
+/// A client from a kubeconfig file.
+pub async fn client_from(path: &Path) -> Client {
+    let kubeconfig = Kubeconfig::read_from(path).unwrap();
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.unwrap();
+    Client::try_from(config).unwrap()
+}
+
+/// The real `regcred run` process. Killed (SIGKILL) when dropped.
+pub struct Operator {
+    child: Child,
+    pub log: PathBuf,
+}
+
+impl Operator {
+    /// Starts `regcred run` with `kubeconfig`, in operator namespace `namespace`, handling only the profiles
+    /// labelled `regcred-test=<test id>`, plus `extra` arguments.
+    pub fn start(kubeconfig: &Path, namespace: &str, test_id: &str, extra: &[&str]) -> Self {
+        let log = std::env::temp_dir().join("regcred-tests").join(format!("operator-{test_id}-{}.log", suffix()));
+        let file = std::fs::File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_regcred"))
+            .arg("run")
+            .args(["--namespace", namespace, "--profile-selector", &format!("regcred-test={test_id}")])
+            .args(extra)
+            .env("KUBECONFIG", kubeconfig)
+            .env("REGCRED_LOG", "info,regcred=debug")
+            .stdout(Stdio::null())
+            .stderr(file)
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        Self { child, log }
+    }
+
+    /// SIGKILL, as a crash would.
+    pub async fn kill(mut self) {
+        self.child.kill().await.unwrap();
+    }
+
+    /// What the operator logged so far.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
