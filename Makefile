@@ -41,7 +41,7 @@ cluster-down: ## Stop the local control plane and remove its state
 	tools/cluster-down.sh
 
 integration: ## Integration tests against the running local cluster
-	KUBECONFIG=$${KUBECONFIG:-$(LOCAL_KUBECONFIG)} $(CARGO) test --tests --test '*' -- --test-threads=$(TEST_THREADS)
+	KUBECONFIG=$${KUBECONFIG:-$(LOCAL_KUBECONFIG)} $(CARGO) test --test '*' -- --test-threads=$(TEST_THREADS)
 
 test: ## Everything: lint, generated files, unit tests, then integration tests on a fresh local cluster
 	$(MAKE) lint

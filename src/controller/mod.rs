@@ -384,8 +384,27 @@ async fn reconcile(profile: Arc<RegistryProfile>, ctx: Arc<Context>) -> Result<A
             }
         }
     }
-    let failed = !matches!(&sync_outcome, SyncOutcome::Synced { failures, .. } if failures.is_empty());
-    Ok(Action::requeue(if failed { Duration::from_secs(30) } else { Duration::from_secs(600) }))
+    Ok(Action::requeue(requeue_after(&next, jiff::Timestamp::now())))
+}
+
+/// When to look again without an outside trigger. A healthy profile is re-checked every 10 minutes as a safety
+/// net. A failing one is retried soon, then less and less often: half the time it has been failing, between 5 s
+/// and 5 min. Failures such as a conflicting foreign Secret produce no watch event when they are fixed, so the
+/// retry is what heals them.
+pub fn requeue_after(status: &crate::api::RegistryProfileStatus, now: jiff::Timestamp) -> Duration {
+    let failing_since = status
+        .conditions
+        .iter()
+        .filter(|c| c.type_ == status::READY && c.status != "True")
+        .map(|c| c.last_transition_time.0)
+        .next();
+    match failing_since {
+        None => Duration::from_secs(600),
+        Some(since) => {
+            let failing_for = now.duration_since(since).as_secs().max(0).unsigned_abs();
+            Duration::from_secs((failing_for / 2).clamp(5, 300))
+        }
+    }
 }
 
 fn outcome_of(config: &Option<DockerConfig>, profile: &RegistryProfile, ctx: &Context) -> CredentialsOutcome {

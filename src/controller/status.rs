@@ -256,4 +256,18 @@ mod tests {
         assert_eq!(cond(&s, CREDENTIALS_RESOLVED).reason, "Anonymous");
         assert_eq!(cond(&s, SECRETS_SYNCED).reason, "NotRequired");
     }
+
+    #[test]
+    fn failing_profiles_are_retried_sooner_than_healthy_ones_and_back_off() {
+        use crate::controller::requeue_after;
+        let healthy = compute(None, None, None, &resolved(), &synced(1, vec![]), at(0));
+        assert_eq!(requeue_after(&healthy, jiff::Timestamp::from_second(1000).unwrap()).as_secs(), 600);
+        let failed = CredentialsOutcome::Failed { reason: "SecretNotFound".into(), message: "m".into() };
+        let skipped = SyncOutcome::Skipped { reason: "CredentialsUnavailable".into(), message: "m".into() };
+        let failing = compute(None, None, None, &failed, &skipped, at(0));
+        let after = |secs| requeue_after(&failing, jiff::Timestamp::from_second(secs).unwrap()).as_secs();
+        assert_eq!(after(1), 5);
+        assert_eq!(after(60), 30);
+        assert_eq!(after(100_000), 300);
+    }
 }

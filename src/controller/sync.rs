@@ -92,7 +92,7 @@ impl Writer<'_> {
         {
             Ok(_) => None,
             Err(e) if is_status(&e, 409) => match self.api(namespace).get_metadata_opt(self.secret_name).await {
-                Ok(Some(existing)) if self.is_ours(existing.labels()) => self.apply(namespace).await,
+                Ok(Some(existing)) if self.is_ours(&existing.metadata) => self.apply(namespace).await,
                 Ok(Some(_)) => Some(failure(
                     namespace,
                     "Conflict",
@@ -109,9 +109,15 @@ impl Writer<'_> {
         }
     }
 
-    fn is_ours(&self, labels: &BTreeMap<String, String>) -> bool {
-        labels.get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGED_BY_VALUE)
-            && labels.get(PROFILE_LABEL) == Some(&self.profile.name_any())
+    /// A Secret is ours when it carries our labels, or when its ownerReferences name this very profile (someone
+    /// removed our labels: we restore them). Anything else is a foreign Secret and is never taken over.
+    fn is_ours(&self, meta: &ObjectMeta) -> bool {
+        let labels = meta.labels.as_ref();
+        let labelled = labels.and_then(|l| l.get(MANAGED_BY_LABEL)).map(String::as_str) == Some(MANAGED_BY_VALUE)
+            && labels.and_then(|l| l.get(PROFILE_LABEL)) == Some(&self.profile.name_any());
+        let uid = self.profile.uid();
+        let owned = meta.owner_references.iter().flatten().any(|o| Some(&o.uid) == uid.as_ref());
+        labelled || owned
     }
 
     /// Server-side apply of the desired Secret under regcred's field manager.

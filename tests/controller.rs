@@ -1,0 +1,438 @@
+//! The RegistryProfile controller against the real local control plane. Every test runs the real `regcred`
+//! binary as a ServiceAccount bound to exactly the chart's RBAC rules.
+#![allow(clippy::unwrap_used, clippy::panic)]
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use base64::Engine as _;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+use regcred::api::RegistryProfile;
+use serde_json::{Value, json};
+use support::{Operator, TestEnv, wait_for};
+
+const WAIT: Duration = Duration::from_secs(30);
+const SERVER: &str = "registry.example.com:5000";
+
+/// A test's operator, its namespace, and helpers around them.
+struct Harness {
+    env: TestEnv,
+    op_ns: String,
+    operator: Option<Operator>,
+    kubeconfig: std::path::PathBuf,
+}
+
+impl Harness {
+    async fn start(env: &TestEnv) -> Self {
+        support::install_crd(&env.client).await;
+        let op_ns = env.namespace("system", &[]).await;
+        let kubeconfig = support::operator_identity(env, &op_ns).await;
+        let operator = Some(Operator::start(&kubeconfig, &op_ns, &env.id, &[]));
+        Self { env: env.clone(), op_ns, operator, kubeconfig }
+    }
+
+    fn client(&self) -> Client {
+        self.env.client.clone()
+    }
+
+    fn restart(&mut self) {
+        self.operator = Some(Operator::start(&self.kubeconfig, &self.op_ns, &self.env.id, &[]));
+    }
+
+    fn logs(&self) -> String {
+        self.operator.as_ref().map(Operator::logs).unwrap_or_default()
+    }
+
+    /// Writes the source Secret `name` in the operator's namespace.
+    async fn source(&self, name: &str, data: &[(&str, &str)]) {
+        let secret = Secret {
+            metadata: ObjectMeta { name: Some(name.into()), ..Default::default() },
+            data: Some(data.iter().map(|(k, v)| ((*k).into(), ByteString(v.as_bytes().to_vec()))).collect()),
+            ..Default::default()
+        };
+        support::apply(&Api::<Secret>::namespaced(self.client(), &self.op_ns), &secret).await;
+    }
+
+    /// Creates (or replaces the spec of) profile `<id>-<name>` and returns its full name.
+    async fn profile(&self, name: &str, spec: Value) -> String {
+        let full = format!("{}-{name}", self.env.id);
+        let profile: RegistryProfile = serde_json::from_value(json!({
+            "apiVersion": "regcred.dev/v1alpha1",
+            "kind": "RegistryProfile",
+            "metadata": {"name": full, "labels": {"regcred-test": self.env.id}},
+            "spec": spec,
+        }))
+        .unwrap();
+        support::apply(&Api::<RegistryProfile>::all(self.client()), &profile).await;
+        self.env.cleanup::<RegistryProfile>(&full);
+        full
+    }
+
+    /// The profile's selector for namespaces labelled `pull=<value>` in this test.
+    fn select(&self, value: &str) -> Value {
+        json!({"selector": {"matchLabels": {"regcred-test": self.env.id, "pull": value}}})
+    }
+
+    async fn secret(&self, ns: &str, name: &str) -> Option<Secret> {
+        Api::<Secret>::namespaced(self.client(), ns).get_opt(name).await.unwrap()
+    }
+
+    /// Waits until the profile's condition `type_` has `status` and `reason`; returns the profile.
+    async fn condition(&self, profile: &str, type_: &str, status: &str, reason: &str) -> RegistryProfile {
+        let api = Api::<RegistryProfile>::all(self.client());
+        wait_for(&format!("{profile}: {type_}={status} ({reason})"), WAIT, || async {
+            let p = api.get(profile).await.ok()?;
+            let ok = p.status.as_ref()?.conditions.iter().any(|c| {
+                c.type_ == type_
+                    && c.status == status
+                    && c.reason == reason
+                    && c.observed_generation == p.metadata.generation
+            });
+            ok.then_some(p)
+        })
+        .await
+    }
+
+    async fn ready(&self, profile: &str) -> RegistryProfile {
+        self.condition(profile, "Ready", "True", "Ready").await
+    }
+
+    /// Waits until `ns` holds Secret `name` whose dockerconfigjson carries `password` for `server`.
+    async fn wait_credentials(&self, ns: &str, name: &str, server: &str, password: &str) -> Secret {
+        wait_for(&format!("{ns}/{name} with the expected credentials"), WAIT, || async {
+            let s = self.secret(ns, name).await?;
+            (password_in(&s, server).as_deref() == Some(password)).then_some(s)
+        })
+        .await
+    }
+
+    async fn wait_gone(&self, ns: &str, name: &str) {
+        wait_for(&format!("{ns}/{name} to be deleted"), WAIT, || async {
+            self.secret(ns, name).await.is_none().then_some(())
+        })
+        .await;
+    }
+
+    async fn set_labels(&self, ns: &str, labels: Value) {
+        let patch = json!({"metadata": {"labels": labels}});
+        Api::<Namespace>::all(self.client()).patch(ns, &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    }
+}
+
+/// The password stored for `server` in a managed Secret, checking its type and labels on the way.
+fn password_in(secret: &Secret, server: &str) -> Option<String> {
+    if secret.type_.as_deref() != Some("kubernetes.io/dockerconfigjson") {
+        return None;
+    }
+    let raw = secret.data.as_ref()?.get(".dockerconfigjson")?;
+    let doc: Value = serde_json::from_slice(&raw.0).ok()?;
+    let entry = doc.get("auths")?.get(server)?;
+    let auth = base64::engine::general_purpose::STANDARD.decode(entry.get("auth")?.as_str()?).ok()?;
+    let (_, password) = String::from_utf8(auth).ok()?.split_once(':').map(|(u, p)| (u.to_owned(), p.to_owned()))?;
+    Some(password)
+}
+
+fn basic_spec(selector: Value) -> Value {
+    json!({"server": SERVER, "credentials": {"secretRef": {"name": "creds"}}, "namespaces": selector, "secretName": "pull"})
+}
+
+#[tokio::test]
+async fn secrets_appear_in_selected_namespaces_and_nowhere_else() {
+    TestEnv::new("selected")
+        .await
+        .run(|env| async move {
+            let h = Harness::start(&env).await;
+            let a = env.namespace("a", &[("pull", "yes")]).await;
+            let b = env.namespace("b", &[("pull", "yes")]).await;
+            let c = env.namespace("c", &[("pull", "no")]).await;
+            h.source("creds", &[("username", "bot"), ("password", "pw-1")]).await;
+            let profile = h.profile("p", basic_spec(h.select("yes"))).await;
+            for ns in [&a, &b] {
+                let s = h.wait_credentials(ns, "pull", SERVER, "pw-1").await;
+                assert_eq!(s.labels().get("app.kubernetes.io/managed-by").map(String::as_str), Some("regcred"));
+                assert_eq!(s.labels().get("regcred.dev/profile"), Some(&profile));
+                assert_eq!(s.owner_references()[0].name, profile);
+            }
+            let p = h.ready(&profile).await;
+            let status = p.status.unwrap();
+            assert_eq!(status.sync_summary.as_deref(), Some("2/2"));
+            assert_eq!(status.registry.as_deref(), Some(SERVER));
+            assert!(h.secret(&c, "pull").await.is_none(), "unselected namespace got a Secret");
+            // The operator's own namespace carries the test label too, but is never selected by a selector.
+            assert!(h.secret(&h.op_ns, "pull").await.is_none(), "the operator's namespace got a Secret");
+        })
+        .await;
+}
+
+#[tokio::test]
+async fn new_namespaces_are_served_and_relabelled_ones_cleaned_up() {
+    TestEnv::new("newns")
+        .await
+        .run(|env| async move {
+            let h = Harness::start(&env).await;
+            h.source("creds", &[("username", "bot"), ("password", "pw")]).await;
+            let profile = h.profile("p", basic_spec(h.select("yes"))).await;
+            h.ready(&profile).await;
+            // A namespace created after the profile.
+            let late = env.namespace_nowait("late", &[("pull", "yes")]).await;
+            h.wait_credentials(&late, "pull", SERVER, "pw").await;
+            // Relabelled out: the Secret goes.
+            h.set_labels(&late, json!({"pull": "no"})).await;
+            h.wait_gone(&late, "pull").await;
+            // And back in.
+            h.set_labels(&late, json!({"pull": "yes"})).await;
+            h.wait_credentials(&late, "pull", SERVER, "pw").await;
+            // Excluded by name.
+            let spec = json!({"server": SERVER, "credentials": {"secretRef": {"name": "creds"}}, "secretName": "pull",
+                "namespaces": {"selector": {"matchLabels": {"regcred-test": env.id, "pull": "yes"}}, "exclude": ["*-late"]}});
+            h.profile("p", spec).await;
+            h.wait_gone(&late, "pull").await;
+        })
+        .await;
+}
+
+#[tokio::test]
+async fn deleted_and_edited_secrets_are_restored() {
+    TestEnv::new("drift")
+        .await
+        .run(|env| async move {
+            let h = Harness::start(&env).await;
+            let a = env.namespace("a", &[("pull", "yes")]).await;
+            h.source("creds", &[("username", "bot"), ("password", "pw")]).await;
+            let profile = h.profile("p", basic_spec(h.select("yes"))).await;
+            let original = h.wait_credentials(&a, "pull", SERVER, "pw").await;
+            h.ready(&profile).await;
+            let api = Api::<Secret>::namespaced(h.client(), &a);
+
+            api.delete("pull", &DeleteParams::default()).await.unwrap();
+            let restored = h.wait_credentials(&a, "pull", SERVER, "pw").await;
+            assert_ne!(restored.uid(), original.uid(), "a deleted Secret is recreated");
+
+            let tampered = json!({"data": {".dockerconfigjson": base64::engine::general_purpose::STANDARD.encode(
+                format!(r#"{{"auths":{{"{SERVER}":{{"auth":"{}"}}}}}}"#, base64::engine::general_purpose::STANDARD.encode("evil:stolen")))}});
+            api.patch("pull", &PatchParams::default(), &Patch::Merge(&tampered)).await.unwrap();
+            h.wait_credentials(&a, "pull", SERVER, "pw").await;
+
+            // Our labels removed: still ours by its ownerReference, so the labels come back.
+            let unlabel = json!({"metadata": {"labels": {"app.kubernetes.io/managed-by": null}}});
+            api.patch("pull", &PatchParams::default(), &Patch::Merge(&unlabel)).await.unwrap();
+            wait_for("the managed-by label to be restored", WAIT, || async {
+                let s = api.get("pull").await.ok()?;
+                (s.labels().get("app.kubernetes.io/managed-by").map(String::as_str) == Some("regcred")).then_some(())
+            })
+            .await;
+        })
+        .await;
+}
+
+#[tokio::test]
+async fn rotating_the_source_secret_propagates_everywhere() {
+    TestEnv::new("rotate")
+        .await
+        .run(|env| async move {
+            let h = Harness::start(&env).await;
+            let namespaces = [
+                env.namespace("a", &[("pull", "yes")]).await,
+                env.namespace("b", &[("pull", "yes")]).await,
+                env.namespace("c", &[("pull", "yes")]).await,
+            ];
+            h.source("creds", &[("username", "bot"), ("password", "old")]).await;
+            let profile = h.profile("p", basic_spec(h.select("yes"))).await;
+            for ns in &namespaces {
+                h.wait_credentials(ns, "pull", SERVER, "old").await;
+            }
+            h.source("creds", &[("username", "bot"), ("password", "new")]).await;
+            for ns in &namespaces {
+                h.wait_credentials(ns, "pull", SERVER, "new").await;
+            }
+            h.ready(&profile).await;
+        })
+        .await;
+}
+
+#[tokio::test]
+async fn deleting_the_profile_removes_exactly_its_secrets() {
+    TestEnv::new("delete")
+        .await
+        .run(|env| async move {
+            let h = Harness::start(&env).await;
+            let a = env.namespace("a", &[("pull", "yes")]).await;
+            h.source("creds", &[("username", "bot"), ("password", "pw")]).await;
+            let first = h.profile("one", basic_spec(h.select("yes"))).await;
+            let mut second_spec = basic_spec(h.select("yes"));
+            second_spec["secretName"] = json!("pull-two");
+            let second = h.profile("two", second_spec).await;
+            // Several profiles in one namespace: each has its own Secret.
+            h.wait_credentials(&a, "pull", SERVER, "pw").await;
+            h.wait_credentials(&a, "pull-two", SERVER, "pw").await;
+            let unrelated = Secret {
+                metadata: ObjectMeta { name: Some("unrelated".into()), ..Default::default() },
+                string_data: Some(BTreeMap::from([("k".into(), "v".into())])),
+                ..Default::default()
+            };
+            Api::<Secret>::namespaced(h.client(), &a).create(&PostParams::default(), &unrelated).await.unwrap();
+
+            Api::<RegistryProfile>::all(h.client()).delete(&first, &DeleteParams::default()).await.unwrap();
+            h.wait_gone(&a, "pull").await;
+            h.ready(&second).await;
+            assert!(h.secret(&a, "pull-two").await.is_some(), "the other profile's Secret stays");
+            assert!(h.secret(&a, "unrelated").await.is_some(), "an unrelated Secret stays");
+        })
+        .await;
+}
+
+#[tokio::test]
+async fn every_bad_input_has_its_reason_and_heals_when_fixed() {
+    TestEnv::new("badinput")
+        .await
+        .run(|env| async move {
+            let h = Harness::start(&env).await;
+            let a = env.namespace("a", &[("pull", "yes")]).await;
+
+            // Missing source Secret.
+            let profile = h.profile("p", basic_spec(h.select("yes"))).await;
+            h.condition(&profile, "CredentialsResolved", "False", "SecretNotFound").await;
+            h.condition(&profile, "Ready", "False", "SecretNotFound").await;
+            assert!(h.secret(&a, "pull").await.is_none());
+
+            // Fixed: heals without a restart.
+            h.source("creds", &[("username", "bot"), ("password", "good")]).await;
+            h.wait_credentials(&a, "pull", SERVER, "good").await;
+            h.ready(&profile).await;
+
+            // Malformed keys: reported, and the last good Secret stays in place.
+            h.source("creds", &[("user", "bot")]).await;
+            h.condition(&profile, "CredentialsResolved", "False", "MissingKey").await;
+            h.condition(&profile, "SecretsSynced", "False", "CredentialsUnavailable").await;
+            assert_eq!(password_in(&h.secret(&a, "pull").await.unwrap(), SERVER).as_deref(), Some("good"));
+
+            h.source("creds", &[(".dockerconfigjson", r#"{"auths":{}}"#)]).await;
+            h.condition(&profile, "CredentialsResolved", "False", "InvalidDockerConfig").await;
+
+            h.source("creds", &[("token", "t"), ("password", "p"), ("username", "u")]).await;
+            h.condition(&profile, "CredentialsResolved", "False", "AmbiguousKeys").await;
+
+            h.source("creds", &[("username", "bot"), ("password", "good")]).await;
+            h.ready(&profile).await;
+
+            // A name conflict with a Secret regcred does not manage: reported, never touched.
+            // The foreign Secret exists before the namespace is selected.
+            let b = env.namespace("b", &[("pull", "later")]).await;
+            let foreign = Secret {
+                metadata: ObjectMeta { name: Some("pull".into()), ..Default::default() },
+                string_data: Some(BTreeMap::from([("owner".into(), "someone-else".into())])),
+                ..Default::default()
+            };
+            let b_api = Api::<Secret>::namespaced(h.client(), &b);
+            b_api.create(&PostParams::default(), &foreign).await.unwrap();
+            h.set_labels(&b, json!({"pull": "yes"})).await;
+            let p = h.condition(&profile, "SecretsSynced", "False", "Conflict").await;
+            let status = p.status.unwrap();
+            assert_eq!(status.failed_namespaces.len(), 1);
+            assert_eq!(status.failed_namespaces[0].namespace, b);
+            assert_eq!(status.sync_summary.as_deref(), Some("1/2"));
+            let untouched = b_api.get("pull").await.unwrap();
+            assert_eq!(untouched.type_.as_deref(), Some("Opaque"));
+            assert!(untouched.labels().is_empty());
+            b_api.delete("pull", &DeleteParams::default()).await.unwrap();
+            h.wait_credentials(&b, "pull", SERVER, "good").await;
+            h.ready(&profile).await;
+        })
+        .await;
+}
+
+#[tokio::test]
+async fn anonymous_profiles_write_nothing_and_say_why() {
+    TestEnv::new("anon")
+        .await
+        .run(|env| async move {
+            let h = Harness::start(&env).await;
+            let a = env.namespace("a", &[("pull", "yes")]).await;
+            h.source("creds", &[("username", "bot"), ("password", "pw")]).await;
+            let profile = h.profile("p", basic_spec(h.select("yes"))).await;
+            h.wait_credentials(&a, "pull", SERVER, "pw").await;
+            // Switching to anonymous removes what the profile wrote.
+            h.profile("p", json!({"provider": "mcr", "credentials": {"anonymous": true}, "namespaces": h.select("yes"), "secretName": "pull"})).await;
+            h.wait_gone(&a, "pull").await;
+            let p = h.condition(&profile, "CredentialsResolved", "True", "Anonymous").await;
+            assert_eq!(p.status.unwrap().registry.as_deref(), Some("mcr.microsoft.com"));
+            h.ready(&profile).await;
+        })
+        .await;
+}
+
+#[tokio::test]
+async fn credentials_never_reach_logs_events_or_status() {
+    TestEnv::new("canary")
+        .await
+        .run(|env| async move {
+            let h = Harness::start(&env).await;
+            let a = env.namespace("a", &[("pull", "yes")]).await;
+            let canary = format!("CANARY-{}", support::suffix());
+            // A bad source first (its error path logs and emits Events), then a good one.
+            h.source("creds", &[("token", &canary), ("password", &canary), ("username", "u")]).await;
+            let profile = h.profile("p", basic_spec(h.select("yes"))).await;
+            h.condition(&profile, "CredentialsResolved", "False", "AmbiguousKeys").await;
+            h.source("creds", &[("username", "bot"), ("password", &canary)]).await;
+            h.wait_credentials(&a, "pull", SERVER, &canary).await;
+            let p = h.ready(&profile).await;
+
+            assert!(!serde_json::to_string(&p.status).unwrap().contains(&canary), "status leaks the credential");
+            let events = Api::<Event>::all(h.client()).list(&ListParams::default()).await.unwrap();
+            let ours: Vec<_> = events
+                .items
+                .iter()
+                .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(profile.as_str()))
+                .collect();
+            assert!(!ours.is_empty(), "the profile has Events");
+            assert!(!serde_json::to_string(&ours).unwrap().contains(&canary), "an Event leaks the credential");
+            let logs = h.logs();
+            assert!(logs.contains("syncing Secrets"), "the operator logged its work");
+            assert!(!logs.contains(&canary), "the logs leak the credential");
+        })
+        .await;
+}
+
+#[tokio::test]
+async fn a_controller_killed_mid_sync_converges_after_restart_without_loss_or_duplicates() {
+    TestEnv::new("restart")
+        .await
+        .run(|env| async move {
+            let mut h = Harness::start(&env).await;
+            const N: usize = 200;
+            let mut namespaces = Vec::new();
+            for i in 0..N {
+                namespaces.push(env.namespace_nowait(&format!("n{i:03}"), &[("pull", "yes")]).await);
+            }
+            h.source("creds", &[("username", "bot"), ("password", "pw")]).await;
+            let profile = h.profile("p", basic_spec(h.select("yes"))).await;
+            let secrets = Api::<Secret>::all(h.client());
+            let ours = ListParams::default().labels(&format!("regcred.dev/profile={profile}"));
+            // Kill the operator once part of the sync is done.
+            let partial = wait_for("part of the sync", Duration::from_secs(60), || async {
+                let n = secrets.list_metadata(&ours).await.ok()?.items.len();
+                (n >= 20).then_some(n)
+            })
+            .await;
+            h.operator.take().unwrap().kill().await;
+            let at_kill = secrets.list_metadata(&ours).await.unwrap().items.len();
+            assert!(at_kill >= partial);
+            h.restart();
+            let p = h.ready(&profile).await;
+            assert_eq!(p.status.unwrap().sync_summary.as_deref(), Some(&*format!("{N}/{N}")));
+            let all = secrets.list(&ours).await.unwrap();
+            assert_eq!(all.items.len(), N, "exactly one Secret per namespace");
+            for s in &all.items {
+                assert_eq!(password_in(s, SERVER).as_deref(), Some("pw"));
+                assert!(namespaces.contains(&s.namespace().unwrap()));
+            }
+            eprintln!("killed after {at_kill} of {N} Secrets; converged after restart");
+        })
+        .await;
+}
