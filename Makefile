@@ -43,6 +43,11 @@ cluster-down: ## Stop the local control plane and remove its state
 integration: ## Integration tests against the running local cluster
 	KUBECONFIG=$${KUBECONFIG:-$(LOCAL_KUBECONFIG)} $(CARGO) test --test '*' -- --test-threads=$(TEST_THREADS)
 
+bench: ## Benchmarks on a fresh local cluster; prints a table, writes .local/bench/*.json
+	$(CARGO) build --release --bin regcred --benches
+	$(MAKE) cluster-up
+	status=0; KUBECONFIG=$${KUBECONFIG:-$(LOCAL_KUBECONFIG)} $(CARGO) bench --bench controller || status=$$?; $(MAKE) cluster-down; exit $$status
+
 test: ## Everything: lint, generated files, unit tests, then integration tests on a fresh local cluster
 	$(MAKE) lint
 	$(MAKE) check-generated

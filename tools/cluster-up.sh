@@ -31,6 +31,7 @@ fi
 
 start_time=$(date +%s.%N)
 mkdir -p "$state/pki" "$logs"
+rm -f "$logs"/audit*.log
 pki="$state/pki"
 
 # --- ports --------------------------------------------------------------------------------------------------
@@ -92,6 +93,19 @@ KC
 write_kubeconfig "$state/kcm.kubeconfig" kcm
 write_kubeconfig "$state/admin.kubeconfig" admin
 
+# Audit log of mutating requests made by ServiceAccounts: benchmarks count an operator's writes exactly from it
+# (.local/logs/audit.log). Reads and everyone else's requests are not logged.
+cat >"$state/audit-policy.yaml" <<'AUDIT'
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: ["RequestReceived"]
+rules:
+  - level: Metadata
+    userGroups: ["system:serviceaccounts"]
+    verbs: ["create", "update", "patch", "delete", "deletecollection"]
+  - level: None
+AUDIT
+
 # --- processes ----------------------------------------------------------------------------------------------
 : >"$state/pids"
 start() { # name, args...
@@ -138,7 +152,9 @@ start kube-apiserver \
   --api-audiences=https://kubernetes.default.svc.cluster.local \
   --service-cluster-ip-range=10.0.0.0/24 --endpoint-reconciler-type=none \
   --allow-privileged=true --profiling=false \
-  --max-requests-inflight=1000 --max-mutating-requests-inflight=500
+  --max-requests-inflight=1000 --max-mutating-requests-inflight=500 \
+  --audit-policy-file="$state/audit-policy.yaml" --audit-log-path="$logs/audit.log" \
+  --audit-log-maxsize=200 --audit-log-maxbackup=1 --audit-log-mode=blocking
 wait_for "kube-apiserver /readyz" 90 curl -sf --cacert "$pki/ca.crt" --cert "$pki/admin.crt" --key "$pki/admin.key" \
   "https://127.0.0.1:${api_port}/readyz"
 

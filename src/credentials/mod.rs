@@ -3,7 +3,7 @@
 
 mod source;
 
-pub use source::{CredentialError, DockerConfig, dockerconfig_from_source};
+pub use source::{CredentialError, DockerConfig, dockerconfig_from_source, render};
 
 use std::fmt;
 

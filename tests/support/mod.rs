@@ -154,10 +154,10 @@ impl TestEnv {
 
     /// Runs the test body, then deletes everything the test created (unless `REGCRED_TEST_KEEP=1`), and
     /// re-raises the body's panic, if any.
-    pub async fn run<F, Fut>(self, body: F)
+    pub async fn run<F, Fut, T>(self, body: F) -> T
     where
         F: FnOnce(TestEnv) -> Fut,
-        Fut: Future<Output = ()>,
+        Fut: Future<Output = T>,
     {
         use futures::FutureExt;
         let result = std::panic::AssertUnwindSafe(body(self.clone())).catch_unwind().await;
@@ -174,8 +174,9 @@ impl TestEnv {
                 let _ = api.delete(ns, &DeleteParams::background()).await;
             }
         }
-        if let Err(panic) = result {
-            std::panic::resume_unwind(panic);
+        match result {
+            Ok(value) => value,
+            Err(panic) => std::panic::resume_unwind(panic),
         }
     }
 }
@@ -324,6 +325,20 @@ impl Operator {
     /// SIGKILL, as a crash would.
     pub async fn kill(mut self) {
         self.child.kill().await.unwrap();
+    }
+
+    /// The operator's process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// Peak and current resident set size in KiB (VmHWM, VmRSS), from /proc.
+    pub fn memory_kib(&self) -> Option<(u64, u64)> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
+        let field = |name: &str| {
+            status.lines().find_map(|l| l.strip_prefix(name))?.trim().trim_end_matches(" kB").trim().parse().ok()
+        };
+        Some((field("VmHWM:")?, field("VmRSS:")?))
     }
 
     /// What the operator logged so far.

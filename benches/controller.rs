@@ -1,0 +1,227 @@
+//! `make bench`: the controller's figures on the real local control plane. Prints a table and writes
+//! `.local/bench/controller.json`. Nothing here asserts a target: the figures are read, not tested.
+//!
+//! 1. A profile applied over N existing namespaces (default 1,000): time until every Secret is in place, beside a
+//!    raw baseline that creates the same N Secrets directly, as the same ServiceAccount, at the same concurrency.
+//! 2. New namespace to Secret present, p50/p99 over 100 namespaces.
+//! 3. Writes the operator makes during 60 s with nothing changing, counted from the apiserver's audit log.
+//! 4. The operator's peak and current RSS.
+#![allow(clippy::unwrap_used, clippy::panic, clippy::expect_used)]
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, ObjectMeta, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, ResourceExt};
+use regcred::api::RegistryProfile;
+use serde_json::json;
+use support::{Operator, TestEnv, wait_for};
+
+const CONCURRENCY: usize = 32;
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+/// Mutating requests by `user` in the audit log with a stage timestamp in [from, to].
+fn audited_writes(user: &str, from: jiff::Timestamp, to: jiff::Timestamp) -> Vec<String> {
+    let path = support::repo_root().join(".local/logs/audit.log");
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["user"]["username"] == user && e["stage"] == "ResponseComplete")
+        .filter(|e| {
+            e["stageTimestamp"]
+                .as_str()
+                .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+                .is_some_and(|t| t >= from && t <= to)
+        })
+        .map(|e| format!("{} {}", e["verb"].as_str().unwrap_or(""), e["requestURI"].as_str().unwrap_or("")))
+        .collect()
+}
+
+async fn create_namespaces(client: &Client, env: &TestEnv, prefix: &str, n: usize) -> Vec<String> {
+    let names: Vec<String> = (0..n).map(|i| format!("{prefix}{i:05}")).collect();
+    futures::stream::iter(names.clone())
+        .map(|name| {
+            let env = env.clone();
+            async move { env.namespace_nowait(&name, &[("pull", "yes")]).await }
+        })
+        .buffer_unordered(CONCURRENCY)
+        .collect::<Vec<_>>()
+        .await;
+    let _ = client;
+    names.iter().map(|n| format!("{}-{n}", env.id)).collect()
+}
+
+#[tokio::main]
+async fn main() {
+    let n = env_or("BENCH_NAMESPACES", 1000) as usize;
+    let new_ns = env_or("BENCH_NEW_NAMESPACES", 100) as usize;
+    let idle = Duration::from_secs(env_or("BENCH_IDLE_SECONDS", 60));
+    let env = TestEnv::new("bench").await;
+    support::install_crd(&env.client).await;
+    let report = env
+        .clone()
+        .run(|env| async move {
+            let client = env.client.clone();
+            let op_ns = env.namespace("system", &[]).await;
+            let kubeconfig = support::operator_identity(&env, &op_ns).await;
+            let sa_client = support::client_from(&kubeconfig).await;
+            let user = format!("system:serviceaccount:{op_ns}:regcred");
+            let source = Secret {
+                metadata: ObjectMeta { name: Some("creds".into()), ..Default::default() },
+                data: Some(BTreeMap::from([
+                    ("username".into(), ByteString(b"bench".to_vec())),
+                    ("password".into(), ByteString(b"pw".to_vec())),
+                ])),
+                ..Default::default()
+            };
+            Api::<Secret>::namespaced(client.clone(), &op_ns).create(&PostParams::default(), &source).await.unwrap();
+
+            eprintln!("bench: creating {n} namespaces");
+            let namespaces = create_namespaces(&client, &env, "n", n).await;
+
+            // Baseline: the same N dockerconfigjson Secrets, created directly by the same identity at the same
+            // concurrency.
+            let payload = regcred::credentials::render("registry.example.com", "bench", "pw").0.expose().to_vec();
+            let start = Instant::now();
+            futures::stream::iter(namespaces.iter().cloned())
+                .map(|ns| {
+                    let api = Api::<Secret>::namespaced(sa_client.clone(), &ns);
+                    let secret = Secret {
+                        metadata: ObjectMeta { name: Some("baseline".into()), ..Default::default() },
+                        type_: Some("kubernetes.io/dockerconfigjson".into()),
+                        data: Some(BTreeMap::from([(".dockerconfigjson".into(), ByteString(payload.clone()))])),
+                        ..Default::default()
+                    };
+                    async move { api.create(&PostParams::default(), &secret).await.unwrap() }
+                })
+                .buffer_unordered(CONCURRENCY)
+                .collect::<Vec<_>>()
+                .await;
+            let baseline = start.elapsed();
+            eprintln!("bench: baseline {baseline:?}");
+
+            let operator = Operator::start(&kubeconfig, &op_ns, &env.id, &["--log-level", "warn"]);
+            let profiles = Api::<RegistryProfile>::all(client.clone());
+            let apply_profile = |name: &str, selector: serde_json::Value| {
+                let profile: RegistryProfile = serde_json::from_value(json!({
+                    "apiVersion": "regcred.dev/v1alpha1", "kind": "RegistryProfile",
+                    "metadata": {"name": format!("{}-{name}", env.id), "labels": {"regcred-test": env.id}},
+                    "spec": {"server": "registry.example.com", "credentials": {"secretRef": {"name": "creds"}},
+                             "namespaces": {"selector": selector}, "secretName": "pull"},
+                }))
+                .unwrap();
+                env.cleanup::<RegistryProfile>(&profile.name_any());
+                let profiles = profiles.clone();
+                async move { support::apply(&profiles, &profile).await }
+            };
+            let ready = |name: String, summary: String| {
+                let profiles = profiles.clone();
+                async move {
+                    wait_for(&format!("{name} at {summary}"), Duration::from_secs(600), || async {
+                        let p = profiles.get(&name).await.ok()?;
+                        let st = p.status?;
+                        (st.sync_summary.as_deref() == Some(summary.as_str())
+                            && st.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+                        .then_some(())
+                    })
+                    .await
+                }
+            };
+            // Warm-up: a profile selecting nothing proves the operator's caches are synced.
+            let warm = apply_profile("warm", json!({"matchLabels": {"regcred-bench": "none"}})).await;
+            ready(warm.name_any(), "0/0".into()).await;
+
+            let start = Instant::now();
+            let profile = apply_profile("p", json!({"matchLabels": {"regcred-test": env.id, "pull": "yes"}})).await;
+            ready(profile.name_any(), format!("{n}/{n}")).await;
+            let full_sync = start.elapsed();
+            eprintln!("bench: full sync {full_sync:?}");
+
+            // New namespace to Secret present, one namespace at a time, seen through a watch.
+            let secrets = Api::<Secret>::all(client.clone());
+            let cfg = watcher::Config::default().labels(&format!("regcred.dev/profile={}", profile.name_any()));
+            let mut seen = Box::pin(watcher::watcher(secrets, cfg).applied_objects());
+            let mut latencies = Vec::new();
+            // Drain the initial list.
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, Instant)>();
+            tokio::spawn(async move {
+                while let Ok(Some(s)) = seen.try_next().await {
+                    let _ = tx.send((s.namespace().unwrap_or_default(), Instant::now()));
+                }
+            });
+            for i in 0..new_ns {
+                let t0 = Instant::now();
+                let ns = env.namespace_nowait(&format!("new{i:03}"), &[("pull", "yes")]).await;
+                loop {
+                    let (got, at) = tokio::time::timeout(Duration::from_secs(30), rx.recv()).await.unwrap().unwrap();
+                    if got == ns {
+                        latencies.push(at.duration_since(t0));
+                        break;
+                    }
+                }
+            }
+            latencies.sort();
+            let total = n + new_ns;
+            ready(profile.name_any(), format!("{total}/{total}")).await;
+
+            // Nothing changes: count the operator's writes.
+            eprintln!("bench: idle for {idle:?}");
+            let from = jiff::Timestamp::now();
+            tokio::time::sleep(idle).await;
+            let to = jiff::Timestamp::now();
+            let idle_writes = audited_writes(&user, from, to);
+            let (peak_kib, rss_kib) = operator.memory_kib().unwrap_or((0, 0));
+            drop(operator);
+            json!({
+                "namespaces": n,
+                "baseline_seconds": baseline.as_secs_f64(),
+                "full_sync_seconds": full_sync.as_secs_f64(),
+                "full_sync_vs_baseline": full_sync.as_secs_f64() / baseline.as_secs_f64(),
+                "new_namespace_p50_ms": percentile(&latencies, 0.5).as_secs_f64() * 1e3,
+                "new_namespace_p99_ms": percentile(&latencies, 0.99).as_secs_f64() * 1e3,
+                "new_namespace_samples": latencies.len(),
+                "idle_seconds": idle.as_secs(),
+                "idle_writes": idle_writes.len(),
+                "idle_write_examples": idle_writes.iter().take(5).collect::<Vec<_>>(),
+                "operator_peak_rss_mib": peak_kib as f64 / 1024.0,
+                "operator_rss_mib": rss_kib as f64 / 1024.0,
+            })
+        })
+        .await;
+    let f = |k: &str| report[k].as_f64().unwrap_or(f64::NAN);
+    println!();
+    println!("regcred controller benchmark ({} namespaces, write concurrency {CONCURRENCY})", report["namespaces"]);
+    println!("{:<52} {:>12} {:>14}", "figure", "measured", "target");
+    println!("{:<52} {:>11.2}s {:>14}", "raw baseline: create N Secrets directly", f("baseline_seconds"), "");
+    println!("{:<52} {:>11.2}s {:>14}", "profile applied: every Secret in place", f("full_sync_seconds"), "");
+    println!("{:<52} {:>11.2}x {:>14}", "full sync / baseline", f("full_sync_vs_baseline"), "<= 1.2x");
+    println!("{:<52} {:>10.1}ms {:>14}", "new namespace -> Secret, p50", f("new_namespace_p50_ms"), "");
+    println!("{:<52} {:>10.1}ms {:>14}", "new namespace -> Secret, p99", f("new_namespace_p99_ms"), "<= 200ms");
+    println!(
+        "{:<52} {:>12} {:>14}",
+        format!("operator writes during {}s idle", report["idle_seconds"]),
+        report["idle_writes"],
+        "0"
+    );
+    println!("{:<52} {:>9.1}MiB {:>14}", "operator peak RSS", f("operator_peak_rss_mib"), "<= 40MiB");
+    println!("{:<52} {:>9.1}MiB {:>14}", "operator RSS at the end", f("operator_rss_mib"), "");
+    let dir = support::repo_root().join(".local/bench");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("controller.json"), serde_json::to_string_pretty(&report).unwrap()).unwrap();
+    println!("figures written to .local/bench/controller.json");
+}
