@@ -61,6 +61,8 @@ pub enum Error {
     MissingUid,
     #[error("status update failed: {0}")]
     StatusUpdate(#[source] kube::Error),
+    #[error("the Secret sync task failed: {0}")]
+    SyncTask(String),
 }
 
 impl Error {
@@ -71,6 +73,7 @@ impl Error {
             Self::CacheStopped => "cache_stopped",
             Self::MissingUid => "missing_uid",
             Self::StatusUpdate(_) => "status_update",
+            Self::SyncTask(_) => "sync_task",
         }
     }
 }
@@ -337,12 +340,17 @@ async fn reconcile(profile: Arc<RegistryProfile>, ctx: Arc<Context>) -> Result<A
             } else {
                 info!(profile = %name, writes = plan.actions.len(), "syncing Secrets");
                 let writer = sync::Writer {
-                    client: &ctx.client,
-                    profile: &profile,
-                    secret_name: &secret_name,
-                    config: config.as_ref(),
+                    client: ctx.client.clone(),
+                    profile: profile.clone(),
+                    secret_name: secret_name.clone(),
+                    config: config.clone(),
                 };
-                writer.execute(plan.actions, ctx.settings.write_concurrency).await
+                // The writes run in a task of their own: kube-runtime polls reconcilers inside the controller's
+                // stream, where they would share one task with decoding the watch events the writes cause.
+                let concurrency = ctx.settings.write_concurrency;
+                tokio::spawn(async move { writer.execute(plan.actions, concurrency).await })
+                    .await
+                    .map_err(|e| Error::SyncTask(e.to_string()))?
             };
             let selected_count = if config.is_some() { selected.len() as i32 } else { 0 };
             let synced = selected_count.saturating_sub(failures.len() as i32);

@@ -1,6 +1,7 @@
 //! Executes a sync plan: the Secret writes, each idempotent, many at a time.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use futures::StreamExt;
 use k8s_openapi::ByteString;
@@ -15,17 +16,17 @@ use super::{DOCKER_CONFIG_KEY, DOCKER_CONFIG_TYPE, FIELD_MANAGER, MANAGED_BY_LAB
 use crate::api::{NamespaceFailure, RegistryProfile};
 use crate::credentials::DockerConfig;
 
-pub(super) struct Writer<'a> {
-    pub client: &'a Client,
-    pub profile: &'a RegistryProfile,
-    pub secret_name: &'a str,
-    pub config: Option<&'a DockerConfig>,
+pub(super) struct Writer {
+    pub client: Client,
+    pub profile: Arc<RegistryProfile>,
+    pub secret_name: String,
+    pub config: Option<DockerConfig>,
 }
 
 /// The outcome of one write: `None` when done (or moot), a failure otherwise.
 type Outcome = Option<NamespaceFailure>;
 
-impl Writer<'_> {
+impl Writer {
     /// Runs the actions with at most `concurrency` requests in flight; returns the namespaces that failed.
     pub async fn execute(&self, actions: Vec<Action>, concurrency: usize) -> Vec<NamespaceFailure> {
         futures::stream::iter(actions)
@@ -40,7 +41,7 @@ impl Writer<'_> {
         match action {
             Action::Create { namespace } => self.create(&namespace).await,
             Action::Update { namespace } => self.apply(&namespace).await,
-            Action::Replace { namespace, uid } => match self.delete(&namespace, self.secret_name, &uid).await {
+            Action::Replace { namespace, uid } => match self.delete(&namespace, &self.secret_name, &uid).await {
                 None => self.create(&namespace).await,
                 failure => failure,
             },
@@ -54,11 +55,11 @@ impl Writer<'_> {
 
     /// The Secret as regcred wants it.
     fn desired(&self, namespace: &str) -> Option<Secret> {
-        let config = self.config?;
+        let config = self.config.as_ref()?;
         let profile_name = self.profile.name_any();
         Some(Secret {
             metadata: ObjectMeta {
-                name: Some(self.secret_name.to_owned()),
+                name: Some(self.secret_name.clone()),
                 namespace: Some(namespace.to_owned()),
                 labels: Some(BTreeMap::from([
                     (MANAGED_BY_LABEL.to_owned(), MANAGED_BY_VALUE.to_owned()),
@@ -91,7 +92,7 @@ impl Writer<'_> {
             .await
         {
             Ok(_) => None,
-            Err(e) if is_status(&e, 409) => match self.api(namespace).get_metadata_opt(self.secret_name).await {
+            Err(e) if is_status(&e, 409) => match self.api(namespace).get_metadata_opt(&self.secret_name).await {
                 Ok(Some(existing)) if self.is_ours(&existing.metadata) => self.apply(namespace).await,
                 Ok(Some(_)) => Some(failure(
                     namespace,
@@ -125,7 +126,7 @@ impl Writer<'_> {
         let secret = self.desired(namespace)?;
         match self
             .api(namespace)
-            .patch(self.secret_name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&secret))
+            .patch(&self.secret_name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&secret))
             .await
         {
             Ok(_) => None,
