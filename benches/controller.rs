@@ -35,7 +35,8 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[idx.min(sorted.len() - 1)]
 }
 
-/// Mutating requests by `user` in the audit log with a stage timestamp in [from, to].
+/// Mutating requests by `user` in the audit log received within [from, to] (a write received before the window
+/// can complete inside it: it is not an idle write).
 fn audited_writes(user: &str, from: jiff::Timestamp, to: jiff::Timestamp) -> Vec<String> {
     let path = support::repo_root().join(".local/logs/audit.log");
     let text = std::fs::read_to_string(path).unwrap_or_default();
@@ -43,7 +44,7 @@ fn audited_writes(user: &str, from: jiff::Timestamp, to: jiff::Timestamp) -> Vec
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter(|e| e["user"]["username"] == user && e["stage"] == "ResponseComplete")
         .filter(|e| {
-            e["stageTimestamp"]
+            e["requestReceivedTimestamp"]
                 .as_str()
                 .and_then(|t| t.parse::<jiff::Timestamp>().ok())
                 .is_some_and(|t| t >= from && t <= to)
@@ -115,7 +116,7 @@ async fn main() {
             let baseline = start.elapsed();
             eprintln!("bench: baseline {baseline:?}");
 
-            let operator = Operator::start(&kubeconfig, &op_ns, &env.id, &["--log-level", "warn"]);
+            let operator = Operator::start(&kubeconfig, &op_ns, &env.id, &["--log-level", "info"]);
             let profiles = Api::<RegistryProfile>::all(client.clone());
             let apply_profile = |name: &str, selector: serde_json::Value| {
                 let profile: RegistryProfile = serde_json::from_value(json!({

@@ -99,6 +99,25 @@ pub struct Context {
     pub namespaces: Store<PartialObjectMeta<Namespace>>,
     pub managed: Store<Secret>,
     pub sources: Store<Secret>,
+    /// The status last written per profile, and when: a reconcile that starts before that write reaches the
+    /// cache sees a stale status and would write the same one again.
+    pub written:
+        std::sync::Mutex<std::collections::HashMap<String, (crate::api::RegistryProfileStatus, std::time::Instant)>>,
+}
+
+/// How long a written status is trusted over a cached one that differs from it.
+const WRITTEN_STATUS_TRUST: Duration = Duration::from_secs(30);
+
+impl Context {
+    fn recently_written(&self, profile: &str, status: &crate::api::RegistryProfileStatus) -> bool {
+        let written = self.written.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        written.get(profile).is_some_and(|(s, at)| s == status && at.elapsed() < WRITTEN_STATUS_TRUST)
+    }
+
+    fn remember_written(&self, profile: &str, status: crate::api::RegistryProfileStatus) {
+        let mut written = self.written.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        written.insert(profile.to_owned(), (status, std::time::Instant::now()));
+    }
 }
 
 /// Runs the controller until `shutdown` completes.
@@ -142,7 +161,15 @@ pub async fn run(
     let profile_store = controller.store();
 
     let recorder = Recorder::new(client.clone(), Reporter { controller: settings.reporter.clone(), instance: None });
-    let ctx = Arc::new(Context { client, settings, recorder, namespaces, managed: managed.clone(), sources });
+    let ctx = Arc::new(Context {
+        client,
+        settings,
+        recorder,
+        namespaces,
+        managed: managed.clone(),
+        sources,
+        written: Default::default(),
+    });
 
     let by_namespace = profile_store.clone();
     let managed_for_ns = managed;
@@ -367,8 +394,17 @@ async fn reconcile(profile: Arc<RegistryProfile>, ctx: Arc<Context>) -> Result<A
         &sync_outcome,
         now,
     );
-    if profile.status.as_ref() != Some(&next) {
+    if profile.status.as_ref() != Some(&next) && !ctx.recently_written(&name, &next) {
         let events = status::events(profile.status.as_ref(), &next);
+        let ready = next.conditions.iter().find(|c| c.type_ == status::READY);
+        info!(
+            profile = %name,
+            synced = next.sync_summary.as_deref().unwrap_or_default(),
+            ready = ready.map(|c| c.status.as_str()).unwrap_or_default(),
+            reason = ready.map(|c| c.reason.as_str()).unwrap_or_default(),
+            previous = ?profile.status.as_ref().and_then(|s| s.sync_summary.as_deref()),
+            "status changed"
+        );
         let patch = serde_json::json!({
             "apiVersion": "regcred.dev/v1alpha1",
             "kind": "RegistryProfile",
@@ -378,6 +414,7 @@ async fn reconcile(profile: Arc<RegistryProfile>, ctx: Arc<Context>) -> Result<A
             .patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
             .await
             .map_err(Error::StatusUpdate)?;
+        ctx.remember_written(&name, next.clone());
         let reference = profile.object_ref(&());
         for ev in events {
             let event = Event {
