@@ -18,7 +18,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{Future, StreamExt};
+use futures::future::{BoxFuture, Shared};
+use futures::{Future, FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, ListParams, Patch, PatchParams};
@@ -99,6 +100,10 @@ pub struct Context {
     pub namespaces: Store<PartialObjectMeta<Namespace>>,
     pub managed: Store<Secret>,
     pub sources: Store<Secret>,
+    /// Resolves once all three caches above hold their initial lists. One shared future, because
+    /// `Store::wait_until_ready` wakes only the last of several concurrent waiters (its oneshot receiver keeps a
+    /// single waker): a reconcile that started waiting first would never be woken.
+    pub caches_ready: Shared<BoxFuture<'static, bool>>,
     /// The status last written per profile, and when: a reconcile that starts before that write reaches the
     /// cache sees a stale status and would write the same one again.
     pub written:
@@ -161,6 +166,7 @@ pub async fn run(
     let profile_store = controller.store();
 
     let recorder = Recorder::new(client.clone(), Reporter { controller: settings.reporter.clone(), instance: None });
+    let caches_ready = all_ready(namespaces.clone(), managed.clone(), sources.clone());
     let ctx = Arc::new(Context {
         client,
         settings,
@@ -168,6 +174,7 @@ pub async fn run(
         namespaces,
         managed: managed.clone(),
         sources,
+        caches_ready,
         written: Default::default(),
     });
 
@@ -221,6 +228,21 @@ pub async fn run(
         .await;
     info!("controller stopped");
     Ok(())
+}
+
+/// One future, any number of waiters, that resolves (true) once all three stores are ready, or false if one of
+/// their writers went away first.
+fn all_ready(
+    namespaces: Store<PartialObjectMeta<Namespace>>,
+    managed: Store<Secret>,
+    sources: Store<Secret>,
+) -> Shared<BoxFuture<'static, bool>> {
+    async move {
+        futures::try_join!(namespaces.wait_until_ready(), managed.wait_until_ready(), sources.wait_until_ready())
+            .is_ok()
+    }
+    .boxed()
+    .shared()
 }
 
 /// Replaces a managed Secret's data by its hash before it enters the cache: the cache never holds secret
@@ -307,12 +329,8 @@ fn resolve_credentials(
 }
 
 async fn reconcile(profile: Arc<RegistryProfile>, ctx: Arc<Context>) -> Result<Action, Error> {
-    for ready in [
-        ctx.namespaces.wait_until_ready().await,
-        ctx.managed.wait_until_ready().await,
-        ctx.sources.wait_until_ready().await,
-    ] {
-        ready.map_err(|_| Error::CacheStopped)?;
+    if !ctx.caches_ready.clone().await {
+        return Err(Error::CacheStopped);
     }
     let name = profile.name_any();
     let uid = profile.uid().ok_or(Error::MissingUid)?;
@@ -464,4 +482,41 @@ fn outcome_of(config: &Option<DockerConfig>, profile: &RegistryProfile, ctx: &Co
 fn error_policy(profile: Arc<RegistryProfile>, error: &Error, _ctx: Arc<Context>) -> Action {
     warn!(profile = %profile.name_any(), error = %error, kind = error.metric_label(), "reconcile failed");
     Action::requeue(Duration::from_secs(10))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::runtime::watcher::Event as WatchEvent;
+
+    /// Regression: reconciles that started waiting for the caches before they were ready were never woken when
+    /// several waited at once, and their profiles were never reconciled.
+    #[tokio::test]
+    async fn every_concurrent_waiter_is_released_when_the_caches_are_ready() {
+        let (namespaces, mut ns_writer) = reflector::store::<PartialObjectMeta<Namespace>>();
+        let (managed, mut managed_writer) = reflector::store::<Secret>();
+        let (sources, mut sources_writer) = reflector::store::<Secret>();
+        let ready = all_ready(namespaces, managed, sources);
+        let waiters: Vec<_> = (0..4).map(|_| tokio::spawn(ready.clone())).collect();
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        ns_writer.apply_watcher_event(&WatchEvent::InitDone);
+        managed_writer.apply_watcher_event(&WatchEvent::InitDone);
+        sources_writer.apply_watcher_event(&WatchEvent::InitDone);
+        for waiter in waiters {
+            let released = tokio::time::timeout(Duration::from_secs(5), waiter).await;
+            assert!(matches!(released, Ok(Ok(true))), "a waiter was not released: {released:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_dropped_cache_writer_fails_the_wait_instead_of_hanging() {
+        let (namespaces, ns_writer) = reflector::store::<PartialObjectMeta<Namespace>>();
+        let (managed, _managed_writer) = reflector::store::<Secret>();
+        let (sources, _sources_writer) = reflector::store::<Secret>();
+        let ready = all_ready(namespaces, managed, sources);
+        drop(ns_writer);
+        let released = tokio::time::timeout(Duration::from_secs(5), ready).await;
+        assert_eq!(released, Ok(false));
+    }
 }
