@@ -24,7 +24,9 @@ pub async fn run(args: config::RunArgs) -> Result<(), errors::Error> {
         profile_selector: args.profile_selector,
         reporter: args.reporter,
     };
-    controller::run(client, settings, shutdown_signal()).await?;
+    controller::check_crd(&client).await?;
+    let caches = controller::Caches::start(&client, &settings.operator_namespace, settings.profile_selector.as_deref());
+    controller::run(client, settings, caches, shutdown_signal()).await?;
     Ok(())
 }
 

@@ -9,6 +9,7 @@
 //! down or uninstalled, and it still removes every Secret. Deselection, renames and anonymous profiles are
 //! handled by the reconcile itself, which deletes only Secrets whose ownerReference names the profile's UID.
 
+pub mod cache;
 pub mod plan;
 pub mod selection;
 pub mod status;
@@ -18,24 +19,22 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::future::{BoxFuture, Shared};
-use futures::{Future, FutureExt, StreamExt};
-use k8s_openapi::api::core::v1::{Namespace, Secret};
+use futures::{Future, StreamExt};
+use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, ListParams, Patch, PatchParams};
-use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Config as ControllerRuntimeConfig, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::reflector::ObjectRef;
 use kube::{Client, Resource, ResourceExt};
 use tracing::{debug, info, warn};
 
 use crate::api::RegistryProfile;
 use crate::credentials::{DockerConfig, dockerconfig_from_source};
 use crate::registry::{config_key, resolve_server};
+pub use cache::Caches;
 use plan::{ObservedSecret, Target};
-use selection::{CompiledSelection, NamespaceInfo};
+use selection::CompiledSelection;
 use status::{CredentialsOutcome, SyncOutcome};
 
 /// Field manager of every write regcred makes.
@@ -49,7 +48,7 @@ pub const PROFILE_LABEL: &str = "regcred.dev/profile";
 pub const DOCKER_CONFIG_TYPE: &str = "kubernetes.io/dockerconfigjson";
 pub const DOCKER_CONFIG_KEY: &str = ".dockerconfigjson";
 /// Annotation the cache (never the cluster) uses to hold a managed Secret's content hash in place of its data.
-const CACHED_HASH_ANNOTATION: &str = "regcred.internal/content-hash";
+pub(crate) const CACHED_HASH_ANNOTATION: &str = "regcred.internal/content-hash";
 
 /// Errors of the controller layer.
 #[derive(Debug, thiserror::Error)]
@@ -97,13 +96,7 @@ pub struct Context {
     pub client: Client,
     pub settings: Settings,
     pub recorder: Recorder,
-    pub namespaces: Store<PartialObjectMeta<Namespace>>,
-    pub managed: Store<Secret>,
-    pub sources: Store<Secret>,
-    /// Resolves once all three caches above hold their initial lists. One shared future, because
-    /// `Store::wait_until_ready` wakes only the last of several concurrent waiters (its oneshot receiver keeps a
-    /// single waker): a reconcile that started waiting first would never be woken.
-    pub caches_ready: Shared<BoxFuture<'static, bool>>,
+    pub caches: Caches,
     /// The status last written per profile, and when: a reconcile that starts before that write reaches the
     /// cache sees a stale status and would write the same one again.
     pub written:
@@ -125,98 +118,47 @@ impl Context {
     }
 }
 
-/// Runs the controller until `shutdown` completes.
+/// Checks that the RegistryProfile CRD is installed: without it nothing else can work, and the error says so.
+pub async fn check_crd(client: &Client) -> Result<(), Error> {
+    let profiles = Api::<RegistryProfile>::all(client.clone());
+    profiles.list_metadata(&ListParams::default().limit(1)).await.map_err(Error::CrdNotInstalled)?;
+    Ok(())
+}
+
+/// Runs the controller over `caches` until `shutdown` completes.
 pub async fn run(
     client: Client,
     settings: Settings,
+    caches: Caches,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> Result<(), Error> {
-    let profiles = Api::<RegistryProfile>::all(client.clone());
-    profiles.list_metadata(&ListParams::default().limit(1)).await.map_err(Error::CrdNotInstalled)?;
-
-    let (namespaces, ns_writer) = reflector::store();
-    let ns_events = watcher(Api::<PartialObjectMeta<Namespace>>::all(client.clone()), watcher::Config::default())
-        .default_backoff()
-        .modify(|ns| ns.metadata.managed_fields = None)
-        .reflect(ns_writer)
-        .touched_objects();
-
-    let (managed, managed_writer) = reflector::store();
-    let managed_config = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"));
-    let managed_events = watcher(Api::<Secret>::all(client.clone()), managed_config)
-        .default_backoff()
-        .modify(strip_to_hash)
-        .reflect(managed_writer)
-        .touched_objects();
-
-    let (sources, sources_writer) = reflector::store();
-    let source_events =
-        watcher(Api::<Secret>::namespaced(client.clone(), &settings.operator_namespace), watcher::Config::default())
-            .default_backoff()
-            .modify(|s| s.metadata.managed_fields = None)
-            .reflect(sources_writer)
-            .touched_objects();
-
-    let mut profile_config = watcher::Config::default();
-    if let Some(sel) = &settings.profile_selector {
-        profile_config = profile_config.labels(sel);
-    }
-    let controller =
-        Controller::new(profiles, profile_config).with_config(ControllerRuntimeConfig::default().concurrency(4));
-    let profile_store = controller.store();
-
+    check_crd(&client).await?;
+    // Once the caches are ready, every profile once (this replica may have missed their events while it was not
+    // reconciling), then whatever the caches mark dirty.
+    let triggers = {
+        let caches = caches.clone();
+        let all_once = {
+            let caches = caches.clone();
+            async move {
+                caches.ready.clone().await;
+                caches.profiles.state().iter().map(|p| p.name_any()).collect::<Vec<_>>()
+            }
+        };
+        futures::stream::once(all_once).chain(caches.dirty.clone().batches()).flat_map(move |names| {
+            let objects: Vec<_> = names
+                .iter()
+                .filter_map(|n| caches.profiles.get(&ObjectRef::new(n)))
+                .map(|p| Ok(RegistryProfile::clone(&p)))
+                .collect();
+            futures::stream::iter(objects)
+        })
+    };
+    let controller = Controller::for_stream(triggers, caches.profiles.clone())
+        .with_config(ControllerRuntimeConfig::default().concurrency(4));
     let recorder = Recorder::new(client.clone(), Reporter { controller: settings.reporter.clone(), instance: None });
-    let caches_ready = all_ready(namespaces.clone(), managed.clone(), sources.clone());
-    let ctx = Arc::new(Context {
-        client,
-        settings,
-        recorder,
-        namespaces,
-        managed: managed.clone(),
-        sources,
-        caches_ready,
-        written: Default::default(),
-    });
-
-    let by_namespace = profile_store.clone();
-    let managed_for_ns = managed;
-    let op_ns = ctx.settings.operator_namespace.clone();
-    let by_source = profile_store;
+    let ctx = Arc::new(Context { client, settings, recorder, caches, written: Default::default() });
     info!("controller starting");
     controller
-        // A namespace appeared, changed labels or is going: the profiles that select it or have a Secret in it.
-        .watches_stream(ns_events, move |ns| {
-            let info = namespace_info(&ns);
-            let holders: BTreeSet<String> = managed_for_ns
-                .state()
-                .iter()
-                .filter(|s| s.namespace().as_deref() == Some(info.name.as_str()))
-                .filter_map(|s| s.labels().get(PROFILE_LABEL).cloned())
-                .collect();
-            by_namespace
-                .state()
-                .iter()
-                .filter(|p| {
-                    holders.contains(&p.name_any())
-                        || CompiledSelection::new(&p.spec.namespaces, &op_ns).is_ok_and(|c| c.selects(&info))
-                })
-                .map(|p| ObjectRef::from_obj(p.as_ref()))
-                .collect::<Vec<_>>()
-        })
-        // A managed Secret was edited or deleted: its profile.
-        .watches_stream(managed_events, |secret| {
-            secret.labels().get(PROFILE_LABEL).map(|p| ObjectRef::<RegistryProfile>::new(p))
-        })
-        // A source Secret in our namespace changed: the profiles that read it.
-        .watches_stream(source_events, move |secret| {
-            let name = secret.name_any();
-            by_source
-                .state()
-                .iter()
-                .filter(|p| p.spec.credentials.secret_ref.as_ref().is_some_and(|r| r.name == name))
-                .map(|p| ObjectRef::from_obj(p.as_ref()))
-                .collect::<Vec<_>>()
-        })
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|res| async move {
@@ -228,47 +170,6 @@ pub async fn run(
         .await;
     info!("controller stopped");
     Ok(())
-}
-
-/// One future, any number of waiters, that resolves (true) once all three stores are ready, or false if one of
-/// their writers went away first.
-fn all_ready(
-    namespaces: Store<PartialObjectMeta<Namespace>>,
-    managed: Store<Secret>,
-    sources: Store<Secret>,
-) -> Shared<BoxFuture<'static, bool>> {
-    async move {
-        futures::try_join!(namespaces.wait_until_ready(), managed.wait_until_ready(), sources.wait_until_ready())
-            .is_ok()
-    }
-    .boxed()
-    .shared()
-}
-
-/// Replaces a managed Secret's data by its hash before it enters the cache: the cache never holds secret
-/// material, and drift is still seen.
-fn strip_to_hash(secret: &mut Secret) {
-    let hash = plan::content_hash(
-        secret.type_.as_deref().unwrap_or_default(),
-        secret
-            .data
-            .iter()
-            .flatten()
-            .filter(|(k, _)| *k == DOCKER_CONFIG_KEY)
-            .map(|(k, v)| (k.as_str(), v.0.as_slice())),
-    );
-    secret.data = None;
-    secret.string_data = None;
-    secret.metadata.managed_fields = None;
-    secret.annotations_mut().insert(CACHED_HASH_ANNOTATION.into(), hash.to_string());
-}
-
-fn namespace_info(ns: &PartialObjectMeta<Namespace>) -> NamespaceInfo {
-    NamespaceInfo {
-        name: ns.name_any(),
-        labels: ns.labels().clone(),
-        terminating: ns.metadata.deletion_timestamp.is_some(),
-    }
 }
 
 fn observed(secret: &Secret) -> ObservedSecret {
@@ -317,7 +218,7 @@ fn resolve_credentials(
         reason: e.reason().into(),
         message: e.to_string(),
     };
-    let source = ctx.sources.get(&key).ok_or_else(|| {
+    let source = ctx.caches.sources.get(&key).ok_or_else(|| {
         fail(crate::credentials::CredentialError::SecretNotFound {
             namespace: ns.clone(),
             name: secret_ref.name.clone(),
@@ -329,7 +230,7 @@ fn resolve_credentials(
 }
 
 async fn reconcile(profile: Arc<RegistryProfile>, ctx: Arc<Context>) -> Result<Action, Error> {
-    if !ctx.caches_ready.clone().await {
+    if !ctx.caches.ready.clone().await {
         return Err(Error::CacheStopped);
     }
     let name = profile.name_any();
@@ -358,14 +259,16 @@ async fn reconcile(profile: Arc<RegistryProfile>, ctx: Arc<Context>) -> Result<A
         ),
         (Ok(config), Ok(selection)) => {
             let selected: BTreeSet<String> = ctx
+                .caches
                 .namespaces
                 .state()
                 .iter()
-                .map(|ns| namespace_info(ns))
+                .map(|ns| cache::namespace_info(ns))
                 .filter(|ns| selection.selects(ns))
                 .map(|ns| ns.name)
                 .collect();
             let observed: Vec<ObservedSecret> = ctx
+                .caches
                 .managed
                 .state()
                 .iter()
@@ -482,41 +385,4 @@ fn outcome_of(config: &Option<DockerConfig>, profile: &RegistryProfile, ctx: &Co
 fn error_policy(profile: Arc<RegistryProfile>, error: &Error, _ctx: Arc<Context>) -> Action {
     warn!(profile = %profile.name_any(), error = %error, kind = error.metric_label(), "reconcile failed");
     Action::requeue(Duration::from_secs(10))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use kube::runtime::watcher::Event as WatchEvent;
-
-    /// Regression: reconciles that started waiting for the caches before they were ready were never woken when
-    /// several waited at once, and their profiles were never reconciled.
-    #[tokio::test]
-    async fn every_concurrent_waiter_is_released_when_the_caches_are_ready() {
-        let (namespaces, mut ns_writer) = reflector::store::<PartialObjectMeta<Namespace>>();
-        let (managed, mut managed_writer) = reflector::store::<Secret>();
-        let (sources, mut sources_writer) = reflector::store::<Secret>();
-        let ready = all_ready(namespaces, managed, sources);
-        let waiters: Vec<_> = (0..4).map(|_| tokio::spawn(ready.clone())).collect();
-        tokio::task::yield_now().await;
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        ns_writer.apply_watcher_event(&WatchEvent::InitDone);
-        managed_writer.apply_watcher_event(&WatchEvent::InitDone);
-        sources_writer.apply_watcher_event(&WatchEvent::InitDone);
-        for waiter in waiters {
-            let released = tokio::time::timeout(Duration::from_secs(5), waiter).await;
-            assert!(matches!(released, Ok(Ok(true))), "a waiter was not released: {released:?}");
-        }
-    }
-
-    #[tokio::test]
-    async fn a_dropped_cache_writer_fails_the_wait_instead_of_hanging() {
-        let (namespaces, ns_writer) = reflector::store::<PartialObjectMeta<Namespace>>();
-        let (managed, _managed_writer) = reflector::store::<Secret>();
-        let (sources, _sources_writer) = reflector::store::<Secret>();
-        let ready = all_ready(namespaces, managed, sources);
-        drop(ns_writer);
-        let released = tokio::time::timeout(Duration::from_secs(5), ready).await;
-        assert_eq!(released, Ok(false));
-    }
 }

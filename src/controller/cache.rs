@@ -1,0 +1,286 @@
+//! The in-memory view of the cluster that the controller and the webhook share.
+//!
+//! Four reflectors (profiles, Namespaces as metadata, managed Secrets reduced to a content hash, and the Secrets
+//! of regcred's own namespace) run in tasks of their own, so the view stays current whether or not this replica
+//! is reconciling. Each change is mapped to the profiles it concerns and recorded in a [`Dirty`] set; the
+//! controller drains that set as its trigger stream. A set rather than a queue: ten thousand namespace events at
+//! start-up collapse into one entry per profile, and a replica that is not reconciling holds at most one entry
+//! per profile.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use futures::future::{BoxFuture, Shared};
+use futures::{FutureExt, Stream, StreamExt};
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::api::Api;
+use kube::core::PartialObjectMeta;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, ResourceExt};
+use tokio::sync::Notify;
+use tracing::warn;
+
+use super::selection::{CompiledSelection, NamespaceInfo};
+use super::{CACHED_HASH_ANNOTATION, MANAGED_BY_LABEL, MANAGED_BY_VALUE, PROFILE_LABEL, plan, secret_name};
+use crate::api::RegistryProfile;
+
+/// Profiles waiting to be reconciled, without duplicates.
+#[derive(Default)]
+pub struct Dirty {
+    names: Mutex<HashSet<String>>,
+    notify: Notify,
+}
+
+impl Dirty {
+    /// Marks profiles as needing a reconcile.
+    pub fn mark(&self, names: impl IntoIterator<Item = String>) {
+        let mut set = self.names.lock().unwrap_or_else(PoisonError::into_inner);
+        let before = set.len();
+        set.extend(names);
+        if set.len() > before {
+            self.notify.notify_one();
+        }
+    }
+
+    fn take(&self) -> Vec<String> {
+        let mut set = self.names.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut names: Vec<String> = set.drain().collect();
+        names.sort();
+        names
+    }
+
+    /// The names marked since the last batch, one batch at a time, forever. Meant for a single consumer.
+    pub fn batches(self: Arc<Self>) -> impl Stream<Item = Vec<String>> + Send {
+        futures::stream::unfold(self, |dirty| async move {
+            loop {
+                let names = dirty.take();
+                if !names.is_empty() {
+                    return Some((names, dirty));
+                }
+                dirty.notify.notified().await;
+            }
+        })
+    }
+}
+
+/// The shared view: cheap to clone.
+#[derive(Clone)]
+pub struct Caches {
+    pub profiles: Store<RegistryProfile>,
+    pub namespaces: Store<PartialObjectMeta<Namespace>>,
+    pub managed: Store<Secret>,
+    pub sources: Store<Secret>,
+    /// Resolves once all four caches hold their initial lists (false if one stopped first). One shared future,
+    /// because `Store::wait_until_ready` wakes only the last of several concurrent waiters (its oneshot receiver
+    /// keeps a single waker): a task that started waiting first would never be woken.
+    pub ready: Shared<BoxFuture<'static, bool>>,
+    pub dirty: Arc<Dirty>,
+}
+
+impl Caches {
+    /// Starts the reflectors in background tasks. `operator_namespace` is where source Secrets are read;
+    /// `profile_selector` restricts the profiles handled.
+    pub fn start(client: &Client, operator_namespace: &str, profile_selector: Option<&str>) -> Self {
+        let dirty = Arc::new(Dirty::default());
+
+        let (profiles, profiles_writer) = reflector::store::<RegistryProfile>();
+        let mut profile_config = watcher::Config::default();
+        if let Some(sel) = profile_selector {
+            profile_config = profile_config.labels(sel);
+        }
+        let profile_events = watcher(Api::<RegistryProfile>::all(client.clone()), profile_config)
+            .default_backoff()
+            .modify(|p| p.metadata.managed_fields = None)
+            .reflect(profiles_writer)
+            .touched_objects();
+
+        let (namespaces, ns_writer) = reflector::store();
+        let ns_events = watcher(Api::<PartialObjectMeta<Namespace>>::all(client.clone()), watcher::Config::default())
+            .default_backoff()
+            .modify(|ns| ns.metadata.managed_fields = None)
+            .reflect(ns_writer)
+            .touched_objects();
+
+        let (managed, managed_writer) = reflector::store();
+        let managed_config = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"));
+        let managed_events = watcher(Api::<Secret>::all(client.clone()), managed_config)
+            .default_backoff()
+            .modify(strip_to_hash)
+            .reflect(managed_writer)
+            .touched_objects();
+
+        let (sources, sources_writer) = reflector::store();
+        let source_events = watcher(Api::<Secret>::namespaced(client.clone(), operator_namespace), Default::default())
+            .default_backoff()
+            .modify(|s| s.metadata.managed_fields = None)
+            .reflect(sources_writer)
+            .touched_objects();
+
+        let ready = all_ready(profiles.clone(), namespaces.clone(), managed.clone(), sources.clone());
+        let caches = Self { profiles, namespaces, managed, sources, ready, dirty };
+
+        // A profile changed: itself.
+        caches.drive("profiles", profile_events, |_, p| vec![p.name_any()]);
+        // A namespace appeared, changed labels or is going: the profiles that select it or have a Secret in it.
+        let op_ns = operator_namespace.to_owned();
+        caches.drive("namespaces", ns_events, move |c, ns| c.profiles_for_namespace(&namespace_info(&ns), &op_ns));
+        // A managed Secret was edited or deleted: its profile.
+        caches.drive("managed secrets", managed_events, |_, s| {
+            s.labels().get(PROFILE_LABEL).cloned().into_iter().collect()
+        });
+        // A Secret in regcred's namespace changed: the profiles that read it.
+        caches.drive("source secrets", source_events, |c, s| {
+            let name = s.name_any();
+            c.profiles
+                .state()
+                .iter()
+                .filter(|p| p.spec.credentials.secret_ref.as_ref().is_some_and(|r| r.name == name))
+                .map(|p| p.name_any())
+                .collect()
+        });
+        caches
+    }
+
+    /// Runs one reflector stream in its own task, marking the profiles `map` names for each change.
+    fn drive<K, S>(&self, what: &'static str, events: S, map: impl Fn(&Caches, K) -> Vec<String> + Send + 'static)
+    where
+        K: Send + 'static,
+        S: Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+    {
+        let caches = self.clone();
+        tokio::spawn(async move {
+            let mut events = std::pin::pin!(events);
+            while let Some(event) = events.next().await {
+                match event {
+                    Ok(obj) => caches.dirty.mark(map(&caches, obj)),
+                    // default_backoff() retries; the error is only worth a line in the log.
+                    Err(e) => warn!(cache = what, error = %e, "watch failed; retrying"),
+                }
+            }
+        });
+    }
+
+    /// The profiles that select a namespace or hold a Secret in it: one cache lookup per profile, so a namespace
+    /// event costs O(profiles) whatever the number of managed Secrets.
+    pub fn profiles_for_namespace(&self, ns: &NamespaceInfo, operator_namespace: &str) -> Vec<String> {
+        self.profiles
+            .state()
+            .iter()
+            .filter(|p| {
+                let key = ObjectRef::<Secret>::new(&secret_name(p)).within(&ns.name);
+                self.managed.get(&key).is_some()
+                    || CompiledSelection::new(&p.spec.namespaces, operator_namespace).is_ok_and(|c| c.selects(ns))
+            })
+            .map(|p| p.name_any())
+            .collect()
+    }
+
+    /// The namespace as the caches know it.
+    pub fn namespace(&self, name: &str) -> Option<NamespaceInfo> {
+        self.namespaces.get(&ObjectRef::new(name)).map(|ns| namespace_info(&ns))
+    }
+}
+
+/// One future, any number of waiters.
+fn all_ready(
+    profiles: Store<RegistryProfile>,
+    namespaces: Store<PartialObjectMeta<Namespace>>,
+    managed: Store<Secret>,
+    sources: Store<Secret>,
+) -> Shared<BoxFuture<'static, bool>> {
+    async move {
+        futures::try_join!(
+            profiles.wait_until_ready(),
+            namespaces.wait_until_ready(),
+            managed.wait_until_ready(),
+            sources.wait_until_ready()
+        )
+        .is_ok()
+    }
+    .boxed()
+    .shared()
+}
+
+pub(crate) fn namespace_info(ns: &PartialObjectMeta<Namespace>) -> NamespaceInfo {
+    NamespaceInfo {
+        name: ns.name_any(),
+        labels: ns.labels().clone(),
+        terminating: ns.metadata.deletion_timestamp.is_some(),
+    }
+}
+
+/// Replaces a managed Secret's data by its hash before it enters the cache: the cache never holds secret
+/// material, and drift is still seen.
+fn strip_to_hash(secret: &mut Secret) {
+    let hash = plan::content_hash(
+        secret.type_.as_deref().unwrap_or_default(),
+        secret
+            .data
+            .iter()
+            .flatten()
+            .filter(|(k, _)| *k == super::DOCKER_CONFIG_KEY)
+            .map(|(k, v)| (k.as_str(), v.0.as_slice())),
+    );
+    secret.data = None;
+    secret.string_data = None;
+    secret.metadata.managed_fields = None;
+    secret.annotations_mut().insert(CACHED_HASH_ANNOTATION.into(), hash.to_string());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::runtime::watcher::Event as WatchEvent;
+    use std::time::Duration;
+
+    /// Regression: reconciles that started waiting for the caches before they were ready were never woken when
+    /// several waited at once, and their profiles were never reconciled.
+    #[tokio::test]
+    async fn every_concurrent_waiter_is_released_when_the_caches_are_ready() {
+        let (profiles, mut profiles_writer) = reflector::store::<RegistryProfile>();
+        let (namespaces, mut ns_writer) = reflector::store::<PartialObjectMeta<Namespace>>();
+        let (managed, mut managed_writer) = reflector::store::<Secret>();
+        let (sources, mut sources_writer) = reflector::store::<Secret>();
+        let ready = all_ready(profiles, namespaces, managed, sources);
+        let waiters: Vec<_> = (0..4).map(|_| tokio::spawn(ready.clone())).collect();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        profiles_writer.apply_watcher_event(&WatchEvent::InitDone);
+        ns_writer.apply_watcher_event(&WatchEvent::InitDone);
+        managed_writer.apply_watcher_event(&WatchEvent::InitDone);
+        sources_writer.apply_watcher_event(&WatchEvent::InitDone);
+        for waiter in waiters {
+            let released = tokio::time::timeout(Duration::from_secs(5), waiter).await;
+            assert!(matches!(released, Ok(Ok(true))), "a waiter was not released: {released:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_dropped_cache_writer_fails_the_wait_instead_of_hanging() {
+        let (profiles, _profiles_writer) = reflector::store::<RegistryProfile>();
+        let (namespaces, ns_writer) = reflector::store::<PartialObjectMeta<Namespace>>();
+        let (managed, _managed_writer) = reflector::store::<Secret>();
+        let (sources, _sources_writer) = reflector::store::<Secret>();
+        let ready = all_ready(profiles, namespaces, managed, sources);
+        drop(ns_writer);
+        let released = tokio::time::timeout(Duration::from_secs(5), ready).await;
+        assert_eq!(released, Ok(false));
+    }
+
+    #[tokio::test]
+    async fn dirty_marks_collapse_into_one_batch_and_wake_the_consumer() {
+        let dirty = Arc::new(Dirty::default());
+        let mut batches = Box::pin(dirty.clone().batches());
+        for _ in 0..1000 {
+            dirty.mark(["b".to_owned(), "a".to_owned()]);
+        }
+        let first = tokio::time::timeout(Duration::from_secs(5), batches.next()).await;
+        assert_eq!(first, Ok(Some(vec!["a".to_owned(), "b".to_owned()])));
+        // A consumer already waiting is woken by a later mark.
+        let waiter = tokio::spawn(async move { batches.next().await });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        dirty.mark(["c".to_owned()]);
+        let second = tokio::time::timeout(Duration::from_secs(5), waiter).await;
+        assert!(matches!(second, Ok(Ok(Some(ref v))) if v == &["c".to_owned()]), "{second:?}");
+    }
+}
