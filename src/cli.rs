@@ -22,7 +22,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the operator: the RegistryProfile controller.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print the RegistryProfile CustomResourceDefinition as YAML.
     Crd,
 }
@@ -50,7 +50,7 @@ pub fn run(cli: Cli) -> ExitCode {
                 Ok(rt) => rt,
                 Err(e) => return fail(&format!("could not start the async runtime: {e}")),
             };
-            match runtime.block_on(crate::run(args)) {
+            match runtime.block_on(crate::run(*args)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!(error = %e, "regcred stopped");

@@ -43,4 +43,52 @@ pub struct RunArgs {
     /// Name reported as the source of Events.
     #[arg(long, env = "REGCRED_REPORTER", default_value = "regcred")]
     pub reporter: String,
+
+    #[command(flatten)]
+    pub webhook: WebhookArgs,
+}
+
+/// Options of the admission webhook.
+#[derive(Args, Clone, Debug)]
+pub struct WebhookArgs {
+    /// Serve the Pod admission webhook over HTTPS on this address (for example 0.0.0.0:9443); off when unset.
+    #[arg(long = "webhook-addr", env = "REGCRED_WEBHOOK_ADDR")]
+    pub addr: Option<std::net::SocketAddr>,
+
+    /// Serving certificate (PEM) from a file, e.g. mounted from cert-manager; reloaded when it changes. Without
+    /// it, regcred creates and rotates its own CA and certificate.
+    #[arg(long = "webhook-cert-file", env = "REGCRED_WEBHOOK_CERT_FILE", requires = "key_file")]
+    pub cert_file: Option<std::path::PathBuf>,
+
+    /// Private key (PEM) of --webhook-cert-file.
+    #[arg(long = "webhook-key-file", env = "REGCRED_WEBHOOK_KEY_FILE", requires = "cert_file")]
+    pub key_file: Option<std::path::PathBuf>,
+
+    /// Self-managed certificates: the Secret in regcred's namespace that holds them for every replica.
+    #[arg(long = "webhook-secret", env = "REGCRED_WEBHOOK_SECRET", default_value = "regcred-webhook-tls")]
+    pub secret: String,
+
+    /// Self-managed certificates: the MutatingWebhookConfiguration whose caBundle regcred keeps current.
+    #[arg(long = "webhook-configuration", env = "REGCRED_WEBHOOK_CONFIGURATION", default_value = "regcred")]
+    pub configuration: String,
+
+    /// Self-managed certificates: host names (or IPs) of the serving certificate, comma-separated. Default:
+    /// the Service `regcred` in regcred's namespace.
+    #[arg(long = "webhook-dns-names", env = "REGCRED_WEBHOOK_DNS_NAMES", value_delimiter = ',')]
+    pub dns_names: Vec<String>,
+
+    /// Self-managed certificates: lifetime of the serving certificate (the CA lives 8 times as long); each is
+    /// replaced at two thirds of its life. Units: s, m, h.
+    #[arg(long = "webhook-cert-lifetime", env = "REGCRED_WEBHOOK_CERT_LIFETIME", default_value = "2160h", value_parser = parse_lifetime)]
+    pub cert_lifetime: std::time::Duration,
+}
+
+/// Parses a lifetime such as `90s`, `15m` or `2160h`; at least 15 seconds.
+pub fn parse_lifetime(s: &str) -> Result<std::time::Duration, String> {
+    let d: jiff::SignedDuration = s.parse().map_err(|e| format!("`{s}` is not a duration such as 2160h: {e}"))?;
+    let d = std::time::Duration::try_from(d).map_err(|_| format!("`{s}` is negative"))?;
+    if d < std::time::Duration::from_secs(15) {
+        return Err(format!("`{s}` is shorter than 15s"));
+    }
+    Ok(d)
 }

@@ -7,4 +7,8 @@ pub enum Error {
     Kubeconfig(#[source] kube::Error),
     #[error(transparent)]
     Controller(#[from] crate::controller::Error),
+    #[error(transparent)]
+    Webhook(#[from] crate::webhook::ServeError),
+    #[error("a task of regcred failed: {0}")]
+    Task(String),
 }

@@ -11,22 +11,60 @@ pub mod credentials;
 pub mod errors;
 pub mod registry;
 pub mod telemetry;
+pub mod webhook;
 
+use futures::FutureExt;
 use tracing::info;
 
 /// `regcred run`: the operator until SIGTERM or Ctrl-C.
 pub async fn run(args: config::RunArgs) -> Result<(), errors::Error> {
     let client = kube::Client::try_default().await.map_err(errors::Error::Kubeconfig)?;
     info!(version = env!("CARGO_PKG_VERSION"), namespace = %args.namespace, "regcred starting");
+    let shutdown = shutdown_signal().boxed().shared();
     let settings = controller::Settings {
-        operator_namespace: args.namespace,
+        operator_namespace: args.namespace.clone(),
         write_concurrency: usize::from(args.write_concurrency),
         profile_selector: args.profile_selector,
         reporter: args.reporter,
     };
     controller::check_crd(&client).await?;
     let caches = controller::Caches::start(&client, &settings.operator_namespace, settings.profile_selector.as_deref());
-    controller::run(client, settings, caches, shutdown_signal()).await?;
+    let webhook = match args.webhook.addr {
+        Some(addr) => {
+            let tls = match (&args.webhook.cert_file, &args.webhook.key_file) {
+                (Some(cert), Some(key)) => webhook::TlsSource::Files { cert: cert.clone(), key: key.clone() },
+                _ => webhook::TlsSource::SelfManaged {
+                    secret: args.webhook.secret.clone(),
+                    configuration: args.webhook.configuration.clone(),
+                    dns_names: if args.webhook.dns_names.is_empty() {
+                        vec![format!("regcred.{}.svc", args.namespace)]
+                    } else {
+                        args.webhook.dns_names.clone()
+                    },
+                    lifetime: args.webhook.cert_lifetime,
+                },
+            };
+            let state = std::sync::Arc::new(webhook::Webhook {
+                client: client.clone(),
+                caches: caches.clone(),
+                operator_namespace: args.namespace.clone(),
+                stats: Default::default(),
+            });
+            Some(tokio::spawn(webhook::serve(state, addr, tls, shutdown.clone())))
+        }
+        None => None,
+    };
+    let controller = controller::run(client, settings, caches, shutdown.clone());
+    match webhook {
+        Some(server) => {
+            // Either ending ends the process: a webhook that cannot serve must be noticed, not hidden.
+            tokio::select! {
+                res = controller => res?,
+                res = server => res.map_err(|e| errors::Error::Task(e.to_string()))??,
+            }
+        }
+        None => controller.await?,
+    }
     Ok(())
 }
 

@@ -8,139 +8,14 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use base64::Engine as _;
-use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::events::v1::Event;
+use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
-use kube::{Client, ResourceExt};
 use regcred::api::RegistryProfile;
-use serde_json::{Value, json};
-use support::{Operator, TestEnv, wait_for};
-
-const WAIT: Duration = Duration::from_secs(30);
-const SERVER: &str = "registry.example.com:5000";
-
-/// A test's operator, its namespace, and helpers around them.
-struct Harness {
-    env: TestEnv,
-    op_ns: String,
-    operator: Option<Operator>,
-    kubeconfig: std::path::PathBuf,
-}
-
-impl Harness {
-    async fn start(env: &TestEnv) -> Self {
-        support::install_crd(&env.client).await;
-        let op_ns = env.namespace("system", &[]).await;
-        let kubeconfig = support::operator_identity(env, &op_ns).await;
-        let operator = Some(Operator::start(&kubeconfig, &op_ns, &env.id, &[]));
-        Self { env: env.clone(), op_ns, operator, kubeconfig }
-    }
-
-    fn client(&self) -> Client {
-        self.env.client.clone()
-    }
-
-    fn restart(&mut self) {
-        self.operator = Some(Operator::start(&self.kubeconfig, &self.op_ns, &self.env.id, &[]));
-    }
-
-    fn logs(&self) -> String {
-        self.operator.as_ref().map(Operator::logs).unwrap_or_default()
-    }
-
-    /// Writes the source Secret `name` in the operator's namespace.
-    async fn source(&self, name: &str, data: &[(&str, &str)]) {
-        let secret = Secret {
-            metadata: ObjectMeta { name: Some(name.into()), ..Default::default() },
-            data: Some(data.iter().map(|(k, v)| ((*k).into(), ByteString(v.as_bytes().to_vec()))).collect()),
-            ..Default::default()
-        };
-        support::apply(&Api::<Secret>::namespaced(self.client(), &self.op_ns), &secret).await;
-    }
-
-    /// Creates (or replaces the spec of) profile `<id>-<name>` and returns its full name.
-    async fn profile(&self, name: &str, spec: Value) -> String {
-        let full = format!("{}-{name}", self.env.id);
-        let profile: RegistryProfile = serde_json::from_value(json!({
-            "apiVersion": "regcred.dev/v1alpha1",
-            "kind": "RegistryProfile",
-            "metadata": {"name": full, "labels": {"regcred-test": self.env.id}},
-            "spec": spec,
-        }))
-        .unwrap();
-        support::apply(&Api::<RegistryProfile>::all(self.client()), &profile).await;
-        self.env.cleanup::<RegistryProfile>(&full);
-        full
-    }
-
-    /// The profile's selector for namespaces labelled `pull=<value>` in this test.
-    fn select(&self, value: &str) -> Value {
-        json!({"selector": {"matchLabels": {"regcred-test": self.env.id, "pull": value}}})
-    }
-
-    async fn secret(&self, ns: &str, name: &str) -> Option<Secret> {
-        Api::<Secret>::namespaced(self.client(), ns).get_opt(name).await.unwrap()
-    }
-
-    /// Waits until the profile's condition `type_` has `status` and `reason`; returns the profile.
-    async fn condition(&self, profile: &str, type_: &str, status: &str, reason: &str) -> RegistryProfile {
-        let api = Api::<RegistryProfile>::all(self.client());
-        wait_for(&format!("{profile}: {type_}={status} ({reason})"), WAIT, || async {
-            let p = api.get(profile).await.ok()?;
-            let ok = p.status.as_ref()?.conditions.iter().any(|c| {
-                c.type_ == type_
-                    && c.status == status
-                    && c.reason == reason
-                    && c.observed_generation == p.metadata.generation
-            });
-            ok.then_some(p)
-        })
-        .await
-    }
-
-    async fn ready(&self, profile: &str) -> RegistryProfile {
-        self.condition(profile, "Ready", "True", "Ready").await
-    }
-
-    /// Waits until `ns` holds Secret `name` whose dockerconfigjson carries `password` for `server`.
-    async fn wait_credentials(&self, ns: &str, name: &str, server: &str, password: &str) -> Secret {
-        wait_for(&format!("{ns}/{name} with the expected credentials"), WAIT, || async {
-            let s = self.secret(ns, name).await?;
-            (password_in(&s, server).as_deref() == Some(password)).then_some(s)
-        })
-        .await
-    }
-
-    async fn wait_gone(&self, ns: &str, name: &str) {
-        wait_for(&format!("{ns}/{name} to be deleted"), WAIT, || async {
-            self.secret(ns, name).await.is_none().then_some(())
-        })
-        .await;
-    }
-
-    async fn set_labels(&self, ns: &str, labels: Value) {
-        let patch = json!({"metadata": {"labels": labels}});
-        Api::<Namespace>::all(self.client()).patch(ns, &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
-    }
-}
-
-/// The password stored for `server` in a managed Secret, checking its type and labels on the way.
-fn password_in(secret: &Secret, server: &str) -> Option<String> {
-    if secret.type_.as_deref() != Some("kubernetes.io/dockerconfigjson") {
-        return None;
-    }
-    let raw = secret.data.as_ref()?.get(".dockerconfigjson")?;
-    let doc: Value = serde_json::from_slice(&raw.0).ok()?;
-    let entry = doc.get("auths")?.get(server)?;
-    let auth = base64::engine::general_purpose::STANDARD.decode(entry.get("auth")?.as_str()?).ok()?;
-    let (_, password) = String::from_utf8(auth).ok()?.split_once(':').map(|(u, p)| (u.to_owned(), p.to_owned()))?;
-    Some(password)
-}
-
-fn basic_spec(selector: Value) -> Value {
-    json!({"server": SERVER, "credentials": {"secretRef": {"name": "creds"}}, "namespaces": selector, "secretName": "pull"})
-}
+use serde_json::json;
+use support::harness::{Harness, SERVER, WAIT, basic_spec, password_in};
+use support::{TestEnv, wait_for};
 
 #[tokio::test]
 async fn secrets_appear_in_selected_namespaces_and_nowhere_else() {

@@ -193,7 +193,8 @@ pub fn secret_name(profile: &RegistryProfile) -> String {
 fn resolve_credentials(
     profile: &RegistryProfile,
     registry: Option<&str>,
-    ctx: &Context,
+    caches: &Caches,
+    operator_namespace: &str,
 ) -> Result<Option<DockerConfig>, CredentialsOutcome> {
     let creds = &profile.spec.credentials;
     let Some(secret_ref) = creds.secret_ref.as_ref() else {
@@ -212,15 +213,15 @@ fn resolve_credentials(
             message: "spec.server is required for this provider".into(),
         });
     };
-    let ns = &ctx.settings.operator_namespace;
+    let ns = operator_namespace;
     let key = ObjectRef::<Secret>::new(&secret_ref.name).within(ns);
     let fail = |e: crate::credentials::CredentialError| CredentialsOutcome::Failed {
         reason: e.reason().into(),
         message: e.to_string(),
     };
-    let source = ctx.caches.sources.get(&key).ok_or_else(|| {
+    let source = caches.sources.get(&key).ok_or_else(|| {
         fail(crate::credentials::CredentialError::SecretNotFound {
-            namespace: ns.clone(),
+            namespace: ns.to_owned(),
             name: secret_ref.name.clone(),
         })
     })?;
@@ -242,7 +243,7 @@ async fn reconcile(profile: Arc<RegistryProfile>, ctx: Arc<Context>) -> Result<A
     let registry = resolve_server(profile.spec.provider, profile.spec.server.as_deref());
     let secret_name = secret_name(&profile);
 
-    let credentials = resolve_credentials(&profile, registry.as_deref(), &ctx);
+    let credentials = resolve_credentials(&profile, registry.as_deref(), &ctx.caches, &ctx.settings.operator_namespace);
     let selection = CompiledSelection::new(&profile.spec.namespaces, &ctx.settings.operator_namespace);
 
     let (creds_outcome, sync_outcome) = match (&credentials, selection) {
@@ -351,6 +352,43 @@ async fn reconcile(profile: Arc<RegistryProfile>, ctx: Arc<Context>) -> Result<A
         }
     }
     Ok(Action::requeue(requeue_after(&next, jiff::Timestamp::now())))
+}
+
+/// Why [`ensure_secret`] could not put a Secret in place.
+#[derive(Debug, thiserror::Error)]
+pub enum EnsureError {
+    #[error("the profile's credentials do not resolve: {0}")]
+    Credentials(String),
+    #[error("the profile writes no Secret")]
+    NothingToWrite,
+    #[error("{reason}: {message}")]
+    Write { reason: String, message: String },
+}
+
+/// Makes sure `profile`'s Secret exists in `namespace` now, without waiting for a reconcile: the webhook calls it
+/// when a Pod is admitted into a namespace created a moment ago. Creating is idempotent (a Secret that appeared
+/// meanwhile is adopted only if it is ours), so racing the controller is harmless.
+pub async fn ensure_secret(
+    client: &Client,
+    caches: &Caches,
+    operator_namespace: &str,
+    profile: Arc<RegistryProfile>,
+    namespace: &str,
+) -> Result<(), EnsureError> {
+    let registry = resolve_server(profile.spec.provider, profile.spec.server.as_deref());
+    let config = match resolve_credentials(&profile, registry.as_deref(), caches, operator_namespace) {
+        Ok(Some(config)) => config,
+        Ok(None) => return Err(EnsureError::NothingToWrite),
+        Err(CredentialsOutcome::Failed { message, .. }) => return Err(EnsureError::Credentials(message)),
+        Err(_) => return Err(EnsureError::NothingToWrite),
+    };
+    let writer =
+        sync::Writer { client: client.clone(), secret_name: secret_name(&profile), profile, config: Some(config) };
+    let failures = writer.execute(vec![plan::Action::Create { namespace: namespace.to_owned() }], 1).await;
+    match failures.into_iter().next() {
+        None => Ok(()),
+        Some(f) => Err(EnsureError::Write { reason: f.reason, message: f.message }),
+    }
 }
 
 /// When to look again without an outside trigger. A healthy profile is re-checked every 10 minutes as a safety

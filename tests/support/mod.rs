@@ -8,6 +8,8 @@
 // Test-support code: a failed set-up step must fail the test loudly.
 #![allow(dead_code, clippy::unwrap_used, clippy::panic, clippy::expect_used)]
 
+pub mod harness;
+
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -203,16 +205,21 @@ struct RbacRules {
 }
 
 /// The operator's RBAC rules: the chart's single definition.
-fn rbac_rules() -> RbacRules {
+fn rbac_rules(webhook_configuration: &str) -> RbacRules {
     let text = std::fs::read_to_string(repo_root().join("charts/regcred/files/rbac-rules.yaml")).unwrap();
-    serde_yaml::from_str(&text).unwrap()
+    serde_yaml::from_str(&text.replace("WEBHOOK_CONFIGURATION_NAME", webhook_configuration)).unwrap()
+}
+
+/// The name of the test's MutatingWebhookConfiguration: the only one its operator may touch.
+pub fn webhook_configuration_name(env: &TestEnv) -> String {
+    format!("regcred-{}", env.id)
 }
 
 /// Creates a ServiceAccount `regcred` in `namespace` bound to exactly the chart's rules and returns a kubeconfig
 /// file that authenticates as it.
 pub async fn operator_identity(env: &TestEnv, namespace: &str) -> PathBuf {
     let client = env.client.clone();
-    let rules = rbac_rules();
+    let rules = rbac_rules(&webhook_configuration_name(env));
     let cluster_role = format!("regcred-test-{}", env.id);
     let cr = ClusterRole {
         metadata: ObjectMeta { name: Some(cluster_role.clone()), ..Default::default() },

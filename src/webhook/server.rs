@@ -1,0 +1,365 @@
+//! The HTTPS server of the webhook, and the loop that keeps its certificate and the webhook configuration's
+//! `caBundle` current.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum_server::tls_rustls::RustlsConfig;
+use base64::Engine;
+use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::core::DynamicObject;
+use kube::core::admission::{AdmissionRequest, AdmissionReview};
+use kube::runtime::reflector::ObjectRef;
+use tracing::{info, warn};
+
+use super::Webhook;
+use super::certs::{self, Material, Step};
+use crate::controller::FIELD_MANAGER;
+
+/// The largest AdmissionReview accepted: above the apiserver's own request limit (3 MiB), so very large Pods fit.
+const BODY_LIMIT: usize = 8 * 1024 * 1024;
+
+/// Where the serving certificate comes from.
+#[derive(Clone, Debug)]
+pub enum TlsSource {
+    /// PEM files (for example mounted from a cert-manager Secret), reloaded when their content changes.
+    Files { cert: PathBuf, key: PathBuf },
+    /// A CA and certificate regcred creates and rotates, kept in Secret `secret` in its namespace, and trusted
+    /// through the `caBundle` of the MutatingWebhookConfiguration `configuration`.
+    SelfManaged { secret: String, configuration: String, dns_names: Vec<String>, lifetime: Duration },
+}
+
+/// Server errors.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("webhook TLS: {0}")]
+    Tls(String),
+    #[error("webhook server on {addr}: {source}")]
+    Serve { addr: SocketAddr, source: std::io::Error },
+}
+
+fn router(webhook: Arc<Webhook>) -> Router {
+    Router::new().route("/mutate", post(mutate)).layer(DefaultBodyLimit::max(BODY_LIMIT)).with_state(webhook)
+}
+
+async fn mutate(State(webhook): State<Arc<Webhook>>, body: Bytes) -> Response {
+    let review: AdmissionReview<DynamicObject> = match serde_json::from_slice(&body) {
+        Ok(review) => review,
+        Err(e) => {
+            webhook.stats.malformed.fetch_add(1, Ordering::Relaxed);
+            return (StatusCode::BAD_REQUEST, format!("malformed AdmissionReview: {e}")).into_response();
+        }
+    };
+    let request: AdmissionRequest<DynamicObject> = match review.try_into() {
+        Ok(request) => request,
+        Err(e) => {
+            webhook.stats.malformed.fetch_add(1, Ordering::Relaxed);
+            return (StatusCode::BAD_REQUEST, format!("AdmissionReview without a request: {e}")).into_response();
+        }
+    };
+    let response = webhook.admit(&request).await;
+    axum::Json(response.into_review()).into_response()
+}
+
+/// Serves the webhook on `addr` until `shutdown` completes, then drains open requests.
+pub async fn serve(
+    webhook: Arc<Webhook>,
+    addr: SocketAddr,
+    tls: TlsSource,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let config = match &tls {
+        TlsSource::Files { cert, key } => {
+            let config = RustlsConfig::from_pem_file(cert, key)
+                .await
+                .map_err(|e| Error::Tls(format!("reading {} and {}: {e}", cert.display(), key.display())))?;
+            tokio::spawn(reload_files(config.clone(), cert.clone(), key.clone()));
+            config
+        }
+        TlsSource::SelfManaged { secret, configuration, dns_names, lifetime } => {
+            let keeper = CertKeeper {
+                webhook: webhook.clone(),
+                secret: secret.clone(),
+                configuration: configuration.clone(),
+                dns_names: dns_names.clone(),
+                lifetime: *lifetime,
+            };
+            let material = keeper.converge().await.map_err(Error::Tls)?;
+            let served = (material.tls_crt, material.tls_key);
+            let config = RustlsConfig::from_pem(served.0.clone().into_bytes(), served.1.clone().into_bytes())
+                .await
+                .map_err(|e| Error::Tls(e.to_string()))?;
+            tokio::spawn(keeper.run(config.clone(), served));
+            config
+        }
+    };
+    let handle = axum_server::Handle::new();
+    let draining = handle.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        draining.graceful_shutdown(Some(Duration::from_secs(10)));
+    });
+    info!(%addr, "webhook serving");
+    axum_server::bind_rustls(addr, config)
+        .handle(handle)
+        .serve(router(webhook).into_make_service())
+        .await
+        .map_err(|source| Error::Serve { addr, source })
+}
+
+/// Reloads file certificates when their content changes (cert-manager renews them in place).
+async fn reload_files(config: RustlsConfig, cert: PathBuf, key: PathBuf) {
+    let read = || async { (tokio::fs::read(&cert).await.ok(), tokio::fs::read(&key).await.ok()) };
+    let mut last = read().await;
+    loop {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let now = read().await;
+        if now != last
+            && let (Some(c), Some(k)) = &now
+        {
+            match config.reload_from_pem(c.clone(), k.clone()).await {
+                Ok(()) => info!(cert = %cert.display(), "webhook certificate reloaded"),
+                // Half-written files: keep serving the old certificate and try again.
+                Err(e) => {
+                    warn!(cert = %cert.display(), error = %e, "could not reload the webhook certificate");
+                    continue;
+                }
+            }
+            last = now;
+        }
+    }
+}
+
+struct CertKeeper {
+    webhook: Arc<Webhook>,
+    secret: String,
+    configuration: String,
+    dns_names: Vec<String>,
+    lifetime: Duration,
+}
+
+impl CertKeeper {
+    fn secrets(&self) -> Api<Secret> {
+        Api::namespaced(self.webhook.client.clone(), &self.webhook.operator_namespace)
+    }
+
+    /// Brings the Secret and the `caBundle` to where they should be; returns the material to serve.
+    async fn converge(&self) -> Result<Material, String> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.converge_once().await {
+                Ok(m) => return Ok(m),
+                Err(e) if attempt < 5 => {
+                    warn!(error = %e, attempt, "webhook certificate: retrying");
+                    tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn converge_once(&self) -> Result<Material, String> {
+        // The API, not the cache: another replica may have just written it, and this runs rarely.
+        let current = self.secrets().get_opt(&self.secret).await.map_err(|e| e.to_string())?;
+        let material = current.as_ref().and_then(Material::from_secret);
+        let now = jiff::Timestamp::now();
+        let step = certs::next_step(material.as_ref(), now, self.lifetime, &self.dns_names);
+        let next =
+            certs::apply(step, material.as_ref(), now, self.lifetime, &self.dns_names).map_err(|e| e.to_string())?;
+        let material = match next {
+            None => material.ok_or("no certificate material")?,
+            Some(next) => {
+                // The bundle first: the apiserver must trust a new CA before anything it signed is served.
+                self.publish_bundle(&next.ca_bundle()).await?;
+                let mut secret = next.to_secret(&self.secret, &self.webhook.operator_namespace);
+                match &current {
+                    // Replace only the version read: if another replica rotated meanwhile, retry from its result.
+                    Some(cur) => {
+                        secret.metadata.resource_version = cur.metadata.resource_version.clone();
+                        self.secrets()
+                            .replace(&self.secret, &PostParams::default(), &secret)
+                            .await
+                            .map_err(|e| format!("updating Secret {}: {e}", self.secret))?;
+                    }
+                    None => {
+                        self.secrets()
+                            .create(&PostParams::default(), &secret)
+                            .await
+                            .map_err(|e| format!("creating Secret {}: {e}", self.secret))?;
+                    }
+                }
+                if step != Step::Nothing {
+                    info!(step = ?step, "webhook certificate material renewed");
+                }
+                next
+            }
+        };
+        self.publish_bundle(&material.ca_bundle()).await?;
+        Ok(material)
+    }
+
+    /// Sets `caBundle` on every webhook of the configuration, writing only when it differs.
+    async fn publish_bundle(&self, bundle: &str) -> Result<(), String> {
+        let api = Api::<MutatingWebhookConfiguration>::all(self.webhook.client.clone());
+        let config = api.get(&self.configuration).await.map_err(|e| {
+            format!(
+                "reading MutatingWebhookConfiguration {} (create it, or install the chart): {e}",
+                self.configuration
+            )
+        })?;
+        let encoded = base64::engine::general_purpose::STANDARD.encode(bundle);
+        let webhooks = config.webhooks.unwrap_or_default();
+        let stale = webhooks
+            .iter()
+            .any(|w| w.client_config.ca_bundle.as_ref().map(|b| b.0.as_slice()) != Some(bundle.as_bytes()));
+        if !stale {
+            return Ok(());
+        }
+        let patch = serde_json::json!({
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "MutatingWebhookConfiguration",
+            "webhooks": webhooks.iter().map(|w| serde_json::json!({
+                "name": w.name,
+                "clientConfig": {"caBundle": encoded},
+            })).collect::<Vec<_>>(),
+        });
+        api.patch(&self.configuration, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
+            .await
+            .map_err(|e| format!("setting the caBundle of {}: {e}", self.configuration))?;
+        info!(configuration = %self.configuration, "webhook caBundle updated");
+        Ok(())
+    }
+
+    /// Re-checks periodically and whenever the Secret changes; swaps the served certificate in place.
+    async fn run(self, config: RustlsConfig, served: (String, String)) {
+        let tick = (self.lifetime / 30).clamp(Duration::from_secs(1), Duration::from_secs(600));
+        let key = ObjectRef::<Secret>::new(&self.secret).within(&self.webhook.operator_namespace);
+        let mut served = Some(served);
+        loop {
+            tokio::time::sleep(tick).await;
+            // Cheap check from the cache first; converge (API calls) only when something is due or changed.
+            let cached = self.webhook.caches.sources.get(&key).and_then(|s| Material::from_secret(&s));
+            let due = certs::next_step(cached.as_ref(), jiff::Timestamp::now(), self.lifetime, &self.dns_names);
+            let changed = cached.as_ref().map(|m| (m.tls_crt.clone(), m.tls_key.clone())) != served;
+            if due == Step::Nothing && !changed {
+                continue;
+            }
+            match self.converge().await {
+                Ok(m) => {
+                    let pair = (m.tls_crt.clone(), m.tls_key.clone());
+                    if served.as_ref() != Some(&pair) {
+                        match config.reload_from_pem(pair.0.clone().into_bytes(), pair.1.clone().into_bytes()).await {
+                            Ok(()) => {
+                                info!("webhook serving certificate swapped");
+                                served = Some(pair);
+                            }
+                            Err(e) => warn!(error = %e, "could not load the new webhook certificate"),
+                        }
+                    }
+                }
+                Err(e) => warn!(error = %e, "webhook certificate upkeep failed; will retry"),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    async fn webhook() -> Arc<Webhook> {
+        // Nothing listens there: these requests must be answered without the API.
+        let config = kube::Config::new("http://127.0.0.1:9".parse().unwrap());
+        let client = kube::Client::try_from(config).unwrap();
+        let caches = crate::controller::Caches::start(&client, "regcred-system", None);
+        Arc::new(Webhook { client, caches, operator_namespace: "regcred-system".into(), stats: Default::default() })
+    }
+
+    async fn post(webhook: &Arc<Webhook>, body: String) -> (StatusCode, serde_json::Value) {
+        let request =
+            Request::post("/mutate").header("content-type", "application/json").body(Body::from(body)).unwrap();
+        let response = router(webhook.clone()).oneshot(request).await.unwrap();
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), BODY_LIMIT).await.unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null))
+    }
+
+    fn review(kind: serde_json::Value, operation: &str, object: serde_json::Value) -> String {
+        serde_json::json!({
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "request": {
+                "uid": "3f1c1c8e-0000-4000-8000-000000000001",
+                "kind": kind,
+                "resource": {"group": "", "version": "v1", "resource": "pods"},
+                "namespace": "team",
+                "operation": operation,
+                "userInfo": {},
+                "object": object,
+            }
+        })
+        .to_string()
+    }
+
+    #[tokio::test]
+    async fn malformed_reviews_are_400_and_counted_never_a_crash() {
+        let webhook = webhook().await;
+        for body in ["", "{", "[]", "{\"apiVersion\": 1}", "{\"kind\": \"AdmissionReview\"}"] {
+            let (status, _) = post(&webhook, body.into()).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{body:?}");
+        }
+        assert_eq!(webhook.stats.malformed.load(Ordering::Relaxed), 5);
+    }
+
+    #[tokio::test]
+    async fn other_kinds_and_operations_pass_unchanged() {
+        let webhook = webhook().await;
+        let deployment = review(
+            serde_json::json!({"group": "apps", "version": "v1", "kind": "Deployment"}),
+            "CREATE",
+            serde_json::json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"}}),
+        );
+        let update = review(
+            serde_json::json!({"group": "", "version": "v1", "kind": "Pod"}),
+            "UPDATE",
+            serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "nginx"}]}}),
+        );
+        for body in [deployment, update] {
+            let (status, answer) = post(&webhook, body).await;
+            assert_eq!(status, StatusCode::OK);
+            assert_eq!(answer["response"]["allowed"], true);
+            assert_eq!(answer["response"]["uid"], "3f1c1c8e-0000-4000-8000-000000000001");
+            assert!(answer["response"].get("patch").is_none(), "{answer}");
+        }
+    }
+
+    #[tokio::test]
+    async fn very_large_pods_are_read_whole() {
+        let webhook = webhook().await;
+        let big = "x".repeat(2 * 1024 * 1024);
+        let body = review(
+            serde_json::json!({"group": "", "version": "v1", "kind": "Pod"}),
+            "UPDATE",
+            serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "annotations": {"big": big}}}),
+        );
+        let (status, answer) = post(&webhook, body).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(answer["response"]["allowed"], true);
+    }
+}
