@@ -18,7 +18,7 @@ use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 use tracing::warn;
 
 use super::selection::{CompiledSelection, NamespaceInfo};
@@ -71,9 +71,7 @@ pub struct Caches {
     pub namespaces: Store<PartialObjectMeta<Namespace>>,
     pub managed: Store<Secret>,
     pub sources: Store<Secret>,
-    /// Resolves once all four caches hold their initial lists (false if one stopped first). One shared future,
-    /// because `Store::wait_until_ready` wakes only the last of several concurrent waiters (its oneshot receiver
-    /// keeps a single waker): a task that started waiting first would never be woken.
+    /// Resolves once all four caches hold their initial lists (false if one stopped first). See [`all_ready`].
     pub ready: Shared<BoxFuture<'static, bool>>,
     pub dirty: Arc<Dirty>,
 }
@@ -83,6 +81,8 @@ impl Caches {
     /// `profile_selector` restricts the profiles handled.
     pub fn start(client: &Client, operator_namespace: &str, profile_selector: Option<&str>) -> Self {
         let dirty = Arc::new(Dirty::default());
+        let (profiles_ready, ns_ready, managed_ready, sources_ready) =
+            (watch::channel(false).0, watch::channel(false).0, watch::channel(false).0, watch::channel(false).0);
 
         let (profiles, profiles_writer) = reflector::store::<RegistryProfile>();
         let mut profile_config = watcher::Config::default();
@@ -93,6 +93,7 @@ impl Caches {
             .default_backoff()
             .modify(|p| p.metadata.managed_fields = None)
             .reflect(profiles_writer)
+            .inspect(ready_on_init(&profiles_ready))
             .touched_objects();
 
         let (namespaces, ns_writer) = reflector::store();
@@ -100,6 +101,7 @@ impl Caches {
             .default_backoff()
             .modify(|ns| ns.metadata.managed_fields = None)
             .reflect(ns_writer)
+            .inspect(ready_on_init(&ns_ready))
             .touched_objects();
 
         let (managed, managed_writer) = reflector::store();
@@ -108,6 +110,7 @@ impl Caches {
             .default_backoff()
             .modify(strip_to_hash)
             .reflect(managed_writer)
+            .inspect(ready_on_init(&managed_ready))
             .touched_objects();
 
         let (sources, sources_writer) = reflector::store();
@@ -115,9 +118,12 @@ impl Caches {
             .default_backoff()
             .modify(|s| s.metadata.managed_fields = None)
             .reflect(sources_writer)
+            .inspect(ready_on_init(&sources_ready))
             .touched_objects();
 
-        let ready = all_ready(profiles.clone(), namespaces.clone(), managed.clone(), sources.clone());
+        let ready = all_ready(
+            [&profiles_ready, &ns_ready, &managed_ready, &sources_ready].map(watch::Sender::subscribe).to_vec(),
+        );
         let caches = Self { profiles, namespaces, managed, sources, ready, dirty };
 
         // A profile changed: itself.
@@ -182,21 +188,29 @@ impl Caches {
     }
 }
 
-/// One future, any number of waiters.
-fn all_ready(
-    profiles: Store<RegistryProfile>,
-    namespaces: Store<PartialObjectMeta<Namespace>>,
-    managed: Store<Secret>,
-    sources: Store<Secret>,
-) -> Shared<BoxFuture<'static, bool>> {
+/// Marks a cache ready once its reflector has applied the initial list.
+fn ready_on_init<K>(ready: &watch::Sender<bool>) -> impl FnMut(&Result<watcher::Event<K>, watcher::Error>) + use<K> {
+    let ready = ready.clone();
+    move |event| {
+        if matches!(event, Ok(watcher::Event::InitDone)) {
+            ready.send_replace(true);
+        }
+    }
+}
+
+/// One future, any number of waiters: true once every flag is set, false if one's sender went away first.
+///
+/// Readiness comes from the watch streams themselves, not from `Store::wait_until_ready`: that wakes only the
+/// last of several concurrent waiters (its oneshot receiver keeps a single waker), and kube-runtime's Controller
+/// already waits on the profile store, so any wait of ours on it could starve the Controller or us.
+fn all_ready(flags: Vec<watch::Receiver<bool>>) -> Shared<BoxFuture<'static, bool>> {
     async move {
-        futures::try_join!(
-            profiles.wait_until_ready(),
-            namespaces.wait_until_ready(),
-            managed.wait_until_ready(),
-            sources.wait_until_ready()
-        )
-        .is_ok()
+        for mut flag in flags {
+            if flag.wait_for(|ready| *ready).await.is_err() {
+                return false;
+            }
+        }
+        true
     }
     .boxed()
     .shared()
@@ -235,34 +249,35 @@ mod tests {
     use std::time::Duration;
 
     /// Regression: reconciles that started waiting for the caches before they were ready were never woken when
-    /// several waited at once, and their profiles were never reconciled.
+    /// several waited at once (and kube-runtime's Controller waits on the profile store too).
     #[tokio::test]
     async fn every_concurrent_waiter_is_released_when_the_caches_are_ready() {
         let (profiles, mut profiles_writer) = reflector::store::<RegistryProfile>();
-        let (namespaces, mut ns_writer) = reflector::store::<PartialObjectMeta<Namespace>>();
-        let (managed, mut managed_writer) = reflector::store::<Secret>();
-        let (sources, mut sources_writer) = reflector::store::<Secret>();
-        let ready = all_ready(profiles, namespaces, managed, sources);
+        let senders: Vec<_> = (0..4).map(|_| watch::channel(false).0).collect();
+        let ready = all_ready(senders.iter().map(watch::Sender::subscribe).collect());
+        // The Controller's own wait on the store, alongside ours.
+        let controller_wait = tokio::spawn(async move { profiles.wait_until_ready().await.is_ok() });
         let waiters: Vec<_> = (0..4).map(|_| tokio::spawn(ready.clone())).collect();
         tokio::time::sleep(Duration::from_millis(20)).await;
         profiles_writer.apply_watcher_event(&WatchEvent::InitDone);
-        ns_writer.apply_watcher_event(&WatchEvent::InitDone);
-        managed_writer.apply_watcher_event(&WatchEvent::InitDone);
-        sources_writer.apply_watcher_event(&WatchEvent::InitDone);
+        let mut mark = ready_on_init::<RegistryProfile>(&senders[0]);
+        mark(&Ok(WatchEvent::InitDone));
+        for s in &senders[1..] {
+            s.send_replace(true);
+        }
         for waiter in waiters {
             let released = tokio::time::timeout(Duration::from_secs(5), waiter).await;
             assert!(matches!(released, Ok(Ok(true))), "a waiter was not released: {released:?}");
         }
+        let released = tokio::time::timeout(Duration::from_secs(5), controller_wait).await;
+        assert!(matches!(released, Ok(Ok(true))), "the Controller's wait was not released: {released:?}");
     }
 
     #[tokio::test]
-    async fn a_dropped_cache_writer_fails_the_wait_instead_of_hanging() {
-        let (profiles, _profiles_writer) = reflector::store::<RegistryProfile>();
-        let (namespaces, ns_writer) = reflector::store::<PartialObjectMeta<Namespace>>();
-        let (managed, _managed_writer) = reflector::store::<Secret>();
-        let (sources, _sources_writer) = reflector::store::<Secret>();
-        let ready = all_ready(profiles, namespaces, managed, sources);
-        drop(ns_writer);
+    async fn a_dropped_cache_fails_the_wait_instead_of_hanging() {
+        let senders: Vec<_> = (0..4).map(|_| watch::channel(false).0).collect();
+        let ready = all_ready(senders.iter().map(watch::Sender::subscribe).collect());
+        drop(senders);
         let released = tokio::time::timeout(Duration::from_secs(5), ready).await;
         assert_eq!(released, Ok(false));
     }
