@@ -112,8 +112,11 @@ impl Harness {
         .await
     }
 
+    /// Waits until a Secret is gone. Longer than [`WAIT`]: after a profile is deleted it is Kubernetes' garbage
+    /// collector that removes the Secrets, and on a fresh cluster the collector learns about a CRD installed a
+    /// moment ago only at its next discovery resync (every 30 s, fixed in kube-controller-manager).
     pub async fn wait_gone(&self, ns: &str, name: &str) {
-        wait_for(&format!("{ns}/{name} to be deleted"), WAIT, || async {
+        wait_for(&format!("{ns}/{name} to be deleted"), WAIT * 3, || async {
             self.secret(ns, name).await.is_none().then_some(())
         })
         .await;
