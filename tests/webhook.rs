@@ -22,9 +22,13 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// The Secret name `basic_spec` gives the profile.
+const SECRET: &str = "pull";
+
 /// Registers the test's webhook (by URL, without a caBundle: regcred fills it in), limited to the test's own
-/// namespaces so parallel tests do not call each other's webhooks, and starts the operator serving it.
-async fn start(env: &TestEnv, extra: &[&str]) -> (Harness, u16) {
+/// namespaces so parallel tests do not call each other's webhooks, starts the operator serving it, and applies a
+/// ready profile for namespaces labelled `pull=yes` with images from [`REGISTRY`].
+async fn start(env: &TestEnv, extra: &[&str]) -> Harness {
     let port = free_port();
     let name = support::webhook_configuration_name(env);
     let config: MutatingWebhookConfiguration = serde_json::from_value(json!({
@@ -63,7 +67,12 @@ async fn start(env: &TestEnv, extra: &[&str]) -> (Harness, u16) {
         c.webhooks?.first()?.client_config.ca_bundle.as_ref().map(|_| ())
     })
     .await;
-    (h, port)
+    h.source("creds", &[("username", "bot"), ("password", "pw")]).await;
+    let mut spec = basic_spec(h.select("yes"));
+    spec["server"] = json!(REGISTRY);
+    let profile = h.profile("p", spec).await;
+    h.ready(&profile).await;
+    h
 }
 
 fn pod(name: &str, images: &[&str], pull_secrets: &[&str], labels: &[(&str, &str)]) -> Pod {
@@ -95,39 +104,29 @@ async fn create_pod(h: &Harness, ns: &str, pod: &Pod) -> Vec<String> {
     created.spec.unwrap().image_pull_secrets.unwrap_or_default().into_iter().map(|r| r.name).collect()
 }
 
-fn profile_spec(h: &Harness, value: &str) -> serde_json::Value {
-    let mut spec = basic_spec(h.select(value));
-    spec["server"] = json!(REGISTRY);
-    spec
-}
-
 #[tokio::test]
 async fn pods_get_exactly_the_secrets_their_images_need() {
     TestEnv::new("inject")
         .await
         .run(|env| async move {
-            let (h, _) = start(&env, &[]).await;
-            h.source("creds", &[("username", "bot"), ("password", "pw")]).await;
-            let profile = h.profile("p", profile_spec(&h, "yes")).await;
-            let secret = "pull".to_owned();
+            let h = start(&env, &[]).await;
             let selected = env.namespace("sel", &[("pull", "yes")]).await;
             let unselected = env.namespace("unsel", &[("pull", "no")]).await;
             let opted_out = env.namespace("optout", &[("pull", "yes"), ("regcred.dev/inject", "disabled")]).await;
-            h.ready(&profile).await;
             let image = format!("{REGISTRY}/team/app:1");
 
             // A Pod whose image comes from the profile's registry gets its Secret.
-            assert_eq!(create_pod(&h, &selected, &pod("a", &[&image], &[], &[])).await, vec![secret.clone()]);
+            assert_eq!(create_pod(&h, &selected, &pod("a", &[&image], &[], &[])).await, vec![SECRET.to_owned()]);
             // Several containers, one matching: still exactly one entry.
             let two = pod("b", &["nginx", &image, &format!("{REGISTRY}/other")], &[], &[]);
-            assert_eq!(create_pod(&h, &selected, &two).await, vec![secret.clone()]);
+            assert_eq!(create_pod(&h, &selected, &two).await, vec![SECRET.to_owned()]);
             // Images from elsewhere: untouched.
             assert!(create_pod(&h, &selected, &pod("c", &["nginx", "ghcr.io/x/y"], &[], &[])).await.is_empty());
             // Existing pull secrets are kept and merged, never duplicated.
             let merged = create_pod(&h, &selected, &pod("d", &[&image], &["mine"], &[])).await;
-            assert_eq!(merged, vec!["mine".to_owned(), secret.clone()]);
-            let already = create_pod(&h, &selected, &pod("e", &[&image], &[&secret], &[])).await;
-            assert_eq!(already, vec![secret.clone()]);
+            assert_eq!(merged, vec!["mine".to_owned(), SECRET.to_owned()]);
+            let already = create_pod(&h, &selected, &pod("e", &[&image], &[SECRET], &[])).await;
+            assert_eq!(already, vec![SECRET.to_owned()]);
             // A namespace the profile does not select, an opted-out namespace, an opted-out Pod: untouched.
             assert!(create_pod(&h, &unselected, &pod("f", &[&image], &[], &[])).await.is_empty());
             assert!(create_pod(&h, &opted_out, &pod("g", &[&image], &[], &[])).await.is_empty());
@@ -137,7 +136,7 @@ async fn pods_get_exactly_the_secrets_their_images_need() {
             let mut init = pod("i", &["nginx"], &[], &[]);
             let spec = init.spec.as_mut().unwrap();
             spec.init_containers = Some(vec![serde_json::from_value(json!({"name": "init", "image": image})).unwrap()]);
-            assert_eq!(create_pod(&h, &selected, &init).await, vec![secret.clone()]);
+            assert_eq!(create_pod(&h, &selected, &init).await, vec![SECRET.to_owned()]);
         })
         .await;
 }
@@ -147,18 +146,14 @@ async fn a_pod_in_a_brand_new_namespace_never_references_a_missing_secret() {
     TestEnv::new("newns")
         .await
         .run(|env| async move {
-            let (h, _) = start(&env, &[]).await;
-            h.source("creds", &[("username", "bot"), ("password", "pw")]).await;
-            let profile = h.profile("p", profile_spec(&h, "yes")).await;
-            let secret = "pull".to_owned();
-            h.ready(&profile).await;
+            let h = start(&env, &[]).await;
             let image = format!("{REGISTRY}/team/app:1");
             for i in 0..8 {
                 let ns = env.namespace_nowait(&format!("n{i}"), &[("pull", "yes")]).await;
                 let names = create_pod(&h, &ns, &pod("p", &[&image], &[], &[])).await;
-                assert_eq!(names, vec![secret.clone()], "namespace {ns}");
+                assert_eq!(names, vec![SECRET.to_owned()], "namespace {ns}");
                 // Read right after admission: the Secret the Pod references exists.
-                assert!(h.secret(&ns, &secret).await.is_some(), "the Pod in {ns} references a missing Secret");
+                assert!(h.secret(&ns, SECRET).await.is_some(), "the Pod in {ns} references a missing Secret");
             }
         })
         .await;
@@ -169,10 +164,7 @@ async fn dry_runs_have_no_side_effects_and_pods_are_admitted_while_the_webhook_i
     TestEnv::new("down")
         .await
         .run(|env| async move {
-            let (mut h, _) = start(&env, &[]).await;
-            h.source("creds", &[("username", "bot"), ("password", "pw")]).await;
-            let profile = h.profile("p", profile_spec(&h, "yes")).await;
-            h.ready(&profile).await;
+            let mut h = start(&env, &[]).await;
             let ns = env.namespace("a", &[("pull", "yes")]).await;
             let image = format!("{REGISTRY}/team/app:1");
             // A dry run answers as the real request would, and creates no Pod.
@@ -204,11 +196,7 @@ async fn certificate_rotation_under_a_stream_of_pods_loses_no_request() {
         .await
         .run(|env| async move {
             // 15 s certificates: replaced every 10 s.
-            let (h, _) = start(&env, &["--webhook-cert-lifetime", "15s"]).await;
-            h.source("creds", &[("username", "bot"), ("password", "pw")]).await;
-            let profile = h.profile("p", profile_spec(&h, "yes")).await;
-            let secret = "pull".to_owned();
-            h.ready(&profile).await;
+            let h = start(&env, &["--webhook-cert-lifetime", "15s"]).await;
             let ns = env.namespace("a", &[("pull", "yes")]).await;
             let image = format!("{REGISTRY}/team/app:1");
             let tls = Api::<Secret>::namespaced(h.client(), &h.op_ns);
@@ -221,7 +209,7 @@ async fn certificate_rotation_under_a_stream_of_pods_loses_no_request() {
             let mut pods = 0;
             while Instant::now() < deadline {
                 let names = create_pod(&h, &ns, &pod(&format!("p{pods}"), &[&image], &[], &[])).await;
-                assert_eq!(names, vec![secret.clone()], "Pod {pods} was admitted without the webhook's answer");
+                assert_eq!(names, vec![SECRET.to_owned()], "Pod {pods} was admitted without the webhook's answer");
                 pods += 1;
                 let current = serving().await;
                 if certificates.last() != Some(&current) {

@@ -57,6 +57,12 @@ impl<'a> CompiledSelection<'a> {
 
 /// `*` matches any run of characters (including none); everything else matches itself.
 pub fn glob_match(pattern: &str, text: &str) -> bool {
+    glob_match_with(pattern, text, false)
+}
+
+/// [`glob_match`], where `?` also matches any single character when `question_mark` is set (Go's `filepath.Match`
+/// for a host label, as the kubelet uses it). Patterns and texts are ASCII: both are validated names.
+pub fn glob_match_with(pattern: &str, text: &str, question_mark: bool) -> bool {
     let (p, t) = (pattern.as_bytes(), text.as_bytes());
     let (mut pi, mut ti) = (0, 0);
     let mut star: Option<(usize, usize)> = None;
@@ -64,7 +70,7 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
         if pi < p.len() && p[pi] == b'*' {
             star = Some((pi, ti));
             pi += 1;
-        } else if pi < p.len() && p[pi] == t[ti] {
+        } else if pi < p.len() && (p[pi] == t[ti] || (question_mark && p[pi] == b'?')) {
             pi += 1;
             ti += 1;
         } else if let Some((sp, st)) = star {
