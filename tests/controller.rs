@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use base64::Engine as _;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use k8s_openapi::api::events::v1::Event;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
@@ -158,6 +158,76 @@ async fn deleting_the_profile_removes_exactly_its_secrets() {
             h.ready(&second).await;
             assert!(h.secret(&a, "pull-two").await.is_some(), "the other profile's Secret stays");
             assert!(h.secret(&a, "unrelated").await.is_some(), "an unrelated Secret stays");
+        })
+        .await;
+}
+
+/// The names in a ServiceAccount's imagePullSecrets, once it exists.
+async fn pull_secrets(api: &Api<ServiceAccount>, name: &str) -> Option<Vec<String>> {
+    let sa = api.get_opt(name).await.ok()??;
+    Some(sa.image_pull_secrets.unwrap_or_default().into_iter().map(|r| r.name).collect())
+}
+
+async fn wait_pull_secrets(api: &Api<ServiceAccount>, name: &str, want: &[&str]) {
+    wait_for(&format!("ServiceAccount {name} to list {want:?}"), WAIT, || async {
+        (pull_secrets(api, name).await? == want).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn service_account_mode_adds_and_removes_only_its_own_entries() {
+    TestEnv::new("samode")
+        .await
+        .run(|env| async move {
+            let h = Harness::start(&env).await;
+            let a = env.namespace("a", &[("pull", "yes")]).await;
+            let b = env.namespace("b", &[("pull", "no")]).await;
+            let (in_a, in_b) =
+                (Api::<ServiceAccount>::namespaced(h.client(), &a), Api::<ServiceAccount>::namespaced(h.client(), &b));
+            for (api, name, pulls) in
+                [(&in_a, "ci-runner", vec!["theirs"]), (&in_a, "builder", vec![]), (&in_b, "ci-runner", vec![])]
+            {
+                let sa: ServiceAccount = serde_json::from_value(json!({
+                    "metadata": {"name": name},
+                    "imagePullSecrets": pulls.iter().map(|n| json!({"name": n})).collect::<Vec<_>>(),
+                }))
+                .unwrap();
+                api.create(&PostParams::default(), &sa).await.unwrap();
+            }
+            h.source("creds", &[("username", "bot"), ("password", "pw")]).await;
+            let mut spec = basic_spec(h.select("yes"));
+            spec["serviceAccounts"] = json!({"names": ["default", "ci-*"]});
+            let profile = h.profile("p", spec.clone()).await;
+            wait_pull_secrets(&in_a, "default", &["pull"]).await;
+            wait_pull_secrets(&in_a, "ci-runner", &["theirs", "pull"]).await;
+            let status = wait_for("status.serviceAccounts = 2", WAIT, || async {
+                let p = h.ready(&profile).await;
+                p.status.filter(|s| s.service_accounts == Some(2))
+            })
+            .await;
+            assert!(status.failed_namespaces.is_empty(), "{status:?}");
+            assert_eq!(pull_secrets(&in_a, "builder").await.unwrap(), Vec::<String>::new(), "not named");
+            assert_eq!(pull_secrets(&in_b, "ci-runner").await.unwrap(), Vec::<String>::new(), "not selected");
+
+            // An entry removed by hand is restored.
+            let clear = json!({"imagePullSecrets": [{"name": "theirs"}]});
+            in_a.patch("ci-runner", &PatchParams::default(), &Patch::Merge(&clear)).await.unwrap();
+            wait_pull_secrets(&in_a, "ci-runner", &["theirs", "pull"]).await;
+
+            // Mode off: regcred's entries go, everyone else's stay.
+            h.profile("p", basic_spec(h.select("yes"))).await;
+            wait_pull_secrets(&in_a, "default", &[]).await;
+            wait_pull_secrets(&in_a, "ci-runner", &["theirs"]).await;
+            let sa = in_a.get("ci-runner").await.unwrap();
+            assert!(!sa.annotations().contains_key("regcred.dev/image-pull-secrets"), "{:?}", sa.annotations());
+
+            // Back on, then the profile deleted: its entries go with it.
+            h.profile("p", spec).await;
+            wait_pull_secrets(&in_a, "ci-runner", &["theirs", "pull"]).await;
+            Api::<RegistryProfile>::all(h.client()).delete(&profile, &DeleteParams::default()).await.unwrap();
+            wait_pull_secrets(&in_a, "ci-runner", &["theirs"]).await;
+            wait_pull_secrets(&in_a, "default", &[]).await;
         })
         .await;
 }

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
-use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::core::v1::{Pod, Secret, ServiceAccount};
 use kube::api::{Api, PostParams};
 use serde_json::json;
 use support::harness::{Harness, WAIT, basic_spec};
@@ -186,6 +186,34 @@ async fn dry_runs_have_no_side_effects_and_pods_are_admitted_while_the_webhook_i
                 "a down webhook delayed a Pod by {:?}",
                 started.elapsed()
             );
+        })
+        .await;
+}
+
+#[tokio::test]
+async fn with_service_account_mode_pods_carry_the_secret_while_the_webhook_is_down() {
+    TestEnv::new("samode")
+        .await
+        .run(|env| async move {
+            let mut h = start(&env, &[]).await;
+            let mut spec = basic_spec(h.select("yes"));
+            spec["server"] = json!(REGISTRY);
+            spec["serviceAccounts"] = json!({"names": ["default"]});
+            h.profile("p", spec).await;
+            let ns = env.namespace("a", &[("pull", "yes")]).await;
+            let accounts = Api::<ServiceAccount>::namespaced(h.client(), &ns);
+            wait_for("the default ServiceAccount to list the Secret", WAIT, || async {
+                let sa = accounts.get_opt("default").await.ok()??;
+                sa.image_pull_secrets?.iter().any(|r| r.name == SECRET).then_some(())
+            })
+            .await;
+
+            // The webhook (and the whole operator) is down: the ServiceAccount admission plugin still gives the
+            // Pod the Secret.
+            h.operator.take().unwrap().kill().await;
+            let image = format!("{REGISTRY}/team/app:1");
+            let names = create_pod(&h, &ns, &pod("while-down", &[&image], &[], &[])).await;
+            assert_eq!(names, vec![SECRET.to_owned()]);
         })
         .await;
 }

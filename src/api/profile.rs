@@ -61,6 +61,24 @@ pub struct RegistryProfileSpec {
         pattern(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
     )]
     pub secret_name: Option<String>,
+
+    /// ServiceAccount mode: ServiceAccounts that also list the Secret in their `imagePullSecrets`, in every
+    /// selected namespace, so Pods get it from their ServiceAccount even while the admission webhook is down.
+    /// regcred adds and removes only its own entries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_accounts: Option<ServiceAccountSelection>,
+}
+
+/// Which ServiceAccounts list the Secret.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceAccountSelection {
+    /// ServiceAccount names; `*` matches any run of characters, so `["*"]` means every ServiceAccount.
+    #[schemars(
+        length(min = 1, max = 64),
+        inner(length(min = 1, max = 253), pattern(r"^[a-z0-9*]([-a-z0-9.*]*[a-z0-9*])?$"))
+    )]
+    pub names: Vec<String>,
 }
 
 /// Registry presets.
@@ -170,6 +188,10 @@ pub struct RegistryProfileStatus {
     /// `synced/selected`, for `kubectl get`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sync_summary: Option<String>,
+
+    /// ServiceAccounts that list the Secret because of `serviceAccounts` (ServiceAccount mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_accounts: Option<i32>,
 
     /// Namespaces whose Secret could not be written, and why (at most 20 are listed).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

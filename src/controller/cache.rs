@@ -1,7 +1,7 @@
 //! The in-memory view of the cluster that the controller and the webhook share.
 //!
-//! Four reflectors (profiles, Namespaces as metadata, managed Secrets reduced to a content hash, and the Secrets
-//! of regcred's own namespace) run in tasks of their own, so the view stays current whether or not this replica
+//! Five reflectors (profiles, Namespaces as metadata, managed Secrets reduced to a content hash, the Secrets of
+//! regcred's own namespace, and ServiceAccounts reduced to their pull secrets) run in tasks of their own, so the view stays current whether or not this replica
 //! is reconciling. Each change is mapped to the profiles it concerns and recorded in a [`Dirty`] set; the
 //! controller drains that set as its trigger stream. A set rather than a queue: ten thousand namespace events at
 //! start-up collapse into one entry per profile, and a replica that is not reconciling holds at most one entry
@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use futures::future::{BoxFuture, Shared};
 use futures::{FutureExt, Stream, StreamExt};
-use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -22,7 +22,9 @@ use tokio::sync::{Notify, watch};
 use tracing::warn;
 
 use super::selection::{CompiledSelection, NamespaceInfo};
-use super::{CACHED_HASH_ANNOTATION, MANAGED_BY_LABEL, MANAGED_BY_VALUE, PROFILE_LABEL, plan, secret_name};
+use super::{
+    CACHED_HASH_ANNOTATION, MANAGED_BY_LABEL, MANAGED_BY_VALUE, PROFILE_LABEL, plan, secret_name, service_accounts,
+};
 use crate::api::RegistryProfile;
 
 /// Profiles waiting to be reconciled, without duplicates.
@@ -71,7 +73,8 @@ pub struct Caches {
     pub namespaces: Store<PartialObjectMeta<Namespace>>,
     pub managed: Store<Secret>,
     pub sources: Store<Secret>,
-    /// Resolves once all four caches hold their initial lists (false if one stopped first). See [`all_ready`].
+    pub service_accounts: Store<ServiceAccount>,
+    /// Resolves once all five caches hold their initial lists (false if one stopped first). See [`all_ready`].
     pub ready: Shared<BoxFuture<'static, bool>>,
     pub dirty: Arc<Dirty>,
 }
@@ -81,8 +84,8 @@ impl Caches {
     /// `profile_selector` restricts the profiles handled.
     pub fn start(client: &Client, operator_namespace: &str, profile_selector: Option<&str>) -> Self {
         let dirty = Arc::new(Dirty::default());
-        let (profiles_ready, ns_ready, managed_ready, sources_ready) =
-            (watch::channel(false).0, watch::channel(false).0, watch::channel(false).0, watch::channel(false).0);
+        let [profiles_ready, ns_ready, managed_ready, sources_ready, sa_ready] =
+            std::array::from_fn(|_| watch::channel(false).0);
 
         let (profiles, profiles_writer) = reflector::store::<RegistryProfile>();
         let mut profile_config = watcher::Config::default();
@@ -121,10 +124,20 @@ impl Caches {
             .inspect(ready_on_init(&sources_ready))
             .touched_objects();
 
+        let (service_accounts, sa_writer) = reflector::store();
+        let sa_events = watcher(Api::<ServiceAccount>::all(client.clone()), watcher::Config::default())
+            .default_backoff()
+            .modify(service_accounts::strip)
+            .reflect(sa_writer)
+            .inspect(ready_on_init(&sa_ready))
+            .touched_objects();
+
         let ready = all_ready(
-            [&profiles_ready, &ns_ready, &managed_ready, &sources_ready].map(watch::Sender::subscribe).to_vec(),
+            [&profiles_ready, &ns_ready, &managed_ready, &sources_ready, &sa_ready]
+                .map(watch::Sender::subscribe)
+                .to_vec(),
         );
-        let caches = Self { profiles, namespaces, managed, sources, ready, dirty };
+        let caches = Self { profiles, namespaces, managed, sources, service_accounts, ready, dirty };
 
         // A profile changed: itself.
         caches.drive("profiles", profile_events, |_, p| vec![p.name_any()]);
@@ -145,6 +158,10 @@ impl Caches {
                 .map(|p| p.name_any())
                 .collect()
         });
+        // A ServiceAccount appeared or changed: the profiles that recorded an entry on it, and those in
+        // ServiceAccount mode that select its namespace and name it.
+        let op_ns = operator_namespace.to_owned();
+        caches.drive("service accounts", sa_events, move |c, sa| c.profiles_for_service_account(&sa, &op_ns));
         caches
     }
 
@@ -180,6 +197,33 @@ impl Caches {
             })
             .map(|p| p.name_any())
             .collect()
+    }
+
+    /// The profiles a ServiceAccount concerns: those that recorded an entry on it, and those in ServiceAccount mode
+    /// that select its namespace and name it.
+    pub fn profiles_for_service_account(&self, sa: &ServiceAccount, operator_namespace: &str) -> Vec<String> {
+        let mut names: Vec<String> = service_accounts::parse_record(
+            sa.annotations().get(service_accounts::RECORD_ANNOTATION).map(String::as_str),
+        )
+        .into_keys()
+        .collect();
+        let namespace = sa.namespace().and_then(|ns| self.namespace(&ns));
+        let account = sa.name_any();
+        names.extend(
+            self.profiles
+                .state()
+                .iter()
+                .filter(|p| {
+                    p.spec.service_accounts.as_ref().is_some_and(|s| service_accounts::names_match(&s.names, &account))
+                })
+                .filter(|p| {
+                    namespace.as_ref().is_some_and(|ns| {
+                        CompiledSelection::new(&p.spec.namespaces, operator_namespace).is_ok_and(|c| c.selects(ns))
+                    })
+                })
+                .map(|p| p.name_any()),
+        );
+        names
     }
 
     /// The namespace as the caches know it.
@@ -253,7 +297,7 @@ mod tests {
     #[tokio::test]
     async fn every_concurrent_waiter_is_released_when_the_caches_are_ready() {
         let (profiles, mut profiles_writer) = reflector::store::<RegistryProfile>();
-        let senders: Vec<_> = (0..4).map(|_| watch::channel(false).0).collect();
+        let senders: Vec<_> = (0..5).map(|_| watch::channel(false).0).collect();
         let ready = all_ready(senders.iter().map(watch::Sender::subscribe).collect());
         // The Controller's own wait on the store, alongside ours.
         let controller_wait = tokio::spawn(async move { profiles.wait_until_ready().await.is_ok() });
@@ -275,7 +319,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_dropped_cache_fails_the_wait_instead_of_hanging() {
-        let senders: Vec<_> = (0..4).map(|_| watch::channel(false).0).collect();
+        let senders: Vec<_> = (0..5).map(|_| watch::channel(false).0).collect();
         let ready = all_ready(senders.iter().map(watch::Sender::subscribe).collect());
         drop(senders);
         let released = tokio::time::timeout(Duration::from_secs(5), ready).await;

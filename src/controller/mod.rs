@@ -12,6 +12,7 @@
 pub mod cache;
 pub mod plan;
 pub mod selection;
+pub mod service_accounts;
 pub mod status;
 mod sync;
 
@@ -20,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{Future, StreamExt};
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Config as ControllerRuntimeConfig, Controller};
@@ -29,7 +30,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Client, Resource, ResourceExt};
 use tracing::{debug, info, warn};
 
-use crate::api::RegistryProfile;
+use crate::api::{NamespaceFailure, RegistryProfile};
 use crate::credentials::{DockerConfig, dockerconfig_from_source};
 use crate::registry::{config_key, resolve_server};
 pub use cache::Caches;
@@ -141,15 +142,34 @@ pub async fn run(
             let caches = caches.clone();
             async move {
                 caches.ready.clone().await;
-                caches.profiles.state().iter().map(|p| p.name_any()).collect::<Vec<_>>()
+                // Every profile, and every profile named in a ServiceAccount's record (it may have been deleted
+                // while no replica was reconciling).
+                let mut names: BTreeSet<String> = caches.profiles.state().iter().map(|p| p.name_any()).collect();
+                for sa in caches.service_accounts.state() {
+                    names.extend(
+                        service_accounts::parse_record(
+                            sa.annotations().get(service_accounts::RECORD_ANNOTATION).map(String::as_str),
+                        )
+                        .into_keys(),
+                    );
+                }
+                names.into_iter().collect::<Vec<_>>()
             }
         };
+        let client = client.clone();
         futures::stream::once(all_once).chain(caches.dirty.clone().batches()).flat_map(move |names| {
-            let objects: Vec<_> = names
-                .iter()
-                .filter_map(|n| caches.profiles.get(&ObjectRef::new(n)))
-                .map(|p| Ok(RegistryProfile::clone(&p)))
-                .collect();
+            let mut objects = Vec::new();
+            for name in names {
+                match caches.profiles.get(&ObjectRef::new(&name)) {
+                    Some(p) => objects.push(Ok(RegistryProfile::clone(&p))),
+                    // Gone from the view: what it left on ServiceAccounts goes too (its Secrets are the garbage
+                    // collector's).
+                    None if !recorded_by(&caches, &name).is_empty() => {
+                        tokio::spawn(release_service_accounts(client.clone(), caches.clone(), name));
+                    }
+                    None => {}
+                }
+            }
             futures::stream::iter(objects)
         })
     };
@@ -246,6 +266,7 @@ async fn reconcile(profile: Arc<RegistryProfile>, ctx: Arc<Context>) -> Result<A
     let credentials = resolve_credentials(&profile, registry.as_deref(), &ctx.caches, &ctx.settings.operator_namespace);
     let selection = CompiledSelection::new(&profile.spec.namespaces, &ctx.settings.operator_namespace);
 
+    let mut service_accounts_listed = profile.status.as_ref().and_then(|s| s.service_accounts);
     let (creds_outcome, sync_outcome) = match (&credentials, selection) {
         (Err(failed), _) => (
             failed.clone(),
@@ -303,12 +324,20 @@ async fn reconcile(profile: Arc<RegistryProfile>, ctx: Arc<Context>) -> Result<A
             };
             let selected_count = if config.is_some() { selected.len() as i32 } else { 0 };
             let synced = selected_count.saturating_sub(failures.len() as i32);
+            let failed: BTreeSet<&str> = failures.iter().map(|f| f.namespace.as_str()).collect();
+            let in_place: BTreeSet<String> =
+                selected.iter().filter(|ns| !failed.contains(ns.as_str())).cloned().collect();
+            let secret = config.is_some().then_some(secret_name.as_str());
+            let (listed, sa_failures) = sync_service_accounts(&ctx, &profile, secret, &selected, &in_place).await;
+            service_accounts_listed = listed;
+            let mut failures = failures;
+            failures.extend(sa_failures);
             (outcome_of(config, &profile, &ctx), SyncOutcome::Synced { selected: selected_count, synced, failures })
         }
     };
 
     let now = Time(jiff::Timestamp::now());
-    let next = status::compute(
+    let mut next = status::compute(
         profile.status.as_ref(),
         profile.meta().generation,
         registry,
@@ -316,6 +345,7 @@ async fn reconcile(profile: Arc<RegistryProfile>, ctx: Arc<Context>) -> Result<A
         &sync_outcome,
         now,
     );
+    next.service_accounts = service_accounts_listed;
     if profile.status.as_ref() != Some(&next) && !ctx.recently_written(&name, &next) {
         let events = status::events(profile.status.as_ref(), &next);
         let ready = next.conditions.iter().find(|c| c.type_ == status::READY);
@@ -352,6 +382,93 @@ async fn reconcile(profile: Arc<RegistryProfile>, ctx: Arc<Context>) -> Result<A
         }
     }
     Ok(Action::requeue(requeue_after(&next, jiff::Timestamp::now())))
+}
+
+/// ServiceAccount mode for one profile: every cached ServiceAccount gets what the profile wants of it (see
+/// [`service_accounts::want`]); only those that need a change are patched. Returns how many accounts list the
+/// Secret (`None` when the mode is off) and the accounts that could not be patched.
+async fn sync_service_accounts(
+    ctx: &Context,
+    profile: &RegistryProfile,
+    secret: Option<&str>,
+    selected: &BTreeSet<String>,
+    in_place: &BTreeSet<String>,
+) -> (Option<i32>, Vec<NamespaceFailure>) {
+    let name = profile.name_any();
+    let patterns = profile.spec.service_accounts.as_ref().map(|s| s.names.as_slice());
+    let mut listed = 0;
+    let mut work = Vec::new();
+    for sa in ctx.caches.service_accounts.state() {
+        let ns = sa.namespace().unwrap_or_default();
+        let want =
+            service_accounts::want(patterns, &sa.name_any(), selected.contains(&ns), secret, in_place.contains(&ns));
+        if matches!(want, service_accounts::Want::Listed(_)) {
+            listed += 1;
+        }
+        let record = service_accounts::parse_record(
+            sa.annotations().get(service_accounts::RECORD_ANNOTATION).map(String::as_str),
+        );
+        let pulls = sa.image_pull_secrets.as_deref().unwrap_or_default();
+        if service_accounts::change(pulls, &record, &name, &want).is_some() {
+            work.push((sa, want));
+        }
+    }
+    if !work.is_empty() {
+        info!(profile = %name, patches = work.len(), "updating ServiceAccounts");
+    }
+    let client = &ctx.client;
+    let name = name.as_str();
+    let failures: Vec<NamespaceFailure> = futures::stream::iter(work)
+        .map(|(sa, want)| async move {
+            match service_accounts::converge(client, &sa, name, &want).await {
+                Ok(_) => None,
+                Err(e) => Some(NamespaceFailure {
+                    namespace: sa.namespace().unwrap_or_default(),
+                    reason: "ServiceAccountPatchFailed".into(),
+                    message: format!("ServiceAccount {}: {e}", sa.name_any()),
+                }),
+            }
+        })
+        .buffer_unordered(ctx.settings.write_concurrency.max(1))
+        .filter_map(|f| async move { f })
+        .collect()
+        .await;
+    let listed = patterns.map(|_| listed - failures.len() as i32);
+    (listed, failures)
+}
+
+/// Removes the ServiceAccount entries of a profile that is no longer in this replica's view, once the API
+/// confirms it is gone (with a profile selector, another replica may own it).
+pub async fn release_service_accounts(client: Client, caches: Caches, profile: String) {
+    match Api::<RegistryProfile>::all(client.clone()).get_metadata_opt(&profile).await {
+        Ok(None) => {}
+        Ok(Some(_)) => return,
+        Err(e) => {
+            warn!(profile, error = %e, "could not check whether a profile is gone; its ServiceAccount entries stay");
+            return;
+        }
+    }
+    for sa in recorded_by(&caches, &profile) {
+        if let Err(e) = service_accounts::converge(&client, &sa, &profile, &service_accounts::Want::Removed).await {
+            warn!(profile, namespace = sa.namespace().unwrap_or_default(), account = %sa.name_any(), error = %e,
+                "could not remove a deleted profile's entry from a ServiceAccount");
+        }
+    }
+}
+
+/// The cached ServiceAccounts on which `profile` recorded an entry.
+fn recorded_by(caches: &Caches, profile: &str) -> Vec<Arc<ServiceAccount>> {
+    caches
+        .service_accounts
+        .state()
+        .into_iter()
+        .filter(|sa| {
+            service_accounts::parse_record(
+                sa.annotations().get(service_accounts::RECORD_ANNOTATION).map(String::as_str),
+            )
+            .contains_key(profile)
+        })
+        .collect()
 }
 
 /// Why [`ensure_secret`] could not put a Secret in place.

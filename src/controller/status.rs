@@ -155,6 +155,8 @@ pub fn compute(
         selected_namespaces: selected,
         synced_namespaces: synced,
         failed_namespaces: failures,
+        // Filled in by the caller, which knows the ServiceAccount pass.
+        service_accounts: previous.and_then(|p| p.service_accounts),
     }
 }
 
