@@ -46,7 +46,7 @@ integration: ## Integration tests against the running local cluster
 bench: ## Benchmarks on a fresh local cluster; prints a table, writes .local/bench/*.json
 	$(CARGO) build --release --bin regcred --benches
 	$(MAKE) cluster-up
-	status=0; KUBECONFIG=$${KUBECONFIG:-$(LOCAL_KUBECONFIG)} $(CARGO) bench --bench controller || status=$$?; $(CARGO) bench --bench webhook || status=$$?; $(MAKE) cluster-down; exit $$status
+	status=0; export KUBECONFIG=$(LOCAL_KUBECONFIG); for b in controller admission webhook; do $(CARGO) bench --bench $$b || status=$$?; done; $(MAKE) cluster-down; exit $$status
 
 test: ## Everything: lint, generated files, unit tests, then integration tests on a fresh local cluster
 	$(MAKE) lint
@@ -54,4 +54,4 @@ test: ## Everything: lint, generated files, unit tests, then integration tests o
 	$(MAKE) unit
 	$(CARGO) build --bin regcred --tests
 	$(MAKE) cluster-up
-	status=0; $(MAKE) integration || status=$$?; $(MAKE) cluster-down; exit $$status
+	status=0; KUBECONFIG=$(LOCAL_KUBECONFIG) $(MAKE) integration || status=$$?; $(MAKE) cluster-down; exit $$status

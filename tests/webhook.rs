@@ -8,72 +8,14 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use base64::Engine as _;
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::{Pod, Secret, ServiceAccount};
-use kube::api::{Api, PostParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
 use support::harness::{Harness, WAIT, basic_spec};
+use support::webhook::{REGISTRY, SECRET, start};
 use support::{TestEnv, wait_for};
-
-const REGISTRY: &str = "registry.example.com:5000";
-
-/// A loopback port nothing listens on yet.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// The Secret name `basic_spec` gives the profile.
-const SECRET: &str = "pull";
-
-/// Registers the test's webhook (by URL, without a caBundle: regcred fills it in), limited to the test's own
-/// namespaces so parallel tests do not call each other's webhooks, starts the operator serving it, and applies a
-/// ready profile for namespaces labelled `pull=yes` with images from [`REGISTRY`].
-async fn start(env: &TestEnv, extra: &[&str]) -> Harness {
-    let port = free_port();
-    let name = support::webhook_configuration_name(env);
-    let config: MutatingWebhookConfiguration = serde_json::from_value(json!({
-        "apiVersion": "admissionregistration.k8s.io/v1",
-        "kind": "MutatingWebhookConfiguration",
-        "metadata": {"name": name},
-        "webhooks": [{
-            "name": "pods.regcred.dev",
-            "clientConfig": {"url": format!("https://127.0.0.1:{port}/mutate")},
-            "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["pods"]}],
-            "failurePolicy": "Ignore",
-            "sideEffects": "NoneOnDryRun",
-            "admissionReviewVersions": ["v1"],
-            "timeoutSeconds": 5,
-            "reinvocationPolicy": "IfNeeded",
-            "namespaceSelector": {
-                "matchLabels": {"regcred-test": env.id},
-                "matchExpressions": [{"key": "regcred.dev/inject", "operator": "NotIn", "values": ["disabled"]}],
-            },
-            "objectSelector": {
-                "matchExpressions": [{"key": "regcred.dev/inject", "operator": "NotIn", "values": ["disabled"]}],
-            },
-        }],
-    }))
-    .unwrap();
-    support::apply(&Api::<MutatingWebhookConfiguration>::all(env.client.clone()), &config).await;
-    env.cleanup::<MutatingWebhookConfiguration>(&name);
-    let addr = format!("127.0.0.1:{port}");
-    let mut args = vec!["--webhook-addr", &addr, "--webhook-configuration", &name, "--webhook-dns-names", "127.0.0.1"];
-    args.extend_from_slice(extra);
-    let h = Harness::start_with(env, &args).await;
-    // Ready once regcred has published its CA.
-    let api = Api::<MutatingWebhookConfiguration>::all(env.client.clone());
-    wait_for("the webhook's caBundle", WAIT, || async {
-        let c = api.get(&name).await.ok()?;
-        c.webhooks?.first()?.client_config.ca_bundle.as_ref().map(|_| ())
-    })
-    .await;
-    h.source("creds", &[("username", "bot"), ("password", "pw")]).await;
-    let mut spec = basic_spec(h.select("yes"));
-    spec["server"] = json!(REGISTRY);
-    let profile = h.profile("p", spec).await;
-    h.ready(&profile).await;
-    h
-}
 
 fn pod(name: &str, images: &[&str], pull_secrets: &[&str], labels: &[(&str, &str)]) -> Pod {
     serde_json::from_value(json!({
@@ -214,6 +156,83 @@ async fn with_service_account_mode_pods_carry_the_secret_while_the_webhook_is_do
             let image = format!("{REGISTRY}/team/app:1");
             let names = create_pod(&h, &ns, &pod("while-down", &[&image], &[], &[])).await;
             assert_eq!(names, vec![SECRET.to_owned()]);
+        })
+        .await;
+}
+
+/// A CA and a serving certificate for 127.0.0.1 it signed, as PEM: (ca.crt, tls.crt, tls.key).
+fn issue() -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap().signed_by(&key, &issuer).unwrap();
+    (ca.pem(), leaf.pem(), key.serialize_pem())
+}
+
+/// Replaces a file at once (as the kubelet swaps a mounted Secret's files), never half-written.
+fn replace(path: &std::path::Path, content: &str) {
+    let tmp = path.with_extension("new");
+    std::fs::write(&tmp, content).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+#[tokio::test]
+async fn certificates_from_files_are_reloaded_when_they_change() {
+    TestEnv::new("files")
+        .await
+        .run(|env| async move {
+            let dir = std::env::temp_dir().join("regcred-tests").join(format!("certs-{}", env.id));
+            std::fs::create_dir_all(&dir).unwrap();
+            let (cert, key) = (dir.join("tls.crt"), dir.join("tls.key"));
+            let (ca, crt, k) = issue();
+            replace(&key, &k);
+            replace(&cert, &crt);
+            // cert-manager's CA injector keeps the caBundle; regcred only serves the files.
+            let port = support::webhook::free_port();
+            let name = support::webhook::register(&env, port, Some(&ca)).await;
+            let addr = format!("127.0.0.1:{port}");
+            let (cert_arg, key_arg) = (cert.display().to_string(), key.display().to_string());
+            let args = [
+                "--webhook-addr",
+                &addr,
+                "--webhook-configuration",
+                &name,
+                "--webhook-cert-file",
+                &cert_arg,
+                "--webhook-key-file",
+                &key_arg,
+            ];
+            let h = Harness::start_with(&env, &args).await;
+            support::webhook::serve_registry(&h).await;
+            let ns = env.namespace("a", &[("pull", "yes")]).await;
+            let image = format!("{REGISTRY}/team/app:1");
+            let injected = |i: usize| {
+                let (h, ns, image) = (&h, &ns, &image);
+                async move {
+                    (create_pod(h, ns, &pod(&format!("p{i}"), &[image], &[], &[])).await == [SECRET]).then_some(())
+                }
+            };
+            assert!(injected(0).await.is_some(), "served with the first certificate");
+
+            // A new CA: the apiserver trusts only it from now on, so Pods are injected again only once regcred
+            // serves the new files.
+            let (ca2, crt2, k2) = issue();
+            let bundle = base64::engine::general_purpose::STANDARD.encode(&ca2);
+            let patch = json!({"webhooks": [{"name": "pods.regcred.dev", "clientConfig": {"caBundle": bundle}}]});
+            let configs = Api::<MutatingWebhookConfiguration>::all(env.client.clone());
+            configs.patch(&name, &PatchParams::default(), &Patch::Strategic(&patch)).await.unwrap();
+            replace(&key, &k2);
+            replace(&cert, &crt2);
+            let mut i = 1;
+            wait_for("Pods injected with the reloaded certificate", WAIT, || {
+                i += 1;
+                injected(i)
+            })
+            .await;
         })
         .await;
 }

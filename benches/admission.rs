@@ -1,0 +1,98 @@
+//! `make bench`: what the webhook adds to Pod creation through the real apiserver. The apiserver calls the real
+//! `regcred` binary over HTTPS, as in the webhook tests. Pods are created one at a time, alternating between a
+//! namespace the webhook serves and one it is configured to skip (the opt-out label), so both series see the
+//! same apiserver at the same moment; the overhead is the difference of their percentiles. Prints a table and
+//! writes `.local/bench/admission.json`; nothing is asserted.
+#![allow(clippy::unwrap_used, clippy::panic, clippy::expect_used)]
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, PostParams};
+use serde_json::json;
+use support::TestEnv;
+use support::webhook::{REGISTRY, SECRET, start};
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn pod(i: usize) -> Pod {
+    serde_json::from_value(json!({
+        "metadata": {"name": format!("p{i:05}"), "labels": {"app": "bench"}},
+        "spec": {"containers": [
+            {"name": "app", "image": format!("{REGISTRY}/shop/web:1.4.2")},
+            {"name": "proxy", "image": "envoyproxy/envoy:v1.31.0"},
+            {"name": "metrics", "image": "ghcr.io/acme/exporter:2"},
+        ]},
+    }))
+    .unwrap()
+}
+
+#[tokio::main]
+async fn main() {
+    let n: usize = std::env::var("BENCH_PODS").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
+    let env = TestEnv::new("admit").await;
+    support::install_crd(&env.client).await;
+    let report = env
+        .clone()
+        .run(|env| async move {
+            let h = start(&env, &[]).await;
+            let served = env.namespace("served", &[("pull", "yes")]).await;
+            let skipped = env.namespace("skipped", &[("pull", "yes"), ("regcred.dev/inject", "disabled")]).await;
+            h.wait_credentials(&served, SECRET, REGISTRY, "pw").await;
+            let (with, without) =
+                (Api::<Pod>::namespaced(h.client(), &served), Api::<Pod>::namespaced(h.client(), &skipped));
+            // Warm both paths (connections, TLS sessions, caches).
+            for i in 0..20 {
+                with.create(&PostParams::default(), &pod(n + i)).await.unwrap();
+                without.create(&PostParams::default(), &pod(n + i)).await.unwrap();
+            }
+            let (mut on, mut off) = (Vec::with_capacity(n), Vec::with_capacity(n));
+            for i in 0..n {
+                // Alternate which goes first, so neither series always follows the other.
+                let order: [(&Api<Pod>, &mut Vec<Duration>); 2] = if i % 2 == 0 {
+                    [(&with, &mut on), (&without, &mut off)]
+                } else {
+                    [(&without, &mut off), (&with, &mut on)]
+                };
+                for (api, series) in order {
+                    let t0 = Instant::now();
+                    let created = api.create(&PostParams::default(), &pod(i)).await.unwrap();
+                    series.push(t0.elapsed());
+                    let pulls = created.spec.unwrap().image_pull_secrets.unwrap_or_default();
+                    assert_eq!(pulls.is_empty(), std::ptr::eq(api, &without), "the webhook served the wrong namespace");
+                }
+            }
+            on.sort();
+            off.sort();
+            let ms = |d: Duration| d.as_secs_f64() * 1e3;
+            json!({
+                "pods_per_series": n,
+                "with_webhook_p50_ms": ms(percentile(&on, 0.5)),
+                "with_webhook_p99_ms": ms(percentile(&on, 0.99)),
+                "without_webhook_p50_ms": ms(percentile(&off, 0.5)),
+                "without_webhook_p99_ms": ms(percentile(&off, 0.99)),
+                "overhead_p50_ms": ms(percentile(&on, 0.5)) - ms(percentile(&off, 0.5)),
+                "overhead_p99_ms": ms(percentile(&on, 0.99)) - ms(percentile(&off, 0.99)),
+            })
+        })
+        .await;
+    let f = |k: &str| report[k].as_f64().unwrap_or(f64::NAN);
+    println!();
+    println!("regcred webhook through the apiserver ({} Pods per series, 3 containers)", report["pods_per_series"]);
+    println!("{:<52} {:>12} {:>14}", "figure", "measured", "target");
+    println!("{:<52} {:>10.2}ms {:>14}", "Pod create, webhook skipped, p50", f("without_webhook_p50_ms"), "");
+    println!("{:<52} {:>10.2}ms {:>14}", "Pod create, webhook skipped, p99", f("without_webhook_p99_ms"), "");
+    println!("{:<52} {:>10.2}ms {:>14}", "Pod create, through the webhook, p50", f("with_webhook_p50_ms"), "");
+    println!("{:<52} {:>10.2}ms {:>14}", "Pod create, through the webhook, p99", f("with_webhook_p99_ms"), "");
+    println!("{:<52} {:>10.2}ms {:>14}", "webhook overhead, p50", f("overhead_p50_ms"), "");
+    println!("{:<52} {:>10.2}ms {:>14}", "webhook overhead, p99", f("overhead_p99_ms"), "<= 2ms");
+    let dir = support::repo_root().join(".local/bench");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("admission.json"), serde_json::to_string_pretty(&report).unwrap()).unwrap();
+    println!("figures written to .local/bench/admission.json");
+}

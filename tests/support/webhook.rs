@@ -1,0 +1,83 @@
+//! The webhook registered with the local control plane, for tests and benchmarks.
+
+use base64::Engine as _;
+use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+use kube::api::Api;
+use serde_json::json;
+
+use super::harness::{Harness, WAIT, basic_spec};
+use super::{TestEnv, wait_for};
+
+pub const REGISTRY: &str = "registry.example.com:5000";
+
+/// A loopback port nothing listens on yet.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The Secret name `basic_spec` gives the profile.
+pub const SECRET: &str = "pull";
+
+/// The test's webhook configuration: by URL on `port`, limited to the test's own namespaces so parallel tests do
+/// not call each other's webhooks; its caBundle is `ca_bundle` (PEM), or left for regcred to fill in.
+pub async fn register(env: &TestEnv, port: u16, ca_bundle: Option<&str>) -> String {
+    let name = super::webhook_configuration_name(env);
+    let mut client_config = json!({"url": format!("https://127.0.0.1:{port}/mutate")});
+    if let Some(pem) = ca_bundle {
+        client_config["caBundle"] = json!(base64::engine::general_purpose::STANDARD.encode(pem));
+    }
+    let config: MutatingWebhookConfiguration = serde_json::from_value(json!({
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "MutatingWebhookConfiguration",
+        "metadata": {"name": name},
+        "webhooks": [{
+            "name": "pods.regcred.dev",
+            "clientConfig": client_config,
+            "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["pods"]}],
+            "failurePolicy": "Ignore",
+            "sideEffects": "NoneOnDryRun",
+            "admissionReviewVersions": ["v1"],
+            "timeoutSeconds": 5,
+            "reinvocationPolicy": "IfNeeded",
+            "namespaceSelector": {
+                "matchLabels": {"regcred-test": env.id},
+                "matchExpressions": [{"key": "regcred.dev/inject", "operator": "NotIn", "values": ["disabled"]}],
+            },
+            "objectSelector": {
+                "matchExpressions": [{"key": "regcred.dev/inject", "operator": "NotIn", "values": ["disabled"]}],
+            },
+        }],
+    }))
+    .unwrap();
+    super::apply(&Api::<MutatingWebhookConfiguration>::all(env.client.clone()), &config).await;
+    env.cleanup::<MutatingWebhookConfiguration>(&name);
+    name
+}
+
+/// Applies a ready profile for namespaces labelled `pull=yes` with images from [`REGISTRY`].
+pub async fn serve_registry(h: &Harness) {
+    h.source("creds", &[("username", "bot"), ("password", "pw")]).await;
+    let mut spec = basic_spec(h.select("yes"));
+    spec["server"] = json!(REGISTRY);
+    let profile = h.profile("p", spec).await;
+    h.ready(&profile).await;
+}
+
+/// Registers the test's webhook without a caBundle, starts the operator serving it with self-managed
+/// certificates, waits until regcred has published its CA, and applies the profile of [`serve_registry`].
+pub async fn start(env: &TestEnv, extra: &[&str]) -> Harness {
+    let port = free_port();
+    let name = register(env, port, None).await;
+    let addr = format!("127.0.0.1:{port}");
+    let mut args = vec!["--webhook-addr", &addr, "--webhook-configuration", &name, "--webhook-dns-names", "127.0.0.1"];
+    args.extend_from_slice(extra);
+    let h = Harness::start_with(env, &args).await;
+    let api = Api::<MutatingWebhookConfiguration>::all(env.client.clone());
+    wait_for("the webhook's caBundle", WAIT, || async {
+        let c = api.get(&name).await.ok()?;
+        c.webhooks?.first()?.client_config.ca_bundle.as_ref().map(|_| ())
+    })
+    .await;
+    serve_registry(&h).await;
+    h
+}
