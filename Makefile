@@ -9,7 +9,7 @@ LOCAL_KUBECONFIG := $(CURDIR)/.local/kubeconfig
 # Integration tests share one apiserver; each runs in its own namespaces.
 TEST_THREADS ?= 4
 
-.PHONY: help build crds check-generated lint unit controlplane cluster-up cluster-down integration test bench
+.PHONY: help build crds check-generated lint unit controlplane tools cluster-up cluster-down integration test bench
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -37,6 +37,9 @@ controlplane: ## Build (or reuse) the local control-plane binaries and helm
 cluster-up: ## Start the local Kubernetes control plane (.local/kubeconfig)
 	tools/cluster-up.sh
 
+tools: ## Install the Python tools the tests start (moto), pinned, outside the clone
+	tools/python-tools.sh
+
 cluster-down: ## Stop the local control plane and remove its state
 	tools/cluster-down.sh
 
@@ -53,5 +56,6 @@ test: ## Everything: lint, generated files, unit tests, then integration tests o
 	$(MAKE) check-generated
 	$(MAKE) unit
 	$(CARGO) build --bin regcred --tests
+	$(MAKE) tools
 	$(MAKE) cluster-up
 	status=0; KUBECONFIG=$(LOCAL_KUBECONFIG) $(MAKE) integration || status=$$?; $(MAKE) cluster-down; exit $$status

@@ -40,6 +40,10 @@ pub struct RunArgs {
     #[arg(long, env = "REGCRED_PROFILE_SELECTOR")]
     pub profile_selector: Option<String>,
 
+    /// Short-lived tokens are replaced after this share of their remaining lifetime (with up to 10% jitter).
+    #[arg(long, env = "REGCRED_TOKEN_REFRESH_FRACTION", default_value_t = 2.0 / 3.0, value_parser = parse_fraction)]
+    pub token_refresh_fraction: f64,
+
     /// Name reported as the source of Events.
     #[arg(long, env = "REGCRED_REPORTER", default_value = "regcred")]
     pub reporter: String,
@@ -91,4 +95,12 @@ pub fn parse_lifetime(s: &str) -> Result<std::time::Duration, String> {
         return Err(format!("`{s}` is shorter than 15s"));
     }
     Ok(d)
+}
+
+/// A fraction strictly between 0 and 1.
+fn parse_fraction(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(f) if f > 0.0 && f < 1.0 => Ok(f),
+        _ => Err(format!("{s:?} is not a fraction between 0 and 1 (exclusive), such as 0.66")),
+    }
 }

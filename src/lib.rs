@@ -28,7 +28,12 @@ pub async fn run(args: config::RunArgs) -> Result<(), errors::Error> {
         reporter: args.reporter,
     };
     controller::check_crd(&client).await?;
-    let caches = controller::Caches::start(&client, &settings.operator_namespace, settings.profile_selector.as_deref());
+    let caches = controller::Caches::start(
+        &client,
+        &settings.operator_namespace,
+        settings.profile_selector.as_deref(),
+        args.token_refresh_fraction,
+    );
     let webhook = match args.webhook.addr {
         Some(addr) => {
             let tls = match (&args.webhook.cert_file, &args.webhook.key_file) {

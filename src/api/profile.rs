@@ -34,6 +34,12 @@ use serde::{Deserialize, Serialize};
 #[x_kube(validation = Rule::new("!(self.provider in ['generic', 'acr', 'artifactRegistry', 'ecr']) || has(self.server)")
     .message("server is required for providers generic, acr, artifactRegistry and ecr: they have no default registry host")
     .field_path(".server"))]
+#[x_kube(validation = Rule::new("!has(self.credentials.ecr) || self.provider in ['ecr', 'ecrPublic']")
+    .message("credentials.ecr needs provider ecr or ecrPublic")
+    .field_path(".credentials.ecr"))]
+#[x_kube(validation = Rule::new("!has(self.credentials.gcp) || self.provider in ['gcr', 'artifactRegistry']")
+    .message("credentials.gcp needs provider gcr or artifactRegistry")
+    .field_path(".credentials.gcp"))]
 #[serde(rename_all = "camelCase")]
 pub struct RegistryProfileSpec {
     /// Registry preset. It fills the default registry host and the key written into the dockerconfigjson
@@ -111,8 +117,8 @@ pub enum Provider {
 /// Where a profile's credentials come from: exactly one of the fields.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("(has(self.secretRef) ? 1 : 0) + (has(self.anonymous) && self.anonymous ? 1 : 0) == 1")
-    .message("set exactly one credential source: secretRef, or anonymous: true"))]
+#[x_kube(validation = Rule::new("(has(self.secretRef) ? 1 : 0) + (has(self.anonymous) && self.anonymous ? 1 : 0) + (has(self.ecr) ? 1 : 0) + (has(self.gcp) ? 1 : 0) == 1")
+    .message("set exactly one credential source: secretRef, ecr, gcp, or anonymous: true"))]
 pub struct CredentialSource {
     /// A Secret in regcred's own namespace. Its keys say the credential type: `username` + `password`;
     /// `token` (an OAuth2 or identity token, with an optional `username`); `key.json` (a GCP service-account
@@ -123,11 +129,22 @@ pub struct CredentialSource {
     /// The registry is used without credentials: no Secret is written, and status says so.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub anonymous: Option<bool>,
+
+    /// Short-lived AWS ECR tokens (12 h), minted once per profile and refreshed before they expire. For
+    /// providers `ecr` and `ecrPublic`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ecr: Option<EcrTokenSource>,
+
+    /// Short-lived GCP access tokens (1 h) from a service-account key, minted once per profile and refreshed
+    /// before they expire; the registry user is `oauth2accesstoken`. For providers `gcr` and `artifactRegistry`.
+    /// (A key in `secretRef` is instead used directly as the long-lived `_json_key`.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gcp: Option<GcpTokenSource>,
 }
 
 /// A Secret in regcred's own namespace. There is deliberately no namespace field: a profile can never make
 /// regcred read a Secret from anywhere else.
-#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, Hash, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SecretReference {
     /// Name of the Secret in regcred's namespace.
@@ -136,6 +153,49 @@ pub struct SecretReference {
         pattern(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
     )]
     pub name: String,
+}
+
+/// AWS ECR token minting.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, Hash, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.externalId) || has(self.roleArn)")
+    .message("externalId is only used with roleArn"))]
+pub struct EcrTokenSource {
+    /// AWS region to mint in. Defaults to the region in the profile's ECR host; ECR Public always mints in
+    /// `us-east-1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 32), pattern(r"^[a-z]{2}(-[a-z]+)+-[0-9]+$"))]
+    pub region: Option<String>,
+
+    /// Registry IDs (AWS account numbers) whose registries (in the same region) the token is written for, each
+    /// getting its own entry in the Secret; one token serves them all. Defaults to the caller's own registry.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32), inner(pattern(r"^[0-9]{12}$")))]
+    pub registry_ids: Vec<String>,
+
+    /// An IAM role to assume before minting (cross-account pulls).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 20, max = 2048), pattern(r"^arn:aws[a-z-]*:iam::[0-9]{12}:role/.+$"))]
+    pub role_arn: Option<String>,
+
+    /// The external ID the role's trust policy requires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 2, max = 1224))]
+    pub external_id: Option<String>,
+
+    /// A Secret in regcred's own namespace with `aws_access_key_id`, `aws_secret_access_key` and optionally
+    /// `aws_session_token`. Without it, regcred's own AWS identity is used (environment, web identity / IRSA,
+    /// instance profile).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<SecretReference>,
+}
+
+/// GCP access-token minting.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, Hash, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GcpTokenSource {
+    /// A Secret in regcred's own namespace whose key `key.json` is a service-account key.
+    pub secret_ref: SecretReference,
 }
 
 /// Which namespaces receive the Secret. A namespace is selected when the label selector matches it or one of
@@ -188,6 +248,18 @@ pub struct RegistryProfileStatus {
     /// `synced/selected`, for `kubectl get`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sync_summary: Option<String>,
+
+    /// When the credentials in the Secrets expire (short-lived tokens only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+
+    /// When a token was last minted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_refresh_time: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+
+    /// When the next token will be minted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_refresh_time: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
 
     /// ServiceAccounts that list the Secret because of `serviceAccounts` (ServiceAccount mode).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -74,6 +74,8 @@ pub struct Caches {
     pub managed: Store<Secret>,
     pub sources: Store<Secret>,
     pub service_accounts: Store<ServiceAccount>,
+    /// Short-lived tokens, minted once per profile; shared so the webhook can write a new namespace's Secret.
+    pub refresher: Arc<crate::credentials::refresher::Refresher>,
     /// Resolves once all five caches hold their initial lists (false if one stopped first). See [`all_ready`].
     pub ready: Shared<BoxFuture<'static, bool>>,
     pub dirty: Arc<Dirty>,
@@ -81,9 +83,16 @@ pub struct Caches {
 
 impl Caches {
     /// Starts the reflectors in background tasks. `operator_namespace` is where source Secrets are read;
-    /// `profile_selector` restricts the profiles handled.
-    pub fn start(client: &Client, operator_namespace: &str, profile_selector: Option<&str>) -> Self {
+    /// `profile_selector` restricts the profiles handled; `refresh_fraction` is the share of a token's remaining
+    /// lifetime after which it is replaced.
+    pub fn start(
+        client: &Client,
+        operator_namespace: &str,
+        profile_selector: Option<&str>,
+        refresh_fraction: f64,
+    ) -> Self {
         let dirty = Arc::new(Dirty::default());
+        let refresher = Arc::new(crate::credentials::refresher::Refresher::new(dirty.clone(), refresh_fraction));
         let [profiles_ready, ns_ready, managed_ready, sources_ready, sa_ready] =
             std::array::from_fn(|_| watch::channel(false).0);
 
@@ -137,7 +146,7 @@ impl Caches {
                 .map(watch::Sender::subscribe)
                 .to_vec(),
         );
-        let caches = Self { profiles, namespaces, managed, sources, service_accounts, ready, dirty };
+        let caches = Self { profiles, namespaces, managed, sources, service_accounts, refresher, ready, dirty };
 
         // A profile changed: itself.
         caches.drive("profiles", profile_events, |_, p| vec![p.name_any()]);

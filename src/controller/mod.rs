@@ -31,6 +31,7 @@ use kube::{Client, Resource, ResourceExt};
 use tracing::{debug, info, warn};
 
 use crate::api::{NamespaceFailure, RegistryProfile};
+use crate::credentials::tokens::TokenSource;
 use crate::credentials::{DockerConfig, dockerconfig_from_source};
 use crate::registry::{config_key, resolve_server};
 pub use cache::Caches;
@@ -48,6 +49,8 @@ pub const PROFILE_LABEL: &str = "regcred.dev/profile";
 /// The only Secret type regcred writes.
 pub const DOCKER_CONFIG_TYPE: &str = "kubernetes.io/dockerconfigjson";
 pub const DOCKER_CONFIG_KEY: &str = ".dockerconfigjson";
+/// Annotation on managed Secrets holding short-lived tokens: when they expire (RFC 3339).
+pub const EXPIRES_AT_ANNOTATION: &str = "regcred.dev/expires-at";
 /// Annotation the cache (never the cluster) uses to hold a managed Secret's content hash in place of its data.
 pub(crate) const CACHED_HASH_ANNOTATION: &str = "regcred.internal/content-hash";
 
@@ -162,12 +165,14 @@ pub async fn run(
             for name in names {
                 match caches.profiles.get(&ObjectRef::new(&name)) {
                     Some(p) => objects.push(Ok(RegistryProfile::clone(&p))),
-                    // Gone from the view: what it left on ServiceAccounts goes too (its Secrets are the garbage
-                    // collector's).
-                    None if !recorded_by(&caches, &name).is_empty() => {
-                        tokio::spawn(release_service_accounts(client.clone(), caches.clone(), name));
+                    // Gone from the view: its minting stops, and what it left on ServiceAccounts goes too (its
+                    // Secrets are the garbage collector's).
+                    None => {
+                        caches.refresher.stop(&name);
+                        if !recorded_by(&caches, &name).is_empty() {
+                            tokio::spawn(release_service_accounts(client.clone(), caches.clone(), name));
+                        }
                     }
-                    None => {}
                 }
             }
             futures::stream::iter(objects)
@@ -210,13 +215,120 @@ pub fn secret_name(profile: &RegistryProfile) -> String {
     profile.spec.secret_name.clone().unwrap_or_else(|| format!("regcred-{}", profile.name_any()))
 }
 
+fn failed(reason: &str, message: impl Into<String>) -> CredentialsOutcome {
+    CredentialsOutcome::Failed { reason: reason.into(), message: message.into() }
+}
+
+/// The keys of a source Secret in regcred's namespace, from the cache.
+fn source_data(caches: &Caches, namespace: &str, name: &str) -> Result<BTreeMap<String, Vec<u8>>, CredentialsOutcome> {
+    let key = ObjectRef::<Secret>::new(name).within(namespace);
+    let source = caches.sources.get(&key).ok_or_else(|| {
+        let e = crate::credentials::CredentialError::SecretNotFound { namespace: namespace.into(), name: name.into() };
+        failed(e.reason(), e.to_string())
+    })?;
+    Ok(source.data.iter().flatten().map(|(k, v)| (k.clone(), v.0.clone())).collect())
+}
+
+/// The token source of a profile with `credentials.ecr` or `credentials.gcp` (`None` for other profiles).
+fn token_source(
+    profile: &RegistryProfile,
+    registry: Option<&str>,
+    caches: &Caches,
+    operator_namespace: &str,
+) -> Option<Result<TokenSource, CredentialsOutcome>> {
+    use crate::credentials::SecretBytes;
+    use crate::credentials::tokens::{AwsKeys, EcrSource, GcpSource};
+    let creds = &profile.spec.credentials;
+    let ns = operator_namespace;
+    if let Some(ecr) = &creds.ecr {
+        return Some((|| {
+            if profile.spec.provider == crate::api::Provider::EcrPublic {
+                return Err(failed(
+                    "NotSupported",
+                    "ECR Public tokens are not supported yet; public.ecr.aws serves public images without credentials (anonymous: true)",
+                ));
+            }
+            let region = ecr.region.clone().or_else(|| registry.and_then(crate::credentials::ecr::region_of_host));
+            let region = region.ok_or_else(|| {
+                failed("RegionInvalid", "no AWS region: set credentials.ecr.region, or use an ECR host as server")
+            })?;
+            if !crate::credentials::ecr::known_region(&region) {
+                return Err(failed("RegionInvalid", format!("{region} is not a region of any AWS partition")));
+            }
+            let keys = match &ecr.secret_ref {
+                None => None,
+                Some(r) => {
+                    let data = source_data(caches, ns, &r.name)?;
+                    let get = |k: &str| data.get(k).filter(|v| !v.is_empty()).cloned();
+                    let (Some(id), Some(secret)) = (get("aws_access_key_id"), get("aws_secret_access_key")) else {
+                        return Err(failed(
+                            "MissingKey",
+                            format!(
+                                "Secret {ns}/{} needs the keys aws_access_key_id and aws_secret_access_key",
+                                r.name
+                            ),
+                        ));
+                    };
+                    Some(AwsKeys {
+                        access_key_id: String::from_utf8_lossy(&id).trim().to_owned(),
+                        secret_access_key: SecretBytes::new(secret),
+                        session_token: get("aws_session_token").map(SecretBytes::new),
+                    })
+                }
+            };
+            Ok(TokenSource::Ecr(EcrSource {
+                region,
+                registry_ids: ecr.registry_ids.clone(),
+                role_arn: ecr.role_arn.clone(),
+                external_id: ecr.external_id.clone(),
+                keys,
+            }))
+        })());
+    }
+    let gcp = creds.gcp.as_ref()?;
+    Some((|| {
+        let registry = registry.ok_or_else(|| failed("MissingServer", "spec.server is required for this provider"))?;
+        let data = source_data(caches, ns, &gcp.secret_ref.name)?;
+        let key = data.get("key.json").filter(|v| !v.is_empty()).cloned().ok_or_else(|| {
+            failed("MissingKey", format!("Secret {ns}/{} needs the key key.json", gcp.secret_ref.name))
+        })?;
+        Ok(TokenSource::Gcp(GcpSource { key: SecretBytes::new(key), registry_key: config_key(registry) }))
+    })())
+}
+
+/// The credentials a token-source profile writes now: its last good token, if it has not expired.
+/// `start`: begin minting if needed (the controller); the webhook only looks.
+fn token_credentials(
+    profile: &str,
+    source: &TokenSource,
+    caches: &Caches,
+    start: bool,
+) -> Result<Option<DockerConfig>, CredentialsOutcome> {
+    let snapshot =
+        if start { Some(caches.refresher.snapshot(profile, source)) } else { caches.refresher.peek(profile) };
+    let snapshot = snapshot.unwrap_or_default();
+    match (snapshot.token, snapshot.error) {
+        // The newest token minting could give: written even if it claims to be expired already (the refresher
+        // then mints again at its minimum interval).
+        (Some(t), None) => Ok(Some(t.config)),
+        // Minting fails: the last good token serves until it expires.
+        (Some(t), Some(_)) if t.expires_at > jiff::Timestamp::now() => Ok(Some(t.config)),
+        (_, Some(e)) => Err(failed(e.reason, e.message)),
+        (None, None) => Err(failed("Minting", "minting the first token")),
+    }
+}
+
 fn resolve_credentials(
     profile: &RegistryProfile,
     registry: Option<&str>,
     caches: &Caches,
     operator_namespace: &str,
+    start_minting: bool,
 ) -> Result<Option<DockerConfig>, CredentialsOutcome> {
     let creds = &profile.spec.credentials;
+    if let Some(source) = token_source(profile, registry, caches, operator_namespace) {
+        return token_credentials(&profile.name_any(), &source?, caches, start_minting);
+    }
     let Some(secret_ref) = creds.secret_ref.as_ref() else {
         return if creds.anonymous == Some(true) {
             Ok(None)
@@ -234,18 +346,11 @@ fn resolve_credentials(
         });
     };
     let ns = operator_namespace;
-    let key = ObjectRef::<Secret>::new(&secret_ref.name).within(ns);
     let fail = |e: crate::credentials::CredentialError| CredentialsOutcome::Failed {
         reason: e.reason().into(),
         message: e.to_string(),
     };
-    let source = caches.sources.get(&key).ok_or_else(|| {
-        fail(crate::credentials::CredentialError::SecretNotFound {
-            namespace: ns.to_owned(),
-            name: secret_ref.name.clone(),
-        })
-    })?;
-    let data: BTreeMap<String, Vec<u8>> = source.data.iter().flatten().map(|(k, v)| (k.clone(), v.0.clone())).collect();
+    let data = source_data(caches, ns, &secret_ref.name)?;
     let label = format!("{ns}/{}", secret_ref.name);
     dockerconfig_from_source(&label, &data, profile.spec.provider, &config_key(registry)).map(Some).map_err(fail)
 }
@@ -263,7 +368,12 @@ async fn reconcile(profile: Arc<RegistryProfile>, ctx: Arc<Context>) -> Result<A
     let registry = resolve_server(profile.spec.provider, profile.spec.server.as_deref());
     let secret_name = secret_name(&profile);
 
-    let credentials = resolve_credentials(&profile, registry.as_deref(), &ctx.caches, &ctx.settings.operator_namespace);
+    let credentials =
+        resolve_credentials(&profile, registry.as_deref(), &ctx.caches, &ctx.settings.operator_namespace, true);
+    if profile.spec.credentials.ecr.is_none() && profile.spec.credentials.gcp.is_none() {
+        ctx.caches.refresher.stop(&name);
+    }
+    let token = ctx.caches.refresher.peek(&name);
     let selection = CompiledSelection::new(&profile.spec.namespaces, &ctx.settings.operator_namespace);
 
     let mut service_accounts_listed = profile.status.as_ref().and_then(|s| s.service_accounts);
@@ -276,7 +386,7 @@ async fn reconcile(profile: Arc<RegistryProfile>, ctx: Arc<Context>) -> Result<A
             },
         ),
         (Ok(config), Err(invalid)) => (
-            outcome_of(config, &profile, &ctx),
+            outcome_of(config, &profile, &ctx, token.as_ref()),
             SyncOutcome::Skipped { reason: "InvalidSelector".into(), message: invalid.to_string() },
         ),
         (Ok(config), Ok(selection)) => {
@@ -314,6 +424,7 @@ async fn reconcile(profile: Arc<RegistryProfile>, ctx: Arc<Context>) -> Result<A
                     profile: profile.clone(),
                     secret_name: secret_name.clone(),
                     config: config.clone(),
+                    expires_at: token.as_ref().and_then(|t| t.token.as_ref()).map(|m| m.expires_at),
                 };
                 // The writes run in a task of their own: kube-runtime polls reconcilers inside the controller's
                 // stream, where they would share one task with decoding the watch events the writes cause.
@@ -332,7 +443,10 @@ async fn reconcile(profile: Arc<RegistryProfile>, ctx: Arc<Context>) -> Result<A
             service_accounts_listed = listed;
             let mut failures = failures;
             failures.extend(sa_failures);
-            (outcome_of(config, &profile, &ctx), SyncOutcome::Synced { selected: selected_count, synced, failures })
+            (
+                outcome_of(config, &profile, &ctx, token.as_ref()),
+                SyncOutcome::Synced { selected: selected_count, synced, failures },
+            )
         }
     };
 
@@ -346,6 +460,11 @@ async fn reconcile(profile: Arc<RegistryProfile>, ctx: Arc<Context>) -> Result<A
         now,
     );
     next.service_accounts = service_accounts_listed;
+    if let Some(t) = &token {
+        next.expires_at = t.token.as_ref().map(|m| Time(m.expires_at));
+        next.last_refresh_time = t.last_refresh.map(Time);
+        next.next_refresh_time = t.next_refresh.map(Time);
+    }
     if profile.status.as_ref() != Some(&next) && !ctx.recently_written(&name, &next) {
         let events = status::events(profile.status.as_ref(), &next);
         let ready = next.conditions.iter().find(|c| c.type_ == status::READY);
@@ -493,14 +612,19 @@ pub async fn ensure_secret(
     namespace: &str,
 ) -> Result<(), EnsureError> {
     let registry = resolve_server(profile.spec.provider, profile.spec.server.as_deref());
-    let config = match resolve_credentials(&profile, registry.as_deref(), caches, operator_namespace) {
+    let config = match resolve_credentials(&profile, registry.as_deref(), caches, operator_namespace, false) {
         Ok(Some(config)) => config,
         Ok(None) => return Err(EnsureError::NothingToWrite),
         Err(CredentialsOutcome::Failed { message, .. }) => return Err(EnsureError::Credentials(message)),
         Err(_) => return Err(EnsureError::NothingToWrite),
     };
-    let writer =
-        sync::Writer { client: client.clone(), secret_name: secret_name(&profile), profile, config: Some(config) };
+    let writer = sync::Writer {
+        client: client.clone(),
+        secret_name: secret_name(&profile),
+        expires_at: caches.refresher.peek(&profile.name_any()).and_then(|t| t.token).map(|m| m.expires_at),
+        profile,
+        config: Some(config),
+    };
     let failures = writer.execute(vec![plan::Action::Create { namespace: namespace.to_owned() }], 1).await;
     match failures.into_iter().next() {
         None => Ok(()),
@@ -528,8 +652,23 @@ pub fn requeue_after(status: &crate::api::RegistryProfileStatus, now: jiff::Time
     }
 }
 
-fn outcome_of(config: &Option<DockerConfig>, profile: &RegistryProfile, ctx: &Context) -> CredentialsOutcome {
-    match (config, &profile.spec.credentials.secret_ref) {
+fn outcome_of(
+    config: &Option<DockerConfig>,
+    profile: &RegistryProfile,
+    ctx: &Context,
+    token: Option<&crate::credentials::refresher::Snapshot>,
+) -> CredentialsOutcome {
+    let creds = &profile.spec.credentials;
+    if creds.ecr.is_some() || creds.gcp.is_some() {
+        // A token is in place (or this would not be called): say whether minting still works.
+        return match token.and_then(|t| t.error.as_ref()) {
+            Some(e) => failed(e.reason, format!("{}; the last good token stays in place until it expires", e.message)),
+            None => CredentialsOutcome::Resolved {
+                source: if creds.ecr.is_some() { "an ECR token" } else { "a GCP access token" }.into(),
+            },
+        };
+    }
+    match (config, &creds.secret_ref) {
         (Some(_), Some(r)) => {
             CredentialsOutcome::Resolved { source: format!("Secret {}/{}", ctx.settings.operator_namespace, r.name) }
         }

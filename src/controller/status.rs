@@ -157,6 +157,9 @@ pub fn compute(
         failed_namespaces: failures,
         // Filled in by the caller, which knows the ServiceAccount pass.
         service_accounts: previous.and_then(|p| p.service_accounts),
+        expires_at: None,
+        last_refresh_time: None,
+        next_refresh_time: None,
     }
 }
 

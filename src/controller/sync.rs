@@ -21,6 +21,8 @@ pub(super) struct Writer {
     pub profile: Arc<RegistryProfile>,
     pub secret_name: String,
     pub config: Option<DockerConfig>,
+    /// When the credentials expire (short-lived tokens), stamped on every Secret.
+    pub expires_at: Option<jiff::Timestamp>,
 }
 
 /// The outcome of one write: `None` when done (or moot), a failure otherwise.
@@ -65,6 +67,9 @@ impl Writer {
                     (MANAGED_BY_LABEL.to_owned(), MANAGED_BY_VALUE.to_owned()),
                     (PROFILE_LABEL.to_owned(), profile_name.clone()),
                 ])),
+                annotations: self
+                    .expires_at
+                    .map(|t| BTreeMap::from([(super::EXPIRES_AT_ANNOTATION.to_owned(), t.to_string())])),
                 owner_references: Some(vec![OwnerReference {
                     api_version: "regcred.dev/v1alpha1".into(),
                     kind: "RegistryProfile".into(),

@@ -1,7 +1,12 @@
-//! Credentials: where they come from (a Secret in regcred's own namespace today; token providers later) and the
-//! dockerconfigjson they become. Secret material is held in [`SecretBytes`], which never prints its content.
+//! Credentials: where they come from (a Secret in regcred's own namespace, or short-lived tokens minted from
+//! AWS ECR or GCP by the [`refresher`]) and the dockerconfigjson they become. Secret material is held in
+//! [`SecretBytes`], which never prints its content.
 
+pub mod ecr;
+pub mod gcp;
+pub mod refresher;
 mod source;
+pub mod tokens;
 
 pub use source::{CredentialError, DockerConfig, dockerconfig_from_source, render};
 

@@ -287,7 +287,7 @@ mod tests {
         // Nothing listens there: these requests must be answered without the API.
         let config = kube::Config::new("http://127.0.0.1:9".parse().unwrap());
         let client = kube::Client::try_from(config).unwrap();
-        let caches = crate::controller::Caches::start(&client, "regcred-system", None);
+        let caches = crate::controller::Caches::start(&client, "regcred-system", None, 2.0 / 3.0);
         Arc::new(Webhook { client, caches, operator_namespace: "regcred-system".into(), stats: Default::default() })
     }
 

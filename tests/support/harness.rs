@@ -30,10 +30,15 @@ impl Harness {
 
     /// Starts the operator with `extra` arguments.
     pub async fn start_with(env: &TestEnv, extra: &[&str]) -> Self {
+        Self::start_env(env, extra, &[]).await
+    }
+
+    /// Starts the operator with `extra` arguments and environment variables.
+    pub async fn start_env(env: &TestEnv, extra: &[&str], envs: &[(&str, String)]) -> Self {
         super::install_crd(&env.client).await;
         let op_ns = env.namespace("system", &[]).await;
         let kubeconfig = super::operator_identity(env, &op_ns).await;
-        let operator = Some(Operator::start(&kubeconfig, &op_ns, &env.id, extra));
+        let operator = Some(Operator::start_env(&kubeconfig, &op_ns, &env.id, extra, envs));
         Self { env: env.clone(), op_ns, operator, kubeconfig }
     }
 

@@ -9,6 +9,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::panic, clippy::expect_used)]
 
 pub mod harness;
+pub mod tokens;
 pub mod webhook;
 
 use std::collections::BTreeMap;
@@ -314,6 +315,17 @@ impl Operator {
     /// Starts `regcred run` with `kubeconfig`, in operator namespace `namespace`, handling only the profiles
     /// labelled `regcred-test=<test id>`, plus `extra` arguments.
     pub fn start(kubeconfig: &Path, namespace: &str, test_id: &str, extra: &[&str]) -> Self {
+        Self::start_env(kubeconfig, namespace, test_id, extra, &[])
+    }
+
+    /// As [`Operator::start`], with extra environment variables.
+    pub fn start_env(
+        kubeconfig: &Path,
+        namespace: &str,
+        test_id: &str,
+        extra: &[&str],
+        envs: &[(&str, String)],
+    ) -> Self {
         let log = std::env::temp_dir().join("regcred-tests").join(format!("operator-{test_id}-{}.log", suffix()));
         let file = std::fs::File::create(&log).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_regcred"))
@@ -322,6 +334,9 @@ impl Operator {
             .args(extra)
             .env("KUBECONFIG", kubeconfig)
             .env("REGCRED_LOG", "info,regcred=debug")
+            // No instance-metadata lookups from a test machine.
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
             .stdout(Stdio::null())
             .stderr(file)
             .kill_on_drop(true)

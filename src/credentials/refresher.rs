@@ -1,0 +1,159 @@
+//! The refresher: one minting task per profile with a token source, whatever the number of namespaces. Each
+//! task mints, publishes the token in a snapshot the controller reads, marks the profile for a reconcile (the
+//! stream through which new tokens reach the controller), and sleeps until the next refresh: two thirds of the
+//! token's real remaining lifetime (with jitter), or a backoff after a failure, while the last good token stays
+//! in place.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use jiff::Timestamp;
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+use super::tokens::{self, MintError, Minted, TokenSource};
+use crate::controller::cache::Dirty;
+
+/// What the refresher knows of one profile's token.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    /// The last good token, until it expires.
+    pub token: Option<Minted>,
+    /// The last attempt's failure, cleared by a success.
+    pub error: Option<MintError>,
+    pub last_refresh: Option<Timestamp>,
+    pub next_refresh: Option<Timestamp>,
+    /// Successful mints since the task started.
+    pub mints: u64,
+}
+
+struct Entry {
+    source: TokenSource,
+    snapshot: Arc<Mutex<Snapshot>>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Entry {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Counts of mint results, for metrics.
+#[derive(Debug, Default)]
+pub struct MintCounts {
+    pub ok: std::sync::atomic::AtomicU64,
+    pub failed: std::sync::atomic::AtomicU64,
+}
+
+pub struct Refresher {
+    entries: Mutex<HashMap<String, Entry>>,
+    dirty: Arc<Dirty>,
+    fraction: f64,
+    pub counts: Arc<MintCounts>,
+}
+
+impl Refresher {
+    /// `fraction`: the share of a token's remaining lifetime after which it is replaced (default 2/3).
+    pub fn new(dirty: Arc<Dirty>, fraction: f64) -> Self {
+        Self { entries: Mutex::default(), dirty, fraction, counts: Arc::default() }
+    }
+
+    /// The profile's token state. Starts minting if the profile has no task yet, or restarts it if its source
+    /// changed (a rotated key, another role): a token minted from an old source is never served for a new one.
+    pub fn snapshot(&self, profile: &str, source: &TokenSource) -> Snapshot {
+        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(e) = entries.get(profile)
+            && &e.source == source
+        {
+            return e.snapshot.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        }
+        let snapshot = Arc::new(Mutex::new(Snapshot::default()));
+        let task = tokio::spawn(run(
+            profile.to_owned(),
+            source.clone(),
+            snapshot.clone(),
+            self.dirty.clone(),
+            self.fraction,
+            self.counts.clone(),
+        ));
+        entries.insert(profile.to_owned(), Entry { source: source.clone(), snapshot, task });
+        Snapshot::default()
+    }
+
+    /// The profile's token state without starting anything (`None`: not minting).
+    pub fn peek(&self, profile: &str) -> Option<Snapshot> {
+        let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        entries.get(profile).map(|e| e.snapshot.lock().unwrap_or_else(PoisonError::into_inner).clone())
+    }
+
+    /// Stops minting for a profile (deleted, or no longer using a token source).
+    pub fn stop(&self, profile: &str) {
+        self.entries.lock().unwrap_or_else(PoisonError::into_inner).remove(profile);
+    }
+
+    /// Stops minting for every profile `keep` rejects.
+    pub fn retain(&self, keep: impl Fn(&str) -> bool) {
+        self.entries.lock().unwrap_or_else(PoisonError::into_inner).retain(|name, _| keep(name));
+    }
+}
+
+/// Mints with the source's provider.
+pub async fn mint(source: &TokenSource) -> Result<Minted, MintError> {
+    match source {
+        TokenSource::Ecr(ecr) => super::ecr::mint(ecr).await,
+        TokenSource::Gcp(gcp) => super::gcp::mint(gcp).await,
+    }
+}
+
+fn jitter() -> f64 {
+    // Enough spread for profiles minted at the same instant; no need for a random number generator.
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos());
+    f64::from(nanos.unwrap_or(0) % 1000) / 1000.0
+}
+
+async fn run(
+    profile: String,
+    source: TokenSource,
+    snapshot: Arc<Mutex<Snapshot>>,
+    dirty: Arc<Dirty>,
+    fraction: f64,
+    counts: Arc<MintCounts>,
+) {
+    let mut failures = 0u32;
+    loop {
+        let result = tokio::time::timeout(Duration::from_secs(60), mint(&source))
+            .await
+            .unwrap_or_else(|_| Err(MintError::new("EndpointUnreachable", "minting timed out after 60s")));
+        let now = Timestamp::now();
+        let delay = {
+            let mut snap = snapshot.lock().unwrap_or_else(PoisonError::into_inner);
+            let delay = match result {
+                Ok(minted) => {
+                    failures = 0;
+                    counts.ok.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let delay = tokens::refresh_after(now, minted.expires_at, fraction, jitter());
+                    info!(profile, expires_at = %minted.expires_at, next_in = ?delay, "token minted");
+                    snap.token = Some(minted);
+                    snap.error = None;
+                    snap.last_refresh = Some(now);
+                    snap.mints += 1;
+                    delay
+                }
+                Err(e) => {
+                    failures += 1;
+                    counts.failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let delay = tokens::retry_after(failures);
+                    warn!(profile, reason = e.reason, error = %e, retry_in = ?delay, "minting failed; the last good token stays");
+                    snap.error = Some(e);
+                    delay
+                }
+            };
+            snap.next_refresh = jiff::SignedDuration::try_from(delay).ok().and_then(|d| now.checked_add(d).ok());
+            delay
+        };
+        dirty.mark([profile.clone()]);
+        tokio::time::sleep(delay).await;
+    }
+}

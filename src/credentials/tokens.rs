@@ -1,0 +1,116 @@
+//! Short-lived credentials: what a token source is, what minting yields, and when to mint again. Pure.
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+
+use super::{DockerConfig, SecretBytes};
+
+/// A token source with everything needed to mint, resolved from a profile and its source Secret. Two equal
+/// sources mint the same kind of token: a change (a rotated key, another role) restarts minting.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TokenSource {
+    Ecr(EcrSource),
+    Gcp(GcpSource),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EcrSource {
+    pub region: String,
+    pub registry_ids: Vec<String>,
+    pub role_arn: Option<String>,
+    pub external_id: Option<String>,
+    /// Static keys from a Secret; `None`: the ambient AWS chain (environment, web identity, instance profile).
+    pub keys: Option<AwsKeys>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AwsKeys {
+    pub access_key_id: String,
+    pub secret_access_key: SecretBytes,
+    pub session_token: Option<SecretBytes>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GcpSource {
+    /// The service-account key (JSON).
+    pub key: SecretBytes,
+    /// The dockerconfigjson key the token is written under.
+    pub registry_key: String,
+}
+
+/// A minted credential.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Minted {
+    pub config: DockerConfig,
+    pub expires_at: Timestamp,
+}
+
+/// Why minting failed; `reason` is a condition reason.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct MintError {
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl MintError {
+    pub fn new(reason: &'static str, message: impl Into<String>) -> Self {
+        Self { reason, message: message.into() }
+    }
+}
+
+/// Never mint again sooner than this after a success, whatever the token claims (a token that says it has
+/// already expired must not make the refresher spin).
+pub const MIN_REFRESH: Duration = Duration::from_secs(10);
+/// The first retry after a failure; doubled per consecutive failure up to [`MAX_BACKOFF`].
+pub const FIRST_BACKOFF: Duration = Duration::from_secs(5);
+pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
+
+/// When to mint again after a success: at `fraction` of the token's real remaining lifetime, shortened by up to
+/// 10% of jitter (`jitter` in [0, 1)) so profiles minted together spread out, and never sooner than
+/// [`MIN_REFRESH`].
+pub fn refresh_after(now: Timestamp, expires_at: Timestamp, fraction: f64, jitter: f64) -> Duration {
+    let remaining = expires_at.duration_since(now).as_secs_f64().max(0.0);
+    let delay = remaining * fraction.clamp(0.05, 0.95) * (1.0 - 0.1 * jitter.clamp(0.0, 1.0));
+    Duration::from_secs_f64(delay).max(MIN_REFRESH)
+}
+
+/// When to try again after `failures` consecutive failures: exponential backoff, capped.
+pub fn retry_after(failures: u32) -> Duration {
+    let exp = failures.saturating_sub(1).min(16);
+    FIRST_BACKOFF.saturating_mul(1 << exp).min(MAX_BACKOFF)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(secs: i64) -> Timestamp {
+        Timestamp::from_second(1_800_000_000 + secs).unwrap()
+    }
+
+    #[test]
+    fn refresh_follows_the_real_remaining_lifetime() {
+        // An ECR token: 12 h left, refreshed at two thirds (8 h), jitter shortening it by at most 10%.
+        assert_eq!(refresh_after(at(0), at(12 * 3600), 2.0 / 3.0, 0.0), Duration::from_secs(8 * 3600));
+        let jittered = refresh_after(at(0), at(12 * 3600), 2.0 / 3.0, 0.999);
+        assert!(jittered < Duration::from_secs(8 * 3600) && jittered > Duration::from_secs(7 * 3600), "{jittered:?}");
+        // A GCP token minted 10 minutes into its hour (cached upstream): two thirds of what is left.
+        assert_eq!(refresh_after(at(600), at(3600), 2.0 / 3.0, 0.0), Duration::from_secs(2000));
+    }
+
+    #[test]
+    fn a_token_that_claims_to_be_expired_cannot_make_the_refresher_spin() {
+        // moto's ECR tokens say they expired in 2015.
+        assert_eq!(refresh_after(at(0), at(-400_000_000), 2.0 / 3.0, 0.5), MIN_REFRESH);
+        assert_eq!(refresh_after(at(0), at(1), 2.0 / 3.0, 0.0), MIN_REFRESH);
+    }
+
+    #[test]
+    fn failures_back_off_exponentially_up_to_a_cap() {
+        let delays: Vec<u64> = (1..=9).map(|n| retry_after(n).as_secs()).collect();
+        assert_eq!(delays, vec![5, 10, 20, 40, 80, 160, 300, 300, 300]);
+        assert_eq!(retry_after(u32::MAX), MAX_BACKOFF);
+    }
+}

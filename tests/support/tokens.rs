@@ -1,0 +1,170 @@
+//! Token endpoints that speak the real protocols, started by the tests themselves: moto in server mode for AWS
+//! (STS and ECR), and a small OAuth 2.0 token endpoint for GCP's JWT-bearer grant.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine as _;
+use tokio::process::{Child, Command};
+
+/// moto's server, installed by `tools/python-tools.sh` (`make tools`); `REGCRED_MOTO_SERVER` overrides the path.
+pub fn moto_server_path() -> PathBuf {
+    if let Ok(p) = std::env::var("REGCRED_MOTO_SERVER") {
+        return p.into();
+    }
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+    PathBuf::from(home).join(".cache/regcred/venv/bin/moto_server")
+}
+
+/// A moto server on a free loopback port, killed when dropped.
+pub struct Moto {
+    _child: Child,
+    pub endpoint: String,
+}
+
+impl Moto {
+    pub async fn start() -> Self {
+        let path = moto_server_path();
+        assert!(path.exists(), "{} is missing: run `make tools` (make test does)", path.display());
+        let port = super::webhook::free_port();
+        let child = Command::new(&path)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let endpoint = format!("http://127.0.0.1:{port}");
+        super::wait_for("moto to listen", Duration::from_secs(60), || async {
+            tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok().map(|_| ())
+        })
+        .await;
+        Self { _child: child, endpoint }
+    }
+
+    /// Environment for an operator that talks to this moto only.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![("AWS_ENDPOINT_URL", self.endpoint.clone())]
+    }
+}
+
+/// One access token the GCP endpoint issued.
+#[derive(Clone, Debug)]
+pub struct Issued {
+    pub expires_at: std::time::SystemTime,
+}
+
+/// A local OAuth 2.0 token endpoint for GCP service-account keys: it accepts the JWT-bearer grant gcp_auth posts
+/// to the key's `token_uri`, checks the assertion names this endpoint as its audience, and answers with a fresh
+/// access token living `lifetime`.
+#[derive(Clone)]
+pub struct GcpTokenEndpoint {
+    pub token_uri: String,
+    pub lifetime_secs: Arc<AtomicU64>,
+    /// While set, every request fails with 503.
+    pub failing: Arc<AtomicBool>,
+    pub issued: Arc<Mutex<HashMap<String, Issued>>>,
+}
+
+impl GcpTokenEndpoint {
+    pub async fn start(lifetime_secs: u64) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let token_uri = format!("http://{}/token", listener.local_addr().unwrap());
+        let endpoint = Self {
+            token_uri: token_uri.clone(),
+            lifetime_secs: Arc::new(AtomicU64::new(lifetime_secs)),
+            failing: Arc::default(),
+            issued: Arc::default(),
+        };
+        let state = endpoint.clone();
+        let app = axum::Router::new().route(
+            "/token",
+            axum::routing::post(move |body: String| {
+                let state = state.clone();
+                async move { state.answer(&body) }
+            }),
+        );
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        endpoint
+    }
+
+    fn answer(&self, body: &str) -> (axum::http::StatusCode, String) {
+        use axum::http::StatusCode;
+        if self.failing.load(Ordering::SeqCst) {
+            return (StatusCode::SERVICE_UNAVAILABLE, r#"{"error":"temporarily_unavailable"}"#.into());
+        }
+        let form: HashMap<String, String> = url_form(body);
+        if form.get("grant_type").map(String::as_str) != Some("urn:ietf:params:oauth:grant-type:jwt-bearer") {
+            return (StatusCode::BAD_REQUEST, r#"{"error":"unsupported_grant_type"}"#.into());
+        }
+        let claims = form
+            .get("assertion")
+            .and_then(|jwt| jwt.split('.').nth(1))
+            .and_then(|c| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(c).ok())
+            .and_then(|c| serde_json::from_slice::<serde_json::Value>(&c).ok());
+        let Some(claims) = claims.filter(|c| c["aud"] == self.token_uri.as_str()) else {
+            return (StatusCode::BAD_REQUEST, r#"{"error":"invalid_grant"}"#.into());
+        };
+        let lifetime = self.lifetime_secs.load(Ordering::SeqCst);
+        let mut issued = self.issued.lock().unwrap();
+        let token = format!("ya29.test-{}-{}", claims["iss"].as_str().unwrap_or("?").len(), issued.len() + 1);
+        issued
+            .insert(token.clone(), Issued { expires_at: std::time::SystemTime::now() + Duration::from_secs(lifetime) });
+        let answer = serde_json::json!({"access_token": token, "expires_in": lifetime, "token_type": "Bearer"});
+        (StatusCode::OK, answer.to_string())
+    }
+
+    /// A service-account key whose `token_uri` is this endpoint.
+    pub fn key_json(&self) -> String {
+        let pem = std::fs::read_to_string(super::repo_root().join("tests/fixtures/gcp-test-key.pem")).unwrap();
+        serde_json::json!({
+            "type": "service_account",
+            "project_id": "regcred-test",
+            "private_key_id": "0123456789abcdef",
+            "private_key": pem,
+            "client_email": "puller@regcred-test.iam.gserviceaccount.com",
+            "client_id": "1000000000000",
+            "token_uri": self.token_uri,
+        })
+        .to_string()
+    }
+
+    pub fn mints(&self) -> usize {
+        self.issued.lock().unwrap().len()
+    }
+}
+
+fn url_form(body: &str) -> HashMap<String, String> {
+    body.split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(k, v)| (percent_decode(k), percent_decode(v)))
+        .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
+                match hex {
+                    Some(b) => {
+                        out.push(b);
+                        i += 2;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}

@@ -1,0 +1,261 @@
+//! Short-lived credentials against endpoints that speak the real protocols: moto (AWS STS and ECR) and a local
+//! OAuth token endpoint (GCP), with the real `regcred` binary running as the chart's RBAC.
+#![allow(clippy::unwrap_used, clippy::panic)]
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant, SystemTime};
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::ResourceExt;
+use kube::api::{Api, ListParams};
+use regcred::api::RegistryProfile;
+use serde_json::{Value, json};
+use support::harness::{Harness, WAIT};
+use support::tokens::{GcpTokenEndpoint, Moto};
+use support::{TestEnv, wait_for};
+
+const ECR_HOST: &str = "123456789012.dkr.ecr.us-east-1.amazonaws.com";
+
+/// The `auths` of a managed Secret's dockerconfigjson.
+fn auths(secret: &Secret) -> BTreeMap<String, Value> {
+    let raw = &secret.data.as_ref().unwrap()[".dockerconfigjson"].0;
+    let doc: Value = serde_json::from_slice(raw).unwrap();
+    doc["auths"].as_object().unwrap().iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+}
+
+/// Waits until Secret `name` exists in `ns` and returns its auths.
+async fn wait_auths(h: &Harness, ns: &str, name: &str) -> (Secret, BTreeMap<String, Value>) {
+    wait_for(&format!("Secret {ns}/{name}"), WAIT, || async {
+        let s = h.secret(ns, name).await?;
+        let a = auths(&s);
+        Some((s, a))
+    })
+    .await
+}
+
+fn ecr_spec(h: &Harness, ecr: Value) -> Value {
+    json!({
+        "provider": "ecr",
+        "server": ECR_HOST,
+        "credentials": {"ecr": ecr},
+        "namespaces": h.select("yes"),
+        "secretName": "pull",
+    })
+}
+
+async fn with_moto(env: &TestEnv, extra_env: &[(&'static str, String)]) -> (Moto, Harness) {
+    let moto = Moto::start().await;
+    let mut envs = moto.env();
+    envs.extend_from_slice(extra_env);
+    let h = Harness::start_env(env, &[], &envs).await;
+    h.source("aws", &[("aws_access_key_id", "AKIDTESTTESTTEST"), ("aws_secret_access_key", "secret-test")]).await;
+    (moto, h)
+}
+
+#[tokio::test]
+async fn ecr_tokens_are_minted_once_and_written_everywhere_with_their_expiry() {
+    TestEnv::new("ecr")
+        .await
+        .run(|env| async move {
+            let (_moto, h) = with_moto(&env, &[]).await;
+            let a = env.namespace("a", &[("pull", "yes")]).await;
+            let b = env.namespace("b", &[("pull", "yes")]).await;
+            let profile = h.profile("p", ecr_spec(&h, json!({"secretRef": {"name": "aws"}}))).await;
+            for ns in [&a, &b] {
+                let (secret, auths) = wait_auths(&h, ns, "pull").await;
+                let entry = &auths[ECR_HOST];
+                assert_eq!(entry["username"], "AWS");
+                assert_eq!(entry["password"], "123456789012-auth-token");
+                assert!(secret.annotations().contains_key("regcred.dev/expires-at"), "{:?}", secret.annotations());
+            }
+            let p = h.ready(&profile).await;
+            let status = p.status.unwrap();
+            assert!(
+                status.expires_at.is_some() && status.last_refresh_time.is_some() && status.next_refresh_time.is_some()
+            );
+            let creds = status.conditions.iter().find(|c| c.type_ == "CredentialsResolved").unwrap();
+            assert_eq!((creds.status.as_str(), creds.reason.as_str()), ("True", "Resolved"));
+            // moto's tokens claim to have expired in 2015: the refresher clamps instead of spinning.
+            let logs = h.logs();
+            let mints = logs.matches("token minted").count();
+            assert!(mints <= 3, "{mints} mints within seconds: the refresher spins");
+        })
+        .await;
+}
+
+#[tokio::test]
+async fn an_assumed_role_and_several_registry_ids_mint_for_their_accounts() {
+    TestEnv::new("ecrrole")
+        .await
+        .run(|env| async move {
+            let (_moto, h) = with_moto(&env, &[]).await;
+            let a = env.namespace("a", &[("pull", "yes")]).await;
+            let ecr = json!({
+                "secretRef": {"name": "aws"},
+                "roleArn": "arn:aws:iam::111111111111:role/puller",
+                "externalId": "regcred-test",
+            });
+            h.profile("role", ecr_spec(&h, ecr)).await;
+            let (_, auths) = wait_auths(&h, &a, "pull").await;
+            let hosts: Vec<&String> = auths.keys().collect();
+            assert_eq!(hosts, ["111111111111.dkr.ecr.us-east-1.amazonaws.com"], "the assumed role's account");
+
+            let mut ids =
+                ecr_spec(&h, json!({"secretRef": {"name": "aws"}, "registryIds": ["111111111111", "222222222222"]}));
+            ids["secretName"] = json!("pull-ids");
+            h.profile("ids", ids).await;
+            let (_, auths) = wait_auths(&h, &a, "pull-ids").await;
+            let hosts: BTreeSet<&str> = auths.keys().map(String::as_str).collect();
+            assert_eq!(
+                hosts,
+                BTreeSet::from([
+                    "111111111111.dkr.ecr.us-east-1.amazonaws.com",
+                    "222222222222.dkr.ecr.us-east-1.amazonaws.com"
+                ])
+            );
+        })
+        .await;
+}
+
+#[tokio::test]
+async fn web_identity_irsa_is_used_when_no_secret_is_given() {
+    TestEnv::new("irsa")
+        .await
+        .run(|env| async move {
+            let dir = std::env::temp_dir().join("regcred-tests").join(format!("irsa-{}", env.id));
+            std::fs::create_dir_all(&dir).unwrap();
+            let token_file = dir.join("token");
+            std::fs::write(
+                &token_file,
+                "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6cmVnY3JlZCJ9.c2ln",
+            )
+            .unwrap();
+            let irsa = [
+                ("AWS_ROLE_ARN", "arn:aws:iam::333333333333:role/irsa".to_owned()),
+                ("AWS_WEB_IDENTITY_TOKEN_FILE", token_file.display().to_string()),
+                ("AWS_ROLE_SESSION_NAME", "regcred".to_owned()),
+            ];
+            let (_moto, h) = with_moto(&env, &irsa).await;
+            let a = env.namespace("a", &[("pull", "yes")]).await;
+            h.profile("p", ecr_spec(&h, json!({}))).await;
+            let (_, auths) = wait_auths(&h, &a, "pull").await;
+            let hosts: Vec<&String> = auths.keys().collect();
+            assert_eq!(hosts, ["333333333333.dkr.ecr.us-east-1.amazonaws.com"], "the web identity role's account");
+        })
+        .await;
+}
+
+#[tokio::test]
+async fn minting_failures_have_reasons_and_never_write_a_secret() {
+    TestEnv::new("ecrbad")
+        .await
+        .run(|env| async move {
+            let (moto, h) = with_moto(&env, &[]).await;
+            let a = env.namespace("a", &[("pull", "yes")]).await;
+            // A region no endpoint serves: the apiserver accepts its shape, the mint cannot succeed.
+            let bad_region = h
+                .profile("region", ecr_spec(&h, json!({"secretRef": {"name": "aws"}, "region": "xx-nowhere-9"})))
+                .await;
+            // No key in the Secret.
+            h.source("empty", &[("unrelated", "x")]).await;
+            let mut missing = ecr_spec(&h, json!({"secretRef": {"name": "empty"}}));
+            missing["secretName"] = json!("pull-missing");
+            let missing = h.profile("missing", missing).await;
+            h.condition(&missing, "CredentialsResolved", "False", "MissingKey").await;
+            h.condition(&bad_region, "CredentialsResolved", "False", "RegionInvalid").await;
+            assert!(h.secret(&a, "pull").await.is_none() && h.secret(&a, "pull-missing").await.is_none());
+            drop(moto);
+        })
+        .await;
+}
+
+/// Reads every managed Secret of `profile` the way a kubelet would, and returns the access tokens seen.
+async fn observe(h: &Harness, profile: &str, gcp: &GcpTokenEndpoint) -> Vec<String> {
+    let secrets = Api::<Secret>::all(h.client());
+    let list = secrets.list(&ListParams::default().labels(&format!("regcred.dev/profile={profile}"))).await.unwrap();
+    let now = SystemTime::now();
+    let issued = gcp.issued.lock().unwrap().clone();
+    list.items
+        .iter()
+        .map(|s| {
+            let entry = &auths(s)["gcr.io"];
+            assert_eq!(entry["username"], "oauth2accesstoken");
+            let token = entry["password"].as_str().unwrap().to_owned();
+            let expires =
+                issued.get(&token).unwrap_or_else(|| panic!("a token the endpoint never issued: {token}")).expires_at;
+            assert!(now < expires, "{} holds an expired token ({token})", s.namespace().unwrap());
+            token
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn gcp_tokens_rotate_before_expiry_with_one_mint_per_rotation_for_any_number_of_namespaces() {
+    TestEnv::new("gcp")
+        .await
+        .run(|env| async move {
+            let lifetime = 20;
+            let gcp = GcpTokenEndpoint::start(lifetime).await;
+            let h = Harness::start(&env).await;
+            let key = gcp.key_json();
+            h.source("gcp", &[("key.json", key.as_str())]).await;
+            let namespaces = 8;
+            for i in 0..namespaces {
+                env.namespace_nowait(&format!("n{i}"), &[("pull", "yes")]).await;
+            }
+            let spec = json!({
+                "provider": "gcr",
+                "credentials": {"gcp": {"secretRef": {"name": "gcp"}}},
+                "namespaces": h.select("yes"),
+                "secretName": "pull",
+            });
+            let profile = h.profile("p", spec).await;
+            wait_for("every namespace's Secret", WAIT, || async {
+                let n = Api::<Secret>::all(h.client())
+                    .list_metadata(&ListParams::default().labels(&format!("regcred.dev/profile={profile}")))
+                    .await
+                    .ok()?
+                    .items
+                    .len();
+                (n == namespaces).then_some(())
+            })
+            .await;
+
+            // Watch like kubelets for 75 s (several lifetimes). After 25 s, the endpoint fails for a quarter of a
+            // lifetime starting just before the next refresh is due, and the last good token must carry the
+            // namespaces through.
+            let started = Instant::now();
+            let watch = Duration::from_secs(75);
+            let mut seen = BTreeSet::new();
+            let mints_before = gcp.mints();
+            let profiles = Api::<RegistryProfile>::all(h.client());
+            let mut outage: Option<Instant> = None;
+            while started.elapsed() < watch {
+                if outage.is_none() && started.elapsed() > Duration::from_secs(25) {
+                    let next = profiles.get(&profile).await.unwrap().status.unwrap().next_refresh_time.unwrap().0;
+                    if jiff::Timestamp::now() + jiff::SignedDuration::from_secs(1) >= next {
+                        outage = Some(Instant::now());
+                        gcp.failing.store(true, Ordering::SeqCst);
+                    }
+                }
+                if outage.is_some_and(|o| o.elapsed() > Duration::from_secs(lifetime / 4)) {
+                    gcp.failing.store(false, Ordering::SeqCst);
+                }
+                seen.extend(observe(&h, &profile, &gcp).await);
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            gcp.failing.store(false, Ordering::SeqCst);
+            assert!(h.logs().contains("minting failed"), "the outage never met a refresh");
+            let mints = gcp.mints() - mints_before + 1;
+            // Rotations at about two thirds of 20 s (13 s, minus up to 10% jitter) over 75 s: 5 to 7, plus retries.
+            assert!(mints <= 9, "{mints} mints in 75 s: one per namespace, or spinning");
+            assert!(seen.len() >= 4, "only {} distinct tokens seen in 75 s: tokens were not rotated", seen.len());
+            let p = h.ready(&profile).await;
+            assert!(p.status.unwrap().expires_at.is_some());
+            eprintln!("gcp soak: {mints} mints, {} tokens observed over {namespaces} namespaces", seen.len());
+        })
+        .await;
+}
