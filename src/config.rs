@@ -44,6 +44,10 @@ pub struct RunArgs {
     #[arg(long, env = "REGCRED_TOKEN_REFRESH_FRACTION", default_value_t = 2.0 / 3.0, value_parser = parse_fraction)]
     pub token_refresh_fraction: f64,
 
+    /// Plain-HTTP address of `/metrics`, `/healthz` and `/readyz`; `off` disables it.
+    #[arg(long, env = "REGCRED_METRICS_ADDR", default_value = "0.0.0.0:8080", value_parser = parse_optional_addr)]
+    pub metrics_addr: OptionalAddr,
+
     /// Name reported as the source of Events.
     #[arg(long, env = "REGCRED_REPORTER", default_value = "regcred")]
     pub reporter: String,
@@ -103,4 +107,17 @@ fn parse_fraction(s: &str) -> Result<f64, String> {
         Ok(f) if f > 0.0 && f < 1.0 => Ok(f),
         _ => Err(format!("{s:?} is not a fraction between 0 and 1 (exclusive), such as 0.66")),
     }
+}
+
+/// A socket address, or none (`off`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OptionalAddr(pub Option<std::net::SocketAddr>);
+
+fn parse_optional_addr(s: &str) -> Result<OptionalAddr, String> {
+    if s == "off" {
+        return Ok(OptionalAddr(None));
+    }
+    s.parse()
+        .map(|a| OptionalAddr(Some(a)))
+        .map_err(|e| format!("{s:?} is not an address such as 0.0.0.0:8080 (or off): {e}"))
 }

@@ -9,6 +9,8 @@ pub enum Error {
     Controller(#[from] crate::controller::Error),
     #[error(transparent)]
     Webhook(#[from] crate::webhook::ServeError),
+    #[error("cannot serve {what} on {addr}: {source}")]
+    Bind { what: &'static str, addr: std::net::SocketAddr, source: std::io::Error },
     #[error("a task of regcred failed: {0}")]
     Task(String),
 }

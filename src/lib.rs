@@ -9,6 +9,7 @@ pub mod config;
 pub mod controller;
 pub mod credentials;
 pub mod errors;
+pub mod metrics;
 pub mod registry;
 pub mod telemetry;
 pub mod webhook;
@@ -55,20 +56,45 @@ pub async fn run(args: config::RunArgs) -> Result<(), errors::Error> {
                 operator_namespace: args.namespace.clone(),
                 stats: Default::default(),
             });
-            Some(tokio::spawn(webhook::serve(state, addr, tls, shutdown.clone())))
+            Some((state.stats.clone(), tokio::spawn(webhook::serve(state, addr, tls, shutdown.clone()))))
         }
         None => None,
     };
-    let controller = controller::run(client, settings, caches, shutdown.clone());
-    match webhook {
-        Some(server) => {
-            // Either ending ends the process: a webhook that cannot serve must be noticed, not hidden.
-            tokio::select! {
-                res = controller => res?,
-                res = server => res.map_err(|e| errors::Error::Task(e.to_string()))??,
-            }
+    let metrics = std::sync::Arc::new(metrics::Metrics::new(caches.clone(), webhook.as_ref().map(|(stats, _)| stats)));
+    let ops = match args.metrics_addr.0 {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| errors::Error::Bind {
+                what: "metrics",
+                addr,
+                source,
+            })?;
+            Some(tokio::spawn(metrics::serve(metrics.clone(), listener, shutdown.clone())))
         }
-        None => controller.await?,
+        None => None,
+    };
+    let controller = controller::run(client, settings, caches, metrics, shutdown.clone());
+    // Any part ending ends the process: a webhook or endpoint that cannot serve must be noticed, not hidden.
+    let webhook = async move {
+        match webhook {
+            Some((_, server)) => {
+                server.await.map_err(|e| errors::Error::Task(e.to_string()))?.map_err(errors::Error::from)
+            }
+            None => futures::future::pending().await,
+        }
+    };
+    let ops = async move {
+        match ops {
+            Some(server) => server
+                .await
+                .map_err(|e| errors::Error::Task(e.to_string()))?
+                .map_err(|e| errors::Error::Task(format!("metrics endpoint: {e}"))),
+            None => futures::future::pending().await,
+        }
+    };
+    tokio::select! {
+        res = controller => res?,
+        res = webhook => res?,
+        res = ops => res?,
     }
     Ok(())
 }

@@ -78,6 +78,16 @@ async fn ecr_tokens_are_minted_once_and_written_everywhere_with_their_expiry() {
             );
             let creds = status.conditions.iter().find(|c| c.type_ == "CredentialsResolved").unwrap();
             assert_eq!((creds.status.as_str(), creds.reason.as_str()), ("True", "Resolved"));
+            // The metrics say how minting goes, and carry no secret.
+            let addr = h.operator.as_ref().unwrap().metrics_addr().await;
+            assert_eq!(support::http_get(&addr, "/readyz").await.0, 200);
+            let (status, metrics) = support::http_get(&addr, "/metrics").await;
+            assert_eq!(status, 200);
+            let mints = format!("regcred_token_mints_total{{profile=\"{profile}\",result=\"ok\"}}");
+            assert!(metrics.contains(&mints), "{metrics}");
+            assert!(metrics.contains(&format!("regcred_token_expiry_seconds{{profile=\"{profile}\"}}")), "{metrics}");
+            assert!(metrics.contains("regcred_managed_secrets "), "{metrics}");
+            assert!(!metrics.contains("auth-token") && !metrics.contains("secret-test"), "a secret in the metrics");
             // moto's tokens claim to have expired in 2015: the refresher clamps instead of spinning.
             let logs = h.logs();
             let mints = logs.matches("token minted").count();

@@ -101,6 +101,7 @@ pub struct Context {
     pub settings: Settings,
     pub recorder: Recorder,
     pub caches: Caches,
+    pub metrics: Arc<crate::metrics::Metrics>,
     /// The status last written per profile, and when: a reconcile that starts before that write reaches the
     /// cache sees a stale status and would write the same one again.
     pub written:
@@ -134,6 +135,7 @@ pub async fn run(
     client: Client,
     settings: Settings,
     caches: Caches,
+    metrics: Arc<crate::metrics::Metrics>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> Result<(), Error> {
     check_crd(&client).await?;
@@ -181,11 +183,20 @@ pub async fn run(
     let controller = Controller::for_stream(triggers, caches.profiles.clone())
         .with_config(ControllerRuntimeConfig::default().concurrency(4));
     let recorder = Recorder::new(client.clone(), Reporter { controller: settings.reporter.clone(), instance: None });
-    let ctx = Arc::new(Context { client, settings, recorder, caches, written: Default::default() });
+    let ctx = Arc::new(Context { client, settings, recorder, caches, metrics, written: Default::default() });
     info!("controller starting");
     controller
         .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx)
+        .run(
+            |profile, ctx| async move {
+                let started = std::time::Instant::now();
+                let result = reconcile(profile, ctx.clone()).await;
+                ctx.metrics.reconciled(result.is_ok(), started);
+                result
+            },
+            error_policy,
+            ctx,
+        )
         .for_each(|res| async move {
             match res {
                 Ok((obj, _)) => debug!(profile = %obj.name, "reconciled"),

@@ -9,6 +9,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use jiff::Timestamp;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
@@ -40,24 +43,27 @@ impl Drop for Entry {
     }
 }
 
-/// Counts of mint results, for metrics.
-#[derive(Debug, Default)]
-pub struct MintCounts {
-    pub ok: std::sync::atomic::AtomicU64,
-    pub failed: std::sync::atomic::AtomicU64,
+/// Labels of the mint counter: the profile, and `ok` or the failure's reason.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MintLabels {
+    pub profile: String,
+    pub result: String,
 }
+
+/// Mints by profile and result; registered as a metric (clones share their values).
+pub type MintCounts = Family<MintLabels, Counter>;
 
 pub struct Refresher {
     entries: Mutex<HashMap<String, Entry>>,
     dirty: Arc<Dirty>,
     fraction: f64,
-    pub counts: Arc<MintCounts>,
+    pub counts: MintCounts,
 }
 
 impl Refresher {
     /// `fraction`: the share of a token's remaining lifetime after which it is replaced (default 2/3).
     pub fn new(dirty: Arc<Dirty>, fraction: f64) -> Self {
-        Self { entries: Mutex::default(), dirty, fraction, counts: Arc::default() }
+        Self { entries: Mutex::default(), dirty, fraction, counts: MintCounts::default() }
     }
 
     /// The profile's token state. Starts minting if the profile has no task yet, or restarts it if its source
@@ -93,6 +99,15 @@ impl Refresher {
         self.entries.lock().unwrap_or_else(PoisonError::into_inner).remove(profile);
     }
 
+    /// Every profile's token state, for metrics.
+    pub fn snapshots(&self) -> Vec<(String, Snapshot)> {
+        let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        entries
+            .iter()
+            .map(|(name, e)| (name.clone(), e.snapshot.lock().unwrap_or_else(PoisonError::into_inner).clone()))
+            .collect()
+    }
+
     /// Stops minting for every profile `keep` rejects.
     pub fn retain(&self, keep: impl Fn(&str) -> bool) {
         self.entries.lock().unwrap_or_else(PoisonError::into_inner).retain(|name, _| keep(name));
@@ -119,7 +134,7 @@ async fn run(
     snapshot: Arc<Mutex<Snapshot>>,
     dirty: Arc<Dirty>,
     fraction: f64,
-    counts: Arc<MintCounts>,
+    counts: MintCounts,
 ) {
     let mut failures = 0u32;
     loop {
@@ -132,7 +147,7 @@ async fn run(
             let delay = match result {
                 Ok(minted) => {
                     failures = 0;
-                    counts.ok.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    counts.get_or_create(&MintLabels { profile: profile.clone(), result: "ok".into() }).inc();
                     let delay = tokens::refresh_after(now, minted.expires_at, fraction, jitter());
                     info!(profile, expires_at = %minted.expires_at, next_in = ?delay, "token minted");
                     snap.token = Some(minted);
@@ -143,7 +158,7 @@ async fn run(
                 }
                 Err(e) => {
                     failures += 1;
-                    counts.failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    counts.get_or_create(&MintLabels { profile: profile.clone(), result: e.reason.into() }).inc();
                     let delay = tokens::retry_after(failures);
                     warn!(profile, reason = e.reason, error = %e, retry_in = ?delay, "minting failed; the last good token stays");
                     snap.error = Some(e);

@@ -4,7 +4,6 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::Router;
@@ -54,17 +53,24 @@ fn router(webhook: Arc<Webhook>) -> Router {
 }
 
 async fn mutate(State(webhook): State<Arc<Webhook>>, body: Bytes) -> Response {
-    let review: AdmissionReview<DynamicObject> = match serde_json::from_slice(&body) {
+    let started = std::time::Instant::now();
+    let response = answer(&webhook, &body).await;
+    webhook.stats.latency.observe(started.elapsed().as_secs_f64());
+    response
+}
+
+async fn answer(webhook: &Webhook, body: &[u8]) -> Response {
+    let review: AdmissionReview<DynamicObject> = match serde_json::from_slice(body) {
         Ok(review) => review,
         Err(e) => {
-            webhook.stats.malformed.fetch_add(1, Ordering::Relaxed);
+            webhook.stats.malformed.inc();
             return (StatusCode::BAD_REQUEST, format!("malformed AdmissionReview: {e}")).into_response();
         }
     };
     let request: AdmissionRequest<DynamicObject> = match review.try_into() {
         Ok(request) => request,
         Err(e) => {
-            webhook.stats.malformed.fetch_add(1, Ordering::Relaxed);
+            webhook.stats.malformed.inc();
             return (StatusCode::BAD_REQUEST, format!("AdmissionReview without a request: {e}")).into_response();
         }
     };
@@ -324,7 +330,7 @@ mod tests {
             let (status, _) = post(&webhook, body.into()).await;
             assert_eq!(status, StatusCode::BAD_REQUEST, "{body:?}");
         }
-        assert_eq!(webhook.stats.malformed.load(Ordering::Relaxed), 5);
+        assert_eq!(webhook.stats.malformed.get(), 5);
     }
 
     #[tokio::test]

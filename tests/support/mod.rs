@@ -331,6 +331,8 @@ impl Operator {
         let child = Command::new(env!("CARGO_BIN_EXE_regcred"))
             .arg("run")
             .args(["--namespace", namespace, "--profile-selector", &format!("regcred-test={test_id}")])
+            // Tests run side by side: each operator's metrics endpoint on a port of its own.
+            .args(["--metrics-addr", "127.0.0.1:0"])
             .args(extra)
             .env("KUBECONFIG", kubeconfig)
             .env("REGCRED_LOG", "info,regcred=debug")
@@ -364,8 +366,49 @@ impl Operator {
         Some((field("VmHWM:")?, field("VmRSS:")?))
     }
 
+    /// Where the operator serves `/metrics`, `/healthz` and `/readyz`, once it says so in its log.
+    pub async fn metrics_addr(&self) -> String {
+        wait_for("the metrics endpoint", Duration::from_secs(30), || async {
+            let logs = self.logs();
+            let line = logs.lines().find(|l| l.contains("metrics and health serving"))?;
+            let plain: String = strip_ansi(line);
+            let at = plain.find("addr=")? + 5;
+            Some(plain[at..].split_whitespace().next()?.to_owned())
+        })
+        .await
+    }
+
     /// What the operator logged so far.
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+}
+
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// A plain HTTP/1.0 GET: (status, body).
+pub async fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes()).await.unwrap();
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).await.unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, body.to_owned())
 }

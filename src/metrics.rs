@@ -1,0 +1,139 @@
+//! Prometheus metrics and the plain-HTTP operations endpoint: `/metrics`, `/healthz` (the process serves) and
+//! `/readyz` (the caches hold their initial lists). No metric carries secret material: labels are profile names
+//! and reasons.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use futures::FutureExt;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
+use tracing::info;
+
+use crate::controller::Caches;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProfileLabels {
+    pub profile: String,
+}
+
+/// Every metric regcred exposes. Clones of the metric handles share their values.
+pub struct Metrics {
+    registry: Registry,
+    pub reconciles: Family<ResultLabels, Counter>,
+    pub reconcile_duration: Histogram,
+    managed_secrets: Gauge,
+    token_expiry: Family<ProfileLabels, Gauge<f64, AtomicU64>>,
+    caches: Caches,
+}
+
+impl Metrics {
+    /// Registers the controller's, the refresher's (from `caches`) and the webhook's (`webhook`) metrics.
+    pub fn new(caches: Caches, webhook: Option<&crate::webhook::Stats>) -> Self {
+        let mut registry = Registry::with_prefix("regcred");
+        let reconciles = Family::<ResultLabels, Counter>::default();
+        registry.register("reconciles", "Profile reconciles by result (ok, error)", reconciles.clone());
+        let reconcile_duration = Histogram::new(exponential_buckets(0.001, 2.0, 16));
+        registry.register("reconcile_duration_seconds", "Duration of profile reconciles", reconcile_duration.clone());
+        let managed_secrets = Gauge::default();
+        registry.register(
+            "managed_secrets",
+            "Secrets labelled as managed by regcred, cluster-wide",
+            managed_secrets.clone(),
+        );
+        let token_expiry = Family::<ProfileLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "token_expiry_seconds",
+            "Seconds until the profile's current short-lived token expires (negative: expired)",
+            token_expiry.clone(),
+        );
+        registry.register(
+            "token_mints",
+            "Token mints by profile and result (ok, or the failure's reason)",
+            caches.refresher.counts.clone(),
+        );
+        if let Some(stats) = webhook {
+            registry.register("webhook_requests", "Admission requests answered", stats.requests.clone());
+            registry.register("webhook_patched", "Pods given pull secrets", stats.patched.clone());
+            registry.register("webhook_malformed", "Malformed admission requests", stats.malformed.clone());
+            registry.register(
+                "webhook_errors",
+                "Admission requests answered without a patch after an error",
+                stats.errors.clone(),
+            );
+            registry.register(
+                "webhook_secrets_created",
+                "Secrets created at admission for a brand-new namespace",
+                stats.secrets_created.clone(),
+            );
+            registry.register("webhook_request_duration_seconds", "Admission request latency", stats.latency.clone());
+        }
+        Self { registry, reconciles, reconcile_duration, managed_secrets, token_expiry, caches }
+    }
+
+    /// The text exposition, with the gauges read from the caches at this instant.
+    pub fn render(&self) -> String {
+        self.managed_secrets.set(i64::try_from(self.caches.managed.state().len()).unwrap_or(i64::MAX));
+        let now = jiff::Timestamp::now();
+        self.token_expiry.clear();
+        for (profile, snapshot) in self.caches.refresher.snapshots() {
+            if let Some(token) = snapshot.token {
+                let left = token.expires_at.duration_since(now).as_secs_f64();
+                self.token_expiry.get_or_create(&ProfileLabels { profile }).set(left);
+            }
+        }
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    /// Records one reconcile.
+    pub fn reconciled(&self, ok: bool, started: Instant) {
+        let result = if ok { "ok" } else { "error" };
+        self.reconciles.get_or_create(&ResultLabels { result: result.into() }).inc();
+        self.reconcile_duration.observe(started.elapsed().as_secs_f64());
+    }
+}
+
+/// Serves `/metrics`, `/healthz` and `/readyz` on `listener` (plain HTTP) until `shutdown` completes.
+pub async fn serve(
+    metrics: Arc<Metrics>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = Router::new()
+        .route("/metrics", get(render))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(ready))
+        .with_state(metrics);
+    let addr = listener.local_addr()?;
+    info!(%addr, "metrics and health serving");
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+}
+
+async fn render(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], metrics.render())
+}
+
+async fn ready(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
+    match metrics.caches.ready.clone().now_or_never() {
+        Some(true) => (StatusCode::OK, "ok"),
+        _ => (StatusCode::SERVICE_UNAVAILABLE, "caches are not synced yet"),
+    }
+}
