@@ -14,7 +14,7 @@ use kube::api::{Api, ListParams};
 use regcred::api::RegistryProfile;
 use serde_json::{Value, json};
 use support::harness::{Harness, WAIT};
-use support::tokens::{GcpTokenEndpoint, Moto};
+use support::tokens::{EcrPublicEndpoint, GcpTokenEndpoint, Moto};
 use support::{TestEnv, wait_for};
 
 const ECR_HOST: &str = "123456789012.dkr.ecr.us-east-1.amazonaws.com";
@@ -154,6 +154,33 @@ async fn web_identity_irsa_is_used_when_no_secret_is_given() {
             let (_, auths) = wait_auths(&h, &a, "pull").await;
             let hosts: Vec<&String> = auths.keys().collect();
             assert_eq!(hosts, ["333333333333.dkr.ecr.us-east-1.amazonaws.com"], "the web identity role's account");
+        })
+        .await;
+}
+
+#[tokio::test]
+async fn ecr_public_tokens_are_minted_in_us_east_1() {
+    TestEnv::new("ecrpub")
+        .await
+        .run(|env| async move {
+            let public = EcrPublicEndpoint::start().await;
+            let envs = [("AWS_ENDPOINT_URL_ECR_PUBLIC", public.endpoint.clone())];
+            let h = Harness::start_env(&env, &[], &envs).await;
+            h.source("aws", &[("aws_access_key_id", "AKIDTESTTESTTEST"), ("aws_secret_access_key", "secret-test")])
+                .await;
+            let a = env.namespace("a", &[("pull", "yes")]).await;
+            // The region field does not matter: ECR Public mints in us-east-1 only.
+            let spec = json!({
+                "provider": "ecrPublic",
+                "credentials": {"ecr": {"secretRef": {"name": "aws"}, "region": "eu-west-1"}},
+                "namespaces": h.select("yes"),
+                "secretName": "pull",
+            });
+            let profile = h.profile("p", spec).await;
+            let (_, auths) = wait_auths(&h, &a, "pull").await;
+            assert_eq!(auths["public.ecr.aws"]["username"], "AWS");
+            assert_eq!(auths["public.ecr.aws"]["password"], "public-token-1");
+            h.ready(&profile).await;
         })
         .await;
 }

@@ -162,7 +162,7 @@ pub struct SecretReference {
     .message("externalId is only used with roleArn"))]
 pub struct EcrTokenSource {
     /// AWS region to mint in. Defaults to the region in the profile's ECR host; ECR Public always mints in
-    /// `us-east-1`.
+    /// `us-east-1` (this field is ignored there).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 32), pattern(r"^[a-z]{2}(-[a-z]+)+-[0-9]+$"))]
     pub region: Option<String>,

@@ -253,13 +253,12 @@ fn token_source(
     let ns = operator_namespace;
     if let Some(ecr) = &creds.ecr {
         return Some((|| {
-            if profile.spec.provider == crate::api::Provider::EcrPublic {
-                return Err(failed(
-                    "NotSupported",
-                    "ECR Public tokens are not supported yet; public.ecr.aws serves public images without credentials (anonymous: true)",
-                ));
-            }
-            let region = ecr.region.clone().or_else(|| registry.and_then(crate::credentials::ecr::region_of_host));
+            let public = profile.spec.provider == crate::api::Provider::EcrPublic;
+            let region = if public {
+                Some(crate::credentials::ecr::PUBLIC_REGION.to_owned())
+            } else {
+                ecr.region.clone().or_else(|| registry.and_then(crate::credentials::ecr::region_of_host))
+            };
             let region = region.ok_or_else(|| {
                 failed("RegionInvalid", "no AWS region: set credentials.ecr.region, or use an ECR host as server")
             })?;
@@ -288,6 +287,7 @@ fn token_source(
                 }
             };
             Ok(TokenSource::Ecr(EcrSource {
+                public,
                 region,
                 registry_ids: ecr.registry_ids.clone(),
                 role_arn: ecr.role_arn.clone(),

@@ -81,6 +81,9 @@ pub async fn mint(source: &EcrSource) -> Result<Minted, MintError> {
         let provider = assume.build().await;
         config = config.into_builder().credentials_provider(SharedCredentialsProvider::new(provider)).build();
     }
+    if source.public {
+        return mint_public(&config).await;
+    }
     let client = aws_sdk_ecr::Client::new(&config);
     // One token serves every registry the identity may pull from (AWS deprecated asking per registry ID), so
     // several registry IDs are several hosts carrying the same token.
@@ -91,14 +94,7 @@ pub async fn mint(source: &EcrSource) -> Result<Minted, MintError> {
         let (Some(token), Some(endpoint)) = (data.authorization_token(), data.proxy_endpoint()) else {
             return Err(MintError::new("InvalidResponse", "ECR returned authorization data without a token"));
         };
-        let decoded = B64
-            .decode(token)
-            .ok()
-            .and_then(|d| String::from_utf8(d).ok())
-            .ok_or_else(|| MintError::new("InvalidResponse", "ECR returned a token that is not base64"))?;
-        let Some((user, password)) = decoded.split_once(':') else {
-            return Err(MintError::new("InvalidResponse", "ECR returned a token without user:password"));
-        };
+        let (user, password) = decode_token(token)?;
         let host = endpoint.trim_start_matches("https://").trim_start_matches("http://").trim_end_matches('/');
         let entry = serde_json::json!({"username": user, "password": password, "auth": token});
         for host in hosts_for(host, &source.registry_ids) {
@@ -119,6 +115,44 @@ pub async fn mint(source: &EcrSource) -> Result<Minted, MintError> {
     })
 }
 
+/// The registry host of ECR Public, and the only region that mints its tokens.
+pub const PUBLIC_HOST: &str = "public.ecr.aws";
+pub const PUBLIC_REGION: &str = "us-east-1";
+
+/// ECR Public: authenticated pulls get higher rate limits than anonymous ones.
+async fn mint_public(config: &aws_config::SdkConfig) -> Result<Minted, MintError> {
+    let client = aws_sdk_ecrpublic::Client::new(config);
+    let out = client.get_authorization_token().send().await.map_err(classify)?;
+    let data = out
+        .authorization_data()
+        .ok_or_else(|| MintError::new("InvalidResponse", "ECR Public returned no authorization data"))?;
+    let token = data
+        .authorization_token()
+        .ok_or_else(|| MintError::new("InvalidResponse", "ECR Public returned authorization data without a token"))?;
+    let (user, password) = decode_token(token)?;
+    let doc = serde_json::json!({ "auths": { PUBLIC_HOST: {"username": user, "password": password, "auth": token} } });
+    Ok(Minted {
+        config: DockerConfig(SecretBytes::new(doc.to_string().into_bytes())),
+        expires_at: data
+            .expires_at()
+            .and_then(|t| Timestamp::new(t.secs(), 0).ok())
+            .unwrap_or_else(|| Timestamp::now() + jiff::SignedDuration::from_hours(12)),
+    })
+}
+
+/// An authorization token is base64 of `user:password`.
+fn decode_token(token: &str) -> Result<(String, String), MintError> {
+    let decoded = B64
+        .decode(token)
+        .ok()
+        .and_then(|d| String::from_utf8(d).ok())
+        .ok_or_else(|| MintError::new("InvalidResponse", "the registry token is not base64"))?;
+    decoded
+        .split_once(':')
+        .map(|(u, p)| (u.to_owned(), p.to_owned()))
+        .ok_or_else(|| MintError::new("InvalidResponse", "the registry token has no user:password"))
+}
+
 /// The hosts a token is written under: the caller's own registry, or each of `registry_ids` in the same region
 /// and partition (`<id>.dkr.ecr.<region>.amazonaws.com`).
 fn hosts_for(endpoint_host: &str, registry_ids: &[String]) -> Vec<String> {
@@ -130,12 +164,12 @@ fn hosts_for(endpoint_host: &str, registry_ids: &[String]) -> Vec<String> {
     }
 }
 
-fn classify<E, R>(err: aws_sdk_ecr::error::SdkError<E, R>) -> MintError
+fn classify<E, R>(err: aws_smithy_runtime_api::client::result::SdkError<E, R>) -> MintError
 where
-    E: aws_sdk_ecr::error::ProvideErrorMetadata + std::error::Error + 'static,
+    E: aws_smithy_types::error::metadata::ProvideErrorMetadata + std::error::Error + 'static,
     R: std::fmt::Debug,
 {
-    use aws_sdk_ecr::error::SdkError;
+    use aws_smithy_runtime_api::client::result::SdkError;
     let message = DisplayErrorContext(&err).to_string();
     let reason = match &err {
         SdkError::ServiceError(e) => match e.err().code() {

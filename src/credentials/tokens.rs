@@ -16,6 +16,8 @@ pub enum TokenSource {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EcrSource {
+    /// ECR Public (`public.ecr.aws`): one token for the public gallery, always minted in us-east-1.
+    pub public: bool,
     pub region: String,
     pub registry_ids: Vec<String>,
     pub role_arn: Option<String>,

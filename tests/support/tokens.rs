@@ -168,3 +168,45 @@ fn percent_decode(s: &str) -> String {
     }
     String::from_utf8_lossy(&out).into_owned()
 }
+
+/// A local ECR Public endpoint: it answers the SDK's real GetAuthorizationToken request (AWS JSON 1.1 over
+/// HTTP, SigV4-signed) after checking it is signed for `ecr-public` in us-east-1, the only region that mints
+/// ECR Public tokens. moto has no ECR Public.
+#[derive(Clone)]
+pub struct EcrPublicEndpoint {
+    pub endpoint: String,
+    pub requests: Arc<AtomicU64>,
+}
+
+impl EcrPublicEndpoint {
+    pub async fn start() -> Self {
+        use axum::http::{HeaderMap, StatusCode};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let state = Self { endpoint, requests: Arc::default() };
+        let seen = state.requests.clone();
+        let app = axum::Router::new().route(
+            "/",
+            axum::routing::post(move |headers: HeaderMap| {
+                let seen = seen.clone();
+                async move {
+                    let header = |k: &str| headers.get(k).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+                    let target_ok = header("x-amz-target") == "SpencerFrontendService.GetAuthorizationToken";
+                    let signed_ok = header("authorization").contains("/us-east-1/ecr-public/aws4_request");
+                    if !(target_ok && signed_ok) {
+                        return (StatusCode::BAD_REQUEST, r#"{"__type":"InvalidParameterException"}"#.to_owned());
+                    }
+                    let n = seen.fetch_add(1, Ordering::SeqCst) + 1;
+                    let token = base64::engine::general_purpose::STANDARD.encode(format!("AWS:public-token-{n}"));
+                    let expires = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+                        + 12 * 3600;
+                    let body =
+                        serde_json::json!({"authorizationData": {"authorizationToken": token, "expiresAt": expires}});
+                    (StatusCode::OK, body.to_string())
+                }
+            }),
+        );
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        state
+    }
+}
