@@ -94,6 +94,35 @@ pub fn patch(has_pull_secrets: bool, names: &[String]) -> json_patch::Patch {
     json_patch::Patch(ops)
 }
 
+/// The profiles that could serve a Pod in `ns`: every profile that writes a Secret (not anonymous, not being
+/// deleted), once per registry key its Secret holds. Pure.
+pub fn candidates(profiles: &[Arc<RegistryProfile>], ns: &NamespaceInfo, operator_namespace: &str) -> Vec<Candidate> {
+    profiles
+        .iter()
+        .filter(|p| p.spec.credentials.anonymous != Some(true) && p.meta().deletion_timestamp.is_none())
+        .flat_map(|p| {
+            let selects = CompiledSelection::new(&p.spec.namespaces, operator_namespace).is_ok_and(|c| c.selects(ns));
+            registry_keys(p).into_iter().map(move |key| Candidate {
+                profile: p.name_any(),
+                secret_name: secret_name(p),
+                key: CredentialKey::parse(&key),
+                selects_namespace: selects,
+            })
+        })
+        .collect()
+}
+
+/// The dockerconfigjson keys a profile's Secret holds: its registry's, and for ECR with `registryIds` the same
+/// registry host in each of those accounts.
+fn registry_keys(p: &RegistryProfile) -> Vec<String> {
+    let Some(registry) = resolve_server(p.spec.provider, p.spec.server.as_deref()) else { return Vec::new() };
+    let ids = p.spec.credentials.ecr.as_ref().map(|e| e.registry_ids.as_slice()).unwrap_or_default();
+    match registry.split_once('.') {
+        Some((_, rest)) if !ids.is_empty() => ids.iter().map(|id| config_key(&format!("{id}.{rest}"))).collect(),
+        _ => vec![config_key(&registry)],
+    }
+}
+
 /// Counters and latency of the webhook, registered as metrics (clones share their values).
 #[derive(Debug, Clone)]
 pub struct Stats {
@@ -153,21 +182,7 @@ impl Webhook {
             return allowed;
         }
         let profiles = self.caches.profiles.state();
-        let candidates: Vec<Candidate> = profiles
-            .iter()
-            .filter(|p| p.spec.credentials.secret_ref.is_some() && p.meta().deletion_timestamp.is_none())
-            .filter_map(|p| {
-                let registry = resolve_server(p.spec.provider, p.spec.server.as_deref())?;
-                let selects =
-                    CompiledSelection::new(&p.spec.namespaces, &self.operator_namespace).is_ok_and(|c| c.selects(&ns));
-                Some(Candidate {
-                    profile: p.name_any(),
-                    secret_name: secret_name(p),
-                    key: CredentialKey::parse(&config_key(&registry)),
-                    selects_namespace: selects,
-                })
-            })
-            .collect();
+        let candidates = candidates(&profiles, &ns, &self.operator_namespace);
         let existing: Vec<String> =
             pod.spec.iter().flat_map(|s| s.image_pull_secrets.iter().flatten()).map(|r| r.name.clone()).collect();
         let wanted = decide(&pod_images(&pod), &existing, &candidates);
@@ -268,6 +283,51 @@ mod tests {
 
     fn s(v: &[&str]) -> Vec<String> {
         v.iter().map(|x| (*x).to_owned()).collect()
+    }
+
+    fn profile(name: &str, spec: serde_json::Value) -> Arc<RegistryProfile> {
+        let mut p: RegistryProfile = serde_json::from_value(serde_json::json!({
+            "apiVersion": "regcred.dev/v1alpha1", "kind": "RegistryProfile",
+            "metadata": {"name": name}, "spec": spec,
+        }))
+        .unwrap();
+        p.metadata.uid = Some(format!("uid-{name}"));
+        Arc::new(p)
+    }
+
+    #[test]
+    fn every_profile_that_writes_a_secret_is_a_candidate_under_each_of_its_keys() {
+        let all = serde_json::json!({"names": ["*"]});
+        let profiles = vec![
+            profile(
+                "static",
+                serde_json::json!({"server": "r.example.com", "credentials": {"secretRef": {"name": "c"}}, "namespaces": all}),
+            ),
+            profile(
+                "anon",
+                serde_json::json!({"provider": "mcr", "credentials": {"anonymous": true}, "namespaces": all}),
+            ),
+            profile(
+                "gcp",
+                serde_json::json!({"provider": "gcr", "credentials": {"gcp": {"secretRef": {"name": "k"}}}, "namespaces": all}),
+            ),
+            profile(
+                "ecr",
+                serde_json::json!({
+                    "provider": "ecr", "server": "123456789012.dkr.ecr.eu-west-1.amazonaws.com",
+                    "credentials": {"ecr": {"registryIds": ["111111111111", "222222222222"]}}, "namespaces": all,
+                }),
+            ),
+        ];
+        let ns = NamespaceInfo { name: "shop".into(), labels: Default::default(), terminating: false };
+        let got: Vec<(String, String)> =
+            candidates(&profiles, &ns, "regcred-system").into_iter().map(|c| (c.profile, c.secret_name)).collect();
+        let names: Vec<&str> = got.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(names, ["static", "gcp", "ecr", "ecr"]);
+        let images =
+            s(&["222222222222.dkr.ecr.eu-west-1.amazonaws.com/team/app:1", "gcr.io/proj/img", "mcr.microsoft.com/x"]);
+        let add = decide(&images, &[], &candidates(&profiles, &ns, "regcred-system"));
+        assert_eq!(add, s(&["regcred-gcp", "regcred-ecr"]));
     }
 
     #[test]
