@@ -234,7 +234,7 @@ async fn gcp_tokens_rotate_before_expiry_with_one_mint_per_rotation_for_any_numb
     TestEnv::new("gcp")
         .await
         .run(|env| async move {
-            let lifetime = 20;
+            let lifetime = 30;
             let gcp = GcpTokenEndpoint::start(lifetime).await;
             let h = Harness::start(&env).await;
             let key = gcp.key_json();
@@ -261,17 +261,17 @@ async fn gcp_tokens_rotate_before_expiry_with_one_mint_per_rotation_for_any_numb
             })
             .await;
 
-            // Watch like kubelets for 75 s (several lifetimes). After 25 s, the endpoint fails for a quarter of a
+            // Watch like kubelets for 3 minutes (six lifetimes). After 40 s, the endpoint fails for a quarter of a
             // lifetime starting just before the next refresh is due, and the last good token must carry the
             // namespaces through.
             let started = Instant::now();
-            let watch = Duration::from_secs(75);
+            let watch = Duration::from_secs(180);
             let mut seen = BTreeSet::new();
             let mints_before = gcp.mints();
             let profiles = Api::<RegistryProfile>::all(h.client());
             let mut outage: Option<Instant> = None;
             while started.elapsed() < watch {
-                if outage.is_none() && started.elapsed() > Duration::from_secs(25) {
+                if outage.is_none() && started.elapsed() > Duration::from_secs(40) {
                     let next = profiles.get(&profile).await.unwrap().status.unwrap().next_refresh_time.unwrap().0;
                     if jiff::Timestamp::now() + jiff::SignedDuration::from_secs(1) >= next {
                         outage = Some(Instant::now());
@@ -287,9 +287,12 @@ async fn gcp_tokens_rotate_before_expiry_with_one_mint_per_rotation_for_any_numb
             gcp.failing.store(false, Ordering::SeqCst);
             assert!(h.logs().contains("minting failed"), "the outage never met a refresh");
             let mints = gcp.mints() - mints_before + 1;
-            // Rotations at about two thirds of 20 s (13 s, minus up to 10% jitter) over 75 s: 5 to 7, plus retries.
-            assert!(mints <= 9, "{mints} mints in 75 s: one per namespace, or spinning");
-            assert!(seen.len() >= 4, "only {} distinct tokens seen in 75 s: tokens were not rotated", seen.len());
+            // Rotations at about two thirds of 30 s (20 s, minus up to 10% jitter) over 180 s: 9 to 10.
+            assert!(mints <= 12, "{mints} mints in 180 s: one per namespace, or spinning");
+            assert!(mints >= 8, "only {mints} mints in 180 s: tokens were not rotated");
+            // One mint per rotation, fanned out: every token minted shows up in the Secrets (the last one may not
+            // have been read yet), and no namespace got a token of its own.
+            assert!(seen.len() + 1 >= mints && seen.len() <= mints, "{} tokens seen for {mints} mints", seen.len());
             let p = h.ready(&profile).await;
             assert!(p.status.unwrap().expires_at.is_some());
             eprintln!("gcp soak: {mints} mints, {} tokens observed over {namespaces} namespaces", seen.len());
