@@ -209,6 +209,43 @@ async fn minting_failures_have_reasons_and_never_write_a_secret() {
         .await;
 }
 
+#[tokio::test]
+async fn gcp_minting_failures_say_why() {
+    TestEnv::new("gcpbad")
+        .await
+        .run(|env| async move {
+            let gcp = GcpTokenEndpoint::start(3600).await;
+            gcp.denying.store(true, Ordering::SeqCst);
+            let h = Harness::start(&env).await;
+            let (denied_key, dead_key) = (
+                gcp.key_json(),
+                gcp.key_json_for(&format!("http://127.0.0.1:{}/token", support::webhook::free_port())),
+            );
+            h.source("denied", &[("key.json", denied_key.as_str())]).await;
+            h.source("dead", &[("key.json", dead_key.as_str())]).await;
+            h.source("junk", &[("key.json", "{\"type\": \"service_account\"}")]).await;
+            let spec = |source: &str, secret: &str| {
+                json!({
+                    "provider": "gcr",
+                    "credentials": {"gcp": {"secretRef": {"name": source}}},
+                    "namespaces": h.select("yes"),
+                    "secretName": secret,
+                })
+            };
+            let denied = h.profile("denied", spec("denied", "a")).await;
+            let dead = h.profile("dead", spec("dead", "b")).await;
+            let junk = h.profile("junk", spec("junk", "c")).await;
+            // gcp_auth does not tell a refusal from a failing endpoint: both are TokenRequestFailed.
+            h.condition(&denied, "CredentialsResolved", "False", "TokenRequestFailed").await;
+            h.condition(&dead, "CredentialsResolved", "False", "EndpointUnreachable").await;
+            h.condition(&junk, "CredentialsResolved", "False", "InvalidServiceAccountKey").await;
+            // Fixed at the source: the retry (5 s, doubling) heals it without any change to the profile.
+            gcp.denying.store(false, Ordering::SeqCst);
+            h.condition(&denied, "CredentialsResolved", "True", "Resolved").await;
+        })
+        .await;
+}
+
 /// Reads every managed Secret of `profile` the way a kubelet would, and returns the access tokens seen.
 async fn observe(h: &Harness, profile: &str, gcp: &GcpTokenEndpoint) -> Vec<String> {
     let secrets = Api::<Secret>::all(h.client());

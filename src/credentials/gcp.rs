@@ -37,6 +37,11 @@ fn classify(err: gcp_auth::Error) -> MintError {
             "EndpointUnreachable"
         } else if ["401", "403", "invalid_grant", "unauthorized", "denied"].iter().any(|w| lower.contains(w)) {
             "AccessDenied"
+        } else if lower.contains("token request failed") {
+            // gcp_auth reports any non-success answer this way, without the status: a revoked or disabled key
+            // and a failing endpoint look alike.
+            message.push_str(" (the token endpoint refused the grant or failed; check that the key is active)");
+            "TokenRequestFailed"
         } else {
             "MintFailed"
         };

@@ -160,7 +160,7 @@ async fn run(
                     failures += 1;
                     counts.get_or_create(&MintLabels { profile: profile.clone(), result: e.reason.into() }).inc();
                     let delay = tokens::retry_after(failures);
-                    warn!(profile, reason = e.reason, error = %e, retry_in = ?delay, "minting failed; the last good token stays");
+                    warn!(profile, reason = e.reason, error = %e, retry_in = ?delay, "minting failed; the last good token, if any, stays");
                     snap.error = Some(e);
                     delay
                 }

@@ -67,6 +67,8 @@ pub struct GcpTokenEndpoint {
     pub lifetime_secs: Arc<AtomicU64>,
     /// While set, every request fails with 503.
     pub failing: Arc<AtomicBool>,
+    /// While set, every grant is refused (401 invalid_grant), as for a revoked key.
+    pub denying: Arc<AtomicBool>,
     pub issued: Arc<Mutex<HashMap<String, Issued>>>,
 }
 
@@ -78,6 +80,7 @@ impl GcpTokenEndpoint {
             token_uri: token_uri.clone(),
             lifetime_secs: Arc::new(AtomicU64::new(lifetime_secs)),
             failing: Arc::default(),
+            denying: Arc::default(),
             issued: Arc::default(),
         };
         let state = endpoint.clone();
@@ -96,6 +99,9 @@ impl GcpTokenEndpoint {
         use axum::http::StatusCode;
         if self.failing.load(Ordering::SeqCst) {
             return (StatusCode::SERVICE_UNAVAILABLE, r#"{"error":"temporarily_unavailable"}"#.into());
+        }
+        if self.denying.load(Ordering::SeqCst) {
+            return (StatusCode::UNAUTHORIZED, r#"{"error":"invalid_grant","error_description":"revoked"}"#.into());
         }
         let form: HashMap<String, String> = url_form(body);
         if form.get("grant_type").map(String::as_str) != Some("urn:ietf:params:oauth:grant-type:jwt-bearer") {
@@ -120,6 +126,11 @@ impl GcpTokenEndpoint {
 
     /// A service-account key whose `token_uri` is this endpoint.
     pub fn key_json(&self) -> String {
+        self.key_json_for(&self.token_uri)
+    }
+
+    /// A service-account key whose `token_uri` is `token_uri`.
+    pub fn key_json_for(&self, token_uri: &str) -> String {
         let pem = std::fs::read_to_string(super::repo_root().join("tests/fixtures/gcp-test-key.pem")).unwrap();
         serde_json::json!({
             "type": "service_account",
@@ -128,7 +139,7 @@ impl GcpTokenEndpoint {
             "private_key": pem,
             "client_email": "puller@regcred-test.iam.gserviceaccount.com",
             "client_id": "1000000000000",
-            "token_uri": self.token_uri,
+            "token_uri": token_uri,
         })
         .to_string()
     }
