@@ -93,59 +93,28 @@ impl Caches {
     ) -> Self {
         let dirty = Arc::new(Dirty::default());
         let refresher = Arc::new(crate::credentials::refresher::Refresher::new(dirty.clone(), refresh_fraction));
-        let [profiles_ready, ns_ready, managed_ready, sources_ready, sa_ready] =
-            std::array::from_fn(|_| watch::channel(false).0);
-
-        let (profiles, profiles_writer) = reflector::store::<RegistryProfile>();
         let mut profile_config = watcher::Config::default();
         if let Some(sel) = profile_selector {
             profile_config = profile_config.labels(sel);
         }
-        let profile_events = watcher(Api::<RegistryProfile>::all(client.clone()), profile_config)
-            .default_backoff()
-            .modify(|p| p.metadata.managed_fields = None)
-            .reflect(profiles_writer)
-            .inspect(ready_on_init(&profiles_ready))
-            .touched_objects();
-
-        let (namespaces, ns_writer) = reflector::store();
-        let ns_events = watcher(Api::<PartialObjectMeta<Namespace>>::all(client.clone()), watcher::Config::default())
-            .default_backoff()
-            .modify(|ns| ns.metadata.managed_fields = None)
-            .reflect(ns_writer)
-            .inspect(ready_on_init(&ns_ready))
-            .touched_objects();
-
-        let (managed, managed_writer) = reflector::store();
+        let (profiles, profiles_ready, profile_events) =
+            reflected(Api::<RegistryProfile>::all(client.clone()), profile_config, |p| {
+                p.metadata.managed_fields = None
+            });
+        let (namespaces, ns_ready, ns_events) =
+            reflected(Api::<PartialObjectMeta<Namespace>>::all(client.clone()), watcher::Config::default(), |ns| {
+                ns.metadata.managed_fields = None
+            });
         let managed_config = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"));
-        let managed_events = watcher(Api::<Secret>::all(client.clone()), managed_config)
-            .default_backoff()
-            .modify(strip_to_hash)
-            .reflect(managed_writer)
-            .inspect(ready_on_init(&managed_ready))
-            .touched_objects();
-
-        let (sources, sources_writer) = reflector::store();
-        let source_events = watcher(Api::<Secret>::namespaced(client.clone(), operator_namespace), Default::default())
-            .default_backoff()
-            .modify(|s| s.metadata.managed_fields = None)
-            .reflect(sources_writer)
-            .inspect(ready_on_init(&sources_ready))
-            .touched_objects();
-
-        let (service_accounts, sa_writer) = reflector::store();
-        let sa_events = watcher(Api::<ServiceAccount>::all(client.clone()), watcher::Config::default())
-            .default_backoff()
-            .modify(service_accounts::strip)
-            .reflect(sa_writer)
-            .inspect(ready_on_init(&sa_ready))
-            .touched_objects();
-
-        let ready = all_ready(
-            [&profiles_ready, &ns_ready, &managed_ready, &sources_ready, &sa_ready]
-                .map(watch::Sender::subscribe)
-                .to_vec(),
-        );
+        let (managed, managed_ready, managed_events) =
+            reflected(Api::<Secret>::all(client.clone()), managed_config, strip_to_hash);
+        let (sources, sources_ready, source_events) =
+            reflected(Api::<Secret>::namespaced(client.clone(), operator_namespace), Default::default(), |s| {
+                s.metadata.managed_fields = None
+            });
+        let (service_accounts, sa_ready, sa_events) =
+            reflected(Api::<ServiceAccount>::all(client.clone()), watcher::Config::default(), service_accounts::strip);
+        let ready = all_ready(vec![profiles_ready, ns_ready, managed_ready, sources_ready, sa_ready]);
         let caches = Self { profiles, namespaces, managed, sources, service_accounts, refresher, ready, dirty };
 
         // A profile changed: itself.
@@ -211,11 +180,7 @@ impl Caches {
     /// The profiles a ServiceAccount concerns: those that recorded an entry on it, and those in ServiceAccount mode
     /// that select its namespace and name it.
     pub fn profiles_for_service_account(&self, sa: &ServiceAccount, operator_namespace: &str) -> Vec<String> {
-        let mut names: Vec<String> = service_accounts::parse_record(
-            sa.annotations().get(service_accounts::RECORD_ANNOTATION).map(String::as_str),
-        )
-        .into_keys()
-        .collect();
+        let mut names: Vec<String> = service_accounts::record_of(sa).into_keys().collect();
         let namespace = sa.namespace().and_then(|ns| self.namespace(&ns));
         let account = sa.name_any();
         names.extend(
@@ -239,6 +204,29 @@ impl Caches {
     pub fn namespace(&self, name: &str) -> Option<NamespaceInfo> {
         self.namespaces.get(&ObjectRef::new(name)).map(|ns| namespace_info(&ns))
     }
+}
+
+/// One reflector: a store of `K` kept current by a watch (`modify` applied to each object before it is stored),
+/// a flag set once the initial list is in, and the stream of the objects the watch touched.
+fn reflected<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    modify: impl FnMut(&mut K) + Send + 'static,
+) -> (Store<K>, watch::Receiver<bool>, impl Stream<Item = Result<K, watcher::Error>> + Send + 'static)
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
+{
+    let (store, writer) = reflector::store();
+    let ready = watch::channel(false).0;
+    let flag = ready.subscribe();
+    let events = watcher(api, config)
+        .default_backoff()
+        .modify(modify)
+        .reflect(writer)
+        .inspect(ready_on_init(&ready))
+        .touched_objects();
+    (store, flag, events)
 }
 
 /// Marks a cache ready once its reflector has applied the initial list.

@@ -32,7 +32,7 @@ use tracing::{debug, info, warn};
 
 use crate::api::{NamespaceFailure, RegistryProfile};
 use crate::credentials::tokens::TokenSource;
-use crate::credentials::{DockerConfig, dockerconfig_from_source};
+use crate::credentials::{DockerConfig, SecretBytes, dockerconfig_from_source};
 use crate::registry::{config_key, resolve_server};
 pub use cache::Caches;
 use plan::{ObservedSecret, Target};
@@ -151,12 +151,7 @@ pub async fn run(
                 // while no replica was reconciling).
                 let mut names: BTreeSet<String> = caches.profiles.state().iter().map(|p| p.name_any()).collect();
                 for sa in caches.service_accounts.state() {
-                    names.extend(
-                        service_accounts::parse_record(
-                            sa.annotations().get(service_accounts::RECORD_ANNOTATION).map(String::as_str),
-                        )
-                        .into_keys(),
-                    );
+                    names.extend(service_accounts::record_of(&sa).into_keys());
                 }
                 names.into_iter().collect::<Vec<_>>()
             }
@@ -247,64 +242,83 @@ fn token_source(
     caches: &Caches,
     operator_namespace: &str,
 ) -> Option<Result<TokenSource, CredentialsOutcome>> {
-    use crate::credentials::SecretBytes;
-    use crate::credentials::tokens::{AwsKeys, EcrSource, GcpSource};
     let creds = &profile.spec.credentials;
-    let ns = operator_namespace;
     if let Some(ecr) = &creds.ecr {
-        return Some((|| {
-            let public = profile.spec.provider == crate::api::Provider::EcrPublic;
-            let region = if public {
-                Some(crate::credentials::ecr::PUBLIC_REGION.to_owned())
-            } else {
-                ecr.region.clone().or_else(|| registry.and_then(crate::credentials::ecr::region_of_host))
-            };
-            let region = region.ok_or_else(|| {
-                failed("RegionInvalid", "no AWS region: set credentials.ecr.region, or use an ECR host as server")
-            })?;
-            if !crate::credentials::ecr::known_region(&region) {
-                return Err(failed("RegionInvalid", format!("{region} is not a region of any AWS partition")));
-            }
-            let keys = match &ecr.secret_ref {
-                None => None,
-                Some(r) => {
-                    let data = source_data(caches, ns, &r.name)?;
-                    let get = |k: &str| data.get(k).filter(|v| !v.is_empty()).cloned();
-                    let (Some(id), Some(secret)) = (get("aws_access_key_id"), get("aws_secret_access_key")) else {
-                        return Err(failed(
-                            "MissingKey",
-                            format!(
-                                "Secret {ns}/{} needs the keys aws_access_key_id and aws_secret_access_key",
-                                r.name
-                            ),
-                        ));
-                    };
-                    Some(AwsKeys {
-                        access_key_id: String::from_utf8_lossy(&id).trim().to_owned(),
-                        secret_access_key: SecretBytes::new(secret),
-                        session_token: get("aws_session_token").map(SecretBytes::new),
-                    })
-                }
-            };
-            Ok(TokenSource::Ecr(EcrSource {
-                public,
-                region,
-                registry_ids: ecr.registry_ids.clone(),
-                role_arn: ecr.role_arn.clone(),
-                external_id: ecr.external_id.clone(),
-                keys,
-            }))
-        })());
+        return Some(ecr_source(profile, ecr, registry, caches, operator_namespace));
     }
-    let gcp = creds.gcp.as_ref()?;
-    Some((|| {
-        let registry = registry.ok_or_else(|| failed("MissingServer", "spec.server is required for this provider"))?;
-        let data = source_data(caches, ns, &gcp.secret_ref.name)?;
-        let key = data.get("key.json").filter(|v| !v.is_empty()).cloned().ok_or_else(|| {
+    creds.gcp.as_ref().map(|gcp| gcp_source(gcp, registry, caches, operator_namespace))
+}
+
+fn ecr_source(
+    profile: &RegistryProfile,
+    ecr: &crate::api::EcrTokenSource,
+    registry: Option<&str>,
+    caches: &Caches,
+    ns: &str,
+) -> Result<TokenSource, CredentialsOutcome> {
+    use crate::credentials::ecr::{PUBLIC_REGION, known_region, region_of_host};
+    use crate::credentials::tokens::{AwsKeys, EcrSource};
+    let public = profile.spec.provider == crate::api::Provider::EcrPublic;
+    let region = if public {
+        Some(PUBLIC_REGION.to_owned())
+    } else {
+        ecr.region.clone().or_else(|| registry.and_then(region_of_host))
+    };
+    let region = region.ok_or_else(|| {
+        failed("RegionInvalid", "no AWS region: set credentials.ecr.region, or use an ECR host as server")
+    })?;
+    if !known_region(&region) {
+        return Err(failed("RegionInvalid", format!("{region} is not a region of any AWS partition")));
+    }
+    let keys = match &ecr.secret_ref {
+        None => None,
+        Some(r) => {
+            let data = source_data(caches, ns, &r.name)?;
+            let get = |k: &str| data.get(k).filter(|v| !v.is_empty()).cloned();
+            let (Some(id), Some(secret)) = (get("aws_access_key_id"), get("aws_secret_access_key")) else {
+                return Err(failed(
+                    "MissingKey",
+                    format!("Secret {ns}/{} needs the keys aws_access_key_id and aws_secret_access_key", r.name),
+                ));
+            };
+            Some(AwsKeys {
+                access_key_id: String::from_utf8_lossy(&id).trim().to_owned(),
+                secret_access_key: SecretBytes::new(secret),
+                session_token: get("aws_session_token").map(SecretBytes::new),
+            })
+        }
+    };
+    Ok(TokenSource::Ecr(EcrSource {
+        public,
+        region,
+        registry_ids: ecr.registry_ids.clone(),
+        role_arn: ecr.role_arn.clone(),
+        external_id: ecr.external_id.clone(),
+        keys,
+    }))
+}
+
+fn gcp_source(
+    gcp: &crate::api::GcpTokenSource,
+    registry: Option<&str>,
+    caches: &Caches,
+    ns: &str,
+) -> Result<TokenSource, CredentialsOutcome> {
+    let registry = registry.ok_or_else(|| failed("MissingServer", "spec.server is required for this provider"))?;
+    let data = source_data(caches, ns, &gcp.secret_ref.name)?;
+    let key =
+        data.get("key.json").filter(|v| !v.is_empty()).cloned().ok_or_else(|| {
             failed("MissingKey", format!("Secret {ns}/{} needs the key key.json", gcp.secret_ref.name))
         })?;
-        Ok(TokenSource::Gcp(GcpSource { key: SecretBytes::new(key), registry_key: config_key(registry) }))
-    })())
+    Ok(TokenSource::Gcp(crate::credentials::tokens::GcpSource {
+        key: SecretBytes::new(key),
+        registry_key: config_key(registry),
+    }))
+}
+
+/// Whether a profile's credentials are short-lived tokens regcred mints.
+fn mints_tokens(profile: &RegistryProfile) -> bool {
+    profile.spec.credentials.ecr.is_some() || profile.spec.credentials.gcp.is_some()
 }
 
 /// The credentials a token-source profile writes now: its last good token, if it has not expired.
@@ -381,7 +395,7 @@ async fn reconcile(profile: Arc<RegistryProfile>, ctx: Arc<Context>) -> Result<A
 
     let credentials =
         resolve_credentials(&profile, registry.as_deref(), &ctx.caches, &ctx.settings.operator_namespace, true);
-    if profile.spec.credentials.ecr.is_none() && profile.spec.credentials.gcp.is_none() {
+    if !mints_tokens(&profile) {
         ctx.caches.refresher.stop(&name);
     }
     let token = ctx.caches.refresher.peek(&name);
@@ -535,9 +549,7 @@ async fn sync_service_accounts(
         if matches!(want, service_accounts::Want::Listed(_)) {
             listed += 1;
         }
-        let record = service_accounts::parse_record(
-            sa.annotations().get(service_accounts::RECORD_ANNOTATION).map(String::as_str),
-        );
+        let record = service_accounts::record_of(&sa);
         let pulls = sa.image_pull_secrets.as_deref().unwrap_or_default();
         if service_accounts::change(pulls, &record, &name, &want).is_some() {
             work.push((sa, want));
@@ -592,12 +604,7 @@ fn recorded_by(caches: &Caches, profile: &str) -> Vec<Arc<ServiceAccount>> {
         .service_accounts
         .state()
         .into_iter()
-        .filter(|sa| {
-            service_accounts::parse_record(
-                sa.annotations().get(service_accounts::RECORD_ANNOTATION).map(String::as_str),
-            )
-            .contains_key(profile)
-        })
+        .filter(|sa| service_accounts::record_of(sa).contains_key(profile))
         .collect()
 }
 
@@ -670,7 +677,7 @@ fn outcome_of(
     token: Option<&crate::credentials::refresher::Snapshot>,
 ) -> CredentialsOutcome {
     let creds = &profile.spec.credentials;
-    if creds.ecr.is_some() || creds.gcp.is_some() {
+    if mints_tokens(profile) {
         // A token is in place (or this would not be called): say whether minting still works.
         return match token.and_then(|t| t.error.as_ref()) {
             Some(e) => failed(e.reason, format!("{}; the last good token stays in place until it expires", e.message)),

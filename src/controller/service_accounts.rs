@@ -46,6 +46,11 @@ pub fn parse_record(value: Option<&str>) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// The entries regcred recorded on a ServiceAccount (see [`parse_record`]).
+pub fn record_of(sa: &ServiceAccount) -> BTreeMap<String, String> {
+    parse_record(sa.annotations().get(RECORD_ANNOTATION).map(String::as_str))
+}
+
 fn render_record(record: &BTreeMap<String, String>) -> Option<String> {
     (!record.is_empty()).then(|| record.iter().map(|(p, s)| format!("{p}={s}")).collect::<Vec<_>>().join(","))
 }
@@ -131,7 +136,7 @@ pub async fn converge(
     let api = Api::<ServiceAccount>::namespaced(client.clone(), &namespace);
     let mut current = cached.clone();
     for attempt in 0.. {
-        let record = parse_record(current.annotations().get(RECORD_ANNOTATION).map(String::as_str));
+        let record = record_of(&current);
         let pulls = current.image_pull_secrets.clone().unwrap_or_default();
         let Some(change) = change(&pulls, &record, profile, want) else {
             return Ok(false);
