@@ -8,6 +8,9 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+mod common;
+use common::percentile;
+
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Pod;
@@ -15,10 +18,6 @@ use kube::api::{Api, PostParams};
 use serde_json::json;
 use support::TestEnv;
 use support::webhook::{REGISTRY, SECRET, start};
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
 
 fn pod(i: usize) -> Pod {
     serde_json::from_value(json!({
@@ -107,8 +106,5 @@ async fn main() {
         f("regcred_handler_mean_ms"),
         ""
     );
-    let dir = support::repo_root().join(".local/bench");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("admission.json"), serde_json::to_string_pretty(&report).unwrap()).unwrap();
-    println!("figures written to .local/bench/admission.json");
+    common::write_report("admission", &report);
 }

@@ -13,6 +13,9 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+mod common;
+use common::percentile;
+
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -31,11 +34,6 @@ const CONCURRENCY: usize = 32;
 
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[idx.min(sorted.len() - 1)]
 }
 
 /// Mutating requests by `user` in the audit log received within [from, to] (a write received before the window
@@ -303,8 +301,5 @@ async fn main() {
     );
     println!("{:<52} {:>9.1}MiB {:>14}", "operator peak RSS", f("operator_peak_rss_mib"), "<= 40MiB");
     println!("{:<52} {:>9.1}MiB {:>14}", "operator RSS at the end", f("operator_rss_mib"), "");
-    let dir = support::repo_root().join(".local/bench");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("controller.json"), serde_json::to_string_pretty(&report).unwrap()).unwrap();
-    println!("figures written to .local/bench/controller.json");
+    common::write_report("controller", &report);
 }

@@ -3,7 +3,10 @@
 //! Prints p50/p99 and the requests per second one core sustains.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::time::{Duration, Instant};
+mod common;
+use common::percentile;
+
+use std::time::Instant;
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::core::DynamicObject;
@@ -67,10 +70,6 @@ fn handle(body: &str, candidates: &[Candidate]) -> Vec<u8> {
     serde_json::to_vec(&response.into_review()).unwrap()
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
-
 fn main() {
     let body = review();
     let candidates = candidates();
@@ -97,7 +96,5 @@ fn main() {
     println!("  {:<34} {:>10.0}", "requests per second (one core)", rps);
     let json =
         serde_json::json!({"p50_us": p50.as_secs_f64() * 1e6, "p99_us": p99.as_secs_f64() * 1e6, "rps_one_core": rps});
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".local/bench");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("webhook.json"), serde_json::to_string_pretty(&json).unwrap()).unwrap();
+    common::write_report("webhook", &json);
 }

@@ -1,0 +1,18 @@
+//! What every benchmark shares: percentiles of latency samples, and the machine-readable report.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::time::Duration;
+
+/// The `p` percentile (0..=1) of sorted samples, nearest rank.
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+/// Writes the figures to `.local/bench/<name>.json` and says so.
+pub fn write_report(name: &str, report: &serde_json::Value) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".local/bench");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(format!("{name}.json")), serde_json::to_string_pretty(report).unwrap()).unwrap();
+    println!("figures written to .local/bench/{name}.json");
+}
