@@ -54,6 +54,39 @@ pub struct RunArgs {
 
     #[command(flatten)]
     pub webhook: WebhookArgs,
+
+    #[command(flatten)]
+    pub leader_election: LeaderElectionArgs,
+}
+
+/// Options of the leader election between replicas.
+#[derive(Args, Clone, Debug)]
+pub struct LeaderElectionArgs {
+    /// Elect one replica (through a Lease in regcred's namespace) to reconcile and mint tokens; every replica
+    /// serves the webhook. `false` only for a single replica.
+    #[arg(long = "leader-election", env = "REGCRED_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    pub enabled: bool,
+
+    /// Name of the Lease.
+    #[arg(long = "leader-election-lease", env = "REGCRED_LEADER_ELECTION_LEASE", default_value = "regcred")]
+    pub lease: String,
+
+    /// This replica's identity in the Lease (the chart passes the Pod name). Default: host name and process id.
+    #[arg(long = "leader-election-identity", env = "REGCRED_LEADER_ELECTION_IDENTITY")]
+    pub identity: Option<String>,
+
+    /// How long the Lease holds without renewal, which bounds failover after a crash. Units: s, m.
+    #[arg(long = "leader-election-lease-duration", env = "REGCRED_LEADER_ELECTION_LEASE_DURATION", default_value = "10s", value_parser = parse_lease_duration)]
+    pub duration: std::time::Duration,
+}
+
+/// A Lease duration: whole seconds, between 2 s and 5 min.
+fn parse_lease_duration(s: &str) -> Result<std::time::Duration, String> {
+    let d: jiff::SignedDuration = s.parse().map_err(|e| format!("`{s}` is not a duration such as 10s: {e}"))?;
+    match std::time::Duration::try_from(d) {
+        Ok(d) if (2..=300).contains(&d.as_secs()) => Ok(d),
+        _ => Err(format!("`{s}` is outside 2s..5m")),
+    }
 }
 
 /// Options of the admission webhook.

@@ -22,6 +22,7 @@ pub async fn run(args: config::RunArgs) -> Result<(), errors::Error> {
     let client = kube::Client::try_default().await.map_err(errors::Error::Kubeconfig)?;
     info!(version = env!("CARGO_PKG_VERSION"), namespace = %args.namespace, "regcred starting");
     let shutdown = shutdown_signal().boxed().shared();
+    let shutdown: futures::future::Shared<futures::future::BoxFuture<'static, ()>> = shutdown;
     let settings = controller::Settings {
         operator_namespace: args.namespace.clone(),
         write_concurrency: usize::from(args.write_concurrency),
@@ -72,7 +73,22 @@ pub async fn run(args: config::RunArgs) -> Result<(), errors::Error> {
         }
         None => None,
     };
-    let controller = controller::run(client, settings, caches, metrics, shutdown.clone());
+    let (leading, election) = if args.leader_election.enabled {
+        let election = controller::leader::Election {
+            lease: args.leader_election.lease.clone(),
+            namespace: args.namespace.clone(),
+            identity: args.leader_election.identity.clone().unwrap_or_else(controller::leader::default_identity),
+            duration: args.leader_election.duration,
+        };
+        info!(lease = %election.lease, identity = %election.identity, "joining the leader election");
+        let (leading, task) = controller::leader::join(client.clone(), &election)
+            .await
+            .map_err(|e| errors::Error::Controller(controller::Error::LeaderElection(e)))?;
+        (Some(leading), Some(task))
+    } else {
+        (None, None)
+    };
+    let controller = controller::run_when_leading(client, settings, caches, metrics, shutdown.clone(), leading);
     // Any part ending ends the process: a webhook or endpoint that cannot serve must be noticed, not hidden.
     let webhook = async move {
         match webhook {
@@ -91,12 +107,17 @@ pub async fn run(args: config::RunArgs) -> Result<(), errors::Error> {
             None => futures::future::pending().await,
         }
     };
-    tokio::select! {
-        res = controller => res?,
-        res = webhook => res?,
-        res = ops => res?,
+    let result = tokio::select! {
+        res = controller => res.map_err(errors::Error::from),
+        res = webhook => res,
+        res = ops => res,
+    };
+    // The controller has dropped its view of the election: the lease is being released. Give it a moment, so
+    // the next leader takes over at once rather than after the lease expires.
+    if let Some(task) = election {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(3), task).await;
     }
-    Ok(())
+    result
 }
 
 /// Completes on SIGTERM or Ctrl-C.

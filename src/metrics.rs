@@ -38,6 +38,8 @@ pub struct Metrics {
     pub reconciles: Family<ResultLabels, Counter>,
     pub reconcile_duration: Histogram,
     managed_secrets: Gauge,
+    /// 1 while this replica leads (reconciles and mints tokens), 0 while it only serves the webhook.
+    pub leader: Gauge,
     token_expiry: Family<ProfileLabels, Gauge<f64, AtomicU64>>,
     caches: Caches,
 }
@@ -55,6 +57,12 @@ impl Metrics {
             "managed_secrets",
             "Secrets labelled as managed by regcred, cluster-wide",
             managed_secrets.clone(),
+        );
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "1 on the replica that reconciles profiles and mints tokens (the Lease holder), 0 on the others",
+            leader.clone(),
         );
         let token_expiry = Family::<ProfileLabels, Gauge<f64, AtomicU64>>::default();
         registry.register(
@@ -83,7 +91,7 @@ impl Metrics {
             );
             registry.register("webhook_request_duration_seconds", "Admission request latency", stats.latency.clone());
         }
-        Self { registry, reconciles, reconcile_duration, managed_secrets, token_expiry, caches }
+        Self { registry, reconciles, reconcile_duration, managed_secrets, leader, token_expiry, caches }
     }
 
     /// The text exposition, with the gauges read from the caches at this instant.

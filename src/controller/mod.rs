@@ -10,6 +10,7 @@
 //! handled by the reconcile itself, which deletes only Secrets whose ownerReference names the profile's UID.
 
 pub mod cache;
+pub mod leader;
 pub mod plan;
 pub mod selection;
 pub mod service_accounts;
@@ -67,6 +68,10 @@ pub enum Error {
     StatusUpdate(#[source] kube::Error),
     #[error("the Secret sync task failed: {0}")]
     SyncTask(String),
+    #[error("the leader election ended; this replica can no longer know whether it leads")]
+    LeaderElectionEnded,
+    #[error("cannot join the leader election (Lease in regcred's namespace): {0}")]
+    LeaderElection(#[source] kube_lease_manager::LeaseManagerError),
 }
 
 impl Error {
@@ -78,6 +83,7 @@ impl Error {
             Self::MissingUid => "missing_uid",
             Self::StatusUpdate(_) => "status_update",
             Self::SyncTask(_) => "sync_task",
+            Self::LeaderElectionEnded | Self::LeaderElection(_) => "leader_election",
         }
     }
 }
@@ -131,6 +137,48 @@ pub async fn check_crd(client: &Client) -> Result<(), Error> {
 }
 
 /// Runs the controller over `caches` until `shutdown` completes.
+/// Reconciles while this replica leads (always, without an election). On losing the lease the controller
+/// stops after its in-flight reconciles and minting stops, so two replicas never write at once for longer than
+/// the lease allows; on winning it again, every profile is reconciled once.
+pub async fn run_when_leading(
+    client: Client,
+    settings: Settings,
+    caches: Caches,
+    metrics: Arc<crate::metrics::Metrics>,
+    shutdown: futures::future::Shared<futures::future::BoxFuture<'static, ()>>,
+    leading: Option<tokio::sync::watch::Receiver<bool>>,
+) -> Result<(), Error> {
+    use futures::FutureExt;
+    let Some(mut leading) = leading else {
+        metrics.leader.set(1);
+        return run(client, settings, caches, metrics, shutdown).await;
+    };
+    loop {
+        info!("waiting to lead");
+        tokio::select! {
+            _ = shutdown.clone() => return Ok(()),
+            won = leader::until(&mut leading, true) => if !won { return Err(Error::LeaderElectionEnded) },
+        }
+        info!("leading: reconciling profiles and minting tokens");
+        metrics.leader.set(1);
+        let lost = {
+            let mut leading = leading.clone();
+            async move {
+                leader::until(&mut leading, false).await;
+            }
+        };
+        let stop = leader::either(shutdown.clone(), lost).shared();
+        let result = run(client.clone(), settings.clone(), caches.clone(), metrics.clone(), stop).await;
+        metrics.leader.set(0);
+        caches.refresher.retain(|_| false);
+        result?;
+        if shutdown.clone().now_or_never().is_some() {
+            return Ok(());
+        }
+        warn!("lost the lease: another replica reconciles now");
+    }
+}
+
 pub async fn run(
     client: Client,
     settings: Settings,
@@ -630,16 +678,23 @@ pub async fn ensure_secret(
     namespace: &str,
 ) -> Result<(), EnsureError> {
     let registry = resolve_server(profile.spec.provider, profile.spec.server.as_deref());
-    let config = match resolve_credentials(&profile, registry.as_deref(), caches, operator_namespace, false) {
-        Ok(Some(config)) => config,
-        Ok(None) => return Err(EnsureError::NothingToWrite),
-        Err(CredentialsOutcome::Failed { message, .. }) => return Err(EnsureError::Credentials(message)),
-        Err(_) => return Err(EnsureError::NothingToWrite),
-    };
+    let minted = caches.refresher.peek(&profile.name_any()).and_then(|t| t.token).map(|m| m.expires_at);
+    let (config, expires_at) =
+        match resolve_credentials(&profile, registry.as_deref(), caches, operator_namespace, false) {
+            Ok(Some(config)) => (config, minted),
+            Ok(None) => return Err(EnsureError::NothingToWrite),
+            Err(CredentialsOutcome::Failed { message, .. }) => return Err(EnsureError::Credentials(message)),
+            // Only the leader mints. On another replica the current token is in the Secrets the leader wrote.
+            Err(_) if mints_tokens(&profile) => match copy_of_written(client, caches, &profile).await {
+                Some(copy) => copy,
+                None => return Err(EnsureError::NothingToWrite),
+            },
+            Err(_) => return Err(EnsureError::NothingToWrite),
+        };
     let writer = sync::Writer {
         client: client.clone(),
         secret_name: secret_name(&profile),
-        expires_at: caches.refresher.peek(&profile.name_any()).and_then(|t| t.token).map(|m| m.expires_at),
+        expires_at,
         profile,
         config: Some(config),
     };
@@ -648,6 +703,23 @@ pub async fn ensure_secret(
         None => Ok(()),
         Some(f) => Err(EnsureError::Write { reason: f.reason, message: f.message }),
     }
+}
+
+/// The content (and expiry) of one of the Secrets already written for `profile`, read from the API: the cache
+/// keeps only a hash of their content.
+async fn copy_of_written(
+    client: &Client,
+    caches: &Caches,
+    profile: &RegistryProfile,
+) -> Option<(DockerConfig, Option<jiff::Timestamp>)> {
+    let (name, uid) = (secret_name(profile), profile.uid()?);
+    let written = caches.managed.state().into_iter().find(|s| {
+        s.name_any() == name && s.owner_references().iter().any(|o| o.uid == uid) && s.namespace().is_some()
+    })?;
+    let secret = Api::<Secret>::namespaced(client.clone(), &written.namespace()?).get(&name).await.ok()?;
+    let bytes = secret.data?.remove(DOCKER_CONFIG_KEY)?;
+    let expires_at = secret.metadata.annotations.and_then(|a| a.get(EXPIRES_AT_ANNOTATION)?.parse().ok());
+    Some((DockerConfig(SecretBytes::new(bytes.0)), expires_at))
 }
 
 /// When to look again without an outside trigger. A healthy profile is re-checked every 10 minutes as a safety

@@ -352,6 +352,27 @@ impl Operator {
         self.child.kill().await.unwrap();
     }
 
+    /// SIGTERM, as Kubernetes stops a Pod; returns whether the process exited successfully, and how long it took.
+    pub async fn terminate(mut self) -> (bool, Duration) {
+        let pid = self.pid().unwrap().to_string();
+        let started = std::time::Instant::now();
+        Command::new("kill").args(["-TERM", &pid]).status().await.unwrap();
+        let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await.unwrap().unwrap();
+        (status.success(), started.elapsed())
+    }
+
+    /// The sum of a metric's series (such as `regcred_leader` or `regcred_reconciles_total`); 0 when absent.
+    pub async fn metric(&self, name: &str) -> f64 {
+        let (_, body) = http_get(&self.metrics_addr().await, "/metrics").await;
+        body.lines()
+            .filter_map(|l| {
+                let rest = l.strip_prefix(name)?;
+                let rest = if rest.starts_with('{') { &rest[rest.find('}')? + 1..] } else { rest };
+                rest.strip_prefix(' ')?.split_whitespace().next()?.parse::<f64>().ok()
+            })
+            .sum()
+    }
+
     /// The operator's process id.
     pub fn pid(&self) -> Option<u32> {
         self.child.id()
