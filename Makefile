@@ -9,7 +9,7 @@ LOCAL_KUBECONFIG := $(CURDIR)/.local/kubeconfig
 # Integration tests share one apiserver; each runs in its own namespaces.
 TEST_THREADS ?= 4
 
-.PHONY: help build crds check-generated lint unit controlplane tools cluster-up cluster-down integration test bench
+.PHONY: help build crds deploy check-generated lint unit controlplane tools cluster-up cluster-down integration test bench
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -17,12 +17,20 @@ help: ## List the targets
 build: ## Build the regcred binary (debug)
 	$(CARGO) build --bin regcred
 
-crds: ## Regenerate crds/ from the Rust types
+# The CRD is generated from the Rust types into crds/ (for kubectl users) and into the chart (for its template).
+CRD_FILES := crds/regcred.dev_registryprofiles.yaml charts/regcred/files/crd.yaml
+crds: ## Regenerate crds/ and the chart's copy from the Rust types
 	$(CARGO) run --quiet --bin regcred -- crd > crds/regcred.dev_registryprofiles.yaml
+	cp crds/regcred.dev_registryprofiles.yaml charts/regcred/files/crd.yaml
 
-check-generated: ## Fail if generated files (crds/) are not what the code generates
-	@$(CARGO) run --quiet --bin regcred -- crd | diff -u crds/regcred.dev_registryprofiles.yaml - \
-	  || { echo "crds/ is stale: run 'make crds' and commit the result" >&2; exit 1; }
+deploy: controlplane ## Render deploy/regcred.yaml from the chart
+	tools/render-deploy.sh > deploy/regcred.yaml
+
+check-generated: controlplane ## Fail if generated files (crds/, the chart's CRD, deploy/) are not what the sources generate
+	@for f in $(CRD_FILES); do $(CARGO) run --quiet --bin regcred -- crd | diff -u $$f - \
+	  || { echo "$$f is stale: run 'make crds' and commit the result" >&2; exit 1; }; done
+	@tools/render-deploy.sh | diff -u deploy/regcred.yaml - \
+	  || { echo "deploy/ is stale: run 'make deploy' and commit the result" >&2; exit 1; }
 
 lint: ## cargo fmt --check and clippy with warnings denied
 	$(CARGO) fmt --check

@@ -4,16 +4,10 @@
 mod support;
 
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, PostParams};
 use serde::Deserialize;
-use support::TestEnv;
-
-fn helm(args: &[&str]) -> String {
-    let helm = support::repo_root().join(".local/bin/helm");
-    let out = std::process::Command::new(&helm).args(args).current_dir(support::repo_root()).output().unwrap();
-    assert!(out.status.success(), "helm {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
-}
+use support::{TestEnv, helm};
 
 /// The rendered documents of the chart with `sets`.
 fn render(namespace: &str, sets: &[&str]) -> Vec<serde_json::Value> {
@@ -77,6 +71,194 @@ async fn the_chart_renders_a_webhook_configuration_the_apiserver_accepts() {
             assert!(
                 render(&ns, &["webhook.enabled=false"]).iter().all(|d| d["kind"] != "MutatingWebhookConfiguration")
             );
+
+            // Every object of the chart, with every optional part that needs no other operator switched on, is
+            // accepted by the apiserver (server-side dry run).
+            let docs = render(&ns, &["networkPolicy.enabled=true", "serviceAccount.annotations.a=b"]);
+            for kind in ["Deployment", "PodDisruptionBudget", "NetworkPolicy", "CustomResourceDefinition", "Lease"] {
+                assert!(docs.iter().any(|d| d["kind"] == kind), "no {kind} rendered");
+            }
+            for doc in &docs {
+                dry_run_apply(&env.client, &ns, doc).await;
+            }
+            let deployment = docs.iter().find(|d| d["kind"] == "Deployment").unwrap();
+            let pod = &deployment["spec"]["template"]["spec"];
+            assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+            assert_eq!(pod["securityContext"]["seccompProfile"]["type"], "RuntimeDefault");
+            let container = &pod["containers"][0]["securityContext"];
+            assert_eq!(container["readOnlyRootFilesystem"], true);
+            assert_eq!(container["allowPrivilegeEscalation"], false);
+            assert_eq!(container["capabilities"]["drop"], serde_json::json!(["ALL"]));
+            assert_eq!(deployment["spec"]["replicas"], 2);
+
+            // values.schema.json rejects what the chart cannot honour.
+            for bad in
+                ["webhook.failurePolicy=Sometimes", "replicas=3", "logging.format=xml", "webhook.timeoutSeconds=60"]
+            {
+                let out = std::process::Command::new(support::repo_root().join(".local/bin/helm"))
+                    .args(["template", "r", "charts/regcred", "--kube-version", "1.37.2", "--set", bad])
+                    .current_dir(support::repo_root())
+                    .output()
+                    .unwrap();
+                assert!(!out.status.success(), "{bad} was accepted");
+            }
+        })
+        .await;
+}
+
+/// The API of the object `doc` describes (in `namespace` if it is namespaced), its kind and its name.
+async fn api_of(
+    client: &kube::Client,
+    namespace: &str,
+    doc: &serde_json::Value,
+) -> (Api<kube::api::DynamicObject>, String, String) {
+    let api_version = doc["apiVersion"].as_str().unwrap();
+    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+    let gvk = kube::api::GroupVersionKind::gvk(group, version, doc["kind"].as_str().unwrap());
+    let (resource, caps) = kube::discovery::pinned_kind(client, &gvk).await.unwrap();
+    let api = match caps.scope {
+        kube::discovery::Scope::Cluster => Api::all_with(client.clone(), &resource),
+        kube::discovery::Scope::Namespaced => Api::namespaced_with(client.clone(), namespace, &resource),
+    };
+    (api, gvk.kind, doc["metadata"]["name"].as_str().unwrap().to_owned())
+}
+
+/// Server-side applies `doc` as a dry run: the apiserver validates it as it would on install.
+async fn dry_run_apply(client: &kube::Client, namespace: &str, doc: &serde_json::Value) {
+    let (api, kind, name) = api_of(client, namespace, doc).await;
+    let params = kube::api::PatchParams::apply("regcred-chart-test").force().dry_run();
+    if let Err(e) = api.patch(&name, &params, &kube::api::Patch::Apply(doc)).await {
+        panic!("the apiserver rejects {kind} {name}: {e}");
+    }
+}
+
+/// The environment the chart's Deployment gives the operator container: its literal values, with what differs
+/// outside a Pod overridden (addresses on loopback, the certificate's name the apiserver dials).
+fn deployment_env(docs: &[serde_json::Value], port: u16) -> Vec<(String, String)> {
+    let deployment = docs.iter().find(|d| d["kind"] == "Deployment").expect("a Deployment");
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["args"], serde_json::json!(["run"]));
+    let mut env: Vec<(String, String)> = container["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| Some((e["name"].as_str()?.to_owned(), e["value"].as_str()?.to_owned())))
+        .collect();
+    for (name, value) in
+        [("REGCRED_WEBHOOK_ADDR", format!("127.0.0.1:{port}")), ("REGCRED_WEBHOOK_DNS_NAMES", "127.0.0.1".to_owned())]
+    {
+        let slot = env.iter_mut().find(|(n, _)| n == name).unwrap_or_else(|| panic!("the chart sets no {name}"));
+        slot.1 = value;
+    }
+    env
+}
+
+/// What a release leaves in the cluster: (kind, namespace, name) of every object `helm get manifest` lists.
+fn release_objects(release: &str, namespace: &str) -> Vec<serde_json::Value> {
+    let text = helm(&["get", "manifest", release, "--namespace", namespace]);
+    serde_yaml::Deserializer::from_str(&text)
+        .filter_map(|doc| serde_json::Value::deserialize(doc).ok())
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+#[tokio::test]
+async fn helm_install_runs_the_operator_as_the_charts_service_account_and_uninstall_leaves_only_what_is_kept() {
+    use k8s_openapi::api::core::v1::Secret;
+    use std::time::Duration;
+    use support::webhook::{REGISTRY, SECRET, create_pod, free_port, pod, serve_registry};
+    use support::{Operator, harness::Harness, wait_for};
+
+    TestEnv::new("helm")
+        .await
+        .run(|env| async move {
+            support::install_crd(&env.client).await;
+            let ns = env.namespace("system", &[]).await;
+            let release = support::webhook_configuration_name(&env);
+            let port = free_port();
+            let values = [
+                "crds.install=false".to_owned(),
+                format!("webhook.url=https://127.0.0.1:{port}/mutate"),
+                format!("webhook.namespaceSelector.matchLabels.regcred-test={}", env.id),
+                format!("controller.profileSelector=regcred-test={}", env.id),
+            ];
+            let mut install = vec!["install", &release, "charts/regcred", "--namespace", &ns, "--wait=false"];
+            for v in &values {
+                install.extend(["--set", v]);
+            }
+            helm(&install);
+            env.cleanup::<MutatingWebhookConfiguration>(&release);
+            env.cleanup::<k8s_openapi::api::rbac::v1::ClusterRole>(&release);
+            env.cleanup::<k8s_openapi::api::rbac::v1::ClusterRoleBinding>(&release);
+            let installed = release_objects(&release, &ns);
+            let kinds: Vec<&str> = installed.iter().filter_map(|d| d["kind"].as_str()).collect();
+            for kind in
+                ["Deployment", "ServiceAccount", "ClusterRole", "Role", "Service", "PodDisruptionBudget", "Lease"]
+            {
+                assert!(kinds.contains(&kind), "the release has no {kind}: {kinds:?}");
+            }
+
+            // The operator as the chart runs it: its ServiceAccount, its environment.
+            let kubeconfig = support::service_account_kubeconfig(&env.client, &ns, &release).await;
+            let envs = deployment_env(&installed, port);
+            let envs: Vec<(&str, String)> = envs.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+            let operator = Operator::start_env(&kubeconfig, &ns, &env.id, &[], &envs);
+            let h = Harness { env: env.clone(), op_ns: ns.clone(), operator: Some(operator), kubeconfig };
+            let webhooks = Api::<MutatingWebhookConfiguration>::all(env.client.clone());
+            let ca_bundle = || async {
+                let c = webhooks.get(&release).await.ok()?;
+                c.webhooks?.first()?.client_config.ca_bundle.clone()
+            };
+            wait_for("regcred to publish its CA in the chart's webhook configuration", Duration::from_secs(60), || {
+                ca_bundle()
+            })
+            .await;
+            serve_registry(&h).await;
+            let image = format!("{REGISTRY}/team/app:1");
+            let selected = env.namespace("app", &[("pull", "yes")]).await;
+            assert_eq!(create_pod(&h, &selected, &pod("a", &[&image], &[], &[])).await, vec![SECRET.to_owned()]);
+            // The chart asked for JSON logs, and got them.
+            let first = h.logs().lines().next().unwrap_or_default().to_owned();
+            assert!(serde_json::from_str::<serde_json::Value>(&first).is_ok(), "not JSON: {first}");
+            let leases = Api::<Lease>::namespaced(env.client.clone(), &ns);
+            wait_for("the chart's Lease to get a holder", Duration::from_secs(30), || async {
+                leases.get(&release).await.ok()?.spec?.holder_identity.map(|_| ())
+            })
+            .await;
+
+            // An upgrade that changes a value keeps what regcred manages at run time (the caBundle) and the
+            // webhook working.
+            let bundle = ca_bundle().await.unwrap();
+            let mut upgrade =
+                vec!["upgrade", &release, "charts/regcred", "--namespace", &ns, "--set", "webhook.timeoutSeconds=3"];
+            for v in &values {
+                upgrade.extend(["--set", v]);
+            }
+            helm(&upgrade);
+            let config = webhooks.get(&release).await.unwrap();
+            let hook = &config.webhooks.as_ref().unwrap()[0];
+            assert_eq!(hook.timeout_seconds, Some(3));
+            assert_eq!(hook.client_config.ca_bundle.as_ref(), Some(&bundle), "the upgrade dropped the caBundle");
+            assert_eq!(create_pod(&h, &selected, &pod("b", &[&image], &[], &[])).await, vec![SECRET.to_owned()]);
+
+            // Uninstall: every object of the release is gone, and the certificate Secret regcred created goes
+            // with the webhook configuration that owns it. The profile (a user's object) and its Secrets stay.
+            drop(h.operator);
+            let tls = Api::<Secret>::namespaced(env.client.clone(), &ns);
+            assert!(tls.get_opt(&format!("{release}-webhook-tls")).await.unwrap().is_some());
+            helm(&["uninstall", &release, "--namespace", &ns, "--wait"]);
+            for object in &installed {
+                let (api, kind, name) = api_of(&env.client, &ns, object).await;
+                wait_for(&format!("{kind} {name} to be gone"), Duration::from_secs(60), || async {
+                    api.get_opt(&name).await.unwrap().is_none().then_some(())
+                })
+                .await;
+            }
+            wait_for("the webhook certificate Secret to be collected", Duration::from_secs(90), || async {
+                tls.get_opt(&format!("{release}-webhook-tls")).await.unwrap().is_none().then_some(())
+            })
+            .await;
+            assert!(Api::<Secret>::namespaced(env.client.clone(), &selected).get_opt(SECRET).await.unwrap().is_some());
         })
         .await;
 }

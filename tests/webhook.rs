@@ -5,7 +5,6 @@
 
 mod support;
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -14,37 +13,8 @@ use k8s_openapi::api::core::v1::{Pod, Secret, ServiceAccount};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
 use support::harness::{Harness, WAIT, basic_spec};
-use support::webhook::{REGISTRY, SECRET, start};
+use support::webhook::{REGISTRY, SECRET, create_pod, pod, start};
 use support::{TestEnv, wait_for};
-
-fn pod(name: &str, images: &[&str], pull_secrets: &[&str], labels: &[(&str, &str)]) -> Pod {
-    serde_json::from_value(json!({
-        "metadata": {
-            "name": name,
-            "labels": labels.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect::<BTreeMap<_, _>>(),
-        },
-        "spec": {
-            "containers": images.iter().enumerate().map(|(i, image)| json!({"name": format!("c{i}"), "image": image})).collect::<Vec<_>>(),
-            "imagePullSecrets": pull_secrets.iter().map(|n| json!({"name": n})).collect::<Vec<_>>(),
-        }
-    }))
-    .unwrap()
-}
-
-/// Creates a Pod (retrying while the namespace's default ServiceAccount is not there yet) and returns the names
-/// of its imagePullSecrets as admitted.
-async fn create_pod(h: &Harness, ns: &str, pod: &Pod) -> Vec<String> {
-    let api = Api::<Pod>::namespaced(h.client(), ns);
-    let created = wait_for("a Pod to be admitted", WAIT, || async {
-        match api.create(&PostParams::default(), pod).await {
-            Ok(p) => Some(p),
-            Err(kube::Error::Api(e)) if e.message.contains("serviceaccount") => None,
-            Err(e) => panic!("creating Pod {:?} in {ns}: {e}", pod.metadata.name),
-        }
-    })
-    .await;
-    created.spec.unwrap().image_pull_secrets.unwrap_or_default().into_iter().map(|r| r.name).collect()
-}
 
 #[tokio::test]
 async fn pods_get_exactly_the_secrets_their_images_need() {

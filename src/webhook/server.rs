@@ -189,8 +189,16 @@ impl CertKeeper {
             None => material.ok_or("no certificate material")?,
             Some(next) => {
                 // The bundle first: the apiserver must trust a new CA before anything it signed is served.
-                self.publish_bundle(&next.ca_bundle()).await?;
+                let configuration = self.publish_bundle(&next.ca_bundle()).await?;
                 let mut secret = next.to_secret(&self.secret, &self.webhook.operator_namespace);
+                // Owned by the webhook configuration: uninstalling the chart removes the configuration, and the
+                // garbage collector then removes the key material with it.
+                secret.metadata.owner_references =
+                    kube::Resource::controller_owner_ref(&configuration, &()).map(|mut o| {
+                        o.controller = None;
+                        o.block_owner_deletion = None;
+                        vec![o]
+                    });
                 match &current {
                     // Replace only the version read: if another replica rotated meanwhile, retry from its result.
                     Some(cur) => {
@@ -217,8 +225,9 @@ impl CertKeeper {
         Ok(material)
     }
 
-    /// Sets `caBundle` on every webhook of the configuration, writing only when it differs.
-    async fn publish_bundle(&self, bundle: &str) -> Result<(), String> {
+    /// Sets `caBundle` on every webhook of the configuration, writing only when it differs; returns the
+    /// configuration as read.
+    async fn publish_bundle(&self, bundle: &str) -> Result<MutatingWebhookConfiguration, String> {
         let api = Api::<MutatingWebhookConfiguration>::all(self.webhook.client.clone());
         let config = api.get(&self.configuration).await.map_err(|e| {
             format!(
@@ -227,12 +236,12 @@ impl CertKeeper {
             )
         })?;
         let encoded = base64::engine::general_purpose::STANDARD.encode(bundle);
-        let webhooks = config.webhooks.unwrap_or_default();
+        let webhooks = config.webhooks.clone().unwrap_or_default();
         let stale = webhooks
             .iter()
             .any(|w| w.client_config.ca_bundle.as_ref().map(|b| b.0.as_slice()) != Some(bundle.as_bytes()));
         if !stale {
-            return Ok(());
+            return Ok(config);
         }
         let patch = serde_json::json!({
             "apiVersion": "admissionregistration.k8s.io/v1",
@@ -246,7 +255,7 @@ impl CertKeeper {
             .await
             .map_err(|e| format!("setting the caBundle of {}: {e}", self.configuration))?;
         info!(configuration = %self.configuration, "webhook caBundle updated");
-        Ok(())
+        Ok(config)
     }
 
     /// Re-checks periodically and whenever the Secret changes; swaps the served certificate in place.

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -199,70 +199,44 @@ pub async fn install_crd(client: &Client) {
     .await;
 }
 
-#[derive(serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct RbacRules {
-    cluster_rules: Vec<PolicyRule>,
-    namespace_rules: Vec<PolicyRule>,
-}
-
-/// The operator's RBAC rules: the chart's single definition.
-fn rbac_rules(webhook_configuration: &str) -> RbacRules {
-    let text = std::fs::read_to_string(repo_root().join("charts/regcred/files/rbac-rules.yaml")).unwrap();
-    serde_yaml::from_str(&text.replace("WEBHOOK_CONFIGURATION_NAME", webhook_configuration)).unwrap()
-}
-
-/// The name of the test's MutatingWebhookConfiguration: the only one its operator may touch.
+/// The name of the test's MutatingWebhookConfiguration: the only one its operator may touch. It is the chart's
+/// full name for the test's release, which the chart's RBAC names.
 pub fn webhook_configuration_name(env: &TestEnv) -> String {
     format!("regcred-{}", env.id)
 }
 
-/// Creates a ServiceAccount `regcred` in `namespace` bound to exactly the chart's rules and returns a kubeconfig
-/// file that authenticates as it.
+/// Runs the helm built with the local control plane; panics with its output when it fails.
+pub fn helm(args: &[&str]) -> String {
+    let helm = repo_root().join(".local/bin/helm");
+    let out = std::process::Command::new(&helm)
+        .args(args)
+        .env("KUBECONFIG", kubeconfig_path())
+        .current_dir(repo_root())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "helm {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Installs the chart as release `regcred-<id>` into `namespace` (without the CRD, which tests share, without
+/// the webhook configuration, which tests register by URL when they need one, and with no replicas: there is no
+/// kubelet here) and returns a kubeconfig that authenticates as the chart's ServiceAccount. The operator then
+/// runs with exactly the permissions the chart grants.
 pub async fn operator_identity(env: &TestEnv, namespace: &str) -> PathBuf {
-    let client = env.client.clone();
-    let rules = rbac_rules(&webhook_configuration_name(env));
-    let cluster_role = format!("regcred-test-{}", env.id);
-    let cr = ClusterRole {
-        metadata: ObjectMeta { name: Some(cluster_role.clone()), ..Default::default() },
-        rules: Some(rules.cluster_rules),
-        ..Default::default()
-    };
-    apply(&Api::<ClusterRole>::all(client.clone()), &cr).await;
-    env.cleanup::<ClusterRole>(&cluster_role);
-    let subject = Subject {
-        kind: "ServiceAccount".into(),
-        name: "regcred".into(),
-        namespace: Some(namespace.into()),
-        ..Default::default()
-    };
-    let crb = ClusterRoleBinding {
-        metadata: ObjectMeta { name: Some(cluster_role.clone()), ..Default::default() },
-        role_ref: RoleRef {
-            api_group: Some("rbac.authorization.k8s.io".into()),
-            kind: "ClusterRole".into(),
-            name: cluster_role.clone(),
-        },
-        subjects: Some(vec![subject.clone()]),
-    };
-    apply(&Api::<ClusterRoleBinding>::all(client.clone()), &crb).await;
-    env.cleanup::<ClusterRoleBinding>(&cluster_role);
-    let role = Role {
-        metadata: ObjectMeta { name: Some("regcred".into()), namespace: Some(namespace.into()), ..Default::default() },
-        rules: Some(rules.namespace_rules),
-    };
-    apply(&Api::<Role>::namespaced(client.clone(), namespace), &role).await;
-    let rb = RoleBinding {
-        metadata: ObjectMeta { name: Some("regcred".into()), namespace: Some(namespace.into()), ..Default::default() },
-        role_ref: RoleRef {
-            api_group: Some("rbac.authorization.k8s.io".into()),
-            kind: "Role".into(),
-            name: "regcred".into(),
-        },
-        subjects: Some(vec![subject]),
-    };
-    apply(&Api::<RoleBinding>::namespaced(client.clone(), namespace), &rb).await;
-    service_account_kubeconfig(&client, namespace, "regcred").await
+    let release = webhook_configuration_name(env);
+    helm(&[
+        "install",
+        &release,
+        "charts/regcred",
+        "--namespace",
+        namespace,
+        "--set",
+        "crds.install=false,webhook.enabled=false,replicaCount=0",
+    ]);
+    // Cluster-scoped objects of the release; the rest goes with the namespace.
+    env.cleanup::<ClusterRole>(&release);
+    env.cleanup::<ClusterRoleBinding>(&release);
+    service_account_kubeconfig(&env.client, namespace, &release).await
 }
 
 /// Creates the ServiceAccount if needed, mints a token for it, and writes a kubeconfig that uses that token.
@@ -392,6 +366,10 @@ impl Operator {
         wait_for("the metrics endpoint", Duration::from_secs(30), || async {
             let logs = self.logs();
             let line = logs.lines().find(|l| l.contains("metrics and health serving"))?;
+            // Plain (`addr=...`) or JSON (`"addr":"..."`) logs.
+            if let Ok(json) = serde_json::from_str::<serde_json::Value>(line) {
+                return Some(json["fields"]["addr"].as_str()?.to_owned());
+            }
             let plain: String = strip_ansi(line);
             let at = plain.find("addr=")? + 5;
             Some(plain[at..].split_whitespace().next()?.to_owned())

@@ -1,8 +1,11 @@
 //! The webhook registered with the local control plane, for tests and benchmarks.
 
+use std::collections::BTreeMap;
+
 use base64::Engine as _;
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
-use kube::api::Api;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, PostParams};
 use serde_json::json;
 
 use super::harness::{Harness, WAIT, basic_spec};
@@ -80,4 +83,33 @@ pub async fn start(env: &TestEnv, extra: &[&str]) -> Harness {
     .await;
     serve_registry(&h).await;
     h
+}
+
+pub fn pod(name: &str, images: &[&str], pull_secrets: &[&str], labels: &[(&str, &str)]) -> Pod {
+    serde_json::from_value(json!({
+        "metadata": {
+            "name": name,
+            "labels": labels.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect::<BTreeMap<_, _>>(),
+        },
+        "spec": {
+            "containers": images.iter().enumerate().map(|(i, image)| json!({"name": format!("c{i}"), "image": image})).collect::<Vec<_>>(),
+            "imagePullSecrets": pull_secrets.iter().map(|n| json!({"name": n})).collect::<Vec<_>>(),
+        }
+    }))
+    .unwrap()
+}
+
+/// Creates a Pod (retrying while the namespace's default ServiceAccount is not there yet) and returns the names
+/// of its imagePullSecrets as admitted.
+pub async fn create_pod(h: &Harness, ns: &str, pod: &Pod) -> Vec<String> {
+    let api = Api::<Pod>::namespaced(h.client(), ns);
+    let created = wait_for("a Pod to be admitted", WAIT, || async {
+        match api.create(&PostParams::default(), pod).await {
+            Ok(p) => Some(p),
+            Err(kube::Error::Api(e)) if e.message.contains("serviceaccount") => None,
+            Err(e) => panic!("creating Pod {:?} in {ns}: {e}", pod.metadata.name),
+        }
+    })
+    .await;
+    created.spec.unwrap().image_pull_secrets.unwrap_or_default().into_iter().map(|r| r.name).collect()
 }
