@@ -9,7 +9,7 @@ LOCAL_KUBECONFIG := $(CURDIR)/.local/kubeconfig
 # Integration tests share one apiserver; each runs in its own namespaces.
 TEST_THREADS ?= 4
 
-.PHONY: help build crds deploy check-generated lint unit controlplane tools cluster-up cluster-down integration test bench
+.PHONY: help build crds deploy demo demo-down check-generated lint unit controlplane tools cluster-up cluster-down integration test bench
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -59,11 +59,21 @@ bench: ## Benchmarks on a fresh local cluster; prints a table, writes .local/ben
 	$(MAKE) cluster-up
 	status=0; export KUBECONFIG=$(LOCAL_KUBECONFIG); for b in controller admission webhook; do $(CARGO) bench --bench $$b || status=$$?; done; $(MAKE) cluster-down; exit $$status
 
+demo: ## regcred at work on the local control plane, with a local registry (builds and installs what it needs)
+	$(CARGO) build --bin regcred
+	$(MAKE) tools
+	$(MAKE) cluster-up
+	tools/demo.sh
+
+demo-down: ## Stop the demo and the local control plane
+	tools/demo-down.sh --all
+
 test: ## Everything: lint, generated files, unit tests, then integration tests on a fresh local cluster
 	$(MAKE) lint
 	$(MAKE) check-generated
 	$(MAKE) unit
 	$(CARGO) build --bin regcred --tests
 	$(MAKE) tools
+	tools/demo-down.sh
 	$(MAKE) cluster-up
 	status=0; KUBECONFIG=$(LOCAL_KUBECONFIG) $(MAKE) integration || status=$$?; $(MAKE) cluster-down; exit $$status

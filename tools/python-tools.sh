@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
-# Installs the Python tools the tests start (moto in server mode, for AWS STS and ECR) into a virtualenv kept
-# outside the clone, at a pinned version; does nothing when that version is already there.
+# Installs the Python tools the tests and the demo start, pinned, into a virtualenv kept outside the clone: moto in
+# server mode (AWS STS and ECR), bcrypt (htpasswd entries for the local registry). Does nothing when exactly these
+# versions are already there.
 set -euo pipefail
-MOTO_VERSION=5.2.5
+PACKAGES=("moto[server]==5.2.5" "bcrypt==5.0.0")
 venv=${REGCRED_VENV:-$HOME/.cache/regcred/venv}
-if [ -x "$venv/bin/moto_server" ] && "$venv/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('moto') != '$MOTO_VERSION')" 2>/dev/null; then
+stamp="$venv/.regcred-packages"
+if [ -x "$venv/bin/moto_server" ] && [ "$(cat "$stamp" 2>/dev/null)" = "${PACKAGES[*]}" ]; then
   exit 0
 fi
 command -v python3 >/dev/null || { echo "python-tools: python3 is required (apt-get install python3 python3-venv)" >&2; exit 1; }
-echo "python-tools: installing moto[server]==$MOTO_VERSION into $venv"
+echo "python-tools: installing ${PACKAGES[*]} into $venv"
 python3 -m venv "$venv" || { echo "python-tools: could not create a virtualenv: apt-get install python3-venv" >&2; exit 1; }
-"$venv/bin/pip" install --quiet --disable-pip-version-check "moto[server]==$MOTO_VERSION"
+"$venv/bin/pip" install --quiet --disable-pip-version-check "${PACKAGES[@]}"
 "$venv/bin/moto_server" --help >/dev/null
+"$venv/bin/python" -c "import bcrypt"
+echo "${PACKAGES[*]}" > "$stamp"
