@@ -6,6 +6,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::Api;
 use support::harness::{Harness, basic_spec};
@@ -43,7 +44,10 @@ async fn one_replica_reconciles_and_another_takes_over_within_the_lease_when_it_
             let (leader, follower) = if leader == 0 { (first, second) } else { (second, first) };
             // The follower watches (its webhook answers from the same view) but writes nothing.
             assert_eq!(follower.metric("regcred_reconciles_total").await, 0.0, "a follower reconciled");
-            assert!(follower.metric("regcred_managed_secrets").await >= 1.0, "the follower's view is empty");
+            wait_for("the follower's view to hold the Secret", Duration::from_secs(30), || async {
+                (follower.metric("regcred_managed_secrets").await >= 1.0).then_some(())
+            })
+            .await;
 
             // The leader crashes. A namespace created now is served by the follower once it holds the lease.
             leader.kill().await;
@@ -57,7 +61,11 @@ async fn one_replica_reconciles_and_another_takes_over_within_the_lease_when_it_
             let takeover = killed.elapsed();
             println!("takeover after SIGKILL of the leader: {:.1} s (lease duration 10 s)", takeover.as_secs_f64());
             assert_eq!(follower.metric("regcred_leader").await, 1.0);
-            assert!(follower.metric("regcred_reconciles_total").await >= 1.0);
+            // Counted once the reconcile that wrote the Secret has also written the status.
+            wait_for("the new leader's reconciles to be counted", Duration::from_secs(30), || async {
+                (follower.metric("regcred_reconciles_total").await >= 1.0).then_some(())
+            })
+            .await;
             let logs = follower.logs();
             assert!(logs.contains("leading: reconciling"), "{logs}");
         })
@@ -81,6 +89,63 @@ async fn sigterm_stops_the_operator_cleanly_and_releases_its_lease() {
             assert!(success, "regcred did not exit successfully on SIGTERM");
             let released = leases.get("regcred").await.unwrap();
             assert_eq!(released.spec.unwrap().holder_identity, None, "the lease was not released");
+        })
+        .await;
+}
+
+/// Only the leader mints. A follower's webhook that admits a Pod into a namespace created a moment ago (here:
+/// while the leader is dead and its lease not yet expired) copies the token the leader wrote elsewhere, so the Pod
+/// still references a Secret that exists and works.
+#[tokio::test]
+async fn a_followers_webhook_serves_a_token_profile_in_a_brand_new_namespace() {
+    use support::webhook::{create_pod, free_port, pod, register};
+    const ECR_HOST: &str = "123456789012.dkr.ecr.us-east-1.amazonaws.com";
+    TestEnv::new("followerhook")
+        .await
+        .run(|env| async move {
+            let moto = support::tokens::Moto::start().await;
+            // The leader: no webhook.
+            let mut h = Harness::start_env(&env, &[], &moto.env()).await;
+            let leader = h.operator.take().unwrap();
+            leader_of(&[&leader]).await;
+            // The follower: the only webhook the apiserver calls.
+            let port = free_port();
+            let name = register(&env, port, None).await;
+            let addr = format!("127.0.0.1:{port}");
+            let args = ["--webhook-addr", &addr, "--webhook-configuration", &name, "--webhook-dns-names", "127.0.0.1"];
+            let follower = Operator::start_env(&h.kubeconfig, &h.op_ns, &env.id, &args, &moto.env());
+            h.source("aws", &[("aws_access_key_id", "AKIDTESTTESTTEST"), ("aws_secret_access_key", "secret-test")])
+                .await;
+            let spec = serde_json::json!({
+                "provider": "ecr",
+                "server": ECR_HOST,
+                "credentials": {"ecr": {"secretRef": {"name": "aws"}}},
+                "namespaces": h.select("yes"),
+                "secretName": "pull",
+            });
+            let profile = h.profile("p", spec).await;
+            let first = env.namespace("a", &[("pull", "yes")]).await;
+            h.wait_credentials(&first, "pull", ECR_HOST, "123456789012-auth-token").await;
+            h.ready(&profile).await;
+            let configs = Api::<MutatingWebhookConfiguration>::all(h.client());
+            wait_for("the follower's webhook to serve", Duration::from_secs(30), || async {
+                let c = configs.get(&name).await.ok()?;
+                c.webhooks?.first()?.client_config.ca_bundle.as_ref()?;
+                (follower.metric("regcred_managed_secrets").await >= 1.0).then_some(())
+            })
+            .await;
+
+            leader.kill().await;
+            let fresh = env.namespace_nowait("b", &[("pull", "yes")]).await;
+            let image = format!("{ECR_HOST}/team/app:1");
+            let secrets = create_pod(&h, &fresh, &pod("app", &[&image], &[], &[])).await;
+            assert_eq!(follower.metric("regcred_leader").await, 0.0, "the follower took over too early to tell");
+            assert_eq!(secrets, vec!["pull".to_owned()], "{}", follower.logs());
+            assert_eq!(follower.metric("regcred_webhook_secrets_created_total").await, 1.0);
+            h.wait_credentials(&fresh, "pull", ECR_HOST, "123456789012-auth-token").await;
+            let secret = h.secret(&fresh, "pull").await.unwrap();
+            assert!(secret.metadata.annotations.unwrap_or_default().contains_key("regcred.dev/expires-at"));
+            assert_eq!(follower.metric("regcred_token_mints_total").await, 0.0, "a follower minted");
         })
         .await;
 }

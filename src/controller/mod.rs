@@ -667,6 +667,15 @@ pub enum EnsureError {
     Write { reason: String, message: String },
 }
 
+impl From<CredentialsOutcome> for EnsureError {
+    fn from(outcome: CredentialsOutcome) -> Self {
+        match outcome {
+            CredentialsOutcome::Failed { message, .. } => Self::Credentials(message),
+            _ => Self::NothingToWrite,
+        }
+    }
+}
+
 /// Makes sure `profile`'s Secret exists in `namespace` now, without waiting for a reconcile: the webhook calls it
 /// when a Pod is admitted into a namespace created a moment ago. Creating is idempotent (a Secret that appeared
 /// meanwhile is adopted only if it is ours), so racing the controller is harmless.
@@ -683,13 +692,13 @@ pub async fn ensure_secret(
         match resolve_credentials(&profile, registry.as_deref(), caches, operator_namespace, false) {
             Ok(Some(config)) => (config, minted),
             Ok(None) => return Err(EnsureError::NothingToWrite),
-            Err(CredentialsOutcome::Failed { message, .. }) => return Err(EnsureError::Credentials(message)),
-            // Only the leader mints. On another replica the current token is in the Secrets the leader wrote.
-            Err(_) if mints_tokens(&profile) => match copy_of_written(client, caches, &profile).await {
+            // Only the leader mints: on another replica (or while a mint is failing) the current token is in the
+            // Secrets already written.
+            Err(outcome) if mints_tokens(&profile) => match copy_of_written(client, caches, &profile).await {
                 Some(copy) => copy,
-                None => return Err(EnsureError::NothingToWrite),
+                None => return Err(EnsureError::from(outcome)),
             },
-            Err(_) => return Err(EnsureError::NothingToWrite),
+            Err(outcome) => return Err(EnsureError::from(outcome)),
         };
     let writer = sync::Writer {
         client: client.clone(),
