@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Installs the Python tools the tests and the demo start, pinned, into a virtualenv kept outside the clone: moto in
-# server mode (AWS STS and ECR), bcrypt (htpasswd entries for the local registry). Does nothing when exactly these
+# server mode (AWS STS and ECR), bcrypt (htpasswd entries for the local registry), PyJWT (the registry token server of the tests). Does nothing when exactly these
 # versions are already there.
 set -euo pipefail
-PACKAGES=("moto[server]==5.2.5" "bcrypt==5.0.0")
+PACKAGES=("moto[server]==5.2.5" "bcrypt==5.0.0" "pyjwt==2.15.1")
 venv=${REGCRED_VENV:-$HOME/.cache/regcred/venv}
 stamp="$venv/.regcred-packages"
 if [ -x "$venv/bin/moto_server" ] && [ "$(cat "$stamp" 2>/dev/null)" = "${PACKAGES[*]}" ]; then
@@ -14,5 +14,5 @@ echo "python-tools: installing ${PACKAGES[*]} into $venv"
 python3 -m venv "$venv" || { echo "python-tools: could not create a virtualenv: apt-get install python3-venv" >&2; exit 1; }
 "$venv/bin/pip" install --quiet --disable-pip-version-check "${PACKAGES[@]}"
 "$venv/bin/moto_server" --help >/dev/null
-"$venv/bin/python" -c "import bcrypt"
+"$venv/bin/python" -c "import bcrypt, jwt"
 echo "${PACKAGES[*]}" > "$stamp"

@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
     printcolumn(name = "Registry", type_ = "string", json_path = ".status.registry"),
     printcolumn(name = "Synced", type_ = "string", json_path = ".status.syncSummary", description = "namespaces synced / selected"),
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(name = "Checks", type_ = "string", json_path = ".status.checks", description = "registry preflight: Passed, Failed, Checking (empty: no spec.validation)"),
     printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason", priority = 1),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     validation = Rule::new("size(self.metadata.name) <= 63")
@@ -73,6 +74,83 @@ pub struct RegistryProfileSpec {
     /// regcred adds and removes only its own entries.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_accounts: Option<ServiceAccountSelection>,
+
+    /// Registry preflight: regcred checks the credentials and probe images against the registry itself (through
+    /// the OCI distribution API) on every change, after every token refresh, and every `interval`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation: Option<Validation>,
+
+    /// TLS towards the registry, for the preflight.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<RegistryTls>,
+}
+
+/// What the registry preflight checks.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Validation {
+    /// Probe images: relative to the profile's registry (`team/app:1.0`) or full (`host/team/app@sha256:...`).
+    /// Without images only the credentials are checked.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16), inner(length(min = 1, max = 512)))]
+    pub images: Vec<String>,
+
+    /// Largest accepted image (config plus layers, as the manifest declares), as a quantity: `20Gi`, `500M`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(r"^[0-9]+(\.[0-9]+)?(k|M|G|T|P|Ki|Mi|Gi|Ti|Pi)?$"))]
+    pub max_image_size: Option<String>,
+
+    /// Accepted image manifest formats: `docker` (Docker v2 schema 2), `oci`; empty accepts both.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 2))]
+    pub manifest_types: Vec<ManifestType>,
+
+    /// Platform an image index (manifest list) is resolved to: `os/arch[/variant]`. Default `linux/amd64`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(r"^[a-z0-9]+/[a-z0-9]+(/[a-z0-9]+)?$"))]
+    pub platform: Option<String>,
+
+    /// How often the checks run again without a change: `30m`, `1h` (default), at least `1m`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(r"^[0-9]+(s|m|h)$"))]
+    pub interval: Option<String>,
+
+    /// `Report` (default): a failed check is reported, Secrets are written anyway. `Withhold`: while a check
+    /// fails, Secrets are neither created nor updated (existing ones are left as they are).
+    #[serde(default)]
+    pub on_failure: OnFailure,
+}
+
+/// Image manifest formats.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum ManifestType {
+    /// Docker image manifest v2 schema 2.
+    Docker,
+    /// OCI image manifest.
+    Oci,
+}
+
+/// What a failed preflight does.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+pub enum OnFailure {
+    #[default]
+    Report,
+    Withhold,
+}
+
+/// TLS towards a private registry.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RegistryTls {
+    /// CA certificates (PEM) that sign the registry's certificate, trusted in addition to the system's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 65536))]
+    pub ca_bundle: Option<String>,
+
+    /// Do not verify the registry's certificate at all. Visible in status; prefer `caBundle`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub insecure_skip_verify: Option<bool>,
 }
 
 /// Which ServiceAccounts list the Secret.
@@ -268,6 +346,41 @@ pub struct RegistryProfileStatus {
     /// Namespaces whose Secret could not be written, and why (at most 20 are listed).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub failed_namespaces: Vec<NamespaceFailure>,
+
+    /// The registry preflight overall: `Passed`, `Failed`, or `Checking`; absent without `spec.validation`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checks: Option<String>,
+
+    /// When the registry preflight last ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_check_time: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+
+    /// What each probe image resolved to.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<ImageStatus>,
+}
+
+/// One probe image as the registry preflight found it.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageStatus {
+    /// The full reference checked.
+    pub image: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media_type: Option<String>,
+    /// Config plus layers, in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<i64>,
+    /// The platform an index was resolved to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<String>,
+    /// Why the image failed its check, if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// One namespace whose Secret could not be written.

@@ -10,6 +10,7 @@
 //! handled by the reconcile itself, which deletes only Secrets whose ownerReference names the profile's UID.
 
 pub mod cache;
+pub mod checks;
 pub mod leader;
 pub mod plan;
 pub mod selection;
@@ -112,6 +113,8 @@ pub struct Context {
     /// cache sees a stale status and would write the same one again.
     pub written:
         std::sync::Mutex<std::collections::HashMap<String, (crate::api::RegistryProfileStatus, std::time::Instant)>>,
+    /// The last registry preflight per profile.
+    pub checks: std::sync::Mutex<std::collections::HashMap<String, checks::Record>>,
 }
 
 /// How long a written status is trusted over a cached one that differs from it.
@@ -226,7 +229,15 @@ pub async fn run(
     let controller = Controller::for_stream(triggers, caches.profiles.clone())
         .with_config(ControllerRuntimeConfig::default().concurrency(4));
     let recorder = Recorder::new(client.clone(), Reporter { controller: settings.reporter.clone(), instance: None });
-    let ctx = Arc::new(Context { client, settings, recorder, caches, metrics, written: Default::default() });
+    let ctx = Arc::new(Context {
+        client,
+        settings,
+        recorder,
+        caches,
+        metrics,
+        written: Default::default(),
+        checks: Default::default(),
+    });
     info!("controller starting");
     controller
         .graceful_shutdown_on(shutdown)
@@ -449,6 +460,20 @@ async fn reconcile(profile: Arc<RegistryProfile>, ctx: Arc<Context>) -> Result<A
     let token = ctx.caches.refresher.peek(&name);
     let selection = CompiledSelection::new(&profile.spec.namespaces, &ctx.settings.operator_namespace);
 
+    let verdict = match (&profile.spec.validation, &credentials, registry.as_deref()) {
+        (Some(validation), Ok(config), Some(registry)) => {
+            Some(preflight(&ctx, &profile, validation, registry, config.as_ref()).await)
+        }
+        _ => {
+            ctx.checks.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&name);
+            None
+        }
+    };
+    let withheld = verdict
+        .as_ref()
+        .and_then(|v| v.failure())
+        .filter(|_| profile.spec.validation.as_ref().is_some_and(|v| v.on_failure == crate::api::OnFailure::Withhold));
+
     let mut service_accounts_listed = profile.status.as_ref().and_then(|s| s.service_accounts);
     let (creds_outcome, sync_outcome) = match (&credentials, selection) {
         (Err(failed), _) => (
@@ -456,6 +481,16 @@ async fn reconcile(profile: Arc<RegistryProfile>, ctx: Arc<Context>) -> Result<A
             SyncOutcome::Skipped {
                 reason: "CredentialsUnavailable".into(),
                 message: "existing Secrets are left as they are until the credentials resolve".into(),
+            },
+        ),
+        (Ok(config), Ok(_)) if let Some(failure) = withheld => (
+            outcome_of(config, &profile, &ctx, token.as_ref()),
+            SyncOutcome::Skipped {
+                reason: "WithheldByPreflight".into(),
+                message: format!(
+                    "spec.validation.onFailure is Withhold and the registry preflight failed ({}): existing Secrets are left as they are",
+                    failure.reason
+                ),
             },
         ),
         (Ok(config), Err(invalid)) => (
@@ -530,6 +565,7 @@ async fn reconcile(profile: Arc<RegistryProfile>, ctx: Arc<Context>) -> Result<A
         registry,
         &creds_outcome,
         &sync_outcome,
+        verdict.as_ref(),
         now,
     );
     next.service_accounts = service_accounts_listed;
@@ -573,8 +609,73 @@ async fn reconcile(profile: Arc<RegistryProfile>, ctx: Arc<Context>) -> Result<A
             }
         }
     }
-    Ok(Action::requeue(requeue_after(&next, jiff::Timestamp::now())))
+    let now = jiff::Timestamp::now();
+    let mut after = requeue_after(&next, now);
+    if let Some(validation) = &profile.spec.validation
+        && let Some(record) = ctx.checks.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&name)
+    {
+        after = after.min(checks::until_due(record, now, checks::interval(validation)));
+    }
+    Ok(Action::requeue(after))
 }
+
+/// The registry preflight's verdict for `profile`: the last one while nothing it depends on changed and its
+/// interval has not passed, otherwise a fresh check (shown as `Checking` meanwhile when something changed).
+async fn preflight(
+    ctx: &Context,
+    profile: &RegistryProfile,
+    validation: &crate::api::Validation,
+    registry: &str,
+    config: Option<&DockerConfig>,
+) -> checks::Verdict {
+    use crate::registry::preflight::{Failure, Reason, Report};
+    let name = profile.name_any();
+    let tls = profile.spec.tls.as_ref();
+    let fingerprint = checks::fingerprint(validation, tls, registry, config);
+    let now = jiff::Timestamp::now();
+    let record = ctx.checks.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&name).cloned();
+    if let Some(r) = record.as_ref().filter(|r| !checks::due(Some(r), fingerprint, now, checks::interval(validation))) {
+        return checks::verdict(&r.report, r.at);
+    }
+    if record.as_ref().is_none_or(|r| r.fingerprint != fingerprint) {
+        let pending = serde_json::json!({"status": {"checks": checks::CHECKING}});
+        let api = Api::<RegistryProfile>::all(ctx.client.clone());
+        if let Err(e) = api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&pending)).await {
+            debug!(profile = %name, error = %e, "could not show the preflight as pending");
+        }
+    }
+    let credentials = config.and_then(|c| checks::credentials_in(c, &config_key(registry)));
+    let options = checks::options(validation, tls);
+    let check = crate::registry::preflight::check(registry, credentials.as_ref(), &validation.images, &options);
+    let report = match tokio::time::timeout(PREFLIGHT_TIMEOUT, check).await {
+        Ok(report) => report,
+        Err(_) => Report {
+            registry: registry.to_owned(),
+            credentials: Some(Failure {
+                reason: Reason::RegistryUnreachable,
+                message: format!("the preflight did not finish within {} s", PREFLIGHT_TIMEOUT.as_secs()),
+            }),
+            images: Vec::new(),
+            duration_ms: u64::try_from(PREFLIGHT_TIMEOUT.as_millis()).unwrap_or(u64::MAX),
+        },
+    };
+    info!(
+        profile = %name,
+        result = report.first_failure().map_or("passed", |f| f.reason.as_str()),
+        images = report.images.len(),
+        duration_ms = report.duration_ms,
+        "registry preflight"
+    );
+    let verdict = checks::verdict(&report, now);
+    ctx.checks
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .insert(name, checks::Record { fingerprint, at: now, report });
+    verdict
+}
+
+/// The longest a preflight may hold up a reconcile.
+const PREFLIGHT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// ServiceAccount mode for one profile: every cached ServiceAccount gets what the profile wants of it (see
 /// [`service_accounts::want`]); only those that need a change are patched. Returns how many accounts list the

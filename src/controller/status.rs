@@ -59,6 +59,7 @@ pub fn compute(
     registry: Option<String>,
     credentials: &CredentialsOutcome,
     sync: &SyncOutcome,
+    checks: Option<&super::checks::Verdict>,
     now: Time,
 ) -> RegistryProfileStatus {
     let creds = match credentials {
@@ -133,11 +134,19 @@ pub fn compute(
             )
         }
     };
-    let ready = match [&creds, &synced_cond].into_iter().find(|c| c.status != "True") {
+    let checked: Vec<Condition> = checks
+        .iter()
+        .flat_map(|v| {
+            [(super::checks::CREDENTIALS_VALID, &v.credentials), (super::checks::IMAGES_VERIFIED, &v.images)]
+                .map(|(type_, o)| condition(type_, o.ok, &o.reason, o.message.clone(), generation, &now))
+        })
+        .collect();
+    let ready = match [&creds, &synced_cond].into_iter().chain(checked.iter()).find(|c| c.status != "True") {
         None => condition(READY, true, "Ready", "credentials are in place".into(), generation, &now),
         Some(c) => condition(READY, false, &c.reason, c.message.clone(), generation, &now),
     };
     let mut conditions = vec![ready, creds, synced_cond];
+    conditions.extend(checked);
     if let Some(prev) = previous {
         for c in &mut conditions {
             if let Some(old) = prev.conditions.iter().find(|o| o.type_ == c.type_)
@@ -160,6 +169,9 @@ pub fn compute(
         expires_at: None,
         last_refresh_time: None,
         next_refresh_time: None,
+        checks: checks.map(|v| v.summary().to_owned()),
+        last_check_time: checks.map(|v| Time(v.at)),
+        images: checks.map(|v| v.images_status.clone()).unwrap_or_default(),
     }
 }
 
@@ -199,7 +211,7 @@ mod tests {
 
     #[test]
     fn all_good_is_ready() {
-        let s = compute(None, Some(2), Some("r.io".into()), &resolved(), &synced(3, vec![]), at(10));
+        let s = compute(None, Some(2), Some("r.io".into()), &resolved(), &synced(3, vec![]), None, at(10));
         assert_eq!(cond(&s, READY).status, "True");
         assert_eq!(s.sync_summary.as_deref(), Some("3/3"));
         assert_eq!(s.observed_generation, Some(2));
@@ -209,18 +221,18 @@ mod tests {
 
     #[test]
     fn a_status_that_did_not_change_is_equal_to_the_previous_one() {
-        let first = compute(None, Some(1), None, &resolved(), &synced(3, vec![]), at(10));
-        let again = compute(Some(&first), Some(1), None, &resolved(), &synced(3, vec![]), at(99));
+        let first = compute(None, Some(1), None, &resolved(), &synced(3, vec![]), None, at(10));
+        let again = compute(Some(&first), Some(1), None, &resolved(), &synced(3, vec![]), None, at(99));
         assert_eq!(first, again);
         assert!(events(Some(&first), &again).is_empty());
     }
 
     #[test]
     fn a_credential_failure_names_its_reason_everywhere_and_keeps_the_counts() {
-        let first = compute(None, Some(1), None, &resolved(), &synced(3, vec![]), at(10));
+        let first = compute(None, Some(1), None, &resolved(), &synced(3, vec![]), None, at(10));
         let failed = CredentialsOutcome::Failed { reason: "SecretNotFound".into(), message: "gone".into() };
         let skipped = SyncOutcome::Skipped { reason: "CredentialsUnavailable".into(), message: "kept".into() };
-        let s = compute(Some(&first), Some(1), None, &failed, &skipped, at(20));
+        let s = compute(Some(&first), Some(1), None, &failed, &skipped, None, at(20));
         assert_eq!(cond(&s, READY).reason, "SecretNotFound");
         assert_eq!(cond(&s, READY).last_transition_time, at(20));
         assert_eq!(cond(&s, SECRETS_SYNCED).reason, "CredentialsUnavailable");
@@ -239,7 +251,7 @@ mod tests {
                 message: "m".into(),
             })
             .collect();
-        let s = compute(None, None, None, &resolved(), &synced(40, failures), at(1));
+        let s = compute(None, None, None, &resolved(), &synced(40, failures), None, at(1));
         assert_eq!(cond(&s, SECRETS_SYNCED).reason, "Conflict");
         assert_eq!(cond(&s, READY).status, "False");
         assert_eq!(s.failed_namespaces.len(), MAX_FAILURES_LISTED);
@@ -255,6 +267,7 @@ mod tests {
             Some("mcr.microsoft.com".into()),
             &CredentialsOutcome::Anonymous,
             &synced(0, vec![]),
+            None,
             at(1),
         );
         assert_eq!(cond(&s, READY).status, "True");
@@ -265,11 +278,11 @@ mod tests {
     #[test]
     fn failing_profiles_are_retried_sooner_than_healthy_ones_and_back_off() {
         use crate::controller::requeue_after;
-        let healthy = compute(None, None, None, &resolved(), &synced(1, vec![]), at(0));
+        let healthy = compute(None, None, None, &resolved(), &synced(1, vec![]), None, at(0));
         assert_eq!(requeue_after(&healthy, jiff::Timestamp::from_second(1000).unwrap()).as_secs(), 600);
         let failed = CredentialsOutcome::Failed { reason: "SecretNotFound".into(), message: "m".into() };
         let skipped = SyncOutcome::Skipped { reason: "CredentialsUnavailable".into(), message: "m".into() };
-        let failing = compute(None, None, None, &failed, &skipped, at(0));
+        let failing = compute(None, None, None, &failed, &skipped, None, at(0));
         let after = |secs| requeue_after(&failing, jiff::Timestamp::from_second(secs).unwrap()).as_secs();
         assert_eq!(after(1), 5);
         assert_eq!(after(60), 30);

@@ -1,5 +1,7 @@
 //! Registry hosts: presets and the keys a dockerconfigjson is written under.
 
+pub mod preflight;
+
 use crate::api::Provider;
 
 /// The key the kubelet matches Docker Hub images (`nginx`, `docker.io/library/nginx`) against.

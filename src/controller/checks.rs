@@ -1,0 +1,260 @@
+//! When the registry preflight runs for a profile, and what its report means for the profile's status. Pure: the
+//! check itself is [`crate::registry::preflight::check`], run by the reconcile.
+
+use std::hash::{Hash, Hasher};
+use std::time::Duration;
+
+use base64::Engine as _;
+
+use crate::api::{ImageStatus, ManifestType, RegistryTls, Validation};
+use crate::credentials::DockerConfig;
+use crate::registry::preflight::{Credentials, ManifestKind, Options, Report};
+
+pub const CREDENTIALS_VALID: &str = "CredentialsValid";
+pub const IMAGES_VERIFIED: &str = "ImagesVerified";
+pub const PASSED: &str = "Passed";
+pub const FAILED: &str = "Failed";
+pub const CHECKING: &str = "Checking";
+
+/// The last preflight of a profile.
+#[derive(Clone, Debug)]
+pub struct Record {
+    /// What it checked: a new fingerprint means the profile, its credentials or its TLS changed.
+    pub fingerprint: u64,
+    pub at: jiff::Timestamp,
+    pub report: Report,
+}
+
+/// Identifies what a check depends on: the validation and TLS settings, the registry, and the credentials.
+pub fn fingerprint(
+    validation: &Validation,
+    tls: Option<&RegistryTls>,
+    registry: &str,
+    config: Option<&DockerConfig>,
+) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    serde_json::to_string(validation).unwrap_or_default().hash(&mut h);
+    serde_json::to_string(&tls).unwrap_or_default().hash(&mut h);
+    registry.hash(&mut h);
+    config.map(|c| c.0.expose().to_vec()).hash(&mut h);
+    h.finish()
+}
+
+/// How often checks run again: `spec.validation.interval`, default one hour, at least one minute.
+pub fn interval(validation: &Validation) -> Duration {
+    let parsed = validation.interval.as_deref().and_then(|s| {
+        let split = s.len().checked_sub(1)?;
+        let n: u64 = s[..split].parse().ok()?;
+        match &s[split..] {
+            "s" => Some(n),
+            "m" => n.checked_mul(60),
+            "h" => n.checked_mul(3600),
+            _ => None,
+        }
+    });
+    Duration::from_secs(parsed.unwrap_or(3600).max(60))
+}
+
+/// Whether a check is due now: none yet, something it depends on changed, or the interval has passed.
+pub fn due(record: Option<&Record>, fingerprint: u64, now: jiff::Timestamp, every: Duration) -> bool {
+    match record {
+        None => true,
+        Some(r) if r.fingerprint != fingerprint => true,
+        Some(r) => now.duration_since(r.at).as_secs_f64() >= every.as_secs_f64(),
+    }
+}
+
+/// How long until the next periodic check.
+pub fn until_due(record: &Record, now: jiff::Timestamp, every: Duration) -> Duration {
+    let elapsed = now.duration_since(record.at).as_secs_f64().max(0.0);
+    Duration::from_secs_f64((every.as_secs_f64() - elapsed).max(1.0))
+}
+
+/// The check's options from the profile.
+pub fn options(validation: &Validation, tls: Option<&RegistryTls>) -> Options {
+    Options {
+        ca_pem: tls.and_then(|t| t.ca_bundle.clone()),
+        insecure_skip_verify: tls.and_then(|t| t.insecure_skip_verify) == Some(true),
+        platform: validation.platform.clone().unwrap_or_else(|| "linux/amd64".into()),
+        max_size: validation.max_image_size.as_deref().and_then(crate::registry::preflight::parse_size),
+        accepted: validation
+            .manifest_types
+            .iter()
+            .map(|t| match t {
+                ManifestType::Docker => ManifestKind::Docker,
+                ManifestType::Oci => ManifestKind::Oci,
+            })
+            .collect(),
+        ..Options::default()
+    }
+}
+
+/// The username and password a dockerconfigjson holds for `key` (its `auth`, or `username` and `password`).
+pub fn credentials_in(config: &DockerConfig, key: &str) -> Option<Credentials> {
+    let doc: serde_json::Value = serde_json::from_slice(config.0.expose()).ok()?;
+    let entry = doc.get("auths")?.get(key)?;
+    if let Some(auth) = entry.get("auth").and_then(|a| a.as_str()) {
+        let decoded = base64::engine::general_purpose::STANDARD.decode(auth).ok()?;
+        let (username, password) =
+            String::from_utf8(decoded).ok()?.split_once(':').map(|(u, p)| (u.to_owned(), p.to_owned()))?;
+        return Some(Credentials { username, password });
+    }
+    Some(Credentials {
+        username: entry.get("username")?.as_str()?.to_owned(),
+        password: entry.get("password")?.as_str()?.to_owned(),
+    })
+}
+
+/// One condition's worth of a check.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    pub ok: bool,
+    pub reason: String,
+    pub message: String,
+}
+
+/// What a preflight report means for the status.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verdict {
+    pub credentials: Outcome,
+    pub images: Outcome,
+    pub images_status: Vec<ImageStatus>,
+    pub at: jiff::Timestamp,
+}
+
+impl Verdict {
+    pub fn passed(&self) -> bool {
+        self.credentials.ok && self.images.ok
+    }
+
+    /// The failing outcome, credentials first.
+    pub fn failure(&self) -> Option<&Outcome> {
+        [&self.credentials, &self.images].into_iter().find(|o| !o.ok)
+    }
+
+    pub fn summary(&self) -> &'static str {
+        if self.passed() { PASSED } else { FAILED }
+    }
+}
+
+pub fn verdict(report: &Report, at: jiff::Timestamp) -> Verdict {
+    let credentials = match &report.credentials {
+        None => Outcome {
+            ok: true,
+            reason: "Valid".into(),
+            message: format!("{} accepted the credentials", report.registry),
+        },
+        Some(f) => Outcome { ok: false, reason: f.reason.as_str().into(), message: f.message.clone() },
+    };
+    let failed: Vec<_> = report.images.iter().filter_map(|i| i.failure.as_ref()).collect();
+    let images = if report.credentials.is_some() {
+        Outcome {
+            ok: false,
+            reason: "NotChecked".into(),
+            message: "the credentials failed; no image was checked".into(),
+        }
+    } else if let Some(first) = failed.first() {
+        Outcome {
+            ok: false,
+            reason: first.reason.as_str().into(),
+            message: format!("{} of {} images failed: {}", failed.len(), report.images.len(), first.message),
+        }
+    } else if report.images.is_empty() {
+        Outcome { ok: true, reason: "NoImages".into(), message: "no probe image is configured".into() }
+    } else {
+        Outcome { ok: true, reason: "Verified".into(), message: format!("all {} images resolved", report.images.len()) }
+    };
+    let images_status = report
+        .images
+        .iter()
+        .map(|i| ImageStatus {
+            image: i.image.clone(),
+            digest: i.digest.clone(),
+            media_type: i.media_type.clone(),
+            size: i.size.and_then(|s| i64::try_from(s).ok()),
+            platform: i.platform.clone(),
+            reason: i.failure.as_ref().map(|f| f.reason.as_str().to_owned()),
+            message: i.failure.as_ref().map(|f| f.message.clone()),
+        })
+        .collect();
+    Verdict { credentials, images, images_status, at }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::credentials::SecretBytes;
+    use crate::registry::preflight::{Failure, ImageResult, Reason};
+
+    fn at(secs: i64) -> jiff::Timestamp {
+        jiff::Timestamp::from_second(secs).unwrap()
+    }
+
+    #[test]
+    fn checks_are_due_on_change_and_after_the_interval() {
+        let report = Report { registry: "r".into(), credentials: None, images: vec![], duration_ms: 1 };
+        let record = Record { fingerprint: 1, at: at(1000), report };
+        let hour = Duration::from_secs(3600);
+        assert!(due(None, 1, at(1000), hour));
+        assert!(!due(Some(&record), 1, at(1000 + 3599), hour));
+        assert!(due(Some(&record), 1, at(1000 + 3600), hour));
+        assert!(due(Some(&record), 2, at(1001), hour));
+        assert_eq!(until_due(&record, at(1000 + 600), hour), Duration::from_secs(3000));
+    }
+
+    #[test]
+    fn intervals_default_to_an_hour_and_never_go_below_a_minute() {
+        let v = |s: Option<&str>| Validation { interval: s.map(String::from), ..Default::default() };
+        assert_eq!(interval(&v(None)), Duration::from_secs(3600));
+        assert_eq!(interval(&v(Some("30m"))), Duration::from_secs(1800));
+        assert_eq!(interval(&v(Some("2h"))), Duration::from_secs(7200));
+        assert_eq!(interval(&v(Some("5s"))), Duration::from_secs(60));
+    }
+
+    #[test]
+    fn fingerprints_follow_credentials_and_settings() {
+        let v = Validation::default();
+        let a = DockerConfig(SecretBytes::new(b"a".to_vec()));
+        let b = DockerConfig(SecretBytes::new(b"b".to_vec()));
+        assert_eq!(fingerprint(&v, None, "r", Some(&a)), fingerprint(&v, None, "r", Some(&a)));
+        assert_ne!(fingerprint(&v, None, "r", Some(&a)), fingerprint(&v, None, "r", Some(&b)));
+        let tls = RegistryTls { insecure_skip_verify: Some(true), ..Default::default() };
+        assert_ne!(fingerprint(&v, None, "r", Some(&a)), fingerprint(&v, Some(&tls), "r", Some(&a)));
+    }
+
+    #[test]
+    fn credentials_are_read_from_the_rendered_config() {
+        let config = crate::credentials::render("reg.example.com", "bot", "pa:ss");
+        let c = credentials_in(&config, "reg.example.com").unwrap();
+        assert_eq!((c.username.as_str(), c.password.as_str()), ("bot", "pa:ss"));
+        assert!(credentials_in(&config, "other.example.com").is_none());
+    }
+
+    #[test]
+    fn verdicts_name_the_first_failure() {
+        let image = |name: &str, failure: Option<Failure>| ImageResult {
+            image: name.into(),
+            digest: Some("sha256:x".into()),
+            size: Some(10),
+            failure,
+            ..Default::default()
+        };
+        let ok = Report { registry: "r".into(), credentials: None, images: vec![image("a", None)], duration_ms: 1 };
+        let v = verdict(&ok, at(0));
+        assert!(v.passed());
+        assert_eq!((v.credentials.reason.as_str(), v.images.reason.as_str()), ("Valid", "Verified"));
+        assert_eq!(v.images_status[0].size, Some(10));
+
+        let too_large = Failure { reason: Reason::ImageTooLarge, message: "big".into() };
+        let bad = Report { images: vec![image("a", None), image("b", Some(too_large))], ..ok.clone() };
+        let v = verdict(&bad, at(0));
+        assert_eq!(v.failure().map(|o| o.reason.as_str()), Some("ImageTooLarge"));
+        assert!(v.images.message.starts_with("1 of 2 images failed"), "{}", v.images.message);
+        assert_eq!(v.images_status[1].reason.as_deref(), Some("ImageTooLarge"));
+
+        let denied = Failure { reason: Reason::AuthenticationFailed, message: "no".into() };
+        let v = verdict(&Report { credentials: Some(denied), images: vec![], ..ok }, at(0));
+        assert_eq!(v.failure().map(|o| o.reason.as_str()), Some("AuthenticationFailed"));
+        assert_eq!(v.images.reason, "NotChecked");
+    }
+}

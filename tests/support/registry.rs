@@ -1,0 +1,295 @@
+//! Debian's docker-registry (distribution 2.8) started for a test: TLS from a test CA, and either htpasswd (Basic)
+//! or token authentication behind the small token server in `tests/fixtures/token_server.py`. Tests push their own
+//! images through the distribution API.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use oci_client::Reference;
+use oci_client::secrets::RegistryAuth;
+use reqwest::header::HeaderValue;
+use serde_json::{Value, json};
+use sha2::Digest as _;
+use tokio::process::{Child, Command};
+
+use super::{repo_root, suffix, wait_for};
+
+pub const USER: &str = "puller";
+pub const PASSWORD: &str = "correct-horse";
+
+/// How the registry authenticates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Auth {
+    /// htpasswd: a Basic challenge.
+    Basic,
+    /// A Bearer challenge: clients get a token from the token server with their Basic credentials.
+    Token,
+}
+
+/// A running registry. Stopped when dropped.
+pub struct Registry {
+    /// `127.0.0.1:PORT`.
+    pub addr: String,
+    /// The CA that signed the registry's certificate (PEM).
+    pub ca_pem: String,
+    pub auth: Auth,
+    pub dir: PathBuf,
+    registry: Option<Child>,
+    token_server: Option<(Child, u16)>,
+    config: PathBuf,
+}
+
+fn venv_python() -> PathBuf {
+    let venv = std::env::var("REGCRED_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/regcred/venv"));
+    venv.join("bin/python")
+}
+
+fn free_port() -> u16 {
+    super::webhook::free_port()
+}
+
+/// A CA and a certificate it signs for `127.0.0.1`: (ca pem, cert pem, key pem).
+fn tls_material() -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "regcred test registry CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let params = CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap();
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    (ca.pem(), cert.pem(), key.serialize_pem())
+}
+
+impl Registry {
+    /// Starts a registry with `auth` on a free loopback port and waits until it answers.
+    pub async fn start(auth: Auth) -> Self {
+        assert!(
+            std::process::Command::new("docker-registry").arg("--version").output().is_ok(),
+            "docker-registry is missing: apt-get install docker-registry (.ci/run installs it)"
+        );
+        let dir = std::env::temp_dir().join("regcred-tests").join(format!("registry-{}", suffix()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (ca_pem, cert_pem, key_pem) = tls_material();
+        std::fs::write(dir.join("tls.crt"), &cert_pem).unwrap();
+        std::fs::write(dir.join("tls.key"), &key_pem).unwrap();
+        let port = free_port();
+        let mut token_server = None;
+        let auth_config = match auth {
+            Auth::Basic => {
+                let out = std::process::Command::new(venv_python())
+                    .args([
+                        "-c",
+                        "import bcrypt,sys; print(sys.argv[1] + ':' + bcrypt.hashpw(sys.argv[2].encode(), bcrypt.gensalt(4)).decode())",
+                        USER,
+                        PASSWORD,
+                    ])
+                    .output()
+                    .unwrap();
+                assert!(out.status.success(), "bcrypt: {}", String::from_utf8_lossy(&out.stderr));
+                std::fs::write(dir.join("htpasswd"), out.stdout).unwrap();
+                json!({"htpasswd": {"realm": "regcred-test", "path": dir.join("htpasswd")}})
+            }
+            Auth::Token => {
+                let key = rcgen::KeyPair::generate().unwrap();
+                let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+                params.distinguished_name.push(rcgen::DnType::CommonName, "regcred test token signer");
+                let cert = params.self_signed(&key).unwrap();
+                std::fs::write(dir.join("signer.crt"), cert.pem()).unwrap();
+                std::fs::write(dir.join("signer.key"), key.serialize_pem()).unwrap();
+                let token_port = free_port();
+                let child = Command::new(venv_python())
+                    .arg(repo_root().join("tests/fixtures/token_server.py"))
+                    .arg(token_port.to_string())
+                    .arg(dir.join("signer.crt"))
+                    .arg(dir.join("signer.key"))
+                    .args(["regcred-test-issuer", USER, PASSWORD])
+                    .stdout(Stdio::null())
+                    .stderr(std::fs::File::create(dir.join("token-server.log")).unwrap())
+                    .kill_on_drop(true)
+                    .spawn()
+                    .unwrap();
+                token_server = Some((child, token_port));
+                json!({"token": {
+                    "realm": format!("http://127.0.0.1:{token_port}/token"),
+                    "service": "regcred-test-registry",
+                    "issuer": "regcred-test-issuer",
+                    "rootcertbundle": dir.join("signer.crt"),
+                }})
+            }
+        };
+        let config = json!({
+            "version": 0.1,
+            "log": {"level": "info", "accesslog": {"disabled": false}},
+            "storage": {"filesystem": {"rootdirectory": dir.join("data")}, "delete": {"enabled": true}},
+            "http": {
+                "addr": format!("127.0.0.1:{port}"),
+                "tls": {"certificate": dir.join("tls.crt"), "key": dir.join("tls.key")},
+            },
+            "auth": auth_config,
+        });
+        let config_path = dir.join("config.yml");
+        std::fs::write(&config_path, serde_yaml::to_string(&config).unwrap()).unwrap();
+        let mut registry = Self {
+            addr: format!("127.0.0.1:{port}"),
+            ca_pem,
+            auth,
+            dir,
+            registry: None,
+            token_server,
+            config: config_path,
+        };
+        registry.resume().await;
+        registry
+    }
+
+    /// Starts (again) the registry process and waits until `/v2/` answers.
+    pub async fn resume(&mut self) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("registry.log")).unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&self.config)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        self.registry = Some(child);
+        let http = self.http();
+        let url = format!("https://{}/v2/", self.addr);
+        wait_for("the registry to answer", Duration::from_secs(30), || async {
+            http.get(&url).send().await.ok().map(|_| ())
+        })
+        .await;
+        if let Some((_, port)) = &self.token_server {
+            let count = format!("http://127.0.0.1:{port}/count");
+            wait_for("the token server to answer", Duration::from_secs(30), || async {
+                http.get(&count).send().await.ok().map(|_| ())
+            })
+            .await;
+        }
+    }
+
+    /// Stops the registry process (the token server keeps running).
+    pub async fn stop(&mut self) {
+        if let Some(mut child) = self.registry.take() {
+            child.kill().await.unwrap();
+        }
+    }
+
+    fn http(&self) -> reqwest::Client {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(self.ca_pem.as_bytes()).unwrap())
+            .build()
+            .unwrap()
+    }
+
+    /// Requests regcred (by its user agent) has made to the registry so far: distinct request ids in its log.
+    pub fn requests(&self) -> usize {
+        let log = std::fs::read_to_string(self.dir.join("registry.log")).unwrap_or_default();
+        let ids: std::collections::BTreeSet<&str> = log
+            .lines()
+            .filter(|l| l.contains("useragent=regcred/"))
+            .filter_map(|l| l.split("http.request.id=").nth(1)?.split_whitespace().next())
+            .collect();
+        ids.len()
+    }
+
+    /// Requests the token server has answered so far (0 with Basic auth).
+    pub async fn token_requests(&self) -> usize {
+        let Some((_, port)) = &self.token_server else { return 0 };
+        let body: Value =
+            self.http().get(format!("http://127.0.0.1:{port}/count")).send().await.unwrap().json().await.unwrap();
+        body["requests"].as_u64().unwrap() as usize
+    }
+
+    fn client(&self) -> oci_client::Client {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        oci_client::Client::new(oci_client::client::ClientConfig {
+            protocol: oci_client::client::ClientProtocol::Https,
+            extra_root_certificates: vec![oci_client::client::Certificate {
+                encoding: oci_client::client::CertificateEncoding::Pem,
+                data: self.ca_pem.as_bytes().to_vec(),
+            }],
+            ..Default::default()
+        })
+    }
+
+    fn reference(&self, repo_tag: &str) -> Reference {
+        format!("{}/{repo_tag}", self.addr).parse().unwrap()
+    }
+
+    /// Pushes a blob; returns its descriptor (`mediaType`, `digest`, `size`).
+    async fn blob(&self, client: &oci_client::Client, repo_tag: &str, media_type: &str, data: Vec<u8>) -> Value {
+        let digest = format!("sha256:{:x}", sha2::Sha256::digest(&data));
+        let size = data.len();
+        let reference = self.reference(repo_tag);
+        let auth = RegistryAuth::Basic(USER.into(), PASSWORD.into());
+        client.auth(&reference, &auth, oci_client::RegistryOperation::Push).await.unwrap();
+        client.push_blob(&reference, data, &digest).await.unwrap();
+        json!({"mediaType": media_type, "digest": digest, "size": size})
+    }
+
+    /// Pushes a manifest under `repo:tag`; returns its descriptor.
+    async fn manifest(&self, client: &oci_client::Client, repo_tag: &str, manifest: Value) -> Value {
+        let media_type = manifest["mediaType"].as_str().unwrap().to_owned();
+        let body = serde_json::to_vec(&manifest).unwrap();
+        let digest = format!("sha256:{:x}", sha2::Sha256::digest(&body));
+        let size = body.len();
+        let reference = self.reference(repo_tag);
+        let auth = RegistryAuth::Basic(USER.into(), PASSWORD.into());
+        client.auth(&reference, &auth, oci_client::RegistryOperation::Push).await.unwrap();
+        client.push_manifest_raw(&reference, body, HeaderValue::from_str(&media_type).unwrap()).await.unwrap();
+        json!({"mediaType": media_type, "digest": digest, "size": size})
+    }
+
+    /// Pushes an image with one layer of `layer_size` bytes: a Docker v2 schema 2 manifest when `docker`,
+    /// otherwise an OCI manifest. Returns the manifest's descriptor.
+    pub async fn push_image(&self, repo_tag: &str, docker: bool, layer_size: usize, arch: &str) -> Value {
+        let client = self.client();
+        let (manifest_type, config_type, layer_type) = if docker {
+            (
+                "application/vnd.docker.distribution.manifest.v2+json",
+                "application/vnd.docker.container.image.v1+json",
+                "application/vnd.docker.image.rootfs.diff.tar.gzip",
+            )
+        } else {
+            (
+                "application/vnd.oci.image.manifest.v1+json",
+                "application/vnd.oci.image.config.v1+json",
+                "application/vnd.oci.image.layer.v1.tar+gzip",
+            )
+        };
+        let config = serde_json::to_vec(
+            &json!({"architecture": arch, "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}}),
+        )
+        .unwrap();
+        let layer: Vec<u8> = (0..layer_size).map(|i| (i % 251) as u8).chain(arch.bytes()).collect();
+        let config = self.blob(&client, repo_tag, config_type, config).await;
+        let layer = self.blob(&client, repo_tag, layer_type, layer).await;
+        let manifest = json!({"schemaVersion": 2, "mediaType": manifest_type, "config": config, "layers": [layer]});
+        self.manifest(&client, repo_tag, manifest).await
+    }
+
+    /// Pushes an OCI index under `repo:tag` with one small image per architecture (linux).
+    pub async fn push_index(&self, repo_tag: &str, arches: &[&str]) -> Vec<Value> {
+        let repo = repo_tag.split(':').next().unwrap();
+        let mut entries = Vec::new();
+        for arch in arches {
+            let mut entry = self.push_image(&format!("{repo}:{arch}-only"), false, 64, arch).await;
+            entry["platform"] = json!({"os": "linux", "architecture": arch});
+            entries.push(entry);
+        }
+        let client = self.client();
+        let index =
+            json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": entries});
+        self.manifest(&client, repo_tag, index).await;
+        entries
+    }
+}
