@@ -57,7 +57,7 @@ integration: ## Integration tests against the running local cluster
 bench: ## Benchmarks on a fresh local cluster; prints a table, writes .local/bench/*.json
 	$(CARGO) build --release --bin regcred --benches
 	$(MAKE) cluster-up
-	status=0; export KUBECONFIG=$(LOCAL_KUBECONFIG); for b in controller admission webhook; do $(CARGO) bench --bench $$b || status=$$?; done; $(MAKE) cluster-down; exit $$status
+	status=0; export KUBECONFIG=$(LOCAL_KUBECONFIG); for b in controller admission webhook preflight; do $(CARGO) bench --bench $$b || status=$$?; done; $(MAKE) cluster-down; exit $$status
 
 demo: ## regcred at work on the local control plane, with a local registry (builds and installs what it needs)
 	$(CARGO) build --bin regcred

@@ -25,6 +25,11 @@ pub enum Command {
     Run(Box<RunArgs>),
     /// Print the RegistryProfile CustomResourceDefinition as YAML.
     Crd,
+    /// Check credentials and images against a registry through the OCI distribution API (the registry
+    /// preflight), before a profile exists or against one. Exit status: 0 passed; 3 authentication failed;
+    /// 4 registry unreachable; 5 TLS untrusted; 6 image not found; 7 image too large; 8 unsupported manifest
+    /// type; 2 bad input; 1 other errors.
+    Check(Box<crate::config::CheckArgs>),
 }
 
 /// The CRD YAML, as committed in `crds/`.
@@ -42,6 +47,15 @@ pub fn run(cli: Cli) -> ExitCode {
             }
             Err(e) => fail(&format!("could not render the CRD: {e}")),
         },
+        Command::Check(args) => {
+            if let Err(e) = crate::telemetry::init(&cli.log) {
+                return fail(&e);
+            }
+            match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(rt) => rt.block_on(crate::registry::command::run(*args)),
+                Err(e) => fail(&format!("could not start the async runtime: {e}")),
+            }
+        }
         Command::Run(args) => {
             if let Err(e) = crate::telemetry::init(&cli.log) {
                 return fail(&e);

@@ -154,3 +154,85 @@ fn parse_optional_addr(s: &str) -> Result<OptionalAddr, String> {
         .map(|a| OptionalAddr(Some(a)))
         .map_err(|e| format!("{s:?} is not an address such as 0.0.0.0:8080 (or off): {e}"))
 }
+
+/// Output format of `regcred check`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// A readable report.
+    #[default]
+    Text,
+    /// The report as one JSON document.
+    Json,
+}
+
+/// Manifest formats `regcred check` accepts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ManifestTypeArg {
+    /// Docker image manifest v2 schema 2.
+    Docker,
+    /// OCI image manifest.
+    Oci,
+}
+
+/// Options of `regcred check`. Exit status: 0 every check passed; 3 authentication failed; 4 registry
+/// unreachable; 5 TLS untrusted; 6 image not found; 7 image too large; 8 unsupported manifest type; 2 bad input;
+/// 1 any other error.
+#[derive(Args, Clone, Debug)]
+pub struct CheckArgs {
+    /// Images to check: full references, or relative to --registry / the profile's registry. With --profile and
+    /// no image, the profile's probe images.
+    pub images: Vec<String>,
+
+    /// Registry host (`host[:port][/path]`); default: the first image's registry, or the profile's.
+    #[arg(long)]
+    pub registry: Option<String>,
+
+    /// Username; the password is read from standard input (--password-stdin).
+    #[arg(long, requires = "password_stdin", conflicts_with_all = ["docker_config", "profile"])]
+    pub username: Option<String>,
+
+    /// Read the password (or token) from standard input.
+    #[arg(long, requires = "username")]
+    pub password_stdin: bool,
+
+    /// Credentials from a Docker config file (`~/.docker/config.json`, or a `.dockerconfigjson`).
+    #[arg(long, value_name = "FILE", conflicts_with = "profile")]
+    pub docker_config: Option<std::path::PathBuf>,
+
+    /// Registry, credentials, probe images, validation settings and TLS of this RegistryProfile in the cluster
+    /// (kubeconfig as for kubectl).
+    #[arg(long)]
+    pub profile: Option<String>,
+
+    /// regcred's namespace, where --profile's source Secret lives.
+    #[arg(long, env = "REGCRED_NAMESPACE", default_value = "regcred-system")]
+    pub namespace: String,
+
+    /// CA certificates (PEM) to trust for the registry, in addition to the system's.
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<std::path::PathBuf>,
+
+    /// Do not verify the registry's TLS certificate.
+    #[arg(long)]
+    pub insecure_skip_verify: bool,
+
+    /// Largest accepted image (config plus layers), as a quantity: 20Gi, 500M.
+    #[arg(long, value_parser = parse_quantity)]
+    pub max_image_size: Option<u64>,
+
+    /// Accepted manifest formats (repeatable); default both.
+    #[arg(long = "manifest-type", value_enum)]
+    pub manifest_types: Vec<ManifestTypeArg>,
+
+    /// Platform an image index is resolved to.
+    #[arg(long, default_value = "linux/amd64")]
+    pub platform: String,
+
+    /// Output format.
+    #[arg(long, short, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+}
+
+fn parse_quantity(s: &str) -> Result<u64, String> {
+    crate::registry::preflight::parse_size(s).ok_or_else(|| format!("`{s}` is not a size such as 20Gi or 500M"))
+}

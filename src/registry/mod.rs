@@ -1,5 +1,6 @@
 //! Registry hosts: presets and the keys a dockerconfigjson is written under.
 
+pub mod command;
 pub mod preflight;
 
 use crate::api::Provider;

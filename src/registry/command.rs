@@ -1,0 +1,242 @@
+//! `regcred check`: the registry preflight from a terminal, before a profile exists (or against one).
+
+use std::collections::BTreeMap;
+use std::io::Read as _;
+use std::process::ExitCode;
+
+use kube::ResourceExt;
+use kube::api::{Api, ListParams};
+
+use super::preflight::{self, Credentials, ManifestKind, Options, Report, qualify};
+use crate::api::RegistryProfile;
+use crate::config::{CheckArgs, ManifestTypeArg, OutputFormat};
+
+/// Exit status for input regcred cannot use (also clap's for usage errors).
+const BAD_INPUT: u8 = 2;
+
+/// What the check needs, gathered from the flags (and the profile).
+struct Plan {
+    registry: String,
+    credentials: Option<Credentials>,
+    images: Vec<String>,
+    options: Options,
+}
+
+/// Runs `regcred check`; the exit status says how it went.
+pub async fn run(args: CheckArgs) -> ExitCode {
+    let plan = match plan(&args).await {
+        Ok(plan) => plan,
+        Err(message) => {
+            eprintln!("regcred check: {message}");
+            return ExitCode::from(BAD_INPUT);
+        }
+    };
+    let report = preflight::check(&plan.registry, plan.credentials.as_ref(), &plan.images, &plan.options).await;
+    match args.output {
+        OutputFormat::Json => match serde_json::to_string_pretty(&report) {
+            Ok(json) => println!("{json}"),
+            Err(e) => eprintln!("regcred check: {e}"),
+        },
+        OutputFormat::Text => print!("{}", render(&report, plan.credentials.as_ref())),
+    }
+    ExitCode::from(report.first_failure().map_or(0, |f| f.reason.exit_code()))
+}
+
+/// The readable report.
+pub fn render(report: &Report, credentials: Option<&Credentials>) -> String {
+    let mut out = String::new();
+    let who = credentials.map_or("anonymous access".to_owned(), |c| format!("user {:?}", c.username));
+    match &report.credentials {
+        None => out.push_str(&format!("registry {}: ok ({who})\n", report.registry)),
+        Some(f) => out.push_str(&format!("registry {}: FAIL {}: {}\n", report.registry, f.reason.as_str(), f.message)),
+    }
+    for image in &report.images {
+        match &image.failure {
+            None => out.push_str(&format!(
+                "  ok    {}  {}  {}  {} bytes{}\n",
+                image.image,
+                image.digest.as_deref().unwrap_or("-"),
+                image.media_type.as_deref().unwrap_or("-"),
+                image.size.unwrap_or_default(),
+                image.platform.as_ref().map(|p| format!("  ({p})")).unwrap_or_default(),
+            )),
+            Some(f) => out.push_str(&format!("  FAIL  {}  {}: {}\n", image.image, f.reason.as_str(), f.message)),
+        }
+    }
+    match report.first_failure() {
+        None => out.push_str(&format!("passed in {} ms\n", report.duration_ms)),
+        Some(f) => out.push_str(&format!("failed: {} (after {} ms)\n", f.reason.as_str(), report.duration_ms)),
+    }
+    out
+}
+
+async fn plan(args: &CheckArgs) -> Result<Plan, String> {
+    let mut options = Options {
+        platform: args.platform.clone(),
+        max_size: args.max_image_size,
+        accepted: args
+            .manifest_types
+            .iter()
+            .map(|t| match t {
+                ManifestTypeArg::Docker => ManifestKind::Docker,
+                ManifestTypeArg::Oci => ManifestKind::Oci,
+            })
+            .collect(),
+        insecure_skip_verify: args.insecure_skip_verify,
+        ..Options::default()
+    };
+    if let Some(path) = &args.ca_file {
+        options.ca_pem =
+            Some(std::fs::read_to_string(path).map_err(|e| format!("cannot read --ca-file {}: {e}", path.display()))?);
+    }
+    if let Some(name) = &args.profile {
+        return from_profile(args, name, options).await;
+    }
+    let registry = match (&args.registry, args.images.first()) {
+        (Some(r), _) => r.clone(),
+        (None, Some(image)) => registry_of(image),
+        (None, None) => return Err("give an image to check, --registry, or --profile".into()),
+    };
+    let credentials = if let Some(username) = &args.username {
+        let mut password = String::new();
+        std::io::stdin().read_to_string(&mut password).map_err(|e| format!("reading the password from stdin: {e}"))?;
+        let password = password.trim_end_matches(['\r', '\n']).to_owned();
+        if password.is_empty() {
+            return Err("--password-stdin: standard input was empty".into());
+        }
+        Some(Credentials { username: username.clone(), password })
+    } else if let Some(path) = &args.docker_config {
+        let bytes = std::fs::read(path).map_err(|e| format!("cannot read --docker-config {}: {e}", path.display()))?;
+        let config = crate::credentials::DockerConfig(crate::credentials::SecretBytes::new(bytes));
+        let key = super::config_key(&registry);
+        let host = registry.split('/').next().unwrap_or(&registry).to_owned();
+        let found = [key.as_str(), host.as_str(), &format!("https://{host}")]
+            .into_iter()
+            .find_map(|k| crate::controller::checks::credentials_in(&config, k));
+        Some(found.ok_or_else(|| format!("{} has no credentials for {registry}", path.display()))?)
+    } else {
+        None
+    };
+    Ok(Plan { registry, credentials, images: args.images.clone(), options })
+}
+
+/// The registry an image reference names (Docker Hub when it names none).
+fn registry_of(image: &str) -> String {
+    let qualified = qualify(image, "docker.io");
+    qualified.split('/').next().unwrap_or("docker.io").to_owned()
+}
+
+/// Registry, credentials, images and options from a RegistryProfile and its Secrets.
+async fn from_profile(args: &CheckArgs, name: &str, mut options: Options) -> Result<Plan, String> {
+    let client = kube::Client::try_default().await.map_err(|e| format!("no usable kubeconfig for --profile: {e}"))?;
+    let profile = Api::<RegistryProfile>::all(client.clone())
+        .get(name)
+        .await
+        .map_err(|e| format!("cannot read RegistryProfile {name}: {e}"))?;
+    let spec = &profile.spec;
+    let registry = super::resolve_server(spec.provider, spec.server.as_deref())
+        .ok_or_else(|| format!("profile {name} has no registry (spec.server)"))?;
+    let key = super::config_key(&registry);
+    if let Some(v) = &spec.validation {
+        let from_profile = crate::controller::checks::options(v, spec.tls.as_ref());
+        options.max_size = options.max_size.or(from_profile.max_size);
+        if options.accepted.is_empty() {
+            options.accepted = from_profile.accepted;
+        }
+        if args.platform == Options::default().platform {
+            options.platform = from_profile.platform;
+        }
+    }
+    if let Some(tls) = &spec.tls {
+        options.ca_pem = options.ca_pem.or_else(|| tls.ca_bundle.clone());
+        options.insecure_skip_verify |= tls.insecure_skip_verify == Some(true);
+    }
+    let images = if args.images.is_empty() {
+        spec.validation.as_ref().map(|v| v.images.clone()).unwrap_or_default()
+    } else {
+        args.images.clone()
+    };
+    let creds = &spec.credentials;
+    let config = if let Some(secret_ref) = &creds.secret_ref {
+        let secret = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client, &args.namespace)
+            .get(&secret_ref.name)
+            .await
+            .map_err(|e| format!("cannot read Secret {}/{}: {e}", args.namespace, secret_ref.name))?;
+        let data: BTreeMap<String, Vec<u8>> =
+            secret.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect();
+        let label = format!("{}/{}", args.namespace, secret_ref.name);
+        Some(
+            crate::credentials::dockerconfig_from_source(&label, &data, spec.provider, &key)
+                .map_err(|e| e.to_string())?,
+        )
+    } else if creds.ecr.is_some() || creds.gcp.is_some() {
+        // Short-lived tokens: the one regcred wrote most recently, from any of the profile's Secrets.
+        let selector = format!("{}={name}", crate::controller::PROFILE_LABEL);
+        let written = Api::<k8s_openapi::api::core::v1::Secret>::all(client)
+            .list(&ListParams::default().labels(&selector).limit(1))
+            .await
+            .map_err(|e| format!("cannot list the Secrets regcred wrote for {name}: {e}"))?;
+        let secret = written.items.into_iter().next().ok_or_else(|| {
+            format!("profile {name} mints its tokens and has written no Secret yet: nothing to check with")
+        })?;
+        let at = format!("{}/{}", secret.namespace().unwrap_or_default(), secret.name_any());
+        let bytes = secret
+            .data
+            .and_then(|mut d| d.remove(crate::controller::DOCKER_CONFIG_KEY))
+            .ok_or_else(|| format!("Secret {at} has no .dockerconfigjson"))?;
+        Some(crate::credentials::DockerConfig(crate::credentials::SecretBytes::new(bytes.0)))
+    } else {
+        None
+    };
+    let credentials = match &config {
+        Some(c) => Some(
+            crate::controller::checks::credentials_in(c, &key)
+                .ok_or_else(|| format!("the credentials of {name} have no entry for {key}"))?,
+        ),
+        None => None,
+    };
+    Ok(Plan { registry, credentials, images, options })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::preflight::{Failure, ImageResult, Reason};
+
+    #[test]
+    fn the_registry_comes_from_the_first_image() {
+        assert_eq!(registry_of("127.0.0.1:5000/team/app:1"), "127.0.0.1:5000");
+        assert_eq!(registry_of("ghcr.io/org/app@sha256:abc"), "ghcr.io");
+        assert_eq!(registry_of("nginx"), "docker.io");
+        assert_eq!(registry_of("library/nginx:1"), "docker.io");
+    }
+
+    #[test]
+    fn the_text_report_says_what_passed_and_what_failed() {
+        let report = Report {
+            registry: "r.example.com".into(),
+            credentials: None,
+            images: vec![
+                ImageResult {
+                    image: "r.example.com/a:1".into(),
+                    digest: Some("sha256:d".into()),
+                    size: Some(5),
+                    ..Default::default()
+                },
+                ImageResult {
+                    image: "r.example.com/b:1".into(),
+                    failure: Some(Failure { reason: Reason::ImageNotFound, message: "no tag".into() }),
+                    ..Default::default()
+                },
+            ],
+            duration_ms: 12,
+        };
+        let creds = Credentials { username: "bot".into(), password: "hunter2".into() };
+        let text = render(&report, Some(&creds));
+        assert!(text.contains("registry r.example.com: ok (user \"bot\")"), "{text}");
+        assert!(text.contains("ok    r.example.com/a:1  sha256:d"), "{text}");
+        assert!(text.contains("FAIL  r.example.com/b:1  ImageNotFound: no tag"), "{text}");
+        assert!(text.ends_with("failed: ImageNotFound (after 12 ms)\n"), "{text}");
+        assert!(!text.contains("hunter2"));
+    }
+}
