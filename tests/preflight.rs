@@ -314,3 +314,47 @@ async fn profiles_report_their_preflight_and_withhold_secrets_only_when_asked() 
         })
         .await;
 }
+
+/// While a check runs the profile says so; a registry that accepts connections and never answers is reported as
+/// unreachable once the request times out.
+#[tokio::test]
+async fn a_running_preflight_shows_as_checking_and_a_silent_registry_as_unreachable() {
+    use serde_json::json;
+    use support::harness::Harness;
+    use support::{TestEnv, wait_for};
+    TestEnv::new("checking")
+        .await
+        .run(|env| async move {
+            // Accepts TCP connections, holds them, says nothing.
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let silent = tokio::spawn(async move {
+                let mut held = Vec::new();
+                while let Ok((socket, _)) = listener.accept().await {
+                    held.push(socket);
+                }
+            });
+            let h = Harness::start(&env).await;
+            h.source("creds", &[("username", USER), ("password", PASSWORD)]).await;
+            let spec = json!({
+                "server": addr.to_string(),
+                "credentials": {"secretRef": {"name": "creds"}},
+                "namespaces": h.select("yes"),
+                "validation": {"images": ["team/app:1"]},
+            });
+            let profile = h.profile("p", spec).await;
+            let api = kube::Api::<regcred::api::RegistryProfile>::all(h.client());
+            wait_for("the profile to show its preflight as Checking", std::time::Duration::from_secs(30), || async {
+                let p = api.get(&profile).await.ok()?;
+                (p.status?.checks.as_deref() == Some("Checking")).then_some(())
+            })
+            .await;
+            let p = h.condition(&profile, "CredentialsValid", "False", "RegistryUnreachable").await;
+            let status = p.status.unwrap();
+            assert_eq!(status.checks.as_deref(), Some("Failed"));
+            let message = &status.conditions.iter().find(|c| c.type_ == "CredentialsValid").unwrap().message;
+            assert!(message.contains(&addr.to_string()), "{message}");
+            silent.abort();
+        })
+        .await;
+}
