@@ -1,8 +1,10 @@
 //! `make bench`: what the webhook adds to Pod creation through the real apiserver. The apiserver calls the real
 //! `regcred` binary over HTTPS, as in the webhook tests. Pods are created one at a time, alternating between a
 //! namespace the webhook serves and one it is configured to skip (the opt-out label), so both series see the
-//! same apiserver at the same moment; the overhead is the difference of their percentiles. Prints a table and
-//! writes `.local/bench/admission.json`; nothing is asserted.
+//! same apiserver at the same moment; the overhead is the difference of their percentiles. A third series goes
+//! through a webhook that does nothing (an HTTPS server in this process answering `allowed` at once): the floor
+//! any webhook costs on this machine, regcred or not. Prints a table and writes `.local/bench/admission.json`;
+//! nothing is asserted.
 #![allow(clippy::unwrap_used, clippy::panic, clippy::expect_used)]
 
 #[path = "../tests/support/mod.rs"]
@@ -31,6 +33,34 @@ fn pod(i: usize) -> Pod {
     .unwrap()
 }
 
+/// Serves a webhook that admits everything unchanged at once, over HTTPS on a free loopback port; returns the
+/// port and the CA (its own self-signed certificate) the apiserver must trust.
+async fn noop_webhook() -> (u16, String) {
+    use axum::routing::post;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap().self_signed(&key).unwrap();
+    let config =
+        axum_server::tls_rustls::RustlsConfig::from_pem(cert.pem().into_bytes(), key.serialize_pem().into_bytes())
+            .await
+            .unwrap();
+    let app = axum::Router::new().route(
+        "/mutate",
+        post(|body: axum::body::Bytes| async move {
+            let review: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            axum::Json(json!({
+                "apiVersion": "admission.k8s.io/v1",
+                "kind": "AdmissionReview",
+                "response": {"uid": review["request"]["uid"], "allowed": true},
+            }))
+        }),
+    );
+    let port = support::webhook::free_port();
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    tokio::spawn(axum_server::bind_rustls(addr, config).serve(app.into_make_service()));
+    (port, cert.pem())
+}
+
 #[tokio::main]
 async fn main() {
     let n: usize = std::env::var("BENCH_PODS").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
@@ -43,31 +73,58 @@ async fn main() {
             let served = env.namespace("served", &[("pull", "yes")]).await;
             let skipped = env.namespace("skipped", &[("pull", "yes"), ("regcred.dev/inject", "disabled")]).await;
             h.wait_credentials(&served, SECRET, REGISTRY, "pw").await;
+            // The floor: a webhook that does nothing, on a namespace of its own (regcred's skips it).
+            let (port, ca) = noop_webhook().await;
+            let floor_config = format!("regcred-floor-{}", env.id);
+            let config: k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration =
+                serde_json::from_value(json!({
+                    "metadata": {"name": floor_config},
+                    "webhooks": [{
+                        "name": "noop.regcred.dev",
+                        "clientConfig": {
+                            "url": format!("https://127.0.0.1:{port}/mutate"),
+                            "caBundle": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &ca),
+                        },
+                        "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["pods"]}],
+                        "failurePolicy": "Fail",
+                        "sideEffects": "None",
+                        "admissionReviewVersions": ["v1"],
+                        "timeoutSeconds": 5,
+                        "namespaceSelector": {"matchLabels": {"floor-bench": env.id}},
+                    }],
+                }))
+                .unwrap();
+            support::apply(&Api::all(h.client()), &config).await;
+            env.cleanup::<k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration>(&floor_config);
+            let floor_ns = env
+                .namespace("floor", &[("pull", "yes"), ("regcred.dev/inject", "disabled"), ("floor-bench", &env.id)])
+                .await;
+            let floor = Api::<Pod>::namespaced(h.client(), &floor_ns);
             let (with, without) =
                 (Api::<Pod>::namespaced(h.client(), &served), Api::<Pod>::namespaced(h.client(), &skipped));
             // Warm both paths (connections, TLS sessions, caches).
             for i in 0..20 {
-                with.create(&PostParams::default(), &pod(n + i)).await.unwrap();
-                without.create(&PostParams::default(), &pod(n + i)).await.unwrap();
+                for api in [&with, &without, &floor] {
+                    api.create(&PostParams::default(), &pod(n + i)).await.unwrap();
+                }
             }
-            let (mut on, mut off) = (Vec::with_capacity(n), Vec::with_capacity(n));
+            let (mut on, mut off, mut noop) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
             for i in 0..n {
-                // Alternate which goes first, so neither series always follows the other.
-                let order: [(&Api<Pod>, &mut Vec<Duration>); 2] = if i % 2 == 0 {
-                    [(&with, &mut on), (&without, &mut off)]
-                } else {
-                    [(&without, &mut off), (&with, &mut on)]
-                };
+                // Rotate which goes first, so no series always follows another.
+                let mut order: [(&Api<Pod>, &mut Vec<Duration>); 3] =
+                    [(&with, &mut on), (&without, &mut off), (&floor, &mut noop)];
+                order.rotate_left(i % 3);
                 for (api, series) in order {
                     let t0 = Instant::now();
                     let created = api.create(&PostParams::default(), &pod(i)).await.unwrap();
                     series.push(t0.elapsed());
                     let pulls = created.spec.unwrap().image_pull_secrets.unwrap_or_default();
-                    assert_eq!(pulls.is_empty(), std::ptr::eq(api, &without), "the webhook served the wrong namespace");
+                    assert_eq!(!pulls.is_empty(), std::ptr::eq(api, &with), "the webhook served the wrong namespace");
                 }
             }
             on.sort();
             off.sort();
+            noop.sort();
             // regcred's own share: the handler's time as its metrics saw it (request in to answer out).
             let addr = h.operator.as_ref().unwrap().metrics_addr().await;
             let (_, metrics) = support::http_get(&addr, "/metrics").await;
@@ -87,6 +144,10 @@ async fn main() {
                 "overhead_p50_ms": ms(percentile(&on, 0.5)) - ms(percentile(&off, 0.5)),
                 "overhead_p99_ms": ms(percentile(&on, 0.99)) - ms(percentile(&off, 0.99)),
                 "regcred_handler_mean_ms": handler_mean_ms,
+                "noop_webhook_p50_ms": ms(percentile(&noop, 0.5)),
+                "noop_webhook_p99_ms": ms(percentile(&noop, 0.99)),
+                "floor_overhead_p50_ms": ms(percentile(&noop, 0.5)) - ms(percentile(&off, 0.5)),
+                "floor_overhead_p99_ms": ms(percentile(&noop, 0.99)) - ms(percentile(&off, 0.99)),
             })
         })
         .await;
@@ -100,6 +161,8 @@ async fn main() {
     println!("{:<52} {:>10.2}ms {:>14}", "Pod create, through the webhook, p99", f("with_webhook_p99_ms"), "");
     println!("{:<52} {:>10.2}ms {:>14}", "webhook overhead, p50", f("overhead_p50_ms"), "");
     println!("{:<52} {:>10.2}ms {:>14}", "webhook overhead, p99", f("overhead_p99_ms"), "<= 2ms");
+    println!("{:<52} {:>10.2}ms {:>14}", "floor: a do-nothing webhook's overhead, p50", f("floor_overhead_p50_ms"), "");
+    println!("{:<52} {:>10.2}ms {:>14}", "floor: a do-nothing webhook's overhead, p99", f("floor_overhead_p99_ms"), "");
     println!(
         "{:<52} {:>10.3}ms {:>14}",
         "of which regcred's handler (mean, from its metrics)",
