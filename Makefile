@@ -9,7 +9,7 @@ LOCAL_KUBECONFIG := $(CURDIR)/.local/kubeconfig
 # Integration tests share one apiserver; each runs in its own namespaces.
 TEST_THREADS ?= 4
 
-.PHONY: help build crds deploy demo demo-down check-generated lint unit controlplane tools cluster-up cluster-down integration test bench
+.PHONY: help build crds deploy demo demo-down soak check-generated lint unit controlplane tools cluster-up cluster-down integration test bench
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -67,6 +67,9 @@ demo: ## regcred at work on the local control plane, with a local registry (buil
 
 demo-down: ## Stop the demo and the local control plane
 	tools/demo-down.sh --all
+
+soak: ## Bounded-time fuzzing of the AdmissionReview handler and the image-reference parser (FUZZ_SECONDS each, default 60)
+	FUZZ_SECONDS=$${FUZZ_SECONDS:-60} $(CARGO) bench --bench fuzz
 
 test: ## Everything: lint, generated files, unit tests, then integration tests on a fresh local cluster
 	$(MAKE) lint

@@ -29,7 +29,7 @@ use crate::controller::selection::{CompiledSelection, NamespaceInfo};
 use crate::controller::{Caches, ensure_secret, secret_name};
 use crate::registry::{config_key, resolve_server};
 use image::CredentialKey;
-pub use server::{Error as ServeError, TlsSource, serve};
+pub use server::{Error as ServeError, TlsSource, answer, serve};
 
 /// Label that opts a namespace or a Pod out of injection.
 pub const OPT_OUT_LABEL: &str = "regcred.dev/inject";
