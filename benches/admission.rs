@@ -11,7 +11,7 @@
 mod support;
 
 mod common;
-use common::percentile;
+use common::{percentile, row};
 
 use std::time::{Duration, Instant};
 
@@ -37,7 +37,7 @@ fn pod(i: usize) -> Pod {
 /// over HTTPS on a free loopback port; returns the port and the CA (its own self-signed certificate).
 async fn noop_webhook() -> (u16, String) {
     use axum::routing::post;
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    regcred::install_crypto_provider();
     let key = rcgen::KeyPair::generate().unwrap();
     let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap().self_signed(&key).unwrap();
     let config =
@@ -156,30 +156,15 @@ async fn main() {
     let f = |k: &str| report[k].as_f64().unwrap_or(f64::NAN);
     println!();
     println!("regcred webhook through the apiserver ({} Pods per series, 3 containers)", report["pods_per_series"]);
-    println!("{:<52} {:>12} {:>14}", "figure", "measured", "target");
-    println!("{:<52} {:>10.2}ms {:>14}", "Pod create, webhook skipped, p50", f("without_webhook_p50_ms"), "");
-    println!("{:<52} {:>10.2}ms {:>14}", "Pod create, webhook skipped, p99", f("without_webhook_p99_ms"), "");
-    println!("{:<52} {:>10.2}ms {:>14}", "Pod create, through the webhook, p50", f("with_webhook_p50_ms"), "");
-    println!("{:<52} {:>10.2}ms {:>14}", "Pod create, through the webhook, p99", f("with_webhook_p99_ms"), "");
-    println!("{:<52} {:>10.2}ms {:>14}", "webhook overhead, p50", f("overhead_p50_ms"), "");
-    println!("{:<52} {:>10.2}ms {:>14}", "webhook overhead, p99", f("overhead_p99_ms"), "<= 2ms");
-    println!(
-        "{:<52} {:>10.2}ms {:>14}",
-        "floor: an instant webhook, same patch, overhead p50",
-        f("floor_overhead_p50_ms"),
-        ""
-    );
-    println!(
-        "{:<52} {:>10.2}ms {:>14}",
-        "floor: an instant webhook, same patch, overhead p99",
-        f("floor_overhead_p99_ms"),
-        ""
-    );
-    println!(
-        "{:<52} {:>10.3}ms {:>14}",
-        "of which regcred's handler (mean, from its metrics)",
-        f("regcred_handler_mean_ms"),
-        ""
-    );
+    row("figure", "measured", "target");
+    row("Pod create, webhook skipped, p50", &format!("{:.2}ms", f("without_webhook_p50_ms")), "");
+    row("Pod create, webhook skipped, p99", &format!("{:.2}ms", f("without_webhook_p99_ms")), "");
+    row("Pod create, through the webhook, p50", &format!("{:.2}ms", f("with_webhook_p50_ms")), "");
+    row("Pod create, through the webhook, p99", &format!("{:.2}ms", f("with_webhook_p99_ms")), "");
+    row("webhook overhead, p50", &format!("{:.2}ms", f("overhead_p50_ms")), "");
+    row("webhook overhead, p99", &format!("{:.2}ms", f("overhead_p99_ms")), "<= 2ms");
+    row("floor: an instant webhook, same patch, overhead p50", &format!("{:.2}ms", f("floor_overhead_p50_ms")), "");
+    row("floor: an instant webhook, same patch, overhead p99", &format!("{:.2}ms", f("floor_overhead_p99_ms")), "");
+    row("of which regcred's handler (mean, from its metrics)", &format!("{:.3}ms", f("regcred_handler_mean_ms")), "");
     common::write_report("admission", &report);
 }

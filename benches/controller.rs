@@ -14,7 +14,7 @@
 mod support;
 
 mod common;
-use common::percentile;
+use common::{percentile, row};
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -278,28 +278,21 @@ async fn main() {
     let f = |k: &str| report[k].as_f64().unwrap_or(f64::NAN);
     println!();
     println!("regcred controller benchmark ({} namespaces, write concurrency {CONCURRENCY})", report["namespaces"]);
-    println!("{:<52} {:>12} {:>14}", "figure", "measured", "target");
+    row("figure", "measured", "target");
     for (i, r) in report["rounds"].as_array().into_iter().flatten().enumerate() {
         let g = |k: &str| r[k].as_f64().unwrap_or(f64::NAN);
-        println!(
-            "{:<52} {:>12} {:>14}",
-            format!("round {i}: baseline {:.2}s, full sync {:.2}s", g("baseline_seconds"), g("full_sync_seconds")),
-            format!("{:.2}x", g("ratio")),
-            ""
-        );
+        let round =
+            format!("round {i}: baseline {:.2}s, full sync {:.2}s", g("baseline_seconds"), g("full_sync_seconds"));
+        row(&round, &format!("{:.2}x", g("ratio")), "");
     }
-    println!("{:<52} {:>11.2}s {:>14}", "raw baseline: create N Secrets directly", f("baseline_seconds"), "");
-    println!("{:<52} {:>11.2}s {:>14}", "profile applied: every Secret in place", f("full_sync_seconds"), "");
-    println!("{:<52} {:>11.2}x {:>14}", "full sync / baseline (median round)", f("full_sync_vs_baseline"), "<= 1.2x");
-    println!("{:<52} {:>10.1}ms {:>14}", "new namespace -> Secret, p50", f("new_namespace_p50_ms"), "");
-    println!("{:<52} {:>10.1}ms {:>14}", "new namespace -> Secret, p99", f("new_namespace_p99_ms"), "<= 200ms");
-    println!(
-        "{:<52} {:>12} {:>14}",
-        format!("operator writes during {}s idle", report["idle_seconds"]),
-        report["idle_writes"],
-        "0"
-    );
-    println!("{:<52} {:>9.1}MiB {:>14}", "operator peak RSS", f("operator_peak_rss_mib"), "<= 40MiB");
-    println!("{:<52} {:>9.1}MiB {:>14}", "operator RSS at the end", f("operator_rss_mib"), "");
+    row("raw baseline: create N Secrets directly", &format!("{:.2}s", f("baseline_seconds")), "");
+    row("profile applied: every Secret in place", &format!("{:.2}s", f("full_sync_seconds")), "");
+    row("full sync / baseline (median round)", &format!("{:.2}x", f("full_sync_vs_baseline")), "<= 1.2x");
+    row("new namespace -> Secret, p50", &format!("{:.1}ms", f("new_namespace_p50_ms")), "");
+    row("new namespace -> Secret, p99", &format!("{:.1}ms", f("new_namespace_p99_ms")), "<= 200ms");
+    let idle = format!("operator writes during {}s idle", report["idle_seconds"]);
+    row(&idle, &report["idle_writes"].to_string(), "0");
+    row("operator peak RSS", &format!("{:.1}MiB", f("operator_peak_rss_mib")), "<= 40MiB");
+    row("operator RSS at the end", &format!("{:.1}MiB", f("operator_rss_mib")), "");
     common::write_report("controller", &report);
 }

@@ -82,11 +82,18 @@ pub struct LeaderElectionArgs {
 
 /// A Lease duration: whole seconds, between 2 s and 5 min.
 fn parse_lease_duration(s: &str) -> Result<std::time::Duration, String> {
-    let d: jiff::SignedDuration = s.parse().map_err(|e| format!("`{s}` is not a duration such as 10s: {e}"))?;
-    match std::time::Duration::try_from(d) {
+    match parse_duration(s) {
         Ok(d) if (2..=300).contains(&d.as_secs()) => Ok(d),
-        _ => Err(format!("`{s}` is outside 2s..5m")),
+        Ok(_) => Err(format!("`{s}` is outside 2s..5m")),
+        Err(e) => Err(e),
     }
+}
+
+/// Parses a non-negative duration such as `10s`, `15m` or `2160h`.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let d: jiff::SignedDuration =
+        s.parse().map_err(|e| format!("`{s}` is not a duration such as 10s or 2160h: {e}"))?;
+    std::time::Duration::try_from(d).map_err(|_| format!("`{s}` is negative"))
 }
 
 /// Options of the admission webhook.
@@ -126,8 +133,7 @@ pub struct WebhookArgs {
 
 /// Parses a lifetime such as `90s`, `15m` or `2160h`; at least 15 seconds.
 pub fn parse_lifetime(s: &str) -> Result<std::time::Duration, String> {
-    let d: jiff::SignedDuration = s.parse().map_err(|e| format!("`{s}` is not a duration such as 2160h: {e}"))?;
-    let d = std::time::Duration::try_from(d).map_err(|_| format!("`{s}` is negative"))?;
+    let d = parse_duration(s)?;
     if d < std::time::Duration::from_secs(15) {
         return Err(format!("`{s}` is shorter than 15s"));
     }

@@ -17,6 +17,13 @@ pub mod webhook;
 use futures::FutureExt;
 use tracing::info;
 
+/// Installs ring as rustls' process-wide crypto provider. regcred's TLS clients and servers (the webhook, the
+/// registry preflight's reqwest and oci-client) are built without one, so that regcred carries one TLS stack.
+/// Harmless when a provider is installed already.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// `regcred run`: the operator until SIGTERM or Ctrl-C.
 pub async fn run(args: config::RunArgs) -> Result<(), errors::Error> {
     let client = kube::Client::try_default().await.map_err(errors::Error::Kubeconfig)?;

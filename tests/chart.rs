@@ -166,7 +166,7 @@ fn release_objects(release: &str, namespace: &str) -> Vec<serde_json::Value> {
 async fn helm_install_runs_the_operator_as_the_charts_service_account_and_uninstall_leaves_only_what_is_kept() {
     use k8s_openapi::api::core::v1::Secret;
     use std::time::Duration;
-    use support::webhook::{REGISTRY, SECRET, create_pod, free_port, pod, serve_registry};
+    use support::webhook::{REGISTRY, SECRET, create_pod, free_port, pod, serve_registry, wait_ca_bundle};
     use support::{Operator, harness::Harness, wait_for};
 
     TestEnv::new("helm")
@@ -205,14 +205,7 @@ async fn helm_install_runs_the_operator_as_the_charts_service_account_and_uninst
             let operator = Operator::start_env(&kubeconfig, &ns, &env.id, &[], &envs);
             let h = Harness { env: env.clone(), op_ns: ns.clone(), operator: Some(operator), kubeconfig };
             let webhooks = Api::<MutatingWebhookConfiguration>::all(env.client.clone());
-            let ca_bundle = || async {
-                let c = webhooks.get(&release).await.ok()?;
-                c.webhooks?.first()?.client_config.ca_bundle.clone()
-            };
-            wait_for("regcred to publish its CA in the chart's webhook configuration", Duration::from_secs(60), || {
-                ca_bundle()
-            })
-            .await;
+            let bundle = wait_ca_bundle(&env.client, &release, Duration::from_secs(60)).await;
             serve_registry(&h).await;
             let image = format!("{REGISTRY}/team/app:1");
             let selected = env.namespace("app", &[("pull", "yes")]).await;
@@ -228,7 +221,6 @@ async fn helm_install_runs_the_operator_as_the_charts_service_account_and_uninst
 
             // An upgrade that changes a value keeps what regcred manages at run time (the caBundle) and the
             // webhook working.
-            let bundle = ca_bundle().await.unwrap();
             let mut upgrade =
                 vec!["upgrade", &release, "charts/regcred", "--namespace", &ns, "--set", "webhook.timeoutSeconds=3"];
             for v in &values {

@@ -16,3 +16,8 @@ pub fn write_report(name: &str, report: &serde_json::Value) {
     std::fs::write(dir.join(format!("{name}.json")), serde_json::to_string_pretty(report).unwrap()).unwrap();
     println!("figures written to .local/bench/{name}.json");
 }
+
+/// One row of a figures table: the figure, what was measured (already formatted, with its unit), and the target.
+pub fn row(figure: &str, measured: &str, target: &str) {
+    println!("{figure:<52} {measured:>12} {target:>14}");
+}

@@ -42,17 +42,8 @@ pub fn fingerprint(
 
 /// How often checks run again: `spec.validation.interval`, default one hour, at least one minute.
 pub fn interval(validation: &Validation) -> Duration {
-    let parsed = validation.interval.as_deref().and_then(|s| {
-        let split = s.len().checked_sub(1)?;
-        let n: u64 = s[..split].parse().ok()?;
-        match &s[split..] {
-            "s" => Some(n),
-            "m" => n.checked_mul(60),
-            "h" => n.checked_mul(3600),
-            _ => None,
-        }
-    });
-    Duration::from_secs(parsed.unwrap_or(3600).max(60))
+    let parsed = validation.interval.as_deref().and_then(|s| crate::config::parse_duration(s).ok());
+    parsed.unwrap_or(Duration::from_secs(3600)).max(Duration::from_secs(60))
 }
 
 /// Whether a check is due now: none yet, something it depends on changed, or the interval has passed.

@@ -376,7 +376,7 @@ fn gcp_source(
 }
 
 /// Whether a profile's credentials are short-lived tokens regcred mints.
-fn mints_tokens(profile: &RegistryProfile) -> bool {
+pub fn mints_tokens(profile: &RegistryProfile) -> bool {
     profile.spec.credentials.ecr.is_some() || profile.spec.credentials.gcp.is_some()
 }
 
@@ -827,9 +827,14 @@ async fn copy_of_written(
         s.name_any() == name && s.owner_references().iter().any(|o| o.uid == uid) && s.namespace().is_some()
     })?;
     let secret = Api::<Secret>::namespaced(client.clone(), &written.namespace()?).get(&name).await.ok()?;
+    let expires_at = secret.annotations().get(EXPIRES_AT_ANNOTATION).and_then(|t| t.parse().ok());
+    Some((docker_config_of(secret)?, expires_at))
+}
+
+/// The `.dockerconfigjson` a Secret holds.
+pub fn docker_config_of(secret: Secret) -> Option<DockerConfig> {
     let bytes = secret.data?.remove(DOCKER_CONFIG_KEY)?;
-    let expires_at = secret.metadata.annotations.and_then(|a| a.get(EXPIRES_AT_ANNOTATION)?.parse().ok());
-    Some((DockerConfig(SecretBytes::new(bytes.0)), expires_at))
+    Some(DockerConfig(SecretBytes::new(bytes.0)))
 }
 
 /// When to look again without an outside trigger. A healthy profile is re-checked every 10 minutes as a safety

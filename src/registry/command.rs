@@ -169,7 +169,7 @@ async fn from_profile(args: &CheckArgs, name: &str, mut options: Options) -> Res
             crate::credentials::dockerconfig_from_source(&label, &data, spec.provider, &key)
                 .map_err(|e| e.to_string())?,
         )
-    } else if creds.ecr.is_some() || creds.gcp.is_some() {
+    } else if crate::controller::mints_tokens(&profile) {
         // Short-lived tokens: the one regcred wrote most recently, from any of the profile's Secrets.
         let selector = format!("{}={name}", crate::controller::PROFILE_LABEL);
         let written = Api::<k8s_openapi::api::core::v1::Secret>::all(client)
@@ -180,11 +180,10 @@ async fn from_profile(args: &CheckArgs, name: &str, mut options: Options) -> Res
             format!("profile {name} mints its tokens and has written no Secret yet: nothing to check with")
         })?;
         let at = format!("{}/{}", secret.namespace().unwrap_or_default(), secret.name_any());
-        let bytes = secret
-            .data
-            .and_then(|mut d| d.remove(crate::controller::DOCKER_CONFIG_KEY))
-            .ok_or_else(|| format!("Secret {at} has no .dockerconfigjson"))?;
-        Some(crate::credentials::DockerConfig(crate::credentials::SecretBytes::new(bytes.0)))
+        Some(
+            crate::controller::docker_config_of(secret)
+                .ok_or_else(|| format!("Secret {at} has no .dockerconfigjson"))?,
+        )
     } else {
         None
     };

@@ -344,14 +344,8 @@ pub async fn check(registry: &str, credentials: Option<&Credentials>, images: &[
     report
 }
 
-/// Installs ring as rustls' process-wide provider (reqwest and oci-client are built without one, so that regcred
-/// carries one TLS stack); harmless when one is installed already.
-fn ensure_crypto_provider() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-}
-
 fn http_client(options: &Options) -> Result<reqwest::Client, Failure> {
-    ensure_crypto_provider();
+    crate::install_crypto_provider();
     let mut builder = reqwest::Client::builder()
         .timeout(options.timeout)
         .connect_timeout(options.timeout)
@@ -370,7 +364,7 @@ fn http_client(options: &Options) -> Result<reqwest::Client, Failure> {
 }
 
 fn oci_client(options: &Options) -> oci_client::Client {
-    ensure_crypto_provider();
+    crate::install_crypto_provider();
     let extra_root_certificates = options
         .ca_pem
         .iter()

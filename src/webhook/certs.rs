@@ -302,7 +302,7 @@ mod tests {
         use rustls::client::danger::ServerCertVerifier;
         use rustls::pki_types::pem::PemObject;
         use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        crate::install_crypto_provider();
         let m = apply(Step::Bootstrap, None, Timestamp::now(), Duration::from_secs(3600), &names()).unwrap().unwrap();
         let mut roots = rustls::RootCertStore::empty();
         for ca in CertificateDer::pem_slice_iter(m.ca_bundle().as_bytes()) {

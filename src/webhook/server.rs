@@ -87,7 +87,7 @@ pub async fn serve(
     tls: TlsSource,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    crate::install_crypto_provider();
     let config = match &tls {
         TlsSource::Files { cert, key } => {
             let config = RustlsConfig::from_pem_file(cert, key)

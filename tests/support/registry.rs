@@ -183,7 +183,7 @@ impl Registry {
     }
 
     fn http(&self) -> reqwest::Client {
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        regcred::install_crypto_provider();
         reqwest::Client::builder()
             .add_root_certificate(reqwest::Certificate::from_pem(self.ca_pem.as_bytes()).unwrap())
             .build()
@@ -210,7 +210,7 @@ impl Registry {
     }
 
     fn client(&self) -> oci_client::Client {
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        regcred::install_crypto_provider();
         oci_client::Client::new(oci_client::client::ClientConfig {
             protocol: oci_client::client::ClientProtocol::Https,
             extra_root_certificates: vec![oci_client::client::Certificate {

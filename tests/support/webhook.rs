@@ -75,14 +75,24 @@ pub async fn start(env: &TestEnv, extra: &[&str]) -> Harness {
     let mut args = vec!["--webhook-addr", &addr, "--webhook-configuration", &name, "--webhook-dns-names", "127.0.0.1"];
     args.extend_from_slice(extra);
     let h = Harness::start_with(env, &args).await;
-    let api = Api::<MutatingWebhookConfiguration>::all(env.client.clone());
-    wait_for("the webhook's caBundle", WAIT, || async {
-        let c = api.get(&name).await.ok()?;
-        c.webhooks?.first()?.client_config.ca_bundle.as_ref().map(|_| ())
-    })
-    .await;
+    wait_ca_bundle(&env.client, &name, WAIT).await;
     serve_registry(&h).await;
     h
+}
+
+/// Waits until the MutatingWebhookConfiguration `name` carries a caBundle (regcred has published its CA) and
+/// returns it.
+pub async fn wait_ca_bundle(
+    client: &kube::Client,
+    name: &str,
+    timeout: std::time::Duration,
+) -> k8s_openapi::ByteString {
+    let api = Api::<MutatingWebhookConfiguration>::all(client.clone());
+    wait_for(&format!("the caBundle of {name}"), timeout, || async {
+        let c = api.get(name).await.ok()?;
+        c.webhooks?.first()?.client_config.ca_bundle.clone()
+    })
+    .await
 }
 
 pub fn pod(name: &str, images: &[&str], pull_secrets: &[&str], labels: &[(&str, &str)]) -> Pod {
