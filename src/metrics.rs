@@ -96,7 +96,7 @@ impl Metrics {
 
     /// The text exposition, with the gauges read from the caches at this instant.
     pub fn render(&self) -> String {
-        self.managed_secrets.set(i64::try_from(self.caches.managed.state().len()).unwrap_or(i64::MAX));
+        self.managed_secrets.set(i64::try_from(self.caches.managed.len()).unwrap_or(i64::MAX));
         let now = jiff::Timestamp::now();
         self.token_expiry.clear();
         for (profile, snapshot) in self.caches.refresher.snapshots() {

@@ -45,7 +45,7 @@ async fn one_replica_reconciles_and_another_takes_over_within_the_lease_when_it_
             // The follower watches (its webhook answers from the same view) but writes nothing.
             assert_eq!(follower.metric("regcred_reconciles_total").await, 0.0, "a follower reconciled");
             wait_for("the follower's view to hold the Secret", Duration::from_secs(30), || async {
-                (follower.metric("regcred_managed_secrets").await >= 1.0).then_some(())
+                (follower.metric("regcred_managed_secrets").await >= 6.0).then_some(())
             })
             .await;
 
@@ -127,11 +127,27 @@ async fn a_followers_webhook_serves_a_token_profile_in_a_brand_new_namespace() {
             let first = env.namespace("a", &[("pull", "yes")]).await;
             h.wait_credentials(&first, "pull", ECR_HOST, "123456789012-auth-token").await;
             h.ready(&profile).await;
+            // Tenants forge Secrets with the profile's Secret name, regcred's label and an ownerReference to the
+            // profile, holding credentials of their own. The follower must never copy one of those.
+            let uid = Api::<regcred::api::RegistryProfile>::all(h.client()).get(&profile).await.unwrap().metadata.uid;
+            let planted = format!(r#"{{"auths":{{"{ECR_HOST}":{{"username":"AWS","password":"planted"}}}}}}"#);
+            for i in 0..5 {
+                let ns = env.namespace_nowait(&format!("forger{i}"), &[("pull", "no")]).await;
+                let forged: k8s_openapi::api::core::v1::Secret = serde_json::from_value(serde_json::json!({
+                    "metadata": {"name": "pull", "labels": {"app.kubernetes.io/managed-by": "regcred"},
+                                 "ownerReferences": [{"apiVersion": "regcred.dev/v1alpha1", "kind": "RegistryProfile",
+                                                      "name": profile, "uid": uid}]},
+                    "type": "kubernetes.io/dockerconfigjson",
+                    "stringData": {".dockerconfigjson": planted},
+                }))
+                .unwrap();
+                Api::namespaced(h.client(), &ns).create(&Default::default(), &forged).await.unwrap();
+            }
             let configs = Api::<MutatingWebhookConfiguration>::all(h.client());
             wait_for("the follower's webhook to serve", Duration::from_secs(30), || async {
                 let c = configs.get(&name).await.ok()?;
                 c.webhooks?.first()?.client_config.ca_bundle.as_ref()?;
-                (follower.metric("regcred_managed_secrets").await >= 1.0).then_some(())
+                (follower.metric("regcred_managed_secrets").await >= 6.0).then_some(())
             })
             .await;
 

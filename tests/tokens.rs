@@ -6,25 +6,17 @@ mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams};
-use regcred::api::RegistryProfile;
 use serde_json::{Value, json};
 use support::harness::{Harness, WAIT};
-use support::tokens::{EcrPublicEndpoint, GcpTokenEndpoint, Moto};
+use support::tokens::{EcrPublicEndpoint, GcpTokenEndpoint, Moto, auths, rotate_through_outage};
 use support::{TestEnv, wait_for};
 
 const ECR_HOST: &str = "123456789012.dkr.ecr.us-east-1.amazonaws.com";
-
-/// The `auths` of a managed Secret's dockerconfigjson.
-fn auths(secret: &Secret) -> BTreeMap<String, Value> {
-    let raw = &secret.data.as_ref().unwrap()[".dockerconfigjson"].0;
-    let doc: Value = serde_json::from_slice(raw).unwrap();
-    doc["auths"].as_object().unwrap().iter().map(|(k, v)| (k.clone(), v.clone())).collect()
-}
 
 /// Waits until Secret `name` exists in `ns` and returns its auths.
 async fn wait_auths(h: &Harness, ns: &str, name: &str) -> (Secret, BTreeMap<String, Value>) {
@@ -247,25 +239,6 @@ async fn gcp_minting_failures_say_why() {
 }
 
 /// Reads every managed Secret of `profile` the way a kubelet would, and returns the access tokens seen.
-async fn observe(h: &Harness, profile: &str, gcp: &GcpTokenEndpoint) -> Vec<String> {
-    let secrets = Api::<Secret>::all(h.client());
-    let list = secrets.list(&ListParams::default().labels(&format!("regcred.dev/profile={profile}"))).await.unwrap();
-    let now = SystemTime::now();
-    let issued = gcp.issued.lock().unwrap().clone();
-    list.items
-        .iter()
-        .map(|s| {
-            let entry = &auths(s)["gcr.io"];
-            assert_eq!(entry["username"], "oauth2accesstoken");
-            let token = entry["password"].as_str().unwrap().to_owned();
-            let expires =
-                issued.get(&token).unwrap_or_else(|| panic!("a token the endpoint never issued: {token}")).expires_at;
-            assert!(now < expires, "{} holds an expired token ({token})", s.namespace().unwrap());
-            token
-        })
-        .collect()
-}
-
 #[tokio::test]
 async fn gcp_tokens_rotate_before_expiry_with_one_mint_per_rotation_for_any_number_of_namespaces() {
     TestEnv::new("gcp")
@@ -298,41 +271,22 @@ async fn gcp_tokens_rotate_before_expiry_with_one_mint_per_rotation_for_any_numb
             })
             .await;
 
-            // Watch like kubelets for 3 minutes (six lifetimes). After 40 s, the endpoint fails for a quarter of a
-            // lifetime starting just before the next refresh is due, and the last good token must carry the
-            // namespaces through.
-            let started = Instant::now();
-            let watch = Duration::from_secs(180);
-            let mut seen = BTreeSet::new();
-            let mints_before = gcp.mints();
-            let profiles = Api::<RegistryProfile>::all(h.client());
-            let mut outage: Option<Instant> = None;
-            while started.elapsed() < watch {
-                if outage.is_none() && started.elapsed() > Duration::from_secs(40) {
-                    let next = profiles.get(&profile).await.unwrap().status.unwrap().next_refresh_time.unwrap().0;
-                    if jiff::Timestamp::now() + jiff::SignedDuration::from_secs(1) >= next {
-                        outage = Some(Instant::now());
-                        gcp.failing.store(true, Ordering::SeqCst);
-                    }
-                }
-                if outage.is_some_and(|o| o.elapsed() > Duration::from_secs(lifetime / 4)) {
-                    gcp.failing.store(false, Ordering::SeqCst);
-                }
-                seen.extend(observe(&h, &profile, &gcp).await);
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
-            gcp.failing.store(false, Ordering::SeqCst);
+            // Watch like kubelets for 3 minutes (six lifetimes), through an outage of a quarter of a lifetime
+            // that starts just before a refresh is due.
+            let run = rotate_through_outage(&h, &gcp, &profile, lifetime, Duration::from_secs(180)).await;
+            assert!(run.expired.is_empty(), "expired tokens observed: {:?}", run.expired);
             assert!(h.logs().contains("minting failed"), "the outage never met a refresh");
-            let mints = gcp.mints() - mints_before + 1;
+            let mints = run.mints;
             // Rotations at about two thirds of 30 s (20 s, minus up to 10% jitter) over 180 s: 9 to 10.
             assert!(mints <= 12, "{mints} mints in 180 s: one per namespace, or spinning");
             assert!(mints >= 8, "only {mints} mints in 180 s: tokens were not rotated");
             // One mint per rotation, fanned out: every token minted shows up in the Secrets (the last one may not
             // have been read yet), and no namespace got a token of its own.
-            assert!(seen.len() + 1 >= mints && seen.len() <= mints, "{} tokens seen for {mints} mints", seen.len());
+            let seen = run.tokens_seen;
+            assert!(seen + 1 >= mints && seen <= mints, "{seen} tokens seen for {mints} mints");
+            eprintln!("gcp soak: {mints} mints, {seen} tokens observed over {namespaces} namespaces");
             let p = h.ready(&profile).await;
             assert!(p.status.unwrap().expires_at.is_some());
-            eprintln!("gcp soak: {mints} mints, {} tokens observed over {namespaces} namespaces", seen.len());
         })
         .await;
 }

@@ -1,6 +1,6 @@
 //! The in-memory view of the cluster that the controller and the webhook share.
 //!
-//! Five reflectors (profiles, Namespaces as metadata, managed Secrets reduced to a content hash, the Secrets of
+//! Five watches (profiles, Namespaces as metadata, managed Secrets in a compact index of their hashes and owners, the Secrets of
 //! regcred's own namespace, and ServiceAccounts reduced to their pull secrets) run in tasks of their own, so the view stays current whether or not this replica
 //! is reconciling. Each change is mapped to the profiles it concerns and recorded in a [`Dirty`] set; the
 //! controller drains that set as its trigger stream. A set rather than a queue: ten thousand namespace events at
@@ -21,10 +21,9 @@ use kube::{Client, ResourceExt};
 use tokio::sync::{Notify, watch};
 use tracing::warn;
 
+use super::managed::ManagedSecrets;
 use super::selection::{CompiledSelection, NamespaceInfo};
-use super::{
-    CACHED_HASH_ANNOTATION, MANAGED_BY_LABEL, MANAGED_BY_VALUE, PROFILE_LABEL, plan, secret_name, service_accounts,
-};
+use super::{MANAGED_BY_LABEL, MANAGED_BY_VALUE, PROFILE_LABEL, secret_name, service_accounts};
 use crate::api::RegistryProfile;
 
 /// Profiles waiting to be reconciled, without duplicates.
@@ -71,7 +70,7 @@ impl Dirty {
 pub struct Caches {
     pub profiles: Store<RegistryProfile>,
     pub namespaces: Store<PartialObjectMeta<Namespace>>,
-    pub managed: Store<Secret>,
+    pub managed: ManagedSecrets,
     pub sources: Store<Secret>,
     pub service_accounts: Store<ServiceAccount>,
     /// Short-lived tokens, minted once per profile; shared so the webhook can write a new namespace's Secret.
@@ -106,8 +105,7 @@ impl Caches {
                 ns.metadata.managed_fields = None
             });
         let managed_config = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"));
-        let (managed, managed_ready, managed_events) =
-            reflected(Api::<Secret>::all(client.clone()), managed_config, strip_to_hash);
+        let (managed, managed_ready, managed_events) = indexed(Api::<Secret>::all(client.clone()), managed_config);
         let (sources, sources_ready, source_events) =
             reflected(Api::<Secret>::namespaced(client.clone(), operator_namespace), Default::default(), |s| {
                 s.metadata.managed_fields = None
@@ -169,8 +167,7 @@ impl Caches {
             .state()
             .iter()
             .filter(|p| {
-                let key = ObjectRef::<Secret>::new(&secret_name(p)).within(&ns.name);
-                self.managed.get(&key).is_some()
+                self.managed.contains(&ns.name, &secret_name(p))
                     || CompiledSelection::new(&p.spec.namespaces, operator_namespace).is_ok_and(|c| c.selects(ns))
             })
             .map(|p| p.name_any())
@@ -229,6 +226,28 @@ where
     (store, flag, events)
 }
 
+/// The managed Secrets' watch, feeding the compact [`ManagedSecrets`] index instead of a reflector store; like
+/// [`reflected`], with a ready flag and the stream of the Secrets the watch touched.
+fn indexed(
+    api: Api<Secret>,
+    config: watcher::Config,
+) -> (ManagedSecrets, watch::Receiver<bool>, impl Stream<Item = Result<Secret, watcher::Error>> + Send + 'static) {
+    let index = ManagedSecrets::default();
+    let ready = watch::channel(false).0;
+    let flag = ready.subscribe();
+    let writer = index.clone();
+    let events = watcher(api, config)
+        .default_backoff()
+        .inspect(move |event| {
+            if let Ok(event) = event {
+                writer.apply(event);
+            }
+        })
+        .inspect(ready_on_init(&ready))
+        .touched_objects();
+    (index, flag, events)
+}
+
 /// Marks a cache ready once its reflector has applied the initial list.
 fn ready_on_init<K>(ready: &watch::Sender<bool>) -> impl FnMut(&Result<watcher::Event<K>, watcher::Error>) + use<K> {
     let ready = ready.clone();
@@ -263,24 +282,6 @@ pub(crate) fn namespace_info(ns: &PartialObjectMeta<Namespace>) -> NamespaceInfo
         labels: ns.labels().clone(),
         terminating: ns.metadata.deletion_timestamp.is_some(),
     }
-}
-
-/// Replaces a managed Secret's data by its hash before it enters the cache: the cache never holds secret
-/// material, and drift is still seen.
-fn strip_to_hash(secret: &mut Secret) {
-    let hash = plan::content_hash(
-        secret.type_.as_deref().unwrap_or_default(),
-        secret
-            .data
-            .iter()
-            .flatten()
-            .filter(|(k, _)| *k == super::DOCKER_CONFIG_KEY)
-            .map(|(k, v)| (k.as_str(), v.0.as_slice())),
-    );
-    secret.data = None;
-    secret.string_data = None;
-    secret.metadata.managed_fields = None;
-    secret.annotations_mut().insert(CACHED_HASH_ANNOTATION.into(), hash.to_string());
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@
 pub mod cache;
 pub mod checks;
 pub mod leader;
+pub mod managed;
 pub mod plan;
 pub mod selection;
 pub mod service_accounts;
@@ -53,8 +54,11 @@ pub const DOCKER_CONFIG_TYPE: &str = "kubernetes.io/dockerconfigjson";
 pub const DOCKER_CONFIG_KEY: &str = ".dockerconfigjson";
 /// Annotation on managed Secrets holding short-lived tokens: when they expire (RFC 3339).
 pub const EXPIRES_AT_ANNOTATION: &str = "regcred.dev/expires-at";
-/// Annotation the cache (never the cluster) uses to hold a managed Secret's content hash in place of its data.
-pub(crate) const CACHED_HASH_ANNOTATION: &str = "regcred.internal/content-hash";
+
+/// The Secret in regcred's own namespace holding the current short-lived token of the profile with `uid`.
+pub fn token_copy_name(uid: &str) -> String {
+    format!("regcred-token-{uid}")
+}
 
 /// Errors of the controller layer.
 #[derive(Debug, thiserror::Error)]
@@ -262,19 +266,6 @@ pub async fn run(
     Ok(())
 }
 
-fn observed(secret: &Secret) -> ObservedSecret {
-    let labels = secret.labels();
-    ObservedSecret {
-        namespace: secret.namespace().unwrap_or_default(),
-        name: secret.name_any(),
-        uid: secret.uid().unwrap_or_default(),
-        content_hash: secret.annotations().get(CACHED_HASH_ANNOTATION).and_then(|h| h.parse().ok()).unwrap_or_default(),
-        type_ok: secret.type_.as_deref() == Some(DOCKER_CONFIG_TYPE),
-        labels_ok: labels.get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGED_BY_VALUE),
-        owner_uids: secret.owner_references().iter().map(|o| o.uid.clone()).collect(),
-    }
-}
-
 /// The Secret name a profile writes.
 pub fn secret_name(profile: &RegistryProfile) -> String {
     profile.spec.secret_name.clone().unwrap_or_else(|| format!("regcred-{}", profile.name_any()))
@@ -458,6 +449,12 @@ async fn reconcile(profile: Arc<RegistryProfile>, ctx: Arc<Context>) -> Result<A
         ctx.caches.refresher.stop(&name);
     }
     let token = ctx.caches.refresher.peek(&name);
+    if mints_tokens(&profile)
+        && let Ok(Some(config)) = &credentials
+    {
+        let expires_at = token.as_ref().and_then(|t| t.token.as_ref()).map(|m| m.expires_at);
+        keep_token_copy(&ctx, &profile, config, expires_at).await;
+    }
     let selection = CompiledSelection::new(&profile.spec.namespaces, &ctx.settings.operator_namespace);
 
     let verdict = match (&profile.spec.validation, &credentials, registry.as_deref()) {
@@ -507,14 +504,7 @@ async fn reconcile(profile: Arc<RegistryProfile>, ctx: Arc<Context>) -> Result<A
                 .filter(|ns| selection.selects(ns))
                 .map(|ns| ns.name)
                 .collect();
-            let observed: Vec<ObservedSecret> = ctx
-                .caches
-                .managed
-                .state()
-                .iter()
-                .filter(|s| s.labels().get(PROFILE_LABEL) == Some(&name))
-                .map(|s| observed(s))
-                .collect();
+            let observed: Vec<ObservedSecret> = ctx.caches.managed.observed_for(&name);
             let target = match config {
                 Some(cfg) => Target::Write {
                     name: secret_name.clone(),
@@ -794,8 +784,8 @@ pub async fn ensure_secret(
             Ok(Some(config)) => (config, minted),
             Ok(None) => return Err(EnsureError::NothingToWrite),
             // Only the leader mints: on another replica (or while a mint is failing) the current token is in the
-            // Secrets already written.
-            Err(outcome) if mints_tokens(&profile) => match copy_of_written(client, caches, &profile).await {
+            // copy the leader keeps in regcred's own namespace.
+            Err(outcome) if mints_tokens(&profile) => match copy_of_written(caches, operator_namespace, &profile) {
                 Some(copy) => copy,
                 None => return Err(EnsureError::from(outcome)),
             },
@@ -815,20 +805,45 @@ pub async fn ensure_secret(
     }
 }
 
-/// The content (and expiry) of one of the Secrets already written for `profile`, read from the API: the cache
-/// keeps only a hash of their content.
-async fn copy_of_written(
-    client: &Client,
+/// Writes the copy of a minted token into regcred's own namespace when the cached copy differs: once per mint.
+async fn keep_token_copy(
+    ctx: &Context,
+    profile: &Arc<RegistryProfile>,
+    config: &DockerConfig,
+    expires_at: Option<jiff::Timestamp>,
+) {
+    let current = copy_of_written(&ctx.caches, &ctx.settings.operator_namespace, profile);
+    if current.is_some_and(|(c, e)| c.0.expose() == config.0.expose() && e == expires_at) {
+        return;
+    }
+    let writer = sync::Writer {
+        client: ctx.client.clone(),
+        profile: profile.clone(),
+        secret_name: String::new(),
+        config: Some(config.clone()),
+        expires_at,
+    };
+    if let Err(e) = writer.keep_token_copy(&ctx.settings.operator_namespace).await {
+        warn!(profile = %profile.name_any(), error = %e, "could not keep the token's copy for other replicas");
+    }
+}
+
+/// The current token of `profile` as the leader keeps it in regcred's own namespace. Never read from the
+/// tenants' namespaces: a Secret there could be forged (labels, ownerReferences, even managedFields are written by
+/// whoever creates the object), and copying it would plant one tenant's content in another's namespace.
+fn copy_of_written(
     caches: &Caches,
+    operator_namespace: &str,
     profile: &RegistryProfile,
 ) -> Option<(DockerConfig, Option<jiff::Timestamp>)> {
-    let (name, uid) = (secret_name(profile), profile.uid()?);
-    let written = caches.managed.state().into_iter().find(|s| {
-        s.name_any() == name && s.owner_references().iter().any(|o| o.uid == uid) && s.namespace().is_some()
-    })?;
-    let secret = Api::<Secret>::namespaced(client.clone(), &written.namespace()?).get(&name).await.ok()?;
-    let expires_at = secret.annotations().get(EXPIRES_AT_ANNOTATION).and_then(|t| t.parse().ok());
-    Some((docker_config_of(secret)?, expires_at))
+    let uid = profile.uid()?;
+    let key = ObjectRef::<Secret>::new(&token_copy_name(&uid)).within(operator_namespace);
+    let copy = caches.sources.get(&key)?;
+    if !copy.owner_references().iter().any(|o| o.uid == uid) {
+        return None;
+    }
+    let expires_at = copy.annotations().get(EXPIRES_AT_ANNOTATION).and_then(|t| t.parse().ok());
+    Some((docker_config_of(Secret::clone(&copy))?, expires_at))
 }
 
 /// The `.dockerconfigjson` a Secret holds.

@@ -4,8 +4,7 @@ use std::collections::BTreeMap;
 use std::io::Read as _;
 use std::process::ExitCode;
 
-use kube::ResourceExt;
-use kube::api::{Api, ListParams};
+use kube::api::Api;
 
 use super::preflight::{self, Credentials, ManifestKind, Options, Report, qualify};
 use crate::api::RegistryProfile;
@@ -170,16 +169,16 @@ async fn from_profile(args: &CheckArgs, name: &str, mut options: Options) -> Res
                 .map_err(|e| e.to_string())?,
         )
     } else if crate::controller::mints_tokens(&profile) {
-        // Short-lived tokens: the one regcred wrote most recently, from any of the profile's Secrets.
-        let selector = format!("{}={name}", crate::controller::PROFILE_LABEL);
-        let written = Api::<k8s_openapi::api::core::v1::Secret>::all(client)
-            .list(&ListParams::default().labels(&selector).limit(1))
+        // Short-lived tokens: the current one, from the copy the leader keeps in regcred's own namespace (never
+        // from a tenant's namespace, where a Secret with regcred's labels could be forged).
+        let uid = profile.metadata.uid.clone().unwrap_or_default();
+        let copy_name = crate::controller::token_copy_name(&uid);
+        let at = format!("{}/{copy_name}", args.namespace);
+        let secret = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client, &args.namespace)
+            .get_opt(&copy_name)
             .await
-            .map_err(|e| format!("cannot list the Secrets regcred wrote for {name}: {e}"))?;
-        let secret = written.items.into_iter().next().ok_or_else(|| {
-            format!("profile {name} mints its tokens and has written no Secret yet: nothing to check with")
-        })?;
-        let at = format!("{}/{}", secret.namespace().unwrap_or_default(), secret.name_any());
+            .map_err(|e| format!("cannot read Secret {at}: {e}"))?
+            .ok_or_else(|| format!("profile {name} mints its tokens and none is in {at} yet: nothing to check with"))?;
         Some(
             crate::controller::docker_config_of(secret)
                 .ok_or_else(|| format!("Secret {at} has no .dockerconfigjson"))?,

@@ -18,7 +18,6 @@ use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::api::Api;
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, Operation};
-use kube::runtime::reflector::ObjectRef;
 use kube::{Client, Resource, ResourceExt};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
@@ -239,7 +238,7 @@ impl Webhook {
         profiles: &[Arc<RegistryProfile>],
         dry_run: bool,
     ) -> bool {
-        if self.caches.managed.get(&ObjectRef::new(name).within(namespace)).is_some() || dry_run {
+        if self.caches.managed.contains(namespace, name) || dry_run {
             return true;
         }
         let Some(profile) = candidates

@@ -137,6 +137,11 @@ impl TestEnv {
         full
     }
 
+    /// Remembers a namespace created by other means for deletion at the end.
+    pub fn cleanup_namespace(&self, name: &str) {
+        self.namespaces.lock().unwrap().push(name.to_owned());
+    }
+
     /// Remembers a cluster-scoped object for deletion at the end.
     pub fn cleanup<K>(&self, name: &str)
     where
@@ -360,6 +365,17 @@ impl Operator {
             status.lines().find_map(|l| l.strip_prefix(name))?.trim().trim_end_matches(" kB").trim().parse().ok()
         };
         Some((field("VmHWM:")?, field("VmRSS:")?))
+    }
+
+    /// CPU time (user + system) the operator has used so far, from /proc (clock ticks of 1/100 s).
+    pub fn cpu_seconds(&self) -> Option<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()?)).ok()?;
+        // Fields after the command name, which is in parentheses and may hold spaces: utime and stime are the
+        // 12th and 13th of them.
+        let rest = &stat[stat.rfind(')')? + 2..];
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+        Some(ticks as f64 / 100.0)
     }
 
     /// Where the operator serves `/metrics`, `/healthz` and `/readyz`, once it says so in its log.

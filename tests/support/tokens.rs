@@ -221,3 +221,89 @@ impl EcrPublicEndpoint {
         state
     }
 }
+
+/// The `auths` of a managed Secret's dockerconfigjson.
+pub fn auths(secret: &k8s_openapi::api::core::v1::Secret) -> std::collections::BTreeMap<String, serde_json::Value> {
+    let raw = &secret.data.as_ref().unwrap()[".dockerconfigjson"].0;
+    let doc: serde_json::Value = serde_json::from_slice(raw).unwrap();
+    doc["auths"].as_object().unwrap().iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+}
+
+/// What a kubelet-like observer saw while a GCP profile's tokens rotated through an outage.
+#[derive(Debug)]
+pub struct OutageRun {
+    /// Tokens the endpoint issued during the run, counting the one in use at the start.
+    pub mints: usize,
+    /// Distinct tokens seen in the profile's Secrets.
+    pub tokens_seen: usize,
+    /// Reads of all the profile's Secrets.
+    pub observations: usize,
+    /// `namespace: token` for every Secret seen holding an expired token (empty when all went well).
+    pub expired: Vec<String>,
+    /// How long the endpoint failed.
+    pub outage: Duration,
+}
+
+/// Reads every Secret of `profile` like kubelets would, every 250 ms for `watch`. After one and a third
+/// lifetimes, the endpoint starts failing just before the next refresh is due and keeps failing for a quarter of
+/// a lifetime: the last good token must carry every namespace through.
+pub async fn rotate_through_outage(
+    h: &super::harness::Harness,
+    gcp: &GcpTokenEndpoint,
+    profile: &str,
+    lifetime: u64,
+    watch: Duration,
+) -> OutageRun {
+    use kube::api::{Api, ListParams};
+    let secrets = Api::<k8s_openapi::api::core::v1::Secret>::all(h.client());
+    let profiles = Api::<regcred::api::RegistryProfile>::all(h.client());
+    let ours = ListParams::default().labels(&format!("regcred.dev/profile={profile}"));
+    let started = std::time::Instant::now();
+    let mints_before = gcp.mints();
+    let (mut seen, mut expired, mut observations) = (std::collections::BTreeSet::new(), Vec::new(), 0);
+    let mut outage: Option<std::time::Instant> = None;
+    let mut outage_len = Duration::ZERO;
+    while started.elapsed() < watch {
+        if outage.is_none() && started.elapsed() > Duration::from_secs(lifetime * 4 / 3) {
+            let next = profiles.get(profile).await.ok().and_then(|p| p.status?.next_refresh_time);
+            if next.is_some_and(|n| jiff::Timestamp::now() + jiff::SignedDuration::from_secs(1) >= n.0) {
+                outage = Some(std::time::Instant::now());
+                gcp.failing.store(true, Ordering::SeqCst);
+            }
+        }
+        if let Some(o) = outage
+            && gcp.failing.load(Ordering::SeqCst)
+            && o.elapsed() > Duration::from_secs(lifetime / 4)
+        {
+            gcp.failing.store(false, Ordering::SeqCst);
+            outage_len = o.elapsed();
+        }
+        // A list the apiserver refuses (it may be restarting) is simply read again.
+        if let Ok(list) = secrets.list(&ours).await {
+            observations += 1;
+            let now = std::time::SystemTime::now();
+            let issued = gcp.issued.lock().unwrap().clone();
+            for s in &list.items {
+                let entry = &auths(s)["gcr.io"];
+                assert_eq!(entry["username"], "oauth2accesstoken");
+                let token = entry["password"].as_str().unwrap().to_owned();
+                let ns = s.metadata.namespace.clone().unwrap_or_default();
+                let expires =
+                    issued.get(&token).unwrap_or_else(|| panic!("a token the endpoint never issued: {token}"));
+                if now >= expires.expires_at {
+                    expired.push(format!("{ns}: {token}"));
+                }
+                seen.insert(token);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    gcp.failing.store(false, Ordering::SeqCst);
+    OutageRun {
+        mints: gcp.mints() - mints_before + 1,
+        tokens_seen: seen.len(),
+        observations,
+        expired,
+        outage: outage_len,
+    }
+}

@@ -1,0 +1,272 @@
+//! Tenants who try to steer regcred: forged Secrets with its names and labels, edits of the Secrets it manages,
+//! labels on their own namespaces, and profiles that reach for Secrets outside regcred's namespace. Each tenant
+//! acts as a ServiceAccount that owns the Secrets and Pods of its own namespace only (plus, where said, the right to label
+//! that namespace); regcred runs as the chart's ServiceAccount.
+#![allow(clippy::unwrap_used, clippy::panic)]
+
+mod support;
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+use regcred::api::RegistryProfile;
+use serde_json::json;
+use support::harness::{Harness, SERVER, WAIT, basic_spec, password_in};
+use support::{TestEnv, wait_for};
+
+const FORGED: &str = r#"{"auths":{"registry.example.com:5000":{"username":"attacker","password":"planted"}}}"#;
+
+/// A tenant: a ServiceAccount with full rights over Secrets, Pods, ServiceAccounts and ConfigMaps in `namespace` only; `may_label` also lets it
+/// patch its own Namespace object (as some self-service setups allow).
+async fn tenant(env: &TestEnv, namespace: &str, may_label: bool) -> Client {
+    // What the `admin` role gives a namespace's owner over these objects (the local control plane does not run the
+    // controller that aggregates `admin`, so the rules are spelled out).
+    let role: Role = serde_json::from_value(json!({
+        "metadata": {"name": "tenant"},
+        "rules": [{"apiGroups": [""], "resources": ["secrets", "pods", "serviceaccounts", "configmaps"],
+                   "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"]}],
+    }))
+    .unwrap();
+    support::apply(&Api::<Role>::namespaced(env.client.clone(), namespace), &role).await;
+    let binding: RoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": "tenant"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "tenant"},
+        "subjects": [{"kind": "ServiceAccount", "name": "tenant", "namespace": namespace}],
+    }))
+    .unwrap();
+    support::apply(&Api::<RoleBinding>::namespaced(env.client.clone(), namespace), &binding).await;
+    if may_label {
+        let name = format!("{namespace}-label");
+        let role: ClusterRole = serde_json::from_value(json!({
+            "metadata": {"name": name},
+            "rules": [{"apiGroups": [""], "resources": ["namespaces"], "resourceNames": [namespace],
+                       "verbs": ["get", "patch"]}],
+        }))
+        .unwrap();
+        support::apply(&Api::<ClusterRole>::all(env.client.clone()), &role).await;
+        env.cleanup::<ClusterRole>(&name);
+        let binding: ClusterRoleBinding = serde_json::from_value(json!({
+            "metadata": {"name": name},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+            "subjects": [{"kind": "ServiceAccount", "name": "tenant", "namespace": namespace}],
+        }))
+        .unwrap();
+        support::apply(&Api::<ClusterRoleBinding>::all(env.client.clone()), &binding).await;
+        env.cleanup::<ClusterRoleBinding>(&name);
+    }
+    let kubeconfig = support::service_account_kubeconfig(&env.client, namespace, "tenant").await;
+    support::client_from(&kubeconfig).await
+}
+
+fn secret(name: &str, labels: &[(&str, &str)], owner: Option<&RegistryProfile>, config: &str) -> Secret {
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            labels: Some(labels.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()),
+            owner_references: owner.map(|p| {
+                vec![OwnerReference {
+                    api_version: "regcred.dev/v1alpha1".into(),
+                    kind: "RegistryProfile".into(),
+                    name: p.name_any(),
+                    uid: p.uid().unwrap(),
+                    controller: Some(true),
+                    block_owner_deletion: None,
+                }]
+            }),
+            ..Default::default()
+        },
+        type_: Some("kubernetes.io/dockerconfigjson".into()),
+        data: Some(BTreeMap::from([(".dockerconfigjson".into(), ByteString(config.as_bytes().to_vec()))])),
+        ..Default::default()
+    }
+}
+
+/// Creates a selected namespace and waits for its Secret: every change made before it has been through a
+/// reconcile of the profile by then (reconciles of one profile run one after another, each over the whole view).
+async fn barrier(h: &Harness, env: &TestEnv, name: &str) {
+    let ns = env.namespace_nowait(name, &[("pull", "yes")]).await;
+    h.wait_credentials(&ns, "pull", SERVER, "real").await;
+}
+
+#[tokio::test]
+async fn forged_and_edited_secrets_never_move_credentials_and_what_regcred_owns_is_restored() {
+    TestEnv::new("forged")
+        .await
+        .run(|env| async move {
+            let h = Harness::start(&env).await;
+            h.source("creds", &[("username", "bot"), ("password", "real")]).await;
+            let name = h.profile("p", basic_spec(h.select("yes"))).await;
+            let a = env.namespace("a", &[("pull", "yes")]).await;
+            let b = env.namespace("b", &[("pull", "no")]).await;
+            h.wait_credentials(&a, "pull", SERVER, "real").await;
+            let profile = Api::<RegistryProfile>::all(h.client()).get(&name).await.unwrap();
+            let (tenant_a, tenant_b) = (tenant(&env, &a, false).await, tenant(&env, &b, false).await);
+            let (in_a, in_b) = (Api::<Secret>::namespaced(tenant_a, &a), Api::<Secret>::namespaced(tenant_b, &b));
+            let managed = [("app.kubernetes.io/managed-by", "regcred"), ("regcred.dev/profile", name.as_str())];
+
+            // In an unselected namespace, a Secret with regcred's name and labels (no ownerReference) is not
+            // regcred's: never written, never deleted.
+            let forged = in_b.create(&PostParams::default(), &secret("pull", &managed, None, FORGED)).await.unwrap();
+            // In a selected namespace, a Secret with regcred's labels under another name: left alone too.
+            let decoy = in_a.create(&PostParams::default(), &secret("decoy", &managed, None, FORGED)).await.unwrap();
+            barrier(&h, &env, "c").await;
+            for (api, original) in [(&in_b, &forged), (&in_a, &decoy)] {
+                let now = api.get(&original.name_any()).await.unwrap();
+                assert_eq!(now.resource_version(), original.resource_version(), "regcred touched a forged Secret");
+            }
+
+            // A forgery that claims the profile as its owner, in an unselected namespace: it never receives the
+            // credentials (regcred deletes what claims to be its own where nothing is selected).
+            in_b.delete("pull", &Default::default()).await.unwrap();
+            in_b.create(&PostParams::default(), &secret("pull", &managed, Some(&profile), FORGED)).await.unwrap();
+            wait_for("the owner-claiming forgery to be removed", WAIT, || async {
+                match in_b.get_opt("pull").await.unwrap() {
+                    None => Some(()),
+                    Some(s) => {
+                        assert_ne!(password_in(&s, SERVER).as_deref(), Some("real"), "credentials reached {b}");
+                        None
+                    }
+                }
+            })
+            .await;
+
+            // The tenant of a selected namespace edits regcred's Secret: content, then labels; both restored.
+            let patch = json!({"data": {".dockerconfigjson": base64(FORGED)}});
+            in_a.patch("pull", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+            h.wait_credentials(&a, "pull", SERVER, "real").await;
+            let patch =
+                json!({"metadata": {"labels": {"app.kubernetes.io/managed-by": null, "regcred.dev/profile": null}}});
+            in_a.patch("pull", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+            wait_for("the labels to be restored", WAIT, || async {
+                let s = in_a.get("pull").await.ok()?;
+                (s.labels().get("regcred.dev/profile") == Some(&name)).then_some(())
+            })
+            .await;
+            // Deleted by the tenant: recreated.
+            in_a.delete("pull", &Default::default()).await.unwrap();
+            h.wait_credentials(&a, "pull", SERVER, "real").await;
+
+            // The tenant strips everything that marks it as regcred's: it is the tenant's now. regcred reports
+            // the conflict and leaves it alone rather than take a Secret it cannot prove is its own.
+            let patch = json!({"metadata": {"ownerReferences": null, "labels": null}});
+            in_a.patch("pull", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+            let taken = in_a.get("pull").await.unwrap();
+            h.condition(&name, "SecretsSynced", "False", "Conflict").await;
+            assert_eq!(in_a.get("pull").await.unwrap().resource_version(), taken.resource_version());
+
+            // Through all of it the decoy and the forged Secrets kept what the tenants wrote.
+            let decoy = in_a.get("decoy").await.unwrap();
+            assert_eq!(decoy.data.unwrap()[".dockerconfigjson"].0, FORGED.as_bytes());
+        })
+        .await;
+}
+
+fn base64(s: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+#[tokio::test]
+async fn a_profile_cannot_read_a_secret_outside_regcreds_namespace() {
+    TestEnv::new("reach")
+        .await
+        .run(|env| async move {
+            let h = Harness::start(&env).await;
+            let a = env.namespace("a", &[("pull", "yes")]).await;
+            let tenant_secrets = Api::<Secret>::namespaced(tenant(&env, &a, false).await, &a);
+            let theirs = Secret {
+                metadata: ObjectMeta { name: Some("creds".into()), ..Default::default() },
+                string_data: Some(BTreeMap::from([
+                    ("username".into(), "tenant".into()),
+                    ("password".into(), "theirs".into()),
+                ])),
+                ..Default::default()
+            };
+            tenant_secrets.create(&PostParams::default(), &theirs).await.unwrap();
+
+            // The CRD has no way to name another namespace. Server-side apply (kubectl apply --server-side, GitOps
+            // tools) and strict validation (kubectl's default) refuse the field.
+            let mut spec = basic_spec(h.select("yes"));
+            spec["credentials"]["secretRef"]["namespace"] = json!(a);
+            let full = format!("{}-p", env.id);
+            let doc = json!({
+                "apiVersion": "regcred.dev/v1alpha1", "kind": "RegistryProfile",
+                "metadata": {"name": full, "labels": {"regcred-test": env.id}}, "spec": spec,
+            });
+            let profiles = Api::<RegistryProfile>::all(h.client());
+            for params in [PatchParams::apply("adversary"), PatchParams::apply("adversary").validation_strict()] {
+                let err = profiles.patch(&full, &params, &Patch::Apply(&doc)).await.unwrap_err().to_string();
+                assert!(err.contains("secretRef.namespace") && err.contains("not declared in schema"), "{err}");
+            }
+
+            // A plain create without validation drops the field: the profile reads `creds` from regcred's
+            // namespace, where there is none yet, and says so. Nothing is written anywhere.
+            let created: RegistryProfile = h
+                .client()
+                .request(
+                    axum::http::Request::post("/apis/regcred.dev/v1alpha1/registryprofiles?fieldValidation=Ignore")
+                        .header("content-type", "application/json")
+                        .body(serde_json::to_vec(&doc).unwrap())
+                        .unwrap(),
+                )
+                .await
+                .unwrap();
+            env.cleanup::<RegistryProfile>(&full);
+            let stored = serde_json::to_value(&created.spec).unwrap();
+            assert!(stored["credentials"]["secretRef"].get("namespace").is_none(), "{stored}");
+            h.condition(&full, "CredentialsResolved", "False", "SecretNotFound").await;
+            assert!(h.secret(&a, "pull").await.is_none());
+            let status = profiles.get(&full).await.unwrap().status.unwrap();
+            let text = serde_json::to_string(&status).unwrap();
+            assert!(!text.contains("theirs"));
+
+            // Once regcred's own namespace has `creds`, that is what is distributed; the tenant's stays theirs.
+            h.source("creds", &[("username", "bot"), ("password", "real")]).await;
+            h.wait_credentials(&a, "pull", SERVER, "real").await;
+            let still = tenant_secrets.get("creds").await.unwrap();
+            assert!(still.labels().is_empty() && still.owner_references().is_empty());
+        })
+        .await;
+}
+
+#[tokio::test]
+async fn tenants_labelling_their_namespace_get_only_what_the_selector_grants() {
+    TestEnv::new("labels")
+        .await
+        .run(|env| async move {
+            let h = Harness::start(&env).await;
+            h.source("creds", &[("username", "bot"), ("password", "real")]).await;
+            let excluded = env.namespace("x", &[]).await;
+            let mut spec = basic_spec(h.select("yes"));
+            spec["namespaces"]["exclude"] = json!([excluded]);
+            let name = h.profile("p", spec).await;
+            let c = env.namespace("c", &[]).await;
+            let namespaces_as = |client: Client| Api::<Namespace>::all(client);
+            let (tenant_x, tenant_c) = (tenant(&env, &excluded, true).await, tenant(&env, &c, true).await);
+            let label = |v: &str| json!({"metadata": {"labels": {"pull": v}}});
+
+            // A tenant may label only its own namespace, and an excluded one stays excluded whatever its labels.
+            let other = namespaces_as(tenant_x.clone()).patch(&c, &PatchParams::default(), &Patch::Merge(&label("yes"))).await;
+            assert!(matches!(other, Err(kube::Error::Api(ref e)) if e.code == 403), "{other:?}");
+            namespaces_as(tenant_x).patch(&excluded, &PatchParams::default(), &Patch::Merge(&label("yes"))).await.unwrap();
+            // The selector grants to whoever can set its labels: the tenant of c opts in, then out.
+            namespaces_as(tenant_c.clone()).patch(&c, &PatchParams::default(), &Patch::Merge(&label("yes"))).await.unwrap();
+            h.wait_credentials(&c, "pull", SERVER, "real").await;
+            assert!(h.secret(&excluded, "pull").await.is_none(), "an excluded namespace got the Secret");
+            let p = h.ready(&name).await;
+            assert_eq!(p.status.unwrap().sync_summary.as_deref(), Some("1/1"));
+            namespaces_as(tenant_c).patch(&c, &PatchParams::default(), &Patch::Merge(&label("no"))).await.unwrap();
+            h.wait_gone(&c, "pull").await;
+            // regcred's own labels on a namespace mean nothing to it.
+            let forged = json!({"metadata": {"labels": {"app.kubernetes.io/managed-by": "regcred", "regcred.dev/profile": name}}});
+            Api::<Namespace>::all(h.client()).patch(&c, &PatchParams::default(), &Patch::Merge(&forged)).await.unwrap();
+            barrier(&h, &env, "d").await;
+            assert!(h.secret(&c, "pull").await.is_none());
+        })
+        .await;
+}
