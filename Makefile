@@ -54,10 +54,10 @@ cluster-down: ## Stop the local control plane and remove its state
 integration: ## Integration tests against the running local cluster
 	KUBECONFIG=$${KUBECONFIG:-$(LOCAL_KUBECONFIG)} $(CARGO) test --test '*' -- --test-threads=$(TEST_THREADS)
 
-bench: ## Benchmarks on a fresh local cluster; prints a table, writes .local/bench/*.json
+bench: ## Benchmarks on a fresh local cluster (scale: 10,000 namespaces, 20 profiles); prints tables, writes .local/bench/*.json
 	$(CARGO) build --release --bin regcred --benches
 	$(MAKE) cluster-up
-	status=0; export KUBECONFIG=$(LOCAL_KUBECONFIG); for b in controller admission webhook preflight; do $(CARGO) bench --bench $$b || status=$$?; done; $(MAKE) cluster-down; exit $$status
+	status=0; export KUBECONFIG=$(LOCAL_KUBECONFIG); for b in controller admission webhook preflight scale; do $(CARGO) bench --bench $$b || status=$$?; done; $(MAKE) cluster-down; exit $$status
 
 demo: ## regcred at work on the local control plane, with a local registry (builds and installs what it needs)
 	$(CARGO) build --bin regcred
@@ -68,8 +68,12 @@ demo: ## regcred at work on the local control plane, with a local registry (buil
 demo-down: ## Stop the demo and the local control plane
 	tools/demo-down.sh --all
 
-soak: ## Bounded-time fuzzing of the AdmissionReview handler and the image-reference parser (FUZZ_SECONDS each, default 60)
-	FUZZ_SECONDS=$${FUZZ_SECONDS:-60} $(CARGO) bench --bench fuzz
+soak: ## Faults on a fresh local cluster (SIGKILLs mid-sync, apiserver restart, leader and webhook kills, token outage), then bounded fuzzing (FUZZ_SECONDS each, default 60); about 15 minutes
+	$(CARGO) build --release --bin regcred --benches
+	$(MAKE) tools
+	$(MAKE) cluster-up
+	status=0; export KUBECONFIG=$(LOCAL_KUBECONFIG); $(CARGO) bench --bench soak || status=$$?; $(MAKE) cluster-down; \
+	  FUZZ_SECONDS=$${FUZZ_SECONDS:-60} $(CARGO) bench --bench fuzz || status=$$?; exit $$status
 
 test: ## Everything: lint, generated files, unit tests, then integration tests on a fresh local cluster
 	$(MAKE) lint

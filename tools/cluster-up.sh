@@ -110,6 +110,8 @@ AUDIT
 : >"$state/pids"
 start() { # name, args...
   local name=$1; shift
+  # The arguments are kept so that tools/cluster-restart.sh can start the same process again.
+  printf '%s\0' "$@" >"$state/$name.args"
   "$bin/$name" "$@" >"$logs/$name.log" 2>&1 &
   echo "$name $!" >>"$state/pids"
 }
