@@ -9,10 +9,11 @@
 //!
 //! 1. Raw baseline: the same Secrets (same size, labels, ownerReference) created directly by the operator's own
 //!    ServiceAccount with as many writes in flight as regcred can have (4 profiles reconciled at once × 32).
-//! 2. Full sync: the operator already running and its caches warm, all profiles applied at once; the clock stops
-//!    when the last Secret is in place (seen through a watch).
-//! 3. Steady state: SCALE_IDLE_SECONDS (default 60) with nothing changing: the operator's writes (audit log), CPU
-//!    and RSS. Peak RSS is the kernel's high-water mark over the whole run (VmHWM).
+//! 2. Full sync: the operator already running and its caches warm, all profiles applied at once.
+//!
+//! Both clocks stop the same way: when a watch on the run's Secrets has shown the last one.
+//! 3. Steady state: SCALE_IDLE_SECONDS (default 60) with nothing changing: the operator's writes (audit log; its
+//!    leader-election Lease renewals are counted apart), CPU and RSS. Peak RSS is the kernel's high-water mark over the whole run (VmHWM).
 #![allow(clippy::unwrap_used, clippy::panic, clippy::expect_used)]
 
 #[path = "../tests/support/mod.rs"]
@@ -42,6 +43,33 @@ const RECONCILES: usize = 4;
 
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// Starts watching the Secrets labelled `selector` and resolves to the instant the watch has shown `expected`
+/// distinct (namespace, `key` label) pairs whose label value starts with `prefix`: the same end-of-run signal for
+/// the baseline and for regcred, each paying for one watch.
+fn all_seen(
+    client: kube::Client,
+    selector: &str,
+    key: &'static str,
+    prefix: String,
+    expected: usize,
+) -> tokio::task::JoinHandle<Instant> {
+    let cfg = watcher::Config::default().labels(selector);
+    let mut stream = Box::pin(watcher::watcher(Api::<Secret>::all(client), cfg).applied_objects());
+    tokio::spawn(async move {
+        let mut seen = HashSet::new();
+        while let Ok(Some(s)) = stream.try_next().await {
+            let value = s.labels().get(key).cloned().unwrap_or_default();
+            if value.starts_with(&prefix) {
+                seen.insert((s.namespace().unwrap_or_default(), value));
+                if seen.len() == expected {
+                    return Instant::now();
+                }
+            }
+        }
+        panic!("the Secret watch ended");
+    })
 }
 
 /// Sums the operator's resident memory now, in MiB.
@@ -145,6 +173,14 @@ async fn main() {
             let writes: Vec<(String, usize)> =
                 (0..profiles_n).flat_map(|k| selected_by(k).into_iter().map(move |ns| (ns.to_owned(), k))).collect();
             eprintln!("scale: baseline, {} Secrets", writes.len());
+            let baseline_done = all_seen(
+                client.clone(),
+                "app.kubernetes.io/managed-by=rawbase",
+                "regcred.dev/baseline",
+                format!("{}-", env.id),
+                writes.len(),
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
             let start = Instant::now();
             futures::stream::iter(writes)
                 .map(|(ns, k)| {
@@ -168,26 +204,17 @@ async fn main() {
                 .buffer_unordered(WRITE_CONCURRENCY * RECONCILES)
                 .collect::<Vec<_>>()
                 .await;
-            let baseline = start.elapsed();
+            let baseline = baseline_done.await.unwrap().duration_since(start);
             eprintln!("scale: baseline {:.1}s", baseline.as_secs_f64());
 
             // 2. The full sync, seen through a watch on every managed Secret of the run.
-            let cfg = watcher::Config::default().labels("app.kubernetes.io/managed-by=regcred");
-            let mut stream = Box::pin(watcher::watcher(Api::<Secret>::all(client.clone()), cfg).applied_objects());
-            let prefix = format!("{}-", env.id);
-            let all_in_place = tokio::spawn(async move {
-                let mut seen = HashSet::new();
-                while let Ok(Some(s)) = stream.try_next().await {
-                    let profile = s.labels().get("regcred.dev/profile").cloned().unwrap_or_default();
-                    if profile.starts_with(&prefix) {
-                        seen.insert((s.namespace().unwrap_or_default(), profile));
-                        if seen.len() == expected {
-                            return Instant::now();
-                        }
-                    }
-                }
-                panic!("the Secret watch ended");
-            });
+            let all_in_place = all_seen(
+                client.clone(),
+                "app.kubernetes.io/managed-by=regcred",
+                "regcred.dev/profile",
+                format!("{}-", env.id),
+                expected,
+            );
             tokio::time::sleep(Duration::from_millis(500)).await;
             eprintln!("scale: applying {profiles_n} profiles, {expected} Secrets");
             let sync_from = jiff::Timestamp::now();
@@ -220,11 +247,16 @@ async fn main() {
             // 3. Steady state.
             eprintln!("scale: idle for {idle:?}");
             let cpu_from = operator.cpu_seconds().unwrap_or(0.0);
+            let reconciles_from = operator.metric("regcred_reconciles_total").await;
             let from = jiff::Timestamp::now();
             tokio::time::sleep(idle).await;
             let to = jiff::Timestamp::now();
             let cpu = operator.cpu_seconds().unwrap_or(0.0) - cpu_from;
-            let idle_writes = common::audited_writes(&user, from, to);
+            let idle_reconciles = operator.metric("regcred_reconciles_total").await - reconciles_from;
+            // Leader election renews its Lease every few seconds: every elected operator does, and it is counted
+            // apart from the writes regcred's own work makes.
+            let (renewals, idle_writes): (Vec<String>, Vec<String>) =
+                common::audited_writes(&user, from, to).into_iter().partition(|w| w.contains("/leases/"));
             let (peak, steady) = rss_mib(&operator);
             drop(operator);
             json!({
@@ -244,8 +276,10 @@ async fn main() {
                 "sync_writes": sync_writes,
                 "idle_seconds": idle.as_secs(),
                 "idle_cpu_seconds": cpu,
+                "idle_reconciles": idle_reconciles,
                 "idle_cpu_percent_of_a_core": cpu / idle.as_secs_f64() * 100.0,
                 "idle_writes": idle_writes.len(),
+                "idle_lease_renewals": renewals.len(),
                 "idle_write_examples": idle_writes.iter().take(5).collect::<Vec<_>>(),
             })
         })
@@ -266,7 +300,11 @@ async fn main() {
     row("operator writes during the sync (audit log)", &report["sync_writes"].to_string(), "");
     let idle = format!("operator CPU during {}s idle", report["idle_seconds"]);
     row(&idle, &format!("{:.2}%", f("idle_cpu_percent_of_a_core")), "");
+    let idle = format!("reconciles during {}s idle", report["idle_seconds"]);
+    row(&idle, &report["idle_reconciles"].to_string(), "");
     let idle = format!("operator writes during {}s idle", report["idle_seconds"]);
     row(&idle, &report["idle_writes"].to_string(), "0");
+    let idle = format!("  and Lease renewals (leader election) in {}s", report["idle_seconds"]);
+    row(&idle, &report["idle_lease_renewals"].to_string(), "");
     common::write_report("scale", &report);
 }

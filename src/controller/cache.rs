@@ -102,7 +102,14 @@ impl Caches {
             });
         let (namespaces, ns_ready, ns_events) =
             reflected(Api::<PartialObjectMeta<Namespace>>::all(client.clone()), watcher::Config::default(), |ns| {
-                ns.metadata.managed_fields = None
+                // Only what selection reads (name, labels, whether it is going): 10,000 namespaces add up.
+                let meta = std::mem::take(&mut ns.metadata);
+                ns.metadata = kube::api::ObjectMeta {
+                    name: meta.name,
+                    labels: meta.labels,
+                    deletion_timestamp: meta.deletion_timestamp,
+                    ..Default::default()
+                };
             });
         let managed_config = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"));
         let (managed, managed_ready, managed_events) = indexed(Api::<Secret>::all(client.clone()), managed_config);

@@ -172,6 +172,12 @@ pub fn strip(sa: &mut ServiceAccount) {
     sa.automount_service_account_token = None;
     sa.metadata.managed_fields = None;
     sa.metadata.labels = None;
+    // Kept: name, namespace, resourceVersion (the guard of every patch) and regcred's record annotation.
+    sa.metadata.uid = None;
+    sa.metadata.creation_timestamp = None;
+    sa.metadata.owner_references = None;
+    sa.metadata.finalizers = None;
+    sa.metadata.generate_name = None;
     if let Some(annotations) = sa.metadata.annotations.as_mut() {
         annotations.retain(|k, _| k == RECORD_ANNOTATION);
     }

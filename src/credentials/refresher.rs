@@ -159,7 +159,7 @@ async fn run(
                 Err(e) => {
                     failures += 1;
                     counts.get_or_create(&MintLabels { profile: profile.clone(), result: e.reason.into() }).inc();
-                    let delay = tokens::retry_after(failures);
+                    let delay = tokens::retry_after(failures, now, snap.token.as_ref().map(|t| t.expires_at));
                     warn!(profile, reason = e.reason, error = %e, retry_in = ?delay, "minting failed; the last good token, if any, stays");
                     snap.error = Some(e);
                     delay

@@ -78,10 +78,18 @@ pub fn refresh_after(now: Timestamp, expires_at: Timestamp, fraction: f64, jitte
     Duration::from_secs_f64(delay).max(MIN_REFRESH)
 }
 
-/// When to try again after `failures` consecutive failures: exponential backoff, capped.
-pub fn retry_after(failures: u32) -> Duration {
+/// Retries never come sooner than this apart.
+pub const MIN_RETRY: Duration = Duration::from_secs(1);
+
+/// When to try again after `failures` consecutive failures: exponential backoff, capped, and never later than a
+/// quarter of what is left of the last good token (`expires_at`), so retries come closer together as its expiry
+/// nears and the first success after an outage lands before the Secrets go stale.
+pub fn retry_after(failures: u32, now: Timestamp, expires_at: Option<Timestamp>) -> Duration {
     let exp = failures.saturating_sub(1).min(16);
-    FIRST_BACKOFF.saturating_mul(1 << exp).min(MAX_BACKOFF)
+    let backoff = FIRST_BACKOFF.saturating_mul(1 << exp).min(MAX_BACKOFF);
+    let Some(expires_at) = expires_at.filter(|e| *e > now) else { return backoff };
+    let remaining = Duration::try_from(expires_at.duration_since(now)).unwrap_or_default();
+    backoff.min(remaining / 4).max(MIN_RETRY)
 }
 
 #[cfg(test)]
@@ -111,8 +119,30 @@ mod tests {
 
     #[test]
     fn failures_back_off_exponentially_up_to_a_cap() {
-        let delays: Vec<u64> = (1..=9).map(|n| retry_after(n).as_secs()).collect();
+        // No good token (or one long expired): plain backoff.
+        let delays: Vec<u64> = (1..=9).map(|n| retry_after(n, at(0), None).as_secs()).collect();
         assert_eq!(delays, vec![5, 10, 20, 40, 80, 160, 300, 300, 300]);
-        assert_eq!(retry_after(u32::MAX), MAX_BACKOFF);
+        assert_eq!(retry_after(u32::MAX, at(0), Some(at(-100))), MAX_BACKOFF);
+        // A good token with hours left does not change that.
+        assert_eq!(retry_after(3, at(0), Some(at(4 * 3600))), Duration::from_secs(20));
+    }
+
+    #[test]
+    fn retries_close_in_as_the_last_good_token_nears_expiry() {
+        // Found by `make soak`: a 40 s token, the endpoint down for 10 s from its refresh at 26 s. Backoff alone
+        // retried at 31 s and 41 s, after the token had expired. Capped at a quarter of what is left, the
+        // retries come ever closer and one lands within a few seconds of the outage's end.
+        let expires = at(40);
+        let mut t = 26.0;
+        let mut retries = Vec::new();
+        for failures in 1..=6 {
+            t += retry_after(failures, Timestamp::from_second(1_800_000_000 + t as i64).unwrap(), Some(expires))
+                .as_secs_f64();
+            retries.push(t);
+        }
+        assert!(retries.iter().any(|r| (36.0..=38.0).contains(r)), "{retries:?}");
+        assert!(retries.windows(2).all(|w| w[1] - w[0] >= 1.0), "{retries:?}");
+        // Never a spin, even in the last second.
+        assert_eq!(retry_after(1, at(0), Some(at(1))), MIN_RETRY);
     }
 }
