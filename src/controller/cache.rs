@@ -148,18 +148,30 @@ impl Caches {
         caches
     }
 
-    /// Runs one reflector stream in its own task, marking the profiles `map` names for each change.
+    /// Runs one reflector stream in its own task, marking the profiles `map` names for each object it touches,
+    /// and every profile when a (re)list completes.
+    ///
+    /// The second matters after a watch is lost (an apiserver restart, a compaction): the relist's objects reach
+    /// the stream before the store swaps them in at `InitDone`, so a reconcile they trigger can run on the old
+    /// view, and an object created during the gap would then wait for the next periodic resync (found by
+    /// `make soak`: namespaces created while the apiserver restarted got no Secret).
     fn drive<K, S>(&self, what: &'static str, events: S, map: impl Fn(&Caches, K) -> Vec<String> + Send + 'static)
     where
         K: Send + 'static,
-        S: Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+        S: Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
     {
         let caches = self.clone();
         tokio::spawn(async move {
             let mut events = std::pin::pin!(events);
             while let Some(event) = events.next().await {
                 match event {
-                    Ok(obj) => caches.dirty.mark(map(&caches, obj)),
+                    Ok(watcher::Event::Apply(obj) | watcher::Event::Delete(obj) | watcher::Event::InitApply(obj)) => {
+                        caches.dirty.mark(map(&caches, obj))
+                    }
+                    Ok(watcher::Event::InitDone) => {
+                        caches.dirty.mark(caches.profiles.state().iter().map(|p| p.name_any()))
+                    }
+                    Ok(watcher::Event::Init) => {}
                     // default_backoff() retries; the error is only worth a line in the log.
                     Err(e) => warn!(cache = what, error = %e, "watch failed; retrying"),
                 }
@@ -211,12 +223,12 @@ impl Caches {
 }
 
 /// One reflector: a store of `K` kept current by a watch (`modify` applied to each object before it is stored),
-/// a flag set once the initial list is in, and the stream of the objects the watch touched.
+/// a flag set once the initial list is in, and the stream of its watch events (after the store has applied each).
 fn reflected<K>(
     api: Api<K>,
     config: watcher::Config,
     modify: impl FnMut(&mut K) + Send + 'static,
-) -> (Store<K>, watch::Receiver<bool>, impl Stream<Item = Result<K, watcher::Error>> + Send + 'static)
+) -> (Store<K>, watch::Receiver<bool>, impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static)
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
     K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
@@ -224,21 +236,20 @@ where
     let (store, writer) = reflector::store();
     let ready = watch::channel(false).0;
     let flag = ready.subscribe();
-    let events = watcher(api, config)
-        .default_backoff()
-        .modify(modify)
-        .reflect(writer)
-        .inspect(ready_on_init(&ready))
-        .touched_objects();
+    let events = watcher(api, config).default_backoff().modify(modify).reflect(writer).inspect(ready_on_init(&ready));
     (store, flag, events)
 }
 
 /// The managed Secrets' watch, feeding the compact [`ManagedSecrets`] index instead of a reflector store; like
-/// [`reflected`], with a ready flag and the stream of the Secrets the watch touched.
+/// [`reflected`], with a ready flag and the stream of the watch events.
 fn indexed(
     api: Api<Secret>,
     config: watcher::Config,
-) -> (ManagedSecrets, watch::Receiver<bool>, impl Stream<Item = Result<Secret, watcher::Error>> + Send + 'static) {
+) -> (
+    ManagedSecrets,
+    watch::Receiver<bool>,
+    impl Stream<Item = Result<watcher::Event<Secret>, watcher::Error>> + Send + 'static,
+) {
     let index = ManagedSecrets::default();
     let ready = watch::channel(false).0;
     let flag = ready.subscribe();
@@ -250,8 +261,7 @@ fn indexed(
                 writer.apply(event);
             }
         })
-        .inspect(ready_on_init(&ready))
-        .touched_objects();
+        .inspect(ready_on_init(&ready));
     (index, flag, events)
 }
 

@@ -177,13 +177,13 @@ impl ManagedSecrets {
             .flat_map(|(ns, names)| names.iter().map(move |(name, e)| (ns, name, e)))
             .filter(|(_, _, e)| &*e.profile == profile)
             .map(|(ns, name, e)| ObservedSecret {
-                namespace: ns.to_string(),
-                name: name.to_string(),
+                namespace: ns.clone(),
+                name: name.clone(),
                 uid: e.uid.to_text(),
                 content_hash: e.content_hash,
                 type_ok: e.type_ok,
                 labels_ok: e.labels_ok,
-                owner_uids: e.owner_uids.iter().map(|u| u.to_string()).collect(),
+                owner_uids: e.owner_uids.to_vec(),
             })
             .collect()
     }
@@ -248,8 +248,8 @@ mod tests {
         assert!(index.contains("a", "pull") && !index.contains("a", "other"));
         let seen = index.observed_for("p");
         assert_eq!(seen.len(), 1);
-        assert_eq!((seen[0].namespace.as_str(), seen[0].uid.as_str()), ("a", UID));
-        assert_eq!(seen[0].owner_uids, vec!["owner-1".to_owned()]);
+        assert_eq!((&*seen[0].namespace, seen[0].uid.as_str()), ("a", UID));
+        assert_eq!(seen[0].owner_uids, vec![Arc::from("owner-1")]);
         assert!(seen[0].type_ok && seen[0].labels_ok);
         let before = seen[0].content_hash;
 

@@ -500,9 +500,11 @@ async fn reconcile(profile: Arc<RegistryProfile>, ctx: Arc<Context>) -> Result<A
                 .namespaces
                 .state()
                 .iter()
-                .map(|ns| cache::namespace_info(ns))
-                .filter(|ns| selection.selects(ns))
-                .map(|ns| ns.name)
+                .filter(|ns| {
+                    let name = ns.metadata.name.as_deref().unwrap_or_default();
+                    selection.selects_parts(name, ns.labels(), ns.metadata.deletion_timestamp.is_some())
+                })
+                .map(|ns| ns.name_any())
                 .collect();
             let observed: Vec<ObservedSecret> = ctx.caches.managed.observed_for(&name);
             let target = match config {

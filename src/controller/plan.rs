@@ -3,12 +3,13 @@
 
 use std::collections::BTreeSet;
 use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::Arc;
 
 /// What the cache shows of one managed Secret that carries this profile's label.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ObservedSecret {
-    pub namespace: String,
-    pub name: String,
+    pub namespace: Arc<str>,
+    pub name: Arc<str>,
     pub uid: String,
     /// [`content_hash`] of its type and data.
     pub content_hash: u64,
@@ -17,7 +18,7 @@ pub struct ObservedSecret {
     /// It carries every label regcred sets.
     pub labels_ok: bool,
     /// UIDs in its ownerReferences.
-    pub owner_uids: Vec<String>,
+    pub owner_uids: Vec<Arc<str>>,
 }
 
 /// What a profile wants written.
@@ -68,28 +69,28 @@ pub fn plan(target: &Target, selected: &BTreeSet<String>, observed: &[ObservedSe
     let mut plan = Plan::default();
     let mut seen = BTreeSet::new();
     for o in observed {
-        let owned = o.owner_uids.iter().any(|u| u == profile_uid);
+        let owned = o.owner_uids.iter().any(|u| &**u == profile_uid);
         match target {
-            Target::Write { name, content_hash } if &o.name == name && selected.contains(&o.namespace) => {
-                seen.insert(o.namespace.clone());
+            Target::Write { name, content_hash } if &*o.name == name && selected.contains(&*o.namespace) => {
+                seen.insert(&*o.namespace);
                 if !o.type_ok {
-                    plan.actions.push(Action::Replace { namespace: o.namespace.clone(), uid: o.uid.clone() });
+                    plan.actions.push(Action::Replace { namespace: o.namespace.to_string(), uid: o.uid.clone() });
                 } else if o.content_hash != *content_hash || !o.labels_ok || !owned {
-                    plan.actions.push(Action::Update { namespace: o.namespace.clone() });
+                    plan.actions.push(Action::Update { namespace: o.namespace.to_string() });
                 } else {
-                    plan.in_sync.insert(o.namespace.clone());
+                    plan.in_sync.insert(o.namespace.to_string());
                 }
             }
             _ if owned => plan.actions.push(Action::Delete {
-                namespace: o.namespace.clone(),
-                name: o.name.clone(),
+                namespace: o.namespace.to_string(),
+                name: o.name.to_string(),
                 uid: o.uid.clone(),
             }),
             _ => {}
         }
     }
     if matches!(target, Target::Write { .. }) {
-        for ns in selected.difference(&seen) {
+        for ns in selected.iter().filter(|ns| !seen.contains(ns.as_str())) {
             plan.actions.push(Action::Create { namespace: ns.clone() });
         }
     }

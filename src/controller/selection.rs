@@ -41,17 +41,21 @@ impl<'a> CompiledSelection<'a> {
 
     /// Whether the namespace receives the profile's Secret.
     pub fn selects(&self, ns: &NamespaceInfo) -> bool {
-        if ns.terminating || self.spec.exclude.iter().any(|g| glob_match(g, &ns.name)) {
+        self.selects_parts(&ns.name, &ns.labels, ns.terminating)
+    }
+
+    /// [`CompiledSelection::selects`] over borrowed parts: a reconcile runs it over every cached namespace.
+    pub fn selects_parts(&self, name: &str, labels: &BTreeMap<String, String>, terminating: bool) -> bool {
+        if terminating || self.spec.exclude.iter().any(|g| glob_match(g, name)) {
             return false;
         }
-        if self.spec.names.iter().any(|n| n == &ns.name) {
+        if self.spec.names.iter().any(|n| n == name) {
             return true;
         }
-        if PROTECTED_NAMESPACES.contains(&ns.name.as_str()) || ns.name == self.operator_namespace {
+        if PROTECTED_NAMESPACES.contains(&name) || name == self.operator_namespace {
             return false;
         }
-        self.spec.names.iter().any(|g| glob_match(g, &ns.name))
-            || self.selector.as_ref().is_some_and(|s| s.matches(&ns.labels))
+        self.spec.names.iter().any(|g| glob_match(g, name)) || self.selector.as_ref().is_some_and(|s| s.matches(labels))
     }
 }
 
