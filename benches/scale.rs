@@ -91,19 +91,8 @@ async fn main() {
         .clone()
         .run(|env| async move {
             let client = env.client.clone();
-            let op_ns = env.namespace("system", &[]).await;
-            let kubeconfig = support::operator_identity(&env, &op_ns).await;
-            let sa_client = support::client_from(&kubeconfig).await;
-            let user = format!("system:serviceaccount:{op_ns}:{}", support::webhook_configuration_name(&env));
-            let source = Secret {
-                metadata: ObjectMeta { name: Some("creds".into()), ..Default::default() },
-                data: Some(BTreeMap::from([
-                    ("username".into(), ByteString(b"bench".to_vec())),
-                    ("password".into(), ByteString(b"pw".to_vec())),
-                ])),
-                ..Default::default()
-            };
-            Api::<Secret>::namespaced(client.clone(), &op_ns).create(&PostParams::default(), &source).await.unwrap();
+            let support::BenchOperator { namespace: op_ns, kubeconfig, client: sa_client, user } =
+                support::bench_operator(&env).await;
 
             eprintln!("scale: creating {n} namespaces in {teams} teams");
             let started = Instant::now();

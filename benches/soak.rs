@@ -68,6 +68,28 @@ async fn check_secrets(h: &Harness, profile: &str, namespaces: &BTreeSet<String>
     out
 }
 
+/// Reads the Secrets every 500 ms until [`check_secrets`] finds nothing wrong: how long that took, or `None` and
+/// the last problems found when `timeout` passed first.
+async fn secrets_converge(
+    h: &Harness,
+    profile: &str,
+    namespaces: &BTreeSet<String>,
+    password: &str,
+    timeout: Duration,
+) -> Result<Duration, Violations> {
+    let started = Instant::now();
+    loop {
+        let problems = check_secrets(h, profile, namespaces, password).await;
+        if problems.is_empty() {
+            return Ok(started.elapsed());
+        }
+        if started.elapsed() >= timeout {
+            return Err(problems);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 /// Waits (up to `timeout`) until the profile's status says `n/n` and Ready.
 async fn converged(h: &Harness, profile: &str, n: usize, timeout: Duration) -> Option<Duration> {
     let api = Api::<regcred::api::RegistryProfile>::all(h.client());
@@ -157,29 +179,20 @@ async fn kill_mid_sync(env: TestEnv) -> (Value, Violations) {
         h.restart();
         // Converged means the Secrets themselves are right (the status of an earlier round may still say n/n),
         // and then the status says so too.
-        let restarted = Instant::now();
-        let mut took = None;
-        let mut last = Vec::new();
-        while restarted.elapsed() < Duration::from_secs(300) {
-            last = check_secrets(&h, &profile, &selected, &password).await;
-            if last.is_empty() {
-                took = Some(restarted.elapsed());
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-        match took {
-            None => violations.push(format!(
+        let took = secrets_converge(&h, &profile, &selected, &password, Duration::from_secs(300)).await;
+        match &took {
+            Err(last) => violations.push(format!(
                 "round {round} ({what}): not converged within 300 s; {} problems, such as {:?}",
                 last.len(),
                 last.first()
             )),
-            Some(_) => {
+            Ok(_) => {
                 if converged(&h, &profile, selected.len(), Duration::from_secs(60)).await.is_none() {
                     violations.push(format!("round {round} ({what}): Secrets right, but the status never said so"));
                 }
             }
         }
+        let took = took.ok();
         h.operator.take();
         eprintln!(
             "soak: kill round {round} ({what}): killed {into_sync:?} into the sync with {current} of {} Secrets current; converged {took:?} after the restart",
@@ -245,20 +258,13 @@ async fn apiserver_restart(env: TestEnv) -> (Value, Violations) {
     let made = creating.await.unwrap();
     // Namespaces created while it was away are deleted by nobody: TestEnv removes them with the rest.
     selected.extend(made.iter().cloned());
-    let back = Instant::now();
-    let mut after_ready = None;
-    let mut last = Vec::new();
-    while back.elapsed() < Duration::from_secs(180) {
-        last = check_secrets(&h, &profile, &selected, "after").await;
-        if last.is_empty() {
-            after_ready = Some(back.elapsed());
-            break;
+    let after_ready = match secrets_converge(&h, &profile, &selected, "after", Duration::from_secs(180)).await {
+        Ok(took) => Some(took),
+        Err(last) => {
+            violations.push(format!("not converged within 180 s of the apiserver's return: {:?}", last.first()));
+            None
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    if after_ready.is_none() {
-        violations.push(format!("not converged within 180 s of the apiserver's return: {:?}", last.first()));
-    }
+    };
     let alive = h
         .operator
         .as_ref()
@@ -290,16 +296,7 @@ async fn leader_failover(env: TestEnv) -> (Value, Violations) {
     let mut takeovers = Vec::new();
     converged(&h, &profile, 0, Duration::from_secs(60)).await;
     for round in 0..4 {
-        let leader = wait_for("one leader", Duration::from_secs(60), || async {
-            let mut leading = Vec::new();
-            for (i, r) in replicas.iter().enumerate() {
-                if r.metric("regcred_leader").await == 1.0 {
-                    leading.push(i);
-                }
-            }
-            (leading.len() == 1).then(|| leading[0])
-        })
-        .await;
+        let leader = support::leader_of(&replicas.iter().collect::<Vec<_>>()).await;
         replicas.remove(leader).kill().await;
         let killed = Instant::now();
         let ns = env.namespace_nowait(&format!("l{round}"), &[("pull", "yes")]).await;
@@ -387,13 +384,7 @@ async fn token_outage(env: TestEnv) -> (Value, Violations) {
     h.source("gcp", &[("key.json", key.as_str())]).await;
     let n = 500;
     create_namespaces(&env, "t", n, &[("pull", "yes")]).await;
-    let spec = json!({
-        "provider": "gcr",
-        "credentials": {"gcp": {"secretRef": {"name": "gcp"}}},
-        "namespaces": h.select("yes"),
-        "secretName": "pull",
-    });
-    let profile = h.profile("p", spec).await;
+    let profile = h.profile("p", support::tokens::gcp_spec(&h, "gcp", "pull")).await;
     let mut violations = Vec::new();
     if converged(&h, &profile, n, Duration::from_secs(120)).await.is_none() {
         violations.push(format!("the GCP profile did not reach {n}/{n}"));

@@ -10,21 +10,7 @@ use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::Api;
 use support::harness::{Harness, basic_spec};
-use support::{Operator, TestEnv, wait_for};
-
-/// Waits until exactly one of `replicas` says it leads; returns its index.
-async fn leader_of(replicas: &[&Operator]) -> usize {
-    wait_for("exactly one replica to lead", Duration::from_secs(60), || async {
-        let mut leading = Vec::new();
-        for (i, r) in replicas.iter().enumerate() {
-            if r.metric("regcred_leader").await == 1.0 {
-                leading.push(i);
-            }
-        }
-        (leading.len() == 1).then(|| leading[0])
-    })
-    .await
-}
+use support::{Operator, TestEnv, leader_of, wait_for};
 
 #[tokio::test]
 async fn one_replica_reconciles_and_another_takes_over_within_the_lease_when_it_dies() {

@@ -13,7 +13,7 @@ use kube::ResourceExt;
 use kube::api::{Api, ListParams};
 use serde_json::{Value, json};
 use support::harness::{Harness, WAIT};
-use support::tokens::{EcrPublicEndpoint, GcpTokenEndpoint, Moto, auths, rotate_through_outage};
+use support::tokens::{EcrPublicEndpoint, GcpTokenEndpoint, Moto, auths, gcp_spec, rotate_through_outage};
 use support::{TestEnv, wait_for};
 
 const ECR_HOST: &str = "123456789012.dkr.ecr.us-east-1.amazonaws.com";
@@ -216,17 +216,9 @@ async fn gcp_minting_failures_say_why() {
             h.source("denied", &[("key.json", denied_key.as_str())]).await;
             h.source("dead", &[("key.json", dead_key.as_str())]).await;
             h.source("junk", &[("key.json", "{\"type\": \"service_account\"}")]).await;
-            let spec = |source: &str, secret: &str| {
-                json!({
-                    "provider": "gcr",
-                    "credentials": {"gcp": {"secretRef": {"name": source}}},
-                    "namespaces": h.select("yes"),
-                    "secretName": secret,
-                })
-            };
-            let denied = h.profile("denied", spec("denied", "a")).await;
-            let dead = h.profile("dead", spec("dead", "b")).await;
-            let junk = h.profile("junk", spec("junk", "c")).await;
+            let denied = h.profile("denied", gcp_spec(&h, "denied", "a")).await;
+            let dead = h.profile("dead", gcp_spec(&h, "dead", "b")).await;
+            let junk = h.profile("junk", gcp_spec(&h, "junk", "c")).await;
             // gcp_auth does not tell a refusal from a failing endpoint: both are TokenRequestFailed.
             h.condition(&denied, "CredentialsResolved", "False", "TokenRequestFailed").await;
             h.condition(&dead, "CredentialsResolved", "False", "EndpointUnreachable").await;
@@ -253,13 +245,7 @@ async fn gcp_tokens_rotate_before_expiry_with_one_mint_per_rotation_for_any_numb
             for i in 0..namespaces {
                 env.namespace_nowait(&format!("n{i}"), &[("pull", "yes")]).await;
             }
-            let spec = json!({
-                "provider": "gcr",
-                "credentials": {"gcp": {"secretRef": {"name": "gcp"}}},
-                "namespaces": h.select("yes"),
-                "secretName": "pull",
-            });
-            let profile = h.profile("p", spec).await;
+            let profile = h.profile("p", gcp_spec(&h, "gcp", "pull")).await;
             wait_for("every namespace's Secret", WAIT, || async {
                 let n = Api::<Secret>::all(h.client())
                     .list_metadata(&ListParams::default().labels(&format!("regcred.dev/profile={profile}")))

@@ -821,7 +821,7 @@ async fn keep_token_copy(
     let writer = sync::Writer {
         client: ctx.client.clone(),
         profile: profile.clone(),
-        secret_name: String::new(),
+        secret_name: token_copy_name(&profile.uid().unwrap_or_default()),
         config: Some(config.clone()),
         expires_at,
     };

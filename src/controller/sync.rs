@@ -126,18 +126,16 @@ impl Writer {
         labelled || owned
     }
 
-    /// Keeps the copy of a short-lived token in regcred's own namespace, where tenants cannot write: other
-    /// replicas' webhooks copy the current token from there into brand-new namespaces (see
-    /// [`super::token_copy_name`]). The copy carries no managed-by label, so no profile's sync plan ever sees it.
+    /// Keeps the copy of a short-lived token in regcred's own namespace, under this writer's `secret_name`
+    /// ([`super::token_copy_name`]), where tenants cannot write: other replicas' webhooks copy the current token
+    /// from there into brand-new namespaces. The copy carries no managed-by label, so no profile's sync plan ever
+    /// sees it.
     pub async fn keep_token_copy(&self, operator_namespace: &str) -> Result<(), kube::Error> {
         let Some(mut secret) = self.desired(operator_namespace) else { return Ok(()) };
-        let uid = self.profile.uid().unwrap_or_default();
-        let name = super::token_copy_name(&uid);
-        secret.metadata.name = Some(name.clone());
         secret.metadata.labels =
             Some(BTreeMap::from([("app.kubernetes.io/part-of".to_owned(), MANAGED_BY_VALUE.to_owned())]));
         self.api(operator_namespace)
-            .patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&secret))
+            .patch(&self.secret_name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&secret))
             .await
             .map(|_| ())
     }

@@ -20,8 +20,9 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use k8s_openapi::ByteString;
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
-use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
@@ -245,6 +246,33 @@ pub async fn operator_identity(env: &TestEnv, namespace: &str) -> PathBuf {
     service_account_kubeconfig(&env.client, namespace, &release).await
 }
 
+/// What a benchmark needs of its operator: regcred's namespace, holding the source Secret `creds` (user `bench`,
+/// password `pw`), a kubeconfig and a client acting as the chart's ServiceAccount, and that account's name as the
+/// apiserver's audit log records it.
+pub struct BenchOperator {
+    pub namespace: String,
+    pub kubeconfig: PathBuf,
+    pub client: Client,
+    pub user: String,
+}
+
+pub async fn bench_operator(env: &TestEnv) -> BenchOperator {
+    let namespace = env.namespace("system", &[]).await;
+    let kubeconfig = operator_identity(env, &namespace).await;
+    let client = client_from(&kubeconfig).await;
+    let user = format!("system:serviceaccount:{namespace}:{}", webhook_configuration_name(env));
+    let source = Secret {
+        metadata: ObjectMeta { name: Some("creds".into()), ..Default::default() },
+        data: Some(BTreeMap::from([
+            ("username".into(), ByteString(b"bench".to_vec())),
+            ("password".into(), ByteString(b"pw".to_vec())),
+        ])),
+        ..Default::default()
+    };
+    Api::<Secret>::namespaced(env.client.clone(), &namespace).create(&PostParams::default(), &source).await.unwrap();
+    BenchOperator { namespace, kubeconfig, client, user }
+}
+
 /// Creates the ServiceAccount if needed, mints a token for it, and writes a kubeconfig that uses that token.
 pub async fn service_account_kubeconfig(client: &Client, namespace: &str, name: &str) -> PathBuf {
     let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
@@ -283,6 +311,20 @@ pub async fn client_from(path: &Path) -> Client {
     let kubeconfig = Kubeconfig::read_from(path).unwrap();
     let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.unwrap();
     Client::try_from(config).unwrap()
+}
+
+/// Waits until exactly one of `replicas` says it leads; returns its index.
+pub async fn leader_of(replicas: &[&Operator]) -> usize {
+    wait_for("exactly one replica to lead", Duration::from_secs(60), || async {
+        let mut leading = Vec::new();
+        for (i, r) in replicas.iter().enumerate() {
+            if r.metric("regcred_leader").await == 1.0 {
+                leading.push(i);
+            }
+        }
+        (leading.len() == 1).then(|| leading[0])
+    })
+    .await
 }
 
 /// The real `regcred run` process. Killed (SIGKILL) when dropped.

@@ -222,6 +222,17 @@ impl EcrPublicEndpoint {
     }
 }
 
+/// A GCP profile's spec: tokens minted from the service-account key in Secret `source` (regcred's namespace),
+/// written as `secret_name` into the namespaces labelled `pull=yes`.
+pub fn gcp_spec(h: &super::harness::Harness, source: &str, secret_name: &str) -> serde_json::Value {
+    serde_json::json!({
+        "provider": "gcr",
+        "credentials": {"gcp": {"secretRef": {"name": source}}},
+        "namespaces": h.select("yes"),
+        "secretName": secret_name,
+    })
+}
+
 /// The `auths` of a managed Secret's dockerconfigjson.
 pub fn auths(secret: &k8s_openapi::api::core::v1::Secret) -> std::collections::BTreeMap<String, serde_json::Value> {
     let raw = &secret.data.as_ref().unwrap()[".dockerconfigjson"].0;
