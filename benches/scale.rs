@@ -147,7 +147,10 @@ async fn main() {
             })
             .await;
             let (peak_before, rss_before) = rss_mib(&operator);
-            eprintln!("scale: operator warm, RSS {rss_before:.1} MiB (peak {peak_before:.1} MiB)");
+            eprintln!(
+                "scale: operator warm, RSS {rss_before:.1} MiB (peak {peak_before:.1} MiB; {})",
+                operator.memory_detail().unwrap_or_default()
+            );
 
             // 1. The raw baseline.
             let payload = regcred::credentials::render("registry.example.com", "bench", "pw").0.expose().to_vec();
@@ -230,6 +233,10 @@ async fn main() {
                 .await;
             }
             let (peak_sync, rss_sync) = rss_mib(&operator);
+            eprintln!(
+                "scale: after the sync, RSS {rss_sync:.1} MiB (peak {peak_sync:.1} MiB; {})",
+                operator.memory_detail().unwrap_or_default()
+            );
             // The same audit filter that counts idle writes, over the sync: it must see the operator's writes.
             let sync_writes = common::audited_writes(&user, sync_from, jiff::Timestamp::now()).len();
 
@@ -247,6 +254,13 @@ async fn main() {
             let (renewals, idle_writes): (Vec<String>, Vec<String>) =
                 common::audited_writes(&user, from, to).into_iter().partition(|w| w.contains("/leases/"));
             let (peak, steady) = rss_mib(&operator);
+            eprintln!(
+                "scale: end of idle, RSS {steady:.1} MiB (peak {peak:.1} MiB; {})",
+                operator.memory_detail().unwrap_or_default()
+            );
+            for line in operator.logs().lines().filter(|l| l.contains("freed memory returned")) {
+                eprintln!("scale: operator: {line}");
+            }
             drop(operator);
             json!({
                 "namespaces": n,

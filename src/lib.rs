@@ -5,10 +5,12 @@
 
 pub mod api;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod controller;
 pub mod credentials;
 pub mod errors;
+pub mod memory;
 pub mod metrics;
 pub mod registry;
 pub mod telemetry;
@@ -26,7 +28,7 @@ pub fn install_crypto_provider() {
 
 /// `regcred run`: the operator until SIGTERM or Ctrl-C.
 pub async fn run(args: config::RunArgs) -> Result<(), errors::Error> {
-    let client = kube::Client::try_default().await.map_err(errors::Error::Kubeconfig)?;
+    let client = client::infer().await.map_err(errors::Error::Kubeconfig)?;
     info!(version = env!("CARGO_PKG_VERSION"), namespace = %args.namespace, "regcred starting");
     let shutdown = shutdown_signal().boxed().shared();
     let shutdown: futures::future::Shared<futures::future::BoxFuture<'static, ()>> = shutdown;
@@ -69,6 +71,10 @@ pub async fn run(args: config::RunArgs) -> Result<(), errors::Error> {
         None => None,
     };
     let metrics = std::sync::Arc::new(metrics::Metrics::new(caches.clone(), webhook.as_ref().map(|(stats, _)| stats)));
+    // Bursts are seen through the reconciles: that is where a sync's writes, plans and status updates happen, and
+    // a relist after a lost watch reconciles every profile too.
+    let counted = metrics.clone();
+    tokio::spawn(memory::trim_after_bursts(move || counted.reconciles_total(), std::time::Duration::from_secs(10)));
     let ops = match args.metrics_addr.0 {
         Some(addr) => {
             let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| errors::Error::Bind {

@@ -117,6 +117,14 @@ impl Metrics {
         self.reconciles.get_or_create(&ResultLabels { result: result.into() }).inc();
         self.reconcile_duration.observe(started.elapsed().as_secs_f64());
     }
+
+    /// Reconciles so far, whatever their result.
+    pub fn reconciles_total(&self) -> u64 {
+        ["ok", "error"]
+            .into_iter()
+            .map(|result| self.reconciles.get_or_create(&ResultLabels { result: result.into() }).get())
+            .sum()
+    }
 }
 
 /// Serves `/metrics`, `/healthz` and `/readyz` on `listener` (plain HTTP) until `shutdown` completes.

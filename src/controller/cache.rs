@@ -1,8 +1,9 @@
 //! The in-memory view of the cluster that the controller and the webhook share.
 //!
-//! Five watches (profiles, Namespaces as metadata, managed Secrets in a compact index of their hashes and owners, the Secrets of
-//! regcred's own namespace, and ServiceAccounts reduced to their pull secrets) run in tasks of their own, so the view stays current whether or not this replica
-//! is reconciling. Each change is mapped to the profiles it concerns and recorded in a [`Dirty`] set; the
+//! Five watches run in tasks of their own, so the view stays current whether or not this replica is reconciling:
+//! profiles and the Secrets of regcred's own namespace (reflector stores: few and small), and three that grow with
+//! the cluster, each in a [`super::compact`] index of only what is read: namespaces (name, labels, whether going),
+//! managed Secrets (hashes and owners) and ServiceAccounts (pull secrets and regcred's record). Each change is mapped to the profiles it concerns and recorded in a [`Dirty`] set; the
 //! controller drains that set as its trigger stream. A set rather than a queue: ten thousand namespace events at
 //! start-up collapse into one entry per profile, and a replica that is not reconciling holds at most one entry
 //! per profile.
@@ -15,15 +16,17 @@ use futures::{FutureExt, Stream, StreamExt};
 use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
-use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use tokio::sync::{Notify, watch};
 use tracing::warn;
 
 use super::managed::ManagedSecrets;
+use super::namespaces::Namespaces;
 use super::selection::{CompiledSelection, NamespaceInfo};
-use super::{MANAGED_BY_LABEL, MANAGED_BY_VALUE, PROFILE_LABEL, secret_name, service_accounts};
+use super::service_accounts::{self, ServiceAccounts};
+use super::{MANAGED_BY_LABEL, MANAGED_BY_VALUE, PROFILE_LABEL, secret_name};
 use crate::api::RegistryProfile;
 
 /// Profiles waiting to be reconciled, without duplicates.
@@ -69,10 +72,10 @@ impl Dirty {
 #[derive(Clone)]
 pub struct Caches {
     pub profiles: Store<RegistryProfile>,
-    pub namespaces: Store<PartialObjectMeta<Namespace>>,
+    pub namespaces: Namespaces,
     pub managed: ManagedSecrets,
     pub sources: Store<Secret>,
-    pub service_accounts: Store<ServiceAccount>,
+    pub service_accounts: ServiceAccounts,
     /// Short-lived tokens, minted once per profile; shared so the webhook can write a new namespace's Secret.
     pub refresher: Arc<crate::credentials::refresher::Refresher>,
     /// Resolves once all five caches hold their initial lists (false if one stopped first). See [`all_ready`].
@@ -100,25 +103,28 @@ impl Caches {
             reflected(Api::<RegistryProfile>::all(client.clone()), profile_config, |p| {
                 p.metadata.managed_fields = None
             });
-        let (namespaces, ns_ready, ns_events) =
-            reflected(Api::<PartialObjectMeta<Namespace>>::all(client.clone()), watcher::Config::default(), |ns| {
-                // Only what selection reads (name, labels, whether it is going): 10,000 namespaces add up.
-                let meta = std::mem::take(&mut ns.metadata);
-                ns.metadata = kube::api::ObjectMeta {
-                    name: meta.name,
-                    labels: meta.labels,
-                    deletion_timestamp: meta.deletion_timestamp,
-                    ..Default::default()
-                };
-            });
+        let namespaces = Namespaces::default();
+        let (ns_ready, ns_events) = indexed(
+            Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
+            watcher::Config::default(),
+            namespaces.clone(),
+            Namespaces::apply,
+        );
+        let managed = ManagedSecrets::default();
         let managed_config = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"));
-        let (managed, managed_ready, managed_events) = indexed(Api::<Secret>::all(client.clone()), managed_config);
+        let (managed_ready, managed_events) =
+            indexed(Api::<Secret>::all(client.clone()), managed_config, managed.clone(), ManagedSecrets::apply);
         let (sources, sources_ready, source_events) =
             reflected(Api::<Secret>::namespaced(client.clone(), operator_namespace), Default::default(), |s| {
                 s.metadata.managed_fields = None
             });
-        let (service_accounts, sa_ready, sa_events) =
-            reflected(Api::<ServiceAccount>::all(client.clone()), watcher::Config::default(), service_accounts::strip);
+        let service_accounts = ServiceAccounts::default();
+        let (sa_ready, sa_events) = indexed(
+            Api::<ServiceAccount>::all(client.clone()),
+            watcher::Config::default(),
+            service_accounts.clone(),
+            ServiceAccounts::apply,
+        );
         let ready = all_ready(vec![profiles_ready, ns_ready, managed_ready, sources_ready, sa_ready]);
         let caches = Self { profiles, namespaces, managed, sources, service_accounts, refresher, ready, dirty };
 
@@ -218,7 +224,7 @@ impl Caches {
 
     /// The namespace as the caches know it.
     pub fn namespace(&self, name: &str) -> Option<NamespaceInfo> {
-        self.namespaces.get(&ObjectRef::new(name)).map(|ns| namespace_info(&ns))
+        self.namespaces.get(name)
     }
 }
 
@@ -240,29 +246,30 @@ where
     (store, flag, events)
 }
 
-/// The managed Secrets' watch, feeding the compact [`ManagedSecrets`] index instead of a reflector store; like
-/// [`reflected`], with a ready flag and the stream of the watch events.
-fn indexed(
-    api: Api<Secret>,
+/// A watch feeding one of the compact indexes instead of a reflector store (`apply` applies each event to
+/// `index`); like [`reflected`], with a ready flag and the stream of the watch events (after the index has applied
+/// each).
+fn indexed<K, I>(
+    api: Api<K>,
     config: watcher::Config,
-) -> (
-    ManagedSecrets,
-    watch::Receiver<bool>,
-    impl Stream<Item = Result<watcher::Event<Secret>, watcher::Error>> + Send + 'static,
-) {
-    let index = ManagedSecrets::default();
+    index: I,
+    apply: fn(&I, &watcher::Event<K>),
+) -> (watch::Receiver<bool>, impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static)
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+    I: Send + 'static,
+{
     let ready = watch::channel(false).0;
     let flag = ready.subscribe();
-    let writer = index.clone();
     let events = watcher(api, config)
         .default_backoff()
         .inspect(move |event| {
             if let Ok(event) = event {
-                writer.apply(event);
+                apply(&index, event);
             }
         })
         .inspect(ready_on_init(&ready));
-    (index, flag, events)
+    (flag, events)
 }
 
 /// Marks a cache ready once its reflector has applied the initial list.

@@ -7,13 +7,13 @@
 //! entry is about 100 bytes: namespaces, names, profiles and owner uids are interned (each string once, shared by
 //! every entry that uses it, and released with its last user), and the Secret's uid is kept as 16 bytes.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use kube::runtime::watcher;
 
+use super::compact::{self, Interner};
 use super::plan::{self, ObservedSecret};
 use super::{DOCKER_CONFIG_KEY, DOCKER_CONFIG_TYPE, MANAGED_BY_LABEL, MANAGED_BY_VALUE, PROFILE_LABEL};
 
@@ -23,10 +23,37 @@ struct Entry {
     /// Its `regcred.dev/profile` label ("" when someone removed it).
     profile: Arc<str>,
     uid: Uid,
-    owner_uids: Box<[Arc<str>]>,
+    owner_uids: Owners,
     content_hash: u64,
     type_ok: bool,
     labels_ok: bool,
+}
+
+/// A Secret's owner uids, without an allocation of their own in the usual case of exactly one (its profile).
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Owners {
+    One(Arc<str>),
+    Other(Box<[Arc<str>]>),
+}
+
+impl Owners {
+    fn new(mut uids: Vec<Arc<str>>) -> Self {
+        match uids.pop() {
+            Some(one) if uids.is_empty() => Self::One(one),
+            Some(last) => {
+                uids.push(last);
+                Self::Other(uids.into_boxed_slice())
+            }
+            None => Self::Other(Box::default()),
+        }
+    }
+
+    fn to_vec(&self) -> Vec<Arc<str>> {
+        match self {
+            Self::One(uid) => vec![uid.clone()],
+            Self::Other(uids) => uids.to_vec(),
+        }
+    }
 }
 
 /// A Kubernetes uid: a UUID packed into 16 bytes, or (never seen in practice) the text as it came.
@@ -57,32 +84,9 @@ impl Uid {
     }
 }
 
-/// namespace → name → entry, every string interned. Nested so that lookups by `&str` allocate nothing.
-type Entries = HashMap<Arc<str>, HashMap<Arc<str>, Entry>>;
-
-#[derive(Default)]
-struct Inner {
-    entries: Entries,
-    strings: HashSet<Arc<str>>,
-    /// The list being received after a (re)list; swapped in at its end.
-    pending: Option<Entries>,
-    /// Deletes since unused strings were last released.
-    deletes: usize,
-}
-
-impl Inner {
-    fn intern(&mut self, s: &str) -> Arc<str> {
-        if let Some(a) = self.strings.get(s) {
-            return a.clone();
-        }
-        let a: Arc<str> = Arc::from(s);
-        self.strings.insert(a.clone());
-        a
-    }
-
-    fn key_and_entry(&mut self, secret: &Secret) -> Option<(Arc<str>, Arc<str>, Entry)> {
-        let namespace = secret.metadata.namespace.as_deref()?;
-        let name = secret.metadata.name.as_deref()?;
+impl Entry {
+    /// What is kept of a Secret.
+    fn of(strings: &mut Interner, secret: &Secret) -> Option<Self> {
         let labels = secret.labels();
         let hash = plan::content_hash(
             secret.type_.as_deref().unwrap_or_default(),
@@ -94,87 +98,40 @@ impl Inner {
                 .map(|(k, v)| (k.as_str(), v.0.as_slice())),
         );
         let profile = labels.get(PROFILE_LABEL).map(String::as_str).unwrap_or_default();
-        let owners: Vec<Arc<str>> = secret.owner_references().iter().map(|o| self.intern(&o.uid)).collect();
-        let entry = Entry {
-            profile: self.intern(profile),
+        let owners: Vec<Arc<str>> = secret.owner_references().iter().map(|o| strings.intern(&o.uid)).collect();
+        Some(Self {
+            profile: strings.intern(profile),
             uid: Uid::new(secret.metadata.uid.as_deref().unwrap_or_default()),
-            owner_uids: owners.into_boxed_slice(),
+            owner_uids: Owners::new(owners),
             content_hash: hash,
             type_ok: secret.type_.as_deref() == Some(DOCKER_CONFIG_TYPE),
             labels_ok: labels.get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGED_BY_VALUE),
-        };
-        Some((self.intern(namespace), self.intern(name), entry))
-    }
-
-    /// Drops interned strings nobody uses any more (a deleted namespace's name, a deleted profile's).
-    fn release_unused(&mut self) {
-        self.strings.retain(|s| Arc::strong_count(s) > 1);
-        self.deletes = 0;
+        })
     }
 }
 
 /// The index, shared by the controller, the webhook and the metrics. Cheap to clone.
 #[derive(Clone, Default)]
 pub struct ManagedSecrets {
-    inner: Arc<RwLock<Inner>>,
+    index: compact::Shared<Entry>,
 }
 
 impl ManagedSecrets {
-    /// Applies one watch event; the Secrets it carried, for the caller to map to profiles.
+    /// Applies one watch event.
     pub fn apply(&self, event: &watcher::Event<Secret>) {
-        let mut inner = self.inner.write().unwrap_or_else(PoisonError::into_inner);
-        match event {
-            watcher::Event::Init => inner.pending = Some(HashMap::new()),
-            watcher::Event::InitApply(secret) => {
-                if let Some((ns, name, entry)) = inner.key_and_entry(secret) {
-                    inner.pending.get_or_insert_with(HashMap::new).entry(ns).or_default().insert(name, entry);
-                }
-            }
-            watcher::Event::InitDone => {
-                if let Some(list) = inner.pending.take() {
-                    inner.entries = list;
-                    inner.release_unused();
-                }
-            }
-            watcher::Event::Apply(secret) => {
-                if let Some((ns, name, entry)) = inner.key_and_entry(secret) {
-                    inner.entries.entry(ns).or_default().insert(name, entry);
-                }
-            }
-            watcher::Event::Delete(secret) => {
-                let (Some(ns), Some(name)) = (secret.metadata.namespace.as_deref(), secret.metadata.name.as_deref())
-                else {
-                    return;
-                };
-                let Some(names) = inner.entries.get_mut(ns) else { return };
-                if names.remove(name).is_some() {
-                    if names.is_empty() {
-                        inner.entries.remove(ns);
-                    }
-                    // Amortized: a sweep costs the live strings plus the garbage (at most a few per delete), so it
-                    // runs once per as many deletes as there are namespaces with Secrets.
-                    inner.deletes += 1;
-                    if inner.deletes >= inner.entries.len().max(64) {
-                        inner.release_unused();
-                    }
-                }
-            }
-        }
+        self.index.apply(event, Entry::of);
     }
 
     /// Whether a managed Secret `name` exists in `namespace`.
     pub fn contains(&self, namespace: &str, name: &str) -> bool {
-        let inner = self.inner.read().unwrap_or_else(PoisonError::into_inner);
-        inner.entries.get(namespace).is_some_and(|names| names.contains_key(name))
+        self.index.read().get(namespace, name).is_some()
     }
 
     /// The Secrets labelled with `profile`, as the sync plan reads them.
     pub fn observed_for(&self, profile: &str) -> Vec<ObservedSecret> {
-        let inner = self.inner.read().unwrap_or_else(PoisonError::into_inner);
-        inner
-            .entries
+        self.index
+            .read()
             .iter()
-            .flat_map(|(ns, names)| names.iter().map(move |(name, e)| (ns, name, e)))
             .filter(|(_, _, e)| &*e.profile == profile)
             .map(|(ns, name, e)| ObservedSecret {
                 namespace: ns.clone(),
@@ -190,12 +147,12 @@ impl ManagedSecrets {
 
     /// How many managed Secrets the index holds.
     pub fn len(&self) -> usize {
-        self.inner.read().unwrap_or_else(PoisonError::into_inner).entries.values().map(HashMap::len).sum()
+        self.index.read().len()
     }
 
     /// Whether the index is empty.
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.index.read().is_empty()
     }
 }
 
@@ -260,18 +217,9 @@ mod tests {
         assert!(index.observed_for("p").is_empty());
         assert_eq!(index.observed_for("q").len(), 2);
 
-        // Deletes release the strings only deleted Secrets used, once enough deletes have accumulated.
         index.apply(&watcher::Event::Delete(secret("b", "pull", "q", "one")));
         assert!(!index.contains("b", "pull"));
-        for i in 0..200 {
-            let ns = format!("n{i}");
-            index.apply(&watcher::Event::Apply(secret(&ns, "pull", "q", "x")));
-            index.apply(&watcher::Event::Delete(secret(&ns, "pull", "q", "x")));
-        }
-        let inner = index.inner.read().unwrap();
-        assert!(!inner.strings.contains("b"), "the deleted namespace's name is still interned");
-        assert!(inner.strings.len() <= 80, "{} strings interned: garbage is not released", inner.strings.len());
-        assert!(inner.strings.contains("a"));
+        assert_eq!(index.len(), 1);
     }
 
     #[test]
@@ -282,6 +230,5 @@ mod tests {
         index.apply(&watcher::Event::InitApply(secret("kept", "pull", "p", "x")));
         index.apply(&watcher::Event::InitDone);
         assert!(!index.contains("gone", "pull") && index.contains("kept", "pull"));
-        assert!(!index.inner.read().unwrap().strings.contains("gone"));
     }
 }

@@ -11,8 +11,10 @@
 
 pub mod cache;
 pub mod checks;
+pub mod compact;
 pub mod leader;
 pub mod managed;
+pub mod namespaces;
 pub mod plan;
 pub mod selection;
 pub mod service_accounts;
@@ -205,9 +207,13 @@ pub async fn run(
                 // Every profile, and every profile named in a ServiceAccount's record (it may have been deleted
                 // while no replica was reconciling).
                 let mut names: BTreeSet<String> = caches.profiles.state().iter().map(|p| p.name_any()).collect();
-                for sa in caches.service_accounts.state() {
-                    names.extend(service_accounts::record_of(&sa).into_keys());
-                }
+                names.extend(
+                    caches
+                        .service_accounts
+                        .filter_map(|sa| Some(service_accounts::record_of(&sa)))
+                        .into_iter()
+                        .flat_map(BTreeMap::into_keys),
+                );
                 names.into_iter().collect::<Vec<_>>()
             }
         };
@@ -495,17 +501,7 @@ async fn reconcile(profile: Arc<RegistryProfile>, ctx: Arc<Context>) -> Result<A
             SyncOutcome::Skipped { reason: "InvalidSelector".into(), message: invalid.to_string() },
         ),
         (Ok(config), Ok(selection)) => {
-            let selected: BTreeSet<String> = ctx
-                .caches
-                .namespaces
-                .state()
-                .iter()
-                .filter(|ns| {
-                    let name = ns.metadata.name.as_deref().unwrap_or_default();
-                    selection.selects_parts(name, ns.labels(), ns.metadata.deletion_timestamp.is_some())
-                })
-                .map(|ns| ns.name_any())
-                .collect();
+            let selected: BTreeSet<String> = ctx.caches.namespaces.selected_by(&selection);
             let observed: Vec<ObservedSecret> = ctx.caches.managed.observed_for(&name);
             let target = match config {
                 Some(cfg) => Target::Write {
@@ -682,8 +678,7 @@ async fn sync_service_accounts(
     let name = profile.name_any();
     let patterns = profile.spec.service_accounts.as_ref().map(|s| s.names.as_slice());
     let mut listed = 0;
-    let mut work = Vec::new();
-    for sa in ctx.caches.service_accounts.state() {
+    let work = ctx.caches.service_accounts.filter_map(|sa| {
         let ns = sa.namespace().unwrap_or_default();
         let want =
             service_accounts::want(patterns, &sa.name_any(), selected.contains(&ns), secret, in_place.contains(&ns));
@@ -692,10 +687,8 @@ async fn sync_service_accounts(
         }
         let record = service_accounts::record_of(&sa);
         let pulls = sa.image_pull_secrets.as_deref().unwrap_or_default();
-        if service_accounts::change(pulls, &record, &name, &want).is_some() {
-            work.push((sa, want));
-        }
-    }
+        service_accounts::change(pulls, &record, &name, &want).is_some().then_some((sa, want))
+    });
     if !work.is_empty() {
         info!(profile = %name, patches = work.len(), "updating ServiceAccounts");
     }
@@ -740,13 +733,8 @@ pub async fn release_service_accounts(client: Client, caches: Caches, profile: S
 }
 
 /// The cached ServiceAccounts on which `profile` recorded an entry.
-fn recorded_by(caches: &Caches, profile: &str) -> Vec<Arc<ServiceAccount>> {
-    caches
-        .service_accounts
-        .state()
-        .into_iter()
-        .filter(|sa| service_accounts::record_of(sa).contains_key(profile))
-        .collect()
+fn recorded_by(caches: &Caches, profile: &str) -> Vec<ServiceAccount> {
+    caches.service_accounts.filter_map(|sa| service_accounts::record_of(&sa).contains_key(profile).then_some(sa))
 }
 
 /// Why [`ensure_secret`] could not put a Secret in place.

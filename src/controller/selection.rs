@@ -1,8 +1,9 @@
 //! Which namespaces a profile selects. Pure: the namespaces are plain data from the controller's cache.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
-use kube::core::{Selector, SelectorExt};
+use kube::core::{Expression, Selector};
 
 use crate::api::NamespaceSelection;
 
@@ -18,10 +19,42 @@ pub struct NamespaceInfo {
     pub terminating: bool,
 }
 
+/// A namespace's labels, however they are stored: a map, or the compact cache's sorted pairs.
+pub trait Labels {
+    fn label(&self, key: &str) -> Option<&str>;
+}
+
+impl Labels for BTreeMap<String, String> {
+    fn label(&self, key: &str) -> Option<&str> {
+        self.get(key).map(String::as_str)
+    }
+}
+
+/// Pairs sorted by key, as [`super::namespaces`] keeps them.
+impl Labels for [(Arc<str>, Arc<str>)] {
+    fn label(&self, key: &str) -> Option<&str> {
+        self.binary_search_by(|(k, _)| (**k).cmp(key)).ok().map(|i| &*self[i].1)
+    }
+}
+
+/// Whether `labels` satisfy one requirement of a label selector (Kubernetes' semantics: `NotIn` and `!=` hold
+/// when the key is absent).
+fn satisfies(expression: &Expression, labels: &(impl Labels + ?Sized)) -> bool {
+    match expression {
+        Expression::In(key, values) => labels.label(key).is_some_and(|v| values.contains(v)),
+        Expression::NotIn(key, values) => labels.label(key).is_none_or(|v| !values.contains(v)),
+        Expression::Equal(key, value) => labels.label(key) == Some(value.as_str()),
+        Expression::NotEqual(key, value) => labels.label(key) != Some(value.as_str()),
+        Expression::Exists(key) => labels.label(key).is_some(),
+        Expression::DoesNotExist(key) => labels.label(key).is_none(),
+    }
+}
+
 /// A namespace selection compiled once per reconcile.
 #[derive(Debug, Clone)]
 pub struct CompiledSelection<'a> {
-    selector: Option<Selector>,
+    /// The label selector's requirements, all of which must hold (none: select every namespace).
+    selector: Option<Vec<Expression>>,
     spec: &'a NamespaceSelection,
     operator_namespace: &'a str,
 }
@@ -34,8 +67,13 @@ pub struct InvalidSelector(pub String);
 impl<'a> CompiledSelection<'a> {
     /// Compiles a profile's selection; `operator_namespace` is protected like `kube-system`.
     pub fn new(spec: &'a NamespaceSelection, operator_namespace: &'a str) -> Result<Self, InvalidSelector> {
-        let selector =
-            spec.selector.clone().map(Selector::try_from).transpose().map_err(|e| InvalidSelector(e.to_string()))?;
+        let selector = spec
+            .selector
+            .clone()
+            .map(Selector::try_from)
+            .transpose()
+            .map_err(|e| InvalidSelector(e.to_string()))?
+            .map(|s| s.into_iter().collect());
         Ok(Self { selector, spec, operator_namespace })
     }
 
@@ -45,7 +83,7 @@ impl<'a> CompiledSelection<'a> {
     }
 
     /// [`CompiledSelection::selects`] over borrowed parts: a reconcile runs it over every cached namespace.
-    pub fn selects_parts(&self, name: &str, labels: &BTreeMap<String, String>, terminating: bool) -> bool {
+    pub fn selects_parts(&self, name: &str, labels: &(impl Labels + ?Sized), terminating: bool) -> bool {
         if terminating || self.spec.exclude.iter().any(|g| glob_match(g, name)) {
             return false;
         }
@@ -55,7 +93,8 @@ impl<'a> CompiledSelection<'a> {
         if PROTECTED_NAMESPACES.contains(&name) || name == self.operator_namespace {
             return false;
         }
-        self.spec.names.iter().any(|g| glob_match(g, name)) || self.selector.as_ref().is_some_and(|s| s.matches(labels))
+        self.spec.names.iter().any(|g| glob_match(g, name))
+            || self.selector.as_ref().is_some_and(|s| s.iter().all(|e| satisfies(e, labels)))
     }
 }
 
@@ -186,6 +225,39 @@ mod tests {
         let mut n = ns("going", &[]);
         n.terminating = true;
         assert!(!CompiledSelection::new(&spec, "r").unwrap().selects(&n));
+    }
+
+    /// The matcher over compact labels agrees with kube's own over maps, for every operator, present or absent.
+    #[test]
+    fn label_matching_agrees_with_kube_for_maps_and_compact_pairs() {
+        use kube::core::SelectorExt;
+        let set = |vs: &[&str]| vs.iter().map(|v| (*v).to_owned()).collect();
+        let expressions = [
+            Expression::In("tier".into(), set(&["web", "api"])),
+            Expression::NotIn("tier".into(), set(&["sandbox"])),
+            Expression::Equal("team".into(), "a".into()),
+            Expression::NotEqual("team".into(), "a".into()),
+            Expression::Exists("pull".into()),
+            Expression::DoesNotExist("pull".into()),
+        ];
+        let label_sets: [&[(&str, &str)]; 6] = [
+            &[],
+            &[("tier", "web")],
+            &[("tier", "sandbox"), ("team", "a")],
+            &[("pull", ""), ("team", "b"), ("tier", "api")],
+            &[("a", "1"), ("pull", "yes"), ("team", "a"), ("z", "2")],
+            &[("team", "ab")],
+        ];
+        for labels in label_sets {
+            let map: BTreeMap<String, String> = labels.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect();
+            let pairs: Vec<(Arc<str>, Arc<str>)> =
+                map.iter().map(|(k, v)| (k.as_str().into(), v.as_str().into())).collect();
+            for e in &expressions {
+                let kube = e.matches(&map);
+                assert_eq!(satisfies(e, &map), kube, "{e} on {labels:?} (map)");
+                assert_eq!(satisfies(e, pairs.as_slice()), kube, "{e} on {labels:?} (pairs)");
+            }
+        }
     }
 
     #[test]

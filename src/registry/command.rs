@@ -127,7 +127,7 @@ fn registry_of(image: &str) -> String {
 
 /// Registry, credentials, images and options from a RegistryProfile and its Secrets.
 async fn from_profile(args: &CheckArgs, name: &str, mut options: Options) -> Result<Plan, String> {
-    let client = kube::Client::try_default().await.map_err(|e| format!("no usable kubeconfig for --profile: {e}"))?;
+    let client = crate::client::infer().await.map_err(|e| format!("no usable kubeconfig for --profile: {e}"))?;
     let profile = Api::<RegistryProfile>::all(client.clone())
         .get(name)
         .await

@@ -214,11 +214,7 @@ impl Webhook {
             return Some(ns);
         }
         match Api::<Namespace>::all(self.client.clone()).get_metadata_opt(name).await {
-            Ok(Some(ns)) => Some(NamespaceInfo {
-                name: name.to_owned(),
-                labels: ns.labels().clone(),
-                terminating: ns.metadata.deletion_timestamp.is_some(),
-            }),
+            Ok(Some(ns)) => Some(crate::controller::cache::namespace_info(&ns)),
             Ok(None) => None,
             Err(e) => {
                 self.stats.errors.inc();

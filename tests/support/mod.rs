@@ -409,6 +409,20 @@ impl Operator {
         Some((field("VmHWM:")?, field("VmRSS:")?))
     }
 
+    /// Where the operator's memory is, for the benchmarks' logs: anonymous and file-backed resident KiB, and how
+    /// many sockets it holds open (each TLS connection to the apiserver carries buffers of its own).
+    pub fn memory_detail(&self) -> Option<String> {
+        let pid = self.pid()?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let field = |name: &str| status.lines().find_map(|l| l.strip_prefix(name)).map(str::trim).unwrap_or("?");
+        let sockets = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .ok()?
+            .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+            .filter(|target| target.to_string_lossy().starts_with("socket:"))
+            .count();
+        Some(format!("anon {}, file {}, {sockets} sockets", field("RssAnon:"), field("RssFile:")))
+    }
+
     /// CPU time (user + system) the operator has used so far, from /proc (clock ticks of 1/100 s).
     pub fn cpu_seconds(&self) -> Option<f64> {
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()?)).ok()?;
