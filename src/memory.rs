@@ -17,7 +17,7 @@ const QUIET_PERIODS: u32 = 2;
 const QUIET_BELOW: u64 = 1;
 
 /// When to trim: after a busy period, once [`QUIET_PERIODS`] quiet ones have followed. Pure.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Bursts {
     last: u64,
     busy: bool,

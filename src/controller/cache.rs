@@ -3,8 +3,9 @@
 //! Five watches run in tasks of their own, so the view stays current whether or not this replica is reconciling:
 //! profiles and the Secrets of regcred's own namespace (reflector stores: few and small), and three that grow with
 //! the cluster, each in a [`super::compact`] index of only what is read: namespaces (name, labels, whether going),
-//! managed Secrets (hashes and owners) and ServiceAccounts (pull secrets and regcred's record). Each change is mapped to the profiles it concerns and recorded in a [`Dirty`] set; the
-//! controller drains that set as its trigger stream. A set rather than a queue: ten thousand namespace events at
+//! managed Secrets (hashes and owners) and ServiceAccounts (pull secrets and regcred's record). Each change is
+//! mapped to the profiles it concerns and recorded in a [`Dirty`] set; the controller drains that set as its
+//! trigger stream. A set rather than a queue: ten thousand namespace events at
 //! start-up collapse into one entry per profile, and a replica that is not reconciling holds at most one entry
 //! per profile.
 

@@ -61,16 +61,6 @@ impl Namespaces {
             .map(|(_, name, _)| name.to_string())
             .collect()
     }
-
-    /// How many namespaces the index holds.
-    pub fn len(&self) -> usize {
-        self.index.read().len()
-    }
-
-    /// Whether the index is empty.
-    pub fn is_empty(&self) -> bool {
-        self.index.read().is_empty()
-    }
 }
 
 #[cfg(test)]
@@ -107,7 +97,7 @@ mod tests {
             index.apply(&watcher::Event::InitApply(o.clone()));
         }
         index.apply(&watcher::Event::InitDone);
-        assert_eq!(index.len(), 4);
+        assert_eq!(index.index.read().len(), 4);
         let spec = NamespaceSelection {
             selector: Some(LabelSelector {
                 match_labels: Some([("team".to_owned(), "red".to_owned())].into()),

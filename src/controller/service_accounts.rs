@@ -226,16 +226,6 @@ impl ServiceAccounts {
     pub fn filter_map<T>(&self, mut f: impl FnMut(ServiceAccount) -> Option<T>) -> Vec<T> {
         self.index.read().iter().filter_map(|(ns, name, account)| f(account.to_object(ns, name))).collect()
     }
-
-    /// How many accounts the index holds.
-    pub fn len(&self) -> usize {
-        self.index.read().len()
-    }
-
-    /// Whether the index is empty.
-    pub fn is_empty(&self) -> bool {
-        self.index.read().is_empty()
-    }
 }
 
 #[cfg(test)]
@@ -381,7 +371,7 @@ mod tests {
         let builder = cache.filter_map(|sa| (sa.name_any() == "builder").then_some(sa));
         assert_eq!(builder[0].image_pull_secrets, None);
         assert!(builder[0].metadata.annotations.is_none());
-        assert_eq!(cache.len(), 2);
+        assert_eq!(cache.index.read().len(), 2);
     }
 
     #[test]
