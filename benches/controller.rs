@@ -30,7 +30,8 @@ use regcred::api::RegistryProfile;
 use serde_json::json;
 use support::{Operator, TestEnv, wait_for};
 
-const CONCURRENCY: usize = 32;
+/// Writes in flight: regcred's default --write-concurrency, and the baseline's.
+const CONCURRENCY: usize = 128;
 
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)

@@ -8,7 +8,7 @@
 //! every profile in every namespace (200,000 Secrets).
 //!
 //! 1. Raw baseline: the same Secrets (same size, labels, ownerReference) created directly by the operator's own
-//!    ServiceAccount with as many writes in flight as regcred can have (4 profiles reconciled at once × 32).
+//!    ServiceAccount with as many writes in flight as regcred can have (its --write-concurrency, 128).
 //! 2. Full sync: the operator already running and its caches warm, all profiles applied at once.
 //!
 //! Both clocks stop the same way: when a watch on the run's Secrets has shown the last one.
@@ -36,40 +36,47 @@ use regcred::api::RegistryProfile;
 use serde_json::json;
 use support::{Operator, TestEnv, wait_for};
 
-/// Writes in flight per profile (regcred's default --write-concurrency).
-const WRITE_CONCURRENCY: usize = 32;
-/// Profiles reconciled at once.
-const RECONCILES: usize = 4;
+/// Writes in flight (regcred's default --write-concurrency, shared by all its reconciles).
+const WRITE_CONCURRENCY: usize = 128;
 
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
-/// Starts watching the Secrets labelled `selector` and resolves to the instant the watch has shown `expected`
-/// distinct (namespace, `key` label) pairs whose label value starts with `prefix`: the same end-of-run signal for
-/// the baseline and for regcred, each paying for one watch.
+/// Starts watching the Secrets labelled `selector` and resolves to the instants the watch had shown each tenth of
+/// `expected` distinct (namespace, `key` label) pairs whose label value starts with `prefix`, the last being when
+/// it had shown them all: the same end-of-run signal for the baseline and for regcred, each paying for one watch.
 fn all_seen(
     client: kube::Client,
     selector: &str,
     key: &'static str,
     prefix: String,
     expected: usize,
-) -> tokio::task::JoinHandle<Instant> {
+) -> tokio::task::JoinHandle<Vec<Instant>> {
     let cfg = watcher::Config::default().labels(selector);
     let mut stream = Box::pin(watcher::watcher(Api::<Secret>::all(client), cfg).applied_objects());
     tokio::spawn(async move {
         let mut seen = HashSet::new();
+        let mut tenths = Vec::with_capacity(10);
         while let Ok(Some(s)) = stream.try_next().await {
             let value = s.labels().get(key).cloned().unwrap_or_default();
-            if value.starts_with(&prefix) {
-                seen.insert((s.namespace().unwrap_or_default(), value));
+            if value.starts_with(&prefix) && seen.insert((s.namespace().unwrap_or_default(), value)) {
+                if seen.len() * 10 >= expected * (tenths.len() + 1) {
+                    tenths.push(Instant::now());
+                }
                 if seen.len() == expected {
-                    return Instant::now();
+                    return tenths;
                 }
             }
         }
         panic!("the Secret watch ended");
     })
+}
+
+/// When each tenth of a run was in place, in seconds from its start: where a run loses time (a slow start, a
+/// long tail) shows in how these compare between the baseline and the sync.
+fn progress(start: Instant, tenths: &[Instant]) -> Vec<f64> {
+    tenths.iter().map(|t| (t.duration_since(start).as_secs_f64() * 10.0).round() / 10.0).collect()
 }
 
 /// Sums the operator's resident memory now, in MiB.
@@ -193,10 +200,12 @@ async fn main() {
                     };
                     async move { api.create(&PostParams::default(), &secret).await.unwrap() }
                 })
-                .buffer_unordered(WRITE_CONCURRENCY * RECONCILES)
+                .buffer_unordered(WRITE_CONCURRENCY)
                 .collect::<Vec<_>>()
                 .await;
-            let baseline = baseline_done.await.unwrap().duration_since(start);
+            let baseline_at = baseline_done.await.unwrap();
+            let baseline = baseline_at[baseline_at.len() - 1].duration_since(start);
+            let baseline_tenths = progress(start, &baseline_at);
             eprintln!("scale: baseline {:.1}s", baseline.as_secs_f64());
 
             // 2. The full sync, seen through a watch on every managed Secret of the run.
@@ -221,7 +230,10 @@ async fn main() {
                 .buffer_unordered(profiles_n)
                 .collect()
                 .await;
-            let full_sync = all_in_place.await.unwrap().duration_since(start);
+            let sync_at = all_in_place.await.unwrap();
+            let full_sync = sync_at[sync_at.len() - 1].duration_since(start);
+            let sync_tenths = progress(start, &sync_at);
+            eprintln!("scale: each tenth in place at (s): baseline {baseline_tenths:?}, sync {sync_tenths:?}");
             // Up to a tick of /proc accounting late: the operator has little left to do once every Secret is in.
             let sync_cpu = operator.cpu_seconds().unwrap_or(0.0) - sync_cpu_from;
             eprintln!("scale: full sync {:.1}s, operator CPU {sync_cpu:.1}s", full_sync.as_secs_f64());
@@ -270,11 +282,13 @@ async fn main() {
                 "profiles": profiles_n,
                 "profiles_selecting_every_namespace": wide,
                 "secrets": expected,
-                "baseline_concurrency": WRITE_CONCURRENCY * RECONCILES,
+                "baseline_concurrency": WRITE_CONCURRENCY,
                 "baseline_seconds": baseline.as_secs_f64(),
                 "full_sync_seconds": full_sync.as_secs_f64(),
                 "full_sync_vs_baseline": full_sync.as_secs_f64() / baseline.as_secs_f64(),
                 "full_sync_operator_cpu_seconds": sync_cpu,
+                "baseline_tenths_seconds": baseline_tenths,
+                "full_sync_tenths_seconds": sync_tenths,
                 "rss_warm_mib": rss_before,
                 "rss_after_sync_mib": rss_sync,
                 "peak_rss_after_sync_mib": peak_sync,

@@ -32,8 +32,9 @@ pub struct RunArgs {
     #[arg(long, env = "REGCRED_NAMESPACE", default_value = "regcred-system")]
     pub namespace: String,
 
-    /// Secret writes in flight at once per profile.
-    #[arg(long, env = "REGCRED_WRITE_CONCURRENCY", default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=512))]
+    /// Secret and ServiceAccount writes in flight at once, across all profiles: the most load regcred's syncs put
+    /// on the apiserver. One large profile may use all of it; several share it first come, first served.
+    #[arg(long, env = "REGCRED_WRITE_CONCURRENCY", default_value_t = 128, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub write_concurrency: u16,
 
     /// Handle only the RegistryProfiles matching this label selector (for sharding or tests); all by default.

@@ -23,7 +23,7 @@ use kube::{Client, ResourceExt};
 use tokio::sync::{Notify, watch};
 use tracing::warn;
 
-use super::managed::ManagedSecrets;
+use super::managed::{ManagedSecrets, WatchedSecret};
 use super::namespaces::Namespaces;
 use super::selection::{CompiledSelection, NamespaceInfo};
 use super::service_accounts::{self, ServiceAccounts};
@@ -114,7 +114,7 @@ impl Caches {
         let managed = ManagedSecrets::default();
         let managed_config = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"));
         let (managed_ready, managed_events) =
-            indexed(Api::<Secret>::all(client.clone()), managed_config, managed.clone(), ManagedSecrets::apply);
+            indexed(Api::<WatchedSecret>::all(client.clone()), managed_config, managed.clone(), ManagedSecrets::apply);
         let (sources, sources_ready, source_events) =
             reflected(Api::<Secret>::namespaced(client.clone(), operator_namespace), Default::default(), |s| {
                 s.metadata.managed_fields = None

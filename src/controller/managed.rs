@@ -7,15 +7,100 @@
 //! entry is about 100 bytes: namespaces, names, profiles and owner uids are interned (each string once, shared by
 //! every entry that uses it, and released with its last user), and the Secret's uid is kept as 16 bytes.
 
+use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::ResourceExt;
 use kube::runtime::watcher;
+use serde::{Deserialize, Deserializer};
 
 use super::compact::{self, Interner};
 use super::plan::{self, ObservedSecret};
 use super::{DOCKER_CONFIG_KEY, DOCKER_CONFIG_TYPE, MANAGED_BY_LABEL, MANAGED_BY_VALUE, PROFILE_LABEL};
+
+/// A managed Secret as its watch decodes it: only what an [`Entry`] is made of. Its managedFields, annotations
+/// and any other data are skipped unread: a large sync causes one watch event per Secret it writes, and decoding
+/// each in full (managedFields are nested JSON maps) was allocation and CPU for nothing.
+///
+/// Its metadata holds only name, namespace, uid, resourceVersion, labels and the owners' uids.
+#[derive(Clone, Debug, Deserialize)]
+pub struct WatchedSecret {
+    #[serde(deserialize_with = "kept_metadata")]
+    metadata: ObjectMeta,
+    #[serde(rename = "type", default)]
+    type_: Option<String>,
+    /// The one key of `data` the content hash covers.
+    #[serde(rename = "data", default, deserialize_with = "docker_config")]
+    docker_config: Option<ByteString>,
+}
+
+impl kube::Resource for WatchedSecret {
+    type DynamicType = ();
+    type Scope = <Secret as kube::Resource>::Scope;
+
+    fn kind(dt: &()) -> Cow<'_, str> {
+        Secret::kind(dt)
+    }
+    fn group(dt: &()) -> Cow<'_, str> {
+        Secret::group(dt)
+    }
+    fn version(dt: &()) -> Cow<'_, str> {
+        Secret::version(dt)
+    }
+    fn plural(dt: &()) -> Cow<'_, str> {
+        Secret::plural(dt)
+    }
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
+
+fn kept_metadata<'de, D: Deserializer<'de>>(d: D) -> Result<ObjectMeta, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Kept {
+        name: Option<String>,
+        namespace: Option<String>,
+        uid: Option<String>,
+        resource_version: Option<String>,
+        labels: Option<BTreeMap<String, String>>,
+        #[serde(default)]
+        owner_references: Option<Vec<Owner>>,
+    }
+    #[derive(Deserialize)]
+    struct Owner {
+        uid: String,
+    }
+    let kept = Kept::deserialize(d)?;
+    Ok(ObjectMeta {
+        name: kept.name,
+        namespace: kept.namespace,
+        uid: kept.uid,
+        resource_version: kept.resource_version,
+        labels: kept.labels,
+        owner_references: kept
+            .owner_references
+            .map(|owners| owners.into_iter().map(|o| OwnerReference { uid: o.uid, ..Default::default() }).collect()),
+        ..ObjectMeta::default()
+    })
+}
+
+fn docker_config<'de, D: Deserializer<'de>>(d: D) -> Result<Option<ByteString>, D::Error> {
+    #[derive(Deserialize)]
+    struct Data {
+        // DOCKER_CONFIG_KEY (a test checks they agree).
+        #[serde(rename = ".dockerconfigjson")]
+        docker_config: Option<ByteString>,
+    }
+    Ok(Option::<Data>::deserialize(d)?.and_then(|data| data.docker_config))
+}
 
 /// What is kept of one managed Secret.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -86,16 +171,11 @@ impl Uid {
 
 impl Entry {
     /// What is kept of a Secret.
-    fn of(strings: &mut Interner, secret: &Secret) -> Option<Self> {
+    fn of(strings: &mut Interner, secret: &WatchedSecret) -> Option<Self> {
         let labels = secret.labels();
         let hash = plan::content_hash(
             secret.type_.as_deref().unwrap_or_default(),
-            secret
-                .data
-                .iter()
-                .flatten()
-                .filter(|(k, _)| *k == DOCKER_CONFIG_KEY)
-                .map(|(k, v)| (k.as_str(), v.0.as_slice())),
+            secret.docker_config.iter().map(|v| (DOCKER_CONFIG_KEY, v.0.as_slice())),
         );
         let profile = labels.get(PROFILE_LABEL).map(String::as_str).unwrap_or_default();
         let owners: Vec<Arc<str>> = secret.owner_references().iter().map(|o| strings.intern(&o.uid)).collect();
@@ -118,7 +198,7 @@ pub struct ManagedSecrets {
 
 impl ManagedSecrets {
     /// Applies one watch event.
-    pub fn apply(&self, event: &watcher::Event<Secret>) {
+    pub fn apply(&self, event: &watcher::Event<WatchedSecret>) {
         self.index.apply(event, Entry::of);
     }
 
@@ -159,13 +239,20 @@ impl ManagedSecrets {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::ByteString;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
-    use std::collections::BTreeMap;
+    use serde_json::json;
 
     const UID: &str = "0f8e2a4c-1b3d-4e5f-8a9b-0c1d2e3f4a5b";
 
-    fn secret(ns: &str, name: &str, profile: &str, data: &str) -> Secret {
+    /// A Secret as its watch decodes it, through the same JSON the apiserver sends.
+    fn secret(ns: &str, name: &str, profile: &str, data: &str) -> WatchedSecret {
+        watched(&full(ns, name, profile, data))
+    }
+
+    fn watched(secret: &Secret) -> WatchedSecret {
+        serde_json::from_value(serde_json::to_value(secret).unwrap()).unwrap()
+    }
+
+    fn full(ns: &str, name: &str, profile: &str, data: &str) -> Secret {
         Secret {
             metadata: ObjectMeta {
                 namespace: Some(ns.into()),
@@ -230,5 +317,48 @@ mod tests {
         index.apply(&watcher::Event::InitApply(secret("kept", "pull", "p", "x")));
         index.apply(&watcher::Event::InitDone);
         assert!(!index.contains("gone", "pull") && index.contains("kept", "pull"));
+    }
+
+    #[test]
+    fn the_watch_decodes_what_the_index_keeps_and_skips_the_rest() {
+        let mut secret = full("a", "pull", "p", "one");
+        let kept = watched(&secret);
+        assert_eq!(DOCKER_CONFIG_KEY, ".dockerconfigjson");
+        assert_eq!(kept.metadata.resource_version, None);
+        // What the apiserver adds, and what a tenant might: none of it changes the entry.
+        let mut json = serde_json::to_value(&secret).unwrap();
+        json["metadata"]["managedFields"] =
+            json!([{"manager": "regcred", "operation": "Apply", "fieldsType": "FieldsV1", "fieldsV1": {"f:data": {}}}]);
+        json["metadata"]["annotations"] = json!({"note": "x"});
+        json["metadata"]["resourceVersion"] = json!("42");
+        json["data"]["other"] = json!("b3RoZXI=");
+        let busy: WatchedSecret = serde_json::from_value(json).unwrap();
+        assert_eq!(busy.metadata.resource_version.as_deref(), Some("42"));
+        assert_eq!(busy.metadata.managed_fields, None);
+        assert_eq!(busy.metadata.annotations, None);
+        let mut strings = Interner::default();
+        assert_eq!(Entry::of(&mut strings, &busy), Entry::of(&mut strings, &kept));
+
+        // Each kept field still counts.
+        let entry = Entry::of(&mut strings, &kept).unwrap();
+        secret.type_ = Some("Opaque".into());
+        assert!(!Entry::of(&mut strings, &watched(&secret)).unwrap().type_ok);
+        secret.data = None;
+        assert_ne!(Entry::of(&mut strings, &watched(&secret)).unwrap().content_hash, entry.content_hash);
+        secret.metadata.owner_references = None;
+        assert_eq!(Entry::of(&mut strings, &watched(&secret)).unwrap().owner_uids, Owners::new(Vec::new()));
+        let entry = Entry::of(&mut strings, &secret_with_owner_json()).unwrap();
+        assert_eq!(entry.owner_uids, Owners::One(Arc::from("owner-2")));
+    }
+
+    fn secret_with_owner_json() -> WatchedSecret {
+        serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "pull", "namespace": "a", "uid": UID,
+                "ownerReferences": [{"apiVersion": "regcred.dev/v1alpha1", "kind": "RegistryProfile", "name": "p", "uid": "owner-2"}]},
+            "type": DOCKER_CONFIG_TYPE,
+            "data": null
+        }))
+        .unwrap()
     }
 }

@@ -100,7 +100,7 @@ impl Error {
 pub struct Settings {
     /// regcred's own namespace: the only place source Secrets are read from.
     pub operator_namespace: String,
-    /// Concurrent Secret writes per reconcile.
+    /// Secret and ServiceAccount writes in flight at once, across all reconciles.
     pub write_concurrency: usize,
     /// Only profiles matching this label selector are handled (empty: all).
     pub profile_selector: Option<String>,
@@ -121,6 +121,8 @@ pub struct Context {
         std::sync::Mutex<std::collections::HashMap<String, (crate::api::RegistryProfileStatus, std::time::Instant)>>,
     /// The last registry preflight per profile.
     pub checks: std::sync::Mutex<std::collections::HashMap<String, checks::Record>>,
+    /// The writes in flight, shared by every reconcile: [`Settings::write_concurrency`] of them.
+    pub writes: sync::WriteBudget,
 }
 
 /// How long a written status is trusted over a cached one that differs from it.
@@ -239,7 +241,9 @@ pub async fn run(
     let controller = Controller::for_stream(triggers, caches.profiles.clone())
         .with_config(ControllerRuntimeConfig::default().concurrency(4));
     let recorder = Recorder::new(client.clone(), Reporter { controller: settings.reporter.clone(), instance: None });
+    let writes = sync::WriteBudget::new(settings.write_concurrency);
     let ctx = Arc::new(Context {
+        writes,
         client,
         settings,
         recorder,
@@ -524,8 +528,8 @@ async fn reconcile(profile: Arc<RegistryProfile>, ctx: Arc<Context>) -> Result<A
                 };
                 // The writes run in a task of their own: kube-runtime polls reconcilers inside the controller's
                 // stream, where they would share one task with decoding the watch events the writes cause.
-                let concurrency = ctx.settings.write_concurrency;
-                tokio::spawn(async move { writer.execute(plan.actions, concurrency).await })
+                let writes = ctx.writes.clone();
+                tokio::spawn(async move { writer.execute(plan.actions, &writes).await })
                     .await
                     .map_err(|e| Error::SyncTask(e.to_string()))?
             };
@@ -694,8 +698,9 @@ async fn sync_service_accounts(
     }
     let client = &ctx.client;
     let name = name.as_str();
-    let failures: Vec<NamespaceFailure> = futures::stream::iter(work)
-        .map(|(sa, want)| async move {
+    let failures = ctx
+        .writes
+        .run(work, |(sa, want)| async move {
             match service_accounts::converge(client, &sa, name, &want).await {
                 Ok(_) => None,
                 Err(e) => Some(NamespaceFailure {
@@ -705,9 +710,6 @@ async fn sync_service_accounts(
                 }),
             }
         })
-        .buffer_unordered(ctx.settings.write_concurrency.max(1))
-        .filter_map(|f| async move { f })
-        .collect()
         .await;
     let listed = patterns.map(|_| listed - failures.len() as i32);
     (listed, failures)
@@ -788,8 +790,8 @@ pub async fn ensure_secret(
         profile,
         config: Some(config),
     };
-    let failures = writer.execute(vec![plan::Action::Create { namespace: namespace.to_owned() }], 1).await;
-    match failures.into_iter().next() {
+    // Outside the write budget: an admission must not wait behind a sync's writes.
+    match writer.run(plan::Action::Create { namespace: namespace.to_owned() }).await {
         None => Ok(()),
         Some(f) => Err(EnsureError::Write { reason: f.reason, message: f.message }),
     }

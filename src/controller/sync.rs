@@ -15,6 +15,49 @@ use super::plan::Action;
 use super::{DOCKER_CONFIG_KEY, DOCKER_CONFIG_TYPE, FIELD_MANAGER, MANAGED_BY_LABEL, MANAGED_BY_VALUE, PROFILE_LABEL};
 use crate::api::{NamespaceFailure, RegistryProfile};
 use crate::credentials::DockerConfig;
+use tokio::sync::Semaphore;
+
+/// The writes regcred may have in flight at once, shared by every reconcile: the most load its syncs put on the
+/// apiserver. A profile alone may use all of it (a sync of 10,000 namespaces does not slow down once the small
+/// profiles beside it are done); profiles syncing together take permits in turn.
+#[derive(Clone, Debug)]
+pub struct WriteBudget {
+    permits: Arc<Semaphore>,
+    size: usize,
+}
+
+impl WriteBudget {
+    pub fn new(size: usize) -> Self {
+        let size = size.max(1);
+        Self { permits: Arc::new(Semaphore::new(size)), size }
+    }
+
+    /// Runs `work` on every item, each holding a permit while it runs; returns the failures. A caller waits for
+    /// one permit at a time, so several callers are served in turn and no work is started before its permit.
+    pub async fn run<T, Fut>(&self, items: Vec<T>, work: impl Fn(T) -> Fut) -> Vec<NamespaceFailure>
+    where
+        Fut: Future<Output = Outcome>,
+    {
+        futures::stream::iter(items)
+            .then(|item| {
+                let permits = self.permits.clone();
+                // The semaphore is never closed: an error here cannot happen, and would only mean no limit.
+                async move { (permits.acquire_owned().await.ok(), item) }
+            })
+            .map(|(permit, item)| {
+                let outcome = work(item);
+                async move {
+                    let outcome = outcome.await;
+                    drop(permit);
+                    outcome
+                }
+            })
+            .buffer_unordered(self.size)
+            .filter_map(|o| async move { o })
+            .collect()
+            .await
+    }
+}
 
 pub(super) struct Writer {
     pub client: Client,
@@ -26,20 +69,16 @@ pub(super) struct Writer {
 }
 
 /// The outcome of one write: `None` when done (or moot), a failure otherwise.
-type Outcome = Option<NamespaceFailure>;
+pub type Outcome = Option<NamespaceFailure>;
 
 impl Writer {
-    /// Runs the actions with at most `concurrency` requests in flight; returns the namespaces that failed.
-    pub async fn execute(&self, actions: Vec<Action>, concurrency: usize) -> Vec<NamespaceFailure> {
-        futures::stream::iter(actions)
-            .map(|a| self.run(a))
-            .buffer_unordered(concurrency.max(1))
-            .filter_map(|o| async move { o })
-            .collect()
-            .await
+    /// Runs the actions within the shared write budget; returns the namespaces that failed.
+    pub async fn execute(&self, actions: Vec<Action>, budget: &WriteBudget) -> Vec<NamespaceFailure> {
+        budget.run(actions, |a| self.run(a)).await
     }
 
-    async fn run(&self, action: Action) -> Outcome {
+    /// One action.
+    pub async fn run(&self, action: Action) -> Outcome {
         match action {
             Action::Create { namespace } => self.create(&namespace).await,
             Action::Update { namespace } => self.apply(&namespace).await,
@@ -53,6 +92,20 @@ impl Writer {
 
     fn api(&self, namespace: &str) -> Api<Secret> {
         Api::namespaced(self.client.clone(), namespace)
+    }
+
+    /// Requests on the Secrets of `namespace`.
+    fn request(&self, namespace: &str) -> kube::core::Request {
+        kube::core::Request::new(self.api(namespace).resource_url())
+    }
+
+    /// Sends a write and decodes nothing of the Secret the apiserver sends back: regcred never reads it, and
+    /// decoding it (managedFields and all) on every write of a large sync cost CPU and allocations for nothing.
+    /// Errors are kube's own, as from [`Api`].
+    async fn send(&self, request: Result<http::Request<Vec<u8>>, kube::Error>, verb: &'static str) -> kube::Result<()> {
+        let mut request = request?;
+        request.extensions_mut().insert(verb);
+        self.client.request_text(request).await.map(drop)
     }
 
     /// The Secret as regcred wants it.
@@ -91,11 +144,11 @@ impl Writer {
     /// taken over: if the name is taken, the existing object is inspected and only adopted when it is ours.
     async fn create(&self, namespace: &str) -> Outcome {
         let secret = self.desired(namespace)?;
-        match self
-            .api(namespace)
-            .create(&PostParams { field_manager: Some(FIELD_MANAGER.into()), ..PostParams::default() }, &secret)
-            .await
-        {
+        let params = PostParams { field_manager: Some(FIELD_MANAGER.into()), ..PostParams::default() };
+        let request = serde_json::to_vec(&secret)
+            .map_err(kube::Error::SerdeError)
+            .and_then(|body| self.request(namespace).create(&params, body).map_err(kube::Error::BuildRequest));
+        match self.send(request, "create").await {
             Ok(_) => None,
             Err(e) if is_status(&e, 409) => match self.api(namespace).get_metadata_opt(&self.secret_name).await {
                 Ok(Some(existing)) if self.is_ours(&existing.metadata) => self.apply(namespace).await,
@@ -143,12 +196,12 @@ impl Writer {
     /// Server-side apply of the desired Secret under regcred's field manager.
     async fn apply(&self, namespace: &str) -> Outcome {
         let secret = self.desired(namespace)?;
-        match self
-            .api(namespace)
+        let request = self
+            .request(namespace)
             .patch(&self.secret_name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&secret))
-            .await
-        {
-            Ok(_) => None,
+            .map_err(kube::Error::BuildRequest);
+        match self.send(request, "patch").await {
+            Ok(()) => None,
             Err(e) if namespace_gone(&e) => None,
             Err(e) => Some(api_failure(namespace, &e)),
         }
@@ -190,4 +243,35 @@ fn api_failure(namespace: &str, e: &kube::Error) -> NamespaceFailure {
         _ => "APIUnreachable",
     };
     failure(namespace, reason, e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn the_budget_bounds_writes_across_callers_and_lets_one_use_it_all() {
+        let budget = WriteBudget::new(8);
+        let (running, most) = (AtomicUsize::new(0), AtomicUsize::new(0));
+        let work = |i: usize| {
+            let (running, most) = (&running, &most);
+            async move {
+                most.fetch_max(running.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                running.fetch_sub(1, Ordering::SeqCst);
+                (i % 2 == 1).then(|| failure(&format!("ns-{i}"), "WriteFailed", String::new()))
+            }
+        };
+        let failures = budget.run((0..64).collect(), work).await;
+        assert_eq!(most.load(Ordering::SeqCst), 8, "one caller alone uses the whole budget");
+        assert_eq!(failures.len(), 32, "every failure is returned");
+
+        most.store(0, Ordering::SeqCst);
+        let (a, b) = tokio::join!(budget.run((0..64).collect(), work), budget.run((0..64).collect(), work));
+        assert_eq!((a.len(), b.len()), (32, 32));
+        assert_eq!(most.load(Ordering::SeqCst), 8, "two callers share the budget, never exceed it");
+    }
 }
