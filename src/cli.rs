@@ -60,6 +60,7 @@ pub fn run(cli: Cli) -> ExitCode {
             if let Err(e) = crate::telemetry::init(&cli.log) {
                 return fail(&e);
             }
+            crate::memory::one_arena();
             let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
                 Ok(rt) => rt,
                 Err(e) => return fail(&format!("could not start the async runtime: {e}")),

@@ -4,6 +4,8 @@
 //! mapped for reuse: `make bench` measured 7 MiB held that way after a large sync, which an idle operator never
 //! needed again. Once no profile has been reconciled for two periods after a burst of reconciles, regcred asks glibc
 //! to give those pages back (`malloc_trim`). Between bursts this does nothing at all.
+//!
+//! Before any thread starts, [`one_arena`] keeps every thread's allocations in one glibc arena.
 
 use std::time::Duration;
 
@@ -73,6 +75,27 @@ pub async fn trim_after_bursts(activity: impl Fn() -> u64, period: Duration) {
         }
     }
 }
+
+/// Makes every thread allocate from one glibc arena. By default glibc gives busy threads arenas of their own (up to
+/// eight per core) so that they never wait on each other's allocations; regcred's threads mostly wait on the network,
+/// and every extra arena keeps free pages and fragments of its own. `make bench` at 10,000 namespaces: caches warm
+/// 22.2 -> 19.8 MiB, peak 37.5 -> 34.3 MiB, steady 30.7 -> 28.7 MiB, the sync no slower. Call it before any thread
+/// starts. `MALLOC_ARENA_MAX` in the environment, when set, is left to decide.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
+pub fn one_arena() {
+    if std::env::var_os("MALLOC_ARENA_MAX").is_some() {
+        return;
+    }
+    // SAFETY: mallopt takes two integers and only sets one of glibc's own tunables, under its lock.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
+}
+
+/// Other allocators manage their arenas themselves.
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+pub fn one_arena() {}
 
 /// The process's resident memory in MiB (0 where /proc does not say).
 fn resident_mib() -> u64 {
