@@ -71,7 +71,6 @@ fn kept_metadata<'de, D: Deserializer<'de>>(d: D) -> Result<ObjectMeta, D::Error
         uid: Option<String>,
         resource_version: Option<String>,
         labels: Option<BTreeMap<String, String>>,
-        #[serde(default)]
         owner_references: Option<Vec<Owner>>,
     }
     #[derive(Deserialize)]

@@ -241,9 +241,8 @@ pub async fn run(
     let controller = Controller::for_stream(triggers, caches.profiles.clone())
         .with_config(ControllerRuntimeConfig::default().concurrency(4));
     let recorder = Recorder::new(client.clone(), Reporter { controller: settings.reporter.clone(), instance: None });
-    let writes = sync::WriteBudget::new(settings.write_concurrency);
     let ctx = Arc::new(Context {
-        writes,
+        writes: sync::WriteBudget::new(settings.write_concurrency),
         client,
         settings,
         recorder,

@@ -9,13 +9,13 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::{Client, ResourceExt};
+use tokio::sync::Semaphore;
 use tracing::debug;
 
 use super::plan::Action;
 use super::{DOCKER_CONFIG_KEY, DOCKER_CONFIG_TYPE, FIELD_MANAGER, MANAGED_BY_LABEL, MANAGED_BY_VALUE, PROFILE_LABEL};
 use crate::api::{NamespaceFailure, RegistryProfile};
 use crate::credentials::DockerConfig;
-use tokio::sync::Semaphore;
 
 /// The writes regcred may have in flight at once, shared by every reconcile: the most load its syncs put on the
 /// apiserver. A profile alone may use all of it (a sync of 10,000 namespaces does not slow down once the small
@@ -95,8 +95,16 @@ impl Writer {
     }
 
     /// Requests on the Secrets of `namespace`.
-    fn request(&self, namespace: &str) -> kube::core::Request {
-        kube::core::Request::new(self.api(namespace).resource_url())
+    fn request(namespace: &str) -> kube::core::Request {
+        kube::core::Request::new(<Secret as kube::Resource>::url_path(&(), Some(namespace)))
+    }
+
+    /// Server-side apply of `secret` under regcred's field manager, into `namespace`.
+    async fn send_apply(&self, namespace: &str, secret: &Secret) -> kube::Result<()> {
+        let request = Self::request(namespace)
+            .patch(&self.secret_name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(secret))
+            .map_err(kube::Error::BuildRequest);
+        self.send(request, "patch").await
     }
 
     /// Sends a write and decodes nothing of the Secret the apiserver sends back: regcred never reads it, and
@@ -147,7 +155,7 @@ impl Writer {
         let params = PostParams { field_manager: Some(FIELD_MANAGER.into()), ..PostParams::default() };
         let request = serde_json::to_vec(&secret)
             .map_err(kube::Error::SerdeError)
-            .and_then(|body| self.request(namespace).create(&params, body).map_err(kube::Error::BuildRequest));
+            .and_then(|body| Self::request(namespace).create(&params, body).map_err(kube::Error::BuildRequest));
         match self.send(request, "create").await {
             Ok(_) => None,
             Err(e) if is_status(&e, 409) => match self.api(namespace).get_metadata_opt(&self.secret_name).await {
@@ -187,20 +195,13 @@ impl Writer {
         let Some(mut secret) = self.desired(operator_namespace) else { return Ok(()) };
         secret.metadata.labels =
             Some(BTreeMap::from([("app.kubernetes.io/part-of".to_owned(), MANAGED_BY_VALUE.to_owned())]));
-        self.api(operator_namespace)
-            .patch(&self.secret_name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&secret))
-            .await
-            .map(|_| ())
+        self.send_apply(operator_namespace, &secret).await
     }
 
     /// Server-side apply of the desired Secret under regcred's field manager.
     async fn apply(&self, namespace: &str) -> Outcome {
         let secret = self.desired(namespace)?;
-        let request = self
-            .request(namespace)
-            .patch(&self.secret_name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&secret))
-            .map_err(kube::Error::BuildRequest);
-        match self.send(request, "patch").await {
+        match self.send_apply(namespace, &secret).await {
             Ok(()) => None,
             Err(e) if namespace_gone(&e) => None,
             Err(e) => Some(api_failure(namespace, &e)),
