@@ -1,22 +1,31 @@
 # regcred's container image. Multi-stage: dependencies are compiled in a layer of their own, cached until
 # Cargo.toml or Cargo.lock change; the runtime image is distroless, non-root, with nothing but the binary.
-# (This repository's CI has no Docker engine; the build stages mirror `cargo build --release --locked`.)
+#
+#   docker build -t regcred .                  (or: buildah build -t regcred .)
+#
+# BUILD_IMAGE and RUNTIME_IMAGE select the base images; their defaults are the public images users get. On a
+# machine that cannot pull them, tools/image/build.sh makes local stand-ins from Debian packages and passes them.
+ARG BUILD_IMAGE=docker.io/library/rust:1.95-slim-bookworm
+ARG RUNTIME_IMAGE=gcr.io/distroless/cc-debian12:nonroot
 
-FROM docker.io/library/rust:1.95-slim-bookworm AS build
+FROM ${BUILD_IMAGE} AS build
 WORKDIR /src
-# 1. Dependencies only: the manifest with stub sources (the [[bench]] targets must exist for cargo to read it).
+# 1. Dependencies only: the manifest with a stub for every target it declares (cargo refuses to read a manifest
+#    whose [[bench]] files are missing), so this layer is reused until Cargo.toml or Cargo.lock change.
 COPY Cargo.toml Cargo.lock ./
 RUN mkdir -p src benches \
  && echo 'fn main() {}' > src/main.rs \
  && touch src/lib.rs \
- && for b in controller webhook admission; do echo 'fn main() {}' > "benches/$b.rs"; done \
+ && for b in $(awk '/^\[\[bench\]\]/ {b = 1; next} b && /^name *=/ {gsub(/"/, "", $3); print $3; b = 0}' Cargo.toml); do \
+      echo 'fn main() {}' > "benches/$b.rs"; \
+    done \
  && cargo build --release --locked --bin regcred \
- && rm -rf src benches
-# 2. regcred itself.
+ && rm -rf src
+# 2. regcred itself (the bench stubs stay: cargo reads the manifest again).
 COPY src ./src
 RUN touch src/main.rs src/lib.rs && cargo build --release --locked --bin regcred
 
-FROM gcr.io/distroless/cc-debian12:nonroot
+FROM ${RUNTIME_IMAGE}
 COPY --from=build /src/target/release/regcred /usr/local/bin/regcred
 # The nonroot user of distroless (65532); the chart also sets runAsNonRoot and a read-only root filesystem.
 USER 65532:65532

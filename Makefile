@@ -8,8 +8,13 @@ export PATH := $(CURDIR)/.local/bin:$(PATH)
 LOCAL_KUBECONFIG := $(CURDIR)/.local/kubeconfig
 # Integration tests share one apiserver; each runs in its own namespaces.
 TEST_THREADS ?= 4
+# `make test` runs on clusters of its own (state in .local/test), so a demo (.local/demo) or a cluster started by
+# hand (.local) stays untouched.
+TEST_LOCAL := $(CURDIR)/.local/test
+# Every integration test but the node's (tests/node.rs), which `make e2e` runs on a cluster with a node.
+CONTROL_PLANE_TESTS := $(patsubst tests/%.rs,--test %,$(filter-out tests/node.rs,$(wildcard tests/*.rs)))
 
-.PHONY: help build crds deploy demo demo-down soak check-generated lint unit controlplane tools cluster-up cluster-down integration test bench
+.PHONY: help build crds deploy demo demo-down soak check-generated lint unit controlplane tools cluster-up cluster-down node-up node-down image integration e2e test bench
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -48,25 +53,38 @@ cluster-up: ## Start the local Kubernetes control plane (.local/kubeconfig)
 tools: ## Install the Python tools the tests start (moto), pinned, outside the clone
 	tools/python-tools.sh
 
-cluster-down: ## Stop the local control plane and remove its state
+cluster-down: ## Stop the local cluster (and its node) and remove its state
 	tools/cluster-down.sh
 
-integration: ## Integration tests against the running local cluster
-	KUBECONFIG=$${KUBECONFIG:-$(LOCAL_KUBECONFIG)} $(CARGO) test --test '*' -- --test-threads=$(TEST_THREADS)
+node-up: ## Add a worker node to the running local cluster (kubelet, containerd, CNI, kube-proxy, kube-scheduler; root)
+	tools/node-up.sh
 
-bench: ## Benchmarks on a fresh local cluster (scale: 10,000 namespaces, 20 profiles); prints tables, writes .local/bench/*.json
+node-down: ## Stop the node and undo its changes to the host
+	tools/node-down.sh
+
+image: ## Build regcred's image from the Dockerfile with buildah (cached); prints the OCI archive's path
+	@tools/image/build.sh
+
+integration: ## Integration tests against the running local cluster (control plane only)
+	KUBECONFIG=$${KUBECONFIG:-$(LOCAL_KUBECONFIG)} $(CARGO) test $(CONTROL_PLANE_TESTS) -- --test-threads=$(TEST_THREADS)
+
+e2e: ## End-to-end tests on the running local cluster's node: regcred's Deployment, real image pulls
+	REGCRED_IMAGE_ARCHIVE=$$(tools/image/build.sh) && export REGCRED_IMAGE_ARCHIVE && \
+	  KUBECONFIG=$${KUBECONFIG:-$(LOCAL_KUBECONFIG)} $(CARGO) test --test node -- --test-threads=1
+
+bench: ## Benchmarks on a fresh local cluster (scale: 10,000 namespaces, 20 profiles), then Pod start on a node; prints tables, writes .local/bench/*.json
 	$(CARGO) build --release --bin regcred --benches
 	$(MAKE) cluster-up
-	status=0; export KUBECONFIG=$(LOCAL_KUBECONFIG); for b in controller admission webhook preflight scale; do $(CARGO) bench --bench $$b || status=$$?; done; $(MAKE) cluster-down; exit $$status
+	status=0; export KUBECONFIG=$(LOCAL_KUBECONFIG); for b in controller admission webhook preflight scale; do $(CARGO) bench --bench $$b || status=$$?; done; $(MAKE) cluster-down; \
+	  $(MAKE) tools; REGCRED_IMAGE_ARCHIVE=$$(tools/image/build.sh) && export REGCRED_IMAGE_ARCHIVE && \
+	  $(MAKE) cluster-up && tools/node-up.sh && $(CARGO) bench --bench node || status=1; $(MAKE) cluster-down; exit $$status
 
-demo: ## regcred at work on the local control plane, with a local registry (builds and installs what it needs)
-	$(CARGO) build --bin regcred
+demo: ## regcred at work on a local cluster of its own with a node and a registry (builds and installs what it needs; root)
 	$(MAKE) tools
-	$(MAKE) cluster-up
 	tools/demo.sh
 
-demo-down: ## Stop the demo and the local control plane
-	tools/demo-down.sh --all
+demo-down: ## Stop the demo, its cluster and its node
+	tools/demo-down.sh
 
 soak: ## Faults on a fresh local cluster (SIGKILLs mid-sync, apiserver restart, leader and webhook kills, token outage), then bounded fuzzing (FUZZ_SECONDS each, default 60); about 15 minutes
 	$(CARGO) build --release --bin regcred --benches
@@ -75,12 +93,14 @@ soak: ## Faults on a fresh local cluster (SIGKILLs mid-sync, apiserver restart, 
 	status=0; export KUBECONFIG=$(LOCAL_KUBECONFIG); $(CARGO) bench --bench soak || status=$$?; $(MAKE) cluster-down; \
 	  FUZZ_SECONDS=$${FUZZ_SECONDS:-60} $(CARGO) bench --bench fuzz || status=$$?; exit $$status
 
-test: ## Everything: lint, generated files, unit tests, then integration tests on a fresh local cluster
+test: ## Everything: lint, generated files, unit tests, integration tests on a fresh local cluster, then end-to-end tests on a fresh cluster with a node
 	$(MAKE) lint
 	$(MAKE) check-generated
 	$(MAKE) unit
 	$(CARGO) build --bin regcred --tests
 	$(MAKE) tools
-	tools/demo-down.sh
-	$(MAKE) cluster-up
-	status=0; KUBECONFIG=$(LOCAL_KUBECONFIG) $(MAKE) integration || status=$$?; $(MAKE) cluster-down; exit $$status
+	tools/image/build.sh >/dev/null
+	export REGCRED_LOCAL=$(TEST_LOCAL) KUBECONFIG=$(TEST_LOCAL)/kubeconfig; status=0; \
+	  tools/cluster-down.sh >/dev/null; tools/cluster-up.sh || exit 1; \
+	  $(MAKE) integration || status=$$?; tools/cluster-down.sh; \
+	  tools/cluster-up.sh && tools/node-up.sh && $(MAKE) e2e || status=1; tools/cluster-down.sh; exit $$status

@@ -42,6 +42,8 @@ pub struct Metrics {
     pub leader: Gauge,
     token_expiry: Family<ProfileLabels, Gauge<f64, AtomicU64>>,
     caches: Caches,
+    /// Whether the webhook listens, when this replica serves one: part of readiness.
+    webhook_serving: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl Metrics {
@@ -91,7 +93,17 @@ impl Metrics {
             );
             registry.register("webhook_request_duration_seconds", "Admission request latency", stats.latency.clone());
         }
-        Self { registry, reconciles, reconcile_duration, managed_secrets, leader, token_expiry, caches }
+        let webhook_serving = webhook.map(|stats| stats.serving.clone());
+        Self {
+            registry,
+            reconciles,
+            reconcile_duration,
+            managed_secrets,
+            leader,
+            token_expiry,
+            caches,
+            webhook_serving,
+        }
     }
 
     /// The text exposition, with the gauges read from the caches at this instant.
@@ -148,8 +160,10 @@ async fn render(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
 }
 
 async fn ready(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
-    match metrics.caches.ready.clone().now_or_never() {
-        Some(true) => (StatusCode::OK, "ok"),
+    let webhook = metrics.webhook_serving.as_ref().is_none_or(|s| s.load(std::sync::atomic::Ordering::Acquire));
+    match (metrics.caches.ready.clone().now_or_never(), webhook) {
+        (Some(true), true) => (StatusCode::OK, "ok"),
+        (Some(true), false) => (StatusCode::SERVICE_UNAVAILABLE, "the webhook is not serving yet"),
         _ => (StatusCode::SERVICE_UNAVAILABLE, "caches are not synced yet"),
     }
 }

@@ -1,12 +1,20 @@
 #!/usr/bin/env bash
-# Stops the processes that tools/cluster-up.sh started (by their recorded pids, nothing else) and removes the
-# cluster's state. Logs stay in .local/logs/ for inspection.
+# Stops the processes that tools/cluster-up.sh started (by their recorded pids, nothing else), the node if one was
+# added (tools/node-down.sh), releases the cluster's slot and removes its state. Logs stay in $REGCRED_LOCAL/logs/.
 set -euo pipefail
-root=$(cd "$(dirname "$0")/.." && pwd)
-state="$root/.local/cluster"
+# shellcheck source=lib.sh
+source "$(dirname "$0")/lib.sh"
+if [ -d "$local_dir/node" ]; then "$root/tools/node-down.sh"; fi
+release_slot() {
+  local slot slots=${REGCRED_SLOTS_DIR:-/tmp/regcred-slots}
+  slot=$(slot_of) || return 0
+  [ "$(cat "$slots/$slot" 2>/dev/null)" = "$state" ] && rm -f "$slots/$slot"
+  return 0
+}
 if [ ! -f "$state/pids" ]; then
   echo "cluster-down: no local cluster is recorded in $state; nothing to stop."
-  rm -rf "$state" "$root/.local/kubeconfig"
+  release_slot
+  rm -rf "$state" "$kubeconfig"
   exit 0
 fi
 # Stop in reverse start order so the apiserver does not log etcd errors on its way down.
@@ -19,5 +27,6 @@ for pid in $pids; do
     sleep 0.1
   done
 done
-rm -rf "$state" "$root/.local/kubeconfig"
-echo "cluster-down: stopped the local cluster"
+release_slot
+rm -rf "$state" "$kubeconfig"
+echo "cluster-down: stopped the local cluster in $local_dir"

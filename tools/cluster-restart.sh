@@ -4,10 +4,8 @@
 # (default SIGTERM), `--down SECONDS` keeps it stopped that long first. Waits until the apiserver is ready again.
 # Used by `make soak`; the log of the new process is appended to .local/logs/<name>.log.
 set -euo pipefail
-root=$(cd "$(dirname "$0")/.." && pwd)
-state="$root/.local/cluster"
-logs="$root/.local/logs"
-bin="$root/.local/bin"
+# shellcheck source=lib.sh
+source "$(dirname "$0")/lib.sh"
 
 die() { echo "cluster-restart: $*" >&2; exit 1; }
 usage="usage: tools/cluster-restart.sh [--kill] [--down SECONDS] etcd|kube-apiserver|kube-controller-manager"
@@ -41,7 +39,6 @@ new=$!
 # Replace the recorded pid, keeping the start order that cluster-down stops in reverse.
 awk -v n="$name" -v p="$new" '$1 == n {$2 = p} {print}' "$state/pids" >"$state/pids.new" && mv "$state/pids.new" "$state/pids"
 
-kubeconfig="$root/.local/kubeconfig"
 deadline=$(( $(date +%s) + 90 ))
 until "$bin/kubectl" --kubeconfig "$kubeconfig" get --raw /readyz >/dev/null 2>&1; do
   kill -0 "$new" 2>/dev/null || die "$name exited after the restart (log: $logs/$name.log)"

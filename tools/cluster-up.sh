@@ -3,13 +3,12 @@
 # tokens, default admission plugins) and kube-controller-manager (namespace, garbage-collector, serviceaccount and
 # token controllers). Writes an admin kubeconfig to .local/kubeconfig and returns with the processes running in
 # the background; their logs are in .local/logs/. `tools/cluster-down.sh` stops exactly these processes.
+#
+# REGCRED_LOCAL chooses the state folder (default .local), so several local clusters can run side by side (`make
+# demo` uses .local/demo). Each claims a slot that numbers its networks (tools/lib.sh). `make node-up` adds a node.
 set -euo pipefail
-root=$(cd "$(dirname "$0")/.." && pwd)
-local_dir="$root/.local"
-state="$local_dir/cluster"
-logs="$local_dir/logs"
-bin="$local_dir/bin"
-kubeconfig="$local_dir/kubeconfig"
+# shellcheck source=lib.sh
+source "$(dirname "$0")/lib.sh"
 
 die() { echo "cluster-up: $*" >&2; exit 1; }
 log() { echo "cluster-up: $*"; }
@@ -31,6 +30,25 @@ fi
 
 start_time=$(date +%s.%N)
 mkdir -p "$state/pki" "$logs"
+
+# --- slot ---------------------------------------------------------------------------------------------------
+# The first slot no running cluster holds. A claim is a file naming the state folder that holds it.
+slots=${REGCRED_SLOTS_DIR:-/tmp/regcred-slots}
+mkdir -p "$slots"
+cluster_alive() { # state folder
+  [ -f "$1/pids" ] || return 1
+  local name pid
+  while read -r name pid; do kill -0 "$pid" 2>/dev/null && return 0; done <"$1/pids"
+  return 1
+}
+slot=""
+for n in 0 1 2 3 4 5 6 7 8 9; do
+  owner=$(cat "$slots/$n" 2>/dev/null || true)
+  if [ -z "$owner" ] || [ "$owner" = "$state" ] || ! cluster_alive "$owner"; then slot=$n; break; fi
+done
+[ -n "$slot" ] || die "ten local clusters are running already (claims in $slots); stop one with make cluster-down"
+echo "$state" >"$slots/$slot"
+echo "$slot" >"$state/slot"
 rm -f "$logs"/audit*.log
 pki="$state/pki"
 
@@ -62,10 +80,12 @@ sign() { # name, subject, extensions
     -extfile "$pki/$1.ext" -out "$pki/$1.crt"
 }
 sign apiserver "/CN=kube-apiserver" \
-  "subjectAltName=IP:127.0.0.1,IP:10.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc
+  "subjectAltName=IP:127.0.0.1,IP:$(kubernetes_service_ip "$slot"),IP:$(host_ip "$slot"),DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc
 extendedKeyUsage=serverAuth"
 sign admin "/O=system:masters/CN=regcred-admin" "extendedKeyUsage=clientAuth"
 sign kcm "/CN=system:kube-controller-manager" "extendedKeyUsage=clientAuth"
+# The apiserver's identity towards kubelets (logs, exec); kubelets verify it against the cluster CA.
+sign apiserver-kubelet "/O=system:masters/CN=kube-apiserver-kubelet-client" "extendedKeyUsage=clientAuth"
 ossl genrsa -out "$pki/sa.key" 2048
 ossl rsa -in "$pki/sa.key" -pubout -out "$pki/sa.pub"
 
@@ -144,7 +164,7 @@ wait_for "etcd" 30 curl -sf "http://127.0.0.1:${etcd_port}/health"
 
 start kube-apiserver \
   --etcd-servers="http://127.0.0.1:${etcd_port}" \
-  --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="${api_port}" \
+  --bind-address=0.0.0.0 --advertise-address="$(host_ip "$slot")" --secure-port="${api_port}" \
   --cert-dir="$state/apiserver-certs" \
   --tls-cert-file="$pki/apiserver.crt" --tls-private-key-file="$pki/apiserver.key" \
   --client-ca-file="$pki/ca.crt" \
@@ -152,7 +172,9 @@ start kube-apiserver \
   --service-account-issuer=https://kubernetes.default.svc.cluster.local \
   --service-account-key-file="$pki/sa.pub" --service-account-signing-key-file="$pki/sa.key" \
   --api-audiences=https://kubernetes.default.svc.cluster.local \
-  --service-cluster-ip-range=10.0.0.0/24 --endpoint-reconciler-type=none \
+  --service-cluster-ip-range="$(service_cidr "$slot")" --endpoint-reconciler-type=lease \
+  --kubelet-client-certificate="$pki/apiserver-kubelet.crt" --kubelet-client-key="$pki/apiserver-kubelet.key" \
+  --kubelet-certificate-authority="$pki/ca.crt" --kubelet-preferred-address-types=InternalIP \
   --allow-privileged=true --profiling=false \
   --max-requests-inflight=1000 --max-mutating-requests-inflight=500 \
   --audit-policy-file="$state/audit-policy.yaml" --audit-log-path="$logs/audit.log" \
@@ -164,7 +186,8 @@ start kube-controller-manager \
   --kubeconfig="$state/kcm.kubeconfig" \
   --authentication-kubeconfig="$state/kcm.kubeconfig" --authorization-kubeconfig="$state/kcm.kubeconfig" \
   --bind-address=127.0.0.1 --secure-port="${kcm_port}" \
-  --controllers=namespace-controller,garbage-collector-controller,serviceaccount-controller,serviceaccount-token-controller,root-ca-certificate-publisher-controller \
+  --controllers=namespace-controller,garbage-collector-controller,serviceaccount-controller,serviceaccount-token-controller,root-ca-certificate-publisher-controller,deployment-controller,replicaset-controller,endpointslice-controller,node-lifecycle-controller,disruption-controller,pod-garbage-collector-controller \
+  --node-monitor-grace-period=20s \
   --service-account-private-key-file="$pki/sa.key" --root-ca-file="$pki/ca.crt" \
   --use-service-account-credentials=true --leader-elect=false \
   --concurrent-namespace-syncs=10 --concurrent-gc-syncs=20 \

@@ -1,16 +1,13 @@
 #!/usr/bin/env bash
-# Stops what `make demo` started (the operator and the registry, by their recorded pids). With --all (`make
-# demo-down`) it also stops the local control plane. `make test` calls it without --all: the demo's operator would
-# otherwise handle the tests' profiles.
+# Stops what `make demo` started: its registry (by its recorded pid) and its cluster with the node
+# (REGCRED_LOCAL=.local/demo). Nothing else: a test run or a cluster started by hand keeps running.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-for p in .local/demo/regcred.pid .local/demo/registry.pid; do
-  if [ -f "$p" ]; then
-    kill "$(cat "$p")" 2>/dev/null && echo "demo-down: stopped the demo's $(basename "$p" .pid)"
-    rm -f "$p"
-  fi
-done
-if [ "${1:-}" = "--all" ]; then
-  rm -rf .local/demo
-  tools/cluster-down.sh
+export REGCRED_LOCAL=$PWD/.local/demo
+p=.local/demo/files/registry.pid
+if [ -f "$p" ]; then
+  kill "$(cat "$p")" 2>/dev/null && echo "demo-down: stopped the demo's registry"
+  rm -f "$p"
 fi
+tools/cluster-down.sh
+rm -rf .local/demo

@@ -1,36 +1,37 @@
-#!/usr/bin/env bash
-# `make demo`: regcred at work on the local control plane (never on another cluster). Starts a local registry
-# with TLS and htpasswd authentication, installs the chart, runs the operator as the chart's ServiceAccount (there
-# is no kubelet here, so the Deployment has no Pods: the operator runs as a local process), applies profiles,
-# creates namespaces and a Pod, and prints what regcred did. `make demo-down` stops it all.
+# `make demo`: regcred at work on a local cluster of its own (state in .local/demo; never another cluster): a
+# control plane and a node, a local registry with TLS and htpasswd authentication holding a private image and
+# regcred's own image (built from the Dockerfile), regcred installed with Helm as the chart's Deployment, profiles,
+# namespaces, and two Pods of the private image: one in a selected namespace that pulls and runs with regcred's
+# Secret, one in an unselected namespace that the registry refuses. `make demo-down` stops it all.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-root=$PWD
-demo=$root/.local/demo
-logs=$root/.local/logs
-export KUBECONFIG=$root/.local/kubeconfig # only ever the local control plane
-kubectl=$root/.local/bin/kubectl
-helm=$root/.local/bin/helm
-regcred=${CARGO_TARGET_DIR:-$root/target}/debug/regcred
+export REGCRED_LOCAL=$PWD/.local/demo
+# shellcheck source=lib.sh
+source tools/lib.sh
+demo=$local_dir/files
+export KUBECONFIG=$kubeconfig # only ever the demo's own cluster
+kubectl=$bin/kubectl
+helm=$bin/helm
 venv=${REGCRED_VENV:-$HOME/.cache/regcred/venv}
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 stop_pid() { [ -f "$1" ] && kill "$(cat "$1")" 2>/dev/null; rm -f "$1"; }
 
-if ! command -v docker-registry >/dev/null; then
-  say "installing Debian's docker-registry (the local registry)"
-  sudo_=""; [ "$(id -u)" -eq 0 ] || sudo_=sudo
-  $sudo_ apt-get install -y -qq docker-registry >/dev/null \
-    || { echo "demo: could not install docker-registry: run 'sudo apt-get install docker-registry'" >&2; exit 1; }
-fi
+need_packages docker-registry:docker-registry skopeo:skopeo || exit 1
+say "a local cluster with a node (state in $local_dir)"
+tools/cluster-up.sh
+tools/node-up.sh
+. "$local_dir/node/node.env"
+say "regcred's image, built from the Dockerfile with buildah"
+archive=$(tools/image/build.sh)
+echo "$archive"
 mkdir -p "$demo" "$logs"
-stop_pid "$demo/regcred.pid"
 stop_pid "$demo/registry.pid"
 
-say "a local registry with TLS and a password"
+say "a local registry with TLS and a password, where the node reaches it ($HOST_IP)"
 openssl req -x509 -newkey rsa:2048 -nodes -days 7 -subj "/CN=regcred demo registry" \
-  -addext "subjectAltName=IP:127.0.0.1" -keyout "$demo/registry.key" -out "$demo/registry.crt" 2>/dev/null
+  -addext "subjectAltName=IP:$HOST_IP" -keyout "$demo/registry.key" -out "$demo/registry.crt" 2>/dev/null
 password=$(openssl rand -hex 12)
 "$venv/bin/python" -c 'import bcrypt,sys; print("demo:" + bcrypt.hashpw(sys.argv[1].encode(), bcrypt.gensalt()).decode())' \
   "$password" > "$demo/htpasswd"
@@ -40,54 +41,35 @@ version: 0.1
 log: {level: warn}
 storage: {filesystem: {rootdirectory: $demo/registry-data}}
 http:
-  addr: 127.0.0.1:$registry_port
+  addr: $HOST_IP:$registry_port
   tls: {certificate: $demo/registry.crt, key: $demo/registry.key}
 auth:
   htpasswd: {realm: regcred-demo, path: $demo/htpasswd}
 CONFIG
 docker-registry serve "$demo/registry.yml" > "$logs/registry.log" 2>&1 &
 echo $! > "$demo/registry.pid"
-registry=127.0.0.1:$registry_port
+registry=$HOST_IP:$registry_port
 for _ in $(seq 50); do curl -s -o /dev/null --cacert "$demo/registry.crt" "https://$registry/v2/" && break; sleep 0.1; done
 echo "registry at https://$registry (user demo); without credentials /v2/ answers" \
   "$(curl -s -o /dev/null -w '%{http_code}' --cacert "$demo/registry.crt" "https://$registry/v2/")"
+# The node's containerd trusts the registry's CA.
+mkdir -p "$NODE_CERTS_D/$registry" && cp "$demo/registry.crt" "$NODE_CERTS_D/$registry/ca.crt"
+printf 'server = "https://%s"\n[host."https://%s"]\n  capabilities = ["pull", "resolve"]\n  ca = "%s"\n' \
+  "$registry" "$registry" "$NODE_CERTS_D/$registry/ca.crt" > "$NODE_CERTS_D/$registry/hosts.toml"
+mkdir -p "$demo/certs" && cp "$demo/registry.crt" "$demo/certs/ca.crt"
+skopeo copy --quiet --dest-creds "demo:$password" --dest-cert-dir "$demo/certs" "oci-archive:$archive" "docker://$registry/regcred/regcred:demo"
+skopeo copy --quiet --dest-creds "demo:$password" --dest-cert-dir "$demo/certs" \
+  "docker-archive:$cache_root/node/$(tools/node/build.sh --name | sed 's/.*://')/pause.tar" "docker://$registry/team/app:1.0"
+echo "pushed regcred/regcred:demo and the private image team/app:1.0"
 
-say "regcred installed with Helm into regcred-system"
-webhook_port=$(free_port)
-metrics_port=$(free_port)
+say "regcred installed with Helm into regcred-system (two replicas, pulled with imagePullSecrets)"
 "$kubectl" create namespace regcred-system --dry-run=client -o yaml | "$kubectl" apply -f - >/dev/null
-crds=true
-# The CRD applied by the tests (not by Helm) cannot be adopted by the release: keep it, updated from crds/.
-if [ "$("$kubectl" get crd registryprofiles.regcred.dev -o jsonpath='{.metadata.labels.app\.kubernetes\.io/managed-by}' 2>/dev/null)" = "" ] \
-  && "$kubectl" get crd registryprofiles.regcred.dev >/dev/null 2>&1; then
-  "$kubectl" apply --server-side --force-conflicts -f crds/ >/dev/null
-  crds=false
-fi
-# replicaCount=0: no kubelet runs Pods here; the operator runs below as a local process with the chart's identity.
-"$helm" upgrade --install regcred charts/regcred --namespace regcred-system --set crds.install=$crds \
-  --set replicaCount=0 --set "webhook.url=https://127.0.0.1:$webhook_port/mutate" --set logging.format=plain
-token=$("$kubectl" -n regcred-system create token regcred --duration 24h)
-server=$("$kubectl" config view --raw -o jsonpath='{.clusters[0].cluster.server}')
-ca=$("$kubectl" config view --raw -o jsonpath='{.clusters[0].cluster.certificate-authority-data}')
-cat > "$demo/regcred.kubeconfig" <<KUBECONFIG
-apiVersion: v1
-kind: Config
-clusters: [{name: local, cluster: {server: "$server", certificate-authority-data: "$ca"}}]
-users: [{name: regcred, user: {token: "$token"}}]
-contexts: [{name: regcred, context: {cluster: local, user: regcred, namespace: regcred-system}}]
-current-context: regcred
-KUBECONFIG
-KUBECONFIG=$demo/regcred.kubeconfig REGCRED_NAMESPACE=regcred-system \
-  REGCRED_WEBHOOK_ADDR=127.0.0.1:$webhook_port REGCRED_WEBHOOK_DNS_NAMES=127.0.0.1 \
-  REGCRED_WEBHOOK_CONFIGURATION=regcred REGCRED_WEBHOOK_SECRET=regcred-webhook-tls \
-  REGCRED_LEADER_ELECTION_LEASE=regcred REGCRED_METRICS_ADDR=127.0.0.1:$metrics_port \
-  AWS_EC2_METADATA_DISABLED=true \
-  "$regcred" run > "$logs/regcred.log" 2>&1 &
-echo $! > "$demo/regcred.pid"
-for _ in $(seq 100); do curl -sf "http://127.0.0.1:$metrics_port/readyz" >/dev/null && break; sleep 0.2; done
-curl -sf "http://127.0.0.1:$metrics_port/readyz" >/dev/null \
-  || { echo "demo: regcred did not become ready; see $logs/regcred.log" >&2; tail -20 "$logs/regcred.log" >&2; exit 1; }
-echo "regcred running as system:serviceaccount:regcred-system:regcred (log: $logs/regcred.log)"
+"$kubectl" -n regcred-system create secret docker-registry regcred-image --docker-server="$registry" \
+  --docker-username=demo --docker-password="$password" --dry-run=client -o yaml | "$kubectl" apply -f - >/dev/null
+"$helm" upgrade --install regcred charts/regcred --namespace regcred-system \
+  --set image.repository="$registry/regcred/regcred" --set image.tag=demo --set 'imagePullSecrets[0].name=regcred-image' \
+  --set logging.format=plain --wait --timeout 180s
+"$kubectl" -n regcred-system get pods -o wide
 
 say "profiles: the local registry, plus two examples"
 "$kubectl" -n regcred-system create secret generic local-registry-creds \
@@ -102,6 +84,9 @@ spec:
   credentials:
     secretRef:
       name: local-registry-creds
+  tls:
+    caBundle: |
+$(sed 's/^/      /' "$demo/registry.crt")
   namespaces:
     selector:
       matchLabels:
@@ -129,7 +114,24 @@ spec:
     - name: app
       image: $registry/team/app:1.0
 POD
+# The same Pod where no profile selects the namespace: no Secret, so the registry refuses the kubelet.
+cat <<POD | "$kubectl" -n demo-other apply -f - >/dev/null
+apiVersion: v1
+kind: Pod
+metadata:
+  name: app
+spec:
+  containers:
+    - name: app
+      image: $registry/team/app:1.0
+POD
 "$kubectl" wait --for=condition=Ready registryprofile/local-registry --timeout=60s >/dev/null
+"$kubectl" -n demo-fresh wait --for=condition=Ready pod/app --timeout=90s >/dev/null || true
+for _ in $(seq 300); do
+  reason=$("$kubectl" -n demo-other get pod app -o jsonpath='{.status.containerStatuses[0].state.waiting.reason}')
+  case "$reason" in ErrImagePull | ImagePullBackOff) break ;; esac
+  sleep 0.2
+done
 
 say "Secrets regcred manages, per namespace"
 "$kubectl" get secrets -A -l app.kubernetes.io/managed-by=regcred
@@ -142,6 +144,15 @@ auth=$("$kubectl" -n demo-team-a get secret regcred-local-registry -o jsonpath='
   | python3 -c "import json,sys; print(json.load(sys.stdin)['auths']['$registry']['auth'])")
 echo "GET https://$registry/v2/ with the Secret's credentials from demo-team-a:" \
   "$(curl -s -o /dev/null -w '%{http_code}' --cacert "$demo/registry.crt" -H "Authorization: Basic $auth" "https://$registry/v2/")"
+
+say "two Pods of the private image $registry/team/app:1.0: with regcred's Secret (demo-fresh) and without (demo-other)"
+"$kubectl" get pods -n demo-fresh -o wide
+"$kubectl" get pods -n demo-other -o wide
+for ns in demo-fresh demo-other; do
+  say "the kubelet's events for $ns/app"
+  "$kubectl" -n "$ns" get events --field-selector involvedObject.name=app,source=kubelet \
+    -o custom-columns=REASON:.reason,MESSAGE:.message --sort-by=.firstTimestamp
+done
 
 cat <<DONE
 

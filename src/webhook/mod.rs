@@ -132,6 +132,9 @@ pub struct Stats {
     pub errors: Counter,
     /// Seconds from a request's arrival to its answer.
     pub latency: Histogram,
+    /// The listener is bound with its certificate: until then the replica is not ready (`/readyz`), so the
+    /// Service never routes an admission to a replica that would refuse the connection.
+    pub serving: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Default for Stats {
@@ -144,6 +147,7 @@ impl Default for Stats {
             errors: Counter::default(),
             // 25 µs to ~3.3 s: the handler's microseconds, and the seconds of a new namespace's Secret.
             latency: Histogram::new(exponential_buckets(0.000_025, 2.0, 18)),
+            serving: Default::default(),
         }
     }
 }

@@ -14,12 +14,14 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum_server::tls_rustls::RustlsConfig;
 use base64::Engine;
+use futures::StreamExt as _;
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionReview};
 use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{WatchStreamExt as _, watcher};
 use tracing::{info, warn};
 
 use super::Webhook;
@@ -119,8 +121,14 @@ pub async fn serve(
         shutdown.await;
         draining.graceful_shutdown(Some(Duration::from_secs(10)));
     });
+    // Bound before it counts as serving: readiness (and so the Service's endpoints) waits for the listener.
+    let listener = std::net::TcpListener::bind(addr)
+        .and_then(|l| l.set_nonblocking(true).map(|()| l))
+        .map_err(|source| Error::Serve { addr, source })?;
+    let server = axum_server::from_tcp_rustls(listener, config).map_err(|source| Error::Serve { addr, source })?;
+    webhook.stats.serving.store(true, std::sync::atomic::Ordering::Release);
     info!(%addr, "webhook serving");
-    axum_server::bind_rustls(addr, config)
+    server
         .handle(handle)
         .serve(router(webhook).into_make_service())
         .await
@@ -148,6 +156,15 @@ async fn reload_files(config: RustlsConfig, cert: PathBuf, key: PathBuf) {
             last = now;
         }
     }
+}
+
+/// Whether any webhook of `config` lacks `bundle` (PEM) as its caBundle.
+fn bundle_differs(config: &MutatingWebhookConfiguration, bundle: &str) -> bool {
+    config
+        .webhooks
+        .iter()
+        .flatten()
+        .any(|w| w.client_config.ca_bundle.as_ref().map(|b| b.0.as_slice()) != Some(bundle.as_bytes()))
 }
 
 struct CertKeeper {
@@ -239,10 +256,7 @@ impl CertKeeper {
         })?;
         let encoded = base64::engine::general_purpose::STANDARD.encode(bundle);
         let webhooks = config.webhooks.clone().unwrap_or_default();
-        let stale = webhooks
-            .iter()
-            .any(|w| w.client_config.ca_bundle.as_ref().map(|b| b.0.as_slice()) != Some(bundle.as_bytes()));
-        if !stale {
+        if !bundle_differs(&config, bundle) {
             return Ok(config);
         }
         let patch = serde_json::json!({
@@ -260,18 +274,40 @@ impl CertKeeper {
         Ok(config)
     }
 
-    /// Re-checks periodically and whenever the Secret changes; swaps the served certificate in place.
+    /// Re-checks periodically, whenever the Secret changes, and whenever the webhook configuration changes (a
+    /// configuration deleted and re-created, by `helm upgrade` or a GitOps sync, comes back without a caBundle);
+    /// swaps the served certificate in place.
     async fn run(self, config: RustlsConfig, served: (String, String)) {
         let tick = (self.lifetime / 30).clamp(Duration::from_secs(1), Duration::from_secs(600));
         let key = ObjectRef::<Secret>::new(&self.secret).within(&self.webhook.operator_namespace);
         let mut served = Some(served);
+        let api = Api::<MutatingWebhookConfiguration>::all(self.webhook.client.clone());
+        let watch = watcher::Config::default().fields(&format!("metadata.name={}", self.configuration));
+        // Errors are retried with backoff inside the stream; only the configurations it delivers matter here.
+        let mut configurations = std::pin::pin!(watcher(api, watch).default_backoff().applied_objects());
+        let mut timer = tokio::time::interval(tick);
+        timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        timer.tick().await;
         loop {
-            tokio::time::sleep(tick).await;
+            let published = tokio::select! {
+                _ = timer.tick() => None,
+                event = configurations.next() => match event {
+                    Some(Ok(c)) => Some(c),
+                    Some(Err(_)) => continue,
+                    // The stream only ends with the process; keep the timer going regardless.
+                    None => { timer.tick().await; None }
+                },
+            };
             // Cheap check from the cache first; converge (API calls) only when something is due or changed.
             let cached = self.webhook.caches.sources.get(&key).and_then(|s| Material::from_secret(&s));
             let due = certs::next_step(cached.as_ref(), jiff::Timestamp::now(), self.lifetime, &self.dns_names);
             let changed = cached.as_ref().map(|m| (m.tls_crt.clone(), m.tls_key.clone())) != served;
-            if due == Step::Nothing && !changed {
+            let bundle_stale = match (&published, &cached) {
+                (Some(c), Some(m)) => bundle_differs(c, &m.ca_bundle()),
+                (Some(_), None) => true,
+                (None, _) => false,
+            };
+            if due == Step::Nothing && !changed && !bundle_stale {
                 continue;
             }
             match self.converge().await {

@@ -9,6 +9,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::panic, clippy::expect_used)]
 
 pub mod harness;
+pub mod node;
 pub mod registry;
 pub mod tokens;
 pub mod webhook;

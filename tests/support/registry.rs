@@ -35,6 +35,7 @@ pub struct Registry {
     pub ca_pem: String,
     pub auth: Auth,
     pub dir: PathBuf,
+    host: String,
     registry: Option<Child>,
     token_server: Option<(Child, u16)>,
     config: PathBuf,
@@ -51,8 +52,8 @@ fn free_port() -> u16 {
     super::webhook::free_port()
 }
 
-/// A CA and a certificate it signs for `127.0.0.1`: (ca pem, cert pem, key pem).
-fn tls_material() -> (String, String, String) {
+/// A CA and a certificate it signs for `host`: (ca pem, cert pem, key pem).
+fn tls_material(host: &str) -> (String, String, String) {
     use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
     let ca_key = KeyPair::generate().unwrap();
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -61,40 +62,49 @@ fn tls_material() -> (String, String, String) {
     let ca = ca_params.self_signed(&ca_key).unwrap();
     let issuer = rcgen::Issuer::new(ca_params, ca_key);
     let key = KeyPair::generate().unwrap();
-    let params = CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap();
+    let params = CertificateParams::new(vec![host.to_owned()]).unwrap();
     let cert = params.signed_by(&key, &issuer).unwrap();
     (ca.pem(), cert.pem(), key.serialize_pem())
+}
+
+/// Writes `dir/htpasswd` with `USER` and a bcrypt hash of `password`.
+fn write_htpasswd(dir: &std::path::Path, password: &str) {
+    let out = std::process::Command::new(venv_python())
+        .args([
+            "-c",
+            "import bcrypt,sys; print(sys.argv[1] + ':' + bcrypt.hashpw(sys.argv[2].encode(), bcrypt.gensalt(4)).decode())",
+            USER,
+            password,
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "bcrypt: {}", String::from_utf8_lossy(&out.stderr));
+    std::fs::write(dir.join("htpasswd"), out.stdout).unwrap();
 }
 
 impl Registry {
     /// Starts a registry with `auth` on a free loopback port and waits until it answers.
     pub async fn start(auth: Auth) -> Self {
+        Self::start_at(auth, "127.0.0.1").await
+    }
+
+    /// As [`Registry::start`], listening on `host` (an address of this machine, such as the host's end of the
+    /// local node's link, where the node's container runtime reaches it).
+    pub async fn start_at(auth: Auth, host: &str) -> Self {
         assert!(
             std::process::Command::new("docker-registry").arg("--version").output().is_ok(),
             "docker-registry is missing: apt-get install docker-registry (.ci/run installs it)"
         );
         let dir = std::env::temp_dir().join("regcred-tests").join(format!("registry-{}", suffix()));
         std::fs::create_dir_all(&dir).unwrap();
-        let (ca_pem, cert_pem, key_pem) = tls_material();
+        let (ca_pem, cert_pem, key_pem) = tls_material(host);
         std::fs::write(dir.join("tls.crt"), &cert_pem).unwrap();
         std::fs::write(dir.join("tls.key"), &key_pem).unwrap();
         let port = free_port();
         let mut token_server = None;
+        write_htpasswd(&dir, PASSWORD);
         let auth_config = match auth {
-            Auth::Basic => {
-                let out = std::process::Command::new(venv_python())
-                    .args([
-                        "-c",
-                        "import bcrypt,sys; print(sys.argv[1] + ':' + bcrypt.hashpw(sys.argv[2].encode(), bcrypt.gensalt(4)).decode())",
-                        USER,
-                        PASSWORD,
-                    ])
-                    .output()
-                    .unwrap();
-                assert!(out.status.success(), "bcrypt: {}", String::from_utf8_lossy(&out.stderr));
-                std::fs::write(dir.join("htpasswd"), out.stdout).unwrap();
-                json!({"htpasswd": {"realm": "regcred-test", "path": dir.join("htpasswd")}})
-            }
+            Auth::Basic => json!({"htpasswd": {"realm": "regcred-test", "path": dir.join("htpasswd")}}),
             Auth::Token => {
                 let key = rcgen::KeyPair::generate().unwrap();
                 let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -108,7 +118,7 @@ impl Registry {
                     .arg(token_port.to_string())
                     .arg(dir.join("signer.crt"))
                     .arg(dir.join("signer.key"))
-                    .args(["regcred-test-issuer", USER, PASSWORD])
+                    .args(["regcred-test-issuer", USER, PASSWORD, host])
                     .stdout(Stdio::null())
                     .stderr(std::fs::File::create(dir.join("token-server.log")).unwrap())
                     .kill_on_drop(true)
@@ -116,7 +126,7 @@ impl Registry {
                     .unwrap();
                 token_server = Some((child, token_port));
                 json!({"token": {
-                    "realm": format!("http://127.0.0.1:{token_port}/token"),
+                    "realm": format!("http://{host}:{token_port}/token"),
                     "service": "regcred-test-registry",
                     "issuer": "regcred-test-issuer",
                     "rootcertbundle": dir.join("signer.crt"),
@@ -128,7 +138,7 @@ impl Registry {
             "log": {"level": "info", "accesslog": {"disabled": false}},
             "storage": {"filesystem": {"rootdirectory": dir.join("data")}, "delete": {"enabled": true}},
             "http": {
-                "addr": format!("127.0.0.1:{port}"),
+                "addr": format!("{host}:{port}"),
                 "tls": {"certificate": dir.join("tls.crt"), "key": dir.join("tls.key")},
             },
             "auth": auth_config,
@@ -136,7 +146,8 @@ impl Registry {
         let config_path = dir.join("config.yml");
         std::fs::write(&config_path, serde_yaml::to_string(&config).unwrap()).unwrap();
         let mut registry = Self {
-            addr: format!("127.0.0.1:{port}"),
+            addr: format!("{host}:{port}"),
+            host: host.to_owned(),
             ca_pem,
             auth,
             dir,
@@ -167,12 +178,21 @@ impl Registry {
         })
         .await;
         if let Some((_, port)) = &self.token_server {
-            let count = format!("http://127.0.0.1:{port}/count");
+            let count = format!("http://{}:{port}/count", self.host);
             wait_for("the token server to answer", Duration::from_secs(30), || async {
                 http.get(&count).send().await.ok().map(|_| ())
             })
             .await;
         }
+    }
+
+    /// Changes `USER`'s password (htpasswd) and restarts the registry, which reads the file when it starts: from
+    /// then on only `password` is accepted.
+    pub async fn set_password(&mut self, password: &str) {
+        assert_eq!(self.auth, Auth::Basic, "only the htpasswd registry rotates passwords");
+        write_htpasswd(&self.dir, password);
+        self.stop().await;
+        self.resume().await;
     }
 
     /// Stops the registry process (the token server keeps running).
@@ -205,7 +225,7 @@ impl Registry {
     pub async fn token_requests(&self) -> usize {
         let Some((_, port)) = &self.token_server else { return 0 };
         let body: Value =
-            self.http().get(format!("http://127.0.0.1:{port}/count")).send().await.unwrap().json().await.unwrap();
+            self.http().get(format!("http://{}:{port}/count", self.host)).send().await.unwrap().json().await.unwrap();
         body["requests"].as_u64().unwrap() as usize
     }
 

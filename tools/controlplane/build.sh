@@ -28,7 +28,7 @@ bin="$root/.local/bin"
 mkdir -p "$bin"
 
 if [ ! -x "$out/controlplane" ]; then
-  echo "controlplane build: building Kubernetes ${KUBERNETES_VERSION} (etcd, kube-apiserver, kube-controller-manager, kubectl)"
+  echo "controlplane build: building Kubernetes ${KUBERNETES_VERSION} (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kubelet, kube-proxy)"
   echo "controlplane build: a cold build takes 10-25 minutes on 2 cores; later runs reuse $out"
   mkdir -p "$out.tmp"
   minor=${KUBERNETES_VERSION#v1.}; minor=${minor%%.*}
@@ -54,5 +54,5 @@ if [ ! -x "$out/helm" ]; then
 fi
 
 ln -sfn "$out/controlplane" "$bin/controlplane"
-for c in etcd kube-apiserver kube-controller-manager kubectl; do ln -sfn "$out/controlplane" "$bin/$c"; done
+for c in etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy; do ln -sfn "$out/controlplane" "$bin/$c"; done
 ln -sfn "$out/helm" "$bin/helm"

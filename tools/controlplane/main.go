@@ -1,10 +1,12 @@
-// Command controlplane is a multi-call binary holding the parts of a Kubernetes control plane that regcred's
-// tests and demo need: etcd, kube-apiserver, kube-controller-manager and kubectl. It dispatches on the name it
+// Command controlplane is a multi-call binary holding the parts of a Kubernetes cluster that regcred's tests and
+// demo need: etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, and the node's kubelet and
+// kube-proxy. It dispatches on the name it
 // was invoked as (a symlink) or on its first argument, so `controlplane kube-apiserver --help` and a symlink
 // named kube-apiserver behave the same. Each component runs as its own process.
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -15,9 +17,12 @@ import (
 	cmdutil "k8s.io/kubectl/pkg/cmd/util"
 	apiserver "k8s.io/kubernetes/cmd/kube-apiserver/app"
 	controllermanager "k8s.io/kubernetes/cmd/kube-controller-manager/app"
+	proxy "k8s.io/kubernetes/cmd/kube-proxy/app"
+	scheduler "k8s.io/kubernetes/cmd/kube-scheduler/app"
+	kubelet "k8s.io/kubernetes/cmd/kubelet/app"
 )
 
-var components = []string{"etcd", "kube-apiserver", "kube-controller-manager", "kubectl"}
+var components = []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "kubelet", "kube-proxy"}
 
 func main() {
 	name := filepath.Base(os.Args[0])
@@ -39,6 +44,12 @@ func main() {
 		os.Exit(cli.Run(apiserver.NewAPIServerCommand()))
 	case "kube-controller-manager":
 		os.Exit(cli.Run(controllermanager.NewControllerManagerCommand()))
+	case "kube-scheduler":
+		os.Exit(cli.Run(scheduler.NewSchedulerCommand()))
+	case "kubelet":
+		os.Exit(cli.Run(kubelet.NewKubeletCommand(context.Background())))
+	case "kube-proxy":
+		os.Exit(cli.Run(proxy.NewProxyCommand()))
 	case "kubectl":
 		// As kubectl's own main: errors are printed by CheckErr, which exits with kubectl's exit codes.
 		if err := cli.RunNoErrOutput(kubectlcmd.NewDefaultKubectlCommand()); err != nil {

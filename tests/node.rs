@@ -1,0 +1,259 @@
+//! End to end on the local node (`make node-up`): regcred runs as the chart's Deployment, pulled by the kubelet
+//! through the chart's `imagePullSecrets`; Pods pull private images from Debian's docker-registry through the
+//! Secrets regcred wrote, with htpasswd and with token authentication, and without them the registry refuses.
+//!
+//! The tests share one installation (release `regcred` in `regcred-system`, the chart's defaults but for the
+//! image and its pull secret), so they run one at a time (`make e2e`: `--test-threads=1`).
+#![allow(clippy::unwrap_used, clippy::panic, clippy::expect_used)]
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::Client;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use serde_json::json;
+use support::node::{
+    NS, Node, Pull, RELEASE, SELECTOR, WAIT, install, pod, profile, pull_outcome, pull_secrets, push, ready_pods,
+    wait_for_ca_bundle, wait_secret,
+};
+use support::registry::{Auth, PASSWORD, Registry, USER};
+use support::{TestEnv, helm, wait_for};
+
+fn selected(env: &TestEnv) -> (String, String) {
+    (format!("pull-{}", env.id), "yes".into())
+}
+
+async fn create_pod(client: &Client, ns: &str, pod: &Pod) {
+    Api::<Pod>::namespaced(client.clone(), ns).create(&PostParams::default(), pod).await.unwrap();
+}
+
+fn assert_refused_401(outcome: &Pull, what: &str) {
+    match outcome {
+        Pull::Refused(message) => assert!(message.contains("401"), "{what}: refused, but not with 401: {message}"),
+        Pull::Running => panic!("{what}: the Pod ran without regcred's credentials"),
+    }
+}
+
+/// Status of GET /v2/ with Basic `user:password`, straight to the registry.
+async fn registry_answers(registry: &Registry, password: &str) -> u16 {
+    regcred::install_crypto_provider();
+    let http = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(registry.ca_pem.as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    let response =
+        http.get(format!("https://{}/v2/", registry.addr)).basic_auth(USER, Some(password)).send().await.unwrap();
+    response.status().as_u16()
+}
+
+#[tokio::test]
+async fn regcred_runs_as_the_charts_deployment_hands_over_and_upgrades_without_an_admission_outage() {
+    let node = Node::get();
+    TestEnv::new("deployment")
+        .await
+        .run(|env| async move {
+            let client = env.client.clone();
+            let install = install(&client, &node).await;
+            // The Deployment as the chart made it: two replicas, pulled by the kubelet with the pull secret.
+            let deployment = Api::<Deployment>::namespaced(client.clone(), NS).get(RELEASE).await.unwrap();
+            let spec = deployment.spec.template.spec.unwrap();
+            assert_eq!(spec.image_pull_secrets.unwrap()[0].name, "regcred-image");
+            assert_eq!(spec.host_network, None, "regcred must not be on the host network");
+            let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
+            for p in ready_pods(&client, NS, SELECTOR).await {
+                let events = support::node::kubelet_events(&client, NS, &p).await;
+                assert!(
+                    events.iter().any(|e| e.starts_with("Pulled:") || e.contains("already present")),
+                    "{p}: {events:?}"
+                );
+                let ip = pods.get(&p).await.unwrap().status.unwrap().pod_ip.unwrap();
+                assert!(ip.starts_with("10.244."), "{p} is not on the pod network: {ip}");
+            }
+
+            // The webhook through its Service: a Pod in a selected namespace gets the Secret.
+            let (key, value) = selected(&env);
+            let profile = profile(&env, &install.registry, false).await;
+            let ns = env.namespace("app", &[(&key, &value)]).await;
+            let dry_run = PostParams { dry_run: true, ..Default::default() };
+            let probe = pod("probe", &format!("{}/team/app:1.0", install.registry.addr), "Always");
+            let injected = |p: Pod| {
+                p.spec
+                    .and_then(|s| s.image_pull_secrets)
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|r| r.name == format!("regcred-{profile}"))
+            };
+            let admitted = Api::<Pod>::namespaced(client.clone(), &ns).create(&dry_run, &probe).await.unwrap();
+            assert!(injected(admitted), "the webhook did not inject through its Service");
+
+            // Killing the leader's Pod hands the work over to the other replica.
+            let leases: Api<Lease> = Api::namespaced(client.clone(), NS);
+            let holder = || async { leases.get(RELEASE).await.ok()?.spec?.holder_identity.filter(|h| !h.is_empty()) };
+            let leader = wait_for("a leader", WAIT, holder).await;
+            let killed = Instant::now();
+            pods.delete(&leader, &DeleteParams { grace_period_seconds: Some(0), ..Default::default() }).await.unwrap();
+            let successor =
+                wait_for("another replica to lead", WAIT, || async { holder().await.filter(|h| *h != leader) }).await;
+            eprintln!("leader {leader} killed; {successor} leads after {:.1}s", killed.elapsed().as_secs_f64());
+            let fresh = env.namespace("after-failover", &[(&key, &value)]).await;
+            wait_secret(&client, &fresh, &profile, &install.registry.addr, PASSWORD).await;
+            wait_for("two Ready replicas again", WAIT, || async {
+                (ready_pods(&client, NS, SELECTOR).await.len() == 2).then_some(())
+            })
+            .await;
+
+            // helm upgrade rolls both Pods while Pods keep being admitted with their Secret.
+            let before = ready_pods(&client, NS, SELECTOR).await;
+            let values = helm(&["get", "values", RELEASE, "--namespace", NS, "-o", "json"]);
+            let values_file = std::env::temp_dir().join(format!("regcred-values-{}.json", env.id));
+            std::fs::write(&values_file, values).unwrap();
+            let rollout = env.id.clone();
+            let upgrade = tokio::task::spawn_blocking(move || {
+                helm(&[
+                    "upgrade",
+                    RELEASE,
+                    "charts/regcred",
+                    "--namespace",
+                    NS,
+                    "-f",
+                    values_file.to_str().unwrap(),
+                    "--set-string",
+                    &format!("podAnnotations.rollout={rollout}"),
+                    "--wait",
+                    "--timeout",
+                    "180s",
+                ])
+            });
+            let (mut admissions, mut missed) = (0, Vec::new());
+            let api = Api::<Pod>::namespaced(client.clone(), &ns);
+            while !upgrade.is_finished() {
+                let admitted = api.create(&dry_run, &probe).await.unwrap();
+                admissions += 1;
+                if !injected(admitted) {
+                    missed.push(admissions);
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            upgrade.await.unwrap();
+            let after = wait_for("the rolled replicas Ready", WAIT, || async {
+                let now = ready_pods(&client, NS, SELECTOR).await;
+                (now.len() == 2 && now.iter().all(|p| !before.contains(p))).then_some(now)
+            })
+            .await;
+            eprintln!("helm upgrade rolled {before:?} -> {after:?}; {admissions} Pods admitted during it");
+            assert!(admissions > 10, "too few admissions during the rollout to tell: {admissions}");
+            assert!(missed.is_empty(), "admissions {missed:?} of {admissions} got no Secret during the rollout");
+        })
+        .await;
+}
+
+#[tokio::test]
+async fn pods_pull_private_images_through_regcreds_secrets_from_an_htpasswd_registry() {
+    let node = Node::get();
+    TestEnv::new("pull-basic")
+        .await
+        .run(|env| async move {
+            let client = env.client.clone();
+            install(&client, &node).await;
+            let mut registry = node.registry(Auth::Basic).await;
+            let image = push(&registry, &support::node::workload_archive(), "team/app:1.0");
+            let (key, value) = selected(&env);
+            let profile = profile(&env, &registry, true).await;
+
+            // A selected namespace: the Pod pulls and runs. An unselected one: 401 from the registry.
+            let chosen = env.namespace("chosen", &[(&key, &value)]).await;
+            let other = env.namespace("other", &[]).await;
+            wait_secret(&client, &chosen, &profile, &registry.addr, PASSWORD).await;
+            create_pod(&client, &chosen, &pod("app", &image, "Always")).await;
+            create_pod(&client, &other, &pod("app", &image, "Always")).await;
+            assert_eq!(pull_outcome(&client, &chosen, "app").await, Pull::Running);
+            assert!(pull_secrets(&client, &chosen, "app").await.contains(&format!("regcred-{profile}")));
+            let events = support::node::kubelet_events(&client, &chosen, "app").await;
+            assert!(events.iter().any(|e| e.starts_with("Pulled:")), "no Pulled event: {events:?}");
+            assert_refused_401(&pull_outcome(&client, &other, "app").await, "unselected namespace");
+
+            // The image is on the node now; IfNotPresent does not let a Pod without credentials use it.
+            assert!(node.has_image(&image), "{image} not on the node after a pull");
+            create_pod(&client, &other, &pod("cached", &image, "IfNotPresent")).await;
+            assert_refused_401(&pull_outcome(&client, &other, "cached").await, "IfNotPresent without a Secret");
+
+            // A namespace and a Pod created at once: the webhook makes the Secret first; it runs.
+            let fresh = env.namespace_nowait("fresh", &[(&key, &value)]).await;
+            let pods: Api<Pod> = Api::namespaced(client.clone(), &fresh);
+            wait_for("the fresh namespace's default ServiceAccount", WAIT, || async {
+                pods.create(&PostParams::default(), &pod("app", &image, "Always")).await.ok()
+            })
+            .await;
+            assert_eq!(pull_outcome(&client, &fresh, "app").await, Pull::Running);
+            let events = support::node::kubelet_events(&client, &fresh, "app").await;
+            assert!(!events.iter().any(|e| e.contains("BackOff")), "the fresh Pod backed off: {events:?}");
+
+            // Rotation: the registry takes a new password; the source Secret follows; a Pod created after the
+            // rotation pulls with it, and the registry refuses the old one.
+            let rotated = "battery-staple-2";
+            registry.set_password(rotated).await;
+            let sources: Api<Secret> = Api::namespaced(client.clone(), NS);
+            let patch = json!({"stringData": {"password": rotated}});
+            sources.patch(&profile, &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+            wait_secret(&client, &chosen, &profile, &registry.addr, rotated).await;
+            node.forget_image(&image);
+            create_pod(&client, &chosen, &pod("after-rotation", &image, "Always")).await;
+            assert_eq!(pull_outcome(&client, &chosen, "after-rotation").await, Pull::Running);
+            assert_eq!(registry_answers(&registry, PASSWORD).await, 401, "the old password still works");
+            assert_eq!(registry_answers(&registry, rotated).await, 200);
+
+            // ServiceAccount mode: with the webhook deleted, a new Pod still gets the Secret (from the default
+            // ServiceAccount) and pulls.
+            let sas: Api<k8s_openapi::api::core::v1::ServiceAccount> = Api::namespaced(client.clone(), &chosen);
+            wait_for("the default ServiceAccount to list the Secret", WAIT, || async {
+                let sa = sas.get("default").await.ok()?;
+                sa.image_pull_secrets?.iter().any(|r| r.name == format!("regcred-{profile}")).then_some(())
+            })
+            .await;
+            let configs: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
+            configs.delete(RELEASE, &DeleteParams::default()).await.unwrap();
+            wait_for("the webhook configuration gone", WAIT, || async {
+                configs.get_opt(RELEASE).await.unwrap().is_none().then_some(())
+            })
+            .await;
+            node.forget_image(&image);
+            create_pod(&client, &chosen, &pod("no-webhook", &image, "Always")).await;
+            let outcome = pull_outcome(&client, &chosen, "no-webhook").await;
+            // Put the webhook back for whoever comes next, before asserting.
+            helm(&["upgrade", RELEASE, "charts/regcred", "--namespace", NS, "--reuse-values", "--wait"]);
+            wait_for_ca_bundle(&client).await;
+            assert_eq!(outcome, Pull::Running, "ServiceAccount mode without the webhook");
+            assert!(pull_secrets(&client, &chosen, "no-webhook").await.contains(&format!("regcred-{profile}")));
+        })
+        .await;
+}
+
+#[tokio::test]
+async fn pods_pull_private_images_through_regcreds_secrets_from_a_token_registry() {
+    let node = Node::get();
+    TestEnv::new("pull-token")
+        .await
+        .run(|env| async move {
+            let client = env.client.clone();
+            install(&client, &node).await;
+            let registry = node.registry(Auth::Token).await;
+            let image = push(&registry, &support::node::workload_archive(), "team/app:1.0");
+            let (key, value) = selected(&env);
+            let profile = profile(&env, &registry, false).await;
+            let chosen = env.namespace("chosen", &[(&key, &value)]).await;
+            let other = env.namespace("other", &[]).await;
+            wait_secret(&client, &chosen, &profile, &registry.addr, PASSWORD).await;
+            let before = registry.token_requests().await;
+            create_pod(&client, &chosen, &pod("app", &image, "Always")).await;
+            create_pod(&client, &other, &pod("app", &image, "Always")).await;
+            assert_eq!(pull_outcome(&client, &chosen, "app").await, Pull::Running);
+            assert_refused_401(&pull_outcome(&client, &other, "app").await, "unselected namespace");
+            assert!(registry.token_requests().await > before, "the pull did not go through the token server");
+        })
+        .await;
+}

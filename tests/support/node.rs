@@ -1,0 +1,325 @@
+//! The local cluster's node (`make node-up`): where it is, how its container runtime trusts a test registry, how
+//! images get into a registry, and what the kubelet made of a Pod.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use std::time::Instant;
+
+use base64::Engine as _;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+use k8s_openapi::api::core::v1::{Event, Namespace, Pod, Secret};
+use kube::api::{Api, ListParams, ObjectMeta};
+use kube::{Client, ResourceExt};
+use regcred::api::RegistryProfile;
+use serde_json::json;
+
+use super::registry::{Auth, PASSWORD, Registry, USER};
+use super::{TestEnv, apply, helm, repo_root, wait_for};
+
+/// The node, as `tools/node-up.sh` recorded it in `$REGCRED_LOCAL/node/node.env`.
+pub struct Node {
+    pub name: String,
+    /// The host's end of the link to the node: test registries listen here.
+    pub host_ip: String,
+    certs_d: PathBuf,
+    pub containerd: String,
+}
+
+impl Node {
+    pub fn get() -> Self {
+        let local = std::env::var_os("REGCRED_LOCAL").map(PathBuf::from).unwrap_or_else(|| repo_root().join(".local"));
+        let path = local.join("node/node.env");
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("no local node ({}: {e}); start one with `make node-up`", path.display()));
+        let env: BTreeMap<&str, &str> = text.lines().filter_map(|l| l.split_once('=')).collect();
+        let get = |k: &str| env.get(k).unwrap_or_else(|| panic!("{k} missing in {}", path.display())).to_string();
+        Self {
+            name: get("NODE_NAME"),
+            host_ip: get("HOST_IP"),
+            certs_d: PathBuf::from(get("NODE_CERTS_D")),
+            containerd: get("CONTAINERD_ADDRESS"),
+        }
+    }
+
+    /// Starts a registry where the node reaches it, and makes the node's containerd trust its CA.
+    pub async fn registry(&self, auth: super::registry::Auth) -> Registry {
+        let registry = Registry::start_at(auth, &self.host_ip).await;
+        let dir = self.certs_d.join(&registry.addr);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("ca.crt"), &registry.ca_pem).unwrap();
+        // containerd 1.6 needs the [host] table; with `server` and `ca` alone it falls back to plain HTTP.
+        let hosts = format!(
+            "server = \"https://{addr}\"\n\n[host.\"https://{addr}\"]\n  capabilities = [\"pull\", \"resolve\"]\n  ca = \"{ca}\"\n",
+            addr = registry.addr,
+            ca = dir.join("ca.crt").display()
+        );
+        std::fs::write(dir.join("hosts.toml"), hosts).unwrap();
+        registry
+    }
+
+    /// Removes `image` from the node's image store (the next Pod that uses it pulls it again).
+    pub fn forget_image(&self, image: &str) {
+        let _ = std::process::Command::new("ctr")
+            .args(["--address", &self.containerd, "-n", "k8s.io", "images", "rm", image])
+            .output();
+    }
+
+    /// Whether the node holds `image`.
+    pub fn has_image(&self, image: &str) -> bool {
+        let out = std::process::Command::new("ctr")
+            .args(["--address", &self.containerd, "-n", "k8s.io", "images", "ls", "-q"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).lines().any(|l| l == image)
+    }
+}
+
+/// Copies an image archive (`docker-archive:PATH` or `oci-archive:PATH`) into `registry` as `repo_tag`, with the
+/// registry's credentials; returns the image reference.
+pub fn push(registry: &Registry, archive: &str, repo_tag: &str) -> String {
+    let certs = registry.dir.join("push-certs");
+    std::fs::create_dir_all(&certs).unwrap();
+    std::fs::write(certs.join("ca.crt"), &registry.ca_pem).unwrap();
+    let image = format!("{}/{repo_tag}", registry.addr);
+    let out = std::process::Command::new("skopeo")
+        .args(["copy", "--quiet", "--dest-creds", &format!("{USER}:{PASSWORD}")])
+        .arg("--dest-cert-dir")
+        .arg(&certs)
+        .arg(archive)
+        .arg(format!("docker://{image}"))
+        .output()
+        .expect("skopeo (apt-get install skopeo)");
+    assert!(out.status.success(), "skopeo copy {archive} {image}: {}", String::from_utf8_lossy(&out.stderr));
+    image
+}
+
+/// The archive of the node's pause image: a static binary that runs until stopped, the tests' private workload.
+pub fn workload_archive() -> String {
+    let out = std::process::Command::new(repo_root().join("tools/node/build.sh")).arg("--name").output().unwrap();
+    let name = String::from_utf8(out.stdout).unwrap();
+    let key = name.trim().rsplit(':').next().unwrap().to_owned();
+    let cache = std::env::var_os("REGCRED_CACHE_DIR").map(PathBuf::from).unwrap_or_else(|| {
+        std::env::var_os("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache"))
+            .join("regcred")
+    });
+    let path = cache.join("node").join(key).join("pause.tar");
+    assert!(path.exists(), "{} missing: run tools/node/build.sh", path.display());
+    format!("docker-archive:{}", path.display())
+}
+
+/// regcred's own image, built from the Dockerfile by `tools/image/build.sh` (`make image`), which the Makefile
+/// passes as `REGCRED_IMAGE_ARCHIVE`.
+pub fn regcred_archive() -> String {
+    let path = std::env::var("REGCRED_IMAGE_ARCHIVE").unwrap_or_else(|_| {
+        let out = std::process::Command::new(repo_root().join("tools/image/build.sh")).output().unwrap();
+        assert!(out.status.success(), "tools/image/build.sh: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    });
+    format!("oci-archive:{path}")
+}
+
+/// What became of a Pod's image pull.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pull {
+    /// The Pod runs, and the kubelet reported `Pulled` (or found the image present) for its container.
+    Running,
+    /// The kubelet could not pull: its `Failed` event's message.
+    Refused(String),
+}
+
+/// The kubelet's events for a Pod, oldest first, as "Reason: message".
+pub async fn kubelet_events(client: &Client, ns: &str, pod: &str) -> Vec<String> {
+    let events: Api<Event> = Api::namespaced(client.clone(), ns);
+    let list = events.list(&ListParams::default().fields(&format!("involvedObject.name={pod}"))).await.unwrap();
+    let mut items: Vec<Event> = list
+        .items
+        .into_iter()
+        .filter(|e| e.source.as_ref().and_then(|s| s.component.as_deref()) == Some("kubelet"))
+        .collect();
+    items.sort_by_key(|e| e.first_timestamp.clone().map(|t| t.0));
+    items.into_iter().map(|e| format!("{}: {}", e.reason.unwrap_or_default(), e.message.unwrap_or_default())).collect()
+}
+
+/// Waits until the Pod runs or its pull definitively failed (ErrImagePull / ImagePullBackOff with the kubelet's
+/// Failed event), and says which.
+pub async fn pull_outcome(client: &Client, ns: &str, pod: &str) -> Pull {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    wait_for(&format!("pod {ns}/{pod} to run or to fail its pull"), Duration::from_secs(90), || async {
+        let p = pods.get(pod).await.ok()?;
+        let status = p.status.as_ref()?;
+        let container = status.container_statuses.as_ref()?.first()?.clone();
+        let state = container.state?;
+        if state.running.is_some() {
+            return Some(Pull::Running);
+        }
+        let waiting = state.waiting?;
+        let reason = waiting.reason.unwrap_or_default();
+        if reason == "ErrImagePull" || reason == "ImagePullBackOff" {
+            let events = kubelet_events(client, ns, pod).await;
+            let failed = events.iter().find(|e| e.starts_with("Failed: Failed to pull image"))?.clone();
+            return Some(Pull::Refused(failed));
+        }
+        None
+    })
+    .await
+}
+
+/// The Pod's imagePullSecrets, by name.
+pub async fn pull_secrets(client: &Client, ns: &str, pod: &str) -> Vec<String> {
+    let p = Api::<Pod>::namespaced(client.clone(), ns).get(pod).await.unwrap();
+    p.spec.and_then(|s| s.image_pull_secrets).unwrap_or_default().into_iter().map(|r| r.name).collect()
+}
+
+/// A Pod running `image` once, with the given pull policy.
+pub fn pod(name: &str, image: &str, policy: &str) -> Pod {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {
+            "containers": [{"name": "app", "image": image, "imagePullPolicy": policy}],
+            "terminationGracePeriodSeconds": 1,
+            "automountServiceAccountToken": false,
+        },
+    }))
+    .unwrap()
+}
+
+/// The names of the Pods of `namespace` matching `selector` that are Ready.
+pub async fn ready_pods(client: &Client, namespace: &str, selector: &str) -> Vec<String> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let list = pods.list(&ListParams::default().labels(selector)).await.unwrap();
+    list.items
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter(|p| {
+            p.status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        })
+        .map(|p| p.name_any())
+        .collect()
+}
+
+pub const NS: &str = "regcred-system";
+pub const RELEASE: &str = "regcred";
+pub const SELECTOR: &str = "app.kubernetes.io/name=regcred,app.kubernetes.io/instance=regcred";
+pub const WAIT: Duration = Duration::from_secs(120);
+
+/// The registry that holds regcred's own image, and the installation, made once per test binary run: the first
+/// test to need them installs, later tests find them in place (`helm upgrade --install` is idempotent).
+pub struct Install {
+    pub registry: Registry,
+}
+
+pub fn dockerconfigjson(server: &str, user: &str, password: &str) -> ByteString {
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    ByteString(serde_json::to_vec(&json!({"auths": {server: {"auth": auth}}})).unwrap())
+}
+
+/// Installs regcred with Helm from the chart's defaults, but for its image (pushed into a private registry on the
+/// node's network) and that image's pull secret; waits until both replicas are Ready.
+pub async fn install(client: &Client, node: &Node) -> Install {
+    let registry = node.registry(Auth::Basic).await;
+    let image = push(&registry, &regcred_archive(), "regcred/regcred:e2e");
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let ns = Namespace { metadata: ObjectMeta { name: Some(NS.into()), ..Default::default() }, ..Default::default() };
+    apply(&namespaces, &ns).await;
+    let pull = Secret {
+        metadata: ObjectMeta { name: Some("regcred-image".into()), ..Default::default() },
+        type_: Some("kubernetes.io/dockerconfigjson".into()),
+        data: Some(BTreeMap::from([(".dockerconfigjson".into(), dockerconfigjson(&registry.addr, USER, PASSWORD))])),
+        ..Default::default()
+    };
+    apply(&Api::<Secret>::namespaced(client.clone(), NS), &pull).await;
+    let (repository, tag) = image.rsplit_once(':').unwrap();
+    let started = Instant::now();
+    helm(&[
+        "upgrade",
+        "--install",
+        RELEASE,
+        "charts/regcred",
+        "--namespace",
+        NS,
+        "--set",
+        &format!("image.repository={repository},image.tag={tag},imagePullSecrets[0].name=regcred-image"),
+        "--wait",
+        "--timeout",
+        "180s",
+    ]);
+    let ready = wait_for("both replicas Ready", WAIT, || async {
+        let ready = ready_pods(client, NS, SELECTOR).await;
+        (ready.len() == 2).then_some(ready)
+    })
+    .await;
+    eprintln!("regcred installed, {ready:?} Ready {:.1}s after helm install", started.elapsed().as_secs_f64());
+    wait_for_ca_bundle(client).await;
+    Install { registry }
+}
+
+/// Waits until regcred has filled in its webhook configuration's caBundle (self-managed certificates).
+pub async fn wait_for_ca_bundle(client: &Client) {
+    let configs: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
+    wait_for("the webhook's caBundle", WAIT, || async {
+        let c = configs.get_opt(RELEASE).await.ok()??;
+        let bundle = c.webhooks?.first()?.client_config.ca_bundle.clone()?;
+        (!bundle.0.is_empty()).then_some(())
+    })
+    .await;
+}
+
+/// The source Secret (in regcred's namespace) and a profile for `registry`, selecting namespaces labelled
+/// `pull-<id>=yes`; returns the profile's name. The profile trusts the registry's CA (spec.tls).
+pub async fn profile(env: &TestEnv, registry: &Registry, service_accounts: bool) -> String {
+    let name = format!("{}-node", env.id);
+    let source = Secret {
+        metadata: ObjectMeta { name: Some(name.clone()), ..Default::default() },
+        string_data: Some(BTreeMap::from([("username".into(), USER.into()), ("password".into(), PASSWORD.into())])),
+        ..Default::default()
+    };
+    apply(&Api::<Secret>::namespaced(env.client.clone(), NS), &source).await;
+    let mut spec = json!({
+        "server": registry.addr,
+        "credentials": {"secretRef": {"name": name}},
+        "namespaces": {"selector": {"matchLabels": {format!("pull-{}", env.id): "yes"}}},
+        "tls": {"caBundle": registry.ca_pem},
+    });
+    if service_accounts {
+        spec["serviceAccounts"] = json!({"names": ["default"]});
+    }
+    let profile: RegistryProfile = serde_json::from_value(json!({
+        "apiVersion": "regcred.dev/v1alpha1", "kind": "RegistryProfile",
+        "metadata": {"name": name}, "spec": spec,
+    }))
+    .unwrap();
+    apply(&Api::<RegistryProfile>::all(env.client.clone()), &profile).await;
+    env.cleanup::<RegistryProfile>(&name);
+    let api = Api::<RegistryProfile>::all(env.client.clone());
+    wait_for(&format!("profile {name} Ready"), WAIT, || async {
+        let p = api.get(&name).await.ok()?;
+        let ready = p.status?.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True");
+        ready.then_some(())
+    })
+    .await;
+    name
+}
+
+/// The Secret regcred wrote into `ns` for `profile`, once it holds `password`.
+pub async fn wait_secret(client: &Client, ns: &str, profile: &str, server: &str, password: &str) {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let want = dockerconfigjson(server, USER, password);
+    let want: serde_json::Value = serde_json::from_slice(&want.0).unwrap();
+    wait_for(&format!("{ns}/regcred-{profile} holding the current password"), WAIT, || async {
+        let s = secrets.get_opt(&format!("regcred-{profile}")).await.ok()??;
+        let data = s.data?.get(".dockerconfigjson")?.0.clone();
+        let have: serde_json::Value = serde_json::from_slice(&data).ok()?;
+        (have["auths"][server]["auth"] == want["auths"][server]["auth"]).then_some(())
+    })
+    .await;
+}
