@@ -66,11 +66,11 @@ image: ## Build regcred's image from the Dockerfile with buildah (cached); print
 	@tools/image/build.sh
 
 integration: ## Integration tests against the running local cluster (control plane only)
-	KUBECONFIG=$${KUBECONFIG:-$(LOCAL_KUBECONFIG)} $(CARGO) test $(CONTROL_PLANE_TESTS) -- --test-threads=$(TEST_THREADS)
+	KUBECONFIG=$${KUBECONFIG:-$(LOCAL_KUBECONFIG)} $(CARGO) test --no-fail-fast $(CONTROL_PLANE_TESTS) -- --test-threads=$(TEST_THREADS)
 
 e2e: ## End-to-end tests on the running local cluster's node: regcred's Deployment, real image pulls
 	REGCRED_IMAGE_ARCHIVE=$$(tools/image/build.sh) && export REGCRED_IMAGE_ARCHIVE && \
-	  KUBECONFIG=$${KUBECONFIG:-$(LOCAL_KUBECONFIG)} $(CARGO) test --test node -- --test-threads=1
+	  KUBECONFIG=$${KUBECONFIG:-$(LOCAL_KUBECONFIG)} $(CARGO) test --no-fail-fast --test node -- --test-threads=1
 
 bench: ## Benchmarks on a fresh local cluster (scale: 10,000 namespaces, 20 profiles), then Pod start on a node; prints tables, writes .local/bench/*.json
 	$(CARGO) build --release --bin regcred --benches

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{Api, ObjectMeta, PostParams};
 use support::TestEnv;
-use support::node::{Node, Pull, dockerconfigjson, install, pod, profile, pull_outcome, push, wait_secret};
+use support::node::{Node, Pull, Scene, dockerconfigjson, pod, pull_outcome, scene};
 use support::registry::{Auth, PASSWORD, USER};
 
 const PODS: usize = 20;
@@ -40,14 +40,8 @@ async fn run() {
         .await
         .run(|env| async move {
             let client = env.client.clone();
-            install(&client, &node).await;
-            let registry = node.registry(Auth::Basic).await;
-            let image = push(&registry, &support::node::workload_archive(), "team/app:1.0");
-            let label = format!("pull-{}", env.id);
-            let name = profile(&env, &registry, false).await;
-            let with_regcred = env.namespace("regcred", &[(&label, "yes")]).await;
-            wait_secret(&client, &with_regcred, &name, &registry.addr, PASSWORD).await;
-            let by_hand = env.namespace("by-hand", &[]).await;
+            let Scene { registry, image, chosen: with_regcred, other: by_hand, .. } =
+                scene(&env, &node, Auth::Basic, false).await;
             let secret = Secret {
                 metadata: ObjectMeta { name: Some("by-hand".into()), ..Default::default() },
                 type_: Some("kubernetes.io/dockerconfigjson".into()),

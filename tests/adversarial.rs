@@ -258,8 +258,14 @@ async fn tenants_labelling_their_namespace_get_only_what_the_selector_grants() {
             namespaces_as(tenant_c.clone()).patch(&c, &PatchParams::default(), &Patch::Merge(&label("yes"))).await.unwrap();
             h.wait_credentials(&c, "pull", SERVER, "real").await;
             assert!(h.secret(&excluded, "pull").await.is_none(), "an excluded namespace got the Secret");
-            let p = h.ready(&name).await;
-            assert_eq!(p.status.unwrap().sync_summary.as_deref(), Some("1/1"));
+            // The status follows the Secret's write: wait for it rather than read the status of the last reconcile.
+            let profiles = Api::<regcred::api::RegistryProfile>::all(env.client.clone());
+            support::wait_for("the profile's summary to count the opted-in namespace", WAIT, || async {
+                let p = profiles.get(&name).await.ok()?;
+                (p.status?.sync_summary.as_deref() == Some("1/1")).then_some(())
+            })
+            .await;
+            h.ready(&name).await;
             namespaces_as(tenant_c).patch(&c, &PatchParams::default(), &Patch::Merge(&label("no"))).await.unwrap();
             h.wait_gone(&c, "pull").await;
             // regcred's own labels on a namespace mean nothing to it.

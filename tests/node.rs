@@ -18,8 +18,8 @@ use kube::Client;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 use support::node::{
-    NS, Node, Pull, RELEASE, SELECTOR, WAIT, install, pod, profile, pull_outcome, pull_secrets, push, ready_pods,
-    wait_for_ca_bundle, wait_secret,
+    NS, Node, Pull, RELEASE, SELECTOR, Scene, WAIT, install, pod, profile, pull_outcome, pull_secrets, ready_pods,
+    scene, wait_for_ca_bundle, wait_secret,
 };
 use support::registry::{Auth, PASSWORD, Registry, USER};
 use support::{TestEnv, helm, wait_for};
@@ -159,16 +159,10 @@ async fn pods_pull_private_images_through_regcreds_secrets_from_an_htpasswd_regi
         .await
         .run(|env| async move {
             let client = env.client.clone();
-            install(&client, &node).await;
-            let mut registry = node.registry(Auth::Basic).await;
-            let image = push(&registry, &support::node::workload_archive(), "team/app:1.0");
+            let Scene { mut registry, image, profile, chosen, other } = scene(&env, &node, Auth::Basic, true).await;
             let (key, value) = selected(&env);
-            let profile = profile(&env, &registry, true).await;
 
             // A selected namespace: the Pod pulls and runs. An unselected one: 401 from the registry.
-            let chosen = env.namespace("chosen", &[(&key, &value)]).await;
-            let other = env.namespace("other", &[]).await;
-            wait_secret(&client, &chosen, &profile, &registry.addr, PASSWORD).await;
             create_pod(&client, &chosen, &pod("app", &image, "Always")).await;
             create_pod(&client, &other, &pod("app", &image, "Always")).await;
             assert_eq!(pull_outcome(&client, &chosen, "app").await, Pull::Running);
@@ -240,20 +234,64 @@ async fn pods_pull_private_images_through_regcreds_secrets_from_a_token_registry
         .await
         .run(|env| async move {
             let client = env.client.clone();
-            install(&client, &node).await;
-            let registry = node.registry(Auth::Token).await;
-            let image = push(&registry, &support::node::workload_archive(), "team/app:1.0");
-            let (key, value) = selected(&env);
-            let profile = profile(&env, &registry, false).await;
-            let chosen = env.namespace("chosen", &[(&key, &value)]).await;
-            let other = env.namespace("other", &[]).await;
-            wait_secret(&client, &chosen, &profile, &registry.addr, PASSWORD).await;
+            let Scene { registry, image, chosen, other, .. } = scene(&env, &node, Auth::Token, false).await;
             let before = registry.token_requests().await;
             create_pod(&client, &chosen, &pod("app", &image, "Always")).await;
             create_pod(&client, &other, &pod("app", &image, "Always")).await;
             assert_eq!(pull_outcome(&client, &chosen, "app").await, Pull::Running);
             assert_refused_401(&pull_outcome(&client, &other, "app").await, "unselected namespace");
             assert!(registry.token_requests().await > before, "the pull did not go through the token server");
+        })
+        .await;
+}
+
+#[tokio::test]
+async fn a_registry_that_refuses_regcreds_own_image_shows_as_err_image_pull_on_its_pods() {
+    let node = Node::get();
+    TestEnv::new("own-image")
+        .await
+        .run(|env| async move {
+            let client = env.client.clone();
+            let install = install(&client, &node).await;
+            // A second release whose pull secret holds a password the registry refuses.
+            let ns = env.namespace("refused", &[]).await;
+            let wrong = Secret {
+                metadata: kube::api::ObjectMeta { name: Some("regcred-image".into()), ..Default::default() },
+                type_: Some("kubernetes.io/dockerconfigjson".into()),
+                data: Some(std::collections::BTreeMap::from([(
+                    ".dockerconfigjson".into(),
+                    support::node::dockerconfigjson(&install.registry.addr, support::registry::USER, "wrong"),
+                )])),
+                ..Default::default()
+            };
+            Api::<Secret>::namespaced(client.clone(), &ns).create(&PostParams::default(), &wrong).await.unwrap();
+            let release = format!("regcred-{}", env.id);
+            let repository = format!("{}/regcred/regcred", install.registry.addr);
+            helm(&[
+                "install",
+                &release,
+                "charts/regcred",
+                "--namespace",
+                &ns,
+                "--set",
+                &format!(
+                    "crds.install=false,webhook.enabled=false,replicaCount=1,image.repository={repository},\
+                     image.tag=e2e,imagePullSecrets[0].name=regcred-image"
+                ),
+            ]);
+            env.cleanup::<k8s_openapi::api::rbac::v1::ClusterRole>(&release);
+            env.cleanup::<k8s_openapi::api::rbac::v1::ClusterRoleBinding>(&release);
+            let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+            let name = wait_for("the release's Pod", WAIT, || async {
+                pods.list(&Default::default()).await.ok()?.items.first().and_then(|p| p.metadata.name.clone())
+            })
+            .await;
+            let outcome = pull_outcome(&client, &ns, &name).await;
+            helm(&["uninstall", &release, "--namespace", &ns]);
+            match outcome {
+                Pull::Refused(message) => assert!(message.contains("401"), "not a 401: {message}"),
+                Pull::Running => panic!("regcred's Pod ran with a refused pull secret"),
+            }
         })
         .await;
 }

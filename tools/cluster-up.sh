@@ -144,16 +144,7 @@ fail_with_logs() {
   "$root/tools/cluster-down.sh" >/dev/null 2>&1 || true
   exit 1
 }
-wait_for() { # description, seconds, command...
-  local what=$1 deadline=$(( $(date +%s) + $2 )); shift 2
-  until "$@" >/dev/null 2>&1; do
-    while read -r name pid; do
-      kill -0 "$pid" 2>/dev/null || fail_with_logs "$name exited while waiting for $what (log: $logs/$name.log)"
-    done <"$state/pids"
-    [ "$(date +%s)" -lt "$deadline" ] || fail_with_logs "timed out waiting for $what"
-    sleep 0.2
-  done
-}
+pids_file="$state/pids"
 
 start etcd --name regcred-local --data-dir "$state/etcd" \
   --listen-client-urls "http://127.0.0.1:${etcd_port}" --advertise-client-urls "http://127.0.0.1:${etcd_port}" \

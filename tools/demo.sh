@@ -16,6 +16,19 @@ venv=${REGCRED_VENV:-$HOME/.cache/regcred/venv}
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# The Pod `app` of the private image in namespace $1.
+app_pod() {
+  cat <<POD | "$kubectl" -n "$1" apply -f - >/dev/null
+apiVersion: v1
+kind: Pod
+metadata:
+  name: app
+spec:
+  containers:
+    - name: app
+      image: $registry/team/app:1.0
+POD
+}
 stop_pid() { [ -f "$1" ] && kill "$(cat "$1")" 2>/dev/null; rm -f "$1"; }
 
 need_packages docker-registry:docker-registry skopeo:skopeo || exit 1
@@ -104,27 +117,9 @@ done
 "$kubectl" delete namespace demo-fresh --ignore-not-found --wait >/dev/null
 "$kubectl" create namespace demo-fresh >/dev/null && "$kubectl" label namespace demo-fresh pull-from=local >/dev/null
 for _ in $(seq 50); do "$kubectl" -n demo-fresh get serviceaccount default >/dev/null 2>&1 && break; sleep 0.1; done
-cat <<POD | "$kubectl" -n demo-fresh apply -f - >/dev/null
-apiVersion: v1
-kind: Pod
-metadata:
-  name: app
-spec:
-  containers:
-    - name: app
-      image: $registry/team/app:1.0
-POD
+app_pod demo-fresh
 # The same Pod where no profile selects the namespace: no Secret, so the registry refuses the kubelet.
-cat <<POD | "$kubectl" -n demo-other apply -f - >/dev/null
-apiVersion: v1
-kind: Pod
-metadata:
-  name: app
-spec:
-  containers:
-    - name: app
-      image: $registry/team/app:1.0
-POD
+app_pod demo-other
 "$kubectl" wait --for=condition=Ready registryprofile/local-registry --timeout=60s >/dev/null
 "$kubectl" -n demo-fresh wait --for=condition=Ready pod/app --timeout=90s >/dev/null || true
 for _ in $(seq 300); do

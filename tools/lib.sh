@@ -37,3 +37,16 @@ kubernetes_service_ip() { echo "10.96.$1.1"; }
 pod_cidr() { echo "10.244.$1.0/24"; }
 host_ip() { echo "10.250.$1.1"; }
 node_ip() { echo "10.250.$1.2"; }
+
+# wait_for DESCRIPTION SECONDS COMMAND...: runs COMMAND until it succeeds. Fails (through the caller's
+# fail_with_logs) when a process recorded in the file $pids_file exits meanwhile, or after SECONDS.
+wait_for() {
+  local what=$1 deadline=$(( $(date +%s) + $2 )) name pid; shift 2
+  until "$@" >/dev/null 2>&1; do
+    while read -r name pid; do
+      kill -0 "$pid" 2>/dev/null || fail_with_logs "$name exited while waiting for $what (log: $logs/$name.log)"
+    done <"$pids_file"
+    [ "$(date +%s)" -lt "$deadline" ] || fail_with_logs "timed out after $2 s waiting for $what"
+    sleep 0.2
+  done
+}

@@ -112,16 +112,7 @@ fail_with_logs() {
   "$root/tools/node-down.sh" >/dev/null 2>&1 || true
   exit 1
 }
-wait_for() { # description, seconds, command...
-  local what=$1 deadline=$(( $(date +%s) + $2 )); shift 2
-  until "$@" >/dev/null 2>&1; do
-    while read -r name pid; do
-      kill -0 "$pid" 2>/dev/null || fail_with_logs "$name exited while waiting for $what (log: $logs/$name.log)"
-    done <"$node/pids"
-    [ "$(date +%s)" -lt "$deadline" ] || fail_with_logs "timed out after $2 s waiting for $what"
-    sleep 0.2
-  done
-}
+pids_file="$node/pids"
 
 # --- identities ------------------------------------------------------------------------------------------------
 sign() { # name, subject, extensions

@@ -323,3 +323,25 @@ pub async fn wait_secret(client: &Client, ns: &str, profile: &str, server: &str,
     })
     .await;
 }
+
+/// What a pull test starts from: regcred installed, a registry of `auth` holding the private image `team/app:1.0`
+/// (the workload), a profile for it, a namespace it selects (its Secret in place) and one it does not.
+pub struct Scene {
+    pub registry: Registry,
+    pub image: String,
+    pub profile: String,
+    pub chosen: String,
+    pub other: String,
+}
+
+pub async fn scene(env: &TestEnv, node: &Node, auth: Auth, service_accounts: bool) -> Scene {
+    install(&env.client, node).await;
+    let registry = node.registry(auth).await;
+    let image = push(&registry, &workload_archive(), "team/app:1.0");
+    let profile = profile(env, &registry, service_accounts).await;
+    let label = format!("pull-{}", env.id);
+    let chosen = env.namespace("chosen", &[(&label, "yes")]).await;
+    let other = env.namespace("other", &[]).await;
+    wait_secret(&env.client, &chosen, &profile, &registry.addr, PASSWORD).await;
+    Scene { registry, image, profile, chosen, other }
+}
