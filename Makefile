@@ -102,5 +102,5 @@ test: ## Everything: lint, generated files, unit tests, integration tests on a f
 	tools/image/build.sh >/dev/null
 	export REGCRED_LOCAL=$(TEST_LOCAL) KUBECONFIG=$(TEST_LOCAL)/kubeconfig; status=0; \
 	  tools/cluster-down.sh >/dev/null; tools/cluster-up.sh || exit 1; \
-	  $(MAKE) integration || status=$$?; tools/cluster-down.sh; \
-	  tools/cluster-up.sh && tools/node-up.sh && $(MAKE) e2e || status=1; tools/cluster-down.sh; exit $$status
+	  $(MAKE) integration || status=$$?; tools/cluster-down.sh || status=1; \
+	  tools/cluster-up.sh && tools/node-up.sh && $(MAKE) e2e || status=1; tools/cluster-down.sh || status=1; exit $$status

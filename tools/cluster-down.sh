@@ -4,7 +4,10 @@
 set -euo pipefail
 # shellcheck source=lib.sh
 source "$(dirname "$0")/lib.sh"
-if [ -d "$local_dir/node" ]; then "$root/tools/node-down.sh"; fi
+# The node first (it needs the apiserver to delete its Node object); a node that did not come down cleanly still
+# lets the control plane stop, and fails this script at the end.
+node_status=0
+if [ -d "$local_dir/node" ]; then "$root/tools/node-down.sh" || node_status=$?; fi
 release_slot() {
   local slot slots=${REGCRED_SLOTS_DIR:-/tmp/regcred-slots}
   slot=$(slot_of) || return 0
@@ -15,7 +18,7 @@ if [ ! -f "$state/pids" ]; then
   echo "cluster-down: no local cluster is recorded in $state; nothing to stop."
   release_slot
   rm -rf "$state" "$kubeconfig"
-  exit 0
+  exit "$node_status"
 fi
 # Stop in reverse start order so the apiserver does not log etcd errors on its way down.
 pids=$(tac "$state/pids" | awk '{print $2}')
@@ -30,3 +33,4 @@ done
 release_slot
 rm -rf "$state" "$kubeconfig"
 echo "cluster-down: stopped the local cluster in $local_dir"
+exit "$node_status"

@@ -84,10 +84,21 @@ if ! ip netns list 2>/dev/null | grep -q '^regcred-node-'; then
 fi
 # 9. The Node object, if the control plane still runs.
 [ -n "$node_name" ] && "${kubectl[@]}" delete node "$node_name" --ignore-not-found >/dev/null 2>&1
+# What must be gone now; anything left is said, and fails the caller (make test).
 left=$(awk -v p="$node/" 'index($5, p) == 1' /proc/self/mountinfo | wc -l)
 if [ "$left" -gt 0 ]; then
   echo "node-down: $left mounts under $node could not be removed; $node is kept (see /proc/self/mountinfo)" >&2
   exit 1
 fi
+if [ -n "$netns" ] && ip netns list 2>/dev/null | grep -q "^$netns\b"; then
+  echo "node-down: the network namespace $netns is still there (ip netns pids $netns)" >&2
+  exit 1
+fi
+for h in /sys/fs/cgroup/*; do
+  if [ -n "$cgroup" ] && [ -d "$h/$cgroup" ]; then
+    echo "node-down: the cgroup $h/$cgroup is still there (processes: $(find "$h/$cgroup" -name cgroup.procs -exec cat {} + | tr '\n' ' '))" >&2
+    exit 1
+  fi
+done
 rm -rf "$node"
 log "stopped the node${node_name:+ $node_name} and undid its changes to the host"
