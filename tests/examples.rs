@@ -49,3 +49,59 @@ async fn every_example_profile_is_accepted_by_the_crd() {
         })
         .await;
 }
+
+#[tokio::test]
+async fn what_regcred_would_refuse_is_refused_when_applied_with_a_sentence() {
+    TestEnv::new("refused")
+        .await
+        .run(|env| async move {
+            support::install_crd(&env.client).await;
+            let api = Api::<RegistryProfile>::all(env.client.clone());
+            let profile = |name: &str, spec: serde_json::Value| -> RegistryProfile {
+                serde_json::from_value(serde_json::json!({
+                    "apiVersion": "regcred.dev/v1alpha1", "kind": "RegistryProfile",
+                    "metadata": {"name": format!("{}-{name}", env.id), "labels": {"regcred-test": env.id}},
+                    "spec": spec,
+                }))
+                .unwrap()
+            };
+            let base = |extra: serde_json::Value| {
+                let mut spec = serde_json::json!({
+                    "server": "registry.example.com:5000",
+                    "credentials": {"anonymous": true},
+                    "namespaces": {"names": ["a"]},
+                });
+                spec.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+                spec
+            };
+            let dry_run = PostParams { dry_run: true, ..Default::default() };
+            let cases = [
+                ("port", base(serde_json::json!({"server": "reg.example.com:99999"})), "the port must be between 1 and 65535"),
+                ("port0", base(serde_json::json!({"server": "reg.example.com:0/team"})), "the port must be between 1 and 65535"),
+                ("scheme", base(serde_json::json!({"server": "https://reg.example.com"})), "spec.server must be host[:port][/path] in lower case"),
+                ("upper", base(serde_json::json!({"server": "Reg.example.com"})), "spec.server must be host[:port][/path] in lower case"),
+                ("interval", base(serde_json::json!({"validation": {"interval": "5s"}})), "spec.validation.interval must be at least 1m"),
+                ("image", base(serde_json::json!({"validation": {"images": ["UPPER/Case:1"]}})), "spec.validation.images must be image references"),
+                ("image2", base(serde_json::json!({"validation": {"images": ["team/app:1.0", "team/App"]}})), "spec.validation.images must be image references"),
+            ];
+            for (name, spec, message) in cases {
+                match api.create(&dry_run, &profile(name, spec)).await {
+                    Err(kube::Error::Api(s)) => {
+                        assert_eq!(s.code, 422, "{name}: {}", s.message);
+                        assert!(s.message.contains(message), "{name}: {}", s.message);
+                    }
+                    other => panic!("{name}: accepted or failed otherwise: {other:?}"),
+                }
+            }
+            // What stays valid: wildcards, ports, path prefixes, mixed-case tags, digests, full references.
+            let fine = base(serde_json::json!({
+                "server": "*.example.com:65535/team",
+                "validation": {"interval": "1m", "images": [
+                    "team/app:V1.0_rc", "localhost:5000/team/app@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+                    "Registry.Example.com/a/b-c/d__e:1",
+                ]},
+            }));
+            api.create(&dry_run, &profile("fine", fine)).await.unwrap();
+        })
+        .await;
+}

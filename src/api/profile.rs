@@ -9,6 +9,13 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
+/// CEL: `spec.server` in the kubelet's host grammar, in lower case, without a scheme.
+const SERVER_RULE: &str = r"!has(self.server) || self.server.matches('^(\\*\\.)?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*(:[0-9]{1,5})?(/[a-z0-9]+([._/-][a-z0-9]+)*)?$')";
+/// CEL: a port in `spec.server`, when there is one, is 1-65535.
+const PORT_RULE: &str = r"!has(self.server) || !self.server.matches('^[^/]*:') || self.server.matches('^[^/:]*:([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])(/.*)?$')";
+/// CEL: probe images are references (distribution's grammar) whose repository path is lower case.
+const IMAGES_RULE: &str = r"!has(self.images) || self.images.all(i, i.matches('^([a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?(\\.[a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?)*(:[0-9]+)?/)?[a-z0-9]+((\\.|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((\\.|_|__|-+)[a-z0-9]+)*)*(:[a-zA-Z0-9_][a-zA-Z0-9_.-]{0,127})?(@[a-z0-9]+([+._-][a-z0-9]+)*:[a-fA-F0-9]{32,})?$'))";
+
 /// A container registry and the namespaces that receive a `kubernetes.io/dockerconfigjson` Secret for it.
 #[derive(CustomResource, KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
 #[kube(
@@ -41,6 +48,14 @@ use serde::{Deserialize, Serialize};
 #[x_kube(validation = Rule::new("!has(self.credentials.gcp) || self.provider in ['gcr', 'artifactRegistry']")
     .message("credentials.gcp needs provider gcr or artifactRegistry")
     .field_path(".credentials.gcp"))]
+// The host grammar the kubelet matches (labels, `*.` wildcard, port, path prefix), in lower case: refused when
+// applied, so a GitOps sync shows the error rather than a profile that matches nothing.
+#[x_kube(validation = Rule::new(SERVER_RULE)
+    .message("spec.server must be host[:port][/path] in lower case, without a scheme (for example registry.example.com:5000/team)")
+    .field_path(".server"))]
+#[x_kube(validation = Rule::new(PORT_RULE)
+    .message("spec.server: the port must be between 1 and 65535")
+    .field_path(".server"))]
 #[serde(rename_all = "camelCase")]
 pub struct RegistryProfileSpec {
     /// Registry preset. It fills the default registry host and the key written into the dockerconfigjson
@@ -52,7 +67,7 @@ pub struct RegistryProfileSpec {
     /// Registry host, with optional port and path prefix, without scheme: `registry.example.com:5000/team`.
     /// A leading `*.` matches any subdomain, as in the kubelet. Required where the preset has no default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 253), pattern(r"^(\*\.)?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*(:[0-9]{1,5})?(/[a-z0-9]+([._/-][a-z0-9]+)*)?$"))]
+    #[schemars(length(min = 1, max = 253))]
     pub server: Option<String>,
 
     /// Where the credentials come from.
@@ -86,7 +101,13 @@ pub struct RegistryProfileSpec {
 }
 
 /// What the registry preflight checks.
-#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
+#[x_kube(validation = Rule::new("!has(self.interval) || duration(self.interval) >= duration('60s')")
+    .message("spec.validation.interval must be at least 1m: checks do not run more often")
+    .field_path(".interval"))]
+#[x_kube(validation = Rule::new(IMAGES_RULE)
+    .message("spec.validation.images must be image references with a lower-case repository path: team/app:1.0, host/team/app@sha256:...")
+    .field_path(".images"))]
 #[serde(rename_all = "camelCase")]
 pub struct Validation {
     /// Probe images: relative to the profile's registry (`team/app:1.0`) or full (`host/team/app@sha256:...`).

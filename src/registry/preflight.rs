@@ -399,7 +399,8 @@ async fn ping(http: &reqwest::Client, host: &str, credentials: Option<&Credentia
     }
     let challenge =
         res.headers().get(reqwest::header::WWW_AUTHENTICATE).and_then(|h| h.to_str().ok()).unwrap_or_default();
-    let (scheme, params) = challenge.split_once(' ').unwrap_or((challenge, ""));
+    let (scheme, params) = parse_challenge(challenge);
+    let scheme = scheme.as_str();
     let Some(creds) = credentials else {
         if scheme.eq_ignore_ascii_case("bearer") {
             // Anonymous pulls through a token service (Docker Hub, GHCR): only images can tell.
@@ -410,7 +411,7 @@ async fn ping(http: &reqwest::Client, host: &str, credentials: Option<&Credentia
     let answer = if scheme.eq_ignore_ascii_case("basic") {
         http.get(&url).basic_auth(&creds.username, Some(&creds.password)).send().await
     } else if scheme.eq_ignore_ascii_case("bearer") {
-        let param = |name: &str| challenge_param(params, name);
+        let param = |name: &str| challenge_param(&params, name);
         let Some(realm) = param("realm") else {
             return Err(failure(Reason::RegistryUnreachable, format!("{host}: a Bearer challenge without a realm")));
         };
@@ -433,12 +434,24 @@ async fn ping(http: &reqwest::Client, host: &str, credentials: Option<&Credentia
     }
 }
 
-/// A parameter of a `WWW-Authenticate` challenge (`realm="...",service="..."`).
-fn challenge_param(params: &str, name: &str) -> Option<String> {
-    params.split(',').find_map(|kv| {
-        let (k, v) = kv.trim().split_once('=')?;
-        (k.trim().eq_ignore_ascii_case(name)).then(|| v.trim().trim_matches('"').to_owned())
-    })
+/// The scheme and parameters of a `WWW-Authenticate` header's challenge: the first Bearer or Basic one when the
+/// header offers several, otherwise the first. Quoted values keep their commas and escapes (RFC 9110 grammar,
+/// parsed by http-auth). A header that does not parse gives its first word as the scheme and no parameters.
+fn parse_challenge(header: &str) -> (String, Vec<(String, String)>) {
+    let challenges: Vec<http_auth::ChallengeRef<'_>> =
+        http_auth::parser::ChallengeParser::new(header).filter_map(Result::ok).collect();
+    let known = |c: &&http_auth::ChallengeRef<'_>| {
+        c.scheme.eq_ignore_ascii_case("bearer") || c.scheme.eq_ignore_ascii_case("basic")
+    };
+    match challenges.iter().find(known).or(challenges.first()) {
+        Some(c) => (c.scheme.to_owned(), c.params.iter().map(|(k, v)| ((*k).to_owned(), v.to_unescaped())).collect()),
+        None => (header.split_whitespace().next().unwrap_or_default().to_owned(), Vec::new()),
+    }
+}
+
+/// A parameter of a parsed challenge, by case-insensitive name.
+fn challenge_param(params: &[(String, String)], name: &str) -> Option<String> {
+    params.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.clone())
 }
 
 const ACCEPT: [&str; 4] = [DOCKER_MANIFEST, OCI_MANIFEST, DOCKER_LIST, OCI_INDEX];
@@ -628,10 +641,23 @@ mod tests {
 
     #[test]
     fn challenges_are_read() {
-        let params = r#"realm="https://auth.example.com/token",service="registry.example.com",scope="x""#;
-        assert_eq!(challenge_param(params, "realm").as_deref(), Some("https://auth.example.com/token"));
-        assert_eq!(challenge_param(params, "service").as_deref(), Some("registry.example.com"));
-        assert_eq!(challenge_param(params, "error"), None);
+        let header = r#"Bearer realm="https://auth.example.com/token",service="registry.example.com",scope="x""#;
+        let (scheme, params) = parse_challenge(header);
+        assert_eq!(scheme, "Bearer");
+        assert_eq!(challenge_param(&params, "realm").as_deref(), Some("https://auth.example.com/token"));
+        assert_eq!(challenge_param(&params, "SERVICE").as_deref(), Some("registry.example.com"));
+        assert_eq!(challenge_param(&params, "error"), None);
+        // A quoted value keeps its comma; an escaped quote is unescaped.
+        let header = r#"Bearer realm="https://a.example/token",scope="repository:x:pull,push",error="say \"no\"""#;
+        let (_, params) = parse_challenge(header);
+        assert_eq!(challenge_param(&params, "scope").as_deref(), Some("repository:x:pull,push"));
+        assert_eq!(challenge_param(&params, "error").as_deref(), Some(r#"say "no""#));
+        // Several challenges: Bearer or Basic is chosen over a scheme regcred does not speak.
+        let (scheme, params) = parse_challenge(r#"Negotiate, Basic realm="registry""#);
+        assert_eq!((scheme.as_str(), challenge_param(&params, "realm").as_deref()), ("Basic", Some("registry")));
+        // Unparsable: the scheme word, no parameters, never a panic.
+        assert_eq!(parse_challenge("Bearer ,,,==\"").0, "Bearer");
+        assert_eq!(parse_challenge("").0, "");
     }
 
     #[test]
