@@ -80,7 +80,8 @@ if ! ip netns list 2>/dev/null | grep -q '^regcred-node-'; then
   rm -f /var/lib/kubelet/device-plugins/kubelet.sock
   while read -r d; do
     case "$d" in /*) find "$d" -depth -type d -empty -delete 2>/dev/null; find "$d" -maxdepth 0 -empty -delete 2>/dev/null ;; esac
-  done < <(grep '^/' "$node/created")
+  done < <(grep -s '^/' "${REGCRED_SLOTS_DIR:-/tmp/regcred-slots}/paths.created")
+  rm -f "${REGCRED_SLOTS_DIR:-/tmp/regcred-slots}/paths.created"
 fi
 # 9. The Node object, if the control plane still runs.
 [ -n "$node_name" ] && "${kubectl[@]}" delete node "$node_name" --ignore-not-found >/dev/null 2>&1

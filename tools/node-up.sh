@@ -57,14 +57,15 @@ mkdir -p "$node"/{pki,cni/net.d,cni/ipam,certs.d,kubelet,pod-logs,containerd/roo
 
 # --- host side effects, recorded so node-down undoes exactly these -------------------------------------------
 # The kubelet sets these kernel settings on the host; they are saved once, before any regcred node ran.
-saved="${REGCRED_SLOTS_DIR:-/tmp/regcred-slots}/sysctls.saved"
-if ! ip netns list 2>/dev/null | grep -q '^regcred-node-' || [ ! -f "$saved" ]; then
+# Folders the kubelet creates at fixed paths are recorded the same way, and removed when the last node stops.
+slots=${REGCRED_SLOTS_DIR:-/tmp/regcred-slots}
+mkdir -p "$slots"
+if ! ip netns list 2>/dev/null | grep -q '^regcred-node-' || [ ! -f "$slots/sysctls.saved" ]; then
   for k in vm.overcommit_memory vm.panic_on_oom kernel.panic kernel.panic_on_oops kernel.keys.root_maxkeys kernel.keys.root_maxbytes; do
     echo "$k=$(sysctl -n "$k")"
-  done >"$saved"
+  done >"$slots/sysctls.saved"
+  for d in /var/lib/kubelet /var/log/containers /var/log/pods; do [ -e "$d" ] || echo "$d"; done >"$slots/paths.created"
 fi
-# Folders the kubelet creates at fixed paths: removed on the way down if they were not there before.
-for d in /var/lib/kubelet /var/log/containers /var/log/pods; do [ -e "$d" ] || echo "$d" >>"$node/created"; done
 
 # --- the node's network namespace ----------------------------------------------------------------------------
 ip netns add "$netns" || die "ip netns add $netns failed (is iproute2 installed, are you root?)"
