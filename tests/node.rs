@@ -19,14 +19,10 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 use support::node::{
     NS, Node, Pull, RELEASE, SELECTOR, Scene, WAIT, install, pod, profile, pull_outcome, pull_secrets, ready_pods,
-    scene, wait_for_ca_bundle, wait_secret,
+    scene, selection, wait_for_ca_bundle, wait_secret,
 };
-use support::registry::{Auth, PASSWORD, Registry, USER};
+use support::registry::{Auth, PASSWORD};
 use support::{TestEnv, helm, wait_for};
-
-fn selected(env: &TestEnv) -> (String, String) {
-    (format!("pull-{}", env.id), "yes".into())
-}
 
 async fn create_pod(client: &Client, ns: &str, pod: &Pod) {
     Api::<Pod>::namespaced(client.clone(), ns).create(&PostParams::default(), pod).await.unwrap();
@@ -37,18 +33,6 @@ fn assert_refused_401(outcome: &Pull, what: &str) {
         Pull::Refused(message) => assert!(message.contains("401"), "{what}: refused, but not with 401: {message}"),
         Pull::Running => panic!("{what}: the Pod ran without regcred's credentials"),
     }
-}
-
-/// Status of GET /v2/ with Basic `user:password`, straight to the registry.
-async fn registry_answers(registry: &Registry, password: &str) -> u16 {
-    regcred::install_crypto_provider();
-    let http = reqwest::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(registry.ca_pem.as_bytes()).unwrap())
-        .build()
-        .unwrap();
-    let response =
-        http.get(format!("https://{}/v2/", registry.addr)).basic_auth(USER, Some(password)).send().await.unwrap();
-    response.status().as_u16()
 }
 
 #[tokio::test]
@@ -76,7 +60,7 @@ async fn regcred_runs_as_the_charts_deployment_hands_over_and_upgrades_without_a
             }
 
             // The webhook through its Service: a Pod in a selected namespace gets the Secret.
-            let (key, value) = selected(&env);
+            let (key, value) = selection(&env);
             let profile = profile(&env, &install.registry, false).await;
             let ns = env.namespace("app", &[(&key, &value)]).await;
             let dry_run = PostParams { dry_run: true, ..Default::default() };
@@ -160,7 +144,7 @@ async fn pods_pull_private_images_through_regcreds_secrets_from_an_htpasswd_regi
         .run(|env| async move {
             let client = env.client.clone();
             let Scene { mut registry, image, profile, chosen, other } = scene(&env, &node, Auth::Basic, true).await;
-            let (key, value) = selected(&env);
+            let (key, value) = selection(&env);
 
             // A selected namespace: the Pod pulls and runs. An unselected one: 401 from the registry.
             create_pod(&client, &chosen, &pod("app", &image, "Always")).await;
@@ -198,8 +182,8 @@ async fn pods_pull_private_images_through_regcreds_secrets_from_an_htpasswd_regi
             node.forget_image(&image);
             create_pod(&client, &chosen, &pod("after-rotation", &image, "Always")).await;
             assert_eq!(pull_outcome(&client, &chosen, "after-rotation").await, Pull::Running);
-            assert_eq!(registry_answers(&registry, PASSWORD).await, 401, "the old password still works");
-            assert_eq!(registry_answers(&registry, rotated).await, 200);
+            assert_eq!(registry.v2_status(PASSWORD).await, 401, "the old password still works");
+            assert_eq!(registry.v2_status(rotated).await, 200);
 
             // ServiceAccount mode: with the webhook deleted, a new Pod still gets the Secret (from the default
             // ServiceAccount) and pulls.

@@ -72,7 +72,7 @@ printf 'server = "https://%s"\n[host."https://%s"]\n  capabilities = ["pull", "r
 mkdir -p "$demo/certs" && cp "$demo/registry.crt" "$demo/certs/ca.crt"
 skopeo copy --quiet --dest-creds "demo:$password" --dest-cert-dir "$demo/certs" "oci-archive:$archive" "docker://$registry/regcred/regcred:demo"
 skopeo copy --quiet --dest-creds "demo:$password" --dest-cert-dir "$demo/certs" \
-  "docker-archive:$cache_root/node/$(tools/node/build.sh --name | sed 's/.*://')/pause.tar" "docker://$registry/team/app:1.0"
+  "docker-archive:$(tools/node/build.sh --archive)" "docker://$registry/team/app:1.0"
 echo "pushed regcred/regcred:demo and the private image team/app:1.0"
 
 say "regcred installed with Helm into regcred-system (two replicas, pulled with imagePullSecrets)"

@@ -30,9 +30,8 @@ fi
 
 # --- what this VM must allow, said plainly --------------------------------------------------------------------
 "$root/tools/controlplane/build.sh"
-"$root/tools/node/build.sh"
+pause_tar=$("$root/tools/node/build.sh" --archive)
 pause_image=$("$root/tools/node/build.sh" --name)
-pause_tar="$cache_root/node/${pause_image##*:}/pause.tar"
 [ -d /sys/fs/cgroup/memory ] && [ -d /sys/fs/cgroup/pids ] ||
   die "cgroup v1 hierarchies (memory, pids, ...) are not mounted under /sys/fs/cgroup; this node's settings are for cgroup v1 (see TESTING-STACK.md)"
 [ -d /proc/sys/net/bridge ] ||

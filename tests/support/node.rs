@@ -98,18 +98,9 @@ pub fn push(registry: &Registry, archive: &str, repo_tag: &str) -> String {
 
 /// The archive of the node's pause image: a static binary that runs until stopped, the tests' private workload.
 pub fn workload_archive() -> String {
-    let out = std::process::Command::new(repo_root().join("tools/node/build.sh")).arg("--name").output().unwrap();
-    let name = String::from_utf8(out.stdout).unwrap();
-    let key = name.trim().rsplit(':').next().unwrap().to_owned();
-    let cache = std::env::var_os("REGCRED_CACHE_DIR").map(PathBuf::from).unwrap_or_else(|| {
-        std::env::var_os("XDG_CACHE_HOME")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache"))
-            .join("regcred")
-    });
-    let path = cache.join("node").join(key).join("pause.tar");
-    assert!(path.exists(), "{} missing: run tools/node/build.sh", path.display());
-    format!("docker-archive:{}", path.display())
+    let out = std::process::Command::new(repo_root().join("tools/node/build.sh")).arg("--archive").output().unwrap();
+    assert!(out.status.success(), "tools/node/build.sh: {}", String::from_utf8_lossy(&out.stderr));
+    format!("docker-archive:{}", String::from_utf8(out.stdout).unwrap().trim())
 }
 
 /// regcred's own image, built from the Dockerfile by `tools/image/build.sh` (`make image`), which the Makefile
@@ -274,6 +265,11 @@ pub async fn wait_for_ca_bundle(client: &Client) {
     .await;
 }
 
+/// The namespace label a test's profiles select: `pull-<id>=yes`.
+pub fn selection(env: &TestEnv) -> (String, String) {
+    (format!("pull-{}", env.id), "yes".into())
+}
+
 /// The source Secret (in regcred's namespace) and a profile for `registry`, selecting namespaces labelled
 /// `pull-<id>=yes`; returns the profile's name. The profile trusts the registry's CA (spec.tls).
 pub async fn profile(env: &TestEnv, registry: &Registry, service_accounts: bool) -> String {
@@ -287,7 +283,7 @@ pub async fn profile(env: &TestEnv, registry: &Registry, service_accounts: bool)
     let mut spec = json!({
         "server": registry.addr,
         "credentials": {"secretRef": {"name": name}},
-        "namespaces": {"selector": {"matchLabels": {format!("pull-{}", env.id): "yes"}}},
+        "namespaces": {"selector": {"matchLabels": {selection(env).0: "yes"}}},
         "tls": {"caBundle": registry.ca_pem},
     });
     if service_accounts {
@@ -339,8 +335,8 @@ pub async fn scene(env: &TestEnv, node: &Node, auth: Auth, service_accounts: boo
     let registry = node.registry(auth).await;
     let image = push(&registry, &workload_archive(), "team/app:1.0");
     let profile = profile(env, &registry, service_accounts).await;
-    let label = format!("pull-{}", env.id);
-    let chosen = env.namespace("chosen", &[(&label, "yes")]).await;
+    let (key, value) = selection(env);
+    let chosen = env.namespace("chosen", &[(&key, &value)]).await;
     let other = env.namespace("other", &[]).await;
     wait_secret(&env.client, &chosen, &profile, &registry.addr, PASSWORD).await;
     Scene { registry, image, profile, chosen, other }

@@ -210,6 +210,12 @@ impl Registry {
             .unwrap()
     }
 
+    /// The status of `GET /v2/` with `USER` and `password` (Basic), straight to the registry.
+    pub async fn v2_status(&self, password: &str) -> u16 {
+        let url = format!("https://{}/v2/", self.addr);
+        self.http().get(url).basic_auth(USER, Some(password)).send().await.unwrap().status().as_u16()
+    }
+
     /// Requests regcred (by its user agent) has made to the registry so far: distinct request ids in its log.
     pub fn requests(&self) -> usize {
         let log = std::fs::read_to_string(self.dir.join("registry.log")).unwrap_or_default();

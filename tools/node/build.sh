@@ -2,7 +2,8 @@
 # Builds (or reuses) what the local node needs besides the control-plane binary: the Debian packages of the
 # container runtime, and the sandbox ("pause") image made from tools/node/pause.c. The image is cached outside
 # the clone, keyed by the source's hash, as a docker-archive that containerd imports:
-#   $REGCRED_CACHE_DIR/node/<hash>/pause.tar    (image name printed on stdout by --name)
+#   $REGCRED_CACHE_DIR/node/<hash>/pause.tar
+# --name prints the image's name (nothing is built); --archive builds if needed and prints the archive's path.
 set -euo pipefail
 # shellcheck source=../lib.sh
 source "$(dirname "$0")/../lib.sh"
@@ -30,3 +31,4 @@ if [ ! -s "$out/pause.tar" ]; then
   mkdir -p "$out" && mv "$out.tmp/pause" "$out.tmp/pause.tar" "$out/" && rm -rf "$out.tmp"
   echo "node build: pause image $name built in $(( $(date +%s) - start ))s" >&2
 fi
+if [ "${1:-}" = "--archive" ]; then echo "$out/pause.tar"; fi
