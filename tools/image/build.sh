@@ -17,7 +17,8 @@ if [ ! -s "$out" ]; then
   start=$(date +%s)
   echo "image build: building regcred's image from the Dockerfile (a cold build compiles every dependency: 15-25 min on 2 cores)" >&2
   mkdir -p "$cache_root/images"
-  buildah "${buildah_args[@]}" build --layers --pull=never --network=host "${build_arg[@]}" \
+  # --force-rm: a failed build leaves no working container (nor its mount) behind.
+  buildah "${buildah_args[@]}" build --layers --force-rm --pull=never --network=host "${build_arg[@]}" \
     -t "localhost/regcred:$key" -f Dockerfile . >"$cache_root/images/build.log" 2>&1 ||
     { tail -n 30 "$cache_root/images/build.log" >&2; die "buildah build failed (full log: $cache_root/images/build.log)"; }
   rm -f "$out.tmp"
