@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use futures::FutureExt;
 use rand::Rng;
 use rand::seq::IndexedRandom;
-use regcred::webhook::image::{CredentialKey, parse};
+use regcred::registry::reference::{CredentialKey, parse};
 use regcred::webhook::{Webhook, answer};
 
 const SEED_REVIEW: &str = r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"3f1c1c8e-0000-4000-8000-000000000001","kind":{"group":"","version":"v1","kind":"Pod"},"resource":{"group":"","version":"v1","resource":"pods"},"namespace":"shop","operation":"CREATE","userInfo":{"username":"u"},"object":{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p","namespace":"shop","labels":{"app":"web"}},"spec":{"containers":[{"name":"app","image":"registry.example.com:5000/shop/web:1.4.2"},{"name":"b","image":"nginx@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"}],"initContainers":[{"name":"i","image":"ghcr.io/acme/init:1"}],"imagePullSecrets":[{"name":"legacy"}]}}}}"#;
@@ -119,8 +119,8 @@ fn main() {
     let webhook = runtime.block_on(async {
         let config = kube::Config::new("http://127.0.0.1:9".parse().unwrap());
         let client = kube::Client::try_from(config).unwrap();
-        let caches = regcred::controller::Caches::start(&client, "regcred-system", None, 2.0 / 3.0);
-        Arc::new(Webhook { client, caches, operator_namespace: "regcred-system".into(), stats: Default::default() })
+        let view = regcred::state::View::start(&client, "regcred-system", None, 2.0 / 3.0);
+        Arc::new(Webhook { client, view, operator_namespace: "regcred-system".into(), stats: Default::default() })
     });
     let (started, mut cases, mut rejected) = (Instant::now(), 0u64, 0u64);
     while started.elapsed() < budget {

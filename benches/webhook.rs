@@ -11,7 +11,7 @@ use std::time::Instant;
 use k8s_openapi::api::core::v1::Pod;
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview};
-use regcred::webhook::image::CredentialKey;
+use regcred::registry::reference::CredentialKey;
 use regcred::webhook::{Candidate, decide, patch, pod_images};
 
 fn review() -> String {

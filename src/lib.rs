@@ -1,7 +1,20 @@
 //! regcred: a Kubernetes operator that gives every workload the container-registry credentials it needs.
 //!
-//! Layout: [`api`] (CRD types), [`controller`] (RegistryProfile → Secrets), [`credentials`] (credential sources),
-//! [`registry`] (registry hosts), [`config`] and [`cli`] (the command line), [`telemetry`] (logs).
+//! Layers, each using only those above it:
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`api`] | the RegistryProfile CRD types, nothing else |
+//! | [`names`], [`glob`] | the labels and names regcred writes under; name globs |
+//! | [`registry`] | registry hosts, image references and the kubelet's key matching, the OCI preflight client |
+//! | [`credentials`] | credential sources, dockerconfigjson, token minting and the [`credentials::refresher`] |
+//! | [`resolve`] | the one resolver: what a profile means, and where its credentials come from (pure) |
+//! | [`state`] | the watched view of the cluster, the dirty set, each profile's compiled meaning |
+//! | [`secrets`] | the one Secret writer, which records its writes in the view |
+//! | [`controller`] | reconciles: resolve -> decide -> execute -> status; the preflight workers; leader election |
+//! | [`webhook`] | the admission webhook and its certificate |
+//! | [`metrics`], [`telemetry`], [`memory`] | the metrics endpoint, logs, returning memory |
+//! | [`config`], [`cli`], [`client`] | the command line and the Kubernetes client |
 
 pub mod api;
 pub mod cli;
@@ -10,9 +23,14 @@ pub mod config;
 pub mod controller;
 pub mod credentials;
 pub mod errors;
+pub mod glob;
 pub mod memory;
 pub mod metrics;
+pub mod names;
 pub mod registry;
+pub mod resolve;
+pub mod secrets;
+pub mod state;
 pub mod telemetry;
 pub mod webhook;
 
@@ -39,7 +57,7 @@ pub async fn run(args: config::RunArgs) -> Result<(), errors::Error> {
         reporter: args.reporter,
     };
     controller::check_crd(&client).await?;
-    let caches = controller::Caches::start(
+    let view = state::View::start(
         &client,
         &settings.operator_namespace,
         settings.profile_selector.as_deref(),
@@ -62,7 +80,7 @@ pub async fn run(args: config::RunArgs) -> Result<(), errors::Error> {
             };
             let state = std::sync::Arc::new(webhook::Webhook {
                 client: client.clone(),
-                caches: caches.clone(),
+                view: view.clone(),
                 operator_namespace: args.namespace.clone(),
                 stats: Default::default(),
             });
@@ -70,7 +88,7 @@ pub async fn run(args: config::RunArgs) -> Result<(), errors::Error> {
         }
         None => None,
     };
-    let metrics = std::sync::Arc::new(metrics::Metrics::new(caches.clone(), webhook.as_ref().map(|(stats, _)| stats)));
+    let metrics = std::sync::Arc::new(metrics::Metrics::new(view.clone(), webhook.as_ref().map(|(stats, _)| stats)));
     // Bursts are seen through the reconciles: that is where a sync's writes, plans and status updates happen, and
     // a relist after a lost watch reconciles every profile too.
     let counted = metrics.clone();
@@ -101,7 +119,7 @@ pub async fn run(args: config::RunArgs) -> Result<(), errors::Error> {
     } else {
         (None, None)
     };
-    let controller = controller::run_when_leading(client, settings, caches, metrics, shutdown.clone(), leading);
+    let controller = controller::run_when_leading(client, settings, view, metrics, shutdown.clone(), leading);
     // Any part ending ends the process: a webhook or endpoint that cannot serve must be noticed, not hidden.
     let webhook = async move {
         match webhook {

@@ -20,7 +20,7 @@ use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicU64;
 use tracing::info;
 
-use crate::controller::Caches;
+use crate::state::View;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
@@ -41,14 +41,14 @@ pub struct Metrics {
     /// 1 while this replica leads (reconciles and mints tokens), 0 while it only serves the webhook.
     pub leader: Gauge,
     token_expiry: Family<ProfileLabels, Gauge<f64, AtomicU64>>,
-    caches: Caches,
+    view: View,
     /// Whether the webhook listens, when this replica serves one: part of readiness.
     webhook_serving: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl Metrics {
-    /// Registers the controller's, the refresher's (from `caches`) and the webhook's (`webhook`) metrics.
-    pub fn new(caches: Caches, webhook: Option<&crate::webhook::Stats>) -> Self {
+    /// Registers the controller's, the refresher's (from `view`) and the webhook's (`webhook`) metrics.
+    pub fn new(view: View, webhook: Option<&crate::webhook::Stats>) -> Self {
         let mut registry = Registry::with_prefix("regcred");
         let reconciles = Family::<ResultLabels, Counter>::default();
         registry.register("reconciles", "Profile reconciles by result (ok, error)", reconciles.clone());
@@ -75,7 +75,7 @@ impl Metrics {
         registry.register(
             "token_mints",
             "Token mints by profile and result (ok, or the failure's reason)",
-            caches.refresher.counts.clone(),
+            view.refresher.counts.clone(),
         );
         if let Some(stats) = webhook {
             registry.register("webhook_requests", "Admission requests answered", stats.requests.clone());
@@ -94,24 +94,15 @@ impl Metrics {
             registry.register("webhook_request_duration_seconds", "Admission request latency", stats.latency.clone());
         }
         let webhook_serving = webhook.map(|stats| stats.serving.clone());
-        Self {
-            registry,
-            reconciles,
-            reconcile_duration,
-            managed_secrets,
-            leader,
-            token_expiry,
-            caches,
-            webhook_serving,
-        }
+        Self { registry, reconciles, reconcile_duration, managed_secrets, leader, token_expiry, view, webhook_serving }
     }
 
     /// The text exposition, with the gauges read from the caches at this instant.
     pub fn render(&self) -> String {
-        self.managed_secrets.set(i64::try_from(self.caches.managed.len()).unwrap_or(i64::MAX));
+        self.managed_secrets.set(i64::try_from(self.view.managed.len()).unwrap_or(i64::MAX));
         let now = jiff::Timestamp::now();
         self.token_expiry.clear();
-        for (profile, snapshot) in self.caches.refresher.snapshots() {
+        for (profile, snapshot) in self.view.refresher.snapshots() {
             if let Some(token) = snapshot.token {
                 let left = token.expires_at.duration_since(now).as_secs_f64();
                 self.token_expiry.get_or_create(&ProfileLabels { profile }).set(left);
@@ -161,7 +152,7 @@ async fn render(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
 
 async fn ready(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
     let webhook = metrics.webhook_serving.as_ref().is_none_or(|s| s.load(std::sync::atomic::Ordering::Acquire));
-    match (metrics.caches.ready.clone().now_or_never(), webhook) {
+    match (metrics.view.ready.clone().now_or_never(), webhook) {
         (Some(true), true) => (StatusCode::OK, "ok"),
         (Some(true), false) => (StatusCode::SERVICE_UNAVAILABLE, "the webhook is not serving yet"),
         _ => (StatusCode::SERVICE_UNAVAILABLE, "caches are not synced yet"),

@@ -4,11 +4,9 @@
 use std::hash::{Hash, Hasher};
 use std::time::Duration;
 
-use base64::Engine as _;
-
-use crate::api::{ImageStatus, ManifestType, RegistryTls, Validation};
+use crate::api::{ImageStatus, RegistryTls, Validation};
 use crate::credentials::DockerConfig;
-use crate::registry::preflight::{Credentials, ManifestKind, Options, Report};
+use crate::registry::preflight::Report;
 
 pub const CREDENTIALS_VALID: &str = "CredentialsValid";
 pub const IMAGES_VERIFIED: &str = "ImagesVerified";
@@ -59,41 +57,6 @@ pub fn due(record: Option<&Record>, fingerprint: u64, now: jiff::Timestamp, ever
 pub fn until_due(record: &Record, now: jiff::Timestamp, every: Duration) -> Duration {
     let elapsed = now.duration_since(record.at).as_secs_f64().max(0.0);
     Duration::from_secs_f64((every.as_secs_f64() - elapsed).max(1.0))
-}
-
-/// The check's options from the profile.
-pub fn options(validation: &Validation, tls: Option<&RegistryTls>) -> Options {
-    Options {
-        ca_pem: tls.and_then(|t| t.ca_bundle.clone()),
-        insecure_skip_verify: tls.and_then(|t| t.insecure_skip_verify) == Some(true),
-        platform: validation.platform.clone().unwrap_or_else(|| "linux/amd64".into()),
-        max_size: validation.max_image_size.as_deref().and_then(crate::registry::preflight::parse_size),
-        accepted: validation
-            .manifest_types
-            .iter()
-            .map(|t| match t {
-                ManifestType::Docker => ManifestKind::Docker,
-                ManifestType::Oci => ManifestKind::Oci,
-            })
-            .collect(),
-        ..Options::default()
-    }
-}
-
-/// The username and password a dockerconfigjson holds for `key` (its `auth`, or `username` and `password`).
-pub fn credentials_in(config: &DockerConfig, key: &str) -> Option<Credentials> {
-    let doc: serde_json::Value = serde_json::from_slice(config.0.expose()).ok()?;
-    let entry = doc.get("auths")?.get(key)?;
-    if let Some(auth) = entry.get("auth").and_then(|a| a.as_str()) {
-        let decoded = base64::engine::general_purpose::STANDARD.decode(auth).ok()?;
-        let (username, password) =
-            String::from_utf8(decoded).ok()?.split_once(':').map(|(u, p)| (u.to_owned(), p.to_owned()))?;
-        return Some(Credentials { username, password });
-    }
-    Some(Credentials {
-        username: entry.get("username")?.as_str()?.to_owned(),
-        password: entry.get("password")?.as_str()?.to_owned(),
-    })
 }
 
 /// One condition's worth of a check.
@@ -211,14 +174,6 @@ mod tests {
         assert_ne!(fingerprint(&v, None, "r", Some(&a)), fingerprint(&v, None, "r", Some(&b)));
         let tls = RegistryTls { insecure_skip_verify: Some(true), ..Default::default() };
         assert_ne!(fingerprint(&v, None, "r", Some(&a)), fingerprint(&v, Some(&tls), "r", Some(&a)));
-    }
-
-    #[test]
-    fn credentials_are_read_from_the_rendered_config() {
-        let config = crate::credentials::render("reg.example.com", "bot", "pa:ss");
-        let c = credentials_in(&config, "reg.example.com").unwrap();
-        assert_eq!((c.username.as_str(), c.password.as_str()), ("bot", "pa:ss"));
-        assert!(credentials_in(&config, "other.example.com").is_none());
     }
 
     #[test]

@@ -2,24 +2,9 @@
 //! Secret with what the controller's cache shows and names the writes, nothing more.
 
 use std::collections::BTreeSet;
-use std::hash::{DefaultHasher, Hash, Hasher};
-use std::sync::Arc;
 
-/// What the cache shows of one managed Secret that carries this profile's label.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ObservedSecret {
-    pub namespace: Arc<str>,
-    pub name: Arc<str>,
-    pub uid: String,
-    /// [`content_hash`] of its type and data.
-    pub content_hash: u64,
-    /// Its type is `kubernetes.io/dockerconfigjson` (a type cannot be changed in place).
-    pub type_ok: bool,
-    /// It carries every label regcred sets.
-    pub labels_ok: bool,
-    /// UIDs in its ownerReferences.
-    pub owner_uids: Vec<Arc<str>>,
-}
+pub use crate::secrets::Action;
+pub use crate::state::managed::{ObservedSecret, content_hash};
 
 /// What a profile wants written.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -30,36 +15,11 @@ pub enum Target {
     Nothing,
 }
 
-/// One write.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Action {
-    /// Create the Secret; the namespace has none of ours.
-    Create { namespace: String },
-    /// Apply the desired content over ours, which drifted.
-    Update { namespace: String },
-    /// Ours has the wrong type, which cannot change in place: delete that object (by uid) and create it anew.
-    Replace { namespace: String, uid: String },
-    /// Delete a Secret of ours that is no longer wanted (by uid, so nothing else is ever deleted).
-    Delete { namespace: String, name: String, uid: String },
-}
-
 /// The writes to make, and the namespaces already in sync.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Plan {
     pub actions: Vec<Action>,
     pub in_sync: BTreeSet<String>,
-}
-
-/// Hash of a Secret's type and content, to compare cached Secrets with the desired one without keeping
-/// secret material in the cache. Stable within one process, which is all the cache needs.
-pub fn content_hash<'a>(secret_type: &str, data: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> u64 {
-    let mut h = DefaultHasher::new();
-    secret_type.hash(&mut h);
-    for (k, v) in data {
-        k.hash(&mut h);
-        v.hash(&mut h);
-    }
-    h.finish()
 }
 
 /// Plans the writes for one profile. `observed` holds the cached Secrets labelled with the profile's name;

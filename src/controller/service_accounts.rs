@@ -7,18 +7,12 @@
 //! whole list guarded by the `resourceVersion` they were computed from; a conflict recomputes from a fresh read.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{LocalObjectReference, ServiceAccount};
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 
-use super::compact::{self, Interner};
-use super::selection::glob_match;
-
-/// The entries regcred added to a ServiceAccount, as `profile=secret` pairs separated by commas.
-pub const RECORD_ANNOTATION: &str = "regcred.dev/image-pull-secrets";
+use crate::state::service_accounts::{RECORD_ANNOTATION, names_match, record_of, render_record};
 
 /// What a profile wants of one ServiceAccount.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -36,31 +30,6 @@ pub enum Want {
 pub struct Change {
     pub image_pull_secrets: Vec<LocalObjectReference>,
     pub record: Option<String>,
-}
-
-/// Parses the record annotation; malformed pairs are ignored (they name nothing regcred could remove safely).
-pub fn parse_record(value: Option<&str>) -> BTreeMap<String, String> {
-    value
-        .into_iter()
-        .flat_map(|v| v.split(','))
-        .filter_map(|pair| pair.split_once('='))
-        .filter(|(p, s)| !p.is_empty() && !s.is_empty())
-        .map(|(p, s)| (p.trim().to_owned(), s.trim().to_owned()))
-        .collect()
-}
-
-/// The entries regcred recorded on a ServiceAccount (see [`parse_record`]).
-pub fn record_of(sa: &ServiceAccount) -> BTreeMap<String, String> {
-    parse_record(sa.annotations().get(RECORD_ANNOTATION).map(String::as_str))
-}
-
-fn render_record(record: &BTreeMap<String, String>) -> Option<String> {
-    (!record.is_empty()).then(|| record.iter().map(|(p, s)| format!("{p}={s}")).collect::<Vec<_>>().join(","))
-}
-
-/// Whether a profile's `serviceAccounts.names` name this account (`*` globs).
-pub fn names_match(patterns: &[String], account: &str) -> bool {
-    patterns.iter().any(|p| glob_match(p, account))
 }
 
 /// The change `profile` makes to a ServiceAccount whose list is `current` and whose record is `record`, or `None`
@@ -169,65 +138,6 @@ pub async fn converge(
     Ok(false)
 }
 
-/// What is kept of one ServiceAccount: only what ServiceAccount mode reads.
-struct Account {
-    /// The guard of every patch.
-    resource_version: Option<Box<str>>,
-    image_pull_secrets: Box<[Arc<str>]>,
-    /// regcred's record annotation, as written (interned: most accounts carry the same one).
-    record: Option<Arc<str>>,
-}
-
-impl Account {
-    fn of(strings: &mut Interner, sa: &ServiceAccount) -> Option<Self> {
-        let pulls = sa.image_pull_secrets.iter().flatten().map(|r| strings.intern(&r.name)).collect();
-        Some(Self {
-            resource_version: sa.metadata.resource_version.as_deref().map(Box::from),
-            image_pull_secrets: pulls,
-            record: sa.annotations().get(RECORD_ANNOTATION).map(|r| strings.intern(r)),
-        })
-    }
-
-    /// The account as an object again, with only what was kept.
-    fn to_object(&self, namespace: &str, name: &str) -> ServiceAccount {
-        let pulls: Vec<LocalObjectReference> =
-            self.image_pull_secrets.iter().map(|n| LocalObjectReference { name: n.to_string() }).collect();
-        ServiceAccount {
-            metadata: kube::api::ObjectMeta {
-                name: Some(name.to_owned()),
-                namespace: Some(namespace.to_owned()),
-                resource_version: self.resource_version.as_deref().map(str::to_owned),
-                annotations: self.record.as_ref().map(|r| [(RECORD_ANNOTATION.to_owned(), r.to_string())].into()),
-                ..Default::default()
-            },
-            image_pull_secrets: (!pulls.is_empty()).then_some(pulls),
-            ..Default::default()
-        }
-    }
-}
-
-/// The cluster's ServiceAccounts in a [`compact`] index (every namespace has at least `default`: 10,000
-/// namespaces, 10,000 accounts). Cheap to clone.
-#[derive(Clone, Default)]
-pub struct ServiceAccounts {
-    index: compact::Shared<Account>,
-}
-
-impl ServiceAccounts {
-    /// Applies one watch event.
-    pub fn apply(&self, event: &watcher::Event<ServiceAccount>) {
-        self.index.apply(event, Account::of);
-    }
-
-    /// Visits every cached account (as an object holding only what the cache keeps: name, namespace,
-    /// resourceVersion, `imagePullSecrets` and regcred's record) and collects what `f` returns for them. One
-    /// account is rebuilt at a time, so a visit costs no more memory than what `f` keeps. `f` runs under the
-    /// cache's read lock: it must not wait on anything.
-    pub fn filter_map<T>(&self, mut f: impl FnMut(ServiceAccount) -> Option<T>) -> Vec<T> {
-        self.index.read().iter().filter_map(|(ns, name, account)| f(account.to_object(ns, name))).collect()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -306,13 +216,6 @@ mod tests {
     }
 
     #[test]
-    fn the_record_parser_ignores_malformed_pairs() {
-        assert_eq!(parse_record(Some("p=pull, q = x ,junk,=y,z=")), rec(&[("p", "pull"), ("q", "x")]));
-        assert_eq!(parse_record(None), rec(&[]));
-        assert_eq!(render_record(&rec(&[("b", "2"), ("a", "1")])).as_deref(), Some("a=1,b=2"));
-    }
-
-    #[test]
     fn only_named_accounts_of_selected_namespaces_with_the_secret_in_place_list_it() {
         let names = vec!["default".to_owned()];
         let pats = Some(names.as_slice());
@@ -322,64 +225,5 @@ mod tests {
         assert_eq!(want(pats, "default", false, Some("pull"), true), Want::Removed);
         assert_eq!(want(pats, "default", true, None, true), Want::Removed);
         assert_eq!(want(None, "default", true, Some("pull"), true), Want::Removed);
-    }
-
-    #[test]
-    fn the_cache_keeps_what_service_account_mode_reads_and_nothing_else() {
-        let cache = ServiceAccounts::default();
-        let full = ServiceAccount {
-            metadata: kube::api::ObjectMeta {
-                name: Some("default".into()),
-                namespace: Some("shop".into()),
-                resource_version: Some("42".into()),
-                uid: Some("u".into()),
-                labels: Some([("a".to_owned(), "b".to_owned())].into()),
-                annotations: Some(
-                    [(RECORD_ANNOTATION.to_owned(), "p=pull".to_owned()), ("other".to_owned(), "x".to_owned())].into(),
-                ),
-                ..Default::default()
-            },
-            image_pull_secrets: Some(refs(&["theirs", "pull"])),
-            automount_service_account_token: Some(false),
-            ..Default::default()
-        };
-        cache.apply(&watcher::Event::Apply(full.clone()));
-        let cached = cache.filter_map(Some);
-        assert_eq!(cached.len(), 1);
-        let sa = &cached[0];
-        assert_eq!(
-            (sa.name_any(), sa.namespace(), sa.resource_version()),
-            (full.name_any(), full.namespace(), full.resource_version())
-        );
-        assert_eq!(sa.image_pull_secrets, full.image_pull_secrets);
-        assert_eq!(record_of(sa), record_of(&full));
-        assert_eq!(sa.annotations().len(), 1, "only regcred's record is kept");
-        assert!(
-            sa.metadata.uid.is_none() && sa.metadata.labels.is_none() && sa.automount_service_account_token.is_none()
-        );
-
-        // Without pull secrets or a record, the account reads back without them.
-        let bare = ServiceAccount {
-            metadata: kube::api::ObjectMeta {
-                name: Some("builder".into()),
-                namespace: Some("shop".into()),
-                ..Default::default()
-            },
-            ..Default::default()
-        };
-        cache.apply(&watcher::Event::Apply(bare));
-        let builder = cache.filter_map(|sa| (sa.name_any() == "builder").then_some(sa));
-        assert_eq!(builder[0].image_pull_secrets, None);
-        assert!(builder[0].metadata.annotations.is_none());
-        assert_eq!(cache.index.read().len(), 2);
-    }
-
-    #[test]
-    fn account_names_match_with_globs() {
-        let pats = vec!["default".to_owned(), "ci-*".to_owned()];
-        assert!(names_match(&pats, "default"));
-        assert!(names_match(&pats, "ci-runner"));
-        assert!(!names_match(&pats, "builder"));
-        assert!(names_match(&["*".to_owned()], "anything"));
     }
 }

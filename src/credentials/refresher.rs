@@ -1,6 +1,6 @@
 //! The refresher: one minting task per profile with a token source, whatever the number of namespaces. Each
-//! task mints, publishes the token in a snapshot the controller reads, marks the profile for a reconcile (the
-//! stream through which new tokens reach the controller), and sleeps until the next refresh: two thirds of the
+//! task mints, publishes the token in a snapshot the controller reads, tells its owner which profile changed (the
+//! state layer marks it dirty: the stream through which new tokens reach the controller), and sleeps until the next refresh: two thirds of the
 //! token's real remaining lifetime (with jitter), or a backoff after a failure, while the last good token stays
 //! in place.
 
@@ -16,7 +16,6 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use super::tokens::{self, MintError, Minted, TokenSource};
-use crate::controller::cache::Dirty;
 
 /// What the refresher knows of one profile's token.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -53,17 +52,20 @@ pub struct MintLabels {
 /// Mints by profile and result; registered as a metric (clones share their values).
 pub type MintCounts = Family<MintLabels, Counter>;
 
+/// Called with a profile's name after each mint or failed attempt.
+pub type OnChange = Arc<dyn Fn(&str) + Send + Sync>;
+
 pub struct Refresher {
     entries: Mutex<HashMap<String, Entry>>,
-    dirty: Arc<Dirty>,
+    on_change: OnChange,
     fraction: f64,
     pub counts: MintCounts,
 }
 
 impl Refresher {
     /// `fraction`: the share of a token's remaining lifetime after which it is replaced (default 2/3).
-    pub fn new(dirty: Arc<Dirty>, fraction: f64) -> Self {
-        Self { entries: Mutex::default(), dirty, fraction, counts: MintCounts::default() }
+    pub fn new(on_change: OnChange, fraction: f64) -> Self {
+        Self { entries: Mutex::default(), on_change, fraction, counts: MintCounts::default() }
     }
 
     /// The profile's token state. Starts minting if the profile has no task yet, or restarts it if its source
@@ -80,7 +82,7 @@ impl Refresher {
             profile.to_owned(),
             source.clone(),
             snapshot.clone(),
-            self.dirty.clone(),
+            self.on_change.clone(),
             self.fraction,
             self.counts.clone(),
         ));
@@ -132,7 +134,7 @@ async fn run(
     profile: String,
     source: TokenSource,
     snapshot: Arc<Mutex<Snapshot>>,
-    dirty: Arc<Dirty>,
+    on_change: OnChange,
     fraction: f64,
     counts: MintCounts,
 ) {
@@ -168,7 +170,7 @@ async fn run(
             snap.next_refresh = jiff::SignedDuration::try_from(delay).ok().and_then(|d| now.checked_add(d).ok());
             delay
         };
-        dirty.mark([profile.clone()]);
+        on_change(&profile);
         tokio::time::sleep(delay).await;
     }
 }

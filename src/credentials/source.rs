@@ -8,10 +8,29 @@ use serde_json::{Value, json};
 
 use super::SecretBytes;
 use crate::api::Provider;
+use crate::registry::preflight::Credentials;
 
 /// A rendered `.dockerconfigjson` document.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DockerConfig(pub SecretBytes);
+
+impl DockerConfig {
+    /// The username and password it holds for `key` (its `auth`, or `username` and `password`).
+    pub fn login(&self, key: &str) -> Option<Credentials> {
+        let doc: serde_json::Value = serde_json::from_slice(self.0.expose()).ok()?;
+        let entry = doc.get("auths")?.get(key)?;
+        if let Some(auth) = entry.get("auth").and_then(|a| a.as_str()) {
+            let decoded = B64.decode(auth).ok()?;
+            let (username, password) =
+                String::from_utf8(decoded).ok()?.split_once(':').map(|(u, p)| (u.to_owned(), p.to_owned()))?;
+            return Some(Credentials { username, password });
+        }
+        Some(Credentials {
+            username: entry.get("username")?.as_str()?.to_owned(),
+            password: entry.get("password")?.as_str()?.to_owned(),
+        })
+    }
+}
 
 /// Why a source Secret could not be turned into credentials. Each variant is a condition reason.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -253,5 +272,13 @@ mod tests {
         )
         .unwrap_err();
         assert!(!err.to_string().contains("SUPERSECRET"));
+    }
+
+    #[test]
+    fn credentials_are_read_from_the_rendered_config() {
+        let config = render("reg.example.com", "bot", "pa:ss");
+        let c = config.login("reg.example.com").unwrap();
+        assert_eq!((c.username.as_str(), c.password.as_str()), ("bot", "pa:ss"));
+        assert!(config.login("other.example.com").is_none());
     }
 }

@@ -1,7 +1,7 @@
 //! Registry hosts: presets and the keys a dockerconfigjson is written under.
 
-pub mod command;
 pub mod preflight;
+pub mod reference;
 
 use crate::api::Provider;
 

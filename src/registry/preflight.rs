@@ -13,6 +13,8 @@ use oci_client::secrets::RegistryAuth;
 use oci_client::{Reference, RegistryOperation};
 use serde::{Deserialize, Serialize};
 
+use crate::api::{ManifestType, RegistryTls, Validation};
+
 /// Docker image manifest v2 schema 2.
 pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 /// Docker manifest list.
@@ -95,6 +97,27 @@ pub struct Options {
     pub accepted: Vec<ManifestKind>,
     /// Per request.
     pub timeout: Duration,
+}
+
+impl Options {
+    /// The options a profile's `validation` and `tls` ask for.
+    pub fn for_profile(validation: &Validation, tls: Option<&RegistryTls>) -> Self {
+        Self {
+            ca_pem: tls.and_then(|t| t.ca_bundle.clone()),
+            insecure_skip_verify: tls.and_then(|t| t.insecure_skip_verify) == Some(true),
+            platform: validation.platform.clone().unwrap_or_else(|| "linux/amd64".into()),
+            max_size: validation.max_image_size.as_deref().and_then(parse_size),
+            accepted: validation
+                .manifest_types
+                .iter()
+                .map(|t| match t {
+                    ManifestType::Docker => ManifestKind::Docker,
+                    ManifestType::Oci => ManifestKind::Oci,
+                })
+                .collect(),
+            ..Self::default()
+        }
+    }
 }
 
 impl Default for Options {

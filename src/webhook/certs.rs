@@ -103,7 +103,7 @@ impl Material {
                 name: Some(name.to_owned()),
                 namespace: Some(namespace.to_owned()),
                 labels: Some(BTreeMap::from([(
-                    crate::controller::MANAGED_BY_LABEL.to_owned(),
+                    crate::names::MANAGED_BY_LABEL.to_owned(),
                     "regcred-webhook".to_owned(),
                 )])),
                 annotations: Some(BTreeMap::from([

@@ -1,13 +1,12 @@
 //! The mutating admission webhook: gives each new Pod exactly the pull secrets its images need.
 //!
 //! The decision ([`decide`]) is a pure function of the Pod's images, its namespace and the profiles. The handler
-//! answers from the shared in-memory caches; it calls the API only when a Pod lands in a namespace whose Secret
+//! answers from the state layer's shared view; it calls the API only when a Pod lands in a namespace whose Secret
 //! does not exist yet (a namespace created a moment ago), and then creates that Secret before answering, so no Pod
 //! ever references a missing Secret. The webhook never blocks a Pod for its own sake: anything unexpected
 //! means "allowed, unchanged".
 
 pub mod certs;
-pub mod image;
 mod server;
 
 use std::collections::BTreeSet;
@@ -18,16 +17,16 @@ use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::api::Api;
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, Operation};
-use kube::{Client, Resource, ResourceExt};
+use kube::{Client, ResourceExt};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use tracing::{debug, warn};
 
 use crate::api::RegistryProfile;
-use crate::controller::selection::{CompiledSelection, NamespaceInfo};
-use crate::controller::{Caches, ensure_secret, secret_name};
-use crate::registry::{config_key, resolve_server};
-use image::CredentialKey;
+use crate::registry::reference::{self as image, CredentialKey};
+use crate::resolve::Meaning;
+use crate::resolve::selection::NamespaceInfo;
+use crate::state::View;
 pub use server::{Error as ServeError, TlsSource, answer, serve};
 
 /// Label that opts a namespace or a Pod out of injection.
@@ -94,32 +93,21 @@ pub fn patch(has_pull_secrets: bool, names: &[String]) -> json_patch::Patch {
 }
 
 /// The profiles that could serve a Pod in `ns`: every profile that writes a Secret (not anonymous, not being
-/// deleted), once per registry key its Secret holds. Pure.
-pub fn candidates(profiles: &[Arc<RegistryProfile>], ns: &NamespaceInfo, operator_namespace: &str) -> Vec<Candidate> {
-    profiles
-        .iter()
-        .filter(|p| p.spec.credentials.anonymous != Some(true) && p.meta().deletion_timestamp.is_none())
-        .flat_map(|p| {
-            let selects = CompiledSelection::new(&p.spec.namespaces, operator_namespace).is_ok_and(|c| c.selects(ns));
-            registry_keys(p).into_iter().map(move |key| Candidate {
-                profile: p.name_any(),
-                secret_name: secret_name(p),
-                key: CredentialKey::parse(&key),
+/// deleted), once per registry key its Secret holds. Pure: the meanings are compiled once per profile generation.
+pub fn candidates<'a>(meanings: impl IntoIterator<Item = &'a Meaning>, ns: &NamespaceInfo) -> Vec<Candidate> {
+    meanings
+        .into_iter()
+        .filter(|m| m.writes_secret)
+        .flat_map(|m| {
+            let selects = m.selects(ns);
+            m.keys.iter().map(move |(_, key)| Candidate {
+                profile: m.name.clone(),
+                secret_name: m.secret_name.clone(),
+                key: key.clone(),
                 selects_namespace: selects,
             })
         })
         .collect()
-}
-
-/// The dockerconfigjson keys a profile's Secret holds: its registry's, and for ECR with `registryIds` the same
-/// registry host in each of those accounts.
-fn registry_keys(p: &RegistryProfile) -> Vec<String> {
-    let Some(registry) = resolve_server(p.spec.provider, p.spec.server.as_deref()) else { return Vec::new() };
-    let ids = p.spec.credentials.ecr.as_ref().map(|e| e.registry_ids.as_slice()).unwrap_or_default();
-    match registry.split_once('.') {
-        Some((_, rest)) if !ids.is_empty() => ids.iter().map(|id| config_key(&format!("{id}.{rest}"))).collect(),
-        _ => vec![config_key(&registry)],
-    }
 }
 
 /// Counters and latency of the webhook, registered as metrics (clones share their values).
@@ -155,7 +143,7 @@ impl Default for Stats {
 /// What the handler needs.
 pub struct Webhook {
     pub client: Client,
-    pub caches: Caches,
+    pub view: View,
     pub operator_namespace: String,
     pub stats: Stats,
 }
@@ -184,8 +172,8 @@ impl Webhook {
         if ns.labels.get(OPT_OUT_LABEL).is_some_and(|v| v == OPT_OUT_VALUE) {
             return allowed;
         }
-        let profiles = self.caches.profiles.state();
-        let candidates = candidates(&profiles, &ns, &self.operator_namespace);
+        let profiles = self.view.profiles_and_meanings();
+        let candidates = candidates(profiles.iter().map(|(_, m)| &**m), &ns);
         let existing: Vec<String> =
             pod.spec.iter().flat_map(|s| s.image_pull_secrets.iter().flatten()).map(|r| r.name.clone()).collect();
         let wanted = decide(&pod_images(&pod), &existing, &candidates);
@@ -214,11 +202,11 @@ impl Webhook {
 
     /// The Pod's namespace, from the cache, or from the API when it is too new to be there yet.
     async fn namespace(&self, name: &str) -> Option<NamespaceInfo> {
-        if let Some(ns) = self.caches.namespace(name) {
+        if let Some(ns) = self.view.namespace(name) {
             return Some(ns);
         }
         match Api::<Namespace>::all(self.client.clone()).get_metadata_opt(name).await {
-            Ok(Some(ns)) => Some(crate::controller::cache::namespace_info(&ns)),
+            Ok(Some(ns)) => Some(crate::state::namespace_info(&ns)),
             Ok(None) => None,
             Err(e) => {
                 self.stats.errors.inc();
@@ -235,20 +223,20 @@ impl Webhook {
         namespace: &str,
         name: &str,
         candidates: &[Candidate],
-        profiles: &[Arc<RegistryProfile>],
+        profiles: &[(Arc<RegistryProfile>, Arc<Meaning>)],
         dry_run: bool,
     ) -> bool {
-        if self.caches.managed.contains(namespace, name) || dry_run {
+        if self.view.managed.contains(namespace, name) || dry_run {
             return true;
         }
         let Some(profile) = candidates
             .iter()
             .find(|c| c.secret_name == name)
-            .and_then(|c| profiles.iter().find(|p| p.name_any() == c.profile))
+            .and_then(|c| profiles.iter().find(|(_, m)| m.name == c.profile))
         else {
             return false;
         };
-        let ensure = ensure_secret(&self.client, &self.caches, &self.operator_namespace, profile.clone(), namespace);
+        let ensure = crate::secrets::ensure(&self.client, &self.view, profile.0.clone(), namespace);
         match tokio::time::timeout(ENSURE_TIMEOUT, ensure).await {
             Ok(Ok(())) => {
                 self.stats.secrets_created.inc();
@@ -297,7 +285,7 @@ mod tests {
     #[test]
     fn every_profile_that_writes_a_secret_is_a_candidate_under_each_of_its_keys() {
         let all = serde_json::json!({"names": ["*"]});
-        let profiles = vec![
+        let profiles = [
             profile(
                 "static",
                 serde_json::json!({"server": "r.example.com", "credentials": {"secretRef": {"name": "c"}}, "namespaces": all}),
@@ -319,13 +307,14 @@ mod tests {
             ),
         ];
         let ns = NamespaceInfo { name: "shop".into(), labels: Default::default(), terminating: false };
+        let meanings: Vec<Meaning> = profiles.iter().map(|p| Meaning::of(p, "regcred-system")).collect();
         let got: Vec<(String, String)> =
-            candidates(&profiles, &ns, "regcred-system").into_iter().map(|c| (c.profile, c.secret_name)).collect();
+            candidates(&meanings, &ns).into_iter().map(|c| (c.profile, c.secret_name)).collect();
         let names: Vec<&str> = got.iter().map(|(p, _)| p.as_str()).collect();
         assert_eq!(names, ["static", "gcp", "ecr", "ecr"]);
         let images =
             s(&["222222222222.dkr.ecr.eu-west-1.amazonaws.com/team/app:1", "gcr.io/proj/img", "mcr.microsoft.com/x"]);
-        let add = decide(&images, &[], &candidates(&profiles, &ns, "regcred-system"));
+        let add = decide(&images, &[], &candidates(&meanings, &ns));
         assert_eq!(add, s(&["regcred-gcp", "regcred-ecr"]));
     }
 

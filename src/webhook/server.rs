@@ -26,7 +26,7 @@ use tracing::{info, warn};
 
 use super::Webhook;
 use super::certs::{self, Material, Step};
-use crate::controller::FIELD_MANAGER;
+use crate::names::FIELD_MANAGER;
 
 /// The largest AdmissionReview accepted: above the apiserver's own request limit (3 MiB), so very large Pods fit.
 const BODY_LIMIT: usize = 8 * 1024 * 1024;
@@ -299,7 +299,7 @@ impl CertKeeper {
                 },
             };
             // Cheap check from the cache first; converge (API calls) only when something is due or changed.
-            let cached = self.webhook.caches.sources.get(&key).and_then(|s| Material::from_secret(&s));
+            let cached = self.webhook.view.sources.get(&key).and_then(|s| Material::from_secret(&s));
             let due = certs::next_step(cached.as_ref(), jiff::Timestamp::now(), self.lifetime, &self.dns_names);
             let changed = cached.as_ref().map(|m| (m.tls_crt.clone(), m.tls_key.clone())) != served;
             let bundle_stale = match (&published, &cached) {
@@ -340,8 +340,8 @@ mod tests {
         // Nothing listens there: these requests must be answered without the API.
         let config = kube::Config::new("http://127.0.0.1:9".parse().unwrap());
         let client = kube::Client::try_from(config).unwrap();
-        let caches = crate::controller::Caches::start(&client, "regcred-system", None, 2.0 / 3.0);
-        Arc::new(Webhook { client, caches, operator_namespace: "regcred-system".into(), stats: Default::default() })
+        let view = crate::state::View::start(&client, "regcred-system", None, 2.0 / 3.0);
+        Arc::new(Webhook { client, view, operator_namespace: "regcred-system".into(), stats: Default::default() })
     }
 
     async fn post(webhook: &Arc<Webhook>, body: String) -> (StatusCode, serde_json::Value) {

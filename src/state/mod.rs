@@ -1,15 +1,26 @@
-//! The in-memory view of the cluster that the controller and the webhook share.
+//! The state layer: regcred's watched, in-memory view of the cluster, shared by the controller, the webhook and
+//! the metrics. None of them watches anything itself, and none reaches into another's internals.
 //!
-//! Five watches run in tasks of their own, so the view stays current whether or not this replica is reconciling:
-//! profiles and the Secrets of regcred's own namespace (reflector stores: few and small), and three that grow with
-//! the cluster, each in a [`super::compact`] index of only what is read: namespaces (name, labels, whether going),
-//! managed Secrets (hashes and owners) and ServiceAccounts (pull secrets and regcred's record). Each change is
-//! mapped to the profiles it concerns and recorded in a [`Dirty`] set; the controller drains that set as its
-//! trigger stream. A set rather than a queue: ten thousand namespace events at
-//! start-up collapse into one entry per profile, and a replica that is not reconciling holds at most one entry
-//! per profile.
+//! It owns:
+//! - five watches, each in a task of its own, so the view stays current whether or not this replica reconciles:
+//!   profiles and the Secrets of regcred's own namespace (reflector stores: few and small), and three that grow
+//!   with the cluster, each in a [`compact`] index of only what is read: [`namespaces`] (name, labels, whether
+//!   going), [`managed`] Secrets (hashes and owners) and [`service_accounts`] (pull secrets and regcred's record);
+//! - the [`dirty::Dirty`] set: each change is mapped to the profiles it concerns and marked there, and the
+//!   controller drains it as its trigger stream;
+//! - the handle to the token [`Refresher`], whose mints mark their profile dirty;
+//! - each profile's compiled meaning (see [`crate::resolve`]), once per generation.
+//!
+//! Own writes reach the view at once: the Secret writer ([`crate::secrets`]) records what it wrote in the
+//! managed index, so no reconcile rewrites a Secret because the watch has not delivered regcred's own write yet.
 
-use std::collections::HashSet;
+pub mod compact;
+pub mod dirty;
+pub mod managed;
+pub mod namespaces;
+pub mod service_accounts;
+
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use futures::future::{BoxFuture, Shared};
@@ -20,71 +31,41 @@ use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 use tracing::warn;
 
-use super::managed::{ManagedSecrets, WatchedSecret};
-use super::namespaces::Namespaces;
-use super::selection::{CompiledSelection, NamespaceInfo};
-use super::service_accounts::{self, ServiceAccounts};
-use super::{MANAGED_BY_LABEL, MANAGED_BY_VALUE, PROFILE_LABEL, secret_name};
 use crate::api::RegistryProfile;
-
-/// Profiles waiting to be reconciled, without duplicates.
-#[derive(Default)]
-pub struct Dirty {
-    names: Mutex<HashSet<String>>,
-    notify: Notify,
-}
-
-impl Dirty {
-    /// Marks profiles as needing a reconcile.
-    pub fn mark(&self, names: impl IntoIterator<Item = String>) {
-        let mut set = self.names.lock().unwrap_or_else(PoisonError::into_inner);
-        let before = set.len();
-        set.extend(names);
-        if set.len() > before {
-            self.notify.notify_one();
-        }
-    }
-
-    fn take(&self) -> Vec<String> {
-        let mut set = self.names.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut names: Vec<String> = set.drain().collect();
-        names.sort();
-        names
-    }
-
-    /// The names marked since the last batch, one batch at a time, forever. Meant for a single consumer.
-    pub fn batches(self: Arc<Self>) -> impl Stream<Item = Vec<String>> + Send {
-        futures::stream::unfold(self, |dirty| async move {
-            loop {
-                let names = dirty.take();
-                if !names.is_empty() {
-                    return Some((names, dirty));
-                }
-                dirty.notify.notified().await;
-            }
-        })
-    }
-}
+use crate::credentials::refresher::Refresher;
+use crate::names::{MANAGED_BY_LABEL, MANAGED_BY_VALUE, PROFILE_LABEL};
+use crate::resolve::selection::NamespaceInfo;
+use crate::resolve::{Meaning, Sources};
+pub use dirty::Dirty;
+use managed::{ManagedSecrets, WatchedSecret};
+use namespaces::Namespaces;
+use service_accounts::ServiceAccounts;
 
 /// The shared view: cheap to clone.
 #[derive(Clone)]
-pub struct Caches {
+pub struct View {
     pub profiles: Store<RegistryProfile>,
     pub namespaces: Namespaces,
     pub managed: ManagedSecrets,
     pub sources: Store<Secret>,
     pub service_accounts: ServiceAccounts,
     /// Short-lived tokens, minted once per profile; shared so the webhook can write a new namespace's Secret.
-    pub refresher: Arc<crate::credentials::refresher::Refresher>,
+    pub refresher: Arc<Refresher>,
     /// Resolves once all five caches hold their initial lists (false if one stopped first). See [`all_ready`].
     pub ready: Shared<BoxFuture<'static, bool>>,
     pub dirty: Arc<Dirty>,
+    /// Namespaces that appeared or changed since the initial list: the controller's new-namespace path.
+    pub new_namespaces: Arc<Dirty>,
+    /// regcred's own namespace: where source Secrets are read, never selected unless named.
+    operator_namespace: Arc<str>,
+    /// Each profile's [`Meaning`], compiled once per generation.
+    meanings: Arc<Mutex<HashMap<String, Arc<Meaning>>>>,
 }
 
-impl Caches {
+impl View {
     /// Starts the reflectors in background tasks. `operator_namespace` is where source Secrets are read;
     /// `profile_selector` restricts the profiles handled; `refresh_fraction` is the share of a token's remaining
     /// lifetime after which it is replaced.
@@ -95,7 +76,8 @@ impl Caches {
         refresh_fraction: f64,
     ) -> Self {
         let dirty = Arc::new(Dirty::default());
-        let refresher = Arc::new(crate::credentials::refresher::Refresher::new(dirty.clone(), refresh_fraction));
+        let marks = dirty.clone();
+        let refresher = Arc::new(Refresher::new(Arc::new(move |p: &str| marks.mark([p.to_owned()])), refresh_fraction));
         let mut profile_config = watcher::Config::default();
         if let Some(sel) = profile_selector {
             profile_config = profile_config.labels(sel);
@@ -127,19 +109,36 @@ impl Caches {
             ServiceAccounts::apply,
         );
         let ready = all_ready(vec![profiles_ready, ns_ready, managed_ready, sources_ready, sa_ready]);
-        let caches = Self { profiles, namespaces, managed, sources, service_accounts, refresher, ready, dirty };
+        let view = Self {
+            profiles,
+            namespaces,
+            managed,
+            sources,
+            service_accounts,
+            refresher,
+            ready,
+            dirty,
+            new_namespaces: Arc::default(),
+            operator_namespace: operator_namespace.into(),
+            meanings: Arc::default(),
+        };
 
         // A profile changed: itself.
-        caches.drive("profiles", profile_events, |_, p| vec![p.name_any()]);
+        view.drive("profiles", profile_events, |_, p| vec![p.name_any()]);
         // A namespace appeared, changed labels or is going: the profiles that select it or have a Secret in it.
-        let op_ns = operator_namespace.to_owned();
-        caches.drive("namespaces", ns_events, move |c, ns| c.profiles_for_namespace(&namespace_info(&ns), &op_ns));
+        let new_namespaces = view.new_namespaces.clone();
+        let ns_events = ns_events.inspect(move |event| {
+            if let Ok(watcher::Event::Apply(ns)) = event {
+                new_namespaces.mark([ns.name_any()]);
+            }
+        });
+        view.drive("namespaces", ns_events, |c, ns| c.profiles_for_namespace(&namespace_info(&ns)));
         // A managed Secret was edited or deleted: its profile.
-        caches.drive("managed secrets", managed_events, |_, s| {
+        view.drive("managed secrets", managed_events, |_, s| {
             s.labels().get(PROFILE_LABEL).cloned().into_iter().collect()
         });
         // A Secret in regcred's namespace changed: the profiles that read it.
-        caches.drive("source secrets", source_events, |c, s| {
+        view.drive("source secrets", source_events, |c, s| {
             let name = s.name_any();
             c.profiles
                 .state()
@@ -150,9 +149,8 @@ impl Caches {
         });
         // A ServiceAccount appeared or changed: the profiles that recorded an entry on it, and those in
         // ServiceAccount mode that select its namespace and name it.
-        let op_ns = operator_namespace.to_owned();
-        caches.drive("service accounts", sa_events, move |c, sa| c.profiles_for_service_account(&sa, &op_ns));
-        caches
+        view.drive("service accounts", sa_events, |c, sa| c.profiles_for_service_account(&sa));
+        view
     }
 
     /// Runs one reflector stream in its own task, marking the profiles `map` names for each object it touches,
@@ -162,7 +160,7 @@ impl Caches {
     /// the stream before the store swaps them in at `InitDone`, so a reconcile they trigger can run on the old
     /// view, and an object created during the gap would then wait for the next periodic resync (found by
     /// `make soak`: namespaces created while the apiserver restarted got no Secret).
-    fn drive<K, S>(&self, what: &'static str, events: S, map: impl Fn(&Caches, K) -> Vec<String> + Send + 'static)
+    fn drive<K, S>(&self, what: &'static str, events: S, map: impl Fn(&View, K) -> Vec<String> + Send + 'static)
     where
         K: Send + 'static,
         S: Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
@@ -186,46 +184,89 @@ impl Caches {
         });
     }
 
-    /// The profiles that select a namespace or hold a Secret in it: one cache lookup per profile, so a namespace
-    /// event costs O(profiles) whatever the number of managed Secrets.
-    pub fn profiles_for_namespace(&self, ns: &NamespaceInfo, operator_namespace: &str) -> Vec<String> {
-        self.profiles
-            .state()
-            .iter()
-            .filter(|p| {
-                self.managed.contains(&ns.name, &secret_name(p))
-                    || CompiledSelection::new(&p.spec.namespaces, operator_namespace).is_ok_and(|c| c.selects(ns))
-            })
-            .map(|p| p.name_any())
+    /// The profiles that select a namespace or hold a Secret in it: one lookup per profile, so a namespace event
+    /// costs O(profiles) whatever the number of managed Secrets.
+    pub fn profiles_for_namespace(&self, ns: &NamespaceInfo) -> Vec<String> {
+        self.profiles_and_meanings()
+            .into_iter()
+            .filter(|(_, m)| self.managed.contains(&ns.name, &m.secret_name) || m.selects(ns))
+            .map(|(_, m)| m.name.clone())
             .collect()
     }
 
     /// The profiles a ServiceAccount concerns: those that recorded an entry on it, and those in ServiceAccount mode
     /// that select its namespace and name it.
-    pub fn profiles_for_service_account(&self, sa: &ServiceAccount, operator_namespace: &str) -> Vec<String> {
+    pub fn profiles_for_service_account(&self, sa: &ServiceAccount) -> Vec<String> {
         let mut names: Vec<String> = service_accounts::record_of(sa).into_keys().collect();
-        let namespace = sa.namespace().and_then(|ns| self.namespace(&ns));
+        let Some(namespace) = sa.namespace().and_then(|ns| self.namespace(&ns)) else { return names };
         let account = sa.name_any();
         names.extend(
-            self.profiles
-                .state()
-                .iter()
-                .filter(|p| {
+            self.profiles_and_meanings()
+                .into_iter()
+                .filter(|(p, m)| {
                     p.spec.service_accounts.as_ref().is_some_and(|s| service_accounts::names_match(&s.names, &account))
+                        && m.selects(&namespace)
                 })
-                .filter(|p| {
-                    namespace.as_ref().is_some_and(|ns| {
-                        CompiledSelection::new(&p.spec.namespaces, operator_namespace).is_ok_and(|c| c.selects(ns))
-                    })
-                })
-                .map(|p| p.name_any()),
+                .map(|(_, m)| m.name.clone()),
         );
         names
+    }
+
+    /// regcred's own namespace.
+    pub fn operator_namespace(&self) -> &str {
+        &self.operator_namespace
+    }
+
+    /// What `profile` means, compiled at most once per generation.
+    pub fn meaning(&self, profile: &RegistryProfile) -> Arc<Meaning> {
+        let mut meanings = self.meanings.lock().unwrap_or_else(PoisonError::into_inner);
+        let name = profile.name_any();
+        if let Some(m) = meanings.get(&name).filter(|m| m.is_of(profile)) {
+            return m.clone();
+        }
+        let m = Arc::new(Meaning::of(profile, &self.operator_namespace));
+        meanings.insert(name, m.clone());
+        m
+    }
+
+    /// Every profile in the view with its meaning. Meanings of profiles no longer in the view are dropped.
+    pub fn profiles_and_meanings(&self) -> Vec<(Arc<RegistryProfile>, Arc<Meaning>)> {
+        let profiles = self.profiles.state();
+        let mut meanings = self.meanings.lock().unwrap_or_else(PoisonError::into_inner);
+        if meanings.len() > profiles.len() {
+            let names: HashSet<String> = profiles.iter().map(|p| p.name_any()).collect();
+            meanings.retain(|n, _| names.contains(n));
+        }
+        profiles
+            .into_iter()
+            .map(|p| {
+                let name = p.name_any();
+                let m = match meanings.get(&name).filter(|m| m.is_of(&p)) {
+                    Some(m) => m.clone(),
+                    None => {
+                        let m = Arc::new(Meaning::of(&p, &self.operator_namespace));
+                        meanings.insert(name, m.clone());
+                        m
+                    }
+                };
+                (p, m)
+            })
+            .collect()
     }
 
     /// The namespace as the caches know it.
     pub fn namespace(&self, name: &str) -> Option<NamespaceInfo> {
         self.namespaces.get(name)
+    }
+}
+
+/// Source Secrets come from the view of regcred's own namespace.
+impl Sources for View {
+    fn namespace(&self) -> &str {
+        &self.operator_namespace
+    }
+    fn secret(&self, name: &str) -> Option<Arc<Secret>> {
+        self.sources.get(&reflector::ObjectRef::new(name).within(&self.operator_namespace))
     }
 }
 
@@ -347,22 +388,5 @@ mod tests {
         drop(senders);
         let released = tokio::time::timeout(Duration::from_secs(5), ready).await;
         assert_eq!(released, Ok(false));
-    }
-
-    #[tokio::test]
-    async fn dirty_marks_collapse_into_one_batch_and_wake_the_consumer() {
-        let dirty = Arc::new(Dirty::default());
-        let mut batches = Box::pin(dirty.clone().batches());
-        for _ in 0..1000 {
-            dirty.mark(["b".to_owned(), "a".to_owned()]);
-        }
-        let first = tokio::time::timeout(Duration::from_secs(5), batches.next()).await;
-        assert_eq!(first, Ok(Some(vec!["a".to_owned(), "b".to_owned()])));
-        // A consumer already waiting is woken by a later mark.
-        let waiter = tokio::spawn(async move { batches.next().await });
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        dirty.mark(["c".to_owned()]);
-        let second = tokio::time::timeout(Duration::from_secs(5), waiter).await;
-        assert!(matches!(second, Ok(Ok(Some(ref v))) if v == &["c".to_owned()]), "{second:?}");
     }
 }

@@ -256,7 +256,7 @@ fn split_port(authority: &str) -> (String, Option<String>) {
 
 /// Glob match of one host label: `*` any run of characters, `?` one character (Go's `filepath.Match` without `/`).
 fn glob(pattern: &str, text: &str) -> bool {
-    crate::controller::selection::glob_match_with(pattern, text, true)
+    crate::glob::glob_match_with(pattern, text, true)
 }
 
 #[cfg(test)]

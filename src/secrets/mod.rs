@@ -1,4 +1,8 @@
-//! Executes a sync plan: the Secret writes, each idempotent, many at a time.
+//! The one Secret writer: every Secret regcred writes goes through [`Writer`], for the controller's syncs and for
+//! the webhook's new-namespace path ([`ensure`]) alike. Each write is idempotent (create, or server-side apply of
+//! regcred's fields, or a delete by uid), many run at a time within one [`WriteBudget`], and each completed write
+//! is recorded in the state layer's managed index at once, so the next plan never repeats a write because the
+//! watch has not delivered it yet.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -6,16 +10,21 @@ use std::sync::Arc;
 use futures::StreamExt;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
-use kube::{Client, ResourceExt};
+use kube::{Client, Resource, ResourceExt};
 use tokio::sync::Semaphore;
 use tracing::debug;
 
-use super::plan::Action;
-use super::{DOCKER_CONFIG_KEY, DOCKER_CONFIG_TYPE, FIELD_MANAGER, MANAGED_BY_LABEL, MANAGED_BY_VALUE, PROFILE_LABEL};
-use crate::api::{NamespaceFailure, RegistryProfile};
+use crate::api::{NamespaceFailure, OnFailure, RegistryProfile};
 use crate::credentials::DockerConfig;
+use crate::names::{
+    DOCKER_CONFIG_KEY, DOCKER_CONFIG_TYPE, EXPIRES_AT_ANNOTATION, FIELD_MANAGER, MANAGED_BY_LABEL, MANAGED_BY_VALUE,
+    PART_OF_LABEL, PROFILE_LABEL,
+};
+use crate::resolve::{self, Source};
+use crate::state::View;
+use crate::state::managed::{ManagedSecrets, WatchedSecret};
 
 /// The writes regcred may have in flight at once, shared by every reconcile: the most load its syncs put on the
 /// apiserver. A profile alone may use all of it (a sync of 10,000 namespaces does not slow down once the small
@@ -59,8 +68,23 @@ impl WriteBudget {
     }
 }
 
-pub(super) struct Writer {
+/// One write.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Action {
+    /// Create the Secret; the namespace has none of ours.
+    Create { namespace: String },
+    /// Apply the desired content over ours, which drifted.
+    Update { namespace: String },
+    /// Ours has the wrong type, which cannot change in place: delete that object (by uid) and create it anew.
+    Replace { namespace: String, uid: String },
+    /// Delete a Secret of ours that is no longer wanted (by uid, so nothing else is ever deleted).
+    Delete { namespace: String, name: String, uid: String },
+}
+
+pub struct Writer {
     pub client: Client,
+    /// Where completed writes are recorded.
+    pub managed: ManagedSecrets,
     pub profile: Arc<RegistryProfile>,
     pub secret_name: String,
     pub config: Option<DockerConfig>,
@@ -100,26 +124,42 @@ impl Writer {
     }
 
     /// Server-side apply of `secret` under regcred's field manager, into `namespace`.
-    async fn send_apply(&self, namespace: &str, secret: &Secret) -> kube::Result<()> {
+    async fn send_apply(&self, namespace: &str, secret: &Secret) -> kube::Result<String> {
         let request = Self::request(namespace)
             .patch(&self.secret_name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(secret))
             .map_err(kube::Error::BuildRequest);
         self.send(request, "patch").await
     }
 
-    /// Sends a write and decodes nothing of the Secret the apiserver sends back: regcred never reads it, and
-    /// decoding it (managedFields and all) on every write of a large sync cost CPU and allocations for nothing.
-    /// Errors are kube's own, as from [`Api`].
-    async fn send(&self, request: Result<http::Request<Vec<u8>>, kube::Error>, verb: &'static str) -> kube::Result<()> {
+    /// Sends a write and returns the apiserver's answer undecoded: decoding the whole Secret (managedFields and
+    /// all) on every write of a large sync cost CPU and allocations for nothing; [`Writer::record`] reads only
+    /// what the managed index keeps. Errors are kube's own, as from [`Api`].
+    async fn send(
+        &self,
+        request: Result<http::Request<Vec<u8>>, kube::Error>,
+        verb: &'static str,
+    ) -> kube::Result<String> {
         let mut request = request?;
         request.extensions_mut().insert(verb);
-        self.client.request_text(request).await.map(drop)
+        self.client.request_text(request).await
+    }
+
+    /// Records the Secret a write returned in the managed index (an answer that does not decode is left to the
+    /// watch).
+    fn record(&self, answer: &str) {
+        match serde_json::from_str::<WatchedSecret>(answer) {
+            Ok(secret) => self.managed.record(&secret),
+            Err(e) => debug!(error = %e, "the written Secret did not decode; the watch will report it"),
+        }
     }
 
     /// The Secret as regcred wants it.
     fn desired(&self, namespace: &str) -> Option<Secret> {
         let config = self.config.as_ref()?;
         let profile_name = self.profile.name_any();
+        let mut owner = self.profile.controller_owner_ref(&())?;
+        // Not blocking: that would need permission on the profile's finalizers, which regcred lacks.
+        owner.block_owner_deletion = None;
         Some(Secret {
             metadata: ObjectMeta {
                 name: Some(self.secret_name.clone()),
@@ -130,16 +170,8 @@ impl Writer {
                 ])),
                 annotations: self
                     .expires_at
-                    .map(|t| BTreeMap::from([(super::EXPIRES_AT_ANNOTATION.to_owned(), t.to_string())])),
-                owner_references: Some(vec![OwnerReference {
-                    api_version: "regcred.dev/v1alpha1".into(),
-                    kind: "RegistryProfile".into(),
-                    name: profile_name,
-                    uid: self.profile.uid().unwrap_or_default(),
-                    controller: Some(true),
-                    // Not blocking: that would need permission on the profile's finalizers, which regcred lacks.
-                    block_owner_deletion: None,
-                }]),
+                    .map(|t| BTreeMap::from([(EXPIRES_AT_ANNOTATION.to_owned(), t.to_string())])),
+                owner_references: Some(vec![owner]),
                 ..ObjectMeta::default()
             },
             type_: Some(DOCKER_CONFIG_TYPE.to_owned()),
@@ -157,7 +189,10 @@ impl Writer {
             .map_err(kube::Error::SerdeError)
             .and_then(|body| Self::request(namespace).create(&params, body).map_err(kube::Error::BuildRequest));
         match self.send(request, "create").await {
-            Ok(_) => None,
+            Ok(answer) => {
+                self.record(&answer);
+                None
+            }
             Err(e) if is_status(&e, 409) => match self.api(namespace).get_metadata_opt(&self.secret_name).await {
                 Ok(Some(existing)) if self.is_ours(&existing.metadata) => self.apply(namespace).await,
                 Ok(Some(_)) => Some(failure(
@@ -188,21 +223,23 @@ impl Writer {
     }
 
     /// Keeps the copy of a short-lived token in regcred's own namespace, under this writer's `secret_name`
-    /// ([`super::token_copy_name`]), where tenants cannot write: other replicas' webhooks copy the current token
+    /// ([`crate::names::token_copy_name`]), where tenants cannot write: other replicas' webhooks copy the current token
     /// from there into brand-new namespaces. The copy carries no managed-by label, so no profile's sync plan ever
     /// sees it.
     pub async fn keep_token_copy(&self, operator_namespace: &str) -> Result<(), kube::Error> {
         let Some(mut secret) = self.desired(operator_namespace) else { return Ok(()) };
-        secret.metadata.labels =
-            Some(BTreeMap::from([("app.kubernetes.io/part-of".to_owned(), MANAGED_BY_VALUE.to_owned())]));
-        self.send_apply(operator_namespace, &secret).await
+        secret.metadata.labels = Some(BTreeMap::from([(PART_OF_LABEL.to_owned(), MANAGED_BY_VALUE.to_owned())]));
+        self.send_apply(operator_namespace, &secret).await.map(drop)
     }
 
     /// Server-side apply of the desired Secret under regcred's field manager.
     async fn apply(&self, namespace: &str) -> Outcome {
         let secret = self.desired(namespace)?;
         match self.send_apply(namespace, &secret).await {
-            Ok(()) => None,
+            Ok(answer) => {
+                self.record(&answer);
+                None
+            }
             Err(e) if namespace_gone(&e) => None,
             Err(e) => Some(api_failure(namespace, &e)),
         }
@@ -215,11 +252,83 @@ impl Writer {
             ..DeleteParams::default()
         };
         match self.api(namespace).delete(name, &params).await {
-            Ok(_) => None,
+            Ok(_) => {
+                self.managed.record_deleted(namespace, name, uid);
+                None
+            }
             Err(e) if is_status(&e, 404) || is_status(&e, 409) => None,
             Err(e) => Some(api_failure(namespace, &e)),
         }
     }
+}
+
+/// Why [`ensure`] could not put a Secret in place.
+#[derive(Debug, thiserror::Error)]
+pub enum EnsureError {
+    #[error("the profile's credentials do not resolve: {0}")]
+    Credentials(String),
+    #[error("the profile writes no Secret")]
+    NothingToWrite,
+    #[error("the profile withholds its Secrets until its registry preflight passes")]
+    Withheld,
+    #[error("{reason}: {message}")]
+    Write { reason: String, message: String },
+}
+
+/// Makes sure `profile`'s Secret exists in `namespace` now, without waiting for a reconcile: for a namespace
+/// created a moment ago (the controller's new-namespace path, and the webhook when a Pod lands there first).
+/// Creating is idempotent (a Secret that appeared meanwhile is adopted only if it is ours), so racing the
+/// controller is harmless; the write is recorded in the view, so the reconcile that follows does not repeat it.
+/// Outside the write budget: a new namespace must not wait behind a large sync.
+pub async fn ensure(
+    client: &Client,
+    view: &View,
+    profile: Arc<RegistryProfile>,
+    namespace: &str,
+) -> Result<(), EnsureError> {
+    if withholds(&profile) {
+        return Err(EnsureError::Withheld);
+    }
+    let meaning = view.meaning(&profile);
+    let now = jiff::Timestamp::now();
+    // Only the leader mints: on another replica (or while a mint is failing) the current token is in the copy the
+    // leader keeps in regcred's own namespace.
+    let copy = || resolve::token_copy(&profile, view);
+    let (config, expires_at) = match resolve::source(&profile, meaning.registry.as_deref(), view) {
+        Ok(Source::Anonymous) => return Err(EnsureError::NothingToWrite),
+        Ok(Source::Static { config, .. }) => (config, None),
+        Ok(Source::Token(_)) => match view.refresher.peek(&meaning.name).map(|s| resolve::current(&s, now)) {
+            Some(Ok((config, expires_at))) => (config, Some(expires_at)),
+            Some(Err(u)) => copy().ok_or(EnsureError::Credentials(u.message))?,
+            None => copy().ok_or_else(|| EnsureError::Credentials("no token has been minted yet".into()))?,
+        },
+        Err(u) if resolve::mints_tokens(&profile) => copy().ok_or(EnsureError::Credentials(u.message))?,
+        Err(u) => return Err(EnsureError::Credentials(u.message)),
+    };
+    let writer = Writer {
+        client: client.clone(),
+        managed: view.managed.clone(),
+        secret_name: meaning.secret_name.clone(),
+        expires_at,
+        profile,
+        config: Some(config),
+    };
+    match writer.run(Action::Create { namespace: namespace.to_owned() }).await {
+        None => Ok(()),
+        Some(f) => Err(EnsureError::Write { reason: f.reason, message: f.message }),
+    }
+}
+
+/// Whether a profile holds its Secrets back: `onFailure: Withhold` and its last reconcile did not sync them at
+/// its current generation (the preflight failed or has not answered). The reconcile decides for those.
+fn withholds(profile: &RegistryProfile) -> bool {
+    let withhold = profile.spec.validation.as_ref().is_some_and(|v| v.on_failure == OnFailure::Withhold);
+    let synced = profile.status.as_ref().is_some_and(|s| {
+        s.conditions.iter().any(|c| {
+            c.type_ == "SecretsSynced" && c.status == "True" && c.observed_generation == profile.metadata.generation
+        })
+    });
+    withhold && !synced
 }
 
 fn is_status(e: &kube::Error, code: u16) -> bool {

@@ -6,9 +6,11 @@ use std::process::ExitCode;
 
 use kube::api::Api;
 
-use super::preflight::{self, Credentials, ManifestKind, Options, Report, qualify};
 use crate::api::RegistryProfile;
 use crate::config::{CheckArgs, ManifestTypeArg, OutputFormat};
+use crate::registry::preflight::{self, Credentials, ManifestKind, Options, Report, qualify};
+use crate::registry::{config_key, resolve_server};
+use crate::resolve::{self, Source};
 
 /// Exit status for input regcred cannot use (also clap's for usage errors).
 const BAD_INPUT: u8 = 2;
@@ -107,11 +109,9 @@ async fn plan(args: &CheckArgs) -> Result<Plan, String> {
     } else if let Some(path) = &args.docker_config {
         let bytes = std::fs::read(path).map_err(|e| format!("cannot read --docker-config {}: {e}", path.display()))?;
         let config = crate::credentials::DockerConfig(crate::credentials::SecretBytes::new(bytes));
-        let key = super::config_key(&registry);
+        let key = config_key(&registry);
         let host = registry.split('/').next().unwrap_or(&registry).to_owned();
-        let found = [key.as_str(), host.as_str(), &format!("https://{host}")]
-            .into_iter()
-            .find_map(|k| crate::controller::checks::credentials_in(&config, k));
+        let found = [key.as_str(), host.as_str(), &format!("https://{host}")].into_iter().find_map(|k| config.login(k));
         Some(found.ok_or_else(|| format!("{} has no credentials for {registry}", path.display()))?)
     } else {
         None
@@ -125,6 +125,31 @@ fn registry_of(image: &str) -> String {
     qualified.split('/').next().unwrap_or("docker.io").to_owned()
 }
 
+/// The Secrets of regcred's namespace a profile's credentials may come from: its source Secrets and its token
+/// copy.
+async fn sources_of(
+    client: &kube::Client,
+    namespace: &str,
+    profile: &RegistryProfile,
+) -> Result<(String, BTreeMap<String, std::sync::Arc<k8s_openapi::api::core::v1::Secret>>), String> {
+    let creds = &profile.spec.credentials;
+    let names = [
+        creds.secret_ref.as_ref().map(|r| r.name.clone()),
+        creds.ecr.as_ref().and_then(|e| e.secret_ref.as_ref()).map(|r| r.name.clone()),
+        creds.gcp.as_ref().map(|g| g.secret_ref.name.clone()),
+        profile.metadata.uid.as_deref().map(crate::names::token_copy_name),
+    ];
+    let api = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), namespace);
+    let mut found = BTreeMap::new();
+    for name in names.into_iter().flatten() {
+        let secret = api.get_opt(&name).await.map_err(|e| format!("cannot read Secret {namespace}/{name}: {e}"))?;
+        if let Some(secret) = secret {
+            found.insert(name, std::sync::Arc::new(secret));
+        }
+    }
+    Ok((namespace.to_owned(), found))
+}
+
 /// Registry, credentials, images and options from a RegistryProfile and its Secrets.
 async fn from_profile(args: &CheckArgs, name: &str, mut options: Options) -> Result<Plan, String> {
     let client = crate::client::infer().await.map_err(|e| format!("no usable kubeconfig for --profile: {e}"))?;
@@ -133,11 +158,11 @@ async fn from_profile(args: &CheckArgs, name: &str, mut options: Options) -> Res
         .await
         .map_err(|e| format!("cannot read RegistryProfile {name}: {e}"))?;
     let spec = &profile.spec;
-    let registry = super::resolve_server(spec.provider, spec.server.as_deref())
+    let registry = resolve_server(spec.provider, spec.server.as_deref())
         .ok_or_else(|| format!("profile {name} has no registry (spec.server)"))?;
-    let key = super::config_key(&registry);
+    let key = config_key(&registry);
     if let Some(v) = &spec.validation {
-        let from_profile = crate::controller::checks::options(v, spec.tls.as_ref());
+        let from_profile = Options::for_profile(v, spec.tls.as_ref());
         options.max_size = options.max_size.or(from_profile.max_size);
         if options.accepted.is_empty() {
             options.accepted = from_profile.accepted;
@@ -155,42 +180,20 @@ async fn from_profile(args: &CheckArgs, name: &str, mut options: Options) -> Res
     } else {
         args.images.clone()
     };
-    let creds = &spec.credentials;
-    let config = if let Some(secret_ref) = &creds.secret_ref {
-        let secret = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client, &args.namespace)
-            .get(&secret_ref.name)
-            .await
-            .map_err(|e| format!("cannot read Secret {}/{}: {e}", args.namespace, secret_ref.name))?;
-        let data: BTreeMap<String, Vec<u8>> =
-            secret.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect();
-        let label = format!("{}/{}", args.namespace, secret_ref.name);
-        Some(
-            crate::credentials::dockerconfig_from_source(&label, &data, spec.provider, &key)
-                .map_err(|e| e.to_string())?,
-        )
-    } else if crate::controller::mints_tokens(&profile) {
+    // The same resolver as the controller's, over the Secrets it would read in regcred's namespace.
+    let sources = sources_of(&client, &args.namespace, &profile).await?;
+    let config = match resolve::source(&profile, Some(&registry), &sources) {
+        Ok(Source::Static { config, .. }) => Some(config),
+        Ok(Source::Anonymous) => None,
         // Short-lived tokens: the current one, from the copy the leader keeps in regcred's own namespace (never
         // from a tenant's namespace, where a Secret with regcred's labels could be forged).
-        let uid = profile.metadata.uid.clone().unwrap_or_default();
-        let copy_name = crate::controller::token_copy_name(&uid);
-        let at = format!("{}/{copy_name}", args.namespace);
-        let secret = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client, &args.namespace)
-            .get_opt(&copy_name)
-            .await
-            .map_err(|e| format!("cannot read Secret {at}: {e}"))?
-            .ok_or_else(|| format!("profile {name} mints its tokens and none is in {at} yet: nothing to check with"))?;
-        Some(
-            crate::controller::docker_config_of(secret)
-                .ok_or_else(|| format!("Secret {at} has no .dockerconfigjson"))?,
-        )
-    } else {
-        None
+        Ok(Source::Token(_)) => Some(resolve::token_copy(&profile, &sources).map(|(c, _)| c).ok_or_else(|| {
+            format!("profile {name} mints its tokens and none is in {} yet: nothing to check with", args.namespace)
+        })?),
+        Err(u) => return Err(format!("the credentials of {name} do not resolve ({}): {}", u.reason, u.message)),
     };
     let credentials = match &config {
-        Some(c) => Some(
-            crate::controller::checks::credentials_in(c, &key)
-                .ok_or_else(|| format!("the credentials of {name} have no entry for {key}"))?,
-        ),
+        Some(c) => Some(c.login(&key).ok_or_else(|| format!("the credentials of {name} have no entry for {key}"))?),
         None => None,
     };
     Ok(Plan { registry, credentials, images, options })

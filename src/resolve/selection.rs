@@ -1,4 +1,4 @@
-//! Which namespaces a profile selects. Pure: the namespaces are plain data from the controller's cache.
+//! Which namespaces a profile selects. Pure: the namespaces are plain data from the state layer's view.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -6,6 +6,7 @@ use std::sync::Arc;
 use kube::core::{Expression, Selector};
 
 use crate::api::NamespaceSelection;
+use crate::glob::glob_match;
 
 /// Namespaces never selected unless a profile names them exactly (the operator's own is added at run time).
 pub const PROTECTED_NAMESPACES: [&str; 3] = ["kube-system", "kube-public", "kube-node-lease"];
@@ -30,7 +31,7 @@ impl Labels for BTreeMap<String, String> {
     }
 }
 
-/// Pairs sorted by key, as [`super::namespaces`] keeps them.
+/// Pairs sorted by key, as [`crate::state::namespaces`] keeps them.
 impl Labels for [(Arc<str>, Arc<str>)] {
     fn label(&self, key: &str) -> Option<&str> {
         self.binary_search_by(|(k, _)| (**k).cmp(key)).ok().map(|i| &*self[i].1)
@@ -50,13 +51,14 @@ fn satisfies(expression: &Expression, labels: &(impl Labels + ?Sized)) -> bool {
     }
 }
 
-/// A namespace selection compiled once per reconcile.
+/// A namespace selection, compiled once per profile generation (see [`super::Meaning`]).
 #[derive(Debug, Clone)]
-pub struct CompiledSelection<'a> {
+pub struct CompiledSelection {
     /// The label selector's requirements, all of which must hold (none: select every namespace).
     selector: Option<Vec<Expression>>,
-    spec: &'a NamespaceSelection,
-    operator_namespace: &'a str,
+    names: Vec<String>,
+    exclude: Vec<String>,
+    operator_namespace: String,
 }
 
 /// The label selector could not be understood (an unknown operator, say).
@@ -64,9 +66,9 @@ pub struct CompiledSelection<'a> {
 #[error("invalid namespace selector: {0}")]
 pub struct InvalidSelector(pub String);
 
-impl<'a> CompiledSelection<'a> {
+impl CompiledSelection {
     /// Compiles a profile's selection; `operator_namespace` is protected like `kube-system`.
-    pub fn new(spec: &'a NamespaceSelection, operator_namespace: &'a str) -> Result<Self, InvalidSelector> {
+    pub fn new(spec: &NamespaceSelection, operator_namespace: &str) -> Result<Self, InvalidSelector> {
         let selector = spec
             .selector
             .clone()
@@ -74,7 +76,12 @@ impl<'a> CompiledSelection<'a> {
             .transpose()
             .map_err(|e| InvalidSelector(e.to_string()))?
             .map(|s| s.into_iter().collect());
-        Ok(Self { selector, spec, operator_namespace })
+        Ok(Self {
+            selector,
+            names: spec.names.clone(),
+            exclude: spec.exclude.clone(),
+            operator_namespace: operator_namespace.to_owned(),
+        })
     }
 
     /// Whether the namespace receives the profile's Secret.
@@ -84,47 +91,18 @@ impl<'a> CompiledSelection<'a> {
 
     /// [`CompiledSelection::selects`] over borrowed parts: a reconcile runs it over every cached namespace.
     pub fn selects_parts(&self, name: &str, labels: &(impl Labels + ?Sized), terminating: bool) -> bool {
-        if terminating || self.spec.exclude.iter().any(|g| glob_match(g, name)) {
+        if terminating || self.exclude.iter().any(|g| glob_match(g, name)) {
             return false;
         }
-        if self.spec.names.iter().any(|n| n == name) {
+        if self.names.iter().any(|n| n == name) {
             return true;
         }
         if PROTECTED_NAMESPACES.contains(&name) || name == self.operator_namespace {
             return false;
         }
-        self.spec.names.iter().any(|g| glob_match(g, name))
+        self.names.iter().any(|g| glob_match(g, name))
             || self.selector.as_ref().is_some_and(|s| s.iter().all(|e| satisfies(e, labels)))
     }
-}
-
-/// `*` matches any run of characters (including none); everything else matches itself.
-pub fn glob_match(pattern: &str, text: &str) -> bool {
-    glob_match_with(pattern, text, false)
-}
-
-/// [`glob_match`], where `?` also matches any single character when `question_mark` is set (Go's `filepath.Match`
-/// for a host label, as the kubelet uses it). Patterns and texts are ASCII: both are validated names.
-pub fn glob_match_with(pattern: &str, text: &str, question_mark: bool) -> bool {
-    let (p, t) = (pattern.as_bytes(), text.as_bytes());
-    let (mut pi, mut ti) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while ti < t.len() {
-        if pi < p.len() && p[pi] == b'*' {
-            star = Some((pi, ti));
-            pi += 1;
-        } else if pi < p.len() && (p[pi] == t[ti] || (question_mark && p[pi] == b'?')) {
-            pi += 1;
-            ti += 1;
-        } else if let Some((sp, st)) = star {
-            pi = sp + 1;
-            ti = st + 1;
-            star = Some((sp, st + 1));
-        } else {
-            return false;
-        }
-    }
-    p[pi..].iter().all(|&c| c == b'*')
 }
 
 #[cfg(test)]
@@ -150,25 +128,6 @@ mod tests {
 
     fn all() -> Option<LabelSelector> {
         Some(LabelSelector::default())
-    }
-
-    #[test]
-    fn globs() {
-        for (p, t, m) in [
-            ("team-*", "team-a", true),
-            ("team-*", "team-", true),
-            ("team-*", "tea", false),
-            ("*", "anything", true),
-            ("*-prod", "shop-prod", true),
-            ("*-prod", "shop-prod-2", false),
-            ("a*b*c", "aXbYc", true),
-            ("a*b*c", "aXbY", false),
-            ("exact", "exact", true),
-            ("exact", "exactly", false),
-            ("**", "", true),
-        ] {
-            assert_eq!(glob_match(p, t), m, "{p} vs {t}");
-        }
     }
 
     #[test]

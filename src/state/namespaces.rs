@@ -12,11 +12,11 @@ use kube::core::PartialObjectMeta;
 use kube::runtime::watcher;
 
 use super::compact::{self, Interner};
-use super::selection::{CompiledSelection, NamespaceInfo};
+use crate::resolve::selection::{CompiledSelection, NamespaceInfo};
 
 /// What is kept of one namespace.
 struct Entry {
-    /// Sorted by key (see [`super::selection::Labels`]).
+    /// Sorted by key (see [`crate::resolve::selection::Labels`]).
     labels: Box<[(Arc<str>, Arc<str>)]>,
     terminating: bool,
 }

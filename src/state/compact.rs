@@ -224,6 +224,25 @@ impl<V> Shared<V> {
         self.inner.write().unwrap_or_else(PoisonError::into_inner).apply(event, entry);
     }
 
+    /// [`Shared::apply`], except that an `Apply` or `Delete` of an object for which `stale(held, object)` says the
+    /// held entry is newer changes nothing. Checked and applied under one lock.
+    pub fn apply_unless<K: Resource>(
+        &self,
+        event: &watcher::Event<K>,
+        entry: impl Fn(&mut Interner, &K) -> Option<V>,
+        stale: impl Fn(&V, &K) -> bool,
+    ) {
+        let mut index = self.inner.write().unwrap_or_else(PoisonError::into_inner);
+        if let watcher::Event::Apply(obj) | watcher::Event::Delete(obj) = event {
+            let meta = obj.meta();
+            let held = meta.name.as_deref().and_then(|n| index.get(meta.namespace.as_deref().unwrap_or_default(), n));
+            if held.is_some_and(|held| stale(held, obj)) {
+                return;
+            }
+        }
+        index.apply(event, entry);
+    }
+
     /// A consistent view for reading; hold it briefly (the watch waits for it).
     pub fn read(&self) -> RwLockReadGuard<'_, Index<V>> {
         self.inner.read().unwrap_or_else(PoisonError::into_inner)

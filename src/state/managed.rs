@@ -9,6 +9,7 @@
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 
 use k8s_openapi::ByteString;
@@ -19,8 +20,7 @@ use kube::runtime::watcher;
 use serde::{Deserialize, Deserializer};
 
 use super::compact::{self, Interner};
-use super::plan::{self, ObservedSecret};
-use super::{DOCKER_CONFIG_KEY, DOCKER_CONFIG_TYPE, MANAGED_BY_LABEL, MANAGED_BY_VALUE, PROFILE_LABEL};
+use crate::names::{DOCKER_CONFIG_KEY, DOCKER_CONFIG_TYPE, MANAGED_BY_LABEL, MANAGED_BY_VALUE, PROFILE_LABEL};
 
 /// A managed Secret as its watch decodes it: only what an [`Entry`] is made of. Its managedFields, annotations
 /// and any other data are skipped unread: a large sync causes one watch event per Secret it writes, and decoding
@@ -62,6 +62,26 @@ impl kube::Resource for WatchedSecret {
     }
 }
 
+impl WatchedSecret {
+    /// An object naming only `namespace/name`.
+    fn named(namespace: &str, name: &str) -> Self {
+        Self {
+            metadata: ObjectMeta {
+                name: Some(name.to_owned()),
+                namespace: Some(namespace.to_owned()),
+                ..ObjectMeta::default()
+            },
+            type_: None,
+            docker_config: None,
+        }
+    }
+}
+
+/// A Secret's resourceVersion as a number (0 when it is not one).
+fn revision(secret: &WatchedSecret) -> u64 {
+    secret.metadata.resource_version.as_deref().and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
 fn kept_metadata<'de, D: Deserializer<'de>>(d: D) -> Result<ObjectMeta, D::Error> {
     #[derive(Deserialize)]
     #[serde(rename_all = "camelCase")]
@@ -101,6 +121,34 @@ fn docker_config<'de, D: Deserializer<'de>>(d: D) -> Result<Option<ByteString>, 
     Ok(Option::<Data>::deserialize(d)?.and_then(|data| data.docker_config))
 }
 
+/// What the cache shows of one managed Secret that carries this profile's label.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObservedSecret {
+    pub namespace: Arc<str>,
+    pub name: Arc<str>,
+    pub uid: String,
+    /// [`content_hash`] of its type and data.
+    pub content_hash: u64,
+    /// Its type is `kubernetes.io/dockerconfigjson` (a type cannot be changed in place).
+    pub type_ok: bool,
+    /// It carries every label regcred sets.
+    pub labels_ok: bool,
+    /// UIDs in its ownerReferences.
+    pub owner_uids: Vec<Arc<str>>,
+}
+
+/// Hash of a Secret's type and content, to compare cached Secrets with the desired one without keeping
+/// secret material in the cache. Stable within one process, which is all the cache needs.
+pub fn content_hash<'a>(secret_type: &str, data: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> u64 {
+    let mut h = DefaultHasher::new();
+    secret_type.hash(&mut h);
+    for (k, v) in data {
+        k.hash(&mut h);
+        v.hash(&mut h);
+    }
+    h.finish()
+}
+
 /// What is kept of one managed Secret.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Entry {
@@ -111,6 +159,9 @@ struct Entry {
     content_hash: u64,
     type_ok: bool,
     labels_ok: bool,
+    /// Its resourceVersion when that is a number (etcd's revisions are), else 0: what orders regcred's record of
+    /// its own write against a watch event that is older than that write.
+    resource_version: u64,
 }
 
 /// A Secret's owner uids, without an allocation of their own in the usual case of exactly one (its profile).
@@ -172,7 +223,7 @@ impl Entry {
     /// What is kept of a Secret.
     fn of(strings: &mut Interner, secret: &WatchedSecret) -> Option<Self> {
         let labels = secret.labels();
-        let hash = plan::content_hash(
+        let hash = content_hash(
             secret.type_.as_deref().unwrap_or_default(),
             secret.docker_config.iter().map(|v| (DOCKER_CONFIG_KEY, v.0.as_slice())),
         );
@@ -185,6 +236,7 @@ impl Entry {
             content_hash: hash,
             type_ok: secret.type_.as_deref() == Some(DOCKER_CONFIG_TYPE),
             labels_ok: labels.get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGED_BY_VALUE),
+            resource_version: revision(secret),
         })
     }
 }
@@ -196,9 +248,25 @@ pub struct ManagedSecrets {
 }
 
 impl ManagedSecrets {
-    /// Applies one watch event.
+    /// Applies one watch event, unless it is older than what the index holds for that Secret: regcred records its
+    /// own writes as they complete ([`ManagedSecrets::record`]), and the watch may still deliver an earlier state.
     pub fn apply(&self, event: &watcher::Event<WatchedSecret>) {
-        self.index.apply(event, Entry::of);
+        self.index.apply_unless(event, Entry::of, |held, secret| {
+            let incoming = revision(secret);
+            incoming != 0 && incoming < held.resource_version
+        });
+    }
+
+    /// Records a Secret as a write of regcred's returned it, before its watch event arrives: the next plan sees
+    /// regcred's own write and does not make it again.
+    pub fn record(&self, secret: &WatchedSecret) {
+        self.apply(&watcher::Event::Apply(secret.clone()));
+    }
+
+    /// Records that regcred deleted the Secret `name` in `namespace` (the object with `uid`).
+    pub fn record_deleted(&self, namespace: &str, name: &str, uid: &str) {
+        let gone = WatchedSecret::named(namespace, name);
+        self.index.apply_unless(&watcher::Event::Delete(gone), Entry::of, |held, _| held.uid.to_text() != uid);
     }
 
     /// Whether a managed Secret `name` exists in `namespace`.
@@ -336,7 +404,10 @@ mod tests {
         assert_eq!(busy.metadata.managed_fields, None);
         assert_eq!(busy.metadata.annotations, None);
         let mut strings = Interner::default();
-        assert_eq!(Entry::of(&mut strings, &busy), Entry::of(&mut strings, &kept));
+        let mut entry = Entry::of(&mut strings, &busy).unwrap();
+        assert_eq!(entry.resource_version, 42, "the resourceVersion orders regcred's own writes against the watch");
+        entry.resource_version = 0;
+        assert_eq!(Some(entry), Entry::of(&mut strings, &kept));
 
         // Each kept field still counts.
         let entry = Entry::of(&mut strings, &kept).unwrap();

@@ -1,5 +1,7 @@
 //! The `regcred` command line.
 
+pub mod check;
+
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -52,7 +54,7 @@ pub fn run(cli: Cli) -> ExitCode {
                 return fail(&e);
             }
             match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                Ok(rt) => rt.block_on(crate::registry::command::run(*args)),
+                Ok(rt) => rt.block_on(check::run(*args)),
                 Err(e) => fail(&format!("could not start the async runtime: {e}")),
             }
         }

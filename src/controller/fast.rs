@@ -1,0 +1,52 @@
+//! The new-namespace path: a namespace that appears (or gains the labels a profile selects) gets each profile's
+//! Secret at once, without waiting for that profile's reconcile. A reconcile plans over every namespace the profile
+//! serves, and while it runs the profile's next one waits, so at 10,000 namespaces a new namespace would wait
+//! behind work proportional to the cluster. Here the cost is one lookup per profile and one create: what one
+//! namespace costs. The reconcile that follows (the namespace also marked its profiles dirty) finds the Secret in
+//! place, because the writer records its writes in the view, and only updates the status.
+
+use futures::StreamExt;
+use kube::Client;
+use tracing::{Instrument, debug, info_span};
+
+use crate::secrets::{self, EnsureError};
+use crate::state::View;
+
+/// Namespaces served at once.
+const CONCURRENCY: usize = 16;
+
+/// Serves new namespaces until dropped. Namespaces that appeared while this replica did not lead are covered by
+/// the reconcile of every profile that starts each term, so the set is emptied first.
+pub async fn serve(client: Client, view: View) {
+    if !view.ready.clone().await {
+        return;
+    }
+    view.new_namespaces.clear();
+    let batches = view.new_namespaces.clone().batches();
+    batches
+        .flat_map(futures::stream::iter)
+        .for_each_concurrent(CONCURRENCY, |namespace| {
+            let (client, view) = (client.clone(), view.clone());
+            let span = info_span!("new namespace", namespace = %namespace);
+            async move { serve_one(&client, &view, &namespace).await }.instrument(span)
+        })
+        .await;
+}
+
+/// Writes every missing Secret a selecting profile owes `namespace`.
+async fn serve_one(client: &Client, view: &View, namespace: &str) {
+    let Some(ns) = view.namespace(namespace) else { return };
+    for (profile, meaning) in view.profiles_and_meanings() {
+        if !meaning.writes_secret || !meaning.selects(&ns) || view.managed.contains(namespace, &meaning.secret_name) {
+            continue;
+        }
+        match secrets::ensure(client, view, profile, namespace).await {
+            Ok(()) => debug!(profile = %meaning.name, "Secret written for a new namespace"),
+            // The reconcile decides, and reports, whatever this path leaves.
+            Err(e @ (EnsureError::Withheld | EnsureError::NothingToWrite | EnsureError::Credentials(_))) => {
+                debug!(profile = %meaning.name, reason = %e, "left to the reconcile")
+            }
+            Err(e) => debug!(profile = %meaning.name, error = %e, "write failed; the reconcile retries"),
+        }
+    }
+}

@@ -1,0 +1,274 @@
+//! One reconcile of one profile: resolve -> decide -> execute -> status.
+//!
+//! 1. Resolve: the profile's [`Meaning`] from the view (compiled once per generation), where its credentials
+//!    come from ([`resolve::source`]), and for token sources the refresher's state (minting starts here).
+//! 2. Decide, purely: what to write ([`decide::credentials`]), whether to sync at all ([`decide::gate`]), and
+//!    the writes that bring every selected namespace to it ([`plan::plan`]).
+//! 3. Execute: the Secret writes through the one writer, within the shared budget; then ServiceAccount mode.
+//! 4. Status: computed ([`status::compute`]) and written only when it changed, with an Event per change.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType};
+use kube::{Resource, ResourceExt};
+use tracing::{Instrument, info, info_span, warn};
+
+use super::decide::{self, Written};
+use super::plan::{self, Target};
+use super::status::{self, SyncOutcome};
+use super::{Context, Error, preflight, requeue_after, service_accounts};
+use crate::api::{NamespaceFailure, OnFailure, RegistryProfile, RegistryProfileStatus};
+use crate::names::{DOCKER_CONFIG_KEY, DOCKER_CONFIG_TYPE, FIELD_MANAGER, token_copy_name};
+use crate::resolve::{self, Meaning, Source};
+use crate::secrets::Writer;
+
+/// Reconciles one profile, in a span naming it.
+pub async fn reconcile(profile: Arc<RegistryProfile>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let span = info_span!("reconcile", profile = %profile.name_any());
+    reconcile_inner(profile, ctx).instrument(span).await
+}
+
+async fn reconcile_inner(profile: Arc<RegistryProfile>, ctx: Arc<Context>) -> Result<Action, Error> {
+    if !ctx.view.ready.clone().await {
+        return Err(Error::CacheStopped);
+    }
+    let name = profile.name_any();
+    let uid = profile.uid().ok_or(Error::MissingUid)?;
+    if profile.meta().deletion_timestamp.is_some() {
+        // The garbage collector removes the Secrets through their ownerReferences.
+        return Ok(Action::await_change());
+    }
+    let now = jiff::Timestamp::now();
+
+    // Resolve.
+    let meaning = ctx.view.meaning(&profile);
+    let source = resolve::source(&profile, meaning.registry.as_deref(), &ctx.view);
+    match &source {
+        Ok(Source::Token(t)) => drop(ctx.view.refresher.snapshot(&name, t)),
+        _ if !resolve::mints_tokens(&profile) => ctx.view.refresher.stop(&name),
+        _ => {}
+    }
+    let token = ctx.view.refresher.peek(&name);
+
+    // Decide.
+    let credentials = decide::credentials(&source, token.as_ref(), now);
+    if resolve::mints_tokens(&profile)
+        && let Ok(Some(written)) = &credentials.write
+    {
+        keep_token_copy(&ctx, &profile, written).await;
+    }
+    let preflight = match (&profile.spec.validation, &credentials.write, &meaning.registry) {
+        (Some(validation), Ok(written), Some(registry)) => Some(ctx.checks.state(
+            preflight::Request {
+                profile: name.clone(),
+                registry: registry.clone(),
+                validation: validation.clone(),
+                tls: profile.spec.tls.clone(),
+                config: written.as_ref().map(|w| w.config.clone()),
+            },
+            now,
+        )),
+        _ => {
+            ctx.checks.forget(&name);
+            None
+        }
+    };
+    let withhold = profile.spec.validation.as_ref().is_some_and(|v| v.on_failure == OnFailure::Withhold);
+    let gate = decide::gate(&credentials, meaning.selection.as_ref(), preflight.as_ref(), withhold);
+
+    // Execute.
+    let mut service_accounts_listed = profile.status.as_ref().and_then(|s| s.service_accounts);
+    let sync = match gate {
+        Err(skipped) => skipped,
+        Ok((written, selection)) => {
+            let selected = ctx.view.namespaces.selected_by(selection);
+            let failures = sync_secrets(&ctx, &profile, &meaning, written, &selected, &uid).await?;
+            let selected_count = if written.is_some() { selected.len() as i32 } else { 0 };
+            let synced = selected_count.saturating_sub(failures.len() as i32);
+            let failed: BTreeSet<&str> = failures.iter().map(|f| f.namespace.as_str()).collect();
+            let in_place: BTreeSet<String> =
+                selected.iter().filter(|ns| !failed.contains(ns.as_str())).cloned().collect();
+            let secret = written.is_some().then_some(meaning.secret_name.as_str());
+            let (listed, sa_failures) = sync_service_accounts(&ctx, &profile, secret, &selected, &in_place).await;
+            service_accounts_listed = listed;
+            let mut failures = failures;
+            failures.extend(sa_failures);
+            SyncOutcome::Synced { selected: selected_count, synced, failures }
+        }
+    };
+
+    // Status.
+    let mut next = status::compute(
+        profile.status.as_ref(),
+        profile.meta().generation,
+        meaning.registry.clone(),
+        &credentials.outcome,
+        &sync,
+        preflight.as_ref().and_then(preflight::State::shown),
+        Time(jiff::Timestamp::now()),
+    );
+    next.service_accounts = service_accounts_listed;
+    if matches!(preflight, Some(preflight::State::Pending { .. })) {
+        next.checks = Some(super::checks::CHECKING.into());
+    }
+    if let Some(t) = &token {
+        next.expires_at = t.token.as_ref().map(|m| Time(m.expires_at));
+        next.last_refresh_time = t.last_refresh.map(Time);
+        next.next_refresh_time = t.next_refresh.map(Time);
+    }
+    write_status(&ctx, &profile, &next).await?;
+    let now = jiff::Timestamp::now();
+    let mut after = requeue_after(&next, now);
+    if let Some(validation) = &profile.spec.validation
+        && let Some(due) = ctx.checks.until_due(&name, validation, now)
+    {
+        after = after.min(due);
+    }
+    Ok(Action::requeue(after))
+}
+
+/// Plans and makes the Secret writes of one profile; returns the namespaces that failed.
+async fn sync_secrets(
+    ctx: &Context,
+    profile: &Arc<RegistryProfile>,
+    meaning: &Meaning,
+    written: Option<&Written>,
+    selected: &BTreeSet<String>,
+    uid: &str,
+) -> Result<Vec<NamespaceFailure>, Error> {
+    let observed = ctx.view.managed.observed_for(&meaning.name);
+    let target = match written {
+        Some(w) => Target::Write {
+            name: meaning.secret_name.clone(),
+            content_hash: plan::content_hash(DOCKER_CONFIG_TYPE, [(DOCKER_CONFIG_KEY, w.config.0.expose())]),
+        },
+        None => Target::Nothing,
+    };
+    let plan = plan::plan(&target, selected, &observed, uid);
+    if plan.actions.is_empty() {
+        return Ok(Vec::new());
+    }
+    info!(writes = plan.actions.len(), "syncing Secrets");
+    let writer = writer(ctx, profile, &meaning.secret_name, written);
+    // The writes run in a task of their own: kube-runtime polls reconcilers inside the controller's stream, where
+    // they would share one task with decoding the watch events the writes cause.
+    let writes = ctx.writes.clone();
+    tokio::spawn(async move { writer.execute(plan.actions, &writes).await })
+        .await
+        .map_err(|e| Error::SyncTask(e.to_string()))
+}
+
+fn writer(ctx: &Context, profile: &Arc<RegistryProfile>, secret_name: &str, written: Option<&Written>) -> Writer {
+    Writer {
+        client: ctx.client.clone(),
+        managed: ctx.view.managed.clone(),
+        profile: profile.clone(),
+        secret_name: secret_name.to_owned(),
+        config: written.map(|w| w.config.clone()),
+        expires_at: written.and_then(|w| w.expires_at),
+    }
+}
+
+/// Writes the copy of a minted token into regcred's own namespace when the cached copy differs: once per mint.
+async fn keep_token_copy(ctx: &Context, profile: &Arc<RegistryProfile>, written: &Written) {
+    let current = resolve::token_copy(profile, &ctx.view);
+    if current.is_some_and(|(c, e)| c == written.config && e == written.expires_at) {
+        return;
+    }
+    let writer = writer(ctx, profile, &token_copy_name(&profile.uid().unwrap_or_default()), Some(written));
+    if let Err(e) = writer.keep_token_copy(&ctx.settings.operator_namespace).await {
+        warn!(error = %e, "could not keep the token's copy for other replicas");
+    }
+}
+
+/// ServiceAccount mode for one profile: every cached ServiceAccount gets what the profile wants of it (see
+/// [`service_accounts::want`]); only those that need a change are patched. Returns how many accounts list the
+/// Secret (`None` when the mode is off) and the accounts that could not be patched.
+async fn sync_service_accounts(
+    ctx: &Context,
+    profile: &RegistryProfile,
+    secret: Option<&str>,
+    selected: &BTreeSet<String>,
+    in_place: &BTreeSet<String>,
+) -> (Option<i32>, Vec<NamespaceFailure>) {
+    let name = profile.name_any();
+    let patterns = profile.spec.service_accounts.as_ref().map(|s| s.names.as_slice());
+    let mut listed = 0;
+    let work = ctx.view.service_accounts.filter_map(|sa| {
+        let ns = sa.namespace().unwrap_or_default();
+        let want =
+            service_accounts::want(patterns, &sa.name_any(), selected.contains(&ns), secret, in_place.contains(&ns));
+        if matches!(want, service_accounts::Want::Listed(_)) {
+            listed += 1;
+        }
+        let record = crate::state::service_accounts::record_of(&sa);
+        let pulls = sa.image_pull_secrets.as_deref().unwrap_or_default();
+        service_accounts::change(pulls, &record, &name, &want).is_some().then_some((sa, want))
+    });
+    if !work.is_empty() {
+        info!(patches = work.len(), "updating ServiceAccounts");
+    }
+    let client = &ctx.client;
+    let name = name.as_str();
+    let failures = ctx
+        .writes
+        .run(work, |(sa, want)| async move {
+            match service_accounts::converge(client, &sa, name, &want).await {
+                Ok(_) => None,
+                Err(e) => Some(NamespaceFailure {
+                    namespace: sa.namespace().unwrap_or_default(),
+                    reason: "ServiceAccountPatchFailed".into(),
+                    message: format!("ServiceAccount {}: {e}", sa.name_any()),
+                }),
+            }
+        })
+        .await;
+    let listed = patterns.map(|_| listed - failures.len() as i32);
+    (listed, failures)
+}
+
+/// Writes `next` as the profile's status when it differs from what the view (or the last write) shows, and
+/// publishes an Event for each condition that changed.
+async fn write_status(ctx: &Context, profile: &RegistryProfile, next: &RegistryProfileStatus) -> Result<(), Error> {
+    let name = profile.name_any();
+    if profile.status.as_ref() == Some(next) || ctx.recently_written(&name, next) {
+        return Ok(());
+    }
+    let events = status::events(profile.status.as_ref(), next);
+    let ready = next.conditions.iter().find(|c| c.type_ == status::READY);
+    info!(
+        synced = next.sync_summary.as_deref().unwrap_or_default(),
+        ready = ready.map(|c| c.status.as_str()).unwrap_or_default(),
+        reason = ready.map(|c| c.reason.as_str()).unwrap_or_default(),
+        previous = ?profile.status.as_ref().and_then(|s| s.sync_summary.as_deref()),
+        "status changed"
+    );
+    let patch = serde_json::json!({
+        "apiVersion": "regcred.dev/v1alpha1",
+        "kind": "RegistryProfile",
+        "status": next,
+    });
+    Api::<RegistryProfile>::all(ctx.client.clone())
+        .patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
+        .await
+        .map_err(Error::StatusUpdate)?;
+    ctx.remember_written(&name, next.clone());
+    let reference = profile.object_ref(&());
+    for ev in events {
+        let event = Event {
+            type_: if ev.warning { EventType::Warning } else { EventType::Normal },
+            reason: ev.reason,
+            note: Some(ev.note),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        if let Err(e) = ctx.recorder.publish(&event, &reference).await {
+            warn!(error = %e, "could not publish an Event");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,332 @@
+//! Where a profile's credentials come from, resolved against the Secrets of regcred's own namespace. Pure.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::ResourceExt;
+
+use crate::api::{Provider, RegistryProfile};
+use crate::credentials::ecr::{PUBLIC_REGION, known_region, region_of_host};
+use crate::credentials::refresher::Snapshot;
+use crate::credentials::tokens::{AwsKeys, EcrSource, GcpSource, TokenSource};
+use crate::credentials::{CredentialError, DockerConfig, SecretBytes, dockerconfig_from_source};
+use crate::names::{DOCKER_CONFIG_KEY, EXPIRES_AT_ANNOTATION, token_copy_name};
+use crate::registry::config_key;
+
+/// The Secrets of regcred's own namespace: the only place credentials are read from.
+pub trait Sources {
+    /// regcred's namespace.
+    fn namespace(&self) -> &str;
+    /// The Secret `name` in it.
+    fn secret(&self, name: &str) -> Option<Arc<Secret>>;
+}
+
+/// Secrets already at hand (`regcred check --profile`, tests).
+impl Sources for (String, BTreeMap<String, Arc<Secret>>) {
+    fn namespace(&self) -> &str {
+        &self.0
+    }
+    fn secret(&self, name: &str) -> Option<Arc<Secret>> {
+        self.1.get(name).cloned()
+    }
+}
+
+/// Why a profile's credentials do not resolve: a reason for its `CredentialsResolved` condition and a sentence.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unresolved {
+    pub reason: String,
+    pub message: String,
+}
+
+fn unresolved(reason: &str, message: impl Into<String>) -> Unresolved {
+    Unresolved { reason: reason.into(), message: message.into() }
+}
+
+impl From<CredentialError> for Unresolved {
+    fn from(e: CredentialError) -> Self {
+        unresolved(e.reason(), e.to_string())
+    }
+}
+
+/// Where a profile's credentials come from.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Source {
+    /// A dockerconfigjson built from a Secret in regcred's namespace (`from` names it, for status).
+    Static { config: DockerConfig, from: String },
+    /// Short-lived tokens, minted by the refresher.
+    Token(TokenSource),
+    /// Anonymous access: no Secret at all.
+    Anonymous,
+}
+
+/// Whether a profile's credentials are short-lived tokens regcred mints.
+pub fn mints_tokens(profile: &RegistryProfile) -> bool {
+    profile.spec.credentials.ecr.is_some() || profile.spec.credentials.gcp.is_some()
+}
+
+/// Resolves where `profile`'s credentials come from, for its `registry` (see [`super::Meaning::registry`]).
+/// Token sources come first: a profile with `credentials.ecr` or `credentials.gcp` mints, whatever else it sets.
+pub fn source(profile: &RegistryProfile, registry: Option<&str>, sources: &impl Sources) -> Result<Source, Unresolved> {
+    let creds = &profile.spec.credentials;
+    if let Some(ecr) = &creds.ecr {
+        return ecr_source(profile, ecr, registry, sources).map(Source::Token);
+    }
+    if let Some(gcp) = &creds.gcp {
+        return gcp_source(gcp, registry, sources).map(Source::Token);
+    }
+    let Some(secret_ref) = creds.secret_ref.as_ref() else {
+        return if creds.anonymous == Some(true) {
+            Ok(Source::Anonymous)
+        } else {
+            Err(unresolved("NoCredentialSource", "set spec.credentials.secretRef or spec.credentials.anonymous: true"))
+        };
+    };
+    let registry = registry.ok_or_else(|| unresolved("MissingServer", "spec.server is required for this provider"))?;
+    let data = source_data(sources, &secret_ref.name)?;
+    let from = format!("{}/{}", sources.namespace(), secret_ref.name);
+    let config = dockerconfig_from_source(&from, &data, profile.spec.provider, &config_key(registry))?;
+    Ok(Source::Static { config, from: format!("Secret {from}") })
+}
+
+/// What a token-source profile writes now, from its refresher's state: the last good token (and when it
+/// expires) unless it has expired while minting fails.
+pub fn current(snapshot: &Snapshot, now: jiff::Timestamp) -> Result<(DockerConfig, jiff::Timestamp), Unresolved> {
+    match (&snapshot.token, &snapshot.error) {
+        // The newest token minting could give: written even if it claims to be expired already (the refresher
+        // then mints again at its minimum interval).
+        (Some(t), None) => Ok((t.config.clone(), t.expires_at)),
+        // Minting fails: the last good token serves until it expires.
+        (Some(t), Some(_)) if t.expires_at > now => Ok((t.config.clone(), t.expires_at)),
+        (_, Some(e)) => Err(unresolved(e.reason, e.message.clone())),
+        (None, None) => Err(unresolved("Minting", "minting the first token")),
+    }
+}
+
+/// The current token of `profile` as the leader keeps it in regcred's own namespace. Never read from the
+/// tenants' namespaces: a Secret there could be forged (labels, ownerReferences, even managedFields are written by
+/// whoever creates the object), and copying it would plant one tenant's content in another's namespace.
+pub fn token_copy(
+    profile: &RegistryProfile,
+    sources: &impl Sources,
+) -> Option<(DockerConfig, Option<jiff::Timestamp>)> {
+    let uid = profile.uid()?;
+    let copy = sources.secret(&token_copy_name(&uid))?;
+    if !copy.owner_references().iter().any(|o| o.uid == uid) {
+        return None;
+    }
+    let expires_at = copy.annotations().get(EXPIRES_AT_ANNOTATION).and_then(|t| t.parse().ok());
+    Some((docker_config_of(&copy)?, expires_at))
+}
+
+/// The `.dockerconfigjson` a Secret holds.
+pub fn docker_config_of(secret: &Secret) -> Option<DockerConfig> {
+    let bytes = secret.data.as_ref()?.get(DOCKER_CONFIG_KEY)?;
+    Some(DockerConfig(SecretBytes::new(bytes.0.clone())))
+}
+
+/// The keys of a source Secret in regcred's namespace.
+fn source_data(sources: &impl Sources, name: &str) -> Result<BTreeMap<String, Vec<u8>>, Unresolved> {
+    let namespace = sources.namespace();
+    let source = sources
+        .secret(name)
+        .ok_or_else(|| CredentialError::SecretNotFound { namespace: namespace.into(), name: name.into() })?;
+    Ok(source.data.iter().flatten().map(|(k, v)| (k.clone(), v.0.clone())).collect())
+}
+
+fn ecr_source(
+    profile: &RegistryProfile,
+    ecr: &crate::api::EcrTokenSource,
+    registry: Option<&str>,
+    sources: &impl Sources,
+) -> Result<TokenSource, Unresolved> {
+    let public = profile.spec.provider == Provider::EcrPublic;
+    let region = if public {
+        Some(PUBLIC_REGION.to_owned())
+    } else {
+        ecr.region.clone().or_else(|| registry.and_then(region_of_host))
+    };
+    let region = region.ok_or_else(|| {
+        unresolved("RegionInvalid", "no AWS region: set credentials.ecr.region, or use an ECR host as server")
+    })?;
+    if !known_region(&region) {
+        return Err(unresolved("RegionInvalid", format!("{region} is not a region of any AWS partition")));
+    }
+    let keys = match &ecr.secret_ref {
+        None => None,
+        Some(r) => {
+            let data = source_data(sources, &r.name)?;
+            let get = |k: &str| data.get(k).filter(|v| !v.is_empty()).cloned();
+            let (Some(id), Some(secret)) = (get("aws_access_key_id"), get("aws_secret_access_key")) else {
+                return Err(unresolved(
+                    "MissingKey",
+                    format!(
+                        "Secret {}/{} needs the keys aws_access_key_id and aws_secret_access_key",
+                        sources.namespace(),
+                        r.name
+                    ),
+                ));
+            };
+            Some(AwsKeys {
+                access_key_id: String::from_utf8_lossy(&id).trim().to_owned(),
+                secret_access_key: SecretBytes::new(secret),
+                session_token: get("aws_session_token").map(SecretBytes::new),
+            })
+        }
+    };
+    Ok(TokenSource::Ecr(EcrSource {
+        public,
+        region,
+        registry_ids: ecr.registry_ids.clone(),
+        role_arn: ecr.role_arn.clone(),
+        external_id: ecr.external_id.clone(),
+        keys,
+    }))
+}
+
+fn gcp_source(
+    gcp: &crate::api::GcpTokenSource,
+    registry: Option<&str>,
+    sources: &impl Sources,
+) -> Result<TokenSource, Unresolved> {
+    let registry = registry.ok_or_else(|| unresolved("MissingServer", "spec.server is required for this provider"))?;
+    let data = source_data(sources, &gcp.secret_ref.name)?;
+    let key = data.get("key.json").filter(|v| !v.is_empty()).cloned().ok_or_else(|| {
+        unresolved(
+            "MissingKey",
+            format!("Secret {}/{} needs the key key.json", sources.namespace(), gcp.secret_ref.name),
+        )
+    })?;
+    Ok(TokenSource::Gcp(GcpSource { key: SecretBytes::new(key), registry_key: config_key(registry) }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::credentials::tokens::{MintError, Minted};
+    use crate::resolve::tests::profile;
+    use k8s_openapi::ByteString;
+
+    fn secrets(entries: &[(&str, &[(&str, &str)])]) -> (String, BTreeMap<String, Arc<Secret>>) {
+        let map = entries
+            .iter()
+            .map(|(name, data)| {
+                let secret = Secret {
+                    metadata: kube::api::ObjectMeta { name: Some((*name).into()), ..Default::default() },
+                    data: Some(data.iter().map(|(k, v)| ((*k).into(), ByteString(v.as_bytes().to_vec()))).collect()),
+                    ..Default::default()
+                };
+                ((*name).to_owned(), Arc::new(secret))
+            })
+            .collect();
+        ("regcred-system".into(), map)
+    }
+
+    fn reason(r: Result<Source, Unresolved>) -> String {
+        r.err().map(|u| u.reason).unwrap_or_default()
+    }
+
+    #[test]
+    fn each_source_resolves_or_says_which_step_failed() {
+        let srcs = secrets(&[
+            ("creds", &[("username", "u"), ("password", "p")]),
+            ("aws", &[("aws_access_key_id", "AKIA")]),
+            ("gcp", &[("other", "x")]),
+        ]);
+        let static_ = profile(
+            "s",
+            serde_json::json!({"server": "r.example.com", "credentials": {"secretRef": {"name": "creds"}}}),
+        );
+        match source(&static_, Some("r.example.com"), &srcs) {
+            Ok(Source::Static { from, .. }) => assert_eq!(from, "Secret regcred-system/creds"),
+            other => panic!("{other:?}"),
+        }
+        let cases = [
+            (
+                serde_json::json!({"server": "r.example.com", "credentials": {}}),
+                Some("r.example.com"),
+                "NoCredentialSource",
+            ),
+            (serde_json::json!({"credentials": {"secretRef": {"name": "creds"}}}), None, "MissingServer"),
+            (
+                serde_json::json!({"server": "r.example.com", "credentials": {"secretRef": {"name": "nope"}}}),
+                Some("r.example.com"),
+                "SecretNotFound",
+            ),
+            (
+                serde_json::json!({"provider": "ecr", "credentials": {"ecr": {}}}),
+                Some("registry.example.com"),
+                "RegionInvalid",
+            ),
+            (
+                serde_json::json!({"provider": "ecr", "credentials": {"ecr": {"region": "mars-1"}}}),
+                None,
+                "RegionInvalid",
+            ),
+            (
+                serde_json::json!({"provider": "ecr", "credentials": {"ecr": {"region": "eu-west-1", "secretRef": {"name": "aws"}}}}),
+                None,
+                "MissingKey",
+            ),
+            (
+                serde_json::json!({"provider": "gcr", "credentials": {"gcp": {"secretRef": {"name": "gcp"}}}}),
+                Some("gcr.io"),
+                "MissingKey",
+            ),
+            (
+                serde_json::json!({"provider": "gcr", "credentials": {"gcp": {"secretRef": {"name": "gcp"}}}}),
+                None,
+                "MissingServer",
+            ),
+        ];
+        for (spec, registry, want) in cases {
+            assert_eq!(reason(source(&profile("p", spec.clone()), registry, &srcs)), want, "{spec}");
+        }
+        // Token sources come first, whatever else the profile sets (regcred check used another order).
+        let both = profile(
+            "b",
+            serde_json::json!({"provider": "ecr", "credentials": {"secretRef": {"name": "creds"}, "ecr": {"region": "eu-west-1"}}}),
+        );
+        assert!(matches!(source(&both, None, &srcs), Ok(Source::Token(TokenSource::Ecr(_)))));
+        let anon = profile("a", serde_json::json!({"provider": "mcr", "credentials": {"anonymous": true}}));
+        assert_eq!(source(&anon, Some("mcr.microsoft.com"), &srcs), Ok(Source::Anonymous));
+    }
+
+    #[test]
+    fn the_last_good_token_serves_until_it_expires() {
+        let now = jiff::Timestamp::now();
+        let minted = |secs: i64| Minted {
+            config: crate::credentials::render("r", "u", "p"),
+            expires_at: now.checked_add(jiff::SignedDuration::from_secs(secs)).unwrap(),
+        };
+        let error = Some(MintError::new("AccessDenied", "no"));
+        let fresh = Snapshot { token: Some(minted(3600)), ..Default::default() };
+        assert!(current(&fresh, now).is_ok());
+        let failing = Snapshot { token: Some(minted(3600)), error: error.clone(), ..Default::default() };
+        assert!(current(&failing, now).is_ok(), "a failing refresh keeps the good token");
+        let expired = Snapshot { token: Some(minted(-1)), error: error.clone(), ..Default::default() };
+        assert_eq!(current(&expired, now).unwrap_err().reason, "AccessDenied");
+        assert_eq!(current(&Snapshot::default(), now).unwrap_err().reason, "Minting");
+    }
+
+    #[test]
+    fn a_token_copy_counts_only_when_it_names_the_profile_as_owner() {
+        let p = profile("p", serde_json::json!({"provider": "ecr", "credentials": {"ecr": {"region": "eu-west-1"}}}));
+        let mut srcs = secrets(&[]);
+        let mut copy = Secret {
+            data: Some([(DOCKER_CONFIG_KEY.to_owned(), ByteString(b"{}".to_vec()))].into()),
+            ..Default::default()
+        };
+        copy.metadata.annotations =
+            Some([(EXPIRES_AT_ANNOTATION.to_owned(), "2030-01-01T00:00:00Z".to_owned())].into());
+        srcs.1.insert(token_copy_name("uid-p"), Arc::new(copy.clone()));
+        assert_eq!(token_copy(&p, &srcs), None, "no ownerReference: not ours");
+        copy.metadata.owner_references = Some(vec![k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+            uid: "uid-p".into(),
+            ..Default::default()
+        }]);
+        srcs.1.insert(token_copy_name("uid-p"), Arc::new(copy));
+        let (_, expires) = token_copy(&p, &srcs).unwrap();
+        assert_eq!(expires, "2030-01-01T00:00:00Z".parse().ok());
+    }
+}
