@@ -34,6 +34,9 @@ pub mod state;
 pub mod telemetry;
 pub mod webhook;
 
+#[cfg(test)]
+mod layers;
+
 use futures::FutureExt;
 use tracing::info;
 

@@ -56,6 +56,11 @@ impl Bursts {
 /// Runs forever: every `period`, reads `activity` (a counter that moves with the work being done: reconciles)
 /// and returns freed memory to the OS when a burst has ended.
 pub async fn trim_after_bursts(activity: impl Fn() -> u64, period: Duration) {
+    trim_after_bursts_with(activity, period, trim).await;
+}
+
+/// [`trim_after_bursts`] with the trim to call.
+async fn trim_after_bursts_with(activity: impl Fn() -> u64, period: Duration, trim: impl Fn() -> bool) {
     // Start-up (the first lists) is a burst of its own.
     let mut bursts = Bursts::new(activity(), true);
     let mut tick = tokio::time::interval(period);
@@ -145,13 +150,46 @@ mod tests {
         assert!(start.ended(7), "start-up counts as a burst");
     }
 
-    #[tokio::test]
-    async fn the_loop_trims_without_harm() {
-        // A real call: it must neither crash nor disturb the allocator.
-        let counter = std::sync::atomic::AtomicU64::new(0);
-        let run = trim_after_bursts(|| counter.load(std::sync::atomic::Ordering::Relaxed), Duration::from_millis(5));
-        let _ = tokio::time::timeout(Duration::from_millis(40), run).await;
-        let v: Vec<u8> = vec![1; 1 << 20];
-        assert_eq!(v.iter().map(|b| usize::from(*b)).sum::<usize>(), 1 << 20);
+    #[tokio::test(start_paused = true)]
+    async fn the_loop_trims_once_after_each_burst_and_never_while_quiet() {
+        use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+        let (activity, trims) = (AtomicU64::new(0), AtomicUsize::new(0));
+        let period = Duration::from_secs(10);
+        let run = trim_after_bursts_with(
+            || activity.load(Ordering::Relaxed),
+            period,
+            || trims.fetch_add(1, Ordering::Relaxed) == usize::MAX,
+        );
+        let observe = async {
+            let trims = &trims;
+            let trims_after = |periods: u32| async move {
+                tokio::time::sleep(period * periods).await;
+                trims.load(Ordering::Relaxed)
+            };
+            // Half a period off the ticks. Start-up is a burst: one trim after two quiet periods, then none while
+            // nothing happens.
+            tokio::time::sleep(period / 2).await;
+            assert_eq!(trims_after(3).await, 1, "after start-up");
+            assert_eq!(trims_after(10).await, 1, "a quiet operator trims again");
+            // Another burst, then quiet: exactly one more.
+            activity.fetch_add(500, Ordering::Relaxed);
+            assert_eq!(trims_after(1).await, 1, "trimmed in the middle of a burst");
+            assert_eq!(trims_after(3).await, 2, "after the second burst");
+        };
+        tokio::select! {
+            () = run => panic!("the loop ended"),
+            () = observe => {}
+        }
+    }
+
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    #[test]
+    fn the_trim_returns_freed_pages_inside_the_heap() {
+        // Free pages below a live allocation: free() cannot give them back by shrinking the heap, malloc_trim can.
+        let chunks: Vec<Vec<u8>> = (0..4096).map(|i| vec![u8::try_from(i % 251).unwrap_or(0); 4000]).collect();
+        let keep = vec![7u8; 4000];
+        drop(chunks);
+        assert!(trim(), "malloc_trim released nothing");
+        assert_eq!(keep.iter().map(|b| usize::from(*b)).sum::<usize>(), 7 * 4000, "the live allocation is intact");
     }
 }

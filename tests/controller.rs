@@ -349,7 +349,8 @@ async fn a_controller_killed_mid_sync_converges_after_restart_without_loss_or_du
     TestEnv::new("restart")
         .await
         .run(|env| async move {
-            let mut h = Harness::start(&env).await;
+            // One write at a time, so that the kill lands mid-sync.
+            let mut h = Harness::start_with(&env, &["--write-concurrency", "1"]).await;
             const N: usize = 200;
             let mut namespaces = Vec::new();
             for i in 0..N {
@@ -367,7 +368,10 @@ async fn a_controller_killed_mid_sync_converges_after_restart_without_loss_or_du
             .await;
             h.operator.take().unwrap().kill().await;
             let at_kill = secrets.list_metadata(&ours).await.unwrap().items.len();
-            assert!(at_kill >= partial);
+            assert!(
+                (partial..N).contains(&at_kill),
+                "the kill did not interrupt the sync: {at_kill} of {N} Secrets (at least {partial} seen before it)"
+            );
             h.restart();
             let p = h.ready(&profile).await;
             assert_eq!(p.status.unwrap().sync_summary.as_deref(), Some(&*format!("{N}/{N}")));

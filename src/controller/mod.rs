@@ -93,7 +93,7 @@ pub struct Context {
     pub recorder: Recorder,
     pub view: View,
     pub metrics: Arc<crate::metrics::Metrics>,
-    /// The status last written per profile, and when: a reconcile that starts before that write reaches the
+    /// The status last written per profile (by uid), and when: a reconcile that starts before that write reaches the
     /// cache sees a stale status and would write the same one again.
     pub written:
         std::sync::Mutex<std::collections::HashMap<String, (crate::api::RegistryProfileStatus, std::time::Instant)>>,
@@ -107,9 +107,15 @@ pub struct Context {
 const WRITTEN_STATUS_TRUST: Duration = Duration::from_secs(30);
 
 impl Context {
-    fn recently_written(&self, profile: &str, status: &crate::api::RegistryProfileStatus) -> bool {
+    /// The profile's status as last known: the one this replica wrote a moment ago when the view has not caught
+    /// up with it yet, else the view's. A reconcile computes its status from this one, so a view that lags
+    /// behind regcred's own status write neither rewrites it nor repeats its Events.
+    fn previous_status(&self, profile: &RegistryProfile) -> Option<crate::api::RegistryProfileStatus> {
         let written = self.written.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        written.get(profile).is_some_and(|(s, at)| s == status && at.elapsed() < WRITTEN_STATUS_TRUST)
+        match written.get(&profile.uid().unwrap_or_default()) {
+            Some((s, at)) if at.elapsed() < WRITTEN_STATUS_TRUST => Some(s.clone()),
+            _ => profile.status.clone(),
+        }
     }
 
     fn remember_written(&self, profile: &str, status: crate::api::RegistryProfileStatus) {
@@ -305,3 +311,6 @@ fn error_policy(profile: Arc<RegistryProfile>, error: &Error, _ctx: Arc<Context>
     warn!(profile = %profile.name_any(), error = %error, kind = error.metric_label(), "reconcile failed");
     Action::requeue(Duration::from_secs(10))
 }
+
+#[cfg(test)]
+mod tests;

@@ -81,7 +81,7 @@ async fn reconcile_inner(profile: Arc<RegistryProfile>, ctx: Arc<Context>) -> Re
     let gate = decide::gate(&credentials, meaning.selection.as_ref(), preflight.as_ref(), withhold);
 
     // Execute.
-    let mut service_accounts_listed = profile.status.as_ref().and_then(|s| s.service_accounts);
+    let mut service_accounts_listed = ctx.previous_status(&profile).and_then(|s| s.service_accounts);
     let sync = match gate {
         Err(skipped) => skipped,
         Ok((written, selection)) => {
@@ -102,8 +102,9 @@ async fn reconcile_inner(profile: Arc<RegistryProfile>, ctx: Arc<Context>) -> Re
     };
 
     // Status.
+    let previous = ctx.previous_status(&profile);
     let mut next = status::compute(
-        profile.status.as_ref(),
+        previous.as_ref(),
         profile.meta().generation,
         meaning.registry.clone(),
         &credentials.outcome,
@@ -120,7 +121,7 @@ async fn reconcile_inner(profile: Arc<RegistryProfile>, ctx: Arc<Context>) -> Re
         next.last_refresh_time = t.last_refresh.map(Time);
         next.next_refresh_time = t.next_refresh.map(Time);
     }
-    write_status(&ctx, &profile, &next).await?;
+    write_status(&ctx, &profile, previous.as_ref(), &next).await?;
     let now = jiff::Timestamp::now();
     let mut after = requeue_after(&next, now);
     if let Some(validation) = &profile.spec.validation
@@ -231,20 +232,26 @@ async fn sync_service_accounts(
     (listed, failures)
 }
 
-/// Writes `next` as the profile's status when it differs from what the view (or the last write) shows, and
-/// publishes an Event for each condition that changed.
-async fn write_status(ctx: &Context, profile: &RegistryProfile, next: &RegistryProfileStatus) -> Result<(), Error> {
+/// Writes `next` as the profile's status when it differs from the `previous` one (see
+/// [`Context::previous_status`]) and from what the view shows, and publishes an Event for each condition that
+/// changed.
+async fn write_status(
+    ctx: &Context,
+    profile: &RegistryProfile,
+    previous: Option<&RegistryProfileStatus>,
+    next: &RegistryProfileStatus,
+) -> Result<(), Error> {
     let name = profile.name_any();
-    if profile.status.as_ref() == Some(next) || ctx.recently_written(&name, next) {
+    if previous == Some(next) || profile.status.as_ref() == Some(next) {
         return Ok(());
     }
-    let events = status::events(profile.status.as_ref(), next);
+    let events = status::events(previous, next);
     let ready = next.conditions.iter().find(|c| c.type_ == status::READY);
     info!(
         synced = next.sync_summary.as_deref().unwrap_or_default(),
         ready = ready.map(|c| c.status.as_str()).unwrap_or_default(),
         reason = ready.map(|c| c.reason.as_str()).unwrap_or_default(),
-        previous = ?profile.status.as_ref().and_then(|s| s.sync_summary.as_deref()),
+        previous = ?previous.and_then(|s| s.sync_summary.as_deref()),
         "status changed"
     );
     let patch = serde_json::json!({
@@ -256,7 +263,7 @@ async fn write_status(ctx: &Context, profile: &RegistryProfile, next: &RegistryP
         .patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
         .await
         .map_err(Error::StatusUpdate)?;
-    ctx.remember_written(&name, next.clone());
+    ctx.remember_written(&profile.uid().unwrap_or_default(), next.clone());
     let reference = profile.object_ref(&());
     for ev in events {
         let event = Event {

@@ -127,8 +127,8 @@ pub async fn converge(
         });
         match api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
             Ok(_) => return Ok(true),
-            Err(kube::Error::Api(s)) if s.code == 404 => return Ok(false),
-            Err(kube::Error::Api(s)) if s.code == 409 && attempt < 4 => match api.get_opt(&name).await? {
+            Err(kube::Error::Api(s)) if s.is_not_found() => return Ok(false),
+            Err(kube::Error::Api(s)) if s.is_conflict() && attempt < 4 => match api.get_opt(&name).await? {
                 Some(fresh) => current = fresh,
                 None => return Ok(false),
             },

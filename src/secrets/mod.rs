@@ -193,19 +193,23 @@ impl Writer {
                 self.record(&answer);
                 None
             }
-            Err(e) if is_status(&e, 409) => match self.api(namespace).get_metadata_opt(&self.secret_name).await {
-                Ok(Some(existing)) if self.is_ours(&existing.metadata) => self.apply(namespace).await,
-                Ok(Some(_)) => Some(failure(
-                    namespace,
-                    "Conflict",
-                    format!(
-                        "a Secret named {} that regcred does not manage exists; it is left untouched",
-                        self.secret_name
-                    ),
-                )),
-                Ok(None) => Some(failure(namespace, "Retrying", "the Secret was deleted while being created".into())),
-                Err(e) => Some(api_failure(namespace, &e)),
-            },
+            Err(kube::Error::Api(s)) if s.is_already_exists() || s.is_conflict() => {
+                match self.api(namespace).get_metadata_opt(&self.secret_name).await {
+                    Ok(Some(existing)) if self.is_ours(&existing.metadata) => self.apply(namespace).await,
+                    Ok(Some(_)) => Some(failure(
+                        namespace,
+                        "Conflict",
+                        format!(
+                            "a Secret named {} that regcred does not manage exists; it is left untouched",
+                            self.secret_name
+                        ),
+                    )),
+                    Ok(None) => {
+                        Some(failure(namespace, "Retrying", "the Secret was deleted while being created".into()))
+                    }
+                    Err(e) => Some(api_failure(namespace, &e)),
+                }
+            }
             Err(e) if namespace_gone(&e) => None,
             Err(e) => Some(api_failure(namespace, &e)),
         }
@@ -256,7 +260,7 @@ impl Writer {
                 self.managed.record_deleted(namespace, name, uid);
                 None
             }
-            Err(e) if is_status(&e, 404) || is_status(&e, 409) => None,
+            Err(kube::Error::Api(s)) if s.is_not_found() || s.is_conflict() => None,
             Err(e) => Some(api_failure(namespace, &e)),
         }
     }
@@ -331,13 +335,9 @@ fn withholds(profile: &RegistryProfile) -> bool {
     withhold && !synced
 }
 
-fn is_status(e: &kube::Error, code: u16) -> bool {
-    matches!(e, kube::Error::Api(s) if s.code == code)
-}
-
 /// Writes into a namespace that is gone or going are moot: the namespace watch deselects it.
 fn namespace_gone(e: &kube::Error) -> bool {
-    matches!(e, kube::Error::Api(s) if (s.code == 404 && s.message.contains("namespaces")) || (s.code == 403 && s.message.contains("being terminated")))
+    matches!(e, kube::Error::Api(s) if (s.is_not_found() && s.message.contains("namespaces")) || (s.is_forbidden() && s.message.contains("being terminated")))
 }
 
 fn failure(namespace: &str, reason: &str, message: String) -> NamespaceFailure {
@@ -347,8 +347,8 @@ fn failure(namespace: &str, reason: &str, message: String) -> NamespaceFailure {
 fn api_failure(namespace: &str, e: &kube::Error) -> NamespaceFailure {
     debug!(namespace, error = %e, "Secret write failed");
     let reason = match e {
-        kube::Error::Api(s) if s.code == 403 => "Forbidden",
-        kube::Error::Api(s) if s.code == 422 => "Invalid",
+        kube::Error::Api(s) if s.is_forbidden() => "Forbidden",
+        kube::Error::Api(s) if s.is_invalid() => "Invalid",
         kube::Error::Api(_) => "WriteFailed",
         _ => "APIUnreachable",
     };

@@ -153,6 +153,31 @@ impl View {
         view
     }
 
+    /// A view fed by hand rather than by watches, ready at once: for tests of the layers above it (the reconcile
+    /// against a mocked apiserver, say). Profiles and source Secrets go in through the returned writers, the
+    /// indexes through their own `apply`.
+    pub fn detached(operator_namespace: &str, refresh_fraction: f64) -> (Self, Feeds) {
+        let dirty = Arc::new(Dirty::default());
+        let marks = dirty.clone();
+        let refresher = Arc::new(Refresher::new(Arc::new(move |p: &str| marks.mark([p.to_owned()])), refresh_fraction));
+        let (profiles, profiles_feed) = reflector::store();
+        let (sources, sources_feed) = reflector::store();
+        let view = Self {
+            profiles,
+            namespaces: Namespaces::default(),
+            managed: ManagedSecrets::default(),
+            sources,
+            service_accounts: ServiceAccounts::default(),
+            refresher,
+            ready: futures::future::ready(true).boxed().shared(),
+            dirty,
+            new_namespaces: Arc::default(),
+            operator_namespace: operator_namespace.into(),
+            meanings: Arc::default(),
+        };
+        (view, Feeds { profiles: profiles_feed, sources: sources_feed })
+    }
+
     /// Runs one reflector stream in its own task, marking the profiles `map` names for each object it touches,
     /// and every profile when a (re)list completes.
     ///
@@ -258,6 +283,12 @@ impl View {
     pub fn namespace(&self, name: &str) -> Option<NamespaceInfo> {
         self.namespaces.get(name)
     }
+}
+
+/// What feeds a [`View::detached`].
+pub struct Feeds {
+    pub profiles: reflector::store::Writer<RegistryProfile>,
+    pub sources: reflector::store::Writer<Secret>,
 }
 
 /// Source Secrets come from the view of regcred's own namespace.

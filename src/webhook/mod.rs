@@ -20,7 +20,7 @@ use kube::core::admission::{AdmissionRequest, AdmissionResponse, Operation};
 use kube::{Client, ResourceExt};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use tracing::{debug, warn};
+use tracing::{Instrument, debug, warn};
 
 use crate::api::RegistryProfile;
 use crate::registry::reference::{self as image, CredentialKey};
@@ -78,14 +78,14 @@ pub fn patch(has_pull_secrets: bool, names: &[String]) -> json_patch::Patch {
             .iter()
             .map(|n| {
                 PatchOperation::Add(AddOperation {
-                    path: jsonptr::PointerBuf::parse("/spec/imagePullSecrets/-").unwrap_or_default(),
+                    path: jsonptr::PointerBuf::from_tokens(["spec", "imagePullSecrets", "-"]),
                     value: entry(n),
                 })
             })
             .collect()
     } else {
         vec![PatchOperation::Add(AddOperation {
-            path: jsonptr::PointerBuf::parse("/spec/imagePullSecrets").unwrap_or_default(),
+            path: jsonptr::PointerBuf::from_tokens(["spec", "imagePullSecrets"]),
             value: serde_json::Value::Array(names.iter().map(entry).collect()),
         })]
     };
@@ -168,6 +168,20 @@ impl Webhook {
             return allowed;
         }
         let Some(namespace) = req.namespace.clone().or_else(|| pod.namespace()) else { return allowed };
+        // A Pod created from a template has no name yet: its generateName says whose it is.
+        let name = pod.metadata.name.as_deref().or(pod.metadata.generate_name.as_deref()).unwrap_or_default();
+        let span = tracing::info_span!("admission", namespace = %namespace, pod = %name);
+        self.admit_pod(&pod, namespace, allowed, req.dry_run).instrument(span).await
+    }
+
+    /// The decision for one Pod in `namespace` (`allowed`: the answer that changes nothing).
+    async fn admit_pod(
+        &self,
+        pod: &Pod,
+        namespace: String,
+        allowed: AdmissionResponse,
+        dry_run: bool,
+    ) -> AdmissionResponse {
         let Some(ns) = self.namespace(&namespace).await else { return allowed };
         if ns.labels.get(OPT_OUT_LABEL).is_some_and(|v| v == OPT_OUT_VALUE) {
             return allowed;
@@ -176,10 +190,10 @@ impl Webhook {
         let candidates = candidates(profiles.iter().map(|(_, m)| &**m), &ns);
         let existing: Vec<String> =
             pod.spec.iter().flat_map(|s| s.image_pull_secrets.iter().flatten()).map(|r| r.name.clone()).collect();
-        let wanted = decide(&pod_images(&pod), &existing, &candidates);
+        let wanted = decide(&pod_images(pod), &existing, &candidates);
         let mut add = Vec::with_capacity(wanted.len());
         for name in wanted {
-            if self.secret_ready(&namespace, &name, &candidates, &profiles, req.dry_run).await {
+            if self.secret_ready(&namespace, &name, &candidates, &profiles, dry_run).await {
                 add.push(name);
             }
         }

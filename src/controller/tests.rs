@@ -1,0 +1,290 @@
+//! The reconcile without a cluster: a view fed by hand and a mocked apiserver that records every request and
+//! answers as the apiserver would. Beside the tests on the real control plane (tests/controller.rs), these pin
+//! down exactly which requests one reconcile makes.
+
+use std::sync::{Arc, Mutex};
+
+use http::{Method, Request, Response, StatusCode};
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::client::Body;
+use kube::core::PartialObjectMeta;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::watcher::Event;
+use kube::{Client, ResourceExt};
+use serde_json::{Value, json};
+
+use super::{Context, Settings, preflight, reconcile};
+use crate::api::RegistryProfile;
+use crate::secrets::WriteBudget;
+use crate::state::View;
+use crate::state::managed::WatchedSecret;
+
+const OP_NS: &str = "regcred-system";
+
+/// One request the reconcile made.
+#[derive(Debug, Clone)]
+struct Seen {
+    method: Method,
+    path: String,
+    body: Value,
+}
+
+/// A mocked apiserver: records each request and answers with what the apiserver would send back (a created or
+/// applied object with a uid and resourceVersion; a status patch with the profile).
+#[derive(Clone, Default)]
+struct Apiserver {
+    seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl Apiserver {
+    fn client(&self) -> Client {
+        let seen = self.seen.clone();
+        let service = tower::service_fn(move |request: Request<Body>| {
+            let seen = seen.clone();
+            async move {
+                let (parts, body) = request.into_parts();
+                let bytes = body.collect_bytes().await.unwrap_or_default();
+                let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+                let path = parts.uri.path().to_owned();
+                let mut answer = body.clone();
+                if answer.is_object() {
+                    let n = seen.lock().unwrap().len();
+                    answer["metadata"]["uid"] = json!(format!("00000000-0000-0000-0000-{n:012}"));
+                    answer["metadata"]["resourceVersion"] = json!((1000 + n).to_string());
+                    if let Some(name) = path.rsplit('/').next().filter(|_| parts.method == Method::PATCH) {
+                        answer["metadata"]["name"] = json!(name.to_owned());
+                    }
+                    if path.ends_with("/status") {
+                        answer["spec"] = json!({"namespaces": {}, "credentials": {}});
+                    }
+                    if let Some(ns) = path.split("/namespaces/").nth(1).and_then(|r| r.split('/').next()) {
+                        answer["metadata"]["namespace"] = json!(ns);
+                    }
+                }
+                let status = if parts.method == Method::POST { StatusCode::CREATED } else { StatusCode::OK };
+                seen.lock().unwrap().push(Seen { method: parts.method, path, body });
+                Ok::<_, std::convert::Infallible>(
+                    Response::builder().status(status).body(Body::from(answer.to_string().into_bytes())).unwrap(),
+                )
+            }
+        });
+        Client::new(service, "default")
+    }
+
+    /// The requests made since the last call, events aside (their number depends on the status change only).
+    fn take(&self) -> Vec<Seen> {
+        let all = std::mem::take(&mut *self.seen.lock().unwrap());
+        all.into_iter().filter(|s| !s.path.contains("/events")).collect()
+    }
+}
+
+fn profile(spec: Value) -> RegistryProfile {
+    let mut p: RegistryProfile = serde_json::from_value(json!({
+        "apiVersion": "regcred.dev/v1alpha1", "kind": "RegistryProfile",
+        "metadata": {"name": "p", "uid": "11111111-2222-3333-4444-555555555555", "generation": 1},
+        "spec": spec,
+    }))
+    .unwrap();
+    p.metadata.resource_version = Some("1".into());
+    p
+}
+
+fn source(name: &str, password: &str) -> Secret {
+    Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some(OP_NS.into()),
+            ..Default::default()
+        },
+        data: Some(
+            [("username", "bot"), ("password", password)]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), ByteString(v.as_bytes().to_vec())))
+                .collect(),
+        ),
+        ..Default::default()
+    }
+}
+
+fn namespace(name: &str) -> PartialObjectMeta<Namespace> {
+    let mut ns = PartialObjectMeta::<Namespace>::default();
+    ns.metadata.name = Some(name.into());
+    ns.metadata.labels = Some([("pull".to_owned(), "yes".to_owned())].into());
+    ns
+}
+
+struct Scene {
+    api: Apiserver,
+    view: View,
+    feeds: crate::state::Feeds,
+    ctx: Arc<Context>,
+}
+
+fn scene(namespaces: &[&str]) -> Scene {
+    let api = Apiserver::default();
+    let client = api.client();
+    let (view, feeds) = View::detached(OP_NS, 2.0 / 3.0);
+    for ns in namespaces {
+        view.namespaces.apply(&Event::Apply(namespace(ns)));
+    }
+    let settings = Settings {
+        operator_namespace: OP_NS.into(),
+        write_concurrency: 8,
+        profile_selector: None,
+        reporter: "regcred".into(),
+    };
+    let recorder = Recorder::new(client.clone(), Reporter { controller: "regcred".into(), instance: None });
+    let ctx = Arc::new(Context {
+        client,
+        settings,
+        recorder,
+        view: view.clone(),
+        metrics: Arc::new(crate::metrics::Metrics::new(view.clone(), None)),
+        written: Default::default(),
+        checks: preflight::Checks::new(1, view.dirty.clone()),
+        writes: WriteBudget::new(8),
+    });
+    Scene { api, view, feeds, ctx }
+}
+
+impl Scene {
+    fn put_profile(&mut self, p: &RegistryProfile) -> Arc<RegistryProfile> {
+        self.feeds.profiles.apply_watcher_event(&Event::Apply(p.clone()));
+        self.view.profiles.get(&kube::runtime::reflector::ObjectRef::new(&p.name_any())).unwrap()
+    }
+
+    fn put_source(&mut self, s: Secret) {
+        self.feeds.sources.apply_watcher_event(&Event::Apply(s));
+    }
+
+    async fn reconcile(&self, p: &Arc<RegistryProfile>) -> Vec<Seen> {
+        reconcile::reconcile(p.clone(), self.ctx.clone()).await.unwrap();
+        self.api.take()
+    }
+}
+
+fn spec() -> Value {
+    json!({
+        "server": "registry.example.com",
+        "credentials": {"secretRef": {"name": "creds"}},
+        "namespaces": {"selector": {"matchLabels": {"pull": "yes"}}},
+        "secretName": "pull",
+    })
+}
+
+fn summary(seen: &[Seen]) -> Vec<String> {
+    seen.iter().map(|s| format!("{} {}", s.method, s.path)).collect()
+}
+
+#[tokio::test]
+async fn a_first_reconcile_creates_each_secret_once_then_writes_its_status_and_a_second_makes_no_request() {
+    let mut s = scene(&["a", "b"]);
+    s.put_source(source("creds", "pw1"));
+    let p = s.put_profile(&profile(spec()));
+    let mut seen = summary(&s.reconcile(&p).await);
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            "PATCH /apis/regcred.dev/v1alpha1/registryprofiles/p/status",
+            "POST /api/v1/namespaces/a/secrets",
+            "POST /api/v1/namespaces/b/secrets",
+        ]
+    );
+    // The writer recorded its writes in the view before any watch event: nothing is written twice.
+    assert!(s.view.managed.contains("a", "pull") && s.view.managed.contains("b", "pull"));
+    assert_eq!(summary(&s.reconcile(&p).await), Vec::<String>::new(), "a reconcile with nothing to do wrote");
+}
+
+#[tokio::test]
+async fn a_rotated_source_makes_exactly_one_write_per_secret_even_when_the_watch_lags() {
+    let mut s = scene(&["a", "b", "c"]);
+    s.put_source(source("creds", "pw1"));
+    let p = s.put_profile(&profile(spec()));
+    s.reconcile(&p).await;
+    s.put_source(source("creds", "pw2"));
+    let rotation = s.reconcile(&p).await;
+    let writes: Vec<&Seen> = rotation.iter().filter(|r| r.path.contains("/secrets/pull")).collect();
+    assert_eq!(writes.len(), 3, "{:?}", summary(&rotation));
+    assert!(writes.iter().all(|w| w.method == Method::PATCH), "rotation is a server-side apply");
+    let data = writes[0].body["data"][".dockerconfigjson"].as_str().unwrap();
+    assert!(!data.is_empty());
+    // The watch now delivers the first sync's events, older than the rotation: they change nothing.
+    let stale: WatchedSecret = serde_json::from_value(json!({
+        "metadata": {"name": "pull", "namespace": "a", "uid": "00000000-0000-0000-0000-000000000000",
+                     "resourceVersion": "1", "labels": {"app.kubernetes.io/managed-by": "regcred", "regcred.dev/profile": "p"}},
+        "type": "kubernetes.io/dockerconfigjson",
+        "data": {".dockerconfigjson": "e30="},
+    }))
+    .unwrap();
+    s.view.managed.apply(&Event::Apply(stale));
+    assert_eq!(summary(&s.reconcile(&p).await), Vec::<String>::new(), "a stale watch event caused a rewrite");
+}
+
+#[tokio::test]
+async fn unresolved_credentials_write_no_secret_and_say_why_in_status() {
+    let s = &mut scene(&["a"]);
+    let p = s.put_profile(&profile(spec()));
+    let seen = s.reconcile(&p).await;
+    assert_eq!(summary(&seen), ["PATCH /apis/regcred.dev/v1alpha1/registryprofiles/p/status"]);
+    let conditions = seen[0].body["status"]["conditions"].as_array().unwrap();
+    let resolved = conditions.iter().find(|c| c["type"] == "CredentialsResolved").unwrap();
+    assert_eq!((resolved["status"].as_str(), resolved["reason"].as_str()), (Some("False"), Some("SecretNotFound")));
+    let synced = conditions.iter().find(|c| c["type"] == "SecretsSynced").unwrap();
+    assert_eq!(synced["reason"], "CredentialsUnavailable");
+}
+
+#[tokio::test]
+async fn a_deselected_namespace_loses_only_the_secret_the_profile_owns() {
+    let mut s = scene(&["a", "b"]);
+    s.put_source(source("creds", "pw1"));
+    let p = s.put_profile(&profile(spec()));
+    s.reconcile(&p).await;
+    let mut b = namespace("b");
+    b.metadata.labels = None;
+    s.view.namespaces.apply(&Event::Apply(b));
+    let seen = s.reconcile(&p).await;
+    let deletes: Vec<String> = summary(&seen).into_iter().filter(|r| r.starts_with("DELETE")).collect();
+    assert_eq!(deletes, ["DELETE /api/v1/namespaces/b/secrets/pull"]);
+    let delete = seen.iter().find(|r| r.method == Method::DELETE).unwrap();
+    assert!(delete.body["preconditions"]["uid"].is_string(), "deletes are by uid: {}", delete.body);
+    assert!(!s.view.managed.contains("b", "pull") && s.view.managed.contains("a", "pull"));
+}
+
+#[tokio::test]
+async fn a_pending_preflight_never_holds_up_the_secrets_unless_withheld() {
+    // A registry that accepts connections and never answers.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let _silent = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    crate::install_crypto_provider();
+    let mut s = scene(&["a"]);
+    s.put_source(source("creds", "pw1"));
+    let mut report = spec();
+    report["server"] = json!(addr);
+    report["validation"] = json!({"images": ["team/app:1"]});
+    let p = s.put_profile(&profile(report.clone()));
+    let seen = s.reconcile(&p).await;
+    assert!(summary(&seen).contains(&"POST /api/v1/namespaces/a/secrets".to_owned()), "{:?}", summary(&seen));
+    let status = &seen.iter().find(|r| r.path.ends_with("/status")).unwrap().body["status"];
+    assert_eq!(status["checks"], "Checking");
+
+    let mut withheld = report;
+    withheld["validation"]["onFailure"] = json!("Withhold");
+    withheld["secretName"] = json!("held");
+    let mut p = profile(withheld);
+    p.metadata.name = Some("q".into());
+    p.metadata.uid = Some("22222222-2222-3333-4444-555555555555".into());
+    let q = s.put_profile(&p);
+    let seen = s.reconcile(&q).await;
+    assert_eq!(summary(&seen), ["PATCH /apis/regcred.dev/v1alpha1/registryprofiles/q/status"]);
+    let conditions = seen[0].body["status"]["conditions"].as_array().unwrap();
+    let synced = conditions.iter().find(|c| c["type"] == "SecretsSynced").unwrap();
+    assert_eq!(synced["reason"], "AwaitingPreflight");
+}
