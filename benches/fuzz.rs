@@ -147,7 +147,7 @@ fn main() {
         let key = CredentialKey::parse(&random_reference(&mut rng));
         let outcome = std::panic::catch_unwind(|| {
             if let Ok(image) = parse(&reference) {
-                assert!(!image.name().is_empty(), "a parsed reference has a name");
+                assert!(!image.repository().is_empty(), "a parsed reference has a repository");
                 let _ = key.matches(&image);
                 for k in &keys {
                     let _ = k.matches(&image);

@@ -187,9 +187,11 @@ impl Report {
 /// The full reference of a probe image: as given when it names a registry (a first component with a `.` or `:`,
 /// or `localhost`), otherwise under the profile's registry (which may carry a path prefix).
 pub fn qualify(image: &str, registry: &str) -> String {
-    let first = image.split('/').next().unwrap_or_default();
-    let names_registry = image.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost");
-    if names_registry { image.to_owned() } else { format!("{}/{image}", registry.trim_end_matches('/')) }
+    if super::reference::names_registry(image) {
+        image.to_owned()
+    } else {
+        format!("{}/{image}", registry.trim_end_matches('/'))
+    }
 }
 
 /// Parses a quantity such as `20Gi`, `500M` or `1.5Gi` into bytes.

@@ -1,8 +1,10 @@
 //! Image references and the kubelet's way of matching them against dockerconfigjson keys.
 //!
-//! The grammar is the one of distribution/reference: `[registry[:port]/]repository[:tag][@digest]`, where a first
-//! path component counts as a registry only if it contains a `.` or a `:` or is `localhost`, Docker Hub is the
-//! default registry and single-component Docker Hub repositories live under `library/`.
+//! The grammar is distribution/reference's, as oci-client implements it (the preflight's client parses with the
+//! same): `[registry[:port]/]repository[:tag][@digest]`, where a first path component counts as a registry only if
+//! it contains a `.` or a `:` or is `localhost`, Docker Hub is the default registry and single-component Docker
+//! Hub repositories live under `library/`. Only the matching is regcred's own, because it must be the kubelet's
+//! exactly (`k8s.io/kubernetes/pkg/credentialprovider`: `URLsMatchStr` and the Docker Hub default).
 //!
 //! Matching follows the kubelet's credential keyring: a key such as `https://index.docker.io/v1/`,
 //! `registry.example.com:5000/team` or `*.dkr.ecr.eu-west-1.amazonaws.com` matches an image when the ports are
@@ -10,194 +12,59 @@
 //! the key's path is a prefix of the image's repository path. Docker Hub's key `index.docker.io` also matches
 //! every Docker Hub image (`nginx`, `library/nginx`, `docker.io/...`).
 
-use std::fmt;
+pub use oci_client::{ParseError, Reference as ImageRef};
 
 /// The registry Docker Hub images are normalised to.
 pub const DOCKER_HUB: &str = "docker.io";
-/// Longest repository name (registry included) distribution accepts.
-const MAX_NAME_LEN: usize = 255;
 
-/// A parsed, normalised image reference.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ImageRef {
-    /// `host[:port]`, with Docker Hub's aliases normalised to `docker.io`.
-    pub registry: String,
-    /// The repository path, e.g. `library/nginx`.
-    pub repository: String,
-    pub tag: Option<String>,
-    pub digest: Option<String>,
-}
-
-impl ImageRef {
-    /// The name the kubelet looks credentials up with: `registry/repository`.
-    pub fn name(&self) -> String {
-        format!("{}/{}", self.registry, self.repository)
-    }
-}
-
-/// Why an image reference does not parse.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ParseError {
-    #[error("the image reference is empty")]
-    Empty,
-    #[error("the repository name must be lowercase")]
-    Uppercase,
-    #[error("the registry `{0}` is not a valid host[:port]")]
-    InvalidRegistry(String),
-    #[error("the repository path component `{0}` is invalid")]
-    InvalidComponent(String),
-    #[error("the tag `{0}` is invalid")]
-    InvalidTag(String),
-    #[error("the digest `{0}` is invalid")]
-    InvalidDigest(String),
-    #[error("the repository name is longer than {MAX_NAME_LEN} characters")]
-    TooLong,
-}
-
-impl fmt::Display for ImageRef {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.registry, self.repository)?;
-        if let Some(tag) = &self.tag {
-            write!(f, ":{tag}")?;
-        }
-        if let Some(digest) = &self.digest {
-            write!(f, "@{digest}")?;
-        }
-        Ok(())
-    }
-}
-
-/// Parses and normalises an image reference.
+/// Parses and normalises an image reference with oci-client's grammar (distribution/reference's), refusing also
+/// what that grammar lets through but distribution's does not (a repository path in upper case, a registry host
+/// with characters outside `[A-Za-z0-9.-]`), and reading the one form it lacks: an IPv6 literal registry
+/// (`[::1]:5000/app`).
 pub fn parse(reference: &str) -> Result<ImageRef, ParseError> {
-    if reference.is_empty() {
-        return Err(ParseError::Empty);
+    if let Some(rest) = reference.strip_prefix('[') {
+        return parse_ipv6(rest);
     }
-    let (rest, digest) = match reference.split_once('@') {
-        Some((rest, digest)) => {
-            validate_digest(digest)?;
-            (rest, Some(digest.to_owned()))
-        }
-        None => (reference, None),
-    };
-    // A tag follows the last ':' that comes after the last '/' (a ':' before it belongs to a port).
-    let last_slash = rest.rfind('/').map_or(0, |i| i + 1);
-    let (name, tag) = match rest[last_slash..].rfind(':') {
-        Some(i) => {
-            let tag = &rest[last_slash + i + 1..];
-            validate_tag(tag)?;
-            (&rest[..last_slash + i], Some(tag.to_owned()))
-        }
-        None => (rest, None),
-    };
-    if name.is_empty() {
-        return Err(ParseError::Empty);
+    let parsed = ImageRef::try_from(reference)?;
+    if parsed.repository().bytes().any(|b| b.is_ascii_uppercase()) {
+        return Err(ParseError::NameContainsUppercase);
     }
-    if name.len() > MAX_NAME_LEN {
-        return Err(ParseError::TooLong);
+    let host = parsed.registry().rsplit_once(':').map_or(parsed.registry(), |(h, _)| h);
+    if !host.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-') {
+        return Err(ParseError::ReferenceInvalidFormat);
     }
-    let (registry, repository) = match name.split_once('/') {
-        Some((first, remainder)) if first.contains(['.', ':']) || first == "localhost" => {
-            // distribution accepts upper case in the registry only.
-            validate_registry(first)?;
-            (first.to_owned(), remainder.to_owned())
-        }
-        _ => (DOCKER_HUB.to_owned(), name.to_owned()),
-    };
-    let registry = if registry == "index.docker.io" { DOCKER_HUB.to_owned() } else { registry };
-    let repository =
-        if registry == DOCKER_HUB && !repository.contains('/') { format!("library/{repository}") } else { repository };
-    if repository.chars().any(|c| c.is_ascii_uppercase()) {
-        return Err(ParseError::Uppercase);
-    }
-    for component in repository.split('/') {
-        validate_component(component)?;
-    }
-    Ok(ImageRef { registry, repository, tag, digest })
+    Ok(parsed)
 }
 
-fn validate_registry(registry: &str) -> Result<(), ParseError> {
-    let invalid = || ParseError::InvalidRegistry(registry.to_owned());
-    let (host, port) = if let Some(v6) = registry.strip_prefix('[') {
-        let (addr, after) = v6.split_once(']').ok_or_else(invalid)?;
-        if addr.is_empty() || !addr.chars().all(|c| c.is_ascii_hexdigit() || c == ':' || c == '.') {
-            return Err(invalid());
-        }
-        (None, after.strip_prefix(':'))
-    } else {
-        match registry.split_once(':') {
-            Some((host, port)) => (Some(host), Some(port)),
-            None => (Some(registry), None),
-        }
-    };
-    if let Some(port) = port
-        && (port.is_empty() || port.len() > 5 || !port.bytes().all(|b| b.is_ascii_digit()))
-    {
-        return Err(invalid());
+/// `[address]:port/repository...`: the rest parsed by the grammar under a stand-in host, the address put back.
+fn parse_ipv6(rest: &str) -> Result<ImageRef, ParseError> {
+    let (address, after) = rest.split_once(']').ok_or(ParseError::ReferenceInvalidFormat)?;
+    let (port, path) = after.split_once('/').ok_or(ParseError::ReferenceInvalidFormat)?;
+    let port_ok = port.is_empty()
+        || port
+            .strip_prefix(':')
+            .is_some_and(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()));
+    if address.is_empty() || !address.bytes().all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.') || !port_ok {
+        return Err(ParseError::ReferenceInvalidFormat);
     }
-    if let Some(host) = host {
-        let label_ok = |l: &str| {
-            !l.is_empty()
-                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-                && !l.starts_with('-')
-                && !l.ends_with('-')
-        };
-        if !host.split('.').all(label_ok) {
-            return Err(invalid());
-        }
-    }
-    Ok(())
+    let inner = parse(&format!("ipv6.invalid{port}/{path}"))?;
+    let registry = format!("[{address}]{port}");
+    let repository = inner.repository().to_owned();
+    Ok(match (inner.tag(), inner.digest()) {
+        (Some(tag), Some(digest)) => ImageRef::with_tag_and_digest(registry, repository, tag.into(), digest.into()),
+        (None, Some(digest)) => ImageRef::with_digest(registry, repository, digest.into()),
+        (tag, None) => ImageRef::with_tag(registry, repository, tag.unwrap_or("latest").into()),
+    })
 }
 
-/// `[a-z0-9]+` joined by `.`, `_`, `__` or runs of `-`.
-fn validate_component(component: &str) -> Result<(), ParseError> {
-    let invalid = || ParseError::InvalidComponent(component.to_owned());
-    let bytes = component.as_bytes();
-    let alnum = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
-    if bytes.is_empty() || !alnum(bytes[0]) || !alnum(bytes[bytes.len() - 1]) {
-        return Err(invalid());
+/// Whether an image reference names its registry (`registry.example.com/app`, `localhost:5000/app`) rather than
+/// leaving it to a default: the first path component holds a `.` or a `:` or is `localhost`. The rule of the
+/// grammar above, for references resolved against a profile's registry instead of Docker Hub.
+pub fn names_registry(reference: &str) -> bool {
+    match reference.split_once('/') {
+        Some((first, _)) => first.contains(['.', ':']) || first == "localhost",
+        None => false,
     }
-    let mut i = 0;
-    while i < bytes.len() {
-        if alnum(bytes[i]) {
-            i += 1;
-            continue;
-        }
-        let start = i;
-        while i < bytes.len() && !alnum(bytes[i]) {
-            i += 1;
-        }
-        let sep = &component[start..i];
-        let ok = sep == "." || sep == "_" || sep == "__" || sep.bytes().all(|b| b == b'-');
-        if !ok {
-            return Err(invalid());
-        }
-    }
-    Ok(())
-}
-
-/// `[\w][\w.-]{0,127}`
-fn validate_tag(tag: &str) -> Result<(), ParseError> {
-    let word = |c: char| c.is_ascii_alphanumeric() || c == '_';
-    let mut chars = tag.chars();
-    let ok = tag.len() <= 128 && chars.next().is_some_and(word) && chars.all(|c| word(c) || c == '.' || c == '-');
-    if ok { Ok(()) } else { Err(ParseError::InvalidTag(tag.to_owned())) }
-}
-
-/// `algorithm:hex`, the algorithm `[a-z0-9]+` joined by `+._-`, the hex part at least 32 characters.
-fn validate_digest(digest: &str) -> Result<(), ParseError> {
-    let invalid = || ParseError::InvalidDigest(digest.to_owned());
-    let (algorithm, hex) = digest.split_once(':').ok_or_else(invalid)?;
-    let algo_ok = !algorithm.is_empty()
-        && algorithm
-            .split(['+', '.', '_', '-'])
-            .all(|c| !c.is_empty() && c.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()));
-    let hex_ok = hex.len() >= 32 && hex.bytes().all(|b| b.is_ascii_hexdigit());
-    let len_ok = match algorithm {
-        "sha256" => hex.len() == 64,
-        "sha512" => hex.len() == 128,
-        _ => true,
-    };
-    if algo_ok && hex_ok && len_ok { Ok(()) } else { Err(invalid()) }
 }
 
 /// A dockerconfigjson key as the kubelet stores it: no scheme, `/v1/` or `/v2/` dropped, host plus path.
@@ -226,8 +93,8 @@ impl CredentialKey {
 
     /// Whether the kubelet would offer this key's credentials for `image`.
     pub fn matches(&self, image: &ImageRef) -> bool {
-        let (host, port) = split_port(&image.registry);
-        let path = format!("/{}", image.repository);
+        let (host, port) = split_port(image.registry());
+        let path = format!("/{}", image.repository());
         let hosts_match = {
             let key_parts: Vec<&str> = self.host.split('.').collect();
             let host = host.to_ascii_lowercase();
@@ -237,7 +104,7 @@ impl CredentialKey {
         let direct = self.port == port && hosts_match && path.starts_with(&self.path);
         // The kubelet's fallback: Docker Hub credentials serve every Docker Hub image.
         let docker_hub = self.host == "index.docker.io" && self.port.is_none() && self.path.is_empty();
-        direct || (docker_hub && image.registry == DOCKER_HUB)
+        direct || (docker_hub && image.registry() == DOCKER_HUB)
     }
 }
 
@@ -263,13 +130,17 @@ fn glob(pattern: &str, text: &str) -> bool {
 mod tests {
     use super::*;
 
-    fn r(registry: &str, repository: &str, tag: Option<&str>, digest: Option<&str>) -> ImageRef {
-        ImageRef {
-            registry: registry.into(),
-            repository: repository.into(),
-            tag: tag.map(Into::into),
-            digest: digest.map(Into::into),
-        }
+    fn r(
+        registry: &str,
+        repository: &str,
+        tag: Option<&str>,
+        digest: Option<&str>,
+    ) -> (String, String, Option<String>, Option<String>) {
+        (registry.into(), repository.into(), tag.map(Into::into), digest.map(Into::into))
+    }
+
+    fn parts(i: &ImageRef) -> (String, String, Option<String>, Option<String>) {
+        (i.registry().into(), i.repository().into(), i.tag().map(Into::into), i.digest().map(Into::into))
     }
 
     const SHA: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
@@ -278,64 +149,84 @@ mod tests {
     fn the_grammar_normalises_what_the_kubelet_normalises() {
         let digest = format!("nginx@{SHA}");
         let tagged_digest = format!("ghcr.io/org/app:v1@{SHA}");
-        let cases: Vec<(&str, ImageRef)> = vec![
-            ("nginx", r("docker.io", "library/nginx", None, None)),
+        // Without a tag or digest, the tag is `latest` (what the runtime pulls).
+        let cases = vec![
+            ("nginx", r("docker.io", "library/nginx", Some("latest"), None)),
             ("nginx:1.27", r("docker.io", "library/nginx", Some("1.27"), None)),
-            ("library/nginx", r("docker.io", "library/nginx", None, None)),
-            ("docker.io/nginx", r("docker.io", "library/nginx", None, None)),
+            ("library/nginx", r("docker.io", "library/nginx", Some("latest"), None)),
+            ("docker.io/nginx", r("docker.io", "library/nginx", Some("latest"), None)),
             ("index.docker.io/library/nginx:latest", r("docker.io", "library/nginx", Some("latest"), None)),
             ("bitnami/redis:7", r("docker.io", "bitnami/redis", Some("7"), None)),
             (&digest, r("docker.io", "library/nginx", None, Some(SHA))),
             (&tagged_digest, r("ghcr.io", "org/app", Some("v1"), Some(SHA))),
-            ("localhost:5000/app", r("localhost:5000", "app", None, None)),
+            ("localhost:5000/app", r("localhost:5000", "app", Some("latest"), None)),
             ("localhost/app:dev", r("localhost", "app", Some("dev"), None)),
             ("registry.example.com:8443/a/b/c:1.0", r("registry.example.com:8443", "a/b/c", Some("1.0"), None)),
-            ("Registry.Example.com/app", r("Registry.Example.com", "app", None, None)),
-            ("[::1]:5000/app", r("[::1]:5000", "app", None, None)),
-            ("10.0.0.1:5000/app", r("10.0.0.1:5000", "app", None, None)),
+            ("Registry.Example.com/app", r("Registry.Example.com", "app", Some("latest"), None)),
+            ("[::1]:5000/app", r("[::1]:5000", "app", Some("latest"), None)),
+            ("10.0.0.1:5000/app", r("10.0.0.1:5000", "app", Some("latest"), None)),
             (
                 "123456789012.dkr.ecr.eu-west-1.amazonaws.com/team/app:9",
                 r("123456789012.dkr.ecr.eu-west-1.amazonaws.com", "team/app", Some("9"), None),
             ),
-            ("gcr.io/project/app", r("gcr.io", "project/app", None, None)),
+            ("gcr.io/project/app", r("gcr.io", "project/app", Some("latest"), None)),
             (
                 "europe-west1-docker.pkg.dev/project/repo/app",
-                r("europe-west1-docker.pkg.dev", "project/repo/app", None, None),
+                r("europe-west1-docker.pkg.dev", "project/repo/app", Some("latest"), None),
             ),
             ("mcr.microsoft.com/dotnet/runtime:8.0", r("mcr.microsoft.com", "dotnet/runtime", Some("8.0"), None)),
-            ("quay.io/a/b__c.d-e--f", r("quay.io", "a/b__c.d-e--f", None, None)),
+            ("quay.io/a/b__c.d-e--f", r("quay.io", "a/b__c.d-e--f", Some("latest"), None)),
         ];
         for (input, want) in cases {
-            assert_eq!(parse(input), Ok(want), "{input}");
+            assert_eq!(parse(input).as_ref().map(parts), Ok(want), "{input}");
         }
     }
 
     #[test]
     fn malformed_references_are_errors_not_panics() {
         let too_long = format!("a/{}", "b".repeat(300));
-        let cases: Vec<(&str, ParseError)> = vec![
-            ("", ParseError::Empty),
-            ("Nginx", ParseError::Uppercase),
-            ("docker.io/Library/nginx", ParseError::Uppercase),
-            ("nginx:", ParseError::InvalidTag(String::new())),
-            ("nginx:-bad", ParseError::InvalidTag("-bad".into())),
-            ("nginx@sha256:abc", ParseError::InvalidDigest("sha256:abc".into())),
-            ("nginx@md5", ParseError::InvalidDigest("md5".into())),
-            ("a//b", ParseError::InvalidComponent(String::new())),
-            ("a/-b", ParseError::InvalidComponent("-b".into())),
-            ("a/b_-c", ParseError::InvalidComponent("b_-c".into())),
-            ("host.com:port/app", ParseError::InvalidRegistry("host.com:port".into())),
-            ("bad_host.com/app", ParseError::InvalidRegistry("bad_host.com".into())),
-            ("[zz]:5000/app", ParseError::InvalidRegistry("[zz]:5000".into())),
-            (":tag", ParseError::Empty),
-            (&too_long, ParseError::TooLong),
+        let cases = [
+            "",
+            "Nginx",
+            "docker.io/Library/nginx",
+            "Upper/lower:tag",
+            "nginx:",
+            "nginx:-bad",
+            "nginx@sha256:abc",
+            "nginx@md5",
+            "a//b",
+            "a/-b",
+            "a/b_-c",
+            "host.com:port/app",
+            "bad_host.com/app",
+            ":tag",
+            &too_long,
         ];
-        for (input, want) in cases {
-            assert_eq!(parse(input), Err(want), "{input}");
+        for input in cases {
+            assert!(parse(input).is_err(), "{input} parsed: {:?}", parse(input));
         }
         // Arbitrary bytes never panic.
-        for input in ["@", ":", "/", "a@", "@sha256:", "::::", "[", "[]:1/a", "a/b:c:d", "ü/ß", "a:1/b"] {
+        for input in
+            ["@", ":", "/", "a@", "@sha256:", "::::", "[", "[]:1/a", "a/b:c:d", "ü/ß", "a:1/b", "[::1/a", "[::1]x/a"]
+        {
             let _ = parse(input);
+        }
+        assert!(parse("[zz]:5000/app").is_err() && parse("[::1]:port/app").is_err());
+    }
+
+    #[test]
+    fn a_reference_names_its_registry_by_the_grammars_rule() {
+        for (reference, names) in [
+            ("nginx", false),
+            ("team/app:1", false),
+            ("registry.example.com/app", true),
+            ("localhost/app", true),
+            ("localhost:5000/app", true),
+            ("registry.example.com", false),
+        ] {
+            assert_eq!(names_registry(reference), names, "{reference}");
+            let parsed = parse(reference).map(|r| r.registry().to_owned());
+            assert_eq!(parsed.is_ok_and(|r| r != DOCKER_HUB), names, "{reference}: the parser disagrees");
         }
     }
 
