@@ -5,7 +5,7 @@
 //! through a webhook that computes nothing (an HTTPS server in this process answering at once with the same patch
 //! regcred gives): the floor any webhook with that answer costs on this machine, regcred or not. Prints a table and writes `.local/bench/admission.json`;
 //! nothing is asserted.
-#![allow(clippy::unwrap_used, clippy::panic, clippy::expect_used)]
+#![allow(clippy::pedantic, clippy::unwrap_used, clippy::panic, clippy::expect_used)]
 
 #[path = "../tests/support/mod.rs"]
 mod support;

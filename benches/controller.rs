@@ -8,7 +8,7 @@
 //! 2. New namespace to Secret present, p50/p99 over 100 namespaces.
 //! 3. Writes the operator makes during 60 s with nothing changing, counted from the apiserver's audit log.
 //! 4. The operator's peak and current RSS.
-#![allow(clippy::unwrap_used, clippy::panic, clippy::expect_used)]
+#![allow(clippy::pedantic, clippy::unwrap_used, clippy::panic, clippy::expect_used)]
 
 #[path = "../tests/support/mod.rs"]
 mod support;

@@ -6,7 +6,7 @@
 //!   matter to the grammar, and mutations of valid references.
 //!
 //! A panic stops the run, writes the input to `.local/fuzz/`, and fails the command.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::pedantic, clippy::unwrap_used, clippy::expect_used)]
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;

@@ -2,7 +2,7 @@
 //! for Pods whose pull Secret regcred wrote and injected, beside the same image pulled with a Secret created by
 //! hand, measured in the same run and interleaved. The image is removed from the node before every Pod, so each
 //! start includes a real pull from the registry.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(clippy::pedantic, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[path = "../tests/support/mod.rs"]
 mod support;

@@ -1,7 +1,7 @@
 //! `make bench`: a full registry preflight (credentials, a Docker v2 image, an OCI image and an index resolved to
 //! linux/amd64) against Debian's docker-registry on loopback with TLS, once with htpasswd (Basic) and once with
 //! token authentication. Prints p50/p99 of 30 rounds and the HTTP requests one preflight makes.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::pedantic, clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "../tests/support/mod.rs"]
 mod support;

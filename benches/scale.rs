@@ -14,7 +14,7 @@
 //! Both clocks stop the same way: when a watch on the run's Secrets has shown the last one.
 //! 3. Steady state: SCALE_IDLE_SECONDS (default 60) with nothing changing: the operator's writes (audit log; its
 //!    leader-election Lease renewals are counted apart), CPU and RSS. Peak RSS is the kernel's high-water mark over the whole run (VmHWM).
-#![allow(clippy::unwrap_used, clippy::panic, clippy::expect_used)]
+#![allow(clippy::pedantic, clippy::unwrap_used, clippy::panic, clippy::expect_used)]
 
 #[path = "../tests/support/mod.rs"]
 mod support;

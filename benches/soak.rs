@@ -10,7 +10,7 @@
 //! 4. The webhook killed while Pods are created: no Pod is rejected.
 //! 5. A GCP token endpoint failing for a quarter of a token's lifetime, over many namespaces: no Secret ever holds
 //!    an expired token.
-#![allow(clippy::unwrap_used, clippy::panic, clippy::expect_used)]
+#![allow(clippy::pedantic, clippy::unwrap_used, clippy::panic, clippy::expect_used)]
 
 #[path = "../tests/support/mod.rs"]
 mod support;

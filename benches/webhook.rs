@@ -1,7 +1,7 @@
 //! `make bench`: the webhook's in-process handling of a typical 3-container Pod against 20 profiles: decoding
 //! the AdmissionReview, the decision, the patch and encoding the answer (everything but TLS and the network).
 //! Prints p50/p99 and the requests per second one core sustains.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::pedantic, clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 use common::percentile;

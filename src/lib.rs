@@ -85,7 +85,7 @@ pub async fn run(args: config::RunArgs) -> Result<(), errors::Error> {
                 client: client.clone(),
                 view: view.clone(),
                 operator_namespace: args.namespace.clone(),
-                stats: Default::default(),
+                stats: webhook::Stats::default(),
             });
             Some((state.stats.clone(), tokio::spawn(webhook::serve(state, addr, tls, shutdown.clone()))))
         }
@@ -159,12 +159,9 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
+        let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else {
+            let _ = ctrl_c.await;
+            return;
         };
         tokio::select! {
             _ = ctrl_c => {},

@@ -2,7 +2,7 @@
 //! labels on their own namespaces, and profiles that reach for Secrets outside regcred's namespace. Each tenant
 //! acts as a ServiceAccount that owns the Secrets and Pods of its own namespace only (plus, where said, the right to label
 //! that namespace); regcred runs as the chart's ServiceAccount.
-#![allow(clippy::unwrap_used, clippy::panic)]
+#![allow(clippy::pedantic, clippy::unwrap_used, clippy::panic)]
 
 mod support;
 

@@ -1,5 +1,5 @@
 //! The Helm chart: it lints, and what it renders is accepted by the real apiserver (server-side dry run).
-#![allow(clippy::unwrap_used, clippy::panic, clippy::expect_used)]
+#![allow(clippy::pedantic, clippy::unwrap_used, clippy::panic, clippy::expect_used)]
 
 mod support;
 

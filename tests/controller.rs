@@ -1,6 +1,6 @@
 //! The RegistryProfile controller against the real local control plane. Every test runs the real `regcred`
 //! binary as a ServiceAccount bound to exactly the chart's RBAC rules.
-#![allow(clippy::unwrap_used, clippy::panic)]
+#![allow(clippy::pedantic, clippy::unwrap_used, clippy::panic)]
 
 mod support;
 

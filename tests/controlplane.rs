@@ -1,5 +1,5 @@
 //! The local control plane is a real Kubernetes: each test fails if the part it names were missing.
-#![allow(clippy::unwrap_used, clippy::panic)]
+#![allow(clippy::pedantic, clippy::unwrap_used, clippy::panic)]
 
 mod support;
 

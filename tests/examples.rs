@@ -1,6 +1,6 @@
 //! Every example in examples/ is a valid RegistryProfile: it parses into regcred's types, and the real apiserver
 //! accepts it against the CRD (OpenAPI schema and CEL rules) when applied.
-#![allow(clippy::unwrap_used, clippy::panic)]
+#![allow(clippy::pedantic, clippy::unwrap_used, clippy::panic)]
 
 mod support;
 

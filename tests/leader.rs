@@ -1,6 +1,6 @@
 //! Leader election between replicas: one reconciles and mints, the others only serve the webhook; a crashed
 //! leader is replaced within the lease duration, and a stopped one hands over cleanly.
-#![allow(clippy::unwrap_used, clippy::panic, clippy::expect_used)]
+#![allow(clippy::pedantic, clippy::unwrap_used, clippy::panic, clippy::expect_used)]
 
 mod support;
 

@@ -4,7 +4,7 @@
 //!
 //! The tests share one installation (release `regcred` in `regcred-system`, the chart's defaults but for the
 //! image and its pull secret), so they run one at a time (`make e2e`: `--test-threads=1`).
-#![allow(clippy::unwrap_used, clippy::panic, clippy::expect_used)]
+#![allow(clippy::pedantic, clippy::unwrap_used, clippy::panic, clippy::expect_used)]
 
 mod support;
 

@@ -1,6 +1,6 @@
 //! The registry preflight against a real registry (Debian's docker-registry, TLS from a test CA), with htpasswd
 //! (Basic) and with token authentication behind a local token server; the images are pushed by the tests.
-#![allow(clippy::unwrap_used, clippy::panic)]
+#![allow(clippy::pedantic, clippy::unwrap_used, clippy::panic)]
 
 mod support;
 

@@ -1,6 +1,6 @@
 //! Short-lived credentials against endpoints that speak the real protocols: moto (AWS STS and ECR) and a local
 //! OAuth token endpoint (GCP), with the real `regcred` binary running as the chart's RBAC.
-#![allow(clippy::unwrap_used, clippy::panic)]
+#![allow(clippy::pedantic, clippy::unwrap_used, clippy::panic)]
 
 mod support;
 

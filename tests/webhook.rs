@@ -1,7 +1,7 @@
 //! The Pod admission webhook against the real local control plane: the apiserver calls the real `regcred` binary
 //! over HTTPS (registered by URL, trusted through the caBundle regcred manages), and the operator runs as a
 //! ServiceAccount bound to exactly the chart's RBAC rules.
-#![allow(clippy::unwrap_used, clippy::panic)]
+#![allow(clippy::pedantic, clippy::unwrap_used, clippy::panic)]
 
 mod support;
 

@@ -45,29 +45,32 @@ pub async fn run(args: CheckArgs) -> ExitCode {
 
 /// The readable report.
 pub fn render(report: &Report, credentials: Option<&Credentials>) -> String {
+    use std::fmt::Write as _;
+    // Writing into a String cannot fail.
     let mut out = String::new();
     let who = credentials.map_or("anonymous access".to_owned(), |c| format!("user {:?}", c.username));
-    match &report.credentials {
-        None => out.push_str(&format!("registry {}: ok ({who})\n", report.registry)),
-        Some(f) => out.push_str(&format!("registry {}: FAIL {}: {}\n", report.registry, f.reason.as_str(), f.message)),
-    }
+    let _ = match &report.credentials {
+        None => writeln!(out, "registry {}: ok ({who})", report.registry),
+        Some(f) => writeln!(out, "registry {}: FAIL {}: {}", report.registry, f.reason.as_str(), f.message),
+    };
     for image in &report.images {
-        match &image.failure {
-            None => out.push_str(&format!(
-                "  ok    {}  {}  {}  {} bytes{}\n",
+        let _ = match &image.failure {
+            None => writeln!(
+                out,
+                "  ok    {}  {}  {}  {} bytes{}",
                 image.image,
                 image.digest.as_deref().unwrap_or("-"),
                 image.media_type.as_deref().unwrap_or("-"),
                 image.size.unwrap_or_default(),
                 image.platform.as_ref().map(|p| format!("  ({p})")).unwrap_or_default(),
-            )),
-            Some(f) => out.push_str(&format!("  FAIL  {}  {}: {}\n", image.image, f.reason.as_str(), f.message)),
-        }
+            ),
+            Some(f) => writeln!(out, "  FAIL  {}  {}: {}", image.image, f.reason.as_str(), f.message),
+        };
     }
-    match report.first_failure() {
-        None => out.push_str(&format!("passed in {} ms\n", report.duration_ms)),
-        Some(f) => out.push_str(&format!("failed: {} (after {} ms)\n", f.reason.as_str(), report.duration_ms)),
-    }
+    let _ = match report.first_failure() {
+        None => writeln!(out, "passed in {} ms", report.duration_ms),
+        Some(f) => writeln!(out, "failed: {} (after {} ms)", f.reason.as_str(), report.duration_ms),
+    };
     out
 }
 

@@ -107,6 +107,10 @@ mod tests {
     use crate::credentials::render;
     use crate::credentials::tokens::{EcrSource, MintError, Minted};
 
+    type CredentialCase = (Result<Source, Unresolved>, Option<Snapshot>, (&'static str, bool));
+    type GateCase<'a> =
+        (&'a Credentials, Result<&'a (), &'a InvalidSelector>, Option<&'a preflight::State>, bool, &'a str);
+
     fn now() -> jiff::Timestamp {
         jiff::Timestamp::from_second(1_900_000_000).unwrap()
     }
@@ -146,8 +150,7 @@ mod tests {
     fn credentials_follow_the_source_and_the_token_state() {
         let unresolved = Err(Unresolved { reason: "SecretNotFound".into(), message: "gone".into() });
         let static_ = Ok(Source::Static { config: render("r", "u", "p"), from: "Secret ns/creds".into() });
-        type Case = (Result<Source, Unresolved>, Option<Snapshot>, (&'static str, bool));
-        let cases: Vec<Case> = vec![
+        let cases: Vec<CredentialCase> = vec![
             (unresolved, None, ("SecretNotFound", false)),
             (Ok(Source::Anonymous), None, ("Anonymous", false)),
             (static_, None, ("Resolved", true)),
@@ -190,9 +193,7 @@ mod tests {
             Ok(_) => "sync".into(),
         };
         let all = ();
-        type Case<'a> =
-            (&'a Credentials, Result<&'a (), &'a InvalidSelector>, Option<&'a preflight::State>, bool, &'a str);
-        let cases: Vec<Case> = vec![
+        let cases: Vec<GateCase> = vec![
             (&ok, Ok(&all), None, false, "sync"),
             (&bad, Ok(&all), None, false, "CredentialsUnavailable"),
             (&bad, Err(&invalid), Some(&failed), true, "CredentialsUnavailable"),

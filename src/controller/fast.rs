@@ -44,7 +44,7 @@ async fn serve_one(client: &Client, view: &View, namespace: &str) {
             Ok(()) => debug!(profile = %meaning.name, "Secret written for a new namespace"),
             // The reconcile decides, and reports, whatever this path leaves.
             Err(e @ (EnsureError::Withheld | EnsureError::NothingToWrite | EnsureError::Credentials(_))) => {
-                debug!(profile = %meaning.name, reason = %e, "left to the reconcile")
+                debug!(profile = %meaning.name, reason = %e, "left to the reconcile");
             }
             Err(e) => debug!(profile = %meaning.name, error = %e, "write failed; the reconcile retries"),
         }

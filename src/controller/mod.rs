@@ -151,7 +151,7 @@ pub async fn run_when_leading(
     loop {
         info!("waiting to lead");
         tokio::select! {
-            _ = shutdown.clone() => return Ok(()),
+            () = shutdown.clone() => return Ok(()),
             won = leader::until(&mut leading, true) => if !won { return Err(Error::LeaderElectionEnded) },
         }
         info!("leading: reconciling profiles and minting tokens");
@@ -206,15 +206,14 @@ pub async fn run(
         futures::stream::once(all_once).chain(view.dirty.clone().batches()).flat_map(move |names| {
             let mut objects = Vec::new();
             for name in names {
-                match view.profiles.get(&ObjectRef::new(&name)) {
-                    Some(p) => objects.push(Ok(RegistryProfile::clone(&p))),
+                if let Some(p) = view.profiles.get(&ObjectRef::new(&name)) {
+                    objects.push(Ok(RegistryProfile::clone(&p)));
+                } else {
                     // Gone from the view: its minting stops, and what it left on ServiceAccounts goes too (its
                     // Secrets are the garbage collector's).
-                    None => {
-                        view.refresher.stop(&name);
-                        if !recorded_by(&view, &name).is_empty() {
-                            tokio::spawn(release_service_accounts(client.clone(), view.clone(), name));
-                        }
+                    view.refresher.stop(&name);
+                    if !recorded_by(&view, &name).is_empty() {
+                        tokio::spawn(release_service_accounts(client.clone(), view.clone(), name));
                     }
                 }
             }
@@ -233,7 +232,7 @@ pub async fn run(
         recorder,
         view,
         metrics,
-        written: Default::default(),
+        written: std::sync::Mutex::default(),
     });
     info!("controller starting");
     controller

@@ -61,8 +61,10 @@ async fn reconcile_inner(profile: Arc<RegistryProfile>, ctx: Arc<Context>) -> Re
     {
         keep_token_copy(&ctx, &profile, written).await;
     }
-    let preflight = match (&profile.spec.validation, &credentials.write, &meaning.registry) {
-        (Some(validation), Ok(written), Some(registry)) => Some(ctx.checks.state(
+    let preflight = if let (Some(validation), Ok(written), Some(registry)) =
+        (&profile.spec.validation, &credentials.write, &meaning.registry)
+    {
+        Some(ctx.checks.state(
             preflight::Request {
                 profile: name.clone(),
                 registry: registry.clone(),
@@ -71,11 +73,10 @@ async fn reconcile_inner(profile: Arc<RegistryProfile>, ctx: Arc<Context>) -> Re
                 config: written.as_ref().map(|w| w.config.clone()),
             },
             now,
-        )),
-        _ => {
-            ctx.checks.forget(&name);
-            None
-        }
+        ))
+    } else {
+        ctx.checks.forget(&name);
+        None
     };
     let withhold = profile.spec.validation.as_ref().is_some_and(|v| v.on_failure == OnFailure::Withhold);
     let gate = decide::gate(&credentials, meaning.selection.as_ref(), preflight.as_ref(), withhold);
@@ -87,8 +88,8 @@ async fn reconcile_inner(profile: Arc<RegistryProfile>, ctx: Arc<Context>) -> Re
         Ok((written, selection)) => {
             let selected = ctx.view.namespaces.selected_by(selection);
             let failures = sync_secrets(&ctx, &profile, &meaning, written, &selected, &uid).await?;
-            let selected_count = if written.is_some() { selected.len() as i32 } else { 0 };
-            let synced = selected_count.saturating_sub(failures.len() as i32);
+            let selected_count = if written.is_some() { count(selected.len()) } else { 0 };
+            let synced = selected_count.saturating_sub(count(failures.len()));
             let failed: BTreeSet<&str> = failures.iter().map(|f| f.namespace.as_str()).collect();
             let in_place: BTreeSet<String> =
                 selected.iter().filter(|ns| !failed.contains(ns.as_str())).cloned().collect();
@@ -130,6 +131,11 @@ async fn reconcile_inner(profile: Arc<RegistryProfile>, ctx: Arc<Context>) -> Re
         after = after.min(due);
     }
     Ok(Action::requeue(after))
+}
+
+/// A count as status holds it (`int32`; no cluster has more namespaces than that).
+fn count(n: usize) -> i32 {
+    i32::try_from(n).unwrap_or(i32::MAX)
 }
 
 /// Plans and makes the Secret writes of one profile; returns the namespaces that failed.
@@ -228,7 +234,7 @@ async fn sync_service_accounts(
             }
         })
         .await;
-    let listed = patterns.map(|_| listed - failures.len() as i32);
+    let listed = patterns.map(|_| listed - count(failures.len()));
     (listed, failures)
 }
 

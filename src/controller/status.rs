@@ -51,6 +51,60 @@ fn condition(type_: &str, ok: bool, reason: &str, message: String, generation: O
     }
 }
 
+/// The `SecretsSynced` condition: skipped (and why), not required (anonymous), or how many selected namespaces
+/// hold the Secret (`failures`: the first of `failed_count` that do not).
+fn synced_condition(
+    sync: &SyncOutcome,
+    credentials: &CredentialsOutcome,
+    selected: i32,
+    failures: &[NamespaceFailure],
+    failed_count: usize,
+    generation: Option<i64>,
+    now: &Time,
+) -> Condition {
+    match (sync, credentials) {
+        (SyncOutcome::Skipped { reason, message }, _) => {
+            condition(SECRETS_SYNCED, false, reason, message.clone(), generation, now)
+        }
+        (_, CredentialsOutcome::Anonymous) => condition(
+            SECRETS_SYNCED,
+            true,
+            "NotRequired",
+            "anonymous access: no Secret is needed".into(),
+            generation,
+            now,
+        ),
+        _ if failed_count == 0 => condition(
+            SECRETS_SYNCED,
+            true,
+            "Synced",
+            if selected == 0 {
+                "no namespace is selected".into()
+            } else {
+                format!("the Secret is current in all {selected} selected namespaces")
+            },
+            generation,
+            now,
+        ),
+        _ => {
+            let reason = if failures.iter().all(|f| f.reason == "Conflict") { "Conflict" } else { "WriteFailed" };
+            let names: Vec<&str> = failures.iter().take(5).map(|f| f.namespace.as_str()).collect();
+            condition(
+                SECRETS_SYNCED,
+                false,
+                reason,
+                format!(
+                    "{failed_count} of {selected} selected namespaces are not synced ({}{}); see status.failedNamespaces",
+                    names.join(", "),
+                    if failed_count > names.len() { ", ..." } else { "" }
+                ),
+                generation,
+                now,
+            )
+        }
+    }
+}
+
 /// Computes the status. A condition keeps its `lastTransitionTime` while its status stays the same, so a
 /// reconcile that changes nothing produces a status equal to the previous one (and no write).
 pub fn compute(
@@ -93,47 +147,7 @@ pub fn compute(
     failures.sort_by(|a, b| a.namespace.cmp(&b.namespace));
     let failed_count = failures.len();
     failures.truncate(MAX_FAILURES_LISTED);
-    let synced_cond = match (sync, credentials) {
-        (SyncOutcome::Skipped { reason, message }, _) => {
-            condition(SECRETS_SYNCED, false, reason, message.clone(), generation, &now)
-        }
-        (_, CredentialsOutcome::Anonymous) => condition(
-            SECRETS_SYNCED,
-            true,
-            "NotRequired",
-            "anonymous access: no Secret is needed".into(),
-            generation,
-            &now,
-        ),
-        _ if failed_count == 0 => condition(
-            SECRETS_SYNCED,
-            true,
-            "Synced",
-            if selected == 0 {
-                "no namespace is selected".into()
-            } else {
-                format!("the Secret is current in all {selected} selected namespaces")
-            },
-            generation,
-            &now,
-        ),
-        _ => {
-            let reason = if failures.iter().all(|f| f.reason == "Conflict") { "Conflict" } else { "WriteFailed" };
-            let names: Vec<&str> = failures.iter().take(5).map(|f| f.namespace.as_str()).collect();
-            condition(
-                SECRETS_SYNCED,
-                false,
-                reason,
-                format!(
-                    "{failed_count} of {selected} selected namespaces are not synced ({}{}); see status.failedNamespaces",
-                    names.join(", "),
-                    if failed_count > names.len() { ", ..." } else { "" }
-                ),
-                generation,
-                &now,
-            )
-        }
-    };
+    let synced_cond = synced_condition(sync, credentials, selected, &failures, failed_count, generation, &now);
     let checked: Vec<Condition> = checks
         .iter()
         .flat_map(|v| {
@@ -202,7 +216,7 @@ mod tests {
     }
 
     fn synced(selected: i32, failures: Vec<NamespaceFailure>) -> SyncOutcome {
-        SyncOutcome::Synced { selected, synced: selected - failures.len() as i32, failures }
+        SyncOutcome::Synced { selected, synced: selected - i32::try_from(failures.len()).unwrap(), failures }
     }
 
     fn cond<'a>(s: &'a RegistryProfileStatus, t: &str) -> &'a Condition {

@@ -141,7 +141,7 @@ fn scene(namespaces: &[&str]) -> Scene {
         recorder,
         view: view.clone(),
         metrics: Arc::new(crate::metrics::Metrics::new(view.clone(), None)),
-        written: Default::default(),
+        written: std::sync::Mutex::default(),
         checks: preflight::Checks::new(1, view.dirty.clone()),
         writes: WriteBudget::new(8),
     });

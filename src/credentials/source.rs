@@ -56,8 +56,7 @@ impl CredentialError {
     pub fn reason(&self) -> &'static str {
         match self {
             Self::SecretNotFound { .. } => "SecretNotFound",
-            Self::MissingKey(_) => "MissingKey",
-            Self::IncompleteKeys { .. } => "MissingKey",
+            Self::MissingKey(_) | Self::IncompleteKeys { .. } => "MissingKey",
             Self::AmbiguousKeys { .. } => "AmbiguousKeys",
             Self::InvalidEncoding { .. } => "InvalidEncoding",
             Self::InvalidDockerConfig { .. } => "InvalidDockerConfig",

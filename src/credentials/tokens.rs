@@ -136,8 +136,8 @@ mod tests {
         let mut t = 26.0;
         let mut retries = Vec::new();
         for failures in 1..=6 {
-            t += retry_after(failures, Timestamp::from_second(1_800_000_000 + t as i64).unwrap(), Some(expires))
-                .as_secs_f64();
+            let now = Timestamp::from_second(1_800_000_000).unwrap() + jiff::SignedDuration::from_secs_f64(t);
+            t += retry_after(failures, now, Some(expires)).as_secs_f64();
             retries.push(t);
         }
         assert!(retries.iter().any(|r| (36.0..=38.0).contains(r)), "{retries:?}");

@@ -214,7 +214,14 @@ pub fn parse_size(q: &str) -> Option<u64> {
         _ => return None,
     };
     let bytes = number * factor;
-    (bytes.is_finite() && bytes >= 0.0 && bytes < u64::MAX as f64).then_some(bytes as u64)
+    #[expect(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        clippy::cast_precision_loss,
+        reason = "a finite, non-negative quantity below u64::MAX; a size is not exact to the byte beyond 2^53"
+    )]
+    let bytes = (bytes.is_finite() && bytes >= 0.0 && bytes < u64::MAX as f64).then_some(bytes as u64);
+    bytes
 }
 
 /// The manifest formats by media type: `Some(kind)` for an image manifest, `None` for anything else.

@@ -148,7 +148,11 @@ mod tests {
         );
         let m = Meaning::of(&p, "regcred-system");
         assert!(m.selection.is_err());
-        let ns = selection::NamespaceInfo { name: "shop".into(), labels: Default::default(), terminating: false };
+        let ns = selection::NamespaceInfo {
+            name: "shop".into(),
+            labels: std::collections::BTreeMap::default(),
+            terminating: false,
+        };
         assert!(!m.selects(&ns));
     }
 }

@@ -126,6 +126,7 @@ mod tests {
         }
     }
 
+    #[allow(clippy::unnecessary_wraps)]
     fn all() -> Option<LabelSelector> {
         Some(LabelSelector::default())
     }

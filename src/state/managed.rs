@@ -221,6 +221,7 @@ impl Uid {
 
 impl Entry {
     /// What is kept of a Secret.
+    #[expect(clippy::unnecessary_wraps, reason = "the shape compact::Shared::apply takes for every index")]
     fn of(strings: &mut Interner, secret: &WatchedSecret) -> Option<Self> {
         let labels = secret.labels();
         let hash = content_hash(

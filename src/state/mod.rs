@@ -84,7 +84,7 @@ impl View {
         }
         let (profiles, profiles_ready, profile_events) =
             reflected(Api::<RegistryProfile>::all(client.clone()), profile_config, |p| {
-                p.metadata.managed_fields = None
+                p.metadata.managed_fields = None;
             });
         let namespaces = Namespaces::default();
         let (ns_ready, ns_events) = indexed(
@@ -98,8 +98,8 @@ impl View {
         let (managed_ready, managed_events) =
             indexed(Api::<WatchedSecret>::all(client.clone()), managed_config, managed.clone(), ManagedSecrets::apply);
         let (sources, sources_ready, source_events) =
-            reflected(Api::<Secret>::namespaced(client.clone(), operator_namespace), Default::default(), |s| {
-                s.metadata.managed_fields = None
+            reflected(Api::<Secret>::namespaced(client.clone(), operator_namespace), watcher::Config::default(), |s| {
+                s.metadata.managed_fields = None;
             });
         let service_accounts = ServiceAccounts::default();
         let (sa_ready, sa_events) = indexed(
@@ -196,10 +196,10 @@ impl View {
             while let Some(event) = events.next().await {
                 match event {
                     Ok(watcher::Event::Apply(obj) | watcher::Event::Delete(obj) | watcher::Event::InitApply(obj)) => {
-                        caches.dirty.mark(map(&caches, obj))
+                        caches.dirty.mark(map(&caches, obj));
                     }
                     Ok(watcher::Event::InitDone) => {
-                        caches.dirty.mark(caches.profiles.state().iter().map(|p| p.name_any()))
+                        caches.dirty.mark(caches.profiles.state().iter().map(|p| p.name_any()));
                     }
                     Ok(watcher::Event::Init) => {}
                     // default_backoff() retries; the error is only worth a line in the log.
@@ -266,13 +266,12 @@ impl View {
             .into_iter()
             .map(|p| {
                 let name = p.name_any();
-                let m = match meanings.get(&name).filter(|m| m.is_of(&p)) {
-                    Some(m) => m.clone(),
-                    None => {
-                        let m = Arc::new(Meaning::of(&p, &self.operator_namespace));
-                        meanings.insert(name, m.clone());
-                        m
-                    }
+                let m = if let Some(m) = meanings.get(&name).filter(|m| m.is_of(&p)) {
+                    m.clone()
+                } else {
+                    let m = Arc::new(Meaning::of(&p, &self.operator_namespace));
+                    meanings.insert(name, m.clone());
+                    m
                 };
                 (p, m)
             })

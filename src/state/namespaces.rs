@@ -22,6 +22,7 @@ struct Entry {
 }
 
 impl Entry {
+    #[expect(clippy::unnecessary_wraps, reason = "the shape compact::Shared::apply takes for every index")]
     fn of(strings: &mut Interner, ns: &PartialObjectMeta<Namespace>) -> Option<Self> {
         // A BTreeMap iterates in key order: the pairs come out sorted.
         let labels = ns.labels().iter().map(|(k, v)| (strings.intern(k), strings.intern(v))).collect();
@@ -79,7 +80,7 @@ mod tests {
                 deletion_timestamp: terminating.then_some(Time(jiff::Timestamp::UNIX_EPOCH)),
                 ..Default::default()
             },
-            _phantom: Default::default(),
+            _phantom: std::marker::PhantomData,
         }
     }
 

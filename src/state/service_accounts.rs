@@ -54,6 +54,7 @@ struct Account {
 }
 
 impl Account {
+    #[expect(clippy::unnecessary_wraps, reason = "the shape compact::Shared::apply takes for every index")]
     fn of(strings: &mut Interner, sa: &ServiceAccount) -> Option<Self> {
         let pulls = sa.image_pull_secrets.iter().flatten().map(|r| strings.intern(&r.name)).collect();
         Some(Self {

@@ -135,7 +135,7 @@ impl Default for Stats {
             errors: Counter::default(),
             // 25 µs to ~3.3 s: the handler's microseconds, and the seconds of a new namespace's Secret.
             latency: Histogram::new(exponential_buckets(0.000_025, 2.0, 18)),
-            serving: Default::default(),
+            serving: std::sync::Arc::default(),
         }
     }
 }
@@ -320,7 +320,8 @@ mod tests {
                 }),
             ),
         ];
-        let ns = NamespaceInfo { name: "shop".into(), labels: Default::default(), terminating: false };
+        let ns =
+            NamespaceInfo { name: "shop".into(), labels: std::collections::BTreeMap::default(), terminating: false };
         let meanings: Vec<Meaning> = profiles.iter().map(|p| Meaning::of(p, "regcred-system")).collect();
         let got: Vec<(String, String)> =
             candidates(&meanings, &ns).into_iter().map(|c| (c.profile, c.secret_name)).collect();

@@ -336,12 +336,18 @@ mod tests {
     use axum::http::Request;
     use tower::ServiceExt;
 
+    #[allow(clippy::unused_async)] // the view's watches are spawned: it needs the runtime a test's await gives
     async fn webhook() -> Arc<Webhook> {
         // Nothing listens there: these requests must be answered without the API.
         let config = kube::Config::new("http://127.0.0.1:9".parse().unwrap());
         let client = kube::Client::try_from(config).unwrap();
         let view = crate::state::View::start(&client, "regcred-system", None, 2.0 / 3.0);
-        Arc::new(Webhook { client, view, operator_namespace: "regcred-system".into(), stats: Default::default() })
+        Arc::new(Webhook {
+            client,
+            view,
+            operator_namespace: "regcred-system".into(),
+            stats: crate::webhook::Stats::default(),
+        })
     }
 
     async fn post(webhook: &Arc<Webhook>, body: String) -> (StatusCode, serde_json::Value) {
