@@ -1,0 +1,286 @@
+//! The preflight's I/O: the `/v2/` ping and its challenge with reqwest, manifests with oci-client, and what their
+//! errors mean.
+
+use oci_client::errors::{OciDistributionError, OciErrorCode};
+use oci_client::secrets::RegistryAuth;
+use oci_client::{Reference, RegistryOperation};
+
+use super::manifest::{Manifest, judge};
+use super::{
+    Credentials, DOCKER_LIST, DOCKER_MANIFEST, Failure, ImageResult, OCI_INDEX, OCI_MANIFEST, Options, Reason, failure,
+};
+
+/// Classifies a transport error: an untrusted certificate, or an unreachable registry.
+fn transport(err: &(dyn std::error::Error + 'static), what: &str) -> Failure {
+    let mut chain = Vec::new();
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = cur {
+        chain.push(e.to_string());
+        cur = e.source();
+    }
+    let text = chain.join(": ");
+    let lower = text.to_lowercase();
+    if lower.contains("certificate") || lower.contains("unknownissuer") || lower.contains("invalid peer") {
+        failure(Reason::TlsUntrusted, format!("{what}: the registry's TLS certificate is not trusted ({text})"))
+    } else {
+        failure(Reason::RegistryUnreachable, format!("{what}: {text}"))
+    }
+}
+
+/// Checks `credentials` (or anonymous access) against `registry` (`host[:port][/path]`), then every probe image.
+pub(super) fn http_client(options: &Options) -> Result<reqwest::Client, Failure> {
+    crate::install_crypto_provider();
+    let mut builder = reqwest::Client::builder()
+        .timeout(options.timeout)
+        .connect_timeout(options.timeout)
+        .user_agent(concat!("regcred/", env!("CARGO_PKG_VERSION")));
+    if let Some(pem) = &options.ca_pem {
+        for cert in reqwest::Certificate::from_pem_bundle(pem.as_bytes())
+            .map_err(|e| failure(Reason::TlsUntrusted, format!("the CA bundle is not valid PEM: {e}")))?
+        {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    if options.insecure_skip_verify {
+        builder = builder.tls_danger_accept_invalid_certs(true);
+    }
+    builder.build().map_err(|e| transport(&e, "building the HTTP client"))
+}
+
+pub(super) fn oci_client(options: &Options) -> oci_client::Client {
+    crate::install_crypto_provider();
+    let extra_root_certificates = options
+        .ca_pem
+        .iter()
+        .map(|pem| oci_client::client::Certificate {
+            encoding: oci_client::client::CertificateEncoding::Pem,
+            data: pem.as_bytes().to_vec(),
+        })
+        .collect();
+    oci_client::Client::new(oci_client::client::ClientConfig {
+        protocol: oci_client::client::ClientProtocol::Https,
+        accept_invalid_certificates: options.insecure_skip_verify,
+        extra_root_certificates,
+        platform_resolver: None,
+        read_timeout: Some(options.timeout),
+        connect_timeout: Some(options.timeout),
+        user_agent: concat!("regcred/", env!("CARGO_PKG_VERSION")),
+        ..Default::default()
+    })
+}
+
+/// `GET /v2/`, then the challenge it answers with: Basic is retried with the credentials, Bearer asks the token
+/// service for a token with them.
+pub(super) async fn ping(http: &reqwest::Client, host: &str, credentials: Option<&Credentials>) -> Result<(), Failure> {
+    let url = format!("https://{host}/v2/");
+    let res = http.get(&url).send().await.map_err(|e| transport(&e, &format!("GET {url}")))?;
+    let status = res.status();
+    if status.is_success() {
+        return Ok(());
+    }
+    if status != reqwest::StatusCode::UNAUTHORIZED {
+        return Err(failure(Reason::RegistryUnreachable, format!("GET {url} answered {status}: not a registry?")));
+    }
+    let challenge =
+        res.headers().get(reqwest::header::WWW_AUTHENTICATE).and_then(|h| h.to_str().ok()).unwrap_or_default();
+    let (scheme, params) = parse_challenge(challenge);
+    let scheme = scheme.as_str();
+    let Some(creds) = credentials else {
+        if scheme.eq_ignore_ascii_case("bearer") {
+            // Anonymous pulls through a token service (Docker Hub, GHCR): only images can tell.
+            return Ok(());
+        }
+        return Err(failure(Reason::AuthenticationFailed, format!("{host} requires credentials and none were given")));
+    };
+    let answer = if scheme.eq_ignore_ascii_case("basic") {
+        http.get(&url).basic_auth(&creds.username, Some(&creds.password)).send().await
+    } else if scheme.eq_ignore_ascii_case("bearer") {
+        let param = |name: &str| challenge_param(&params, name);
+        let Some(realm) = param("realm") else {
+            return Err(failure(Reason::RegistryUnreachable, format!("{host}: a Bearer challenge without a realm")));
+        };
+        let mut query = Vec::new();
+        if let Some(service) = param("service") {
+            query.push(("service", service));
+        }
+        http.get(&realm).query(&query).basic_auth(&creds.username, Some(&creds.password)).send().await
+    } else {
+        return Err(failure(Reason::RegistryUnreachable, format!("{host}: unknown challenge {scheme:?}")));
+    };
+    let answer = answer.map_err(|e| transport(&e, "authenticating"))?;
+    match answer.status() {
+        s if s.is_success() => Ok(()),
+        s if s == reqwest::StatusCode::UNAUTHORIZED || s == reqwest::StatusCode::FORBIDDEN => Err(failure(
+            Reason::AuthenticationFailed,
+            format!("{host} rejected the credentials of user {:?} ({s})", creds.username),
+        )),
+        s => Err(failure(Reason::RegistryUnreachable, format!("authenticating with {host} answered {s}"))),
+    }
+}
+
+/// The scheme and parameters of a `WWW-Authenticate` header's challenge: the first Bearer or Basic one when the
+/// header offers several, otherwise the first. Quoted values keep their commas and escapes (RFC 9110 grammar,
+/// parsed by http-auth). A header that does not parse gives its first word as the scheme and no parameters.
+fn parse_challenge(header: &str) -> (String, Vec<(String, String)>) {
+    let challenges: Vec<http_auth::ChallengeRef<'_>> =
+        http_auth::parser::ChallengeParser::new(header).filter_map(Result::ok).collect();
+    let known = |c: &&http_auth::ChallengeRef<'_>| {
+        c.scheme.eq_ignore_ascii_case("bearer") || c.scheme.eq_ignore_ascii_case("basic")
+    };
+    match challenges.iter().find(known).or(challenges.first()) {
+        Some(c) => (c.scheme.to_owned(), c.params.iter().map(|(k, v)| ((*k).to_owned(), v.to_unescaped())).collect()),
+        None => (header.split_whitespace().next().unwrap_or_default().to_owned(), Vec::new()),
+    }
+}
+
+/// A parameter of a parsed challenge, by case-insensitive name.
+fn challenge_param(params: &[(String, String)], name: &str) -> Option<String> {
+    params.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.clone())
+}
+
+const ACCEPT: [&str; 4] = [DOCKER_MANIFEST, OCI_MANIFEST, DOCKER_LIST, OCI_INDEX];
+
+pub(super) async fn check_image(
+    client: &oci_client::Client,
+    auth: &RegistryAuth,
+    image: &str,
+    options: &Options,
+) -> ImageResult {
+    let mut result = ImageResult { image: image.to_owned(), ..Default::default() };
+    let reference: Reference = match image.parse() {
+        Ok(r) => r,
+        Err(e) => {
+            result.failure = Some(failure(Reason::InvalidReference, format!("{image} is not an image reference: {e}")));
+            return result;
+        }
+    };
+    let fetched = fetch(client, auth, &reference, true).await;
+    let (manifest, digest) = match fetched {
+        Ok(m) => m,
+        Err(f) => {
+            result.failure = Some(f);
+            return result;
+        }
+    };
+    let media_type = manifest.media_type();
+    let (manifest, digest, media_type) = if media_type == DOCKER_LIST || media_type == OCI_INDEX {
+        match manifest.entry_for(&options.platform) {
+            Ok((entry, platform)) => {
+                result.platform = Some(platform);
+                // Same repository: the token from the first fetch serves.
+                match fetch(client, auth, &reference.clone_with_digest(entry), false).await {
+                    Ok((m, d)) => {
+                        let t = m.media_type();
+                        (m, d, t)
+                    }
+                    Err(f) => {
+                        result.failure = Some(f);
+                        return result;
+                    }
+                }
+            }
+            Err(available) => {
+                result.digest = Some(digest);
+                result.media_type = Some(media_type);
+                result.failure = Some(failure(
+                    Reason::ImageNotFound,
+                    format!("{image} has no {} image (it has: {})", options.platform, available.join(", ")),
+                ));
+                return result;
+            }
+        }
+    } else {
+        (manifest, digest, media_type)
+    };
+    let size = manifest.size();
+    result.failure = judge(&media_type, size, options);
+    result.digest = Some(digest);
+    result.media_type = Some(media_type);
+    result.size = Some(size);
+    result
+}
+
+async fn fetch(
+    client: &oci_client::Client,
+    auth: &RegistryAuth,
+    reference: &Reference,
+    authenticate: bool,
+) -> Result<(Manifest, String), Failure> {
+    // Authenticate for this repository explicitly: oci-client would otherwise fall back to an anonymous request
+    // when the token service refuses, and report a generic 401.
+    if authenticate && !matches!(auth, RegistryAuth::Anonymous) {
+        client.auth(reference, auth, RegistryOperation::Pull).await.map_err(|e| classify(&e, reference))?;
+    }
+    let (body, digest) =
+        client.pull_manifest_raw(reference, auth, &ACCEPT).await.map_err(|e| classify(&e, reference))?;
+    let manifest: Manifest = serde_json::from_slice(&body).map_err(|e| {
+        failure(Reason::UnsupportedManifestType, format!("{reference}: the manifest is not JSON this can read: {e}"))
+    })?;
+    Ok((manifest, digest))
+}
+
+fn classify(err: &OciDistributionError, reference: &Reference) -> Failure {
+    use OciDistributionError as E;
+    let not_found = |detail: String| failure(Reason::ImageNotFound, format!("{reference}: {detail}"));
+    match err {
+        E::AuthenticationFailure(m) => {
+            failure(Reason::AuthenticationFailed, format!("{reference}: the token service refused: {}", m.trim()))
+        }
+        E::UnauthorizedError { .. } => {
+            failure(Reason::AuthenticationFailed, format!("{reference}: the registry answered 401 Unauthorized"))
+        }
+        E::RegistryError { envelope, .. } => {
+            let codes: Vec<&OciErrorCode> = envelope.errors.iter().map(|e| &e.code).collect();
+            if codes.iter().any(|c| matches!(c, OciErrorCode::Unauthorized | OciErrorCode::Denied)) {
+                failure(Reason::AuthenticationFailed, format!("{reference}: {envelope}"))
+            } else if codes.iter().any(|c| {
+                matches!(
+                    c,
+                    OciErrorCode::ManifestUnknown
+                        | OciErrorCode::NameUnknown
+                        | OciErrorCode::NotFound
+                        | OciErrorCode::BlobUnknown
+                )
+            }) {
+                not_found(envelope.to_string())
+            } else {
+                failure(Reason::RegistryUnreachable, format!("{reference}: {envelope}"))
+            }
+        }
+        E::ServerError { code: 404, message, .. } => not_found(message.clone()),
+        E::ServerError { code: 401 | 403, message, .. } => {
+            failure(Reason::AuthenticationFailed, format!("{reference}: {}", message.trim()))
+        }
+        E::RequestError(e) => transport(e, &reference.to_string()),
+        E::UnsupportedMediaTypeError(t) => {
+            failure(Reason::UnsupportedManifestType, format!("{reference}: unsupported media type {t}"))
+        }
+        other => failure(Reason::RegistryUnreachable, format!("{reference}: {other}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn challenges_are_read() {
+        let header = r#"Bearer realm="https://auth.example.com/token",service="registry.example.com",scope="x""#;
+        let (scheme, params) = parse_challenge(header);
+        assert_eq!(scheme, "Bearer");
+        assert_eq!(challenge_param(&params, "realm").as_deref(), Some("https://auth.example.com/token"));
+        assert_eq!(challenge_param(&params, "SERVICE").as_deref(), Some("registry.example.com"));
+        assert_eq!(challenge_param(&params, "error"), None);
+        // A quoted value keeps its comma; an escaped quote is unescaped.
+        let header = r#"Bearer realm="https://a.example/token",scope="repository:x:pull,push",error="say \"no\"""#;
+        let (_, params) = parse_challenge(header);
+        assert_eq!(challenge_param(&params, "scope").as_deref(), Some("repository:x:pull,push"));
+        assert_eq!(challenge_param(&params, "error").as_deref(), Some(r#"say "no""#));
+        // Several challenges: Bearer or Basic is chosen over a scheme regcred does not speak.
+        let (scheme, params) = parse_challenge(r#"Negotiate, Basic realm="registry""#);
+        assert_eq!((scheme.as_str(), challenge_param(&params, "realm").as_deref()), ("Basic", Some("registry")));
+        // Unparsable: the scheme word, no parameters, never a panic.
+        assert_eq!(parse_challenge("Bearer ,,,==\"").0, "Bearer");
+        assert_eq!(parse_challenge("").0, "");
+    }
+}

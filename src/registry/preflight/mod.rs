@@ -1,0 +1,292 @@
+//! Registry preflight: proves credentials and probe images against the registry itself, through the OCI
+//! distribution API, and says precisely what is wrong.
+//!
+//! The `/v2/` ping and its challenge (Basic, or Bearer through the registry's token service) are done here with
+//! reqwest, because oci-client has no call that verifies credentials without an image. Manifests are fetched with
+//! oci-client (`pull_manifest_raw`), and read here: the media type decides whether the manifest type is accepted,
+//! an index is resolved to the configured platform, and the image size is the config's plus the layers'.
+
+mod client;
+mod manifest;
+
+use std::time::{Duration, Instant};
+
+use oci_client::secrets::RegistryAuth;
+use serde::{Deserialize, Serialize};
+
+use client::{check_image, http_client, oci_client, ping};
+
+use crate::api::{ManifestType, RegistryTls, Validation};
+
+/// Docker image manifest v2 schema 2.
+pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+/// Docker manifest list.
+pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+/// OCI image manifest.
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+/// OCI image index.
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+
+/// Why a check failed; each is a condition reason.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reason {
+    AuthenticationFailed,
+    RegistryUnreachable,
+    #[serde(rename = "TLSUntrusted")]
+    TlsUntrusted,
+    ImageNotFound,
+    ImageTooLarge,
+    UnsupportedManifestType,
+    InvalidReference,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::AuthenticationFailed => "AuthenticationFailed",
+            Self::RegistryUnreachable => "RegistryUnreachable",
+            Self::TlsUntrusted => "TLSUntrusted",
+            Self::ImageNotFound => "ImageNotFound",
+            Self::ImageTooLarge => "ImageTooLarge",
+            Self::UnsupportedManifestType => "UnsupportedManifestType",
+            Self::InvalidReference => "InvalidReference",
+        }
+    }
+
+    /// The exit status of `regcred check` for this failure: distinct per reason, for scripts.
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Self::AuthenticationFailed => 3,
+            Self::RegistryUnreachable => 4,
+            Self::TlsUntrusted => 5,
+            Self::ImageNotFound => 6,
+            Self::ImageTooLarge => 7,
+            Self::UnsupportedManifestType => 8,
+            Self::InvalidReference => 2,
+        }
+    }
+}
+
+/// A failed check: the reason and a message for humans (never secret material).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    pub reason: Reason,
+    pub message: String,
+}
+
+fn failure(reason: Reason, message: impl Into<String>) -> Failure {
+    Failure { reason, message: message.into() }
+}
+
+/// Manifest formats a profile may accept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ManifestKind {
+    Docker,
+    Oci,
+}
+
+/// What to check, and how to reach the registry.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Extra trusted CA certificates (PEM), for private registries.
+    pub ca_pem: Option<String>,
+    /// Skip TLS verification: only by an explicit opt-in.
+    pub insecure_skip_verify: bool,
+    /// `os/arch[/variant]` an index is resolved to.
+    pub platform: String,
+    /// Largest accepted image (config plus layers), in bytes.
+    pub max_size: Option<u64>,
+    /// Accepted manifest formats; empty accepts both.
+    pub accepted: Vec<ManifestKind>,
+    /// Per request.
+    pub timeout: Duration,
+}
+
+impl Options {
+    /// The options a profile's `validation` and `tls` ask for.
+    pub fn for_profile(validation: &Validation, tls: Option<&RegistryTls>) -> Self {
+        Self {
+            ca_pem: tls.and_then(|t| t.ca_bundle.clone()),
+            insecure_skip_verify: tls.and_then(|t| t.insecure_skip_verify) == Some(true),
+            platform: validation.platform.clone().unwrap_or_else(|| "linux/amd64".into()),
+            max_size: validation.max_image_size.as_deref().and_then(parse_size),
+            accepted: validation
+                .manifest_types
+                .iter()
+                .map(|t| match t {
+                    ManifestType::Docker => ManifestKind::Docker,
+                    ManifestType::Oci => ManifestKind::Oci,
+                })
+                .collect(),
+            ..Self::default()
+        }
+    }
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            ca_pem: None,
+            insecure_skip_verify: false,
+            platform: "linux/amd64".into(),
+            max_size: None,
+            accepted: Vec::new(),
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Registry credentials. `Debug` redacts the password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials").field("username", &self.username).field("password", &"<redacted>").finish()
+    }
+}
+
+/// What one probe image resolved to.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageResult {
+    /// The full reference checked.
+    pub image: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media_type: Option<String>,
+    /// Config plus layers, in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    /// The platform an index was resolved to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<Failure>,
+}
+
+/// The outcome of a preflight.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Report {
+    pub registry: String,
+    /// `None`: the credentials (or anonymous access) work.
+    pub credentials: Option<Failure>,
+    pub images: Vec<ImageResult>,
+    pub duration_ms: u64,
+}
+
+impl Report {
+    /// The first failure, credentials first.
+    pub fn first_failure(&self) -> Option<&Failure> {
+        self.credentials.as_ref().or_else(|| self.images.iter().find_map(|i| i.failure.as_ref()))
+    }
+}
+
+/// The full reference of a probe image: as given when it names a registry (a first component with a `.` or `:`,
+/// or `localhost`), otherwise under the profile's registry (which may carry a path prefix).
+pub fn qualify(image: &str, registry: &str) -> String {
+    if super::reference::names_registry(image) {
+        image.to_owned()
+    } else {
+        format!("{}/{image}", registry.trim_end_matches('/'))
+    }
+}
+
+/// Parses a quantity such as `20Gi`, `500M` or `1.5Gi` into bytes.
+pub fn parse_size(q: &str) -> Option<u64> {
+    let split = q.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(q.len());
+    let (number, suffix) = q.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let factor: f64 = match suffix {
+        "" => 1.0,
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "P" => 1e15,
+        "Ki" => 1024.0,
+        "Mi" => 1024f64.powi(2),
+        "Gi" => 1024f64.powi(3),
+        "Ti" => 1024f64.powi(4),
+        "Pi" => 1024f64.powi(5),
+        _ => return None,
+    };
+    let bytes = number * factor;
+    #[expect(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        clippy::cast_precision_loss,
+        reason = "a finite, non-negative quantity below u64::MAX; a size is not exact to the byte beyond 2^53"
+    )]
+    let bytes = (bytes.is_finite() && bytes >= 0.0 && bytes < u64::MAX as f64).then_some(bytes as u64);
+    bytes
+}
+
+/// The manifest formats by media type: `Some(kind)` for an image manifest, `None` for anything else.
+pub async fn check(registry: &str, credentials: Option<&Credentials>, images: &[String], options: &Options) -> Report {
+    let started = Instant::now();
+    let host = registry.split('/').next().unwrap_or(registry);
+    // Docker Hub's names (docker.io, index.docker.io) are not where its API answers.
+    let host = if super::is_docker_hub(host) { "registry-1.docker.io".to_owned() } else { host.to_owned() };
+    let mut report = Report { registry: host.clone(), credentials: None, images: Vec::new(), duration_ms: 0 };
+    match http_client(options) {
+        Ok(http) => report.credentials = ping(&http, &host, credentials).await.err(),
+        Err(f) => report.credentials = Some(f),
+    }
+    // Images are checked only with working credentials: otherwise every image would repeat the same failure.
+    if report.credentials.is_none() {
+        let client = oci_client(options);
+        let auth = match credentials {
+            Some(c) => RegistryAuth::Basic(c.username.clone(), c.password.clone()),
+            None => RegistryAuth::Anonymous,
+        };
+        for image in images {
+            report.images.push(check_image(&client, &auth, &qualify(image, registry), options).await);
+        }
+    }
+    report.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_images_go_under_the_profile_registry() {
+        let cases = [
+            ("team/app:1", "reg.example.com:5000", "reg.example.com:5000/team/app:1"),
+            ("app", "reg.example.com", "reg.example.com/app"),
+            ("repo/app@sha256:abc", "europe-docker.pkg.dev/proj", "europe-docker.pkg.dev/proj/repo/app@sha256:abc"),
+            ("other.example.com/team/app:1", "reg.example.com", "other.example.com/team/app:1"),
+            ("localhost/app", "reg.example.com", "localhost/app"),
+            ("localhost:5000/app", "reg.example.com", "localhost:5000/app"),
+            ("library/nginx", "docker.io", "docker.io/library/nginx"),
+        ];
+        for (image, registry, want) in cases {
+            assert_eq!(qualify(image, registry), want, "{image} under {registry}");
+        }
+    }
+
+    #[test]
+    fn sizes_parse_like_quantities() {
+        assert_eq!(parse_size("20Gi"), Some(20 * 1024 * 1024 * 1024));
+        assert_eq!(parse_size("500M"), Some(500_000_000));
+        assert_eq!(parse_size("1.5Ki"), Some(1536));
+        assert_eq!(parse_size("1024"), Some(1024));
+        for bad in ["", "Gi", "20GB", "-1", "1e3", "x"] {
+            assert_eq!(parse_size(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn credentials_never_print_their_password() {
+        let c = Credentials { username: "bot".into(), password: "hunter2".into() };
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+}
