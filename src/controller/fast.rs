@@ -46,7 +46,10 @@ async fn serve_one(client: &Client, view: &View, namespace: &str) {
             Err(e @ (EnsureError::Withheld | EnsureError::NothingToWrite | EnsureError::Credentials(_))) => {
                 debug!(profile = %meaning.name, reason = %e, "left to the reconcile");
             }
-            Err(e) => debug!(profile = %meaning.name, error = %e, "write failed; the reconcile retries"),
+            Err(e) => {
+                debug!(profile = %meaning.name, error = %e, "write failed; the reconcile retries");
+                view.dirty.mark([meaning.name.clone()]);
+            }
         }
     }
 }

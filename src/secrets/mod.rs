@@ -24,7 +24,7 @@ use crate::names::{
 };
 use crate::resolve::{self, Source};
 use crate::state::View;
-use crate::state::managed::{ManagedSecrets, WatchedSecret};
+use crate::state::managed::{ManagedSecrets, WatchedSecret, content_hash};
 
 /// The writes regcred may have in flight at once, shared by every reconcile: the most load its syncs put on the
 /// apiserver. A profile alone may use all of it (a sync of 10,000 namespaces does not slow down once the small
@@ -101,8 +101,22 @@ impl Writer {
         budget.run(actions, |a| self.run(a)).await
     }
 
-    /// One action.
+    /// One action, unless it is moot: the view already holds what it would write (another writer made it since
+    /// the plan), or another write of the same Secret is under way (whose writer reports how it went).
     pub async fn run(&self, action: Action) -> Outcome {
+        let (namespace, name) = match &action {
+            Action::Create { namespace } | Action::Update { namespace } | Action::Replace { namespace, .. } => {
+                (namespace.as_str(), self.secret_name.as_str())
+            }
+            Action::Delete { namespace, name, .. } => (namespace.as_str(), name.as_str()),
+        };
+        if matches!(action, Action::Create { .. } | Action::Update { .. }) && self.already_written(namespace) {
+            return None;
+        }
+        let Some(_claim) = self.managed.claim(namespace, name) else {
+            debug!(namespace, secret = name, "another write of this Secret is under way");
+            return None;
+        };
         match action {
             Action::Create { namespace } => self.create(&namespace).await,
             Action::Update { namespace } => self.apply(&namespace).await,
@@ -112,6 +126,13 @@ impl Writer {
             },
             Action::Delete { namespace, name, uid } => self.delete(&namespace, &name, &uid).await,
         }
+    }
+
+    /// Whether the view holds this writer's Secret in `namespace` exactly as it would write it.
+    fn already_written(&self, namespace: &str) -> bool {
+        let (Some(config), Some(uid)) = (&self.config, self.profile.uid()) else { return false };
+        let hash = content_hash(DOCKER_CONFIG_TYPE, [(DOCKER_CONFIG_KEY, config.0.expose())]);
+        self.managed.holds(namespace, &self.secret_name, &self.profile.name_any(), &uid, hash)
     }
 
     fn api(&self, namespace: &str) -> Api<Secret> {

@@ -8,9 +8,9 @@
 //! every entry that uses it, and released with its last user), and the Secret's uid is kept as 16 bytes.
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
@@ -246,6 +246,20 @@ impl Entry {
 #[derive(Clone, Default)]
 pub struct ManagedSecrets {
     index: compact::Shared<Entry>,
+    /// The Secrets being written now (namespace, name): one write of each at a time, whoever asks.
+    in_flight: Arc<Mutex<HashSet<(String, String)>>>,
+}
+
+/// The right to write one Secret, held until dropped (see [`ManagedSecrets::claim`]).
+pub struct Claim {
+    in_flight: Arc<Mutex<HashSet<(String, String)>>>,
+    key: (String, String),
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        self.in_flight.lock().unwrap_or_else(PoisonError::into_inner).remove(&self.key);
+    }
 }
 
 impl ManagedSecrets {
@@ -268,6 +282,27 @@ impl ManagedSecrets {
     pub fn record_deleted(&self, namespace: &str, name: &str, uid: &str) {
         let gone = WatchedSecret::named(namespace, name);
         self.index.apply_unless(&watcher::Event::Delete(gone), Entry::of, |held, _| held.uid.to_text() != uid);
+    }
+
+    /// Claims the write of the Secret `name` in `namespace`; `None` while another write of it is under way (the
+    /// controller's sync and the new-namespace path may both want to create it).
+    pub fn claim(&self, namespace: &str, name: &str) -> Option<Claim> {
+        let key = (namespace.to_owned(), name.to_owned());
+        let fresh = self.in_flight.lock().unwrap_or_else(PoisonError::into_inner).insert(key.clone());
+        fresh.then(|| Claim { in_flight: self.in_flight.clone(), key })
+    }
+
+    /// Whether the index already holds the Secret `name` in `namespace` as `profile` (with uid `owner`) writes it:
+    /// its content hashing to `content_hash`, its type and labels right. A plan made a moment ago may still ask for
+    /// a write another writer has just made.
+    pub fn holds(&self, namespace: &str, name: &str, profile: &str, owner: &str, content_hash: u64) -> bool {
+        self.index.read().get(namespace, name).is_some_and(|e| {
+            e.content_hash == content_hash
+                && e.type_ok
+                && e.labels_ok
+                && &*e.profile == profile
+                && e.owner_uids.to_vec().iter().any(|u| &**u == owner)
+        })
     }
 
     /// Whether a managed Secret `name` exists in `namespace`.

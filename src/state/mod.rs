@@ -124,7 +124,7 @@ impl View {
         };
 
         // A profile changed: itself.
-        view.drive("profiles", profile_events, |_, p| vec![p.name_any()]);
+        view.drive("profiles", profile_events, view.dirty.clone(), |_, p| vec![p.name_any()]);
         // A namespace appeared, changed labels or is going: the profiles that select it or have a Secret in it.
         let new_namespaces = view.new_namespaces.clone();
         let ns_events = ns_events.inspect(move |event| {
@@ -132,13 +132,25 @@ impl View {
                 new_namespaces.mark([ns.name_any()]);
             }
         });
-        view.drive("namespaces", ns_events, |c, ns| c.profiles_for_namespace(&namespace_info(&ns)));
+        // Those profiles are reconciled a moment later, all marks of that moment at once: a new namespace already
+        // has its Secret from the new-namespace path, and a burst of namespaces re-plans each profile once, not
+        // once per namespace, while the new-namespace path has the CPU.
+        let settling = Arc::new(Dirty::default());
+        view.drive("namespaces", ns_events, settling.clone(), |c, ns| c.profiles_for_namespace(&namespace_info(&ns)));
+        let dirty = view.dirty.clone();
+        tokio::spawn(async move {
+            let mut batches = std::pin::pin!(settling.batches());
+            while let Some(names) = batches.next().await {
+                tokio::time::sleep(SETTLE).await;
+                dirty.mark(names);
+            }
+        });
         // A managed Secret was edited or deleted: its profile.
-        view.drive("managed secrets", managed_events, |_, s| {
+        view.drive("managed secrets", managed_events, view.dirty.clone(), |_, s| {
             s.labels().get(PROFILE_LABEL).cloned().into_iter().collect()
         });
         // A Secret in regcred's namespace changed: the profiles that read it.
-        view.drive("source secrets", source_events, |c, s| {
+        view.drive("source secrets", source_events, view.dirty.clone(), |c, s| {
             let name = s.name_any();
             c.profiles
                 .state()
@@ -149,7 +161,7 @@ impl View {
         });
         // A ServiceAccount appeared or changed: the profiles that recorded an entry on it, and those in
         // ServiceAccount mode that select its namespace and name it.
-        view.drive("service accounts", sa_events, |c, sa| c.profiles_for_service_account(&sa));
+        view.drive("service accounts", sa_events, view.dirty.clone(), |c, sa| c.profiles_for_service_account(&sa));
         view
     }
 
@@ -185,21 +197,26 @@ impl View {
     /// the stream before the store swaps them in at `InitDone`, so a reconcile they trigger can run on the old
     /// view, and an object created during the gap would then wait for the next periodic resync (found by
     /// `make soak`: namespaces created while the apiserver restarted got no Secret).
-    fn drive<K, S>(&self, what: &'static str, events: S, map: impl Fn(&View, K) -> Vec<String> + Send + 'static)
-    where
+    fn drive<K, S>(
+        &self,
+        what: &'static str,
+        events: S,
+        into: Arc<Dirty>,
+        map: impl Fn(&View, K) -> Vec<String> + Send + 'static,
+    ) where
         K: Send + 'static,
         S: Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
     {
-        let caches = self.clone();
+        let view = self.clone();
         tokio::spawn(async move {
             let mut events = std::pin::pin!(events);
             while let Some(event) = events.next().await {
                 match event {
                     Ok(watcher::Event::Apply(obj) | watcher::Event::Delete(obj) | watcher::Event::InitApply(obj)) => {
-                        caches.dirty.mark(map(&caches, obj));
+                        into.mark(map(&view, obj));
                     }
                     Ok(watcher::Event::InitDone) => {
-                        caches.dirty.mark(caches.profiles.state().iter().map(|p| p.name_any()));
+                        into.mark(view.profiles.state().iter().map(|p| p.name_any()));
                     }
                     Ok(watcher::Event::Init) => {}
                     // default_backoff() retries; the error is only worth a line in the log.
@@ -283,6 +300,9 @@ impl View {
         self.namespaces.get(name)
     }
 }
+
+/// How long reconciles triggered by namespace events wait for more of them.
+const SETTLE: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// What feeds a [`View::detached`].
 pub struct Feeds {
