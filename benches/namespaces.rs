@@ -100,6 +100,65 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
+/// `samples` new namespaces, one at a time, each timed to the wide profile's Secret in it; the floor interleaved
+/// (a namespace, then a Secret the benchmark creates in it itself).
+async fn sample(env: &TestEnv, regcred_seen: &Arrivals, floor_seen: &Arrivals, tag: &str, samples: usize) -> Figures {
+    let client = env.client.clone();
+    let namespaces = Api::<Namespace>::all(client.clone());
+    let mut figures = Figures { regcred: Vec::new(), floor: Vec::new() };
+    for k in 0..samples {
+        let name = format!("{}-s{tag}-{k:03}", env.id);
+        env.cleanup_namespace(&name);
+        let ns = Namespace {
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                labels: Some(BTreeMap::from([
+                    ("regcred-test".to_owned(), env.id.clone()),
+                    ("bench".to_owned(), "wide".to_owned()),
+                    ("team".to_owned(), "t1".to_owned()),
+                ])),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let t0 = Instant::now();
+        namespaces.create(&PostParams::default(), &ns).await.unwrap();
+        figures.regcred.push(regcred_seen.wait(&name).await - t0);
+
+        let floor_name = format!("{}-f{tag}-{k:03}", env.id);
+        env.cleanup_namespace(&floor_name);
+        let floor_ns = Namespace {
+            metadata: ObjectMeta { name: Some(floor_name.clone()), ..Default::default() },
+            ..Default::default()
+        };
+        let secret = Secret {
+            metadata: ObjectMeta { name: Some("floor".into()), ..Default::default() },
+            type_: Some("kubernetes.io/dockerconfigjson".into()),
+            data: Some(BTreeMap::from([(".dockerconfigjson".into(), ByteString(b"{\"auths\":{}}".to_vec()))])),
+            ..Default::default()
+        };
+        let t0 = Instant::now();
+        namespaces.create(&PostParams::default(), &floor_ns).await.unwrap();
+        Api::<Secret>::namespaced(client.clone(), &floor_name).create(&PostParams::default(), &secret).await.unwrap();
+        figures.floor.push(floor_seen.wait(&floor_name).await - t0);
+    }
+    figures.regcred.sort();
+    figures.floor.sort();
+    figures
+}
+
+fn latency_row(figures: &Figures) -> serde_json::Value {
+    json!({
+        "samples": figures.regcred.len(),
+        "new_namespace_p50_ms": ms(percentile(&figures.regcred, 0.5)),
+        "new_namespace_p99_ms": ms(percentile(&figures.regcred, 0.99)),
+        "new_namespace_max_ms": ms(*figures.regcred.last().unwrap()),
+        "floor_p50_ms": ms(percentile(&figures.floor, 0.5)),
+        "floor_p99_ms": ms(percentile(&figures.floor, 0.99)),
+        "p50_vs_floor": ms(percentile(&figures.regcred, 0.5)) / ms(percentile(&figures.floor, 0.5)),
+    })
+}
+
 #[tokio::main]
 async fn main() {
     let small = env_or("NAMESPACES_SMALL", 1_000) as usize;
@@ -161,7 +220,6 @@ async fn main() {
             };
             let regcred_seen = Arrivals::watch(client.clone(), "pull-wide");
             let floor_seen = Arrivals::watch(client.clone(), "floor");
-            let namespaces = Api::<Namespace>::all(client.clone());
             let mut created = 0usize;
             let mut rows = BTreeMap::new();
             let mut password = 1;
@@ -190,45 +248,7 @@ async fn main() {
                 let sync_writes = settled_writes(&user, sync_from, sync_secrets).await;
                 eprintln!("namespaces: {size}: synced, {sync_writes} Secret writes for {sync_secrets} new Secrets");
 
-                // New namespaces, one at a time, regcred and the floor interleaved.
-                let mut figures = Figures { regcred: Vec::new(), floor: Vec::new() };
-                let secrets_of = |ns: &str| Api::<Secret>::namespaced(client.clone(), ns);
-                for k in 0..samples {
-                    let name = format!("{}-s{size}-{k:03}", env.id);
-                    env.cleanup_namespace(&name);
-                    let ns = Namespace {
-                        metadata: ObjectMeta {
-                            name: Some(name.clone()),
-                            labels: Some(BTreeMap::from([
-                                ("regcred-test".to_owned(), env.id.clone()),
-                                ("bench".to_owned(), "wide".to_owned()),
-                                ("team".to_owned(), "t1".to_owned()),
-                            ])),
-                            ..Default::default()
-                        },
-                        ..Default::default()
-                    };
-                    let t0 = Instant::now();
-                    namespaces.create(&PostParams::default(), &ns).await.unwrap();
-                    figures.regcred.push(regcred_seen.wait(&name).await - t0);
-
-                    let floor_name = format!("{}-f{size}-{k:03}", env.id);
-                    env.cleanup_namespace(&floor_name);
-                    let floor_ns = Namespace {
-                        metadata: ObjectMeta { name: Some(floor_name.clone()), ..Default::default() },
-                        ..Default::default()
-                    };
-                    let secret = Secret {
-                        metadata: ObjectMeta { name: Some("floor".into()), ..Default::default() },
-                        type_: Some("kubernetes.io/dockerconfigjson".into()),
-                        data: Some(BTreeMap::from([(".dockerconfigjson".into(), ByteString(b"{\"auths\":{}}".to_vec()))])),
-                        ..Default::default()
-                    };
-                    let t0 = Instant::now();
-                    namespaces.create(&PostParams::default(), &floor_ns).await.unwrap();
-                    secrets_of(&floor_name).create(&PostParams::default(), &secret).await.unwrap();
-                    figures.floor.push(floor_seen.wait(&floor_name).await - t0);
-                }
+                let figures = sample(&env, &regcred_seen, &floor_seen, &size.to_string(), samples).await;
                 ready(wide.name_any(), selected + samples).await;
 
                 // A rotation: every Secret of both profiles rewritten.
@@ -245,32 +265,44 @@ async fn main() {
                 let rotation_seconds = rotated.elapsed().as_secs_f64() - 3.0;
                 eprintln!("namespaces: {size}: rotation, {rotation_writes} Secret writes for {secrets_now} Secrets");
 
-                figures.regcred.sort();
-                figures.floor.sort();
-                rows.insert(
-                    size,
-                    json!({
-                        "namespaces": selected,
-                        "samples": samples,
-                        "new_namespace_p50_ms": ms(percentile(&figures.regcred, 0.5)),
-                        "new_namespace_p99_ms": ms(percentile(&figures.regcred, 0.99)),
-                        "new_namespace_max_ms": ms(*figures.regcred.last().unwrap()),
-                        "floor_p50_ms": ms(percentile(&figures.floor, 0.5)),
-                        "floor_p99_ms": ms(percentile(&figures.floor, 0.99)),
-                        "p50_vs_floor": ms(percentile(&figures.regcred, 0.5)) / ms(percentile(&figures.floor, 0.5)),
-                        "sync_secret_writes": sync_writes,
-                        "sync_new_secrets": sync_secrets,
-                        "sync_writes_per_secret": sync_writes as f64 / sync_secrets.max(1) as f64,
-                        "rotation_secret_writes": rotation_writes,
-                        "rotation_secrets": secrets_now,
-                        "rotation_writes_per_secret": rotation_writes as f64 / secrets_now as f64,
-                        "rotation_seconds_upper_bound": rotation_seconds,
-                    }),
-                );
+                let mut row = latency_row(&figures);
+                row["namespaces"] = json!(selected);
+                for (k, v) in [
+                    ("sync_secret_writes", json!(sync_writes)),
+                    ("sync_new_secrets", json!(sync_secrets)),
+                    ("sync_writes_per_secret", json!(sync_writes as f64 / sync_secrets.max(1) as f64)),
+                    ("rotation_secret_writes", json!(rotation_writes)),
+                    ("rotation_secrets", json!(secrets_now)),
+                    ("rotation_writes_per_secret", json!(rotation_writes as f64 / secrets_now as f64)),
+                    ("rotation_seconds_upper_bound", json!(rotation_seconds)),
+                ] {
+                    row[k] = v;
+                }
+                rows.insert(size, row);
                 // The sample namespaces stay: they count in the next size.
             }
+            // The same at the largest size with HANGING profiles whose registries accept connections and never
+            // answer: their preflights are pending all along, on workers of their own.
+            let hanging_n = env_or("HANGING_PROFILES", 8) as usize;
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let silent = tokio::spawn(async move {
+                let mut held = Vec::new();
+                while let Ok((socket, _)) = listener.accept().await {
+                    held.push(socket);
+                }
+            });
+            for i in 0..hanging_n {
+                let mut p = profile(&format!("hang{i}"), json!({"regcred-test": env.id, "bench": "none"}));
+                p.spec.server = Some(format!("{addr}/p{i}"));
+                p.spec.validation = Some(serde_json::from_value(json!({"images": ["team/app:1"]})).unwrap());
+                support::apply(&profiles, &p).await;
+            }
+            let figures = sample(&env, &regcred_seen, &floor_seen, "hang", samples).await;
+            let hanging = latency_row(&figures);
+            silent.abort();
             drop(operator);
-            json!({ "sizes": rows })
+            json!({ "sizes": rows, "hanging_profiles": hanging_n, "with_hanging_registries": hanging })
         })
         .await;
     println!();
@@ -287,5 +319,11 @@ async fn main() {
         row("  Secret writes per new Secret (sync)", &format!("{:.3}", f("sync_writes_per_secret")), "1");
         row("  Secret writes per Secret (rotation)", &format!("{:.3}", f("rotation_writes_per_secret")), "1");
     }
+    let h = &report["with_hanging_registries"];
+    let f = |k: &str| h[k].as_f64().unwrap_or(f64::NAN);
+    println!("at the largest size, with {} profiles whose registries never answer:", report["hanging_profiles"]);
+    row("  new namespace -> its Secret, p50", &format!("{:.1}ms", f("new_namespace_p50_ms")), "");
+    row("  new namespace -> its Secret, p99", &format!("{:.1}ms", f("new_namespace_p99_ms")), "");
+    row("  p50 / floor p50", &format!("{:.2}x", f("p50_vs_floor")), "");
     common::write_report("namespaces", &report);
 }
