@@ -17,8 +17,12 @@ if [ ! -s "$out" ]; then
   start=$(date +%s)
   echo "image build: building regcred's image from the Dockerfile (a cold build compiles every dependency: 15-25 min on 2 cores)" >&2
   mkdir -p "$cache_root/images"
+  # The RUN steps need a container runtime that works with this host's cgroups: runc. crun (which buildah prefers,
+  # and which Debian installs with it when runc is missing) refuses cgroup v1 with a cgroup2 mount beside it:
+  # "cgroups in hybrid mode not supported".
+  need_packages runc:runc >&2 || die "runc is missing"
   # --force-rm: a failed build leaves no working container (nor its mount) behind.
-  buildah "${buildah_args[@]}" build --layers --force-rm --pull=never --network=host "${build_arg[@]}" \
+  buildah "${buildah_args[@]}" build --runtime runc --layers --force-rm --pull=never --network=host "${build_arg[@]}" \
     -t "localhost/regcred:$key" -f Dockerfile . >"$cache_root/images/build.log" 2>&1 ||
     { tail -n 30 "$cache_root/images/build.log" >&2; die "buildah build failed (full log: $cache_root/images/build.log)"; }
   rm -f "$out.tmp"
