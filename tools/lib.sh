@@ -22,7 +22,7 @@ need_packages() {
   local missing=() pair
   for pair in "$@"; do command -v "${pair%%:*}" >/dev/null 2>&1 || [ -e "${pair%%:*}" ] || missing+=("${pair#*:}"); done
   [ ${#missing[@]} -eq 0 ] && return 0
-  echo "installing Debian packages: ${missing[*]}"
+  echo "installing Debian packages: ${missing[*]}" >&2
   as_root apt-get install -y -qq "${missing[@]}" >/dev/null 2>&1 ||
     { as_root apt-get update -qq && as_root apt-get install -y -qq "${missing[@]}" >/dev/null; } ||
     { echo "could not install ${missing[*]}: run 'apt-get update && apt-get install ${missing[*]}' as root" >&2; return 1; }
