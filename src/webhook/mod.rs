@@ -58,7 +58,7 @@ pub fn pod_images(pod: &Pod) -> Vec<String> {
 /// The Secret names to add, in the candidates' order: those of profiles that select the namespace and whose
 /// registry serves at least one of the images, minus what the Pod already has. Unparsable images match nothing.
 pub fn decide(images: &[String], existing: &[String], candidates: &[Candidate]) -> Vec<String> {
-    let parsed: Vec<image::ImageRef> = images.iter().filter_map(|i| image::parse(i).ok()).collect();
+    let parsed: Vec<_> = images.iter().filter_map(|i| image::parse_memo(i)).collect();
     let mut seen: BTreeSet<&str> = existing.iter().map(String::as_str).collect();
     let mut add = Vec::new();
     for c in candidates.iter().filter(|c| c.selects_namespace) {
