@@ -284,14 +284,7 @@ async fn main() {
             // The same at the largest size with HANGING profiles whose registries accept connections and never
             // answer: their preflights are pending all along, on workers of their own.
             let hanging_n = env_or("HANGING_PROFILES", 8) as usize;
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let addr = listener.local_addr().unwrap();
-            let silent = tokio::spawn(async move {
-                let mut held = Vec::new();
-                while let Ok((socket, _)) = listener.accept().await {
-                    held.push(socket);
-                }
-            });
+            let (addr, silent) = support::registry::silent().await;
             for i in 0..hanging_n {
                 let mut p = profile(&format!("hang{i}"), json!({"regcred-test": env.id, "bench": "none"}));
                 p.spec.server = Some(format!("{addr}/p{i}"));

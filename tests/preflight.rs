@@ -380,14 +380,7 @@ async fn a_running_preflight_shows_as_checking_and_a_silent_registry_as_unreacha
         .await
         .run(|env| async move {
             // Accepts TCP connections, holds them, says nothing.
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let addr = listener.local_addr().unwrap();
-            let silent = tokio::spawn(async move {
-                let mut held = Vec::new();
-                while let Ok((socket, _)) = listener.accept().await {
-                    held.push(socket);
-                }
-            });
+            let (addr, silent) = support::registry::silent().await;
             let h = Harness::start(&env).await;
             h.source("creds", &[("username", USER), ("password", PASSWORD)]).await;
             let spec = json!({
@@ -424,14 +417,7 @@ async fn silent_registries_never_delay_another_profiles_new_namespace() {
     TestEnv::new("hanging")
         .await
         .run(|env| async move {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let addr = listener.local_addr().unwrap();
-            let silent = tokio::spawn(async move {
-                let mut held = Vec::new();
-                while let Ok((socket, _)) = listener.accept().await {
-                    held.push(socket);
-                }
-            });
+            let (addr, silent) = support::registry::silent().await;
             let h = Harness::start(&env).await;
             h.source("creds", &[("username", USER), ("password", PASSWORD)]).await;
             let api = kube::Api::<regcred::api::RegistryProfile>::all(h.client());

@@ -151,6 +151,20 @@ async fn run(request: &Request) -> Report {
     }
 }
 
+/// A registry that accepts connections and never answers (its address, and the task holding them), for tests.
+#[cfg(test)]
+pub(crate) async fn silent_registry() -> (String, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    (addr, task)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -166,25 +180,12 @@ mod tests {
         }
     }
 
-    /// A registry that accepts connections and never answers.
-    async fn silent() -> (String, tokio::task::JoinHandle<()>) {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        let task = tokio::spawn(async move {
-            let mut held = Vec::new();
-            while let Ok((socket, _)) = listener.accept().await {
-                held.push(socket);
-            }
-        });
-        (addr, task)
-    }
-
     #[tokio::test]
     async fn a_check_never_blocks_the_caller_and_reports_through_the_dirty_set() {
         crate::install_crypto_provider();
         let dirty = Arc::new(Dirty::default());
         let checks = Checks::new(1, dirty.clone());
-        let (hanging, task) = silent().await;
+        let (hanging, task) = silent_registry().await;
         let now = jiff::Timestamp::now();
         // Asking returns at once, pending, however long the registry takes; asking again starts nothing new.
         assert_eq!(checks.state(request("slow", &hanging), now), State::Pending { previous: None });

@@ -255,14 +255,7 @@ async fn a_deselected_namespace_loses_only_the_secret_the_profile_owns() {
 #[tokio::test]
 async fn a_pending_preflight_never_holds_up_the_secrets_unless_withheld() {
     // A registry that accepts connections and never answers.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let _silent = tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((socket, _)) = listener.accept().await {
-            held.push(socket);
-        }
-    });
+    let (addr, _silent) = super::preflight::silent_registry().await;
     crate::install_crypto_provider();
     let mut s = scene(&["a"]);
     s.put_source(source("creds", "pw1"));

@@ -319,3 +319,17 @@ impl Registry {
         entries
     }
 }
+
+/// A registry that accepts TCP connections, holds them and never answers: its address, and the task holding them
+/// (abort it when done).
+pub async fn silent() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    (addr, task)
+}
