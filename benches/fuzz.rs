@@ -120,7 +120,10 @@ fn main() {
         let config = kube::Config::new("http://127.0.0.1:9".parse().unwrap());
         let client = kube::Client::try_from(config).unwrap();
         let view = regcred::state::View::start(&client, "regcred-system", None, 2.0 / 3.0);
-        Arc::new(Webhook { client, view, operator_namespace: "regcred-system".into(), stats: Default::default() })
+        let checker = Some(Arc::new(regcred::images::Checker::new(Duration::from_millis(50), 64, Default::default())));
+        let known_secrets = regcred::webhook::known_secrets();
+        let operator_namespace = "regcred-system".into();
+        Arc::new(Webhook { client, view, operator_namespace, stats: Default::default(), checker, known_secrets })
     });
     let (started, mut cases, mut rejected) = (Instant::now(), 0u64, 0u64);
     while started.elapsed() < budget {

@@ -130,6 +130,35 @@ pub struct WebhookArgs {
     /// replaced at two thirds of its life. Units: s, m, h.
     #[arg(long = "webhook-cert-lifetime", env = "REGCRED_WEBHOOK_CERT_LIFETIME", default_value = "2160h", value_parser = parse_lifetime)]
     pub cert_lifetime: std::time::Duration,
+
+    /// Image checks at admission (each profile's `imageChecks.mode` applies); `false` turns them off for all.
+    #[arg(long = "image-checks", env = "REGCRED_IMAGE_CHECKS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub image_checks: bool,
+
+    /// The longest an admission waits for the registry (well inside the webhook's timeout); a check that takes
+    /// longer finishes in the background, and the next admission gets its answer. Units: ms, s.
+    #[arg(long = "image-check-budget", env = "REGCRED_IMAGE_CHECK_BUDGET", default_value = "2s", value_parser = parse_budget)]
+    pub image_check_budget: std::time::Duration,
+
+    /// Images (per credentials) whose check result is kept.
+    #[arg(long = "image-check-cache", env = "REGCRED_IMAGE_CHECK_CACHE", default_value_t = 4096)]
+    pub image_check_cache: u64,
+}
+
+/// Parses an admission budget such as `500ms` or `2s`: between 10 ms and 25 s (the apiserver allows a webhook 30 s
+/// at most).
+pub fn parse_budget(s: &str) -> Result<std::time::Duration, String> {
+    let d = match s.strip_suffix("ms") {
+        Some(ms) => ms
+            .parse()
+            .map(std::time::Duration::from_millis)
+            .map_err(|_| format!("`{s}` is not a duration such as 500ms or 2s"))?,
+        None => parse_duration(s)?,
+    };
+    if d < std::time::Duration::from_millis(10) || d > std::time::Duration::from_secs(25) {
+        return Err(format!("`{s}` is outside 10ms..25s"));
+    }
+    Ok(d)
 }
 
 /// Parses a lifetime such as `90s`, `15m` or `2160h`; at least 15 seconds.

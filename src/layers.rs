@@ -15,6 +15,7 @@ const LAYERS: &[&[&str]] = &[
     &["resolve"],
     &["state"],
     &["secrets"],
+    &["images"],
     &["webhook"],
     &["metrics"],
     &["controller"],

@@ -11,6 +11,7 @@
 //! | [`resolve`] | the one resolver: what a profile means, and where its credentials come from (pure) |
 //! | [`state`] | the watched view of the cluster, the dirty set, each profile's compiled meaning |
 //! | [`secrets`] | the one Secret writer, which records its writes in the view |
+//! | [`images`] | image checks at admission (what to check, a bounded cache, the phrasing) and pull failures |
 //! | [`controller`] | reconciles: resolve -> decide -> execute -> status; the preflight workers; leader election |
 //! | [`webhook`] | the admission webhook and its certificate |
 //! | [`metrics`], [`telemetry`], [`memory`] | the metrics endpoint, logs, returning memory |
@@ -24,6 +25,7 @@ pub mod controller;
 pub mod credentials;
 pub mod errors;
 pub mod glob;
+pub mod images;
 pub mod memory;
 pub mod metrics;
 pub mod names;
@@ -81,12 +83,12 @@ pub async fn run(args: config::RunArgs) -> Result<(), errors::Error> {
                     lifetime: args.webhook.cert_lifetime,
                 },
             };
-            let state = std::sync::Arc::new(webhook::Webhook {
-                client: client.clone(),
-                view: view.clone(),
-                operator_namespace: args.namespace.clone(),
-                stats: webhook::Stats::default(),
-            });
+            let state = std::sync::Arc::new(webhook::Webhook::new(
+                client.clone(),
+                view.clone(),
+                &args.namespace,
+                &args.webhook,
+            ));
             Some((state.stats.clone(), tokio::spawn(webhook::serve(state, addr, tls, shutdown.clone()))))
         }
         None => None,

@@ -32,6 +32,12 @@ pub struct ProfileLabels {
     pub profile: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PullLabels {
+    pub profile: String,
+    pub reason: String,
+}
+
 /// Every metric regcred exposes. Clones of the metric handles share their values.
 pub struct Metrics {
     registry: Registry,
@@ -41,6 +47,7 @@ pub struct Metrics {
     /// 1 while this replica leads (reconciles and mints tokens), 0 while it only serves the webhook.
     pub leader: Gauge,
     token_expiry: Family<ProfileLabels, Gauge<f64, AtomicU64>>,
+    pull_failures: Family<PullLabels, Counter>,
     view: View,
     /// Whether the webhook listens, when this replica serves one: part of readiness.
     webhook_serving: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
@@ -92,9 +99,51 @@ impl Metrics {
                 stats.secrets_created.clone(),
             );
             registry.register("webhook_request_duration_seconds", "Admission request latency", stats.latency.clone());
+            registry.register(
+                "image_check_warnings",
+                "Admission warnings given by image checks",
+                stats.image_warnings.clone(),
+            );
+            registry.register(
+                "image_check_denials",
+                "Admissions rejected by image checks",
+                stats.image_denials.clone(),
+            );
+            let checks = &stats.image_checks;
+            registry.register(
+                "image_check_registry_requests",
+                "Images resolved against a registry at admission",
+                checks.registry_checks.clone(),
+            );
+            registry.register(
+                "image_check_cache_hits",
+                "Admission image checks answered from the cache",
+                checks.cache_hits.clone(),
+            );
+            registry.register(
+                "image_check_over_budget",
+                "Admission image checks that outlived their budget",
+                checks.over_budget.clone(),
+            );
         }
+        let pull_failures = Family::<PullLabels, Counter>::default();
+        registry.register(
+            "pull_failures",
+            "Failed image pulls the kubelet reported from a profile's registry, by the registry's reason",
+            pull_failures.clone(),
+        );
         let webhook_serving = webhook.map(|stats| stats.serving.clone());
-        Self { registry, reconciles, reconcile_duration, managed_secrets, leader, token_expiry, view, webhook_serving }
+        Self {
+            registry,
+            reconciles,
+            reconcile_duration,
+            managed_secrets,
+            leader,
+            token_expiry,
+            pull_failures,
+            view,
+            webhook_serving,
+        }
     }
 
     /// The text exposition, with the gauges read from the caches at this instant.
@@ -112,6 +161,12 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+
+    /// Counts `n` failed pulls of `profile`'s images.
+    pub fn pull_failed(&self, profile: &str, reason: &str, n: u64) {
+        let labels = PullLabels { profile: profile.to_owned(), reason: reason.to_owned() };
+        self.pull_failures.get_or_create(&labels).inc_by(n);
     }
 
     /// Records one reconcile.

@@ -95,9 +95,37 @@ pub struct RegistryProfileSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub validation: Option<Validation>,
 
-    /// TLS towards the registry, for the preflight.
+    /// TLS towards the registry, for the preflight and the image checks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<RegistryTls>,
+
+    /// Image checks at admission: every image from this registry in a Pod or a workload's Pod template
+    /// (Deployment, StatefulSet, DaemonSet, ReplicaSet, Job, CronJob) of a selected namespace is resolved with
+    /// the profile's credentials when it is created or its images change, against `validation`'s manifest
+    /// types, platform and `maxImageSize`. Default: `mode: Warn`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_checks: Option<ImageChecks>,
+}
+
+/// Image checks at admission.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageChecks {
+    /// `Warn` (default): each problem is an admission warning (`kubectl` prints it). `Deny`: a workload whose
+    /// image the registry definitely refuses (not found, too large, wrong manifest type, no such platform,
+    /// credentials refused) is rejected with the reason; an unreachable or slow registry never rejects, it
+    /// only warns. `Off`: no checks.
+    #[serde(default)]
+    pub mode: ImageCheckMode,
+}
+
+/// What an image check does with a problem.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, schemars::JsonSchema)]
+pub enum ImageCheckMode {
+    #[default]
+    Warn,
+    Deny,
+    Off,
 }
 
 /// What the registry preflight checks.
@@ -379,6 +407,28 @@ pub struct RegistryProfileStatus {
     /// What each probe image resolved to.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub images: Vec<ImageStatus>,
+
+    /// Recent failures of the kubelet to pull an image from this registry in a selected namespace (the last
+    /// hour, newest first, at most 10).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pull_failures: Vec<PullFailure>,
+}
+
+/// A Pod whose image the kubelet could not pull.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PullFailure {
+    pub namespace: String,
+    pub pod: String,
+    pub image: String,
+    /// `AuthenticationFailed` (401/403), `ImageNotFound` (404), `RegistryUnreachable`, `TLSUntrusted`, or
+    /// `PullFailed`.
+    pub reason: String,
+    /// The kubelet's message, shortened.
+    pub message: String,
+    /// Failed pulls seen for this Pod and image.
+    pub count: i32,
+    pub last_seen: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
 }
 
 /// One probe image as the registry preflight found it.

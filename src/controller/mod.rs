@@ -18,6 +18,7 @@ mod fast;
 pub mod leader;
 pub mod plan;
 pub mod preflight;
+mod pulls;
 mod reconcile;
 pub mod service_accounts;
 pub mod status;
@@ -101,6 +102,8 @@ pub struct Context {
     pub checks: Arc<preflight::Checks>,
     /// The writes in flight, shared by every reconcile: [`Settings::write_concurrency`] of them.
     pub writes: WriteBudget,
+    /// The kubelet's recent pull failures, per profile.
+    pub pulls: crate::images::pulls::PullFailures,
 }
 
 /// How long a written status is trusted over a cached one that differs from it.
@@ -233,7 +236,9 @@ pub async fn run(
         view,
         metrics,
         written: std::sync::Mutex::default(),
+        pulls: crate::images::pulls::PullFailures::default(),
     });
+    let pulls = tokio::spawn(pulls::follow(ctx.clone()));
     info!("controller starting");
     controller
         .graceful_shutdown_on(shutdown)
@@ -255,6 +260,7 @@ pub async fn run(
         })
         .await;
     fast.abort();
+    pulls.abort();
     info!("controller stopped");
     Ok(())
 }

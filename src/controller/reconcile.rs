@@ -114,6 +114,7 @@ async fn reconcile_inner(profile: Arc<RegistryProfile>, ctx: Arc<Context>) -> Re
         Time(jiff::Timestamp::now()),
     );
     next.service_accounts = service_accounts_listed;
+    next.pull_failures = ctx.pulls.recent(&name, now);
     if matches!(preflight, Some(preflight::State::Pending { .. })) {
         next.checks = Some(super::checks::CHECKING.into());
     }
@@ -125,6 +126,10 @@ async fn reconcile_inner(profile: Arc<RegistryProfile>, ctx: Arc<Context>) -> Re
     write_status(&ctx, &profile, previous.as_ref(), &next).await?;
     let now = jiff::Timestamp::now();
     let mut after = requeue_after(&next, now);
+    // A status without the pull failures that are no longer recent, when the oldest turns so.
+    if let Some(expiry) = crate::images::pulls::next_expiry(&next.pull_failures, now) {
+        after = after.min(expiry + std::time::Duration::from_secs(1));
+    }
     if let Some(validation) = &profile.spec.validation
         && let Some(due) = ctx.checks.until_due(&name, validation, now)
     {

@@ -186,6 +186,8 @@ pub fn compute(
         checks: checks.map(|v| v.summary().to_owned()),
         last_check_time: checks.map(|v| Time(v.at)),
         images: checks.map(|v| v.images_status.clone()).unwrap_or_default(),
+        // Filled in by the caller, which holds the pull failures seen.
+        pull_failures: Vec::new(),
     }
 }
 

@@ -144,6 +144,7 @@ fn scene(namespaces: &[&str]) -> Scene {
         written: std::sync::Mutex::default(),
         checks: preflight::Checks::new(1, view.dirty.clone()),
         writes: WriteBudget::new(8),
+        pulls: crate::images::pulls::PullFailures::default(),
     });
     Scene { api, view, feeds, ctx }
 }
@@ -255,7 +256,7 @@ async fn a_deselected_namespace_loses_only_the_secret_the_profile_owns() {
 #[tokio::test]
 async fn a_pending_preflight_never_holds_up_the_secrets_unless_withheld() {
     // A registry that accepts connections and never answers.
-    let (addr, _silent) = super::preflight::silent_registry().await;
+    let (addr, _silent) = crate::registry::preflight::silent_registry().await;
     crate::install_crypto_provider();
     let mut s = scene(&["a"]);
     s.put_source(source("creds", "pw1"));

@@ -103,6 +103,31 @@ pub fn current(snapshot: &Snapshot, now: jiff::Timestamp) -> Result<(DockerConfi
     }
 }
 
+/// What `profile`'s Secrets hold now, and until when (tokens only); `None` for anonymous access. A static source
+/// is read from `sources`; a token from the refresher's `snapshot` on the leader, otherwise (another replica, or
+/// while a mint fails) from the copy the leader keeps in regcred's own namespace.
+pub fn in_force(
+    profile: &RegistryProfile,
+    registry: Option<&str>,
+    sources: &impl Sources,
+    snapshot: Option<&Snapshot>,
+    now: jiff::Timestamp,
+) -> Result<Option<(DockerConfig, Option<jiff::Timestamp>)>, Unresolved> {
+    let copy = || token_copy(profile, sources);
+    let minting = || unresolved("Minting", "no token has been minted yet");
+    match source(profile, registry, sources) {
+        Ok(Source::Anonymous) => Ok(None),
+        Ok(Source::Static { config, .. }) => Ok(Some((config, None))),
+        Ok(Source::Token(_)) => match snapshot.map(|s| current(s, now)) {
+            Some(Ok((config, expires_at))) => Ok(Some((config, Some(expires_at)))),
+            Some(Err(u)) => copy().map(Some).ok_or(u),
+            None => copy().map(Some).ok_or_else(minting),
+        },
+        Err(u) if mints_tokens(profile) => copy().map(Some).ok_or(u),
+        Err(u) => Err(u),
+    }
+}
+
 /// The current token of `profile` as the leader keeps it in regcred's own namespace. Never read from the
 /// tenants' namespaces: a Secret there could be forged (labels, ownerReferences, even managedFields are written by
 /// whoever creates the object), and copying it would plant one tenant's content in another's namespace.

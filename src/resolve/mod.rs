@@ -12,7 +12,9 @@
 mod credentials;
 pub mod selection;
 
-pub use credentials::{Source, Sources, Unresolved, current, docker_config_of, mints_tokens, source, token_copy};
+pub use credentials::{
+    Source, Sources, Unresolved, current, docker_config_of, in_force, mints_tokens, source, token_copy,
+};
 
 use crate::api::RegistryProfile;
 use crate::names::secret_name;

@@ -22,7 +22,7 @@ use crate::names::{
     DOCKER_CONFIG_KEY, DOCKER_CONFIG_TYPE, EXPIRES_AT_ANNOTATION, FIELD_MANAGER, MANAGED_BY_LABEL, MANAGED_BY_VALUE,
     PART_OF_LABEL, PROFILE_LABEL,
 };
-use crate::resolve::{self, Source};
+use crate::resolve;
 use crate::state::View;
 use crate::state::managed::{ManagedSecrets, WatchedSecret, content_hash};
 
@@ -315,19 +315,12 @@ pub async fn ensure(
         return Err(EnsureError::Withheld);
     }
     let meaning = view.meaning(&profile);
-    let now = jiff::Timestamp::now();
-    // Only the leader mints: on another replica (or while a mint is failing) the current token is in the copy the
-    // leader keeps in regcred's own namespace.
-    let copy = || resolve::token_copy(&profile, view);
-    let (config, expires_at) = match resolve::source(&profile, meaning.registry.as_deref(), view) {
-        Ok(Source::Anonymous) => return Err(EnsureError::NothingToWrite),
-        Ok(Source::Static { config, .. }) => (config, None),
-        Ok(Source::Token(_)) => match view.refresher.peek(&meaning.name).map(|s| resolve::current(&s, now)) {
-            Some(Ok((config, expires_at))) => (config, Some(expires_at)),
-            Some(Err(u)) => copy().ok_or(EnsureError::Credentials(u.message))?,
-            None => copy().ok_or_else(|| EnsureError::Credentials("no token has been minted yet".into()))?,
-        },
-        Err(u) if resolve::mints_tokens(&profile) => copy().ok_or(EnsureError::Credentials(u.message))?,
+    let snapshot = view.refresher.peek(&meaning.name);
+    let in_force =
+        resolve::in_force(&profile, meaning.registry.as_deref(), view, snapshot.as_ref(), jiff::Timestamp::now());
+    let (config, expires_at) = match in_force {
+        Ok(Some(c)) => c,
+        Ok(None) => return Err(EnsureError::NothingToWrite),
         Err(u) => return Err(EnsureError::Credentials(u.message)),
     };
     let writer = Writer {

@@ -14,15 +14,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Namespace, Pod};
+use kube::Client;
 use kube::api::Api;
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, Operation};
-use kube::{Client, ResourceExt};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use tracing::{Instrument, debug, warn};
 
 use crate::api::RegistryProfile;
+use crate::images::{self, Checker};
 use crate::registry::reference::{self as image, CredentialKey};
 use crate::resolve::Meaning;
 use crate::resolve::selection::NamespaceInfo;
@@ -118,6 +119,12 @@ pub struct Stats {
     pub malformed: Counter,
     pub secrets_created: Counter,
     pub errors: Counter,
+    /// Warnings the image checks gave.
+    pub image_warnings: Counter,
+    /// Admissions the image checks rejected (`Deny` profiles).
+    pub image_denials: Counter,
+    /// The image checks' registry resolutions and cache hits.
+    pub image_checks: images::CheckStats,
     /// Seconds from a request's arrival to its answer.
     pub latency: Histogram,
     /// The listener is bound with its certificate: until then the replica is not ready (`/readyz`), so the
@@ -133,6 +140,9 @@ impl Default for Stats {
             malformed: Counter::default(),
             secrets_created: Counter::default(),
             errors: Counter::default(),
+            image_warnings: Counter::default(),
+            image_denials: Counter::default(),
+            image_checks: images::CheckStats::default(),
             // 25 µs to ~3.3 s: the handler's microseconds, and the seconds of a new namespace's Secret.
             latency: Histogram::new(exponential_buckets(0.000_025, 2.0, 18)),
             serving: std::sync::Arc::default(),
@@ -146,54 +156,222 @@ pub struct Webhook {
     pub view: View,
     pub operator_namespace: String,
     pub stats: Stats,
+    /// Image checks at admission; `None` turns them off for every profile.
+    pub checker: Option<Arc<Checker>>,
+    /// Whether a pull Secret a workload names exists, by namespace and name, for a short while.
+    pub known_secrets: moka::future::Cache<(String, String), bool>,
+}
+
+/// How long the webhook trusts what it learnt of a pull Secret's existence.
+const KNOWN_SECRET_LIFETIME: Duration = Duration::from_secs(30);
+
+/// The cache of [`Webhook::known_secrets`].
+pub fn known_secrets() -> moka::future::Cache<(String, String), bool> {
+    moka::future::Cache::builder().max_capacity(4096).time_to_live(KNOWN_SECRET_LIFETIME).build()
 }
 
 impl Webhook {
-    /// Answers one admission request.
+    /// The handler as `args` configure it.
+    pub fn new(client: Client, view: View, operator_namespace: &str, args: &crate::config::WebhookArgs) -> Self {
+        let stats = Stats::default();
+        let checker = args.image_checks.then(|| {
+            Arc::new(Checker::new(args.image_check_budget, args.image_check_cache, stats.image_checks.clone()))
+        });
+        Self {
+            client,
+            view,
+            operator_namespace: operator_namespace.to_owned(),
+            stats,
+            checker,
+            known_secrets: known_secrets(),
+        }
+    }
+
+    /// Answers one admission request: Pods get their pull Secrets at creation, and Pods and workloads have
+    /// their new images checked on creation and update.
     pub async fn admit(&self, req: &AdmissionRequest<DynamicObject>) -> AdmissionResponse {
         self.stats.requests.inc();
         let allowed = AdmissionResponse::from(req);
-        if req.kind.kind != "Pod" || !req.kind.group.is_empty() || req.operation != Operation::Create {
+        let (group, kind) = (req.kind.group.as_str(), req.kind.kind.as_str());
+        if !images::is_checked_kind(group, kind) || !matches!(req.operation, Operation::Create | Operation::Update) {
             return allowed;
         }
-        let Some(pod) = req.object.as_ref().and_then(|o| serde_json::to_value(o).ok()) else { return allowed };
-        let pod: Pod = match serde_json::from_value(pod) {
-            Ok(pod) => pod,
-            Err(e) => {
-                debug!(error = %e, "not a decodable Pod; allowed unchanged");
+        let Some(object) = req.object.as_ref().and_then(|o| serde_json::to_value(o).ok()) else { return allowed };
+        let labels = object.pointer("/metadata/labels").and_then(|l| l.get(OPT_OUT_LABEL)).and_then(|v| v.as_str());
+        if labels == Some(OPT_OUT_VALUE) {
+            return allowed;
+        }
+        let metadata = |field: &str| object.pointer(&format!("/metadata/{field}")).and_then(|v| v.as_str());
+        let Some(namespace) = req.namespace.clone().or_else(|| metadata("namespace").map(str::to_owned)) else {
+            return allowed;
+        };
+        // A Pod created from a template has no name yet: its generateName says whose it is.
+        let name = metadata("name").or_else(|| metadata("generateName")).unwrap_or_default().to_owned();
+        let span = tracing::info_span!("admission", namespace = %namespace, kind, name = %name);
+        async {
+            let Some(ns) = self.namespace(&namespace).await else { return allowed };
+            if ns.labels.get(OPT_OUT_LABEL).is_some_and(|v| v == OPT_OUT_VALUE) {
                 return allowed;
             }
-        };
-        if pod.labels().get(OPT_OUT_LABEL).is_some_and(|v| v == OPT_OUT_VALUE) {
-            return allowed;
+            let inject = async {
+                if kind != "Pod" || req.operation != Operation::Create {
+                    return allowed.clone();
+                }
+                match serde_json::from_value::<Pod>(object.clone()) {
+                    Ok(pod) => self.admit_pod(&pod, &ns, allowed.clone(), req.dry_run).await,
+                    Err(e) => {
+                        debug!(error = %e, "not a decodable Pod; allowed unchanged");
+                        allowed.clone()
+                    }
+                }
+            };
+            // The checks run beside the injection: an admission waits for the slower of the two, not both.
+            let (response, answer) = futures::join!(inject, self.check_images(req, &object, &ns));
+            self.with_answer(response, allowed.clone(), answer)
         }
-        let Some(namespace) = req.namespace.clone().or_else(|| pod.namespace()) else { return allowed };
-        // A Pod created from a template has no name yet: its generateName says whose it is.
-        let name = pod.metadata.name.as_deref().or(pod.metadata.generate_name.as_deref()).unwrap_or_default();
-        let span = tracing::info_span!("admission", namespace = %namespace, pod = %name);
-        self.admit_pod(&pod, namespace, allowed, req.dry_run).instrument(span).await
+        .instrument(span)
+        .await
     }
 
-    /// The decision for one Pod in `namespace` (`allowed`: the answer that changes nothing).
+    /// `response` with the image checks' warnings, or their rejection (from `allowed`, without a patch).
+    fn with_answer(
+        &self,
+        response: AdmissionResponse,
+        allowed: AdmissionResponse,
+        answer: images::Answer,
+    ) -> AdmissionResponse {
+        self.stats.image_warnings.inc_by(answer.warnings.len() as u64);
+        let mut response = match answer.denied {
+            Some(reason) => {
+                self.stats.image_denials.inc();
+                allowed.deny(reason)
+            }
+            None => response,
+        };
+        if !answer.warnings.is_empty() {
+            response.warnings.get_or_insert_with(Vec::new).extend(answer.warnings);
+        }
+        response
+    }
+
+    /// The image checks of one admission: the images new to the object, checked with the profiles that serve
+    /// them, and the pull Secrets it names that do not exist.
+    async fn check_images(
+        &self,
+        req: &AdmissionRequest<DynamicObject>,
+        object: &serde_json::Value,
+        ns: &NamespaceInfo,
+    ) -> images::Answer {
+        let Some(checker) = &self.checker else { return images::Answer::default() };
+        let (group, kind) = (req.kind.group.as_str(), req.kind.kind.as_str());
+        let Some(spec) = images::pod_spec(group, kind, object) else { return images::Answer::default() };
+        let mut wanted = images::images_of(spec);
+        if req.operation == Operation::Update {
+            let old = req.old_object.as_ref().and_then(|o| serde_json::to_value(o).ok());
+            let old = old.as_ref().and_then(|o| images::pod_spec(group, kind, o)).map(images::images_of);
+            wanted = images::added(wanted, &old.unwrap_or_default());
+            if wanted.is_empty() {
+                return images::Answer::default();
+            }
+        }
+        let profiles = self.view.profiles_and_meanings();
+        let findings = images::plan(&wanted, &profiles, ns);
+        let now = jiff::Timestamp::now();
+        let mut targets = Vec::new();
+        let mut resolved: Vec<(images::Finding, Option<images::Outcome>)> = Vec::with_capacity(findings.len());
+        for finding in findings {
+            let outcome = match &finding {
+                images::Finding::Check { image, profile, key, .. } => {
+                    match self.target(&profiles, profile, key, image, now) {
+                        Ok(target) => {
+                            targets.push(target);
+                            None
+                        }
+                        Err(why) => Some(images::Outcome::NotChecked(why)),
+                    }
+                }
+                images::Finding::NotSelected { .. } => None,
+            };
+            resolved.push((finding, outcome));
+        }
+        let named = images::pull_secrets_of(spec);
+        let missing = self.missing_secrets(&ns.name, &named, &profiles, ns);
+        let (outcomes, missing) = futures::join!(checker.check(targets), missing);
+        let mut outcomes = outcomes.into_iter();
+        for (finding, outcome) in &mut resolved {
+            if matches!(finding, images::Finding::Check { .. }) && outcome.is_none() {
+                *outcome = outcomes.next();
+            }
+        }
+        images::answer(&resolved, &missing, &ns.name)
+    }
+
+    /// What to resolve `image` with: the credentials `profile`'s Secrets hold now under `key`, and its validation
+    /// options. `Err`: why it cannot be checked.
+    fn target(
+        &self,
+        profiles: &[(Arc<RegistryProfile>, Arc<Meaning>)],
+        profile: &str,
+        key: &str,
+        image: &str,
+        now: jiff::Timestamp,
+    ) -> Result<images::Target, String> {
+        let Some((p, m)) = profiles.iter().find(|(_, m)| m.name == profile) else {
+            return Err("the profile is gone".into());
+        };
+        let snapshot = self.view.refresher.peek(&m.name);
+        let credentials = match crate::resolve::in_force(p, m.registry.as_deref(), &self.view, snapshot.as_ref(), now) {
+            Ok(Some((config, _))) => {
+                Some(config.login(key).ok_or_else(|| format!("the profile's credentials have no entry for {key}"))?)
+            }
+            Ok(None) => None,
+            Err(u) => return Err(format!("the profile's credentials do not resolve ({}): {}", u.reason, u.message)),
+        };
+        let validation = p.spec.validation.clone().unwrap_or_default();
+        let options = crate::registry::preflight::Options::for_profile(&validation, p.spec.tls.as_ref());
+        Ok(images::Target { image: image.to_owned(), credentials, options })
+    }
+
+    /// The pull Secrets of `names` that do not exist in `namespace`. regcred's own (those of profiles that select
+    /// the namespace) are never missing: the webhook creates them before a Pod references them. Others are looked
+    /// up (metadata only), and what is learnt is kept for a short while.
+    async fn missing_secrets(
+        &self,
+        namespace: &str,
+        names: &[String],
+        profiles: &[(Arc<RegistryProfile>, Arc<Meaning>)],
+        ns: &NamespaceInfo,
+    ) -> Vec<String> {
+        let ours = |name: &str| profiles.iter().any(|(_, m)| m.writes_secret && m.secret_name == name && m.selects(ns));
+        let mut missing = Vec::new();
+        for name in names {
+            if self.view.managed.contains(namespace, name) || ours(name) {
+                continue;
+            }
+            if !self.secret_exists(namespace, name).await {
+                missing.push(name.clone());
+            }
+        }
+        missing
+    }
+
+    /// The pull Secrets for one new Pod in `ns` (`allowed`: the answer that changes nothing).
     async fn admit_pod(
         &self,
         pod: &Pod,
-        namespace: String,
+        ns: &NamespaceInfo,
         allowed: AdmissionResponse,
         dry_run: bool,
     ) -> AdmissionResponse {
-        let Some(ns) = self.namespace(&namespace).await else { return allowed };
-        if ns.labels.get(OPT_OUT_LABEL).is_some_and(|v| v == OPT_OUT_VALUE) {
-            return allowed;
-        }
+        let namespace = ns.name.as_str();
         let profiles = self.view.profiles_and_meanings();
-        let candidates = candidates(profiles.iter().map(|(_, m)| &**m), &ns);
+        let candidates = candidates(profiles.iter().map(|(_, m)| &**m), ns);
         let existing: Vec<String> =
             pod.spec.iter().flat_map(|s| s.image_pull_secrets.iter().flatten()).map(|r| r.name.clone()).collect();
         let wanted = decide(&pod_images(pod), &existing, &candidates);
         let mut add = Vec::with_capacity(wanted.len());
         for name in wanted {
-            if self.secret_ready(&namespace, &name, &candidates, &profiles, dry_run).await {
+            if self.secret_ready(namespace, &name, &candidates, &profiles, dry_run).await {
                 add.push(name);
             }
         }
@@ -227,6 +405,27 @@ impl Webhook {
                 warn!(namespace = name, error = %e, "could not read the Pod's namespace; Pod allowed unchanged");
                 None
             }
+        }
+    }
+
+    /// Whether the Secret `name` exists in `namespace`, as last learnt or looked up now (metadata only). When the
+    /// API cannot say, it is taken to exist: no warning rather than a wrong one.
+    async fn secret_exists(&self, namespace: &str, name: &str) -> bool {
+        let key = (namespace.to_owned(), name.to_owned());
+        if let Some(known) = self.known_secrets.get(&key).await {
+            return known;
+        }
+        let api = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(self.client.clone(), namespace);
+        match tokio::time::timeout(ENSURE_TIMEOUT, api.get_metadata_opt(name)).await {
+            Ok(Ok(found)) => {
+                self.known_secrets.insert(key, found.is_some()).await;
+                found.is_some()
+            }
+            Ok(Err(e)) => {
+                debug!(namespace, secret = name, error = %e, "could not look up a pull Secret");
+                true
+            }
+            Err(_) => true,
         }
     }
 

@@ -347,6 +347,8 @@ mod tests {
             view,
             operator_namespace: "regcred-system".into(),
             stats: crate::webhook::Stats::default(),
+            checker: None,
+            known_secrets: crate::webhook::known_secrets(),
         })
     }
 

@@ -253,6 +253,35 @@ pub async fn check(registry: &str, credentials: Option<&Credentials>, images: &[
     report
 }
 
+/// Resolves `images` (full references) with `credentials` (or anonymously), all at once, without the `/v2/`
+/// ping: each image's own requests say whether the credentials are good for it. The admission checks' call.
+pub async fn resolve_images(
+    credentials: Option<&Credentials>,
+    images: &[String],
+    options: &Options,
+) -> Vec<ImageResult> {
+    let client = oci_client(options);
+    let auth = match credentials {
+        Some(c) => RegistryAuth::Basic(c.username.clone(), c.password.clone()),
+        None => RegistryAuth::Anonymous,
+    };
+    futures::future::join_all(images.iter().map(|image| check_image(&client, &auth, image, options))).await
+}
+
+/// A registry that accepts connections and never answers (its address, and the task holding them), for tests.
+#[cfg(test)]
+pub(crate) async fn silent_registry() -> (String, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    (addr, task)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,382 @@
+//! Image checks at admission, and the kubelet's pull failures: no surprise `ImagePullBackOff`.
+//!
+//! When a Pod or a workload's Pod template (Deployment, StatefulSet, DaemonSet, ReplicaSet, Job, CronJob) is
+//! created, or its images change, every new image from a profile's registry in a namespace the profile selects
+//! is resolved with that profile's credentials through the OCI distribution API (the preflight's client), against
+//! the profile's `validation` (manifest types, platform, `maxImageSize`). What users see is one admission warning
+//! per problem; a profile in `Deny` mode rejects on the registry's definite answer.
+//!
+//! The parts: which images to check and with whom ([`plan`]), what an answer means ([`Outcome`]) and how it is
+//! phrased ([`answer`]): all pure. The registry is asked by the [`Checker`], through a bounded cache keyed by the
+//! credentials and the image, within a time budget per admission. [`pulls`] reads the kubelet's pull failures.
+
+mod checker;
+pub mod pulls;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use serde_json::Value;
+
+pub use checker::{CheckStats, Checker, Target, lifetime};
+
+use crate::api::{ImageCheckMode, RegistryProfile};
+use crate::registry::preflight::{Failure, ImageResult, Reason};
+use crate::registry::reference as image;
+use crate::resolve::Meaning;
+use crate::resolve::selection::NamespaceInfo;
+
+/// The longest warning line: the apiserver may truncate longer ones.
+pub const MAX_WARNING: usize = 256;
+
+/// The workload kinds whose Pod template is checked, by API group, with where the Pod spec sits in each.
+const TEMPLATES: [(&str, &str, &str); 7] = [
+    ("", "Pod", "/spec"),
+    ("apps", "Deployment", "/spec/template/spec"),
+    ("apps", "StatefulSet", "/spec/template/spec"),
+    ("apps", "DaemonSet", "/spec/template/spec"),
+    ("apps", "ReplicaSet", "/spec/template/spec"),
+    ("batch", "Job", "/spec/template/spec"),
+    ("batch", "CronJob", "/spec/jobTemplate/spec/template/spec"),
+];
+
+/// The Pod spec of a checked kind's object: a Pod's `spec`, a workload's Pod template's. `None` for any other
+/// kind.
+pub fn pod_spec<'a>(group: &str, kind: &str, object: &'a Value) -> Option<&'a Value> {
+    let (_, _, pointer) = TEMPLATES.iter().find(|(g, k, _)| *g == group && *k == kind)?;
+    object.pointer(pointer)
+}
+
+/// Whether objects of this group and kind are checked.
+pub fn is_checked_kind(group: &str, kind: &str) -> bool {
+    TEMPLATES.iter().any(|(g, k, _)| *g == group && *k == kind)
+}
+
+/// Every image of a Pod spec (containers, init containers, ephemeral containers), each once, in order.
+pub fn images_of(spec: &Value) -> Vec<String> {
+    let mut seen = BTreeSet::new();
+    ["containers", "initContainers", "ephemeralContainers"]
+        .iter()
+        .filter_map(|field| spec.get(field)?.as_array())
+        .flatten()
+        .filter_map(|c| c.get("image")?.as_str())
+        .filter(|i| !i.is_empty() && seen.insert(*i))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The Secret names a Pod spec's `imagePullSecrets` lists.
+pub fn pull_secrets_of(spec: &Value) -> Vec<String> {
+    let entries = spec.get("imagePullSecrets").and_then(Value::as_array);
+    entries.into_iter().flatten().filter_map(|r| r.get("name")?.as_str()).map(str::to_owned).collect()
+}
+
+/// The images of `new` that `old` (the object before an UPDATE) did not have: only those are checked again.
+pub fn added(new: Vec<String>, old: &[String]) -> Vec<String> {
+    new.into_iter().filter(|i| !old.contains(i)).collect()
+}
+
+/// A profile's image-check mode (`Warn` unless it says otherwise).
+pub fn mode(profile: &RegistryProfile) -> ImageCheckMode {
+    profile.spec.image_checks.as_ref().map(|c| c.mode).unwrap_or_default()
+}
+
+/// What to do about one image.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Finding {
+    /// Resolve `image` with the credentials `profile` holds under its dockerconfigjson `key` (the one that matches
+    /// the image); the profile selects the namespace.
+    Check { image: String, profile: String, key: String, mode: ImageCheckMode },
+    /// `image` is from `profile`'s registry, but the profile does not select the namespace: no pull Secret.
+    NotSelected { image: String, profile: String },
+}
+
+/// Which images to check, with which profile: for each image, the profile (not `Off`, not being deleted) that
+/// selects `ns` and whose registry key matches the image most specifically (the kubelet tries the most specific
+/// key first); failing that, a matching profile that does not select `ns`. Images of no profile's registry, and
+/// unparsable ones, are none of regcred's business.
+pub fn plan(images: &[String], profiles: &[(Arc<RegistryProfile>, Arc<Meaning>)], ns: &NamespaceInfo) -> Vec<Finding> {
+    let live: Vec<_> = profiles
+        .iter()
+        .filter(|(p, _)| p.metadata.deletion_timestamp.is_none() && mode(p) != ImageCheckMode::Off)
+        .collect();
+    let mut findings = Vec::new();
+    for written in images {
+        let Some(parsed) = image::parse_memo(written) else { continue };
+        // The longest matching key of each profile whose registry serves the image.
+        let matching = live.iter().filter_map(|(p, m)| {
+            let key = m.keys.iter().filter(|(_, k)| k.matches(&parsed)).map(|(k, _)| k).max_by_key(|k| k.len())?;
+            Some((key, mode(p), &**m))
+        });
+        let (selecting, other): (Vec<_>, Vec<_>) = matching.partition(|(_, _, m)| m.selects(ns));
+        if let Some((key, mode, m)) = most_specific(selecting) {
+            let (image, profile, key) = (written.clone(), m.name.clone(), key.clone());
+            findings.push(Finding::Check { image, profile, key, mode });
+        } else if let Some((_, _, m)) = most_specific(other) {
+            findings.push(Finding::NotSelected { image: written.clone(), profile: m.name.clone() });
+        }
+    }
+    findings
+}
+
+/// The entry with the longest key; on a tie, the profile first by name.
+fn most_specific<'a>(
+    list: Vec<(&'a String, ImageCheckMode, &'a Meaning)>,
+) -> Option<(&'a String, ImageCheckMode, &'a Meaning)> {
+    list.into_iter().max_by(|a, b| a.0.len().cmp(&b.0.len()).then_with(|| b.2.name.cmp(&a.2.name)))
+}
+
+/// What the registry said about one image.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The image resolves, and passes the profile's validation.
+    Passed,
+    /// A definite answer: the image is not there (or not for the platform), too large, of a refused manifest
+    /// type, or the credentials are refused. `Deny` rejects on it.
+    Refused(Failure),
+    /// No answer to go by (unreachable, slow, untrusted TLS, credentials not resolved): never a rejection.
+    NotChecked(String),
+}
+
+impl Outcome {
+    /// The outcome of one resolved image.
+    pub fn of(result: &ImageResult) -> Self {
+        match &result.failure {
+            None => Self::Passed,
+            Some(f) if matches!(f.reason, Reason::RegistryUnreachable | Reason::TlsUntrusted) => {
+                Self::NotChecked(format!("{}: {}", f.reason.as_str(), f.message))
+            }
+            Some(f) => Self::Refused(f.clone()),
+        }
+    }
+
+    /// Whether the cache may keep it for an image's full lifetime (see [`lifetime`]).
+    pub fn passed(&self) -> bool {
+        matches!(self, Self::Passed)
+    }
+}
+
+/// What an admission answers: its warnings, one per problem, and the rejection when a `Deny` profile's image was
+/// refused.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Answer {
+    pub warnings: Vec<String>,
+    pub denied: Option<String>,
+}
+
+/// The answer for `findings`, each `Check` with its outcome (`None`: nothing asked, for a `NotSelected`), and the
+/// pull Secrets the object names that do not exist in `namespace`.
+pub fn answer(findings: &[(Finding, Option<Outcome>)], missing_secrets: &[String], namespace: &str) -> Answer {
+    let mut out = Answer::default();
+    let mut denials = Vec::new();
+    for (finding, outcome) in findings {
+        match (finding, outcome) {
+            (Finding::Check { image, profile, mode, .. }, Some(Outcome::Refused(f))) => {
+                let line =
+                    limit(format!("image {image} (RegistryProfile {profile}): {}: {}", f.reason.as_str(), f.message));
+                if *mode == ImageCheckMode::Deny {
+                    denials.push(line.clone());
+                }
+                out.warnings.push(line);
+            }
+            (Finding::Check { image, profile, .. }, Some(Outcome::NotChecked(why))) => {
+                out.warnings.push(limit(format!("image {image} (RegistryProfile {profile}): not checked: {why}")));
+            }
+            (Finding::NotSelected { image, profile }, _) => out.warnings.push(limit(format!(
+                "image {image} is from the registry of RegistryProfile {profile}, which does not select namespace \
+                 {namespace}: regcred gives it no pull Secret"
+            ))),
+            (Finding::Check { .. }, Some(Outcome::Passed) | None) => {}
+        }
+    }
+    for name in missing_secrets {
+        out.warnings.push(limit(format!(
+            "imagePullSecrets names Secret {name}, which does not exist in namespace {namespace}"
+        )));
+    }
+    if !denials.is_empty() {
+        out.denied = Some(format!("regcred: {}", denials.join("; ")));
+    }
+    out
+}
+
+/// `line`, cut at [`MAX_WARNING`] characters (on a character boundary, with an ellipsis).
+fn limit(line: String) -> String {
+    if line.chars().count() <= MAX_WARNING {
+        return line;
+    }
+    let mut cut: String = line.chars().take(MAX_WARNING - 1).collect();
+    cut.push('…');
+    cut
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn profile(name: &str, spec: Value) -> (Arc<RegistryProfile>, Arc<Meaning>) {
+        let mut p: RegistryProfile = serde_json::from_value(json!({
+            "apiVersion": "regcred.dev/v1alpha1", "kind": "RegistryProfile",
+            "metadata": {"name": name}, "spec": spec,
+        }))
+        .unwrap();
+        p.metadata.uid = Some(format!("uid-{name}"));
+        let meaning = Arc::new(Meaning::of(&p, "regcred-system"));
+        (Arc::new(p), meaning)
+    }
+
+    fn ns(name: &str) -> NamespaceInfo {
+        NamespaceInfo { name: name.into(), labels: std::collections::BTreeMap::default(), terminating: false }
+    }
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| (*x).to_owned()).collect()
+    }
+
+    #[test]
+    fn every_checked_kind_has_its_pod_spec_found() {
+        let template = json!({"spec": {"template": {"spec": {"containers": [{"name": "a", "image": "x"}]}}}});
+        for kind in ["Deployment", "StatefulSet", "DaemonSet", "ReplicaSet"] {
+            assert!(pod_spec("apps", kind, &template).and_then(|s| s.get("containers")).is_some(), "{kind}");
+        }
+        assert!(pod_spec("batch", "Job", &template).is_some());
+        let cron = json!({"spec": {"jobTemplate": {"spec": {"template": {"spec": {"containers": []}}}}}});
+        assert!(pod_spec("batch", "CronJob", &cron).is_some());
+        assert!(pod_spec("", "Pod", &json!({"spec": {}})).is_some());
+        // Other kinds, or the right kind in another group, are not checked.
+        assert_eq!(pod_spec("", "Deployment", &template), None);
+        assert_eq!(pod_spec("apps", "Service", &template), None);
+        assert!(!is_checked_kind("", "ConfigMap") && is_checked_kind("batch", "CronJob"));
+    }
+
+    #[test]
+    fn images_and_pull_secrets_are_read_from_a_spec() {
+        let spec = json!({
+            "containers": [{"name": "a", "image": "r/a:1"}, {"name": "b", "image": "r/a:1"}, {"name": "c"}],
+            "initContainers": [{"name": "i", "image": "r/init"}],
+            "ephemeralContainers": [{"name": "e", "image": "r/debug"}],
+            "imagePullSecrets": [{"name": "one"}, {}, {"name": "two"}],
+        });
+        assert_eq!(images_of(&spec), s(&["r/a:1", "r/init", "r/debug"]));
+        assert_eq!(pull_secrets_of(&spec), s(&["one", "two"]));
+        assert_eq!(images_of(&json!({})), Vec::<String>::new());
+        assert_eq!(added(s(&["a", "b", "c"]), &s(&["b"])), s(&["a", "c"]));
+    }
+
+    #[test]
+    fn each_image_is_checked_with_the_most_specific_selecting_profile() {
+        let all = json!({"names": ["*"]});
+        let none = json!({"names": ["elsewhere"]});
+        let creds = json!({"secretRef": {"name": "c"}});
+        let profiles = [
+            profile("host", json!({"server": "r.example.com", "credentials": creds, "namespaces": all})),
+            profile("team", json!({"server": "r.example.com/team", "credentials": creds, "namespaces": all})),
+            profile(
+                "quiet",
+                json!({"server": "q.example.com", "credentials": creds, "namespaces": all, "imageChecks": {"mode": "Off"}}),
+            ),
+            profile(
+                "strict",
+                json!({"server": "d.example.com", "credentials": creds, "namespaces": all, "imageChecks": {"mode": "Deny"}}),
+            ),
+            profile("other", json!({"server": "o.example.com", "credentials": creds, "namespaces": none})),
+            profile("anon", json!({"provider": "mcr", "credentials": {"anonymous": true}, "namespaces": all})),
+        ];
+        let images = s(&[
+            "r.example.com/team/app:1",
+            "r.example.com/other/app:1",
+            "q.example.com/app",
+            "d.example.com/app@sha256:0123456789012345678901234567890123456789012345678901234567890123",
+            "o.example.com/app",
+            "mcr.microsoft.com/dotnet/runtime:8.0",
+            "nginx",
+            "Not An Image",
+        ]);
+        let check = |image: &str, profile: &str, key: &str, mode: ImageCheckMode| Finding::Check {
+            image: image.into(),
+            profile: profile.into(),
+            key: key.into(),
+            mode,
+        };
+        assert_eq!(
+            plan(&images, &profiles, &ns("shop")),
+            vec![
+                check("r.example.com/team/app:1", "team", "r.example.com/team", ImageCheckMode::Warn),
+                check("r.example.com/other/app:1", "host", "r.example.com", ImageCheckMode::Warn),
+                check(&images[3], "strict", "d.example.com", ImageCheckMode::Deny),
+                Finding::NotSelected { image: "o.example.com/app".into(), profile: "other".into() },
+                check("mcr.microsoft.com/dotnet/runtime:8.0", "anon", "mcr.microsoft.com", ImageCheckMode::Warn),
+            ]
+        );
+    }
+
+    #[test]
+    fn answers_name_the_image_the_profile_and_the_reason_and_deny_only_on_a_definite_answer() {
+        let check =
+            |image: &str, mode| Finding::Check { image: image.into(), profile: "p".into(), key: "r".into(), mode };
+        let refused = |reason, message: &str| Some(Outcome::Refused(Failure { reason, message: message.into() }));
+        let findings = vec![
+            (check("r/ok:1", ImageCheckMode::Deny), Some(Outcome::Passed)),
+            (check("r/gone:1", ImageCheckMode::Deny), refused(Reason::ImageNotFound, "manifest unknown")),
+            (check("r/big:1", ImageCheckMode::Warn), refused(Reason::ImageTooLarge, "70 kB > 32 kB")),
+            (check("r/slow:1", ImageCheckMode::Deny), Some(Outcome::NotChecked("no answer within 2 s".into()))),
+            (Finding::NotSelected { image: "o/app".into(), profile: "o".into() }, None),
+        ];
+        let got = answer(&findings, &s(&["forgotten"]), "shop");
+        assert_eq!(
+            got.warnings,
+            s(&[
+                "image r/gone:1 (RegistryProfile p): ImageNotFound: manifest unknown",
+                "image r/big:1 (RegistryProfile p): ImageTooLarge: 70 kB > 32 kB",
+                "image r/slow:1 (RegistryProfile p): not checked: no answer within 2 s",
+                "image o/app is from the registry of RegistryProfile o, which does not select namespace shop: regcred \
+                 gives it no pull Secret",
+                "imagePullSecrets names Secret forgotten, which does not exist in namespace shop",
+            ])
+        );
+        // Only the Deny profile's definite answer rejects: not the Warn one, not the one that did not answer.
+        assert_eq!(
+            got.denied.as_deref(),
+            Some("regcred: image r/gone:1 (RegistryProfile p): ImageNotFound: manifest unknown")
+        );
+        let lenient = answer(&findings[2..], &[], "shop");
+        assert_eq!(lenient.denied, None);
+        assert_eq!(answer(&findings[..1], &[], "shop"), Answer::default());
+    }
+
+    #[test]
+    fn long_lines_are_cut_on_a_character_boundary() {
+        let findings = [(
+            Finding::Check {
+                image: "r/é".repeat(100),
+                profile: "p".into(),
+                key: "r".into(),
+                mode: ImageCheckMode::Warn,
+            },
+            Some(Outcome::NotChecked("x".into())),
+        )];
+        let line = &answer(&findings, &[], "ns").warnings[0];
+        assert_eq!(line.chars().count(), MAX_WARNING);
+        assert!(line.ends_with('…'));
+    }
+
+    #[test]
+    fn unreachable_and_untrusted_registries_are_not_checked_and_the_rest_is_definite() {
+        let result =
+            |reason| ImageResult { failure: Some(Failure { reason, message: "m".into() }), ..ImageResult::default() };
+        assert_eq!(Outcome::of(&ImageResult::default()), Outcome::Passed);
+        for reason in [Reason::RegistryUnreachable, Reason::TlsUntrusted] {
+            assert!(matches!(Outcome::of(&result(reason)), Outcome::NotChecked(_)), "{reason:?}");
+        }
+        for reason in [
+            Reason::AuthenticationFailed,
+            Reason::ImageNotFound,
+            Reason::ImageTooLarge,
+            Reason::UnsupportedManifestType,
+            Reason::InvalidReference,
+        ] {
+            assert!(matches!(Outcome::of(&result(reason)), Outcome::Refused(_)), "{reason:?}");
+        }
+    }
+}
