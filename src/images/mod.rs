@@ -318,7 +318,7 @@ mod tests {
         let refused = |reason, message: &str| Some(Outcome::Refused(Failure { reason, message: message.into() }));
         let findings = vec![
             (check("r/ok:1", ImageCheckMode::Deny), Some(Outcome::Passed)),
-            (check("r/gone:1", ImageCheckMode::Deny), refused(Reason::ImageNotFound, "manifest unknown")),
+            (check("r/gone:1", ImageCheckMode::Deny), refused(Reason::ImageNotFound, "r/gone:1: manifest unknown")),
             (check("r/big:1", ImageCheckMode::Warn), refused(Reason::ImageTooLarge, "70 kB > 32 kB")),
             (check("r/slow:1", ImageCheckMode::Deny), Some(Outcome::NotChecked("no answer within 2 s".into()))),
             (Finding::NotSelected { image: "o/app".into(), profile: "o".into() }, None),

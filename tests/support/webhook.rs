@@ -29,27 +29,48 @@ pub async fn register(env: &TestEnv, port: u16, ca_bundle: Option<&str>) -> Stri
     if let Some(pem) = ca_bundle {
         client_config["caBundle"] = json!(base64::engine::general_purpose::STANDARD.encode(pem));
     }
+    let selectors = json!({
+        "namespaceSelector": {
+            "matchLabels": {"regcred-test": env.id},
+            "matchExpressions": [{"key": "regcred.dev/inject", "operator": "NotIn", "values": ["disabled"]}],
+        },
+        "objectSelector": {
+            "matchExpressions": [{"key": "regcred.dev/inject", "operator": "NotIn", "values": ["disabled"]}],
+        },
+    });
+    let mut pods = json!({
+        "name": "pods.regcred.dev",
+        "clientConfig": client_config,
+        "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["pods"]}],
+        "failurePolicy": "Ignore",
+        "sideEffects": "NoneOnDryRun",
+        "admissionReviewVersions": ["v1"],
+        "timeoutSeconds": 5,
+        "reinvocationPolicy": "IfNeeded",
+    });
+    // As the chart's images.regcred.dev: Pod updates and workloads, for the image checks.
+    let mut images = json!({
+        "name": "images.regcred.dev",
+        "clientConfig": client_config,
+        "rules": [
+            {"apiGroups": [""], "apiVersions": ["v1"], "operations": ["UPDATE"], "resources": ["pods"]},
+            {"apiGroups": ["apps"], "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE"],
+             "resources": ["deployments", "statefulsets", "daemonsets", "replicasets"]},
+            {"apiGroups": ["batch"], "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE"], "resources": ["jobs", "cronjobs"]},
+        ],
+        "failurePolicy": "Ignore",
+        "sideEffects": "None",
+        "admissionReviewVersions": ["v1"],
+        "timeoutSeconds": 5,
+    });
+    for entry in [&mut pods, &mut images] {
+        entry.as_object_mut().unwrap().extend(selectors.as_object().unwrap().clone());
+    }
     let config: MutatingWebhookConfiguration = serde_json::from_value(json!({
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "MutatingWebhookConfiguration",
         "metadata": {"name": name},
-        "webhooks": [{
-            "name": "pods.regcred.dev",
-            "clientConfig": client_config,
-            "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["pods"]}],
-            "failurePolicy": "Ignore",
-            "sideEffects": "NoneOnDryRun",
-            "admissionReviewVersions": ["v1"],
-            "timeoutSeconds": 5,
-            "reinvocationPolicy": "IfNeeded",
-            "namespaceSelector": {
-                "matchLabels": {"regcred-test": env.id},
-                "matchExpressions": [{"key": "regcred.dev/inject", "operator": "NotIn", "values": ["disabled"]}],
-            },
-            "objectSelector": {
-                "matchExpressions": [{"key": "regcred.dev/inject", "operator": "NotIn", "values": ["disabled"]}],
-            },
-        }],
+        "webhooks": [pods, images],
     }))
     .unwrap();
     super::apply(&Api::<MutatingWebhookConfiguration>::all(env.client.clone()), &config).await;
@@ -93,6 +114,26 @@ pub async fn wait_ca_bundle(
         c.webhooks?.first()?.client_config.ca_bundle.clone()
     })
     .await
+}
+
+/// Runs `kubectl` with `args` against the cluster under test, `stdin` on its standard input; returns whether it
+/// succeeded and its standard output followed by its standard error (where it prints admission warnings).
+pub async fn kubectl(args: &[&str], stdin: &str) -> (bool, String) {
+    use tokio::io::AsyncWriteExt as _;
+    let local = super::repo_root().join(".local/bin/kubectl");
+    let program = if local.exists() { local } else { "kubectl".into() };
+    let mut child = tokio::process::Command::new(program)
+        .args(args)
+        .env("KUBECONFIG", super::kubeconfig_path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).await.unwrap();
+    let out = child.wait_with_output().await.unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
 }
 
 pub fn pod(name: &str, images: &[&str], pull_secrets: &[&str], labels: &[(&str, &str)]) -> Pod {
