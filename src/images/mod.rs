@@ -172,8 +172,10 @@ pub fn answer(findings: &[(Finding, Option<Outcome>)], missing_secrets: &[String
     for (finding, outcome) in findings {
         match (finding, outcome) {
             (Finding::Check { image, profile, mode, .. }, Some(Outcome::Refused(f))) => {
-                let line =
-                    limit(format!("image {image} (RegistryProfile {profile}): {}: {}", f.reason.as_str(), f.message));
+                // The preflight's message may start with the reference again.
+                let message = f.message.strip_prefix(&format!("{image}: ")).unwrap_or(&f.message);
+                let reason = f.reason.as_str();
+                let line = limit(format!("image {image} (RegistryProfile {profile}): {reason}: {message}"));
                 if *mode == ImageCheckMode::Deny {
                     denials.push(line.clone());
                 }
