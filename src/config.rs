@@ -240,6 +240,16 @@ pub struct CheckArgs {
     #[arg(long)]
     pub profile: Option<String>,
 
+    /// Check the images of the workloads in this manifest (`-`: standard input; Pods, Deployments, StatefulSets,
+    /// DaemonSets, ReplicaSets, Jobs, CronJobs, and Lists of them) as admission would: each with the profile in
+    /// the cluster that serves it, and the same verdicts.
+    #[arg(long, short = 'f', value_name = "FILE", conflicts_with_all = ["profile", "username", "docker_config", "registry"])]
+    pub manifest: Option<std::path::PathBuf>,
+
+    /// --manifest: the namespace of objects that name none.
+    #[arg(long = "manifest-namespace", default_value = "default")]
+    pub manifest_namespace: String,
+
     /// regcred's namespace, where --profile's source Secret lives.
     #[arg(long, env = "REGCRED_NAMESPACE", default_value = "regcred-system")]
     pub namespace: String,

@@ -134,7 +134,25 @@ async fn apply_shows_each_problem_and_deny_rejects_on_a_definite_answer(auth: Au
             assert!(warnings_about(&out, &r("team/armonly:1"))[0].contains("linux/amd64"), "{out}");
             let after_first = settled_requests(&registry).await;
 
-            // The same images again, in another workload: all from the cache, not one request.
+            // The same verdicts from `regcred check --manifest`, before an apply (as a CI pipeline runs it).
+            let args = ["--manifest", "-", "--namespace", &h.op_ns, "--manifest-namespace", &ns];
+            let (code, text) = support::regcred_check(&args, &deployment("web", &images), &[]).await;
+            assert_eq!(code, 6, "the first problem is ImageNotFound: {text}");
+            assert!(
+                text.contains(&format!("ok    Deployment/web  {good}"))
+                    && text.contains(&format!("ok    Deployment/web  {index}")),
+                "{text}"
+            );
+            for (image, reason) in &problems {
+                let line = text
+                    .lines()
+                    .find(|l| l.starts_with("WARN  Deployment/web  ") && l.contains(&format!("image {image} ")));
+                assert!(line.is_some_and(|l| l.contains(reason)), "{image} {reason}: {text}");
+            }
+
+            let after_first = settled_requests(&registry).await;
+
+        // The same images again, in another workload: all from the cache, not one request.
             let (ok, again) = apply(&ns, &deployment("web2", &images)).await;
             assert!(ok, "{again}");
             assert_eq!(again.lines().filter(|l| l.starts_with("Warning:")).count(), problems.len(), "{again}");

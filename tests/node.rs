@@ -218,13 +218,49 @@ async fn pods_pull_private_images_through_regcreds_secrets_from_a_token_registry
         .await
         .run(|env| async move {
             let client = env.client.clone();
-            let Scene { registry, image, chosen, other, .. } = scene(&env, &node, Auth::Token, false).await;
+            let Scene { registry, image, chosen, other, profile } = scene(&env, &node, Auth::Token, false).await;
             let before = registry.token_requests().await;
             create_pod(&client, &chosen, &pod("app", &image, "Always")).await;
             create_pod(&client, &other, &pod("app", &image, "Always")).await;
             assert_eq!(pull_outcome(&client, &chosen, "app").await, Pull::Running);
             assert_refused_401(&pull_outcome(&client, &other, "app").await, "unselected namespace");
             assert!(registry.token_requests().await > before, "the pull did not go through the token server");
+
+            // Pull failures are reported on the profile, with the registry's reason: a missing tag in the selected
+            // namespace (404), and the unselected namespace's Pod refused without credentials (401).
+            let missing = format!("{}:404", image.rsplit_once(':').unwrap().0);
+            create_pod(&client, &chosen, &pod("missing", &missing, "Always")).await;
+            assert!(matches!(pull_outcome(&client, &chosen, "missing").await, Pull::Refused(_)));
+            let profiles: Api<regcred::api::RegistryProfile> = Api::all(client.clone());
+            let failures = wait_for("the pull failures in the profile's status", WAIT, || async {
+                let status = profiles.get(&profile).await.ok()?.status?;
+                let found = |ns: &str, pod: &str| {
+                    status.pull_failures.iter().find(|f| f.namespace == ns && f.pod == pod).cloned()
+                };
+                Some((found(&chosen, "missing")?, found(&other, "app")?))
+            })
+            .await;
+            assert_eq!(
+                (failures.0.image.as_str(), failures.0.reason.as_str()),
+                (missing.as_str(), "ImageNotFound"),
+                "{failures:?}"
+            );
+            assert_eq!(
+                (failures.1.image.as_str(), failures.1.reason.as_str()),
+                (image.as_str(), "AuthenticationFailed"),
+                "{failures:?}"
+            );
+            assert!(failures.0.count >= 1 && failures.0.message.contains("Failed to pull image"), "{failures:?}");
+            // An Event on the profile says so too.
+            let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client.clone(), "default");
+            let fields = format!("involvedObject.name={profile},reason=PullFailed");
+            let notes = wait_for("a PullFailed Event on the profile", WAIT, || async {
+                let list = events.list(&kube::api::ListParams::default().fields(&fields)).await.ok()?;
+                let notes: Vec<String> = list.items.into_iter().filter_map(|e| e.message).collect();
+                notes.iter().any(|n| n.contains(&missing) && n.contains("ImageNotFound")).then_some(notes)
+            })
+            .await;
+            assert!(notes.iter().any(|n| n.contains("AuthenticationFailed")), "{notes:?}");
         })
         .await;
 }

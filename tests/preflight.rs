@@ -5,6 +5,7 @@
 mod support;
 
 use regcred::registry::preflight::{Credentials, ManifestKind, Options, Reason, Report, check};
+use support::regcred_check;
 use support::registry::{Auth, PASSWORD, Registry, USER};
 
 fn good() -> Credentials {
@@ -173,25 +174,6 @@ const BASIC_REQUESTS: (usize, usize) = (9, 0);
 /// The same with token authentication: one token per repository (and one for the ping), the ping answered from
 /// the token.
 const TOKEN_REQUESTS: (usize, usize) = (8, 4);
-
-/// Runs `regcred check` with `args` (and `stdin`); returns the exit status and standard output followed by
-/// standard error.
-async fn regcred_check(args: &[&str], stdin: &str, env: &[(&str, &str)]) -> (i32, String) {
-    use tokio::io::AsyncWriteExt;
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_regcred"))
-        .arg("check")
-        .args(args)
-        .envs(env.iter().copied())
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(stdin.as_bytes()).await.unwrap();
-    let out = child.wait_with_output().await.unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    (out.status.code().unwrap_or(-1), stdout + &String::from_utf8_lossy(&out.stderr))
-}
 
 async fn cli_cases(auth: Auth) {
     let mut registry = Registry::start(auth).await;

@@ -13,7 +13,7 @@ use crate::registry::{config_key, resolve_server};
 use crate::resolve::{self, Source};
 
 /// Exit status for input regcred cannot use (also clap's for usage errors).
-const BAD_INPUT: u8 = 2;
+pub(super) const BAD_INPUT: u8 = 2;
 
 /// What the check needs, gathered from the flags (and the profile).
 struct Plan {
@@ -25,6 +25,9 @@ struct Plan {
 
 /// Runs `regcred check`; the exit status says how it went.
 pub async fn run(args: CheckArgs) -> ExitCode {
+    if let Some(path) = &args.manifest {
+        return super::manifest::run(&args, path).await;
+    }
     let plan = match plan(&args).await {
         Ok(plan) => plan,
         Err(message) => {
@@ -130,7 +133,7 @@ fn registry_of(image: &str) -> String {
 
 /// The Secrets of regcred's namespace a profile's credentials may come from: its source Secrets and its token
 /// copy.
-async fn sources_of(
+pub(super) async fn sources_of(
     client: &kube::Client,
     namespace: &str,
     profile: &RegistryProfile,

@@ -1,6 +1,7 @@
 //! The `regcred` command line.
 
 pub mod check;
+pub mod manifest;
 
 use std::process::ExitCode;
 
@@ -28,7 +29,8 @@ pub enum Command {
     /// Print the RegistryProfile CustomResourceDefinition as YAML.
     Crd,
     /// Check credentials and images against a registry through the OCI distribution API (the registry
-    /// preflight), before a profile exists or against one. Exit status: 0 passed; 3 authentication failed;
+    /// preflight), before a profile exists or against one; or, with --manifest, the workloads of a manifest as
+    /// admission checks them. Exit status: 0 passed; 3 authentication failed;
     /// 4 registry unreachable; 5 TLS untrusted; 6 image not found; 7 image too large; 8 unsupported manifest
     /// type; 2 bad input; 1 other errors.
     Check(Box<crate::config::CheckArgs>),

@@ -126,6 +126,30 @@ fn most_specific<'a>(
     list.into_iter().max_by(|a, b| a.0.len().cmp(&b.0.len()).then_with(|| b.2.name.cmp(&a.2.name)))
 }
 
+/// What to resolve `image` with: the credentials `profile`'s Secrets hold now under its dockerconfigjson `key`
+/// (resolved from `sources`, and for tokens the refresher's `snapshot` or the leader's copy), and the profile's
+/// validation and TLS options. `Err`: why it cannot be checked.
+pub fn target(
+    profile: &RegistryProfile,
+    meaning: &Meaning,
+    sources: &impl crate::resolve::Sources,
+    snapshot: Option<&crate::credentials::refresher::Snapshot>,
+    key: &str,
+    image: &str,
+    now: jiff::Timestamp,
+) -> Result<Target, String> {
+    let credentials = match crate::resolve::in_force(profile, meaning.registry.as_deref(), sources, snapshot, now) {
+        Ok(Some((config, _))) => {
+            Some(config.login(key).ok_or_else(|| format!("the profile's credentials have no entry for {key}"))?)
+        }
+        Ok(None) => None,
+        Err(u) => return Err(format!("the profile's credentials do not resolve ({}): {}", u.reason, u.message)),
+    };
+    let validation = profile.spec.validation.clone().unwrap_or_default();
+    let options = crate::registry::preflight::Options::for_profile(&validation, profile.spec.tls.as_ref());
+    Ok(Target { image: image.to_owned(), credentials, options })
+}
+
 /// What the registry said about one image.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {

@@ -306,8 +306,7 @@ impl Webhook {
         images::answer(&resolved, &missing, &ns.name)
     }
 
-    /// What to resolve `image` with: the credentials `profile`'s Secrets hold now under `key`, and its validation
-    /// options. `Err`: why it cannot be checked.
+    /// What to resolve `image` with, for `profile` (see [`images::target`]). `Err`: why it cannot be checked.
     fn target(
         &self,
         profiles: &[(Arc<RegistryProfile>, Arc<Meaning>)],
@@ -320,16 +319,7 @@ impl Webhook {
             return Err("the profile is gone".into());
         };
         let snapshot = self.view.refresher.peek(&m.name);
-        let credentials = match crate::resolve::in_force(p, m.registry.as_deref(), &self.view, snapshot.as_ref(), now) {
-            Ok(Some((config, _))) => {
-                Some(config.login(key).ok_or_else(|| format!("the profile's credentials have no entry for {key}"))?)
-            }
-            Ok(None) => None,
-            Err(u) => return Err(format!("the profile's credentials do not resolve ({}): {}", u.reason, u.message)),
-        };
-        let validation = p.spec.validation.clone().unwrap_or_default();
-        let options = crate::registry::preflight::Options::for_profile(&validation, p.spec.tls.as_ref());
-        Ok(images::Target { image: image.to_owned(), credentials, options })
+        images::target(p, m, &self.view, snapshot.as_ref(), key, image, now)
     }
 
     /// The pull Secrets of `names` that do not exist in `namespace`. regcred's own (those of profiles that select

@@ -485,3 +485,22 @@ pub async fn http_get(addr: &str, path: &str) -> (u16, String) {
     let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
     (status, body.to_owned())
 }
+
+/// Runs `regcred check` with `args` (and `stdin`); returns the exit status and standard output followed by
+/// standard error.
+pub async fn regcred_check(args: &[&str], stdin: &str, env: &[(&str, &str)]) -> (i32, String) {
+    use tokio::io::AsyncWriteExt;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_regcred"))
+        .arg("check")
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).await.unwrap();
+    let out = child.wait_with_output().await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    (out.status.code().unwrap_or(-1), stdout + &String::from_utf8_lossy(&out.stderr))
+}
