@@ -132,7 +132,6 @@ async fn apply_shows_each_problem_and_deny_rejects_on_a_definite_answer(auth: Au
                 assert!(lines[0].contains(reason) && lines[0].contains("RegistryProfile"), "{reason}: {out}");
             }
             assert!(warnings_about(&out, &r("team/armonly:1"))[0].contains("linux/amd64"), "{out}");
-            let after_first = settled_requests(&registry).await;
 
             // The same verdicts from `regcred check --manifest`, before an apply (as a CI pipeline runs it).
             let args = ["--manifest", "-", "--namespace", &h.op_ns, "--manifest-namespace", &ns];
