@@ -11,6 +11,8 @@
 mod support;
 
 mod common;
+#[path = "common/floor.rs"]
+mod floor;
 use common::{percentile, row};
 
 use std::time::{Duration, Instant};
@@ -33,36 +35,6 @@ fn pod(i: usize) -> Pod {
     .unwrap()
 }
 
-/// Serves a webhook that answers at once with regcred's answer for these Pods (add `imagePullSecrets: [pull]`),
-/// over HTTPS on a free loopback port; returns the port and the CA (its own self-signed certificate).
-async fn noop_webhook() -> (u16, String) {
-    use axum::routing::post;
-    regcred::install_crypto_provider();
-    let key = rcgen::KeyPair::generate().unwrap();
-    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap().self_signed(&key).unwrap();
-    let config =
-        axum_server::tls_rustls::RustlsConfig::from_pem(cert.pem().into_bytes(), key.serialize_pem().into_bytes())
-            .await
-            .unwrap();
-    let app = axum::Router::new().route(
-        "/mutate",
-        post(|body: axum::body::Bytes| async move {
-            let review: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-            let patch = json!([{"op": "add", "path": "/spec/imagePullSecrets", "value": [{"name": SECRET}]}]);
-            let patch = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, patch.to_string());
-            axum::Json(json!({
-                "apiVersion": "admission.k8s.io/v1",
-                "kind": "AdmissionReview",
-                "response": {"uid": review["request"]["uid"], "allowed": true, "patchType": "JSONPatch", "patch": patch},
-            }))
-        }),
-    );
-    let port = support::webhook::free_port();
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    tokio::spawn(axum_server::bind_rustls(addr, config).serve(app.into_make_service()));
-    (port, cert.pem())
-}
-
 #[tokio::main]
 async fn main() {
     let n: usize = std::env::var("BENCH_PODS").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
@@ -71,33 +43,13 @@ async fn main() {
     let report = env
         .clone()
         .run(|env| async move {
-            let h = start(&env, &[]).await;
+            // The injection alone: image checks are measured by benches/images.rs, against a registry.
+            let h = start(&env, &["--image-checks", "false"]).await;
             let served = env.namespace("served", &[("pull", "yes")]).await;
             let skipped = env.namespace("skipped", &[("pull", "yes"), ("regcred.dev/inject", "disabled")]).await;
             h.wait_credentials(&served, SECRET, REGISTRY, "pw").await;
             // The floor: an instant webhook with the same answer, on a namespace of its own (regcred's skips it).
-            let (port, ca) = noop_webhook().await;
-            let floor_config = format!("regcred-floor-{}", env.id);
-            let config: k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration =
-                serde_json::from_value(json!({
-                    "metadata": {"name": floor_config},
-                    "webhooks": [{
-                        "name": "noop.regcred.dev",
-                        "clientConfig": {
-                            "url": format!("https://127.0.0.1:{port}/mutate"),
-                            "caBundle": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &ca),
-                        },
-                        "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["pods"]}],
-                        "failurePolicy": "Fail",
-                        "sideEffects": "None",
-                        "admissionReviewVersions": ["v1"],
-                        "timeoutSeconds": 5,
-                        "namespaceSelector": {"matchLabels": {"floor-bench": env.id}},
-                    }],
-                }))
-                .unwrap();
-            support::apply(&Api::all(h.client()), &config).await;
-            env.cleanup::<k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration>(&floor_config);
+            floor::register(&env, SECRET).await;
             let floor_ns = env
                 .namespace("floor", &[("pull", "yes"), ("regcred.dev/inject", "disabled"), ("floor-bench", &env.id)])
                 .await;

@@ -151,7 +151,7 @@ async fn apply_shows_each_problem_and_deny_rejects_on_a_definite_answer(auth: Au
 
             let after_first = settled_requests(&registry).await;
 
-        // The same images again, in another workload: all from the cache, not one request.
+            // The same images again, in another workload: all from the cache, not one request.
             let (ok, again) = apply(&ns, &deployment("web2", &images)).await;
             assert!(ok, "{again}");
             assert_eq!(again.lines().filter(|l| l.starts_with("Warning:")).count(), problems.len(), "{again}");
