@@ -67,8 +67,9 @@ echo "registry at https://$registry (user demo); without credentials /v2/ answer
   "$(curl -s -o /dev/null -w '%{http_code}' --cacert "$demo/registry.crt" "https://$registry/v2/")"
 # The node's containerd trusts the registry's CA.
 mkdir -p "$NODE_CERTS_D/$registry" && cp "$demo/registry.crt" "$NODE_CERTS_D/$registry/ca.crt"
-printf 'server = "https://%s"\n[host."https://%s"]\n  capabilities = ["pull", "resolve"]\n  ca = "%s"\n' \
-  "$registry" "$registry" "$NODE_CERTS_D/$registry/ca.crt" > "$NODE_CERTS_D/$registry/hosts.toml"
+# The top-level ca too: after a 404 from the [host], containerd tries `server` and would report its certificate.
+printf 'server = "https://%s"\nca = "%s"\n[host."https://%s"]\n  capabilities = ["pull", "resolve"]\n  ca = "%s"\n' \
+  "$registry" "$NODE_CERTS_D/$registry/ca.crt" "$registry" "$NODE_CERTS_D/$registry/ca.crt" > "$NODE_CERTS_D/$registry/hosts.toml"
 mkdir -p "$demo/certs" && cp "$demo/registry.crt" "$demo/certs/ca.crt"
 skopeo copy --quiet --dest-creds "demo:$password" --dest-cert-dir "$demo/certs" "oci-archive:$archive" "docker://$registry/regcred/regcred:demo"
 skopeo copy --quiet --dest-creds "demo:$password" --dest-cert-dir "$demo/certs" \

@@ -50,9 +50,11 @@ impl Node {
         let dir = self.certs_d.join(&registry.addr);
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("ca.crt"), &registry.ca_pem).unwrap();
-        // containerd 1.6 needs the [host] table; with `server` and `ca` alone it falls back to plain HTTP.
+        // containerd 1.6 needs the [host] table; with `server` and `ca` alone it falls back to plain HTTP. The
+        // top-level `ca` too: after a 404 from the [host], containerd tries `server`, and would report its
+        // untrusted certificate instead of the 404.
         let hosts = format!(
-            "server = \"https://{addr}\"\n\n[host.\"https://{addr}\"]\n  capabilities = [\"pull\", \"resolve\"]\n  ca = \"{ca}\"\n",
+            "server = \"https://{addr}\"\nca = \"{ca}\"\n\n[host.\"https://{addr}\"]\n  capabilities = [\"pull\", \"resolve\"]\n  ca = \"{ca}\"\n",
             addr = registry.addr,
             ca = dir.join("ca.crt").display()
         );
