@@ -51,6 +51,8 @@ async fn seen(ctx: &Context, event: &CoreEvent) {
     }
     let Some(ns) = ctx.view.namespace(namespace) else { return };
     let profiles = ctx.view.profiles_and_meanings();
+    // Profiles that are gone take their failures with them (the bound holds whatever the churn of profiles).
+    ctx.pulls.retain(|p| profiles.iter().any(|(_, m)| m.name == p));
     let count = event.count.or_else(|| event.series.as_ref().and_then(|s| s.count)).unwrap_or(1).max(1);
     let message = event.message.as_deref().unwrap_or_default();
     for profile in pulls::profiles_for(&image, &profiles, &ns) {
