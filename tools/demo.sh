@@ -150,6 +150,26 @@ for ns in demo-fresh demo-other; do
     -o custom-columns=REASON:.reason,MESSAGE:.message --sort-by=.firstTimestamp
 done
 
+say "image checks at admission: a Deployment naming a tag that does not exist (kubectl prints regcred's warning)"
+cat <<DEPLOY | "$kubectl" -n demo-team-a apply -f -
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: typo}
+spec:
+  replicas: 0
+  selector: {matchLabels: {app: typo}}
+  template:
+    metadata: {labels: {app: typo}}
+    spec: {containers: [{name: app, image: "$registry/team/app:1.0-typo"}]}
+DEPLOY
+say "pull failures the kubelet reported from the profile's registry, in its status (demo-other/app had no Secret)"
+for _ in $(seq 100); do
+  [ -n "$("$kubectl" get registryprofile local-registry -o jsonpath='{.status.pullFailures}')" ] && break
+  sleep 0.2
+done
+"$kubectl" get registryprofile local-registry \
+  -o jsonpath='{range .status.pullFailures[*]}{.namespace}/{.pod}  {.image}  {.reason}{"\n"}{end}'
+
 cat <<DONE
 
 Everything keeps running: try it yourself with
