@@ -226,6 +226,22 @@ async fn pods_pull_private_images_through_regcreds_secrets_from_a_token_registry
             assert_refused_401(&pull_outcome(&client, &other, "app").await, "unselected namespace");
             assert!(registry.token_requests().await > before, "the pull did not go through the token server");
 
+            // Image checks from regcred's own container (its CA bundle, its egress): a missing tag is warned about
+            // at admission, an existing image is not.
+            let deployment = |tag: &str| {
+                json!({
+                    "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": format!("d{}", tag.replace('.', "-"))},
+                    "spec": {"replicas": 0, "selector": {"matchLabels": {"app": "d"}},
+                        "template": {"metadata": {"labels": {"app": "d"}},
+                            "spec": {"containers": [{"name": "c", "image": format!("{}:{tag}", image.rsplit_once(':').unwrap().0)}]}}},
+                })
+                .to_string()
+            };
+            let (ok, out) = support::webhook::kubectl(&["apply", "-n", &chosen, "-f", "-"], &deployment("404")).await;
+            assert!(ok && out.contains("Warning:") && out.contains("ImageNotFound"), "{out}");
+            let (ok, out) = support::webhook::kubectl(&["apply", "-n", &chosen, "-f", "-"], &deployment("1.0")).await;
+            assert!(ok && !out.contains("Warning:"), "{out}");
+
             // Pull failures are reported on the profile, with the registry's reason: a missing tag in the selected
             // namespace (404), and the unselected namespace's Pod refused without credentials (401).
             let missing = format!("{}:404", image.rsplit_once(':').unwrap().0);

@@ -39,11 +39,17 @@ if ! have "$runtime_image"; then
   start=$(date +%s)
   rm -rf "$work" && mkdir -p "$work"
   mmdebstrap --quiet --variant=extract --include=base-files,netbase,tzdata,libc6,libgcc-s1,ca-certificates \
-    --customize-hook='cp /etc/ssl/certs/ca-certificates.crt "$1/etc/ssl/certs/ca-certificates.crt"' \
-    --customize-hook='printf "root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n" > "$1/etc/passwd"' \
-    --customize-hook='printf "root:x:0:\nnonroot:x:65532:\n" > "$1/etc/group"; mkdir -p "$1/home/nonroot" "$1/tmp"; chown 65532:65532 "$1/home/nonroot"; chmod 1777 "$1/tmp"' \
-    --customize-hook='rm -rf "$1/usr/share/doc" "$1/usr/share/man" "$1/usr/share/info" "$1/var/cache/apt" "$1/var/lib/apt/lists"' \
     bookworm "$work/rootfs" "$mirror" >&2 || die "mmdebstrap of the runtime base failed (is $mirror reachable?)"
+  # Done here rather than in --customize-hook: mmdebstrap runs no hooks for --variant=extract, and the image then
+  # had no CA bundle (regcred's registry clients refused to start: "No CA certificates were loaded").
+  rootfs=$work/rootfs
+  mkdir -p "$rootfs/etc/ssl/certs" "$rootfs/home/nonroot" "$rootfs/tmp"
+  cp /etc/ssl/certs/ca-certificates.crt "$rootfs/etc/ssl/certs/ca-certificates.crt" ||
+    die "the host has no /etc/ssl/certs/ca-certificates.crt (apt-get install ca-certificates)"
+  printf "root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n" > "$rootfs/etc/passwd"
+  printf "root:x:0:\nnonroot:x:65532:\n" > "$rootfs/etc/group"
+  chown 65532:65532 "$rootfs/home/nonroot" && chmod 1777 "$rootfs/tmp"
+  rm -rf "$rootfs/usr/share/doc" "$rootfs/usr/share/man" "$rootfs/usr/share/info" "$rootfs/var/cache/apt" "$rootfs/var/lib/apt/lists"
   commit_rootfs "$work/rootfs" "$runtime_image" --user 65532:65532 --workingdir /home/nonroot \
     --env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin --env SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt
   rm -rf "$work"

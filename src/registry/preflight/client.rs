@@ -47,7 +47,9 @@ pub(super) fn http_client(options: &Options) -> Result<reqwest::Client, Failure>
     builder.build().map_err(|e| transport(&e, "building the HTTP client"))
 }
 
-pub(super) fn oci_client(options: &Options) -> oci_client::Client {
+/// The manifest client. Built with `try_from`, never `new`: `new` falls back to a default client when the
+/// configuration fails (a container without system CA certificates, say), and building that one panics.
+pub(super) fn oci_client(options: &Options) -> Result<oci_client::Client, Failure> {
     crate::install_crypto_provider();
     let extra_root_certificates = options
         .ca_pem
@@ -57,7 +59,7 @@ pub(super) fn oci_client(options: &Options) -> oci_client::Client {
             data: pem.as_bytes().to_vec(),
         })
         .collect();
-    oci_client::Client::new(oci_client::client::ClientConfig {
+    let config = oci_client::client::ClientConfig {
         protocol: oci_client::client::ClientProtocol::Https,
         accept_invalid_certificates: options.insecure_skip_verify,
         extra_root_certificates,
@@ -66,7 +68,8 @@ pub(super) fn oci_client(options: &Options) -> oci_client::Client {
         connect_timeout: Some(options.timeout),
         user_agent: concat!("regcred/", env!("CARGO_PKG_VERSION")),
         ..Default::default()
-    })
+    };
+    oci_client::Client::try_from(config).map_err(|e| transport(&e, "building the registry client"))
 }
 
 /// `GET /v2/`, then the challenge it answers with: Basic is retried with the credentials, Bearer asks the token

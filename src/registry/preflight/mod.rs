@@ -240,13 +240,14 @@ pub async fn check(registry: &str, credentials: Option<&Credentials>, images: &[
     }
     // Images are checked only with working credentials: otherwise every image would repeat the same failure.
     if report.credentials.is_none() {
-        let client = oci_client(options);
-        let auth = match credentials {
-            Some(c) => RegistryAuth::Basic(c.username.clone(), c.password.clone()),
-            None => RegistryAuth::Anonymous,
-        };
-        for image in images {
-            report.images.push(check_image(&client, &auth, &qualify(image, registry), options).await);
+        match oci_client(options) {
+            Ok(client) => {
+                let auth = auth_of(credentials);
+                for image in images {
+                    report.images.push(check_image(&client, &auth, &qualify(image, registry), options).await);
+                }
+            }
+            Err(f) => report.credentials = Some(f),
         }
     }
     report.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
@@ -260,12 +261,26 @@ pub async fn resolve_images(
     images: &[String],
     options: &Options,
 ) -> Vec<ImageResult> {
-    let client = oci_client(options);
-    let auth = match credentials {
+    let client = match oci_client(options) {
+        Ok(client) => client,
+        Err(f) => {
+            let failed = |image: &String| ImageResult {
+                image: image.clone(),
+                failure: Some(f.clone()),
+                ..ImageResult::default()
+            };
+            return images.iter().map(failed).collect();
+        }
+    };
+    let auth = auth_of(credentials);
+    futures::future::join_all(images.iter().map(|image| check_image(&client, &auth, image, options))).await
+}
+
+fn auth_of(credentials: Option<&Credentials>) -> RegistryAuth {
+    match credentials {
         Some(c) => RegistryAuth::Basic(c.username.clone(), c.password.clone()),
         None => RegistryAuth::Anonymous,
-    };
-    futures::future::join_all(images.iter().map(|image| check_image(&client, &auth, image, options))).await
+    }
 }
 
 /// A registry that accepts connections and never answers (its address, and the task holding them), for tests.
