@@ -43,8 +43,14 @@ mkdir -p "$demo" "$logs"
 stop_pid "$demo/registry.pid"
 
 say "a local registry with TLS and a password, where the node reaches it ($HOST_IP)"
-openssl req -x509 -newkey rsa:2048 -nodes -days 7 -subj "/CN=regcred demo registry" \
-  -addext "subjectAltName=IP:$HOST_IP" -keyout "$demo/registry.key" -out "$demo/registry.crt" 2>/dev/null
+# A CA (registry.crt: what everything trusts) and the server certificate it signs. Not one self-signed
+# certificate: openssl marks that one CA:TRUE, and rustls (regcred's registry checks) refuses a CA as a server's.
+openssl req -x509 -newkey rsa:2048 -nodes -days 7 -subj "/CN=regcred demo registry CA" \
+  -keyout "$demo/ca.key" -out "$demo/registry.crt" 2>/dev/null
+openssl req -newkey rsa:2048 -nodes -subj "/CN=regcred demo registry" -keyout "$demo/server.key" -out "$demo/server.csr" 2>/dev/null
+openssl x509 -req -in "$demo/server.csr" -CA "$demo/registry.crt" -CAkey "$demo/ca.key" -CAcreateserial -days 7 \
+  -extfile <(printf 'subjectAltName=IP:%s\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' "$HOST_IP") \
+  -out "$demo/server.crt" 2>/dev/null
 password=$(openssl rand -hex 12)
 "$venv/bin/python" -c 'import bcrypt,sys; print("demo:" + bcrypt.hashpw(sys.argv[1].encode(), bcrypt.gensalt()).decode())' \
   "$password" > "$demo/htpasswd"
@@ -55,7 +61,7 @@ log: {level: warn}
 storage: {filesystem: {rootdirectory: $demo/registry-data}}
 http:
   addr: $HOST_IP:$registry_port
-  tls: {certificate: $demo/registry.crt, key: $demo/registry.key}
+  tls: {certificate: $demo/server.crt, key: $demo/server.key}
 auth:
   htpasswd: {realm: regcred-demo, path: $demo/htpasswd}
 CONFIG
