@@ -439,7 +439,15 @@ impl Webhook {
         else {
             return false;
         };
-        let ensure = crate::secrets::ensure(&self.client, &self.view, profile.0.clone(), namespace);
+        // Done only once the view holds the Secret: `ensure` also returns when another writer (the controller's
+        // new-namespace path) is making it, and the Pod must not name it before that write has landed.
+        let ensure = Box::pin(async {
+            crate::secrets::ensure(&self.client, &self.view, profile.0.clone(), namespace).await?;
+            while !self.view.managed.contains(namespace, name) {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            Ok::<(), crate::secrets::EnsureError>(())
+        });
         match tokio::time::timeout(ENSURE_TIMEOUT, ensure).await {
             Ok(Ok(())) => {
                 self.stats.secrets_created.inc();
