@@ -26,9 +26,8 @@ use regcred::images::{CheckStats, Checker, Target};
 use regcred::registry::preflight::{Credentials, Options};
 use serde_json::json;
 use support::TestEnv;
-use support::harness::{Harness, WAIT};
 use support::registry::{Auth, PASSWORD, Registry, USER};
-use support::webhook::{SECRET, free_port, register, wait_ca_bundle};
+use support::webhook::{SECRET, start_operator};
 
 fn pod(i: usize, images: &[String]) -> Pod {
     let containers: Vec<_> =
@@ -66,13 +65,8 @@ async fn main() {
             let r = |path: &str| format!("{}/{path}", registry.addr);
             let three = vec![r("team/app:1"), r("team/sidecar:1"), r("team/multi:1")];
 
-            // regcred with its webhook (both entries), a profile for the registry writing Secret `pull`.
-            let port = free_port();
-            let name = register(&env, port, None).await;
-            let addr = format!("127.0.0.1:{port}");
-            let args = ["--webhook-addr", &addr, "--webhook-configuration", &name, "--webhook-dns-names", "127.0.0.1"];
-            let h = Harness::start_with(&env, &args).await;
-            wait_ca_bundle(&env.client, &name, WAIT).await;
+            // regcred with its webhook (both entries).
+            let h = start_operator(&env, &[]).await;
             h.source("creds", &[("username", USER), ("password", PASSWORD)]).await;
             // Two profiles for the registry, writing Secret `pull`: one checks images (Warn), one does not (Off).
             let spec = |select: &str, mode: &str| {

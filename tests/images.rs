@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use support::harness::{Harness, WAIT};
 use support::registry::{Auth, PASSWORD, Registry, USER};
-use support::webhook::{free_port, kubectl, register, wait_ca_bundle};
+use support::webhook::{kubectl, start_operator};
 use support::{TestEnv, wait_for};
 
 /// A registry with an image of each kind a check tells apart.
@@ -22,18 +22,6 @@ async fn registry(auth: Auth) -> Registry {
     registry.push_index("team/multi:1", &["arm64", "amd64"]).await;
     registry.push_index("team/armonly:1", &["arm64"]).await;
     registry
-}
-
-/// The operator serving the test's webhook (both entries), with `extra` arguments.
-async fn operator(env: &TestEnv, extra: &[&str]) -> Harness {
-    let port = free_port();
-    let name = register(env, port, None).await;
-    let addr = format!("127.0.0.1:{port}");
-    let mut args = vec!["--webhook-addr", &addr, "--webhook-configuration", &name, "--webhook-dns-names", "127.0.0.1"];
-    args.extend_from_slice(extra);
-    let h = Harness::start_with(env, &args).await;
-    wait_ca_bundle(&env.client, &name, WAIT).await;
-    h
 }
 
 /// A profile for `server` (trusting `ca_pem`, when given) selecting namespaces labelled `pull=yes`: OCI
@@ -107,7 +95,7 @@ async fn apply_shows_each_problem_and_deny_rejects_on_a_definite_answer(auth: Au
         .await
         .run(|env| async move {
             let registry = registry(auth).await;
-            let h = operator(&env, &[]).await;
+            let h = start_operator(&env, &[]).await;
             profile(&h, &registry.addr, &registry.ca_pem, "Warn").await;
             let ns = env.namespace("apps", &[("pull", "yes")]).await;
             let r = |path: &str| format!("{}/{path}", registry.addr);
@@ -184,7 +172,7 @@ async fn a_hanging_registry_admits_with_a_not_checked_warning(_auth: Auth) {
         .await
         .run(|env| async move {
             let (addr, _silent) = support::registry::silent().await;
-            let h = operator(&env, &["--image-check-budget", "1s"]).await;
+            let h = start_operator(&env, &["--image-check-budget", "1s"]).await;
             let server = addr.to_string();
             profile(&h, &server, "", "Deny").await;
             let ns = env.namespace("apps", &[("pull", "yes")]).await;
@@ -231,7 +219,7 @@ async fn rotated_credentials_invalidate_the_cache() {
         .await
         .run(|env| async move {
             let mut registry = registry(Auth::Basic).await;
-            let h = operator(&env, &[]).await;
+            let h = start_operator(&env, &[]).await;
             let name = profile(&h, &registry.addr, &registry.ca_pem, "Warn").await;
             let ns = env.namespace("apps", &[("pull", "yes")]).await;
             let image = format!("{}/team/oci:1", registry.addr);
@@ -273,7 +261,7 @@ async fn unselected_namespaces_missing_pull_secrets_and_pod_updates_are_warned_a
         .await
         .run(|env| async move {
             let registry = registry(Auth::Basic).await;
-            let h = operator(&env, &[]).await;
+            let h = start_operator(&env, &[]).await;
             let name = profile(&h, &registry.addr, &registry.ca_pem, "Warn").await;
             let elsewhere = env.namespace("elsewhere", &[]).await;
             let image = format!("{}/team/oci:1", registry.addr);

@@ -489,11 +489,16 @@ pub async fn http_get(addr: &str, path: &str) -> (u16, String) {
 /// Runs `regcred check` with `args` (and `stdin`); returns the exit status and standard output followed by
 /// standard error.
 pub async fn regcred_check(args: &[&str], stdin: &str, env: &[(&str, &str)]) -> (i32, String) {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_regcred"));
+    command.arg("check").args(args).envs(env.iter().copied());
+    run_with_input(command, stdin).await
+}
+
+/// Runs `command` with `stdin` on its standard input; returns its exit status (-1 when killed by a signal) and
+/// its standard output followed by its standard error.
+pub async fn run_with_input(mut command: tokio::process::Command, stdin: &str) -> (i32, String) {
     use tokio::io::AsyncWriteExt;
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_regcred"))
-        .arg("check")
-        .args(args)
-        .envs(env.iter().copied())
+    let mut child = command
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

@@ -88,8 +88,8 @@ pub async fn serve_registry(h: &Harness) {
 }
 
 /// Registers the test's webhook without a caBundle, starts the operator serving it with self-managed
-/// certificates, waits until regcred has published its CA, and applies the profile of [`serve_registry`].
-pub async fn start(env: &TestEnv, extra: &[&str]) -> Harness {
+/// certificates (plus `extra` arguments), and waits until regcred has published its CA.
+pub async fn start_operator(env: &TestEnv, extra: &[&str]) -> Harness {
     let port = free_port();
     let name = register(env, port, None).await;
     let addr = format!("127.0.0.1:{port}");
@@ -97,6 +97,12 @@ pub async fn start(env: &TestEnv, extra: &[&str]) -> Harness {
     args.extend_from_slice(extra);
     let h = Harness::start_with(env, &args).await;
     wait_ca_bundle(&env.client, &name, WAIT).await;
+    h
+}
+
+/// [`start_operator`], then the profile of [`serve_registry`].
+pub async fn start(env: &TestEnv, extra: &[&str]) -> Harness {
+    let h = start_operator(env, extra).await;
     serve_registry(&h).await;
     h
 }
@@ -119,21 +125,12 @@ pub async fn wait_ca_bundle(
 /// Runs `kubectl` with `args` against the cluster under test, `stdin` on its standard input; returns whether it
 /// succeeded and its standard output followed by its standard error (where it prints admission warnings).
 pub async fn kubectl(args: &[&str], stdin: &str) -> (bool, String) {
-    use tokio::io::AsyncWriteExt as _;
     let local = super::repo_root().join(".local/bin/kubectl");
     let program = if local.exists() { local } else { "kubectl".into() };
-    let mut child = tokio::process::Command::new(program)
-        .args(args)
-        .env("KUBECONFIG", super::kubeconfig_path())
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(stdin.as_bytes()).await.unwrap();
-    let out = child.wait_with_output().await.unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    (out.status.success(), text)
+    let mut command = tokio::process::Command::new(program);
+    command.args(args).env("KUBECONFIG", super::kubeconfig_path());
+    let (status, output) = super::run_with_input(command, stdin).await;
+    (status == 0, output)
 }
 
 pub fn pod(name: &str, images: &[&str], pull_secrets: &[&str], labels: &[(&str, &str)]) -> Pod {
