@@ -119,7 +119,13 @@ fn main() {
     let webhook = runtime.block_on(async {
         let config = kube::Config::new("http://127.0.0.1:9".parse().unwrap());
         let client = kube::Client::try_from(config).unwrap();
-        let view = regcred::state::View::start(&client, "regcred-system", None, 2.0 / 3.0);
+        let view = regcred::state::View::start(
+            &client,
+            "regcred-system",
+            None,
+            2.0 / 3.0,
+            regcred::credentials::identity::Identity::detached("regcred-system"),
+        );
         let checker = Some(Arc::new(regcred::images::Checker::new(Duration::from_millis(50), 64, Default::default())));
         let known_secrets = regcred::webhook::known_secrets();
         let operator_namespace = "regcred-system".into();

@@ -32,6 +32,12 @@ pub struct RunArgs {
     #[arg(long, env = "REGCRED_NAMESPACE", default_value = "regcred-system")]
     pub namespace: String,
 
+    /// regcred's own ServiceAccount (in its namespace): federations that start from a ServiceAccount token
+    /// (Azure Workload Identity without its webhook, GCP Workload Identity Federation, Quay robot federation) get
+    /// one requested for this account, and only this one.
+    #[arg(long, env = "REGCRED_SERVICE_ACCOUNT", default_value = "regcred")]
+    pub service_account: String,
+
     /// Secret and ServiceAccount writes in flight at once, across all profiles: the most load regcred's syncs put
     /// on the apiserver. One large profile may use all of it; several share it first come, first served.
     #[arg(long, env = "REGCRED_WRITE_CONCURRENCY", default_value_t = 128, value_parser = clap::value_parser!(u16).range(1..=1024))]

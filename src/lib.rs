@@ -49,17 +49,26 @@ pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
+/// regcred's own identity, for the federations that start from its ServiceAccount.
+fn identity(client: &kube::Client, args: &config::RunArgs) -> std::sync::Arc<credentials::identity::Identity> {
+    std::sync::Arc::new(credentials::identity::Identity::new(
+        Some(client.clone()),
+        &args.namespace,
+        &args.service_account,
+        credentials::identity::Ambient::from_env(),
+    ))
+}
+
 /// `regcred run`: the operator until SIGTERM or Ctrl-C.
 pub async fn run(args: config::RunArgs) -> Result<(), errors::Error> {
     let client = client::infer().await.map_err(errors::Error::Kubeconfig)?;
     info!(version = env!("CARGO_PKG_VERSION"), namespace = %args.namespace, "regcred starting");
-    let shutdown = shutdown_signal().boxed().shared();
-    let shutdown: futures::future::Shared<futures::future::BoxFuture<'static, ()>> = shutdown;
+    let shutdown: futures::future::Shared<futures::future::BoxFuture<'static, ()>> = shutdown_signal().boxed().shared();
     let settings = controller::Settings {
         operator_namespace: args.namespace.clone(),
         write_concurrency: usize::from(args.write_concurrency),
-        profile_selector: args.profile_selector,
-        reporter: args.reporter,
+        profile_selector: args.profile_selector.clone(),
+        reporter: args.reporter.clone(),
     };
     controller::check_crd(&client).await?;
     let view = state::View::start(
@@ -67,6 +76,7 @@ pub async fn run(args: config::RunArgs) -> Result<(), errors::Error> {
         &settings.operator_namespace,
         settings.profile_selector.as_deref(),
         args.token_refresh_fraction,
+        identity(&client, &args),
     );
     let webhook = match args.webhook.addr {
         Some(addr) => {

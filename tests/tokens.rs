@@ -219,8 +219,8 @@ async fn gcp_minting_failures_say_why() {
             let denied = h.profile("denied", gcp_spec(&h, "denied", "a")).await;
             let dead = h.profile("dead", gcp_spec(&h, "dead", "b")).await;
             let junk = h.profile("junk", gcp_spec(&h, "junk", "c")).await;
-            // gcp_auth does not tell a refusal from a failing endpoint: both are TokenRequestFailed.
-            h.condition(&denied, "CredentialsResolved", "False", "TokenRequestFailed").await;
+            // A refusal (401 invalid_grant) and an endpoint that is not there are told apart.
+            h.condition(&denied, "CredentialsResolved", "False", "AccessDenied").await;
             h.condition(&dead, "CredentialsResolved", "False", "EndpointUnreachable").await;
             h.condition(&junk, "CredentialsResolved", "False", "InvalidServiceAccountKey").await;
             // Fixed at the source: the retry (5 s, doubling) heals it without any change to the profile.

@@ -48,6 +48,12 @@ const IMAGES_RULE: &str = r"!has(self.images) || self.images.all(i, i.matches('^
 #[x_kube(validation = Rule::new("!has(self.credentials.gcp) || self.provider in ['gcr', 'artifactRegistry']")
     .message("credentials.gcp needs provider gcr or artifactRegistry")
     .field_path(".credentials.gcp"))]
+#[x_kube(validation = Rule::new("!has(self.credentials.acr) || self.provider == 'acr'")
+    .message("credentials.acr needs provider acr")
+    .field_path(".credentials.acr"))]
+#[x_kube(validation = Rule::new("!has(self.credentials.quay) || self.provider == 'quay'")
+    .message("credentials.quay needs provider quay (with server for a self-hosted Quay)")
+    .field_path(".credentials.quay"))]
 // The host grammar the kubelet matches (labels, `*.` wildcard, port, path prefix), in lower case: refused when
 // applied, so a GitOps sync shows the error rather than a profile that matches nothing.
 #[x_kube(validation = Rule::new(SERVER_RULE)
@@ -244,8 +250,8 @@ pub enum Provider {
 /// Where a profile's credentials come from: exactly one of the fields.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("(has(self.secretRef) ? 1 : 0) + (has(self.anonymous) && self.anonymous ? 1 : 0) + (has(self.ecr) ? 1 : 0) + (has(self.gcp) ? 1 : 0) == 1")
-    .message("set exactly one credential source: secretRef, ecr, gcp, or anonymous: true"))]
+#[x_kube(validation = Rule::new("(has(self.secretRef) ? 1 : 0) + (has(self.anonymous) && self.anonymous ? 1 : 0) + (has(self.ecr) ? 1 : 0) + (has(self.gcp) ? 1 : 0) + (has(self.acr) ? 1 : 0) + (has(self.quay) ? 1 : 0) == 1")
+    .message("set exactly one credential source: secretRef, ecr, gcp, acr, quay, or anonymous: true"))]
 pub struct CredentialSource {
     /// A Secret in regcred's own namespace. Its keys say the credential type: `username` + `password`;
     /// `token` (an OAuth2 or identity token, with an optional `username`); `key.json` (a GCP service-account
@@ -262,11 +268,25 @@ pub struct CredentialSource {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ecr: Option<EcrTokenSource>,
 
-    /// Short-lived GCP access tokens (1 h) from a service-account key, minted once per profile and refreshed
-    /// before they expire; the registry user is `oauth2accesstoken`. For providers `gcr` and `artifactRegistry`.
-    /// (A key in `secretRef` is instead used directly as the long-lived `_json_key`.)
+    /// Short-lived GCP access tokens (1 h), minted once per profile and refreshed before they expire; the
+    /// registry user is `oauth2accesstoken`. From a service-account key, GKE Workload Identity (the metadata
+    /// server) or Workload Identity Federation (Google STS, optionally impersonating a service account). For
+    /// providers `gcr` and `artifactRegistry`. (A key in `secretRef` is instead used directly as the long-lived
+    /// `_json_key`.)
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gcp: Option<GcpTokenSource>,
+
+    /// Azure Container Registry refresh tokens (about 3 h), exchanged at the registry's `/oauth2/exchange` for an
+    /// Entra ID token from Azure Workload Identity or a service principal; the registry user is
+    /// `00000000-0000-0000-0000-000000000000`. For provider `acr`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acr: Option<AcrTokenSource>,
+
+    /// Quay robot tokens (1 h) through robot federation: regcred's own ServiceAccount token, exchanged at the
+    /// registry's `/oauth2/federation/robot/token`. For provider `quay` (quay.io, or a self-hosted Quay as
+    /// `server`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quay: Option<QuayTokenSource>,
 }
 
 /// A Secret in regcred's own namespace. There is deliberately no namespace field: a profile can never make
@@ -317,12 +337,129 @@ pub struct EcrTokenSource {
     pub secret_ref: Option<SecretReference>,
 }
 
-/// GCP access-token minting.
-#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, Hash, schemars::JsonSchema)]
+/// GCP access-token minting: exactly one of `secretRef`, `workloadIdentity` and `externalAccount`.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, Hash, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("(has(self.secretRef) ? 1 : 0) + (has(self.workloadIdentity) ? 1 : 0) + (has(self.externalAccount) ? 1 : 0) == 1")
+    .message("credentials.gcp: set exactly one of secretRef, workloadIdentity and externalAccount"))]
 pub struct GcpTokenSource {
     /// A Secret in regcred's own namespace whose key `key.json` is a service-account key.
-    pub secret_ref: SecretReference,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<SecretReference>,
+
+    /// GKE Workload Identity: tokens of the Google service account regcred's ServiceAccount is bound to
+    /// (`iam.gke.io/gcp-service-account`), from the GKE metadata server. No key anywhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload_identity: Option<GkeWorkloadIdentity>,
+
+    /// Workload Identity Federation from any cluster: regcred's own ServiceAccount token is exchanged at Google
+    /// STS, then optionally for a service account's token. The fields are those of the credential
+    /// configuration `gcloud iam workload-identity-pools create-cred-config` writes; its `credential_source` is
+    /// always regcred's own ServiceAccount token (TokenRequest).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_account: Option<GcpExternalAccount>,
+}
+
+/// GKE Workload Identity through the metadata server.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, Hash, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GkeWorkloadIdentity {
+    /// The metadata server's name for the service account: `default` (the one bound to regcred's
+    /// ServiceAccount) unless set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), pattern(r"^[a-z0-9@._-]+$"))]
+    pub service_account: Option<String>,
+}
+
+/// Workload Identity Federation: an external-account credential configuration.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, Hash, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GcpExternalAccount {
+    /// The workload identity provider:
+    /// `//iam.googleapis.com/projects/NUMBER/locations/global/workloadIdentityPools/POOL/providers/PROVIDER`.
+    #[schemars(length(min = 1, max = 512), pattern(r"^//iam\.googleapis\.com/.+$"))]
+    pub audience: String,
+
+    /// The audience of regcred's ServiceAccount token, which the provider's allowed audiences must contain.
+    /// Default: the provider's default allowed audience, `https:` followed by `audience`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512))]
+    pub token_audience: Option<String>,
+
+    /// A service account to impersonate (`NAME@PROJECT.iam.gserviceaccount.com`). Without it the federated
+    /// token itself is used (direct resource access).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 3, max = 253), pattern(r"^[^@\s]+@[^@\s]+$"))]
+    pub service_account: Option<String>,
+
+    /// Google STS (`token_url`). Default `https://sts.googleapis.com/v1/token`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 9, max = 512), pattern(r"^https://.+$"))]
+    pub token_url: Option<String>,
+
+    /// Where impersonation is asked (`service_account_impersonation_url`). Default:
+    /// `https://iamcredentials.googleapis.com/v1/projects/-/serviceAccounts/SERVICE_ACCOUNT:generateAccessToken`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 9, max = 1024), pattern(r"^https://.+$"))]
+    pub service_account_impersonation_url: Option<String>,
+}
+
+/// Azure Container Registry token minting. Entra ID is asked for a token with Azure Workload Identity (the
+/// federated ServiceAccount token) unless `secretRef` names a service principal's secret or certificate.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, Hash, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AcrTokenSource {
+    /// The Entra ID tenant (directory) ID. Default: `AZURE_TENANT_ID` (set by the Azure Workload Identity
+    /// webhook).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), pattern(r"^[A-Za-z0-9][A-Za-z0-9.-]*$"))]
+    pub tenant_id: Option<String>,
+
+    /// The application (client) ID of the managed identity or app registration. Default: `AZURE_CLIENT_ID`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), pattern(r"^[A-Za-z0-9][A-Za-z0-9.-]*$"))]
+    pub client_id: Option<String>,
+
+    /// The Entra ID authority for sovereign clouds: `https://login.microsoftonline.us/` (US Government),
+    /// `https://login.chinacloudapi.cn/` (China). Default: `AZURE_AUTHORITY_HOST`, else
+    /// `https://login.microsoftonline.com/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 9, max = 512), pattern(r"^https://[^/?#]+/?$"))]
+    pub authority_host: Option<String>,
+
+    /// The scope of the Entra ID token exchanged at the registry. Default: Azure Resource Manager of the
+    /// authority's cloud (`https://management.azure.com/.default`, `https://management.usgovcloudapi.net/.default`,
+    /// `https://management.chinacloudapi.cn/.default`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512), pattern(r"^https://.+/\.default$"))]
+    pub scope: Option<String>,
+
+    /// A service principal instead of workload identity: a Secret in regcred's own namespace with
+    /// `client_secret`, or with `tls.crt` and `tls.key` (a certificate registered on the app and its private
+    /// key, RSA, PEM).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<SecretReference>,
+
+    /// A repository-scoped token: pull access to these repositories only (an ACR access token, about 75 min),
+    /// instead of the refresh token's full access.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32), inner(length(min = 1, max = 256), pattern(r"^[a-z0-9]+([._/-][a-z0-9]+)*$")))]
+    pub repositories: Vec<String>,
+}
+
+/// Quay robot federation.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, Hash, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct QuayTokenSource {
+    /// The robot account, `ORGANIZATION+NAME`, whose federation trusts regcred's ServiceAccount (issuer: the
+    /// cluster's ServiceAccount issuer; subject: `system:serviceaccount:NAMESPACE:NAME`).
+    #[schemars(length(min = 3, max = 255), pattern(r"^[a-z0-9_.-]+\+[a-z0-9_]+$"))]
+    pub robot: String,
+
+    /// The audience of regcred's ServiceAccount token. Default: the registry host (`quay.io`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512))]
+    pub audience: Option<String>,
 }
 
 /// Which namespaces receive the Secret. A namespace is selected when the label selector matches it or one of

@@ -138,16 +138,11 @@ pub(super) async fn sources_of(
     namespace: &str,
     profile: &RegistryProfile,
 ) -> Result<(String, BTreeMap<String, std::sync::Arc<k8s_openapi::api::core::v1::Secret>>), String> {
-    let creds = &profile.spec.credentials;
-    let names = [
-        creds.secret_ref.as_ref().map(|r| r.name.clone()),
-        creds.ecr.as_ref().and_then(|e| e.secret_ref.as_ref()).map(|r| r.name.clone()),
-        creds.gcp.as_ref().map(|g| g.secret_ref.name.clone()),
-        profile.metadata.uid.as_deref().map(crate::names::token_copy_name),
-    ];
+    let mut names: Vec<String> = crate::resolve::source_secrets(profile).into_iter().map(str::to_owned).collect();
+    names.extend(profile.metadata.uid.as_deref().map(crate::names::token_copy_name));
     let api = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), namespace);
     let mut found = BTreeMap::new();
-    for name in names.into_iter().flatten() {
+    for name in names {
         let secret = api.get_opt(&name).await.map_err(|e| format!("cannot read Secret {namespace}/{name}: {e}"))?;
         if let Some(secret) = secret {
             found.insert(name, std::sync::Arc::new(secret));

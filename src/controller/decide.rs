@@ -3,7 +3,6 @@
 
 use crate::credentials::DockerConfig;
 use crate::credentials::refresher::Snapshot;
-use crate::credentials::tokens::TokenSource;
 use crate::resolve::selection::InvalidSelector;
 use crate::resolve::{self, Source, Unresolved};
 
@@ -44,13 +43,7 @@ pub fn credentials(source: &Result<Source, Unresolved>, token: Option<&Snapshot>
                         reason: e.reason.into(),
                         message: format!("{}; the last good token stays in place until it expires", e.message),
                     },
-                    None => CredentialsOutcome::Resolved {
-                        source: match t {
-                            TokenSource::Ecr(_) => "an ECR token",
-                            TokenSource::Gcp(_) => "a GCP access token",
-                        }
-                        .into(),
-                    },
+                    None => CredentialsOutcome::Resolved { source: t.describe().into() },
                 };
                 Credentials { write: Ok(Some(Written { config, expires_at: Some(expires_at) })), outcome }
             }
@@ -116,7 +109,7 @@ mod tests {
     }
 
     fn ecr() -> Source {
-        Source::Token(TokenSource::Ecr(EcrSource {
+        Source::Token(crate::credentials::tokens::TokenSource::Ecr(EcrSource {
             public: false,
             region: "eu-west-1".into(),
             registry_ids: vec![],

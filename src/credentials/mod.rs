@@ -1,9 +1,14 @@
-//! Credentials: where they come from (a Secret in regcred's own namespace, or short-lived tokens minted from
-//! AWS ECR or GCP by the [`refresher`]) and the dockerconfigjson they become. Secret material is held in
+//! Credentials: where they come from (a Secret in regcred's own namespace, or short-lived tokens minted by the
+//! [`refresher`] from AWS ECR, GCP, Azure Container Registry or Quay, most of them from workload identity with no
+//! stored secret) and the dockerconfigjson they become. Secret material is held in
 //! [`SecretBytes`], which never prints its content.
 
+pub mod azure;
 pub mod ecr;
 pub mod gcp;
+pub mod identity;
+pub mod oauth;
+pub mod quay;
 pub mod refresher;
 mod source;
 pub mod tokens;

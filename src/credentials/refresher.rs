@@ -15,6 +15,7 @@ use prometheus_client::metrics::family::Family;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
+use super::identity::Identity;
 use super::tokens::{self, MintError, Minted, TokenSource};
 
 /// What the refresher knows of one profile's token.
@@ -59,13 +60,15 @@ pub struct Refresher {
     entries: Mutex<HashMap<String, Entry>>,
     on_change: OnChange,
     fraction: f64,
+    identity: Arc<Identity>,
     pub counts: MintCounts,
 }
 
 impl Refresher {
-    /// `fraction`: the share of a token's remaining lifetime after which it is replaced (default 2/3).
-    pub fn new(on_change: OnChange, fraction: f64) -> Self {
-        Self { entries: Mutex::default(), on_change, fraction, counts: MintCounts::default() }
+    /// `fraction`: the share of a token's remaining lifetime after which it is replaced (default 2/3);
+    /// `identity`: regcred's own, for the sources that federate from it.
+    pub fn new(on_change: OnChange, fraction: f64, identity: Arc<Identity>) -> Self {
+        Self { entries: Mutex::default(), on_change, fraction, identity, counts: MintCounts::default() }
     }
 
     /// The profile's token state. Starts minting if the profile has no task yet, or restarts it if its source
@@ -84,6 +87,7 @@ impl Refresher {
             snapshot.clone(),
             self.on_change.clone(),
             self.fraction,
+            self.identity.clone(),
             self.counts.clone(),
         ));
         entries.insert(profile.to_owned(), Entry { source: source.clone(), snapshot, task });
@@ -117,10 +121,12 @@ impl Refresher {
 }
 
 /// Mints with the source's provider.
-pub async fn mint(source: &TokenSource) -> Result<Minted, MintError> {
+pub async fn mint(source: &TokenSource, identity: &Identity) -> Result<Minted, MintError> {
     match source {
         TokenSource::Ecr(ecr) => super::ecr::mint(ecr).await,
-        TokenSource::Gcp(gcp) => super::gcp::mint(gcp).await,
+        TokenSource::Gcp(gcp) => super::gcp::mint(gcp, identity).await,
+        TokenSource::Acr(acr) => super::azure::mint(acr, identity).await,
+        TokenSource::Quay(quay) => super::quay::mint(quay, identity).await,
     }
 }
 
@@ -136,11 +142,12 @@ async fn run(
     snapshot: Arc<Mutex<Snapshot>>,
     on_change: OnChange,
     fraction: f64,
+    identity: Arc<Identity>,
     counts: MintCounts,
 ) {
     let mut failures = 0u32;
     loop {
-        let result = tokio::time::timeout(Duration::from_secs(60), mint(&source))
+        let result = tokio::time::timeout(Duration::from_secs(60), mint(&source, &identity))
             .await
             .unwrap_or_else(|_| Err(MintError::new("EndpointUnreachable", "minting timed out after 60s")));
         let now = Timestamp::now();

@@ -12,6 +12,37 @@ use super::{DockerConfig, SecretBytes};
 pub enum TokenSource {
     Ecr(EcrSource),
     Gcp(GcpSource),
+    Acr(AcrSource),
+    Quay(QuaySource),
+}
+
+impl TokenSource {
+    /// What the token is, for status ("Resolved from ...").
+    pub fn describe(&self) -> &'static str {
+        match self {
+            Self::Ecr(_) => "an ECR token",
+            Self::Gcp(g) => match g.auth {
+                GcpAuth::Key(_) => "a GCP access token",
+                GcpAuth::MetadataServer { .. } => "a GCP access token from GKE Workload Identity",
+                GcpAuth::External(_) => "a GCP access token from Workload Identity Federation",
+            },
+            Self::Acr(a) => match a.credential {
+                AzureCredential::WorkloadIdentity => "an ACR token from Azure Workload Identity",
+                AzureCredential::ClientSecret(_) | AzureCredential::Certificate { .. } => {
+                    "an ACR token from a service principal"
+                }
+            },
+            Self::Quay(_) => "a Quay robot token from robot federation",
+        }
+    }
+}
+
+/// TLS towards an endpoint regcred mints at that is the registry itself (ACR's exchange, Quay's federation):
+/// the profile's `spec.tls`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EndpointTls {
+    pub ca_pem: Option<String>,
+    pub insecure_skip_verify: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -35,10 +66,70 @@ pub struct AwsKeys {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GcpSource {
-    /// The service-account key (JSON).
-    pub key: SecretBytes,
+    pub auth: GcpAuth,
     /// The dockerconfigjson key the token is written under.
     pub registry_key: String,
+}
+
+/// How a GCP access token is obtained.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GcpAuth {
+    /// A service-account key (JSON): a signed JWT-bearer grant posted to its `token_uri`.
+    Key(SecretBytes),
+    /// GKE Workload Identity: the metadata server's token for `service_account` (`default`).
+    MetadataServer { service_account: String },
+    /// Workload Identity Federation.
+    External(GcpExternal),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GcpExternal {
+    /// The workload identity provider (`//iam.googleapis.com/...`).
+    pub audience: String,
+    /// The audience regcred's ServiceAccount token is requested for.
+    pub token_audience: String,
+    pub token_url: String,
+    /// The generateAccessToken URL of the service account to impersonate, if any.
+    pub impersonation_url: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AcrSource {
+    /// The registry host (`NAME.azurecr.io`), where the exchange happens; also the dockerconfigjson key.
+    pub registry: String,
+    /// From the profile, else the environment at mint time (`AZURE_TENANT_ID`, `AZURE_CLIENT_ID`,
+    /// `AZURE_AUTHORITY_HOST`).
+    pub tenant_id: Option<String>,
+    pub client_id: Option<String>,
+    pub authority_host: Option<String>,
+    pub scope: Option<String>,
+    pub credential: AzureCredential,
+    /// Pull-scoped repositories; empty: the refresh token itself.
+    pub repositories: Vec<String>,
+    pub tls: EndpointTls,
+}
+
+/// What proves the application's identity to Entra ID.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AzureCredential {
+    /// The federated ServiceAccount token (Azure Workload Identity).
+    WorkloadIdentity,
+    ClientSecret(SecretBytes),
+    /// A certificate (PEM) and its RSA private key (PEM): a signed client assertion.
+    Certificate {
+        certificate: String,
+        key: SecretBytes,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QuaySource {
+    /// The registry host, where the federation endpoint is; also the dockerconfigjson key's host.
+    pub registry: String,
+    pub registry_key: String,
+    pub robot: String,
+    pub audience: String,
+    pub tls: EndpointTls,
 }
 
 /// A minted credential.

@@ -8,8 +8,12 @@ use kube::ResourceExt;
 
 use crate::api::{Provider, RegistryProfile};
 use crate::credentials::ecr::{PUBLIC_REGION, known_region, region_of_host};
+use crate::credentials::gcp::{DEFAULT_STS_URL, default_token_audience, impersonation_url};
 use crate::credentials::refresher::Snapshot;
-use crate::credentials::tokens::{AwsKeys, EcrSource, GcpSource, TokenSource};
+use crate::credentials::tokens::{
+    AcrSource, AwsKeys, AzureCredential, EcrSource, EndpointTls, GcpAuth, GcpExternal, GcpSource, QuaySource,
+    TokenSource,
+};
 use crate::credentials::{CredentialError, DockerConfig, SecretBytes, dockerconfig_from_source};
 use crate::names::{DOCKER_CONFIG_KEY, EXPIRES_AT_ANNOTATION, token_copy_name};
 use crate::registry::config_key;
@@ -62,11 +66,28 @@ pub enum Source {
 
 /// Whether a profile's credentials are short-lived tokens regcred mints.
 pub fn mints_tokens(profile: &RegistryProfile) -> bool {
-    profile.spec.credentials.ecr.is_some() || profile.spec.credentials.gcp.is_some()
+    let c = &profile.spec.credentials;
+    c.ecr.is_some() || c.gcp.is_some() || c.acr.is_some() || c.quay.is_some()
+}
+
+/// The Secrets of regcred's namespace a profile reads: a change to one of them re-resolves the profile.
+pub fn source_secrets(profile: &RegistryProfile) -> Vec<&str> {
+    let c = &profile.spec.credentials;
+    [
+        c.secret_ref.as_ref(),
+        c.ecr.as_ref().and_then(|e| e.secret_ref.as_ref()),
+        c.gcp.as_ref().and_then(|g| g.secret_ref.as_ref()),
+        c.acr.as_ref().and_then(|a| a.secret_ref.as_ref()),
+    ]
+    .into_iter()
+    .flatten()
+    .map(|r| r.name.as_str())
+    .collect()
 }
 
 /// Resolves where `profile`'s credentials come from, for its `registry` (see [`super::Meaning::registry`]).
-/// Token sources come first: a profile with `credentials.ecr` or `credentials.gcp` mints, whatever else it sets.
+/// Token sources come first: a profile with `credentials.ecr`, `gcp`, `acr` or `quay` mints, whatever else it
+/// sets.
 pub fn source(profile: &RegistryProfile, registry: Option<&str>, sources: &impl Sources) -> Result<Source, Unresolved> {
     let creds = &profile.spec.credentials;
     if let Some(ecr) = &creds.ecr {
@@ -75,6 +96,19 @@ pub fn source(profile: &RegistryProfile, registry: Option<&str>, sources: &impl 
     if let Some(gcp) = &creds.gcp {
         return gcp_source(gcp, registry, sources).map(Source::Token);
     }
+    if let Some(acr) = &creds.acr {
+        return acr_source(profile, acr, registry, sources).map(Source::Token);
+    }
+    if let Some(quay) = &creds.quay {
+        let registry = registry.ok_or_else(missing_server)?;
+        return Ok(Source::Token(TokenSource::Quay(QuaySource {
+            registry: registry.to_owned(),
+            registry_key: config_key(registry),
+            robot: quay.robot.clone(),
+            audience: quay.audience.clone().unwrap_or_else(|| host_of(registry).to_owned()),
+            tls: endpoint_tls(profile),
+        })));
+    }
     let Some(secret_ref) = creds.secret_ref.as_ref() else {
         return if creds.anonymous == Some(true) {
             Ok(Source::Anonymous)
@@ -82,7 +116,7 @@ pub fn source(profile: &RegistryProfile, registry: Option<&str>, sources: &impl 
             Err(unresolved("NoCredentialSource", "set spec.credentials.secretRef or spec.credentials.anonymous: true"))
         };
     };
-    let registry = registry.ok_or_else(|| unresolved("MissingServer", "spec.server is required for this provider"))?;
+    let registry = registry.ok_or_else(missing_server)?;
     let data = source_data(sources, &secret_ref.name)?;
     let from = format!("{}/{}", sources.namespace(), secret_ref.name);
     let config = dockerconfig_from_source(&from, &data, profile.spec.provider, &config_key(registry))?;
@@ -209,20 +243,111 @@ fn ecr_source(
     }))
 }
 
+fn missing_server() -> Unresolved {
+    unresolved("MissingServer", "spec.server is required for this provider")
+}
+
+fn host_of(registry: &str) -> &str {
+    registry.split('/').next().unwrap_or(registry)
+}
+
+/// The profile's `spec.tls`, for endpoints that are the registry itself.
+fn endpoint_tls(profile: &RegistryProfile) -> EndpointTls {
+    let tls = profile.spec.tls.as_ref();
+    EndpointTls {
+        ca_pem: tls.and_then(|t| t.ca_bundle.clone()),
+        insecure_skip_verify: tls.and_then(|t| t.insecure_skip_verify).unwrap_or(false),
+    }
+}
+
 fn gcp_source(
     gcp: &crate::api::GcpTokenSource,
     registry: Option<&str>,
     sources: &impl Sources,
 ) -> Result<TokenSource, Unresolved> {
-    let registry = registry.ok_or_else(|| unresolved("MissingServer", "spec.server is required for this provider"))?;
-    let data = source_data(sources, &gcp.secret_ref.name)?;
-    let key = data.get("key.json").filter(|v| !v.is_empty()).cloned().ok_or_else(|| {
-        unresolved(
-            "MissingKey",
-            format!("Secret {}/{} needs the key key.json", sources.namespace(), gcp.secret_ref.name),
-        )
-    })?;
-    Ok(TokenSource::Gcp(GcpSource { key: SecretBytes::new(key), registry_key: config_key(registry) }))
+    let registry = registry.ok_or_else(missing_server)?;
+    let auth = if let Some(secret_ref) = &gcp.secret_ref {
+        let data = source_data(sources, &secret_ref.name)?;
+        let key = data.get("key.json").filter(|v| !v.is_empty()).cloned().ok_or_else(|| {
+            unresolved(
+                "MissingKey",
+                format!("Secret {}/{} needs the key key.json", sources.namespace(), secret_ref.name),
+            )
+        })?;
+        GcpAuth::Key(SecretBytes::new(key))
+    } else if let Some(external) = &gcp.external_account {
+        GcpAuth::External(GcpExternal {
+            audience: external.audience.clone(),
+            token_audience: external
+                .token_audience
+                .clone()
+                .unwrap_or_else(|| default_token_audience(&external.audience)),
+            token_url: external.token_url.clone().unwrap_or_else(|| DEFAULT_STS_URL.to_owned()),
+            impersonation_url: external
+                .service_account_impersonation_url
+                .clone()
+                .or_else(|| external.service_account.as_deref().map(impersonation_url)),
+        })
+    } else if let Some(wi) = &gcp.workload_identity {
+        GcpAuth::MetadataServer { service_account: wi.service_account.clone().unwrap_or_else(|| "default".into()) }
+    } else {
+        return Err(unresolved(
+            "NoCredentialSource",
+            "credentials.gcp needs one of secretRef, workloadIdentity and externalAccount",
+        ));
+    };
+    Ok(TokenSource::Gcp(GcpSource { auth, registry_key: config_key(registry) }))
+}
+
+fn acr_source(
+    profile: &RegistryProfile,
+    acr: &crate::api::AcrTokenSource,
+    registry: Option<&str>,
+    sources: &impl Sources,
+) -> Result<TokenSource, Unresolved> {
+    let registry = registry.ok_or_else(missing_server)?;
+    let credential = match &acr.secret_ref {
+        None => AzureCredential::WorkloadIdentity,
+        Some(r) => {
+            let data = source_data(sources, &r.name)?;
+            let get = |k: &str| data.get(k).filter(|v| !v.trim_ascii().is_empty());
+            let from = format!("Secret {}/{}", sources.namespace(), r.name);
+            match (get("client_secret"), get("tls.crt"), get("tls.key")) {
+                (Some(secret), None, None) => AzureCredential::ClientSecret(SecretBytes::new(secret.clone())),
+                (None, Some(cert), Some(key)) => AzureCredential::Certificate {
+                    certificate: String::from_utf8(cert.clone()).map_err(|_| {
+                        unresolved("InvalidEncoding", format!("key tls.crt of {from} is not UTF-8 PEM"))
+                    })?,
+                    key: SecretBytes::new(key.clone()),
+                },
+                (Some(_), Some(_), _) | (Some(_), _, Some(_)) => {
+                    return Err(unresolved(
+                        "AmbiguousKeys",
+                        format!("{from} has both client_secret and a certificate; keep exactly one"),
+                    ));
+                }
+                (None, Some(_), None) | (None, None, Some(_)) => {
+                    return Err(unresolved("MissingKey", format!("{from} needs both tls.crt and tls.key")));
+                }
+                (None, None, None) => {
+                    return Err(unresolved(
+                        "MissingKey",
+                        format!("{from} needs client_secret, or tls.crt and tls.key (a service principal)"),
+                    ));
+                }
+            }
+        }
+    };
+    Ok(TokenSource::Acr(AcrSource {
+        registry: registry.to_owned(),
+        tenant_id: acr.tenant_id.clone(),
+        client_id: acr.client_id.clone(),
+        authority_host: acr.authority_host.clone(),
+        scope: acr.scope.clone(),
+        credential,
+        repositories: acr.repositories.clone(),
+        tls: endpoint_tls(profile),
+    }))
 }
 
 #[cfg(test)]

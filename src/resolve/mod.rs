@@ -13,7 +13,7 @@ mod credentials;
 pub mod selection;
 
 pub use credentials::{
-    Source, Sources, Unresolved, current, docker_config_of, in_force, mints_tokens, source, token_copy,
+    Source, Sources, Unresolved, current, docker_config_of, in_force, mints_tokens, source, source_secrets, token_copy,
 };
 
 use crate::api::RegistryProfile;

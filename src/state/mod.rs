@@ -35,6 +35,7 @@ use tokio::sync::watch;
 use tracing::warn;
 
 use crate::api::RegistryProfile;
+use crate::credentials::identity::Identity;
 use crate::credentials::refresher::Refresher;
 use crate::names::{MANAGED_BY_LABEL, MANAGED_BY_VALUE, PROFILE_LABEL};
 use crate::resolve::selection::NamespaceInfo;
@@ -74,10 +75,12 @@ impl View {
         operator_namespace: &str,
         profile_selector: Option<&str>,
         refresh_fraction: f64,
+        identity: Arc<Identity>,
     ) -> Self {
         let dirty = Arc::new(Dirty::default());
         let marks = dirty.clone();
-        let refresher = Arc::new(Refresher::new(Arc::new(move |p: &str| marks.mark([p.to_owned()])), refresh_fraction));
+        let refresher =
+            Arc::new(Refresher::new(Arc::new(move |p: &str| marks.mark([p.to_owned()])), refresh_fraction, identity));
         let mut profile_config = watcher::Config::default();
         if let Some(sel) = profile_selector {
             profile_config = profile_config.labels(sel);
@@ -155,7 +158,7 @@ impl View {
             c.profiles
                 .state()
                 .iter()
-                .filter(|p| p.spec.credentials.secret_ref.as_ref().is_some_and(|r| r.name == name))
+                .filter(|p| crate::resolve::source_secrets(p).contains(&name.as_str()))
                 .map(|p| p.name_any())
                 .collect()
         });
@@ -171,7 +174,9 @@ impl View {
     pub fn detached(operator_namespace: &str, refresh_fraction: f64) -> (Self, Feeds) {
         let dirty = Arc::new(Dirty::default());
         let marks = dirty.clone();
-        let refresher = Arc::new(Refresher::new(Arc::new(move |p: &str| marks.mark([p.to_owned()])), refresh_fraction));
+        let identity = Identity::detached(operator_namespace);
+        let refresher =
+            Arc::new(Refresher::new(Arc::new(move |p: &str| marks.mark([p.to_owned()])), refresh_fraction, identity));
         let (profiles, profiles_feed) = reflector::store();
         let (sources, sources_feed) = reflector::store();
         let view = Self {

@@ -341,7 +341,13 @@ mod tests {
         // Nothing listens there: these requests must be answered without the API.
         let config = kube::Config::new("http://127.0.0.1:9".parse().unwrap());
         let client = kube::Client::try_from(config).unwrap();
-        let view = crate::state::View::start(&client, "regcred-system", None, 2.0 / 3.0);
+        let view = crate::state::View::start(
+            &client,
+            "regcred-system",
+            None,
+            2.0 / 3.0,
+            crate::credentials::identity::Identity::detached("regcred-system"),
+        );
         Arc::new(Webhook {
             client,
             view,

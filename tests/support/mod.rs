@@ -8,6 +8,7 @@
 // Test-support code: a failed set-up step must fail the test loudly.
 #![allow(dead_code, clippy::unwrap_used, clippy::panic, clippy::expect_used)]
 
+pub mod cloud;
 pub mod harness;
 pub mod node;
 pub mod registry;
@@ -307,6 +308,22 @@ pub async fn service_account_kubeconfig(client: &Client, namespace: &str, name: 
     path
 }
 
+/// A token of ServiceAccount `namespace/name` for `audience`, as a projected volume or the Azure Workload Identity
+/// webhook would give a Pod.
+pub async fn service_account_token(client: &Client, namespace: &str, name: &str, audience: &str) -> String {
+    let request = TokenRequest {
+        spec: Some(TokenRequestSpec {
+            audiences: Some(vec![audience.to_owned()]),
+            expiration_seconds: Some(3600),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
+    let token: TokenRequest = sas.create_subresource("token", name, &PostParams::default(), &request).await.unwrap();
+    token.status.unwrap().token.unwrap()
+}
+
 /// A client from a kubeconfig file.
 pub async fn client_from(path: &Path) -> Client {
     let kubeconfig = Kubeconfig::read_from(path).unwrap();
@@ -358,6 +375,8 @@ impl Operator {
             .args(["--metrics-addr", "127.0.0.1:0"])
             .args(extra)
             .env("KUBECONFIG", kubeconfig)
+            // The chart's ServiceAccount for the test's release (see operator_identity).
+            .env("REGCRED_SERVICE_ACCOUNT", format!("regcred-{test_id}"))
             .env("REGCRED_LOG", "info,regcred=debug")
             // No instance-metadata lookups from a test machine.
             .env("AWS_EC2_METADATA_DISABLED", "true")

@@ -39,6 +39,8 @@ pub struct Registry {
     registry: Option<Child>,
     token_server: Option<(Child, u16)>,
     config: PathBuf,
+    /// Another CA the test's pushes trust (a token realm on another server).
+    realm_ca: Option<String>,
 }
 
 fn venv_python() -> PathBuf {
@@ -53,7 +55,7 @@ fn free_port() -> u16 {
 }
 
 /// A CA and a certificate it signs for `host`: (ca pem, cert pem, key pem).
-fn tls_material(host: &str) -> (String, String, String) {
+pub fn tls_material(host: &str) -> (String, String, String) {
     use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
     let ca_key = KeyPair::generate().unwrap();
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -91,6 +93,27 @@ impl Registry {
     /// As [`Registry::start`], listening on `host` (an address of this machine, such as the host's end of the
     /// local node's link, where the node's container runtime reaches it).
     pub async fn start_at(auth: Auth, host: &str) -> Self {
+        Self::start_with(auth, host, None).await
+    }
+
+    /// A registry on `host` whose tokens come from somewhere else: `realm` (a token endpoint that signs for
+    /// `service` with the certificate at `signer`). Basic `USER`/`PASSWORD` must get push access there.
+    pub async fn start_behind(
+        host: &str,
+        realm: &str,
+        realm_ca: &str,
+        service: &str,
+        signer: &std::path::Path,
+    ) -> Self {
+        let external = json!({"token": {
+            "realm": realm, "service": service, "issuer": "regcred-test-cloud", "rootcertbundle": signer,
+        }});
+        let mut registry = Self::start_with(Auth::Token, host, Some(external)).await;
+        registry.realm_ca = Some(realm_ca.to_owned());
+        registry
+    }
+
+    async fn start_with(auth: Auth, host: &str, external: Option<Value>) -> Self {
         assert!(
             std::process::Command::new("docker-registry").arg("--version").output().is_ok(),
             "docker-registry is missing: apt-get install docker-registry (.ci/run installs it)"
@@ -104,6 +127,7 @@ impl Registry {
         let mut token_server = None;
         write_htpasswd(&dir, PASSWORD);
         let auth_config = match auth {
+            _ if external.is_some() => external.unwrap_or_default(),
             Auth::Basic => json!({"htpasswd": {"realm": "regcred-test", "path": dir.join("htpasswd")}}),
             Auth::Token => {
                 let key = rcgen::KeyPair::generate().unwrap();
@@ -154,6 +178,7 @@ impl Registry {
             registry: None,
             token_server,
             config: config_path,
+            realm_ca: None,
         };
         registry.resume().await;
         registry
@@ -239,10 +264,14 @@ impl Registry {
         regcred::install_crypto_provider();
         oci_client::Client::new(oci_client::client::ClientConfig {
             protocol: oci_client::client::ClientProtocol::Https,
-            extra_root_certificates: vec![oci_client::client::Certificate {
-                encoding: oci_client::client::CertificateEncoding::Pem,
-                data: self.ca_pem.as_bytes().to_vec(),
-            }],
+            extra_root_certificates: [Some(&self.ca_pem), self.realm_ca.as_ref()]
+                .into_iter()
+                .flatten()
+                .map(|pem| oci_client::client::Certificate {
+                    encoding: oci_client::client::CertificateEncoding::Pem,
+                    data: pem.as_bytes().to_vec(),
+                })
+                .collect(),
             ..Default::default()
         })
     }

@@ -58,7 +58,7 @@ pub struct Issued {
     pub expires_at: std::time::SystemTime,
 }
 
-/// A local OAuth 2.0 token endpoint for GCP service-account keys: it accepts the JWT-bearer grant gcp_auth posts
+/// A local OAuth 2.0 token endpoint for GCP service-account keys: it accepts the JWT-bearer grant regcred posts
 /// to the key's `token_uri`, checks the assertion names this endpoint as its audience, and answers with a fresh
 /// access token living `lifetime`.
 #[derive(Clone)]
@@ -149,7 +149,7 @@ impl GcpTokenEndpoint {
     }
 }
 
-fn url_form(body: &str) -> HashMap<String, String> {
+pub fn url_form(body: &str) -> HashMap<String, String> {
     body.split('&')
         .filter_map(|pair| pair.split_once('='))
         .map(|(k, v)| (percent_decode(k), percent_decode(v)))

@@ -1,0 +1,405 @@
+//! Credentials from workload identity, with no static secret: ACR (Entra ID through Azure Workload Identity or a
+//! service principal, then ACR's exchange), GCP without keys (the metadata server; Workload Identity Federation
+//! through STS and IAM Credentials) and Quay robot federation. Against local endpoints that speak each protocol
+//! and verify what regcred sends (ServiceAccount tokens by TokenReview on the real apiserver), and a registry that
+//! accepts only the tokens those endpoints issued. The real `regcred` binary runs with the chart's RBAC, which
+//! lets it request tokens for its own ServiceAccount only.
+#![allow(clippy::pedantic, clippy::unwrap_used, clippy::panic)]
+
+mod support;
+
+use std::sync::atomic::Ordering;
+
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::events::v1::Event;
+use kube::ResourceExt;
+use kube::api::{Api, ListParams};
+use serde_json::{Value, json};
+use support::cloud::{ACR_USER, AppCredential, CloudRegistry, Entra, Gcp};
+use support::harness::{Harness, WAIT};
+use support::{TestEnv, wait_for};
+
+const IMAGE: &str = "team/app:1.0";
+
+/// The username and password a managed Secret holds for `server`.
+fn login(secret: &Secret, server: &str) -> Option<(String, String)> {
+    let raw = &secret.data.as_ref()?.get(".dockerconfigjson")?.0;
+    let doc: Value = serde_json::from_slice(raw).ok()?;
+    let entry = doc.get("auths")?.get(server)?;
+    Some((entry["username"].as_str()?.to_owned(), entry["password"].as_str()?.to_owned()))
+}
+
+/// Waits until `ns/pull` holds a login for `server` that `accept` takes; returns it.
+async fn wait_login(h: &Harness, ns: &str, server: &str, accept: impl Fn(&str, &str) -> bool) -> (Secret, String) {
+    wait_for(&format!("{ns}/pull with the expected login"), WAIT * 2, || async {
+        let s = h.secret(ns, "pull").await?;
+        let (user, password) = login(&s, server)?;
+        accept(&user, &password).then_some((s, password))
+    })
+    .await
+}
+
+/// Writes the CA bundles regcred must trust for the token endpoints (as `SSL_CERT_FILE` points at on a cluster).
+fn ca_file(env: &TestEnv, pems: &[&str]) -> String {
+    let dir = std::env::temp_dir().join("regcred-tests");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("ca-{}.pem", env.id));
+    std::fs::write(&path, pems.concat()).unwrap();
+    path.display().to_string()
+}
+
+fn subject(h: &Harness) -> String {
+    format!("system:serviceaccount:{}:{}", h.op_ns, support::webhook_configuration_name(&h.env))
+}
+
+/// The profile's spec for `provider` at the cloud registry, with the registry's CA, a probe image and `creds`.
+fn spec(h: &Harness, provider: &str, registry: &CloudRegistry, creds: Value) -> Value {
+    json!({
+        "provider": provider,
+        "server": registry.addr,
+        "credentials": creds,
+        "namespaces": h.select("yes"),
+        "secretName": "pull",
+        "tls": {"caBundle": registry.ca_pem},
+        "validation": {"images": [IMAGE], "interval": "1m"},
+    })
+}
+
+/// Waits until the profile is Ready with its checks Passed: the registry accepted the minted token.
+async fn passed(h: &Harness, profile: &str) -> regcred::api::RegistryProfile {
+    let api = Api::<regcred::api::RegistryProfile>::all(h.client());
+    h.ready(profile).await;
+    wait_for(&format!("{profile}: checks Passed"), WAIT * 2, || async {
+        let p = api.get(profile).await.ok()?;
+        (p.status.as_ref()?.checks.as_deref() == Some("Passed")).then_some(p)
+    })
+    .await
+}
+
+fn expires_annotation(s: &Secret) -> i64 {
+    let at: jiff::Timestamp = s.annotations()["regcred.dev/expires-at"].parse().unwrap();
+    at.as_second()
+}
+
+fn jwt_exp(token: &str) -> i64 {
+    use base64::Engine as _;
+    let claims = token.split('.').nth(1).unwrap();
+    let claims: Value =
+        serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(claims).unwrap()).unwrap();
+    claims["exp"].as_i64().unwrap()
+}
+
+#[tokio::test]
+async fn acr_tokens_from_workload_identity_are_minted_once_written_everywhere_and_rotated() {
+    TestEnv::new("acrwi")
+        .await
+        .run(|env| async move {
+            let registry = CloudRegistry::start(&env.client, "127.0.0.1").await;
+            registry.push_image(IMAGE).await;
+            let mut h = Harness::start(&env).await;
+            let entra = Entra::start(&env.client, "127.0.0.1", AppCredential::Federated { subject: subject(&h) }).await;
+            *registry.entra.lock().unwrap() = Some(entra.clone());
+            // Refresh tokens living 40 s: rotations within the test.
+            registry.lifetime_secs.store(40, Ordering::SeqCst);
+            h.operator = None;
+            let h = {
+                let ca = ca_file(&env, &[&entra.ca_pem]);
+                h.operator = Some(support::Operator::start_env(
+                    &h.kubeconfig,
+                    &h.op_ns,
+                    &env.id,
+                    &[],
+                    &[("SSL_CERT_FILE", ca)],
+                ));
+                h
+            };
+            let a = env.namespace("a", &[("pull", "yes")]).await;
+            let b = env.namespace("b", &[("pull", "yes")]).await;
+            let creds = json!({"acr": {"tenantId": entra.tenant, "clientId": entra.client_id, "authorityHost": entra.authority}});
+            let profile = h.profile("p", spec(&h, "acr", &registry, creds)).await;
+            let (sa, first) = wait_login(&h, &a, &registry.addr, |u, _| u == ACR_USER).await;
+            let (sb, same) = wait_login(&h, &b, &registry.addr, |u, _| u == ACR_USER).await;
+            assert_eq!(first, same, "one token for every namespace");
+            assert!(first.contains('.'), "an ACR refresh token, as the exchange issued it");
+            assert_eq!(expires_annotation(&sa), jwt_exp(&first), "expiry from the token itself");
+            assert_eq!(expires_annotation(&sb), jwt_exp(&first));
+            let p = passed(&h, &profile).await;
+            let status = p.status.unwrap();
+            assert_eq!(status.expires_at.map(|t| t.0.as_second()), Some(jwt_exp(&first)));
+            let creds = status.conditions.iter().find(|c| c.type_ == "CredentialsResolved").unwrap();
+            assert!(creds.message.contains("Azure Workload Identity"), "{}", creds.message);
+            assert_eq!(registry.mints.load(Ordering::SeqCst), 1, "one exchange for two namespaces");
+
+            // Rotation at two thirds of the real lifetime: a new token everywhere, one exchange for it.
+            let (_, second) = wait_login(&h, &a, &registry.addr, |_, p| p != first).await;
+            wait_login(&h, &b, &registry.addr, |_, p| p == second).await;
+            let mints = registry.mints.load(Ordering::SeqCst);
+            assert!((2..=3).contains(&mints), "{mints} exchanges for two tokens");
+
+            // Entra ID refuses: said in status; the last good token stays until it expires.
+            entra.refusing.store(true, Ordering::SeqCst);
+            let p = h.condition(&profile, "CredentialsResolved", "False", "EntraIdRefused").await;
+            let message = &p.status.unwrap().conditions.iter().find(|c| c.type_ == "CredentialsResolved").unwrap().message.clone();
+            assert!(message.contains("AADSTS700213") && message.contains("last good token"), "{message}");
+            let held = login(&h.secret(&a, "pull").await.unwrap(), &registry.addr).unwrap().1;
+            assert!(jwt_exp(&held) > jiff::Timestamp::now().as_second(), "the Secret still holds a live token");
+            entra.refusing.store(false, Ordering::SeqCst);
+            h.condition(&profile, "CredentialsResolved", "True", "Resolved").await;
+
+            // The exchange refuses.
+            registry.refusing.store(true, Ordering::SeqCst);
+            h.condition(&profile, "CredentialsResolved", "False", "ExchangeRefused").await;
+            registry.refusing.store(false, Ordering::SeqCst);
+            h.condition(&profile, "CredentialsResolved", "True", "Resolved").await;
+        })
+        .await;
+}
+
+/// An RSA certificate for an app registration: (certificate PEM, key PEM, RSA public key DER, x5t).
+fn app_certificate() -> (String, String, Vec<u8>, String) {
+    use base64::Engine as _;
+    let pem = std::fs::read_to_string(support::repo_root().join("tests/fixtures/gcp-test-key.pem")).unwrap();
+    let key = rcgen::KeyPair::from_pem_and_sign_algo(&pem, &rcgen::PKCS_RSA_SHA256).unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.distinguished_name.push(rcgen::DnType::CommonName, "regcred-app");
+    let cert = params.self_signed(&key).unwrap();
+    let der = rustls_pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
+    let rustls_pki_types::PrivateKeyDer::Pkcs8(pkcs8) = der else { unreachable!() };
+    let pair = ring::signature::RsaKeyPair::from_pkcs8(pkcs8.secret_pkcs8_der()).unwrap();
+    let public = ring::signature::KeyPair::public_key(&pair).as_ref().to_vec();
+    let x5t = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, cert.der()));
+    (cert.pem(), pem, public, x5t)
+}
+
+#[tokio::test]
+async fn acr_service_principals_a_projected_token_file_and_repository_scopes_each_mint_and_no_secret_leaks() {
+    TestEnv::new("acrsp")
+        .await
+        .run(|env| async move {
+            let registry = CloudRegistry::start(&env.client, "127.0.0.1").await;
+            registry.push_image(IMAGE).await;
+            registry.push_image("other/app:1.0").await;
+            let canary = format!("CANARY-{}", support::suffix());
+            let (cert, key, public_key, x5t) = app_certificate();
+            let secret_entra = Entra::start(&env.client, "127.0.0.1", AppCredential::Secret(canary.clone())).await;
+            let issued = Some(secret_entra.issued.clone());
+            let cert_entra = Entra::start_sharing(
+                &env.client,
+                "127.0.0.1",
+                AppCredential::Certificate { public_key, x5t },
+                issued.clone(),
+            )
+            .await;
+            let mut h = Harness::start(&env).await;
+            let file_entra = Entra::start_sharing(
+                &env.client,
+                "127.0.0.1",
+                AppCredential::Federated { subject: subject(&h) },
+                issued,
+            )
+            .await;
+            // The file the Azure Workload Identity webhook would project: a token of regcred's ServiceAccount for
+            // Entra ID's audience.
+            let token = support::service_account_token(
+                &env.client,
+                &h.op_ns,
+                &support::webhook_configuration_name(&env),
+                "api://AzureADTokenExchange",
+            )
+            .await;
+            let token_file = std::env::temp_dir().join("regcred-tests").join(format!("azure-token-{}", env.id));
+            std::fs::write(&token_file, token).unwrap();
+            // The three endpoints share one tenant and one record of issued tokens, which the exchange accepts.
+            *registry.entra.lock().unwrap() = Some(secret_entra.clone());
+            let ca = ca_file(&env, &[&secret_entra.ca_pem, &cert_entra.ca_pem, &file_entra.ca_pem]);
+            h.operator = Some(support::Operator::start_env(
+                &h.kubeconfig,
+                &h.op_ns,
+                &env.id,
+                &[],
+                &[
+                    ("SSL_CERT_FILE", ca),
+                    ("AZURE_FEDERATED_TOKEN_FILE", token_file.display().to_string()),
+                    ("AZURE_TENANT_ID", file_entra.tenant.clone()),
+                    ("AZURE_CLIENT_ID", file_entra.client_id.clone()),
+                    ("AZURE_AUTHORITY_HOST", file_entra.authority.clone()),
+                ],
+            ));
+            let ns = env.namespace("a", &[("pull", "yes")]).await;
+            h.source("sp-secret", &[("client_secret", &canary)]).await;
+            h.source("sp-cert", &[("tls.crt", &cert), ("tls.key", &key)]).await;
+            h.source("sp-both", &[("client_secret", "x"), ("tls.crt", &cert)]).await;
+            let acr = |entra: &Entra, extra: Value| {
+                let mut acr =
+                    json!({"tenantId": entra.tenant, "clientId": entra.client_id, "authorityHost": entra.authority});
+                acr.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+                json!({"acr": acr})
+            };
+            let mut profiles = Vec::new();
+            for (name, entra, extra) in [
+                ("secret", &secret_entra, json!({"secretRef": {"name": "sp-secret"}})),
+                ("cert", &cert_entra, json!({"secretRef": {"name": "sp-cert"}})),
+            ] {
+                let mut s = spec(&h, "acr", &registry, acr(entra, extra));
+                s["secretName"] = json!(format!("pull-{name}"));
+                profiles.push(h.profile(name, s).await);
+            }
+            // Workload identity from the environment (AZURE_* and the token file), scoped to one repository.
+            let mut scoped = spec(&h, "acr", &registry, json!({"acr": {"repositories": ["team/app"]}}));
+            scoped["secretName"] = json!("pull-scoped");
+            let scoped = h.profile("scoped", scoped).await;
+            for p in profiles.iter().chain([&scoped]) {
+                passed(&h, p).await;
+            }
+            for name in ["pull-secret", "pull-cert", "pull-scoped"] {
+                let s = wait_for(name, WAIT, || async { h.secret(&ns, name).await }).await;
+                let (user, password) = login(&s, &registry.addr).unwrap();
+                assert_eq!(user, ACR_USER);
+                assert_eq!(expires_annotation(&s), jwt_exp(&password), "{name}");
+            }
+            // The scoped token pulls team/app and nothing else.
+            let scoped_token = login(&h.secret(&ns, "pull-scoped").await.unwrap(), &registry.addr).unwrap().1;
+            let (ok, _) = regcred_check(&registry, &scoped_token, "team/app:1.0").await;
+            let (refused, out) = regcred_check(&registry, &scoped_token, "other/app:1.0").await;
+            assert_eq!((ok, refused != 0), (0, true), "{out}");
+
+            // A Secret with both kinds of service-principal credential is refused with a reason.
+            let bad = h
+                .profile(
+                    "both",
+                    spec(&h, "acr", &registry, acr(&secret_entra, json!({"secretRef": {"name": "sp-both"}}))),
+                )
+                .await;
+            h.condition(&bad, "CredentialsResolved", "False", "AmbiguousKeys").await;
+            // The projected token file disappears: the next mint (a new spec) says which step failed.
+            std::fs::remove_file(&token_file).unwrap();
+            let mut rescoped = spec(&h, "acr", &registry, json!({"acr": {"repositories": ["team/app", "other/app"]}}));
+            rescoped["secretName"] = json!("pull-scoped");
+            h.profile("scoped", rescoped).await;
+            h.condition(&scoped, "CredentialsResolved", "False", "FederatedTokenMissing").await;
+
+            // The canary (the client secret) never leaves regcred.
+            let events = Api::<Event>::all(h.client()).list(&ListParams::default()).await.unwrap();
+            assert!(!serde_json::to_string(&events.items).unwrap().contains(&canary), "an Event leaks the secret");
+            for p in &profiles {
+                let p = Api::<regcred::api::RegistryProfile>::all(h.client()).get(p).await.unwrap();
+                assert!(!serde_json::to_string(&p.status).unwrap().contains(&canary), "status leaks the secret");
+            }
+            let addr = h.operator.as_ref().unwrap().metrics_addr().await;
+            assert!(!support::http_get(&addr, "/metrics").await.1.contains(&canary), "metrics leak the secret");
+            let logs = h.logs();
+            assert!(logs.contains("token minted") && !logs.contains(&canary), "the logs leak the secret");
+        })
+        .await;
+}
+
+/// `regcred check` of `image` at the registry with the ACR user and `password`: its exit status and output.
+async fn regcred_check(registry: &CloudRegistry, password: &str, image: &str) -> (i32, String) {
+    let dir = std::env::temp_dir().join("regcred-tests");
+    let ca = dir.join(format!("check-ca-{}.pem", support::suffix()));
+    std::fs::write(&ca, &registry.ca_pem).unwrap();
+    let image = format!("{}/{image}", registry.addr);
+    support::regcred_check(
+        &["--username", ACR_USER, "--password-stdin", "--ca-file", ca.to_str().unwrap(), &image],
+        password,
+        &[],
+    )
+    .await
+}
+
+#[tokio::test]
+async fn gcp_tokens_without_keys_from_the_metadata_server_and_workload_identity_federation() {
+    TestEnv::new("gcpwi")
+        .await
+        .run(|env| async move {
+            let registry = CloudRegistry::start(&env.client, "127.0.0.1").await;
+            registry.push_image(IMAGE).await;
+            let gcp = Gcp::start(&env.client, "127.0.0.1").await;
+            *registry.gcp_tokens.lock().unwrap() = Some(gcp.tokens.clone());
+            gcp.lifetime_secs.store(45, Ordering::SeqCst);
+            let mut h = Harness::start(&env).await;
+            *gcp.subject.lock().unwrap() = subject(&h);
+            h.operator = Some(support::Operator::start_env(
+                &h.kubeconfig,
+                &h.op_ns,
+                &env.id,
+                &[],
+                &[("SSL_CERT_FILE", ca_file(&env, &[&gcp.ca_pem])), ("GCE_METADATA_HOST", gcp.metadata_host.clone())],
+            ));
+            let ns = env.namespace("a", &[("pull", "yes")]).await;
+            let external = |impersonate: bool| {
+                let mut e = json!({"audience": gcp.audience, "tokenUrl": gcp.sts_url});
+                if impersonate {
+                    e["serviceAccount"] = json!(gcp.service_account);
+                    e["serviceAccountImpersonationUrl"] = json!(gcp.impersonation_url());
+                }
+                json!({"gcp": {"externalAccount": e}})
+            };
+            let mut names = Vec::new();
+            for (name, creds) in [
+                ("mds", json!({"gcp": {"workloadIdentity": {}}})),
+                ("wif", external(true)),
+                ("direct", external(false)),
+            ] {
+                let mut s = spec(&h, "artifactRegistry", &registry, creds);
+                s["secretName"] = json!(format!("pull-{name}"));
+                names.push((name, h.profile(name, s).await));
+            }
+            for (name, profile) in &names {
+                passed(&h, profile).await;
+                let s = h.secret(&ns, &format!("pull-{name}")).await.unwrap();
+                let (user, password) = login(&s, &registry.addr).unwrap();
+                assert_eq!(user, "oauth2accesstoken");
+                let kind = match *name {
+                    "mds" => ".mds-",
+                    "wif" => ".iam-",
+                    _ => ".sts-",
+                };
+                assert!(password.contains(kind), "{name}: {password}");
+                let issued = gcp.tokens.lock().unwrap()[&password];
+                assert!((expires_annotation(&s) - issued).abs() <= 2, "{name}: expiry from the endpoint's answer");
+            }
+            let wif = &names[1].1;
+            let direct = &names[2].1;
+            gcp.denying_impersonation.store(true, Ordering::SeqCst);
+            let p = h.condition(wif, "CredentialsResolved", "False", "ImpersonationDenied").await;
+            let c = p.status.unwrap().conditions.into_iter().find(|c| c.type_ == "CredentialsResolved").unwrap();
+            assert!(c.message.contains("iam.serviceAccounts.getAccessToken"), "{}", c.message);
+            gcp.denying_impersonation.store(false, Ordering::SeqCst);
+            h.condition(wif, "CredentialsResolved", "True", "Resolved").await;
+            gcp.refusing_sts.store(true, Ordering::SeqCst);
+            h.condition(direct, "CredentialsResolved", "False", "StsRefused").await;
+            gcp.refusing_sts.store(false, Ordering::SeqCst);
+            h.condition(direct, "CredentialsResolved", "True", "Resolved").await;
+        })
+        .await;
+}
+
+#[tokio::test]
+async fn quay_robot_tokens_through_federation_with_regcreds_own_service_account() {
+    TestEnv::new("quayfed")
+        .await
+        .run(|env| async move {
+            let registry = CloudRegistry::start(&env.client, "127.0.0.1").await;
+            registry.push_image(IMAGE).await;
+            let h = Harness::start(&env).await;
+            *registry.quay.lock().unwrap() = Some(("team+puller".into(), subject(&h)));
+            let ns = env.namespace("a", &[("pull", "yes")]).await;
+            let profile = h.profile("q", spec(&h, "quay", &registry, json!({"quay": {"robot": "team+puller"}}))).await;
+            let (s, token) = wait_login(&h, &ns, &registry.addr, |u, _| u == "team+puller").await;
+            assert_eq!(expires_annotation(&s), jwt_exp(&token));
+            passed(&h, &profile).await;
+            // A robot the federation does not know is refused, and says so.
+            let other = h
+                .profile("other", {
+                    let mut s = spec(&h, "quay", &registry, json!({"quay": {"robot": "team+stranger"}}));
+                    s["secretName"] = json!("pull-other");
+                    s
+                })
+                .await;
+            h.condition(&other, "CredentialsResolved", "False", "FederationRefused").await;
+            assert_eq!(registry.mints.load(Ordering::SeqCst), 1);
+        })
+        .await;
+}
