@@ -75,7 +75,7 @@ e2e: ## End-to-end tests on the running local cluster's node: regcred's Deployme
 bench: ## Benchmarks on a fresh local cluster (scale: 10,000 namespaces, 20 profiles; a new namespace at 1,000 and 10,000), then Pod start on a node; prints tables, writes .local/bench/*.json
 	$(CARGO) build --release --bin regcred --benches
 	$(MAKE) cluster-up
-	status=0; export KUBECONFIG=$(LOCAL_KUBECONFIG); for b in controller admission images webhook preflight scale namespaces; do $(CARGO) bench --bench $$b || status=$$?; done; $(MAKE) cluster-down; \
+	status=0; export KUBECONFIG=$(LOCAL_KUBECONFIG); for b in controller admission images webhook preflight identity scale namespaces; do $(CARGO) bench --bench $$b || status=$$?; done; $(MAKE) cluster-down; \
 	  $(MAKE) tools; REGCRED_IMAGE_ARCHIVE=$$(tools/image/build.sh) && export REGCRED_IMAGE_ARCHIVE && \
 	  $(MAKE) cluster-up && tools/node-up.sh && $(CARGO) bench --bench node || status=1; $(MAKE) cluster-down; exit $$status
 

@@ -42,7 +42,7 @@ async fn every_example_profile_is_accepted_by_the_crd() {
             }
             // A profile per provider family the README promises.
             for provider in
-                ["dockerHub", "ecr", "ecrPublic", "gcr", "artifactRegistry", "ghcr", "quay", "generic", "mcr"]
+                ["dockerHub", "ecr", "ecrPublic", "gcr", "artifactRegistry", "ghcr", "quay", "generic", "mcr", "acr"]
             {
                 assert!(providers.contains(&format!("\"{provider}\"")), "no example for {provider}: {providers:?}");
             }
@@ -83,6 +83,12 @@ async fn what_regcred_would_refuse_is_refused_when_applied_with_a_sentence() {
                 ("interval", base(serde_json::json!({"validation": {"interval": "5s"}})), "spec.validation.interval must be at least 1m"),
                 ("image", base(serde_json::json!({"validation": {"images": ["UPPER/Case:1"]}})), "spec.validation.images must be image references"),
                 ("image2", base(serde_json::json!({"validation": {"images": ["team/app:1.0", "team/App"]}})), "spec.validation.images must be image references"),
+                ("gcpnone", base(serde_json::json!({"provider": "gcr", "credentials": {"gcp": {}}})), "set exactly one of secretRef, workloadIdentity and externalAccount"),
+                ("gcptwo", base(serde_json::json!({"provider": "gcr", "credentials": {"gcp": {"workloadIdentity": {}, "secretRef": {"name": "k"}}}})), "set exactly one of secretRef, workloadIdentity and externalAccount"),
+                ("acrprov", base(serde_json::json!({"provider": "generic", "credentials": {"acr": {}}})), "credentials.acr needs provider acr"),
+                ("acrhost", base(serde_json::json!({"provider": "acr", "credentials": {"acr": {"authorityHost": "http://login.example.com"}}})), "authorityHost"),
+                ("quayrobot", base(serde_json::json!({"provider": "quay", "credentials": {"quay": {"robot": "no-plus"}}})), "robot"),
+                ("wifaud", base(serde_json::json!({"provider": "gcr", "credentials": {"gcp": {"externalAccount": {"audience": "projects/1/pools"}}}})), "audience"),
             ];
             for (name, spec, message) in cases {
                 match api.create(&dry_run, &profile(name, spec)).await {

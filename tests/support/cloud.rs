@@ -276,6 +276,8 @@ pub struct CloudRegistry {
     pub refusing: Arc<AtomicBool>,
     /// Exchanges (ACR) and federations (Quay) answered: mints as the cloud counts them.
     pub mints: Arc<AtomicU64>,
+    /// Each token the exchange or the federation issued, and when.
+    pub issues: Arc<Mutex<Vec<(String, std::time::Instant)>>>,
     signer_key: Arc<Vec<u8>>,
     signer_x5c: String,
     registry: Arc<std::sync::OnceLock<Registry>>,
@@ -308,6 +310,7 @@ impl CloudRegistry {
             lifetime_secs: Arc::new(AtomicU64::new(3 * 3600)),
             refusing: Arc::default(),
             mints: Arc::default(),
+            issues: Arc::default(),
             signer_key: Arc::new(signer_key.serialize_der()),
             signer_x5c: B64.encode(signer.der()),
             registry: Arc::default(),
@@ -392,6 +395,7 @@ impl CloudRegistry {
         let exp = now() + self.lifetime();
         let token = opaque_jwt("acr-refresh", n, exp);
         self.ledger.lock().unwrap().refresh.insert(token.clone(), exp);
+        self.issues.lock().unwrap().push((token.clone(), std::time::Instant::now()));
         answer(StatusCode::OK, json!({"refresh_token": token}))
     }
 
@@ -429,6 +433,7 @@ impl CloudRegistry {
         let exp = now() + self.lifetime();
         let token = opaque_jwt("quay-robot", n, exp);
         self.ledger.lock().unwrap().robot.insert(token.clone(), exp);
+        self.issues.lock().unwrap().push((token.clone(), std::time::Instant::now()));
         answer(StatusCode::OK, json!({"token": token}))
     }
 
