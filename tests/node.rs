@@ -331,3 +331,79 @@ async fn a_registry_that_refuses_regcreds_own_image_shows_as_err_image_pull_on_i
         })
         .await;
 }
+
+/// Workload identity on the node: regcred, as the chart's Deployment with exactly its RBAC, requests a token for
+/// its own ServiceAccount, Entra ID (verifying it by TokenReview) answers, the registry's exchange gives an ACR
+/// refresh token, and the kubelet pulls a private image with it from a registry that accepts nothing else.
+#[tokio::test]
+async fn pods_pull_from_acr_with_tokens_minted_from_regcreds_own_service_account() {
+    use support::cloud::{ACR_USER, AppCredential, CloudRegistry, Entra};
+    let node = Node::get();
+    TestEnv::new("pull-acr")
+        .await
+        .run(|env| async move {
+            let client = env.client.clone();
+            let subject = format!("system:serviceaccount:{NS}:{RELEASE}");
+            let entra = Entra::start(&client, &node.host_ip, AppCredential::Federated { subject }).await;
+            let registry = CloudRegistry::start(&client, &node.host_ip).await;
+            *registry.entra.lock().unwrap() = Some(entra.clone());
+            node.trust(&registry.addr, &registry.ca_pem);
+            let image = support::node::push(registry.registry(), &support::node::workload_archive(), "team/app:1.0")
+                .replace(&registry.registry().addr, &registry.addr);
+            // regcred's container trusts Entra ID's CA through SSL_CERT_FILE, from a ConfigMap.
+            let ca = k8s_openapi::api::core::v1::ConfigMap {
+                metadata: kube::api::ObjectMeta { name: Some("regcred-test-ca".into()), ..Default::default() },
+                data: Some([("ca.pem".to_owned(), entra.ca_pem.clone())].into()),
+                ..Default::default()
+            };
+            let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+            let ns = k8s_openapi::api::core::v1::Namespace {
+                metadata: kube::api::ObjectMeta { name: Some(NS.into()), ..Default::default() },
+                ..Default::default()
+            };
+            support::apply(&namespaces, &ns).await;
+            support::apply(&Api::namespaced(client.clone(), NS), &ca).await;
+            support::node::install_with(
+                &client,
+                &node,
+                &[
+                    "extraEnv[0].name=SSL_CERT_FILE",
+                    "extraEnv[0].value=/etc/regcred-ca/ca.pem",
+                    "extraVolumes[0].name=test-ca",
+                    "extraVolumes[0].configMap.name=regcred-test-ca",
+                    "extraVolumeMounts[0].name=test-ca",
+                    "extraVolumeMounts[0].mountPath=/etc/regcred-ca",
+                ],
+            )
+            .await;
+            let (key, value) = selection(&env);
+            let chosen = env.namespace("chosen", &[(&key, &value)]).await;
+            let other = env.namespace("other", &[]).await;
+            let name = format!("{}-acr", env.id);
+            let profile: regcred::api::RegistryProfile = serde_json::from_value(json!({
+                "apiVersion": "regcred.dev/v1alpha1", "kind": "RegistryProfile", "metadata": {"name": name},
+                "spec": {
+                    "provider": "acr", "server": registry.addr,
+                    "credentials": {"acr": {"tenantId": entra.tenant, "clientId": entra.client_id, "authorityHost": entra.authority}},
+                    "namespaces": {"selector": {"matchLabels": {key.clone(): "yes"}}},
+                    "tls": {"caBundle": registry.ca_pem},
+                },
+            }))
+            .unwrap();
+            support::apply(&Api::<regcred::api::RegistryProfile>::all(client.clone()), &profile).await;
+            env.cleanup::<regcred::api::RegistryProfile>(&name);
+            let secrets: Api<Secret> = Api::namespaced(client.clone(), &chosen);
+            wait_for("the ACR token in the selected namespace", WAIT, || async {
+                let s = secrets.get_opt(&format!("regcred-{name}")).await.ok()??;
+                let doc: serde_json::Value = serde_json::from_slice(&s.data?.get(".dockerconfigjson")?.0).ok()?;
+                (doc["auths"][&registry.addr]["username"] == ACR_USER).then_some(())
+            })
+            .await;
+            assert_eq!(registry.mints.load(std::sync::atomic::Ordering::SeqCst), 1);
+            create_pod(&client, &chosen, &pod("app", &image, "Always")).await;
+            create_pod(&client, &other, &pod("app", &image, "Always")).await;
+            assert_eq!(pull_outcome(&client, &chosen, "app").await, Pull::Running);
+            assert_refused_401(&pull_outcome(&client, &other, "app").await, "unselected namespace");
+        })
+        .await;
+}

@@ -47,19 +47,23 @@ impl Node {
     /// Starts a registry where the node reaches it, and makes the node's containerd trust its CA.
     pub async fn registry(&self, auth: super::registry::Auth) -> Registry {
         let registry = Registry::start_at(auth, &self.host_ip).await;
-        let dir = self.certs_d.join(&registry.addr);
+        self.trust(&registry.addr, &registry.ca_pem);
+        registry
+    }
+
+    /// Makes the node's containerd trust `ca_pem` for the registry at `addr`.
+    pub fn trust(&self, addr: &str, ca_pem: &str) {
+        let dir = self.certs_d.join(addr);
         std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("ca.crt"), &registry.ca_pem).unwrap();
+        std::fs::write(dir.join("ca.crt"), ca_pem).unwrap();
         // containerd 1.6 needs the [host] table; with `server` and `ca` alone it falls back to plain HTTP. The
         // top-level `ca` too: after a 404 from the [host], containerd tries `server`, and would report its
         // untrusted certificate instead of the 404.
         let hosts = format!(
             "server = \"https://{addr}\"\nca = \"{ca}\"\n\n[host.\"https://{addr}\"]\n  capabilities = [\"pull\", \"resolve\"]\n  ca = \"{ca}\"\n",
-            addr = registry.addr,
             ca = dir.join("ca.crt").display()
         );
         std::fs::write(dir.join("hosts.toml"), hosts).unwrap();
-        registry
     }
 
     /// Removes `image` from the node's image store (the next Pod that uses it pulls it again).
@@ -84,7 +88,7 @@ impl Node {
 pub fn push(registry: &Registry, archive: &str, repo_tag: &str) -> String {
     let certs = registry.dir.join("push-certs");
     std::fs::create_dir_all(&certs).unwrap();
-    std::fs::write(certs.join("ca.crt"), &registry.ca_pem).unwrap();
+    std::fs::write(certs.join("ca.crt"), registry.trusted_pem()).unwrap();
     let image = format!("{}/{repo_tag}", registry.addr);
     let out = std::process::Command::new("skopeo")
         .args(["copy", "--quiet", "--dest-creds", &format!("{USER}:{PASSWORD}")])
@@ -219,6 +223,11 @@ pub fn dockerconfigjson(server: &str, user: &str, password: &str) -> ByteString 
 /// Installs regcred with Helm from the chart's defaults, but for its image (pushed into a private registry on the
 /// node's network) and that image's pull secret; waits until both replicas are Ready.
 pub async fn install(client: &Client, node: &Node) -> Install {
+    install_with(client, node, &[]).await
+}
+
+/// As [`install`], with more `--set` values.
+pub async fn install_with(client: &Client, node: &Node, values: &[&str]) -> Install {
     let registry = node.registry(Auth::Basic).await;
     let image = push(&registry, &regcred_archive(), "regcred/regcred:e2e");
     let namespaces: Api<Namespace> = Api::all(client.clone());
@@ -241,7 +250,11 @@ pub async fn install(client: &Client, node: &Node) -> Install {
         "--namespace",
         NS,
         "--set",
-        &format!("image.repository={repository},image.tag={tag},imagePullSecrets[0].name=regcred-image"),
+        &[format!("image.repository={repository},image.tag={tag},imagePullSecrets[0].name=regcred-image")]
+            .into_iter()
+            .chain(values.iter().map(|v| (*v).to_owned()))
+            .collect::<Vec<_>>()
+            .join(","),
         "--wait",
         "--timeout",
         "180s",

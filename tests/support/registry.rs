@@ -211,6 +211,11 @@ impl Registry {
         }
     }
 
+    /// The CAs a client of this registry trusts: its own, and its token realm's when that is elsewhere.
+    pub fn trusted_pem(&self) -> String {
+        format!("{}{}", self.ca_pem, self.realm_ca.as_deref().unwrap_or_default())
+    }
+
     /// Changes `USER`'s password (htpasswd) and restarts the registry, which reads the file when it starts: from
     /// then on only `password` is accepted.
     pub async fn set_password(&mut self, password: &str) {
