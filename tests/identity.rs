@@ -388,6 +388,15 @@ async fn quay_robot_tokens_through_federation_with_regcreds_own_service_account(
             let ns = env.namespace("a", &[("pull", "yes")]).await;
             let profile = h.profile("q", spec(&h, "quay", &registry, json!({"quay": {"robot": "team+puller"}}))).await;
             let (s, token) = wait_login(&h, &ns, &registry.addr, |u, _| u == "team+puller").await;
+            // The chart lets regcred request tokens for its own ServiceAccount, and for no other.
+            let me = subject(&h);
+            let sa = support::webhook_configuration_name(&env);
+            for (name, allowed) in [(sa.as_str(), "yes"), ("default", "no")] {
+                let resource = format!("serviceaccounts/{name}");
+                let args = ["auth", "can-i", "create", &resource, "--subresource=token", "-n", &h.op_ns, "--as", &me];
+                let (_, out) = support::webhook::kubectl(&args, "").await;
+                assert_eq!(out.trim(), allowed, "create a token for {name}");
+            }
             assert_eq!(expires_annotation(&s), jwt_exp(&token));
             passed(&h, &profile).await;
             // A robot the federation does not know is refused, and says so.
