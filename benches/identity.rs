@@ -94,7 +94,7 @@ async fn run(env: TestEnv) {
     delays.sort();
     let rotations = everywhere.len();
     let per_rotation = mints as f64 / rotations.max(1) as f64;
-    let (rss, peak) = h.operator.as_ref().unwrap().memory_kib().unwrap_or_default();
+    let (peak, rss) = h.operator.as_ref().unwrap().memory_kib().unwrap_or_default();
     row(
         "exchanges per token (1,000 namespaces)",
         &format!("{per_rotation:.2} ({mints} for {rotations} tokens)"),
