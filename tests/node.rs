@@ -335,7 +335,9 @@ async fn a_registry_that_refuses_regcreds_own_image_shows_as_err_image_pull_on_i
 /// Workload identity on the node: regcred, as the chart's Deployment with exactly its RBAC, requests a token for
 /// its own ServiceAccount, Entra ID (verifying it by TokenReview) answers, the registry's exchange gives an ACR
 /// refresh token, and the kubelet pulls a private image with it from a registry that accepts nothing else.
-#[tokio::test]
+// Two worker threads: the identity endpoints run in this test's runtime, and skopeo's push (a blocking child
+// process) must not stop them answering (its token request timed out on a single thread).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pods_pull_from_acr_with_tokens_minted_from_regcreds_own_service_account() {
     use support::cloud::{ACR_USER, AppCredential, CloudRegistry, Entra};
     let node = Node::get();
