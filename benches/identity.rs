@@ -16,20 +16,14 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ListParams};
-use serde_json::{Value, json};
+use serde_json::json;
 use support::TestEnv;
 use support::cloud::{AppCredential, CloudRegistry, Entra};
-use support::harness::Harness;
+use support::harness::{Harness, password_in};
 
 const NAMESPACES: usize = 1000;
 const LIFETIME: u64 = 60;
 const ROTATIONS: usize = 3;
-
-fn password(secret: &Secret, server: &str) -> Option<String> {
-    let raw = &secret.data.as_ref()?.get(".dockerconfigjson")?.0;
-    let doc: Value = serde_json::from_slice(raw).ok()?;
-    Some(doc["auths"][server]["password"].as_str()?.to_owned())
-}
 
 #[tokio::main]
 async fn main() {
@@ -46,13 +40,7 @@ async fn run(env: TestEnv) {
     let dir = std::env::temp_dir().join("regcred-tests");
     let ca = dir.join(format!("bench-ca-{}.pem", env.id));
     std::fs::write(&ca, &entra.ca_pem).unwrap();
-    h.operator = Some(support::Operator::start_env(
-        &h.kubeconfig,
-        &h.op_ns,
-        &env.id,
-        &[],
-        &[("SSL_CERT_FILE", ca.display().to_string())],
-    ));
+    h.restart_env(&[("SSL_CERT_FILE", ca.display().to_string())]);
     for i in 0..NAMESPACES {
         env.namespace_nowait(&format!("n{i:04}"), &[("pull", "yes")]).await;
     }
@@ -77,7 +65,7 @@ async fn run(env: TestEnv) {
     let deadline = Instant::now() + Duration::from_secs(LIFETIME * (ROTATIONS as u64 + 2));
     while everywhere.len() < ROTATIONS + 1 && Instant::now() < deadline {
         if let Ok(list) = secrets.list(&ours).await {
-            let tokens: Vec<String> = list.items.iter().filter_map(|s| password(s, &registry.addr)).collect();
+            let tokens: Vec<String> = list.items.iter().filter_map(|s| password_in(s, &registry.addr)).collect();
             seen.extend(tokens.iter().cloned());
             if tokens.len() == NAMESPACES && tokens.iter().all(|t| *t == tokens[0]) {
                 everywhere.entry(tokens[0].clone()).or_insert_with(Instant::now);

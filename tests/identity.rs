@@ -23,9 +23,7 @@ const IMAGE: &str = "team/app:1.0";
 
 /// The username and password a managed Secret holds for `server`.
 fn login(secret: &Secret, server: &str) -> Option<(String, String)> {
-    let raw = &secret.data.as_ref()?.get(".dockerconfigjson")?.0;
-    let doc: Value = serde_json::from_slice(raw).ok()?;
-    let entry = doc.get("auths")?.get(server)?;
+    let entry = support::tokens::auths(secret).remove(server)?;
     Some((entry["username"].as_str()?.to_owned(), entry["password"].as_str()?.to_owned()))
 }
 
@@ -101,18 +99,7 @@ async fn acr_tokens_from_workload_identity_are_minted_once_written_everywhere_an
             *registry.entra.lock().unwrap() = Some(entra.clone());
             // Refresh tokens living 40 s: rotations within the test.
             registry.lifetime_secs.store(40, Ordering::SeqCst);
-            h.operator = None;
-            let h = {
-                let ca = ca_file(&env, &[&entra.ca_pem]);
-                h.operator = Some(support::Operator::start_env(
-                    &h.kubeconfig,
-                    &h.op_ns,
-                    &env.id,
-                    &[],
-                    &[("SSL_CERT_FILE", ca)],
-                ));
-                h
-            };
+            h.restart_env(&[("SSL_CERT_FILE", ca_file(&env, &[&entra.ca_pem]))]);
             let a = env.namespace("a", &[("pull", "yes")]).await;
             let b = env.namespace("b", &[("pull", "yes")]).await;
             let creds = json!({"acr": {"tenantId": entra.tenant, "clientId": entra.client_id, "authorityHost": entra.authority}});
@@ -205,7 +192,7 @@ async fn acr_service_principals_a_projected_token_file_and_repository_scopes_eac
                 &env.client,
                 &h.op_ns,
                 &support::webhook_configuration_name(&env),
-                "api://AzureADTokenExchange",
+                Some("api://AzureADTokenExchange"),
             )
             .await;
             let token_file = std::env::temp_dir().join("regcred-tests").join(format!("azure-token-{}", env.id));
@@ -213,19 +200,13 @@ async fn acr_service_principals_a_projected_token_file_and_repository_scopes_eac
             // The three endpoints share one tenant and one record of issued tokens, which the exchange accepts.
             *registry.entra.lock().unwrap() = Some(secret_entra.clone());
             let ca = ca_file(&env, &[&secret_entra.ca_pem, &cert_entra.ca_pem, &file_entra.ca_pem]);
-            h.operator = Some(support::Operator::start_env(
-                &h.kubeconfig,
-                &h.op_ns,
-                &env.id,
-                &[],
-                &[
-                    ("SSL_CERT_FILE", ca),
-                    ("AZURE_FEDERATED_TOKEN_FILE", token_file.display().to_string()),
-                    ("AZURE_TENANT_ID", file_entra.tenant.clone()),
-                    ("AZURE_CLIENT_ID", file_entra.client_id.clone()),
-                    ("AZURE_AUTHORITY_HOST", file_entra.authority.clone()),
-                ],
-            ));
+            h.restart_env(&[
+                ("SSL_CERT_FILE", ca),
+                ("AZURE_FEDERATED_TOKEN_FILE", token_file.display().to_string()),
+                ("AZURE_TENANT_ID", file_entra.tenant.clone()),
+                ("AZURE_CLIENT_ID", file_entra.client_id.clone()),
+                ("AZURE_AUTHORITY_HOST", file_entra.authority.clone()),
+            ]);
             let ns = env.namespace("a", &[("pull", "yes")]).await;
             h.source("sp-secret", &[("client_secret", &canary)]).await;
             h.source("sp-cert", &[("tls.crt", &cert), ("tls.key", &key)]).await;
@@ -320,13 +301,10 @@ async fn gcp_tokens_without_keys_from_the_metadata_server_and_workload_identity_
             gcp.lifetime_secs.store(45, Ordering::SeqCst);
             let mut h = Harness::start(&env).await;
             *gcp.subject.lock().unwrap() = subject(&h);
-            h.operator = Some(support::Operator::start_env(
-                &h.kubeconfig,
-                &h.op_ns,
-                &env.id,
-                &[],
-                &[("SSL_CERT_FILE", ca_file(&env, &[&gcp.ca_pem])), ("GCE_METADATA_HOST", gcp.metadata_host.clone())],
-            ));
+            h.restart_env(&[
+                ("SSL_CERT_FILE", ca_file(&env, &[&gcp.ca_pem])),
+                ("GCE_METADATA_HOST", gcp.metadata_host.clone()),
+            ]);
             let ns = env.namespace("a", &[("pull", "yes")]).await;
             let external = |impersonate: bool| {
                 let mut e = json!({"audience": gcp.audience, "tokenUrl": gcp.sts_url});

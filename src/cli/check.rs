@@ -116,7 +116,7 @@ async fn plan(args: &CheckArgs) -> Result<Plan, String> {
         let bytes = std::fs::read(path).map_err(|e| format!("cannot read --docker-config {}: {e}", path.display()))?;
         let config = crate::credentials::DockerConfig(crate::credentials::SecretBytes::new(bytes));
         let key = config_key(&registry);
-        let host = registry.split('/').next().unwrap_or(&registry).to_owned();
+        let host = crate::registry::host_of(&registry).to_owned();
         let found = [key.as_str(), host.as_str(), &format!("https://{host}")].into_iter().find_map(|k| config.login(k));
         Some(found.ok_or_else(|| format!("{} has no credentials for {registry}", path.display()))?)
     } else {

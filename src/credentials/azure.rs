@@ -71,11 +71,6 @@ pub fn plan(source: &AcrSource, identity: &Identity) -> Result<Plan, MintError> 
     Ok(Plan { token_url: format!("{authority}/{tenant}/oauth2/v2.0/token"), tenant, client_id, scope })
 }
 
-/// The registry host of `registry` (`NAME.azurecr.io[/path]`).
-fn host(registry: &str) -> &str {
-    registry.split('/').next().unwrap_or(registry)
-}
-
 pub async fn mint(source: &AcrSource, identity: &Identity) -> Result<Minted, MintError> {
     let plan = plan(source, identity)?;
     let now = Timestamp::now();
@@ -109,7 +104,7 @@ pub async fn mint(source: &AcrSource, identity: &Identity) -> Result<Minted, Min
     let answer = oauth::send(ENTRA, entra.post(&plan.token_url).form(&form)).await?;
     let access_token = oauth::field(ENTRA, &answer, "access_token")?;
 
-    let registry = host(&source.registry);
+    let registry = crate::registry::host_of(&source.registry);
     let acr = oauth::client(Some(&source.tls))?;
     let exchange = [
         ("grant_type", "access_token"),

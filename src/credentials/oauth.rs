@@ -13,6 +13,7 @@ use jiff::Timestamp;
 use serde_json::Value;
 
 use super::tokens::{EndpointTls, MintError};
+use crate::registry::preflight::{ClientError, error_chain, https_client, untrusted_tls};
 
 /// How long one request to a token endpoint may take.
 const TIMEOUT: Duration = Duration::from_secs(20);
@@ -32,24 +33,14 @@ pub struct Step {
 /// An HTTPS client for token endpoints: the system's roots (plus `SSL_CERT_FILE`), or for an endpoint that is
 /// the registry itself its `spec.tls`.
 pub fn client(tls: Option<&EndpointTls>) -> Result<reqwest::Client, MintError> {
-    crate::install_crypto_provider();
-    let mut builder = reqwest::Client::builder()
-        .timeout(TIMEOUT)
-        .connect_timeout(TIMEOUT)
-        .user_agent(concat!("regcred/", env!("CARGO_PKG_VERSION")));
-    if let Some(tls) = tls {
-        if let Some(pem) = &tls.ca_pem {
-            let certs = reqwest::Certificate::from_pem_bundle(pem.as_bytes())
-                .map_err(|e| MintError::new("TLSUntrusted", format!("spec.tls.caBundle is not valid PEM: {e}")))?;
-            for cert in certs {
-                builder = builder.add_root_certificate(cert);
-            }
+    let ca_pem = tls.and_then(|t| t.ca_pem.as_deref());
+    let insecure = tls.is_some_and(|t| t.insecure_skip_verify);
+    https_client(TIMEOUT, ca_pem, insecure).map_err(|e| match e {
+        ClientError::CaBundle(why) => {
+            MintError::new("TLSUntrusted", format!("spec.tls.caBundle is not valid PEM: {why}"))
         }
-        if tls.insecure_skip_verify {
-            builder = builder.tls_danger_accept_invalid_certs(true);
-        }
-    }
-    builder.build().map_err(|e| MintError::new("MintFailed", format!("building the HTTP client: {}", chain(&e))))
+        ClientError::Build(text) => MintError::new("MintFailed", format!("building the HTTP client: {text}")),
+    })
 }
 
 /// Sends `request` and returns the JSON it answers with, or the step's failure. The error's text is the
@@ -119,25 +110,11 @@ fn truncate(s: &str) -> String {
 }
 
 fn transport(step: Step, err: &reqwest::Error) -> MintError {
-    let what = if err.is_timeout() { "timed out".to_owned() } else { chain(err) };
-    let lower = what.to_lowercase();
-    if lower.contains("certificate") || lower.contains("unknownissuer") {
+    let what = if err.is_timeout() { "timed out".to_owned() } else { error_chain(err) };
+    if untrusted_tls(&what) {
         return MintError::new("TLSUntrusted", format!("{}: its TLS certificate is not trusted ({what})", step.name));
     }
     MintError::new(step.unreachable, format!("{} unreachable: {what}", step.name))
-}
-
-fn chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts = vec![err.to_string()];
-    let mut cur = err.source();
-    while let Some(e) = cur {
-        let s = e.to_string();
-        if !parts.iter().any(|p| p.contains(&s)) {
-            parts.push(s);
-        }
-        cur = e.source();
-    }
-    parts.join(": ")
 }
 
 /// The claims of a JWT, unverified: for reading the expiry of a token an endpoint issued to regcred.

@@ -15,7 +15,7 @@ const FEDERATION: Step =
 pub async fn mint(source: &QuaySource, identity: &Identity) -> Result<Minted, MintError> {
     let subject = identity.service_account_token(&source.audience).await?;
     let subject = String::from_utf8_lossy(subject.expose()).into_owned();
-    let host = source.registry.split('/').next().unwrap_or(&source.registry);
+    let host = crate::registry::host_of(&source.registry);
     let http = oauth::client(Some(&source.tls))?;
     let request =
         http.get(format!("https://{host}/oauth2/federation/robot/token")).basic_auth(&source.robot, Some(subject));

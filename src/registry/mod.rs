@@ -29,10 +29,14 @@ pub fn resolve_server(provider: Provider, server: Option<&str>) -> Option<String
     server.map(str::to_owned).or_else(|| default_server(provider).map(str::to_owned))
 }
 
+/// The host (with its port) of a registry named `host[:port][/path]`.
+pub fn host_of(registry: &str) -> &str {
+    registry.split('/').next().unwrap_or(registry)
+}
+
 /// Whether `server` (host, maybe with a path) is Docker Hub.
 pub fn is_docker_hub(server: &str) -> bool {
-    let host = server.split('/').next().unwrap_or(server);
-    DOCKER_HUB_HOSTS.contains(&host)
+    DOCKER_HUB_HOSTS.contains(&host_of(server))
 }
 
 /// The key under which credentials for `server` are written into a dockerconfigjson. Docker Hub uses its

@@ -16,7 +16,7 @@ use crate::credentials::tokens::{
 };
 use crate::credentials::{CredentialError, DockerConfig, SecretBytes, dockerconfig_from_source};
 use crate::names::{DOCKER_CONFIG_KEY, EXPIRES_AT_ANNOTATION, token_copy_name};
-use crate::registry::config_key;
+use crate::registry::{config_key, host_of};
 
 /// The Secrets of regcred's own namespace: the only place credentials are read from.
 pub trait Sources {
@@ -245,10 +245,6 @@ fn ecr_source(
 
 fn missing_server() -> Unresolved {
     unresolved("MissingServer", "spec.server is required for this provider")
-}
-
-fn host_of(registry: &str) -> &str {
-    registry.split('/').next().unwrap_or(registry)
 }
 
 /// The profile's `spec.tls`, for endpoints that are the registry itself.

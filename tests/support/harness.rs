@@ -47,7 +47,12 @@ impl Harness {
     }
 
     pub fn restart(&mut self) {
-        self.operator = Some(Operator::start(&self.kubeconfig, &self.op_ns, &self.env.id, &[]));
+        self.restart_env(&[]);
+    }
+
+    /// Replaces the operator by one with environment variables `envs`.
+    pub fn restart_env(&mut self, envs: &[(&str, String)]) {
+        self.operator = Some(Operator::start_env(&self.kubeconfig, &self.op_ns, &self.env.id, &[], envs));
     }
 
     pub fn logs(&self) -> String {

@@ -211,7 +211,12 @@ pub async fn install_crd(client: &Client) {
 /// The name of the test's MutatingWebhookConfiguration: the only one its operator may touch. It is the chart's
 /// full name for the test's release, which the chart's RBAC names.
 pub fn webhook_configuration_name(env: &TestEnv) -> String {
-    format!("regcred-{}", env.id)
+    release_name(&env.id)
+}
+
+/// The chart's release (and full name, ServiceAccount, webhook configuration) for test `test_id`.
+pub fn release_name(test_id: &str) -> String {
+    format!("regcred-{test_id}")
 }
 
 /// Runs the helm built with the local control plane; panics with its output when it fails.
@@ -281,12 +286,7 @@ pub async fn service_account_kubeconfig(client: &Client, namespace: &str, name: 
     let sa =
         ServiceAccount { metadata: ObjectMeta { name: Some(name.into()), ..Default::default() }, ..Default::default() };
     apply(&sas, &sa).await;
-    let request = TokenRequest {
-        spec: Some(TokenRequestSpec { expiration_seconds: Some(3600), ..Default::default() }),
-        ..Default::default()
-    };
-    let token: TokenRequest = sas.create_subresource("token", name, &PostParams::default(), &request).await.unwrap();
-    let token = token.status.unwrap().token;
+    let token = service_account_token(client, namespace, name, None).await;
 
     let admin = Kubeconfig::read_from(kubeconfig_path()).unwrap();
     let cluster = admin.clusters[0].cluster.clone().unwrap();
@@ -308,12 +308,12 @@ pub async fn service_account_kubeconfig(client: &Client, namespace: &str, name: 
     path
 }
 
-/// A token of ServiceAccount `namespace/name` for `audience`, as a projected volume or the Azure Workload Identity
-/// webhook would give a Pod.
-pub async fn service_account_token(client: &Client, namespace: &str, name: &str, audience: &str) -> String {
+/// A token (1 h) of ServiceAccount `namespace/name`, for the apiserver or for `audience`, as a projected volume or
+/// the Azure Workload Identity webhook would give a Pod.
+pub async fn service_account_token(client: &Client, namespace: &str, name: &str, audience: Option<&str>) -> String {
     let request = TokenRequest {
         spec: Some(TokenRequestSpec {
-            audiences: Some(vec![audience.to_owned()]),
+            audiences: audience.map(|a| vec![a.to_owned()]),
             expiration_seconds: Some(3600),
             ..Default::default()
         }),
@@ -376,7 +376,7 @@ impl Operator {
             .args(extra)
             .env("KUBECONFIG", kubeconfig)
             // The chart's ServiceAccount for the test's release (see operator_identity).
-            .env("REGCRED_SERVICE_ACCOUNT", format!("regcred-{test_id}"))
+            .env("REGCRED_SERVICE_ACCOUNT", release_name(test_id))
             .env("REGCRED_LOG", "info,regcred=debug")
             // No instance-metadata lookups from a test machine.
             .env("AWS_EC2_METADATA_DISABLED", "true")

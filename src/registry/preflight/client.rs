@@ -10,41 +10,80 @@ use super::{
     Credentials, DOCKER_LIST, DOCKER_MANIFEST, Failure, ImageResult, OCI_INDEX, OCI_MANIFEST, Options, Reason, failure,
 };
 
-/// Classifies a transport error: an untrusted certificate, or an unreachable registry.
-fn transport(err: &(dyn std::error::Error + 'static), what: &str) -> Failure {
-    let mut chain = Vec::new();
+/// The text of an error and of its sources, joined by `: `; a source whose text its parent already carries is left
+/// out.
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(e) = cur {
-        chain.push(e.to_string());
+        let text = e.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
         cur = e.source();
     }
-    let text = chain.join(": ");
+    parts.join(": ")
+}
+
+/// Whether an error's text says the peer's TLS certificate is not trusted.
+pub fn untrusted_tls(text: &str) -> bool {
     let lower = text.to_lowercase();
-    if lower.contains("certificate") || lower.contains("unknownissuer") || lower.contains("invalid peer") {
+    lower.contains("certificate") || lower.contains("unknownissuer") || lower.contains("invalid peer")
+}
+
+/// Classifies a transport error: an untrusted certificate, or an unreachable registry.
+fn transport(err: &(dyn std::error::Error + 'static), what: &str) -> Failure {
+    transport_text(&error_chain(err), what)
+}
+
+fn transport_text(text: &str, what: &str) -> Failure {
+    if untrusted_tls(text) {
         failure(Reason::TlsUntrusted, format!("{what}: the registry's TLS certificate is not trusted ({text})"))
     } else {
         failure(Reason::RegistryUnreachable, format!("{what}: {text}"))
     }
 }
 
-/// Checks `credentials` (or anonymous access) against `registry` (`host[:port][/path]`), then every probe image.
-pub(super) fn http_client(options: &Options) -> Result<reqwest::Client, Failure> {
+/// Why an HTTPS client could not be built.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientError {
+    /// The extra CA bundle is not PEM.
+    CaBundle(String),
+    /// reqwest refused the configuration: the error's chain.
+    Build(String),
+}
+
+/// regcred's HTTPS client (rustls with ring): the system's roots plus `ca_pem`, or no verification at all when
+/// `insecure`. Shared by the preflight and the token exchanges.
+pub fn https_client(
+    timeout: std::time::Duration,
+    ca_pem: Option<&str>,
+    insecure: bool,
+) -> Result<reqwest::Client, ClientError> {
     crate::install_crypto_provider();
     let mut builder = reqwest::Client::builder()
-        .timeout(options.timeout)
-        .connect_timeout(options.timeout)
+        .timeout(timeout)
+        .connect_timeout(timeout)
         .user_agent(concat!("regcred/", env!("CARGO_PKG_VERSION")));
-    if let Some(pem) = &options.ca_pem {
-        for cert in reqwest::Certificate::from_pem_bundle(pem.as_bytes())
-            .map_err(|e| failure(Reason::TlsUntrusted, format!("the CA bundle is not valid PEM: {e}")))?
+    if let Some(pem) = ca_pem {
+        for cert in
+            reqwest::Certificate::from_pem_bundle(pem.as_bytes()).map_err(|e| ClientError::CaBundle(e.to_string()))?
         {
             builder = builder.add_root_certificate(cert);
         }
     }
-    if options.insecure_skip_verify {
+    if insecure {
         builder = builder.tls_danger_accept_invalid_certs(true);
     }
-    builder.build().map_err(|e| transport(&e, "building the HTTP client"))
+    builder.build().map_err(|e| ClientError::Build(error_chain(&e)))
+}
+
+/// Checks `credentials` (or anonymous access) against `registry` (`host[:port][/path]`), then every probe image.
+pub(super) fn http_client(options: &Options) -> Result<reqwest::Client, Failure> {
+    https_client(options.timeout, options.ca_pem.as_deref(), options.insecure_skip_verify).map_err(|e| match e {
+        ClientError::CaBundle(why) => failure(Reason::TlsUntrusted, format!("the CA bundle is not valid PEM: {why}")),
+        ClientError::Build(text) => transport_text(&text, "building the HTTP client"),
+    })
 }
 
 /// The manifest client. Built with `try_from`, never `new`: `new` falls back to a default client when the

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use oci_client::secrets::RegistryAuth;
 use serde::{Deserialize, Serialize};
 
+pub use client::{ClientError, error_chain, https_client, untrusted_tls};
 use client::{check_image, http_client, oci_client, ping};
 
 use crate::api::{ManifestType, RegistryTls, Validation};
@@ -230,7 +231,7 @@ pub fn parse_size(q: &str) -> Option<u64> {
 /// The manifest formats by media type: `Some(kind)` for an image manifest, `None` for anything else.
 pub async fn check(registry: &str, credentials: Option<&Credentials>, images: &[String], options: &Options) -> Report {
     let started = Instant::now();
-    let host = registry.split('/').next().unwrap_or(registry);
+    let host = super::host_of(registry);
     // Docker Hub's names (docker.io, index.docker.io) are not where its API answers.
     let host = if super::is_docker_hub(host) { "registry-1.docker.io".to_owned() } else { host.to_owned() };
     let mut report = Report { registry: host.clone(), credentials: None, images: Vec::new(), duration_ms: 0 };
