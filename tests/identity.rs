@@ -350,6 +350,28 @@ async fn gcp_tokens_without_keys_from_the_metadata_server_and_workload_identity_
             h.condition(direct, "CredentialsResolved", "False", "StsRefused").await;
             gcp.refusing_sts.store(false, Ordering::SeqCst);
             h.condition(direct, "CredentialsResolved", "True", "Resolved").await;
+
+            // A service account the metadata server does not have for this workload is refused.
+            let mut stranger = spec(
+                &h,
+                "artifactRegistry",
+                &registry,
+                json!({"gcp": {"workloadIdentity": {"serviceAccount": "stranger"}}}),
+            );
+            stranger["secretName"] = json!("pull-stranger");
+            let stranger = h.profile("stranger", stranger).await;
+            h.condition(&stranger, "CredentialsResolved", "False", "MetadataServerRefused").await;
+            // The metadata server cannot be reached (a port nobody listens on): said in status, and the Secrets
+            // regcred wrote before stay as they are.
+            let mds = &names[0].1;
+            let held = login(&h.secret(&ns, "pull-mds").await.unwrap(), &registry.addr).unwrap().1;
+            let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
+            h.restart_env(&[("SSL_CERT_FILE", ca_file(&env, &[&gcp.ca_pem])), ("GCE_METADATA_HOST", closed)]);
+            let p = h.condition(mds, "CredentialsResolved", "False", "MetadataServerUnreachable").await;
+            let c = p.status.unwrap().conditions.into_iter().find(|c| c.type_ == "CredentialsResolved").unwrap();
+            assert!(c.message.contains("metadata server"), "{}", c.message);
+            let kept = login(&h.secret(&ns, "pull-mds").await.unwrap(), &registry.addr).unwrap().1;
+            assert_eq!(kept, held, "the Secret keeps the last token regcred wrote");
         })
         .await;
 }
