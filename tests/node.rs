@@ -332,30 +332,37 @@ async fn a_registry_that_refuses_regcreds_own_image_shows_as_err_image_pull_on_i
         .await;
 }
 
-/// Workload identity on the node: regcred, as the chart's Deployment with exactly its RBAC, requests a token for
-/// its own ServiceAccount, Entra ID (verifying it by TokenReview) answers, the registry's exchange gives an ACR
-/// refresh token, and the kubelet pulls a private image with it from a registry that accepts nothing else.
+/// Workload identity on the node: regcred, as the chart's Deployment, mints each token from its own
+/// ServiceAccount, and the kubelet pulls a private image with it from a registry that accepts nothing else. ACR:
+/// Entra ID (verifying the ServiceAccount token by TokenReview) then the registry's exchange; GKE Workload Identity:
+/// the metadata server; Workload Identity Federation: Google STS then IAM Credentials' impersonation; Quay: the
+/// robot federation. One namespace per source, so each Pod can only have run with that source's token.
 // Two worker threads: the identity endpoints run in this test's runtime, and skopeo's push (a blocking child
 // process) must not stop them answering (its token request timed out on a single thread).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pods_pull_from_acr_with_tokens_minted_from_regcreds_own_service_account() {
-    use support::cloud::{ACR_USER, AppCredential, CloudRegistry, Entra};
+async fn pods_pull_with_acr_gcp_and_quay_tokens_minted_from_regcreds_own_service_account() {
+    use support::cloud::{ACR_USER, AppCredential, CloudRegistry, Entra, Gcp};
     let node = Node::get();
-    TestEnv::new("pull-acr")
+    TestEnv::new("pull-wi")
         .await
         .run(|env| async move {
             let client = env.client.clone();
             let subject = format!("system:serviceaccount:{NS}:{RELEASE}");
-            let entra = Entra::start(&client, &node.host_ip, AppCredential::Federated { subject }).await;
+            let entra = Entra::start(&client, &node.host_ip, AppCredential::Federated { subject: subject.clone() }).await;
+            let gcp = Gcp::start(&client, &node.host_ip).await;
+            *gcp.subject.lock().unwrap() = subject.clone();
             let registry = CloudRegistry::start(&client, &node.host_ip).await;
             *registry.entra.lock().unwrap() = Some(entra.clone());
+            *registry.gcp_tokens.lock().unwrap() = Some(gcp.tokens.clone());
+            *registry.quay.lock().unwrap() = Some(("team+puller".into(), subject));
             node.trust(&registry.addr, &registry.ca_pem);
             let image = support::node::push(registry.registry(), &support::node::workload_archive(), "team/app:1.0")
                 .replace(&registry.registry().addr, &registry.addr);
-            // regcred's container trusts Entra ID's CA through SSL_CERT_FILE, from a ConfigMap.
+            // regcred's container trusts Entra ID's and Google's (local) CAs through SSL_CERT_FILE, from a
+            // ConfigMap, and finds the metadata server where GCE_METADATA_HOST says.
             let ca = k8s_openapi::api::core::v1::ConfigMap {
                 metadata: kube::api::ObjectMeta { name: Some("regcred-test-ca".into()), ..Default::default() },
-                data: Some([("ca.pem".to_owned(), entra.ca_pem.clone())].into()),
+                data: Some([("ca.pem".to_owned(), format!("{}{}", entra.ca_pem, gcp.ca_pem))].into()),
                 ..Default::default()
             };
             let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
@@ -365,12 +372,15 @@ async fn pods_pull_from_acr_with_tokens_minted_from_regcreds_own_service_account
             };
             support::apply(&namespaces, &ns).await;
             support::apply(&Api::namespaced(client.clone(), NS), &ca).await;
+            let metadata_host = format!("extraEnv[1].value={}", gcp.metadata_host);
             support::node::install_with(
                 &client,
                 &node,
                 &[
                     "extraEnv[0].name=SSL_CERT_FILE",
                     "extraEnv[0].value=/etc/regcred-ca/ca.pem",
+                    "extraEnv[1].name=GCE_METADATA_HOST",
+                    &metadata_host,
                     "extraVolumes[0].name=test-ca",
                     "extraVolumes[0].configMap.name=regcred-test-ca",
                     "extraVolumeMounts[0].name=test-ca",
@@ -378,33 +388,51 @@ async fn pods_pull_from_acr_with_tokens_minted_from_regcreds_own_service_account
                 ],
             )
             .await;
-            let (key, value) = selection(&env);
-            let chosen = env.namespace("chosen", &[(&key, &value)]).await;
+            let (key, _) = selection(&env);
+            let federation = json!({
+                "audience": gcp.audience, "tokenUrl": gcp.sts_url,
+                "serviceAccount": gcp.service_account, "serviceAccountImpersonationUrl": gcp.impersonation_url(),
+            });
+            let sources = [
+                ("acr", "acr", json!({"acr": {"tenantId": entra.tenant, "clientId": entra.client_id, "authorityHost": entra.authority}}), ACR_USER),
+                ("gke", "artifactRegistry", json!({"gcp": {"workloadIdentity": {}}}), "oauth2accesstoken"),
+                ("wif", "artifactRegistry", json!({"gcp": {"externalAccount": federation}}), "oauth2accesstoken"),
+                ("quay", "quay", json!({"quay": {"robot": "team+puller"}}), "team+puller"),
+            ];
+            let mut chosen = Vec::new();
+            for (source, provider, credentials, _) in &sources {
+                let ns = env.namespace(source, &[(&key, source)]).await;
+                let name = format!("{}-{source}", env.id);
+                let profile: regcred::api::RegistryProfile = serde_json::from_value(json!({
+                    "apiVersion": "regcred.dev/v1alpha1", "kind": "RegistryProfile", "metadata": {"name": name},
+                    "spec": {
+                        "provider": provider, "server": registry.addr, "credentials": credentials,
+                        "namespaces": {"selector": {"matchLabels": {key.clone(): source}}},
+                        "tls": {"caBundle": registry.ca_pem},
+                    },
+                }))
+                .unwrap();
+                support::apply(&Api::<regcred::api::RegistryProfile>::all(client.clone()), &profile).await;
+                env.cleanup::<regcred::api::RegistryProfile>(&name);
+                chosen.push((ns, name));
+            }
             let other = env.namespace("other", &[]).await;
-            let name = format!("{}-acr", env.id);
-            let profile: regcred::api::RegistryProfile = serde_json::from_value(json!({
-                "apiVersion": "regcred.dev/v1alpha1", "kind": "RegistryProfile", "metadata": {"name": name},
-                "spec": {
-                    "provider": "acr", "server": registry.addr,
-                    "credentials": {"acr": {"tenantId": entra.tenant, "clientId": entra.client_id, "authorityHost": entra.authority}},
-                    "namespaces": {"selector": {"matchLabels": {key.clone(): "yes"}}},
-                    "tls": {"caBundle": registry.ca_pem},
-                },
-            }))
-            .unwrap();
-            support::apply(&Api::<regcred::api::RegistryProfile>::all(client.clone()), &profile).await;
-            env.cleanup::<regcred::api::RegistryProfile>(&name);
-            let secrets: Api<Secret> = Api::namespaced(client.clone(), &chosen);
-            wait_for("the ACR token in the selected namespace", WAIT, || async {
-                let s = secrets.get_opt(&format!("regcred-{name}")).await.ok()??;
-                let doc: serde_json::Value = serde_json::from_slice(&s.data?.get(".dockerconfigjson")?.0).ok()?;
-                (doc["auths"][&registry.addr]["username"] == ACR_USER).then_some(())
-            })
-            .await;
-            assert_eq!(registry.mints.load(std::sync::atomic::Ordering::SeqCst), 1);
-            create_pod(&client, &chosen, &pod("app", &image, "Always")).await;
+            for ((ns, name), (source, _, _, user)) in chosen.iter().zip(&sources) {
+                let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+                wait_for(&format!("the {source} token in its namespace"), WAIT, || async {
+                    let s = secrets.get_opt(&format!("regcred-{name}")).await.ok()??;
+                    let doc: serde_json::Value = serde_json::from_slice(&s.data?.get(".dockerconfigjson")?.0).ok()?;
+                    (doc["auths"][&registry.addr]["username"] == *user).then_some(())
+                })
+                .await;
+                create_pod(&client, ns, &pod("app", &image, "Always")).await;
+            }
+            // One ACR exchange and one Quay federation, whatever the rest did.
+            assert_eq!(registry.mints.load(std::sync::atomic::Ordering::SeqCst), 2);
             create_pod(&client, &other, &pod("app", &image, "Always")).await;
-            assert_eq!(pull_outcome(&client, &chosen, "app").await, Pull::Running);
+            for ((ns, _), (source, ..)) in chosen.iter().zip(&sources) {
+                assert_eq!(pull_outcome(&client, ns, "app").await, Pull::Running, "{source}");
+            }
             assert_refused_401(&pull_outcome(&client, &other, "app").await, "unselected namespace");
         })
         .await;

@@ -14,6 +14,7 @@
 
 pub mod checks;
 pub mod decide;
+pub mod events;
 mod fast;
 pub mod leader;
 pub mod plan;
@@ -27,11 +28,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use events::{Recorder, Reporter};
 use futures::{Future, StreamExt};
 use k8s_openapi::api::core::v1::ServiceAccount;
 use kube::api::{Api, ListParams};
 use kube::runtime::controller::{Action, Config as ControllerRuntimeConfig, Controller};
-use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Client, ResourceExt};
 use tracing::{debug, info, warn};

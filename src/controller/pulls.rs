@@ -4,11 +4,11 @@
 
 use std::sync::Arc;
 
+use super::events::{Event, EventType};
 use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::Event as CoreEvent;
 use kube::Resource as _;
 use kube::api::Api;
-use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{WatchStreamExt as _, watcher};
 use tracing::{debug, warn};

@@ -4,12 +4,12 @@
 
 use std::sync::{Arc, Mutex};
 
+use super::events::{Recorder, Reporter};
 use http::{Method, Request, Response, StatusCode};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::client::Body;
 use kube::core::PartialObjectMeta;
-use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::watcher::Event;
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
