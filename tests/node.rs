@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::Client;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
@@ -76,8 +75,7 @@ async fn regcred_runs_as_the_charts_deployment_hands_over_and_upgrades_without_a
             assert!(injected(admitted), "the webhook did not inject through its Service");
 
             // Killing the leader's Pod hands the work over to the other replica.
-            let leases: Api<Lease> = Api::namespaced(client.clone(), NS);
-            let holder = || async { leases.get(RELEASE).await.ok()?.spec?.holder_identity.filter(|h| !h.is_empty()) };
+            let holder = || support::node::leader(&client);
             let leader = wait_for("a leader", WAIT, holder).await;
             let killed = Instant::now();
             pods.delete(&leader, &DeleteParams { grace_period_seconds: Some(0), ..Default::default() }).await.unwrap();

@@ -117,6 +117,7 @@ impl Aggregator {
     }
 
     /// How many Events are remembered.
+    #[cfg(test)]
     pub fn remembered(&self) -> usize {
         self.seen.len()
     }

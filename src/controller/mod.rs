@@ -28,7 +28,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use events::{Recorder, Reporter};
 use futures::{Future, StreamExt};
 use k8s_openapi::api::core::v1::ServiceAccount;
 use kube::api::{Api, ListParams};
@@ -41,6 +40,7 @@ use crate::api::RegistryProfile;
 use crate::secrets::WriteBudget;
 use crate::state::View;
 use crate::state::service_accounts::record_of;
+use events::{Recorder, Reporter};
 
 /// Errors of the controller layer.
 #[derive(Debug, thiserror::Error)]

@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 
-use super::events::{Event, EventType};
 use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::Event as CoreEvent;
 use kube::Resource as _;
@@ -14,6 +13,7 @@ use kube::runtime::{WatchStreamExt as _, watcher};
 use tracing::{debug, warn};
 
 use super::Context;
+use super::events::{Event, EventType};
 use crate::images::pulls;
 
 /// The kubelet's pull failures: reason `Failed` on a Pod (its message says `Failed to pull image ...`).

@@ -10,7 +10,6 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use super::events::{Event, EventType};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -18,6 +17,7 @@ use kube::{Resource, ResourceExt};
 use tracing::{Instrument, info, info_span, warn};
 
 use super::decide::{self, Written};
+use super::events::{Event, EventType};
 use super::plan::{self, Target};
 use super::status::{self, SyncOutcome};
 use super::{Context, Error, preflight, requeue_after, service_accounts};

@@ -4,7 +4,6 @@
 
 use std::sync::{Arc, Mutex};
 
-use super::events::{Recorder, Reporter};
 use http::{Method, Request, Response, StatusCode};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
@@ -14,6 +13,7 @@ use kube::runtime::watcher::Event;
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 
+use super::events::{Recorder, Reporter};
 use super::{Context, Settings, preflight, reconcile};
 use crate::api::RegistryProfile;
 use crate::secrets::WriteBudget;

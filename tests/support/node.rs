@@ -267,14 +267,16 @@ pub async fn install_with(client: &Client, node: &Node, values: &[&str]) -> Inst
     eprintln!("regcred installed, {ready:?} Ready {:.1}s after helm install", started.elapsed().as_secs_f64());
     // An upgrade's old Pods may still lead while they stop: the test starts once one of the new ones does, so
     // what it sees (a token minted once per profile, say) is the new installation's doing.
-    let leases: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(client.clone(), NS);
-    wait_for("one of the new replicas to lead", WAIT, || async {
-        let holder = leases.get_opt(RELEASE).await.ok()??.spec?.holder_identity?;
-        ready.contains(&holder).then_some(())
-    })
-    .await;
+    wait_for("one of the new replicas to lead", WAIT, || async { leader(client).await.filter(|h| ready.contains(h)) })
+        .await;
     wait_for_ca_bundle(client).await;
     Install { registry }
+}
+
+/// The Pod that holds regcred's leader Lease, if one does.
+pub async fn leader(client: &Client) -> Option<String> {
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(client.clone(), NS);
+    leases.get_opt(RELEASE).await.ok()??.spec?.holder_identity.filter(|h| !h.is_empty())
 }
 
 /// Waits until regcred has filled in its webhook configuration's caBundle (self-managed certificates).
