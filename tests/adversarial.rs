@@ -276,3 +276,125 @@ async fn tenants_labelling_their_namespace_get_only_what_the_selector_grants() {
         })
         .await;
 }
+
+/// Whether a Secret carries `password` anywhere in its dockerconfigjson (whatever the registry key).
+fn holds_password(secret: &Secret, password: &str) -> bool {
+    secret.data.as_ref().and_then(|d| d.get(".dockerconfigjson")).is_some_and(|raw| {
+        let doc: serde_json::Value = serde_json::from_slice(&raw.0).unwrap_or_default();
+        doc["auths"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .any(|(server, _)| password_in(secret, server).as_deref() == Some(password))
+    })
+}
+
+/// Watches the Secrets of `namespace` as `client` (a tenant) until dropped; returns every Secret it saw.
+fn watch_secrets(
+    client: Client,
+    namespace: &str,
+) -> (tokio::task::JoinHandle<()>, std::sync::Arc<std::sync::Mutex<Vec<Secret>>>) {
+    use futures::StreamExt as _;
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let into = seen.clone();
+    let api = Api::<Secret>::namespaced(client, namespace);
+    let task = tokio::spawn(async move {
+        let stream = kube::runtime::watcher(api, kube::runtime::watcher::Config::default());
+        let mut stream = std::pin::pin!(stream);
+        while let Some(event) = stream.next().await {
+            match event {
+                Ok(kube::runtime::watcher::Event::Apply(s) | kube::runtime::watcher::Event::InitApply(s)) => {
+                    into.lock().unwrap().push(s);
+                }
+                Ok(_) => {}
+                Err(e) => panic!("the tenant's watch failed: {e}"),
+            }
+        }
+    });
+    (task, seen)
+}
+
+/// Two teams' profiles write a Secret under the same name (`shared-creds`) for disjoint namespaces. Team A's own
+/// profile withholds its Secret (its registry preflight fails), so A's namespaces have none; A watches its Secrets
+/// while creating Pods there and in a brand-new namespace. Before, the webhook picked whichever profile came first
+/// under that name and wrote *team B's* credentials into A's namespace for a moment. Now nothing of B's is ever
+/// written there, a namespace both select is a Conflict on both (no Secret written, each naming the other), and
+/// team B's namespace keeps working.
+#[tokio::test]
+async fn a_tenant_never_receives_another_profiles_credentials_through_a_shared_secret_name() {
+    use support::webhook::{create_pod, pod, start_operator};
+    TestEnv::new("shared")
+        .await
+        .run(|env| async move {
+            let h = start_operator(&env, &[]).await;
+            h.source("creds-a", &[("username", "team-a"), ("password", "a-secret")]).await;
+            h.source("creds-b", &[("username", "team-b"), ("password", "b-secret")]).await;
+            let spec = |team: &str| {
+                let mut spec = basic_spec(json!({"selector": {"matchLabels": {"regcred-test": env.id, team: "yes"}}}));
+                spec["secretName"] = json!("shared-creds");
+                spec["credentials"]["secretRef"]["name"] = json!(format!("creds-{team}"));
+                spec
+            };
+            // B first, so that an order-dependent lookup would find B's profile under the shared name.
+            let b_profile = h.profile("b", spec("b")).await;
+            let mut a_spec = spec("a");
+            // registry.example.com does not resolve here: the preflight fails and A withholds.
+            a_spec["validation"] = json!({"onFailure": "Withhold"});
+            let a_profile = h.profile("a", a_spec).await;
+            let b = env.namespace("b", &[("b", "yes")]).await;
+            h.wait_credentials(&b, "shared-creds", SERVER, "b-secret").await;
+            h.condition(&a_profile, "SecretsSynced", "False", "WithheldByPreflight").await;
+
+            let image = format!("{SERVER}/team-a/app:1");
+            let a = env.namespace("a", &[("a", "yes")]).await;
+            let tenant_a = tenant(&env, &a, false).await;
+            let (watch, seen) = watch_secrets(tenant_a.clone(), &a);
+            let pods = Api::<k8s_openapi::api::core::v1::Pod>::namespaced(tenant_a.clone(), &a);
+            for i in 0..5 {
+                let created =
+                    pods.create(&PostParams::default(), &pod(&format!("p{i}"), &[&image], &[], &[])).await.unwrap();
+                assert!(
+                    created.spec.unwrap().image_pull_secrets.unwrap_or_default().is_empty(),
+                    "a Pod was given a Secret A withholds"
+                );
+            }
+            // A namespace created a moment ago, a Pod in it at once (the webhook's new-namespace path).
+            let fresh = env.namespace("fresh", &[("a", "yes")]).await;
+            let tenant_fresh = tenant(&env, &fresh, false).await;
+            let (watch_fresh, seen_fresh) = watch_secrets(tenant_fresh.clone(), &fresh);
+            let in_fresh = Api::<k8s_openapi::api::core::v1::Pod>::namespaced(tenant_fresh, &fresh);
+            let created = in_fresh.create(&PostParams::default(), &pod("p", &[&image], &[], &[])).await.unwrap();
+            assert!(created.spec.unwrap().image_pull_secrets.unwrap_or_default().is_empty());
+
+            // A namespace both teams' profiles select: a Conflict on both, naming the other; no Secret written.
+            let both = env.namespace("both", &[("a", "yes"), ("b", "yes")]).await;
+            let b_status = h.condition(&b_profile, "SecretsSynced", "False", "Conflict").await;
+            let failure = b_status.status.unwrap().failed_namespaces.into_iter().find(|f| f.namespace == both).unwrap();
+            assert!(
+                failure.message.contains(&a_profile) && failure.message.contains("shared-creds"),
+                "{}",
+                failure.message
+            );
+            let in_both = create_pod(&h, &both, &pod("p", &[&image], &[], &[])).await;
+            assert!(in_both.is_empty(), "a Pod in a contested namespace was given {in_both:?}");
+            assert!(h.secret(&both, "shared-creds").await.is_none(), "a contested namespace received a Secret");
+
+            // Team B's own namespace kept working throughout, and its new Pods get the Secret.
+            let in_b = create_pod(&h, &b, &pod("p", &[&image], &[], &[])).await;
+            assert_eq!(in_b, ["shared-creds"]);
+            h.wait_credentials(&b, "shared-creds", SERVER, "b-secret").await;
+            // A barrier: a Secret for B's next namespace means every write above has been through B's reconcile.
+            let b2 = env.namespace("b2", &[("b", "yes")]).await;
+            h.wait_credentials(&b2, "shared-creds", SERVER, "b-secret").await;
+
+            watch.abort();
+            watch_fresh.abort();
+            for (namespace, seen) in [(&a, seen), (&fresh, seen_fresh)] {
+                let seen = seen.lock().unwrap();
+                let leaked: Vec<String> =
+                    seen.iter().filter(|s| holds_password(s, "b-secret")).map(|s| s.name_any()).collect();
+                assert!(leaked.is_empty(), "tenant A's watch of {namespace} saw team B's credentials in {leaked:?}");
+            }
+        })
+        .await;
+}

@@ -254,3 +254,74 @@ async fn helm_install_runs_the_operator_as_the_charts_service_account_and_uninst
         })
         .await;
 }
+
+/// One RBAC rule as the README's table lists it: where, API group, resource, verb.
+type Grant = (String, String, String, String);
+
+/// Every (where, group, resource, verb) in the README's RBAC table.
+fn rbac_table() -> std::collections::BTreeSet<Grant> {
+    let readme = std::fs::read_to_string(support::repo_root().join("README.md")).unwrap();
+    let section = readme.split("#### RBAC: every rule").nth(1).expect("the README's RBAC table");
+    let mut grants = std::collections::BTreeSet::new();
+    for line in section.lines().skip_while(|l| !l.starts_with("| where")).skip(2) {
+        if !line.starts_with('|') {
+            break;
+        }
+        let cells: Vec<&str> = line.trim_matches('|').split('|').map(str::trim).collect();
+        let place = if cells[0].starts_with("profile editors") { "profile editors" } else { cells[0] };
+        let group = match cells[1] {
+            "core" => String::new(),
+            g => g.trim_matches('`').to_owned(),
+        };
+        let resource = cells[2].split('`').nth(1).unwrap().to_owned();
+        for verb in cells[3].split(',') {
+            grants.insert((place.to_owned(), group.clone(), resource.clone(), verb.trim().to_owned()));
+        }
+    }
+    grants
+}
+
+/// Every (where, group, resource, verb) the chart grants, from its rendered Roles and ClusterRoles.
+fn rbac_granted(docs: &[serde_json::Value], namespace: &str) -> std::collections::BTreeSet<Grant> {
+    let mut grants = std::collections::BTreeSet::new();
+    for doc in docs.iter().filter(|d| d["kind"] == "Role" || d["kind"] == "ClusterRole") {
+        let name = doc["metadata"]["name"].as_str().unwrap();
+        let place = match (doc["kind"].as_str().unwrap(), doc["metadata"]["namespace"].as_str()) {
+            ("ClusterRole", _) if name.contains("profile-editor") => "profile editors".to_owned(),
+            ("ClusterRole", _) => "cluster".to_owned(),
+            (_, Some(ns)) if ns == namespace => "own namespace".to_owned(),
+            (_, Some(ns)) => format!("`{ns}` namespace"),
+            (_, None) => panic!("a Role without a namespace: {doc}"),
+        };
+        for rule in doc["rules"].as_array().into_iter().flatten() {
+            for group in rule["apiGroups"].as_array().unwrap() {
+                for resource in rule["resources"].as_array().unwrap() {
+                    for verb in rule["verbs"].as_array().unwrap() {
+                        grants.insert((
+                            place.clone(),
+                            group.as_str().unwrap().to_owned(),
+                            resource.as_str().unwrap().to_owned(),
+                            verb.as_str().unwrap().to_owned(),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    grants
+}
+
+#[test]
+fn every_rbac_rule_the_chart_grants_is_in_the_readmes_table_with_its_reason() {
+    let docs = render("regcred-system", &[]);
+    let granted = rbac_granted(&docs, "regcred-system");
+    let listed = rbac_table();
+    let unlisted: Vec<_> = granted.difference(&listed).collect();
+    assert!(unlisted.is_empty(), "the chart grants rules the README's RBAC table does not list: {unlisted:?}");
+    let stale: Vec<_> = listed.difference(&granted).collect();
+    assert!(stale.is_empty(), "the README's RBAC table lists rules the chart does not grant: {stale:?}");
+    // Nothing cluster-wide that a namespaced Role could do: Events about profiles go to `default` only.
+    assert!(!granted.iter().any(|(place, group, _, _)| place == "cluster" && group == "events.k8s.io"));
+    let off = rbac_granted(&render("regcred-system", &["rbac.profileEditorRole=false"]), "regcred-system");
+    assert!(!off.iter().any(|(place, ..)| place == "profile editors"));
+}

@@ -40,10 +40,15 @@ async fn serve_one(client: &Client, view: &View, namespace: &str) {
         if !meaning.writes_secret || !meaning.selects(&ns) || view.managed.contains(namespace, &meaning.secret_name) {
             continue;
         }
-        match secrets::ensure(client, view, profile, namespace).await {
+        match secrets::ensure(client, view, profile, &ns).await {
             Ok(()) => debug!(profile = %meaning.name, "Secret written for a new namespace"),
             // The reconcile decides, and reports, whatever this path leaves.
-            Err(e @ (EnsureError::Withheld | EnsureError::NothingToWrite | EnsureError::Credentials(_))) => {
+            Err(
+                e @ (EnsureError::Withheld
+                | EnsureError::NothingToWrite
+                | EnsureError::Credentials(_)
+                | EnsureError::Refused(_)),
+            ) => {
                 debug!(profile = %meaning.name, reason = %e, "left to the reconcile");
             }
             Err(e) => {

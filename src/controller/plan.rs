@@ -24,11 +24,18 @@ pub struct Plan {
 
 /// Plans the writes for one profile. `observed` holds the cached Secrets labelled with the profile's name;
 /// only those whose ownerReferences name `profile_uid` are ever deleted, so a Secret someone else labelled is
-/// never removed.
-pub fn plan(target: &Target, selected: &BTreeSet<String>, observed: &[ObservedSecret], profile_uid: &str) -> Plan {
+/// never removed. Namespaces in `held` (where another profile writes a Secret of the same name) are left exactly
+/// as they are: no write, and nothing of ours removed.
+pub fn plan(
+    target: &Target,
+    selected: &BTreeSet<String>,
+    held: &BTreeSet<&str>,
+    observed: &[ObservedSecret],
+    profile_uid: &str,
+) -> Plan {
     let mut plan = Plan::default();
-    let mut seen = BTreeSet::new();
-    for o in observed {
+    let mut seen: BTreeSet<&str> = held.clone();
+    for o in observed.iter().filter(|o| !held.contains(&*o.namespace)) {
         let owned = o.owner_uids.iter().any(|u| &**u == profile_uid);
         match target {
             Target::Write { name, content_hash } if &*o.name == name && selected.contains(&*o.namespace) => {
@@ -86,7 +93,7 @@ mod tests {
 
     #[test]
     fn missing_secrets_are_created_and_current_ones_left_alone() {
-        let p = plan(&target(1), &set(&["a", "b"]), &[observed("a", 1)], UID);
+        let p = plan(&target(1), &set(&["a", "b"]), &BTreeSet::new(), &[observed("a", 1)], UID);
         assert_eq!(p.actions, vec![Action::Create { namespace: "b".into() }]);
         assert_eq!(p.in_sync, set(&["a"]));
     }
@@ -94,7 +101,7 @@ mod tests {
     #[test]
     fn nothing_changes_means_no_writes() {
         let obs: Vec<_> = ["a", "b", "c"].iter().map(|n| observed(n, 7)).collect();
-        let p = plan(&target(7), &set(&["a", "b", "c"]), &obs, UID);
+        let p = plan(&target(7), &set(&["a", "b", "c"]), &BTreeSet::new(), &obs, UID);
         assert!(p.actions.is_empty());
         assert_eq!(p.in_sync.len(), 3);
     }
@@ -105,7 +112,7 @@ mod tests {
         labels.labels_ok = false;
         let mut owner = observed("c", 1);
         owner.owner_uids = vec!["old-incarnation".into()];
-        let p = plan(&target(1), &set(&["a", "b", "c"]), &[observed("a", 2), labels, owner], UID);
+        let p = plan(&target(1), &set(&["a", "b", "c"]), &BTreeSet::new(), &[observed("a", 2), labels, owner], UID);
         assert_eq!(
             p.actions,
             vec![
@@ -117,10 +124,22 @@ mod tests {
     }
 
     #[test]
+    fn namespaces_held_by_a_conflict_are_left_exactly_as_they_are() {
+        let mut drifted = observed("both", 2);
+        drifted.type_ok = false;
+        let held = BTreeSet::from(["both", "new"]);
+        let p = plan(&target(1), &set(&["a", "both", "new"]), &held, &[drifted.clone(), observed("a", 1)], UID);
+        assert!(p.actions.is_empty(), "{:?}", p.actions);
+        assert_eq!(p.in_sync, set(&["a"]));
+        let p = plan(&Target::Nothing, &set(&["both"]), &held, &[drifted], UID);
+        assert!(p.actions.is_empty(), "nothing of ours is removed where the conflict holds");
+    }
+
+    #[test]
     fn a_wrong_type_is_replaced() {
         let mut o = observed("a", 1);
         o.type_ok = false;
-        let p = plan(&target(1), &set(&["a"]), &[o], UID);
+        let p = plan(&target(1), &set(&["a"]), &BTreeSet::new(), &[o], UID);
         assert_eq!(p.actions, vec![Action::Replace { namespace: "a".into(), uid: "uid-a".into() }]);
     }
 
@@ -129,7 +148,8 @@ mod tests {
         let mut renamed = observed("a", 1);
         renamed.name = "old-name".into();
         renamed.uid = "uid-old".into();
-        let p = plan(&target(1), &set(&["a"]), &[observed("a", 1), renamed, observed("gone", 1)], UID);
+        let p =
+            plan(&target(1), &set(&["a"]), &BTreeSet::new(), &[observed("a", 1), renamed, observed("gone", 1)], UID);
         assert_eq!(
             p.actions,
             vec![
@@ -143,15 +163,15 @@ mod tests {
     fn secrets_not_owned_by_this_profile_are_never_deleted() {
         let mut forged = observed("elsewhere", 1);
         forged.owner_uids = vec![];
-        let p = plan(&target(1), &set(&[]), &[forged.clone()], UID);
+        let p = plan(&target(1), &set(&[]), &BTreeSet::new(), &[forged.clone()], UID);
         assert!(p.actions.is_empty());
-        let p = plan(&Target::Nothing, &set(&[]), &[forged], UID);
+        let p = plan(&Target::Nothing, &set(&[]), &BTreeSet::new(), &[forged], UID);
         assert!(p.actions.is_empty());
     }
 
     #[test]
     fn anonymous_profiles_remove_what_they_wrote_and_create_nothing() {
-        let p = plan(&Target::Nothing, &set(&["a", "b"]), &[observed("a", 1)], UID);
+        let p = plan(&Target::Nothing, &set(&["a", "b"]), &BTreeSet::new(), &[observed("a", 1)], UID);
         assert_eq!(
             p.actions,
             vec![Action::Delete { namespace: "a".into(), name: "regcred-x".into(), uid: "uid-a".into() }]

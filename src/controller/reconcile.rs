@@ -7,7 +7,7 @@
 //! 3. Execute: the Secret writes through the one writer, within the shared budget; then ServiceAccount mode.
 //! 4. Status: computed ([`status::compute`]) and written only when it changed, with an Event per change.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -87,7 +87,9 @@ async fn reconcile_inner(profile: Arc<RegistryProfile>, ctx: Arc<Context>) -> Re
         Err(skipped) => skipped,
         Ok((written, selection)) => {
             let selected = ctx.view.namespaces.selected_by(selection);
-            let failures = sync_secrets(&ctx, &profile, &meaning, written, &selected, &uid).await?;
+            let conflicts = conflicts(&ctx, &meaning, &selected);
+            let mut failures = sync_secrets(&ctx, &profile, &meaning, written, &selected, &conflicts, &uid).await?;
+            failures.extend(conflicts.into_values());
             let selected_count = if written.is_some() { count(selected.len()) } else { 0 };
             let synced = selected_count.saturating_sub(count(failures.len()));
             let failed: BTreeSet<&str> = failures.iter().map(|f| f.namespace.as_str()).collect();
@@ -96,7 +98,6 @@ async fn reconcile_inner(profile: Arc<RegistryProfile>, ctx: Arc<Context>) -> Re
             let secret = written.is_some().then_some(meaning.secret_name.as_str());
             let (listed, sa_failures) = sync_service_accounts(&ctx, &profile, secret, &selected, &in_place).await;
             service_accounts_listed = listed;
-            let mut failures = failures;
             failures.extend(sa_failures);
             SyncOutcome::Synced { selected: selected_count, synced, failures }
         }
@@ -143,13 +144,43 @@ fn count(n: usize) -> i32 {
     i32::try_from(n).unwrap_or(i32::MAX)
 }
 
-/// Plans and makes the Secret writes of one profile; returns the namespaces that failed.
+/// The selected namespaces where another profile writes a Secret of the same name (see
+/// [`Meaning::may_write`]), each with the failure status shows for it. Only rivals are looked at, so the usual
+/// profile, whose Secret name is its own, costs one pass over the profiles.
+fn conflicts(ctx: &Context, meaning: &Meaning, selected: &BTreeSet<String>) -> BTreeMap<String, NamespaceFailure> {
+    let all = ctx.view.profiles_and_meanings();
+    let rivals: Vec<&Meaning> = all.iter().map(|(_, m)| &**m).filter(|m| meaning.rivals(m)).collect();
+    if rivals.is_empty() || !meaning.writes_secret {
+        return BTreeMap::new();
+    }
+    selected
+        .iter()
+        .filter_map(|name| {
+            let ns = ctx.view.namespace(name)?;
+            match meaning.may_write(&ns, rivals.iter().copied()) {
+                Err(refusal @ resolve::Refusal::Conflict(_)) => Some((
+                    name.clone(),
+                    NamespaceFailure {
+                        namespace: name.clone(),
+                        reason: refusal.reason().into(),
+                        message: refusal.message(&meaning.secret_name),
+                    },
+                )),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+/// Plans and makes the Secret writes of one profile; returns the namespaces that failed. Namespaces in
+/// `conflicts` are left exactly as they are: nothing created, updated or removed there.
 async fn sync_secrets(
     ctx: &Context,
     profile: &Arc<RegistryProfile>,
     meaning: &Meaning,
     written: Option<&Written>,
     selected: &BTreeSet<String>,
+    conflicts: &BTreeMap<String, NamespaceFailure>,
     uid: &str,
 ) -> Result<Vec<NamespaceFailure>, Error> {
     let observed = ctx.view.managed.observed_for(&meaning.name);
@@ -160,7 +191,8 @@ async fn sync_secrets(
         },
         None => Target::Nothing,
     };
-    let plan = plan::plan(&target, selected, &observed, uid);
+    let held: BTreeSet<&str> = conflicts.keys().map(String::as_str).collect();
+    let plan = plan::plan(&target, selected, &held, &observed, uid);
     if plan.actions.is_empty() {
         return Ok(Vec::new());
     }
@@ -177,7 +209,8 @@ async fn sync_secrets(
 fn writer(ctx: &Context, profile: &Arc<RegistryProfile>, secret_name: &str, written: Option<&Written>) -> Writer {
     Writer {
         client: ctx.client.clone(),
-        managed: ctx.view.managed.clone(),
+        view: ctx.view.clone(),
+        fresh: None,
         profile: profile.clone(),
         secret_name: secret_name.to_owned(),
         config: written.map(|w| w.config.clone()),

@@ -76,6 +76,61 @@ impl Meaning {
     pub fn selects(&self, ns: &selection::NamespaceInfo) -> bool {
         self.selection.as_ref().is_ok_and(|s| s.selects(ns))
     }
+
+    /// Whether `other` is a different profile that writes a Secret under the same name: wherever both select a
+    /// namespace, they would overwrite each other's credentials there.
+    pub fn rivals(&self, other: &Meaning) -> bool {
+        self.writes_secret && other.writes_secret && other.name != self.name && other.secret_name == self.secret_name
+    }
+
+    /// The one rule for where this profile's Secret may be written: a namespace it selects that no rival (see
+    /// [`Meaning::rivals`]) also selects. `Err` says why not, naming the rivals. The writer enforces it on every
+    /// write; the reconcile and the webhook ask it before planning.
+    pub fn may_write<'a>(
+        &self,
+        ns: &selection::NamespaceInfo,
+        others: impl IntoIterator<Item = &'a Meaning>,
+    ) -> Result<(), Refusal> {
+        if !self.selects(ns) {
+            return Err(Refusal::NotSelected);
+        }
+        let rivals: Vec<String> =
+            others.into_iter().filter(|o| self.rivals(o) && o.selects(ns)).map(|o| o.name.clone()).collect();
+        if rivals.is_empty() { Ok(()) } else { Err(Refusal::Conflict(rivals)) }
+    }
+}
+
+/// Why a profile's Secret may not be written into a namespace (see [`Meaning::may_write`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// The profile does not select the namespace.
+    NotSelected,
+    /// Other profiles that select the namespace write a Secret of the same name.
+    Conflict(Vec<String>),
+}
+
+impl Refusal {
+    /// The status reason.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::NotSelected => "NotSelected",
+            Self::Conflict(_) => "Conflict",
+        }
+    }
+
+    /// What a person reads: what happened and what to change.
+    pub fn message(&self, secret_name: &str) -> String {
+        match self {
+            Self::NotSelected => {
+                format!("the profile does not select this namespace: its Secret {secret_name} is never written here")
+            }
+            Self::Conflict(rivals) => format!(
+                "RegistryProfile {} also selects this namespace and writes a Secret named {secret_name}: neither \
+                 profile writes or removes it here until one changes spec.secretName or its namespaces",
+                rivals.join(", ")
+            ),
+        }
+    }
 }
 
 /// The dockerconfigjson keys a profile's Secret holds: its registry's, and for ECR with `registryIds` the same
@@ -130,6 +185,42 @@ mod tests {
         let m = Meaning::of(&hub, "regcred-system");
         assert_eq!(m.keys.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(), ["https://index.docker.io/v1/"]);
         assert!(!m.writes_secret, "anonymous profiles write no Secret");
+    }
+
+    #[test]
+    fn a_secret_is_written_only_where_its_profile_selects_and_no_rival_does() {
+        let spec = |names: &[&str], secret: &str| {
+            serde_json::json!({"server": "r.example.com", "credentials": {"secretRef": {"name": "c"}},
+                "secretName": secret, "namespaces": {"names": names}})
+        };
+        let a = Meaning::of(&profile("a", spec(&["team-a", "both"], "shared")), "regcred-system");
+        let b = Meaning::of(&profile("b", spec(&["team-b", "both"], "shared")), "regcred-system");
+        let c = Meaning::of(&profile("c", spec(&["*"], "other")), "regcred-system");
+        let mut anon = profile("anon", spec(&["*"], "shared"));
+        anon.spec.credentials.anonymous = Some(true);
+        anon.spec.credentials.secret_ref = None;
+        let anon = Meaning::of(&anon, "regcred-system");
+        let all = [&a, &b, &c, &anon];
+        let ns = |name: &str| selection::NamespaceInfo {
+            name: name.into(),
+            labels: std::collections::BTreeMap::default(),
+            terminating: false,
+        };
+        let cases: Vec<(&Meaning, &str, Result<(), Refusal>)> = vec![
+            (&a, "team-a", Ok(())),
+            (&a, "team-b", Err(Refusal::NotSelected)),
+            (&b, "team-a", Err(Refusal::NotSelected)),
+            (&a, "both", Err(Refusal::Conflict(vec!["b".into()]))),
+            (&b, "both", Err(Refusal::Conflict(vec!["a".into()]))),
+            // Another Secret name, or no Secret at all (anonymous), is no rival.
+            (&c, "both", Ok(())),
+            (&a, "regcred-system", Err(Refusal::NotSelected)),
+        ];
+        for (m, namespace, want) in cases {
+            assert_eq!(m.may_write(&ns(namespace), all.iter().copied()), want, "{} in {namespace}", m.name);
+        }
+        let message = Refusal::Conflict(vec!["b".into()]).message("shared");
+        assert!(message.contains("RegistryProfile b") && message.contains("spec.secretName"), "{message}");
     }
 
     #[test]

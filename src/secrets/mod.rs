@@ -3,6 +3,12 @@
 //! regcred's fields, or a delete by uid), many run at a time within one [`WriteBudget`], and each completed write
 //! is recorded in the state layer's managed index at once, so the next plan never repeats a write because the
 //! watch has not delivered it yet.
+//!
+//! The writer is also where the rule of who may receive a profile's credentials is enforced
+//! ([`crate::resolve::Meaning::may_write`]): whoever planned a write (a reconcile, the new-namespace path, the
+//! webhook), it creates or updates a profile's Secret only in a namespace that profile selects now and that no
+//! other profile writing the same Secret name selects. A plan that is wrong, or stale, cannot put one profile's
+//! credentials where another's belong.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -22,9 +28,10 @@ use crate::names::{
     DOCKER_CONFIG_KEY, DOCKER_CONFIG_TYPE, EXPIRES_AT_ANNOTATION, FIELD_MANAGER, MANAGED_BY_LABEL, MANAGED_BY_VALUE,
     PART_OF_LABEL, PROFILE_LABEL,
 };
-use crate::resolve;
+use crate::resolve::selection::NamespaceInfo;
+use crate::resolve::{self, Refusal};
 use crate::state::View;
-use crate::state::managed::{ManagedSecrets, WatchedSecret, content_hash};
+use crate::state::managed::{WatchedSecret, content_hash};
 
 /// The writes regcred may have in flight at once, shared by every reconcile: the most load its syncs put on the
 /// apiserver. A profile alone may use all of it (a sync of 10,000 namespaces does not slow down once the small
@@ -83,8 +90,11 @@ pub enum Action {
 
 pub struct Writer {
     pub client: Client,
-    /// Where completed writes are recorded.
-    pub managed: ManagedSecrets,
+    /// Where completed writes are recorded, and what says which namespaces the profile may write into.
+    pub view: View,
+    /// A namespace the caller read from the API a moment ago, which the view may not hold yet (a Pod's brand-new
+    /// namespace): the selection is checked against it when the view does not know the namespace.
+    pub fresh: Option<NamespaceInfo>,
     pub profile: Arc<RegistryProfile>,
     pub secret_name: String,
     pub config: Option<DockerConfig>,
@@ -110,10 +120,16 @@ impl Writer {
             }
             Action::Delete { namespace, name, .. } => (namespace.as_str(), name.as_str()),
         };
-        if matches!(action, Action::Create { .. } | Action::Update { .. }) && self.already_written(namespace) {
-            return None;
+        if !matches!(action, Action::Delete { .. }) {
+            if let Err(refusal) = self.permits(namespace) {
+                debug!(namespace, secret = name, reason = refusal.reason(), "write refused");
+                return Some(failure(namespace, refusal.reason(), refusal.message(&self.secret_name)));
+            }
+            if self.already_written(namespace) && !matches!(action, Action::Replace { .. }) {
+                return None;
+            }
         }
-        let Some(_claim) = self.managed.claim(namespace, name) else {
+        let Some(_claim) = self.view.managed.claim(namespace, name) else {
             debug!(namespace, secret = name, "another write of this Secret is under way");
             return None;
         };
@@ -128,11 +144,24 @@ impl Writer {
         }
     }
 
+    /// Whether the profile's Secret may be written into `namespace` now: the one rule
+    /// ([`crate::resolve::Meaning::may_write`]), over the view as it is at the moment of the write. A namespace
+    /// nobody knows is not selected.
+    fn permits(&self, namespace: &str) -> Result<(), Refusal> {
+        let Some(ns) = self.view.namespace(namespace).or_else(|| self.fresh.clone().filter(|ns| ns.name == namespace))
+        else {
+            return Err(Refusal::NotSelected);
+        };
+        let meaning = self.view.meaning(&self.profile);
+        let all = self.view.profiles_and_meanings();
+        meaning.may_write(&ns, all.iter().map(|(_, m)| &**m))
+    }
+
     /// Whether the view holds this writer's Secret in `namespace` exactly as it would write it.
     fn already_written(&self, namespace: &str) -> bool {
         let (Some(config), Some(uid)) = (&self.config, self.profile.uid()) else { return false };
         let hash = content_hash(DOCKER_CONFIG_TYPE, [(DOCKER_CONFIG_KEY, config.0.expose())]);
-        self.managed.holds(namespace, &self.secret_name, &self.profile.name_any(), &uid, hash)
+        self.view.managed.holds(namespace, &self.secret_name, &self.profile.name_any(), &uid, hash)
     }
 
     fn api(&self, namespace: &str) -> Api<Secret> {
@@ -169,7 +198,7 @@ impl Writer {
     /// watch).
     fn record(&self, answer: &str) {
         match serde_json::from_str::<WatchedSecret>(answer) {
-            Ok(secret) => self.managed.record(&secret),
+            Ok(secret) => self.view.managed.record(&secret),
             Err(e) => debug!(error = %e, "the written Secret did not decode; the watch will report it"),
         }
     }
@@ -278,7 +307,7 @@ impl Writer {
         };
         match self.api(namespace).delete(name, &params).await {
             Ok(_) => {
-                self.managed.record_deleted(namespace, name, uid);
+                self.view.managed.record_deleted(namespace, name, uid);
                 None
             }
             Err(kube::Error::Api(s)) if s.is_not_found() || s.is_conflict() => None,
@@ -290,6 +319,8 @@ impl Writer {
 /// Why [`ensure`] could not put a Secret in place.
 #[derive(Debug, thiserror::Error)]
 pub enum EnsureError {
+    #[error("{}", .0.reason())]
+    Refused(Refusal),
     #[error("the profile's credentials do not resolve: {0}")]
     Credentials(String),
     #[error("the profile writes no Secret")]
@@ -309,12 +340,14 @@ pub async fn ensure(
     client: &Client,
     view: &View,
     profile: Arc<RegistryProfile>,
-    namespace: &str,
+    namespace: &NamespaceInfo,
 ) -> Result<(), EnsureError> {
+    let meaning = view.meaning(&profile);
+    let all = view.profiles_and_meanings();
+    meaning.may_write(namespace, all.iter().map(|(_, m)| &**m)).map_err(EnsureError::Refused)?;
     if withholds(&profile) {
         return Err(EnsureError::Withheld);
     }
-    let meaning = view.meaning(&profile);
     let snapshot = view.refresher.peek(&meaning.name);
     let in_force =
         resolve::in_force(&profile, meaning.registry.as_deref(), view, snapshot.as_ref(), jiff::Timestamp::now());
@@ -325,13 +358,14 @@ pub async fn ensure(
     };
     let writer = Writer {
         client: client.clone(),
-        managed: view.managed.clone(),
+        view: view.clone(),
+        fresh: Some(namespace.clone()),
         secret_name: meaning.secret_name.clone(),
         expires_at,
         profile,
         config: Some(config),
     };
-    match writer.run(Action::Create { namespace: namespace.to_owned() }).await {
+    match writer.run(Action::Create { namespace: namespace.name.clone() }).await {
         None => Ok(()),
         Some(f) => Err(EnsureError::Write { reason: f.reason, message: f.message }),
     }

@@ -59,15 +59,16 @@ pub fn pod_images(pod: &Pod) -> Vec<String> {
 /// The Secret names to add, in the candidates' order: those of profiles that select the namespace and whose
 /// registry serves at least one of the images, minus what the Pod already has. Unparsable images match nothing.
 pub fn decide(images: &[String], existing: &[String], candidates: &[Candidate]) -> Vec<String> {
-    let parsed: Vec<_> = images.iter().filter_map(|i| image::parse_memo(i)).collect();
+    let serving = serving(images, candidates);
     let mut seen: BTreeSet<&str> = existing.iter().map(String::as_str).collect();
-    let mut add = Vec::new();
-    for c in candidates.iter().filter(|c| c.selects_namespace) {
-        if parsed.iter().any(|i| c.key.matches(i)) && seen.insert(c.secret_name.as_str()) {
-            add.push(c.secret_name.clone());
-        }
-    }
-    add
+    serving.into_iter().filter(|c| seen.insert(c.secret_name.as_str())).map(|c| c.secret_name.clone()).collect()
+}
+
+/// The candidates that select the namespace and serve at least one of `images`: the only profiles whose Secret a
+/// Pod with these images in this namespace may be given.
+pub fn serving<'a>(images: &[String], candidates: &'a [Candidate]) -> Vec<&'a Candidate> {
+    let parsed: Vec<_> = images.iter().filter_map(|i| image::parse_memo(i)).collect();
+    candidates.iter().filter(|c| c.selects_namespace && parsed.iter().any(|i| c.key.matches(i))).collect()
 }
 
 /// The JSON patch adding `names` to a Pod's `imagePullSecrets`, keeping what is there.
@@ -358,10 +359,12 @@ impl Webhook {
         let candidates = candidates(profiles.iter().map(|(_, m)| &**m), ns);
         let existing: Vec<String> =
             pod.spec.iter().flat_map(|s| s.image_pull_secrets.iter().flatten()).map(|r| r.name.clone()).collect();
-        let wanted = decide(&pod_images(pod), &existing, &candidates);
+        let images = pod_images(pod);
+        let wanted = decide(&images, &existing, &candidates);
+        let serving = serving(&images, &candidates);
         let mut add = Vec::with_capacity(wanted.len());
         for name in wanted {
-            if self.secret_ready(namespace, &name, &candidates, &profiles, dry_run).await {
+            if self.secret_ready(ns, &name, &serving, &profiles, dry_run).await {
                 add.push(name);
             }
         }
@@ -419,22 +422,25 @@ impl Webhook {
         }
     }
 
-    /// Whether the Secret `name` is (or has just been made) present in `namespace`. On a dry run nothing is
-    /// created: the answer is what the real request would get.
+    /// Whether the Secret `name` is (or has just been made) present in `namespace` (`ns`). Only a profile that
+    /// selects the namespace, serves one of the Pod's images (`images`) and writes under `name` may make it; the
+    /// writer checks the same rule again. On a dry run nothing is created: the answer is what the real request
+    /// would get.
     async fn secret_ready(
         &self,
-        namespace: &str,
+        ns: &NamespaceInfo,
         name: &str,
-        candidates: &[Candidate],
+        serving: &[&Candidate],
         profiles: &[(Arc<RegistryProfile>, Arc<Meaning>)],
         dry_run: bool,
     ) -> bool {
+        let namespace = ns.name.as_str();
         if self.view.managed.contains(namespace, name) || dry_run {
             return true;
         }
-        let Some(profile) = candidates
+        let Some(profile) = serving
             .iter()
-            .find(|c| c.secret_name == name)
+            .find(|c| c.secret_name == name && c.selects_namespace)
             .and_then(|c| profiles.iter().find(|(_, m)| m.name == c.profile))
         else {
             return false;
@@ -442,7 +448,7 @@ impl Webhook {
         // Done only once the view holds the Secret: `ensure` also returns when another writer (the controller's
         // new-namespace path) is making it, and the Pod must not name it before that write has landed.
         let ensure = Box::pin(async {
-            crate::secrets::ensure(&self.client, &self.view, profile.0.clone(), namespace).await?;
+            crate::secrets::ensure(&self.client, &self.view, profile.0.clone(), ns).await?;
             while !self.view.managed.contains(namespace, name) {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }

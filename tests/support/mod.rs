@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -165,6 +165,14 @@ impl TestEnv {
         }));
     }
 
+    /// Remembers a deletion of anything else to run at the end.
+    pub fn cleanup_with(
+        &self,
+        delete: impl Fn(Client) -> futures::future::BoxFuture<'static, ()> + Send + Sync + 'static,
+    ) {
+        self.cluster_objects.lock().unwrap().push(Box::new(delete));
+    }
+
     /// Runs the test body, then deletes everything the test created (unless `REGCRED_TEST_KEEP=1`), and
     /// re-raises the body's panic, if any.
     pub async fn run<F, Fut, T>(self, body: F) -> T
@@ -247,9 +255,20 @@ pub async fn operator_identity(env: &TestEnv, namespace: &str) -> PathBuf {
         "--set",
         "crds.install=false,webhook.enabled=false,replicaCount=0",
     ]);
-    // Cluster-scoped objects of the release; the rest goes with the namespace.
+    // Cluster-scoped objects of the release, and its Event rights in `default`; the rest goes with the namespace.
     env.cleanup::<ClusterRole>(&release);
     env.cleanup::<ClusterRoleBinding>(&release);
+    for role in ["profile-editor", "profile-editor-rules"] {
+        env.cleanup::<ClusterRole>(&format!("{release}-{role}"));
+    }
+    let events = format!("{release}-events");
+    env.cleanup_with(move |client| {
+        let events = events.clone();
+        Box::pin(async move {
+            let _ = Api::<Role>::namespaced(client.clone(), "default").delete(&events, &DeleteParams::default()).await;
+            let _ = Api::<RoleBinding>::namespaced(client, "default").delete(&events, &DeleteParams::default()).await;
+        })
+    });
     service_account_kubeconfig(&env.client, namespace, &release).await
 }
 
