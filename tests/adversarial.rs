@@ -398,3 +398,58 @@ async fn a_tenant_never_receives_another_profiles_credentials_through_a_shared_s
         })
         .await;
 }
+
+/// A profile author holds the chart's `<fullname>-profile-editor` (an aggregated ClusterRole, bound cluster-wide):
+/// it writes RegistryProfiles and reads their status, but reads no Secret (not regcred's sources, not what regcred
+/// writes) and cannot request a token of regcred's ServiceAccount.
+#[tokio::test]
+async fn a_profile_author_writes_profiles_but_reads_no_secret_and_borrows_no_token() {
+    TestEnv::new("author")
+        .await
+        .run(|env| async move {
+            let h = Harness::start(&env).await;
+            h.source("creds", &[("username", "bot"), ("password", "real")]).await;
+            let release = support::release_name(&env.id);
+            let authors = env.namespace("authors", &[]).await;
+            let binding: ClusterRoleBinding = serde_json::from_value(json!({
+                "metadata": {"name": format!("{release}-author")},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": format!("{release}-profile-editor")},
+                "subjects": [{"kind": "ServiceAccount", "name": "author", "namespace": authors}],
+            }))
+            .unwrap();
+            support::apply(&Api::<ClusterRoleBinding>::all(env.client.clone()), &binding).await;
+            env.cleanup::<ClusterRoleBinding>(&format!("{release}-author"));
+            let author = support::client_from(&support::service_account_kubeconfig(&env.client, &authors, "author").await).await;
+
+            // The aggregation controller fills the role in; then the author writes a profile like any other.
+            let full = format!("{}-authored", env.id);
+            let profile: RegistryProfile = serde_json::from_value(json!({
+                "apiVersion": "regcred.dev/v1alpha1", "kind": "RegistryProfile",
+                "metadata": {"name": full, "labels": {"regcred-test": env.id}},
+                "spec": basic_spec(h.select("yes")),
+            }))
+            .unwrap();
+            let as_author = Api::<RegistryProfile>::all(author.clone());
+            wait_for("the profile-editor role to be aggregated", WAIT, || async {
+                as_author.create(&PostParams::default(), &profile).await.ok()
+            })
+            .await;
+            env.cleanup::<RegistryProfile>(&full);
+            let a = env.namespace("a", &[("pull", "yes")]).await;
+            h.wait_credentials(&a, "pull", SERVER, "real").await;
+            h.ready(&full).await;
+            assert!(as_author.get_status(&full).await.is_ok());
+
+            // No Secret: neither regcred's sources nor what it writes; no token of regcred's ServiceAccount.
+            let forbidden = |r: Result<_, kube::Error>| matches!(r, Err(kube::Error::Api(e)) if e.code == 403);
+            assert!(forbidden(Api::<Secret>::namespaced(author.clone(), &h.op_ns).get("creds").await.map(drop)));
+            assert!(forbidden(Api::<Secret>::namespaced(author.clone(), &a).get("pull").await.map(drop)));
+            assert!(forbidden(Api::<Secret>::all(author.clone()).list(&Default::default()).await.map(drop)));
+            let request = k8s_openapi::api::authentication::v1::TokenRequest::default();
+            let token = Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(author, &h.op_ns)
+                .create_subresource::<_, k8s_openapi::api::authentication::v1::TokenRequest>("token", &release, &PostParams::default(), &request)
+                .await;
+            assert!(forbidden(token.map(drop)));
+        })
+        .await;
+}

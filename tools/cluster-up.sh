@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Starts a real, local Kubernetes control plane on loopback: etcd, kube-apiserver (TLS, RBAC, ServiceAccount
-# tokens, default admission plugins) and kube-controller-manager (namespace, garbage-collector, serviceaccount and
-# token controllers). Writes an admin kubeconfig to .local/kubeconfig and returns with the processes running in
+# tokens, default admission plugins) and kube-controller-manager (namespace, garbage-collector, serviceaccount,
+# token and ClusterRole aggregation controllers, among others). Writes an admin kubeconfig to .local/kubeconfig and returns with the processes running in
 # the background; their logs are in .local/logs/. `tools/cluster-down.sh` stops exactly these processes.
 #
 # REGCRED_LOCAL chooses the state folder (default .local), so several local clusters can run side by side (`make
@@ -177,7 +177,7 @@ start kube-controller-manager \
   --kubeconfig="$state/kcm.kubeconfig" \
   --authentication-kubeconfig="$state/kcm.kubeconfig" --authorization-kubeconfig="$state/kcm.kubeconfig" \
   --bind-address=127.0.0.1 --secure-port="${kcm_port}" \
-  --controllers=namespace-controller,garbage-collector-controller,serviceaccount-controller,serviceaccount-token-controller,root-ca-certificate-publisher-controller,deployment-controller,replicaset-controller,endpointslice-controller,node-lifecycle-controller,disruption-controller,pod-garbage-collector-controller \
+  --controllers=namespace-controller,clusterrole-aggregation-controller,garbage-collector-controller,serviceaccount-controller,serviceaccount-token-controller,root-ca-certificate-publisher-controller,deployment-controller,replicaset-controller,endpointslice-controller,node-lifecycle-controller,disruption-controller,pod-garbage-collector-controller \
   --node-monitor-grace-period=20s \
   --service-account-private-key-file="$pki/sa.key" --root-ca-file="$pki/ca.crt" \
   --use-service-account-credentials=true --leader-elect=false \

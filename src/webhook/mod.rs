@@ -323,8 +323,8 @@ impl Webhook {
         images::target(p, m, &self.view, snapshot.as_ref(), key, image, now)
     }
 
-    /// The pull Secrets of `names` that do not exist in `namespace`. regcred's own (those of profiles that select
-    /// the namespace) are never missing: the webhook creates them before a Pod references them. Others are looked
+    /// The pull Secrets of `names` that do not exist in `namespace`. regcred's own (those of profiles that may
+    /// write into the namespace, see [`Meaning::may_write`]) are never missing: the webhook creates them before a Pod references them. Others are looked
     /// up (metadata only), and what is learnt is kept for a short while.
     async fn missing_secrets(
         &self,
@@ -333,7 +333,10 @@ impl Webhook {
         profiles: &[(Arc<RegistryProfile>, Arc<Meaning>)],
         ns: &NamespaceInfo,
     ) -> Vec<String> {
-        let ours = |name: &str| profiles.iter().any(|(_, m)| m.writes_secret && m.secret_name == name && m.selects(ns));
+        let meanings = || profiles.iter().map(|(_, m)| &**m);
+        let ours = |name: &str| {
+            meanings().any(|m| m.writes_secret && m.secret_name == name && m.may_write(ns, meanings()).is_ok())
+        };
         let mut missing = Vec::new();
         for name in names {
             if self.view.managed.contains(namespace, name) || ours(name) {
