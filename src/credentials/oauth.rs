@@ -1,5 +1,7 @@
-//! What every token exchange shares: an HTTPS client, one request whose failure says which step failed, and the
-//! JWTs the protocols use (signing client assertions and JWT-bearer grants with RS256, reading a token's `exp`).
+//! What every token exchange shares: an HTTP client bound to the operator's allow-list ([`Http`], whose
+//! [`Http::send`] is the one way a credential leaves regcred), one request whose failure says which step failed,
+//! and the JWTs the protocols use (Entra ID client assertions signed PS256, Google JWT-bearer grants RS256,
+//! reading a token's `exp`).
 //!
 //! Each protocol (Entra ID, ACR's exchange, Google STS and IAM Credentials, the GCE metadata server, Quay's robot
 //! federation, the OAuth 2.0 JWT-bearer grant of a service-account key) is one documented HTTP request; they
