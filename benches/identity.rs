@@ -40,7 +40,10 @@ async fn run(env: TestEnv) {
     let dir = std::env::temp_dir().join("regcred-tests");
     let ca = dir.join(format!("bench-ca-{}.pem", env.id));
     std::fs::write(&ca, &entra.ca_pem).unwrap();
-    h.restart_env(&[("SSL_CERT_FILE", ca.display().to_string())]);
+    h.restart_env(&[
+        ("SSL_CERT_FILE", ca.display().to_string()),
+        support::cloud::allow(&[&entra.authority, &registry.addr]),
+    ]);
     for i in 0..NAMESPACES {
         env.namespace_nowait(&format!("n{i:04}"), &[("pull", "yes")]).await;
     }

@@ -379,7 +379,7 @@ async fn webhook_outage(env: TestEnv) -> (Value, Violations) {
 async fn token_outage(env: TestEnv) -> (Value, Violations) {
     let lifetime = 40;
     let gcp = support::tokens::GcpTokenEndpoint::start(lifetime).await;
-    let h = Harness::start(&env).await;
+    let h = Harness::start_env(&env, &[], &gcp.operator_env(&env, &[])).await;
     let key = gcp.key_json();
     h.source("gcp", &[("key.json", key.as_str())]).await;
     let n = 500;

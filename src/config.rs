@@ -64,6 +64,46 @@ pub struct RunArgs {
 
     #[command(flatten)]
     pub leader_election: LeaderElectionArgs,
+
+    #[command(flatten)]
+    pub endpoints: EndpointArgs,
+}
+/// The hosts credentials may go to by default: the identity and registry endpoints the clouds document, public
+/// and sovereign. Entra ID: `login.microsoftonline.com` (global), `login.microsoftonline.us` (US Government),
+/// `login.partner.microsoftonline.cn` and `login.chinacloudapi.cn` (China, 21Vianet); ACR: `*.azurecr.io`,
+/// `*.azurecr.us`, `*.azurecr.cn`; Google: `sts.googleapis.com`, `iamcredentials.googleapis.com`,
+/// `oauth2.googleapis.com` (a key's `token_uri`); Quay: `quay.io`.
+pub const DEFAULT_ENDPOINTS: &[&str] = &[
+    "login.microsoftonline.com",
+    "login.microsoftonline.us",
+    "login.partner.microsoftonline.cn",
+    "login.chinacloudapi.cn",
+    "*.azurecr.io",
+    "*.azurecr.us",
+    "*.azurecr.cn",
+    "sts.googleapis.com",
+    "iamcredentials.googleapis.com",
+    "oauth2.googleapis.com",
+    "quay.io",
+];
+
+/// Where regcred may send credentials: every token endpoint a profile can name (GCP `tokenUrl` and
+/// `serviceAccountImpersonationUrl`, ACR `authorityHost`, the ACR exchange and Quay's federation on `server`, a
+/// key's `token_uri`) must be one of these hosts, or the profile is refused with `EndpointNotAllowed` and nothing
+/// is sent. Checked at start (`credentials::egress::HostPattern`).
+#[derive(Args, Clone, Debug)]
+pub struct EndpointArgs {
+    /// Hosts credentials may be sent to, comma-separated: `HOST` (port 443) or `HOST:PORT`; `*` matches within
+    /// one DNS label (`*.azurecr.io`). Default: the public and sovereign clouds' documented endpoints. Setting it
+    /// replaces the default; to add hosts, use --extra-allowed-endpoints.
+    #[arg(long = "allowed-endpoints", env = "REGCRED_ALLOWED_ENDPOINTS", value_delimiter = ',',
+        default_values_t = DEFAULT_ENDPOINTS.iter().map(|h| (*h).to_owned()))]
+    pub allowed: Vec<String>,
+
+    /// More hosts credentials may be sent to, added to --allowed-endpoints (a private Quay, a proxy of the
+    /// cloud's endpoints), in the same form.
+    #[arg(long = "extra-allowed-endpoints", env = "REGCRED_EXTRA_ALLOWED_ENDPOINTS", value_delimiter = ',')]
+    pub extra: Vec<String>,
 }
 
 /// Options of the leader election between replicas.

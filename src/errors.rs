@@ -11,6 +11,8 @@ pub enum Error {
     Webhook(#[from] crate::webhook::ServeError),
     #[error("cannot serve {what} on {addr}: {source}")]
     Bind { what: &'static str, addr: std::net::SocketAddr, source: std::io::Error },
+    #[error("invalid configuration: {0}")]
+    Config(String),
     #[error("a task of regcred failed: {0}")]
     Task(String),
 }

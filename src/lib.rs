@@ -49,14 +49,20 @@ pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
-/// regcred's own identity, for the federations that start from its ServiceAccount.
-fn identity(client: &kube::Client, args: &config::RunArgs) -> std::sync::Arc<credentials::identity::Identity> {
-    std::sync::Arc::new(credentials::identity::Identity::new(
+/// regcred's own identity, for the federations that start from its ServiceAccount, with the hosts credentials
+/// may go to.
+fn identity(
+    client: &kube::Client,
+    args: &config::RunArgs,
+) -> Result<std::sync::Arc<credentials::identity::Identity>, errors::Error> {
+    let endpoints = credentials::egress::Endpoints::from_args(&args.endpoints).map_err(errors::Error::Config)?;
+    Ok(std::sync::Arc::new(credentials::identity::Identity::new(
         Some(client.clone()),
         &args.namespace,
         &args.service_account,
         credentials::identity::Ambient::from_env(),
-    ))
+        endpoints,
+    )))
 }
 
 /// `regcred run`: the operator until SIGTERM or Ctrl-C.
@@ -76,7 +82,7 @@ pub async fn run(args: config::RunArgs) -> Result<(), errors::Error> {
         &settings.operator_namespace,
         settings.profile_selector.as_deref(),
         args.token_refresh_fraction,
-        identity(&client, &args),
+        identity(&client, &args)?,
     );
     let webhook = match args.webhook.addr {
         Some(addr) => {

@@ -8,14 +8,15 @@
 
 mod support;
 
-use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::events::v1::Event;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams};
 use serde_json::{Value, json};
-use support::cloud::{ACR_USER, AppCredential, CloudRegistry, Entra, Gcp};
+use support::cloud::{ACR_USER, AppCredential, CloudRegistry, Entra, Gcp, allow, ca_file};
 use support::harness::{Harness, WAIT};
 use support::{TestEnv, wait_for};
 
@@ -35,15 +36,6 @@ async fn wait_login(h: &Harness, ns: &str, server: &str, accept: impl Fn(&str, &
         accept(&user, &password).then_some((s, password))
     })
     .await
-}
-
-/// Writes the CA bundles regcred must trust for the token endpoints (as `SSL_CERT_FILE` points at on a cluster).
-fn ca_file(env: &TestEnv, pems: &[&str]) -> String {
-    let dir = std::env::temp_dir().join("regcred-tests");
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(format!("ca-{}.pem", env.id));
-    std::fs::write(&path, pems.concat()).unwrap();
-    path.display().to_string()
 }
 
 fn subject(h: &Harness) -> String {
@@ -99,7 +91,10 @@ async fn acr_tokens_from_workload_identity_are_minted_once_written_everywhere_an
             *registry.entra.lock().unwrap() = Some(entra.clone());
             // Refresh tokens living 40 s: rotations within the test.
             registry.lifetime_secs.store(40, Ordering::SeqCst);
-            h.restart_env(&[("SSL_CERT_FILE", ca_file(&env, &[&entra.ca_pem]))]);
+            h.restart_env(&[
+                ("SSL_CERT_FILE", ca_file(&env, &[&entra.ca_pem])),
+                allow(&[&entra.authority, &registry.addr]),
+            ]);
             let a = env.namespace("a", &[("pull", "yes")]).await;
             let b = env.namespace("b", &[("pull", "yes")]).await;
             let creds = json!({"acr": {"tenantId": entra.tenant, "clientId": entra.client_id, "authorityHost": entra.authority}});
@@ -142,7 +137,7 @@ async fn acr_tokens_from_workload_identity_are_minted_once_written_everywhere_an
         .await;
 }
 
-/// An RSA certificate for an app registration: (certificate PEM, key PEM, RSA public key DER, x5t).
+/// An RSA certificate for an app registration: (certificate PEM, key PEM, RSA public key DER, x5t#S256).
 fn app_certificate() -> (String, String, Vec<u8>, String) {
     use base64::Engine as _;
     let pem = std::fs::read_to_string(support::repo_root().join("tests/fixtures/gcp-test-key.pem")).unwrap();
@@ -154,9 +149,9 @@ fn app_certificate() -> (String, String, Vec<u8>, String) {
     let rustls_pki_types::PrivateKeyDer::Pkcs8(pkcs8) = der else { unreachable!() };
     let pair = ring::signature::RsaKeyPair::from_pkcs8(pkcs8.secret_pkcs8_der()).unwrap();
     let public = ring::signature::KeyPair::public_key(&pair).as_ref().to_vec();
-    let x5t = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .encode(ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, cert.der()));
-    (cert.pem(), pem, public, x5t)
+    let x5t_s256 = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(ring::digest::digest(&ring::digest::SHA256, cert.der()));
+    (cert.pem(), pem, public, x5t_s256)
 }
 
 #[tokio::test]
@@ -168,13 +163,13 @@ async fn acr_service_principals_a_projected_token_file_and_repository_scopes_eac
             registry.push_image(IMAGE).await;
             registry.push_image("other/app:1.0").await;
             let canary = format!("CANARY-{}", support::suffix());
-            let (cert, key, public_key, x5t) = app_certificate();
+            let (cert, key, public_key, x5t_s256) = app_certificate();
             let secret_entra = Entra::start(&env.client, "127.0.0.1", AppCredential::Secret(canary.clone())).await;
             let issued = Some(secret_entra.issued.clone());
             let cert_entra = Entra::start_sharing(
                 &env.client,
                 "127.0.0.1",
-                AppCredential::Certificate { public_key, x5t },
+                AppCredential::Certificate { public_key, x5t_s256 },
                 issued.clone(),
             )
             .await;
@@ -206,6 +201,7 @@ async fn acr_service_principals_a_projected_token_file_and_repository_scopes_eac
                 ("AZURE_TENANT_ID", file_entra.tenant.clone()),
                 ("AZURE_CLIENT_ID", file_entra.client_id.clone()),
                 ("AZURE_AUTHORITY_HOST", file_entra.authority.clone()),
+                allow(&[&secret_entra.authority, &cert_entra.authority, &file_entra.authority, &registry.addr]),
             ]);
             let ns = env.namespace("a", &[("pull", "yes")]).await;
             h.source("sp-secret", &[("client_secret", &canary)]).await;
@@ -304,6 +300,7 @@ async fn gcp_tokens_without_keys_from_the_metadata_server_and_workload_identity_
             h.restart_env(&[
                 ("SSL_CERT_FILE", ca_file(&env, &[&gcp.ca_pem])),
                 ("GCE_METADATA_HOST", gcp.metadata_host.clone()),
+                allow(&[&gcp.sts_url]),
             ]);
             let ns = env.namespace("a", &[("pull", "yes")]).await;
             let external = |impersonate: bool| {
@@ -366,7 +363,11 @@ async fn gcp_tokens_without_keys_from_the_metadata_server_and_workload_identity_
             let mds = &names[0].1;
             let held = login(&h.secret(&ns, "pull-mds").await.unwrap(), &registry.addr).unwrap().1;
             let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
-            h.restart_env(&[("SSL_CERT_FILE", ca_file(&env, &[&gcp.ca_pem])), ("GCE_METADATA_HOST", closed)]);
+            h.restart_env(&[
+                ("SSL_CERT_FILE", ca_file(&env, &[&gcp.ca_pem])),
+                ("GCE_METADATA_HOST", closed),
+                allow(&[&gcp.sts_url]),
+            ]);
             let p = h.condition(mds, "CredentialsResolved", "False", "MetadataServerUnreachable").await;
             let c = p.status.unwrap().conditions.into_iter().find(|c| c.type_ == "CredentialsResolved").unwrap();
             assert!(c.message.contains("metadata server"), "{}", c.message);
@@ -376,6 +377,58 @@ async fn gcp_tokens_without_keys_from_the_metadata_server_and_workload_identity_
         .await;
 }
 
+/// A listener that counts the connections it receives: where an attacker would collect what regcred sends.
+async fn attacker_listener() -> (String, Arc<AtomicU64>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let connections = Arc::new(AtomicU64::new(0));
+    let seen = connections.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            seen.fetch_add(1, Ordering::SeqCst);
+            drop(stream);
+        }
+    });
+    (addr, connections)
+}
+
+/// A profile author: a ServiceAccount that may write RegistryProfiles and read nothing else (no Secrets).
+async fn profile_author(env: &TestEnv) -> kube::Client {
+    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+    let ns = env.namespace("authors", &[]).await;
+    let name = format!("{}-profile-author", env.id);
+    let role: ClusterRole = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "rules": [{"apiGroups": ["regcred.dev"], "resources": ["registryprofiles"],
+                   "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"]}],
+    }))
+    .unwrap();
+    support::apply(&Api::<ClusterRole>::all(env.client.clone()), &role).await;
+    env.cleanup::<ClusterRole>(&name);
+    let binding: ClusterRoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+        "subjects": [{"kind": "ServiceAccount", "name": "author", "namespace": ns}],
+    }))
+    .unwrap();
+    support::apply(&Api::<ClusterRoleBinding>::all(env.client.clone()), &binding).await;
+    env.cleanup::<ClusterRoleBinding>(&name);
+    support::client_from(&support::service_account_kubeconfig(&env.client, &ns, "author").await).await
+}
+
+/// The apiserver's own audience: the `aud` of a ServiceAccount token requested without audiences.
+async fn apiserver_audience(env: &TestEnv, ns: &str) -> String {
+    let token = support::service_account_token(&env.client, ns, "default", None).await;
+    use base64::Engine as _;
+    let claims = token.split('.').nth(1).unwrap();
+    let claims: Value =
+        serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(claims).unwrap()).unwrap();
+    match &claims["aud"] {
+        Value::Array(a) => a[0].as_str().unwrap().to_owned(),
+        a => a.as_str().unwrap().to_owned(),
+    }
+}
+
 #[tokio::test]
 async fn quay_robot_tokens_through_federation_with_regcreds_own_service_account() {
     TestEnv::new("quayfed")
@@ -383,7 +436,8 @@ async fn quay_robot_tokens_through_federation_with_regcreds_own_service_account(
         .run(|env| async move {
             let registry = CloudRegistry::start(&env.client, "127.0.0.1").await;
             registry.push_image(IMAGE).await;
-            let h = Harness::start(&env).await;
+            // The operator allows the registry as a credential endpoint, as a user of a private Quay would.
+            let h = Harness::start_env(&env, &[], &[allow(&[&registry.addr])]).await;
             *registry.quay.lock().unwrap() = Some(("team+puller".into(), subject(&h)));
             let ns = env.namespace("a", &[("pull", "yes")]).await;
             let profile = h.profile("q", spec(&h, "quay", &registry, json!({"quay": {"robot": "team+puller"}}))).await;
@@ -409,6 +463,81 @@ async fn quay_robot_tokens_through_federation_with_regcreds_own_service_account(
                 .await;
             h.condition(&other, "CredentialsResolved", "False", "FederationRefused").await;
             assert_eq!(registry.mints.load(Ordering::SeqCst), 1);
+        })
+        .await;
+}
+
+/// A profile author (RegistryProfiles, no Secrets) tries to borrow regcred's identity: its ServiceAccount token
+/// for the apiserver's own audience or for a malformed one, and credentials sent to a host of the author's
+/// (Quay's federation on `server`, GCP's `tokenUrl`, ACR's `authorityHost`). Each is refused in status with
+/// the reason and what to change, nothing reaches the author's listener, and the legitimate profile keeps its
+/// tokens.
+#[tokio::test]
+async fn a_profile_author_cannot_get_regcreds_token_or_send_credentials_outside_the_allow_list() {
+    TestEnv::new("egress")
+        .await
+        .run(|env| async move {
+            let registry = CloudRegistry::start(&env.client, "127.0.0.1").await;
+            registry.push_image(IMAGE).await;
+            let h = Harness::start_env(&env, &[], &[allow(&[&registry.addr])]).await;
+            *registry.quay.lock().unwrap() = Some(("team+puller".into(), subject(&h)));
+            let ns = env.namespace("a", &[("pull", "yes")]).await;
+            let legit = h.profile("legit", spec(&h, "quay", &registry, json!({"quay": {"robot": "team+puller"}}))).await;
+            let (_, token) = wait_login(&h, &ns, &registry.addr, |u, _| u == "team+puller").await;
+
+            let author = profile_author(&env).await;
+            let forbidden = Api::<Secret>::namespaced(author.clone(), &h.op_ns).list(&ListParams::default()).await;
+            assert!(matches!(forbidden, Err(kube::Error::Api(ref e)) if e.code == 403), "the author reads Secrets");
+            let (attacker, connections) = attacker_listener().await;
+            let apiserver = apiserver_audience(&env, &ns).await;
+            let provider = "//iam.googleapis.com/projects/1/locations/global/workloadIdentityPools/p/providers/k";
+            let profiles = Api::<regcred::api::RegistryProfile>::all(author);
+            let mut attacks = Vec::new();
+            for (name, provider_name, server, creds, reason) in [
+                ("aud-apiserver", "quay", registry.addr.clone(),
+                 json!({"quay": {"robot": "team+puller", "audience": apiserver}}), "AudienceNotAllowed"),
+                ("aud-gcp", "artifactRegistry", registry.addr.clone(),
+                 json!({"gcp": {"externalAccount": {"audience": provider, "tokenAudience": apiserver}}}), "AudienceNotAllowed"),
+                ("aud-form", "artifactRegistry", registry.addr.clone(),
+                 json!({"gcp": {"externalAccount": {"audience": "//iam.googleapis.com/x"}}}), "AudienceNotAllowed"),
+                ("quay-host", "quay", attacker.clone(), json!({"quay": {"robot": "team+puller"}}), "EndpointNotAllowed"),
+                ("gcp-sts", "artifactRegistry", registry.addr.clone(),
+                 json!({"gcp": {"externalAccount": {"audience": provider, "tokenUrl": format!("https://{attacker}/v1/token")}}}),
+                 "EndpointNotAllowed"),
+                ("acr-authority", "acr", registry.addr.clone(),
+                 json!({"acr": {"tenantId": "t", "clientId": "c", "authorityHost": format!("https://{attacker}/")}}),
+                 "EndpointNotAllowed"),
+            ] {
+                let full = format!("{}-{name}", env.id);
+                let mut s = spec(&h, provider_name, &registry, creds);
+                s["server"] = json!(server);
+                s["secretName"] = json!(format!("pull-{name}"));
+                let profile: regcred::api::RegistryProfile = serde_json::from_value(json!({
+                    "apiVersion": "regcred.dev/v1alpha1", "kind": "RegistryProfile",
+                    "metadata": {"name": full, "labels": {"regcred-test": env.id}}, "spec": s,
+                }))
+                .unwrap();
+                support::apply(&profiles, &profile).await;
+                env.cleanup::<regcred::api::RegistryProfile>(&full);
+                attacks.push((full, name, reason));
+            }
+            for (full, name, reason) in &attacks {
+                let p = h.condition(full, "CredentialsResolved", "False", reason).await;
+                let c = p.status.unwrap().conditions.into_iter().find(|c| c.type_ == "CredentialsResolved").unwrap();
+                if *reason == "EndpointNotAllowed" {
+                    assert!(c.message.contains(&attacker) && c.message.contains("--extra-allowed-endpoints"), "{name}: {}", c.message);
+                    assert!(c.message.contains("credentials.extraAllowedEndpoints"), "{name}: {}", c.message);
+                } else {
+                    assert!(c.message.contains("audience") || c.message.contains("Audience"), "{name}: {}", c.message);
+                }
+                assert!(!c.message.contains(&token), "{name}: a token in status");
+                assert!(h.secret(&ns, &format!("pull-{name}")).await.is_none(), "{name} wrote a Secret");
+            }
+            assert_eq!(connections.load(Ordering::SeqCst), 0, "a request reached the author's listener");
+            // The legitimate profile kept its token and kept working.
+            h.condition(&legit, "CredentialsResolved", "True", "Resolved").await;
+            assert_eq!(login(&h.secret(&ns, "pull").await.unwrap(), &registry.addr).unwrap().1, token);
+            assert_eq!(registry.mints.load(Ordering::SeqCst), 1, "only the legitimate profile minted");
         })
         .await;
 }

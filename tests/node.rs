@@ -371,6 +371,11 @@ async fn pods_pull_with_acr_gcp_and_quay_tokens_minted_from_regcreds_own_service
             support::apply(&namespaces, &ns).await;
             support::apply(&Api::namespaced(client.clone(), NS), &ca).await;
             let metadata_host = format!("extraEnv[1].value={}", gcp.metadata_host);
+            // The local identity endpoints are allowed as an operator allows a private endpoint.
+            let allowed = [&entra.authority, &gcp.sts_url, &format!("https://{}", registry.addr)]
+                .map(|u| support::cloud::host_port(u))
+                .join(",");
+            let allowed = format!("credentials.extraAllowedEndpoints={{{allowed}}}");
             support::node::install_with(
                 &client,
                 &node,
@@ -383,6 +388,7 @@ async fn pods_pull_with_acr_gcp_and_quay_tokens_minted_from_regcreds_own_service
                     "extraVolumes[0].configMap.name=regcred-test-ca",
                     "extraVolumeMounts[0].name=test-ca",
                     "extraVolumeMounts[0].mountPath=/etc/regcred-ca",
+                    &allowed,
                 ],
             )
             .await;

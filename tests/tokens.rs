@@ -208,11 +208,9 @@ async fn gcp_minting_failures_say_why() {
         .run(|env| async move {
             let gcp = GcpTokenEndpoint::start(3600).await;
             gcp.denying.store(true, Ordering::SeqCst);
-            let h = Harness::start(&env).await;
-            let (denied_key, dead_key) = (
-                gcp.key_json(),
-                gcp.key_json_for(&format!("http://127.0.0.1:{}/token", support::webhook::free_port())),
-            );
+            let dead_uri = format!("https://127.0.0.1:{}/token", support::webhook::free_port());
+            let h = Harness::start_env(&env, &[], &gcp.operator_env(&env, &[&dead_uri])).await;
+            let (denied_key, dead_key) = (gcp.key_json(), gcp.key_json_for(&dead_uri));
             h.source("denied", &[("key.json", denied_key.as_str())]).await;
             h.source("dead", &[("key.json", dead_key.as_str())]).await;
             h.source("junk", &[("key.json", "{\"type\": \"service_account\"}")]).await;
@@ -238,7 +236,7 @@ async fn gcp_tokens_rotate_before_expiry_with_one_mint_per_rotation_for_any_numb
         .run(|env| async move {
             let lifetime = 30;
             let gcp = GcpTokenEndpoint::start(lifetime).await;
-            let h = Harness::start(&env).await;
+            let h = Harness::start_env(&env, &[], &gcp.operator_env(&env, &[])).await;
             let key = gcp.key_json();
             h.source("gcp", &[("key.json", key.as_str())]).await;
             let namespaces = 8;

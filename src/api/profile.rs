@@ -376,12 +376,14 @@ pub struct GkeWorkloadIdentity {
 #[serde(rename_all = "camelCase")]
 pub struct GcpExternalAccount {
     /// The workload identity provider:
-    /// `//iam.googleapis.com/projects/NUMBER/locations/global/workloadIdentityPools/POOL/providers/PROVIDER`.
+    /// `//iam.googleapis.com/projects/NUMBER/locations/global/workloadIdentityPools/POOL/providers/PROVIDER`
+    /// (`AudienceNotAllowed` in any other form).
     #[schemars(length(min = 1, max = 512), pattern(r"^//iam\.googleapis\.com/.+$"))]
     pub audience: String,
 
-    /// The audience of regcred's ServiceAccount token, which the provider's allowed audiences must contain.
-    /// Default: the provider's default allowed audience, `https:` followed by `audience`.
+    /// The audience of regcred's ServiceAccount token, which the provider's allowed audiences must contain:
+    /// `https:` followed by `audience` (the default, the provider's default allowed audience) or `audience`
+    /// itself; any other is refused (`AudienceNotAllowed`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 512))]
     pub token_audience: Option<String>,
@@ -392,13 +394,15 @@ pub struct GcpExternalAccount {
     #[schemars(length(min = 3, max = 253), pattern(r"^[^@\s]+@[^@\s]+$"))]
     pub service_account: Option<String>,
 
-    /// Google STS (`token_url`). Default `https://sts.googleapis.com/v1/token`.
+    /// Google STS (`token_url`). Default `https://sts.googleapis.com/v1/token`. Its host must be on the operator's
+    /// allow-list of credential endpoints.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 9, max = 512), pattern(r"^https://.+$"))]
     pub token_url: Option<String>,
 
     /// Where impersonation is asked (`service_account_impersonation_url`). Default:
     /// `https://iamcredentials.googleapis.com/v1/projects/-/serviceAccounts/SERVICE_ACCOUNT:generateAccessToken`.
+    /// Its host must be on the operator's allow-list of credential endpoints.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 9, max = 1024), pattern(r"^https://.+$"))]
     pub service_account_impersonation_url: Option<String>,
@@ -421,15 +425,17 @@ pub struct AcrTokenSource {
     pub client_id: Option<String>,
 
     /// The Entra ID authority for sovereign clouds: `https://login.microsoftonline.us/` (US Government),
-    /// `https://login.chinacloudapi.cn/` (China). Default: `AZURE_AUTHORITY_HOST`, else
-    /// `https://login.microsoftonline.com/`.
+    /// `https://login.partner.microsoftonline.cn/` (China). Default: `AZURE_AUTHORITY_HOST`, else
+    /// `https://login.microsoftonline.com/`. Its host must be on the operator's allow-list of credential
+    /// endpoints (`EndpointNotAllowed` otherwise).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 9, max = 512), pattern(r"^https://[^/?#]+/?$"))]
     pub authority_host: Option<String>,
 
-    /// The scope of the Entra ID token exchanged at the registry. Default: Azure Resource Manager of the
-    /// authority's cloud (`https://management.azure.com/.default`, `https://management.usgovcloudapi.net/.default`,
-    /// `https://management.chinacloudapi.cn/.default`).
+    /// The scope of the Entra ID token exchanged at the registry. Default: ACR's own audience in the registry's
+    /// cloud (`https://containerregistry.azure.net/.default`; `.azure.us`, `.azure.cn` for the sovereign clouds).
+    /// Only these and Azure Resource Manager's (`https://management.azure.com/.default` and its sovereign forms)
+    /// are allowed (`AudienceNotAllowed` otherwise).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 512), pattern(r"^https://.+/\.default$"))]
     pub scope: Option<String>,
@@ -456,7 +462,8 @@ pub struct QuayTokenSource {
     #[schemars(length(min = 3, max = 255), pattern(r"^[a-z0-9_.-]+\+[a-z0-9_]+$"))]
     pub robot: String,
 
-    /// The audience of regcred's ServiceAccount token. Default: the registry host (`quay.io`).
+    /// The audience of regcred's ServiceAccount token: the registry host (`quay.io`), the default and the only
+    /// value allowed (`AudienceNotAllowed` otherwise).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 512))]
     pub audience: Option<String>,

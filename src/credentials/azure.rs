@@ -6,6 +6,7 @@
 use jiff::{SignedDuration, Timestamp};
 use serde_json::json;
 
+use super::egress;
 use super::identity::Identity;
 use super::oauth::{self, Step};
 use super::render;
@@ -23,13 +24,23 @@ const EXCHANGE: Step =
 const SCOPED: Step =
     Step { name: "the registry's /oauth2/token", refused: "ExchangeRefused", unreachable: "ExchangeUnreachable" };
 
-/// The Entra ID token scope for an authority: Azure Resource Manager of that cloud, which ACR accepts.
-pub fn default_scope(authority: &str) -> &'static str {
-    let host = authority.trim_start_matches("https://").trim_end_matches('/');
-    match host {
-        "login.microsoftonline.us" => "https://management.usgovcloudapi.net/.default",
-        "login.chinacloudapi.cn" => "https://management.chinacloudapi.cn/.default",
-        _ => "https://management.azure.com/.default",
+/// The Entra ID token scope: ACR's own audience in the registry's cloud, as Azure's own credential provider and
+/// SDKs ask for (`https://containerregistry.azure.net/.default`; `.azure.us` for `*.azurecr.us` or the US
+/// Government authority, `.azure.cn` for `*.azurecr.cn` or the China authorities). Not Azure Resource Manager: an
+/// ARM token is good for far more than a pull, and registries that disable ARM-audience authentication (a
+/// built-in Azure Policy) refuse it.
+pub fn default_scope(registry: &str, authority: &str) -> &'static str {
+    let host = crate::registry::host_of(registry).split(':').next().unwrap_or_default().to_ascii_lowercase();
+    let authority = authority.trim_start_matches("https://").trim_end_matches('/');
+    if host.ends_with(".azurecr.us") || authority == "login.microsoftonline.us" {
+        "https://containerregistry.azure.us/.default"
+    } else if host.ends_with(".azurecr.cn")
+        || authority == "login.partner.microsoftonline.cn"
+        || authority == "login.chinacloudapi.cn"
+    {
+        "https://containerregistry.azure.cn/.default"
+    } else {
+        "https://containerregistry.azure.net/.default"
     }
 }
 
@@ -67,12 +78,29 @@ pub fn plan(source: &AcrSource, identity: &Identity) -> Result<Plan, MintError> 
         .or_else(|| ambient.azure_authority_host.clone())
         .unwrap_or_else(|| PUBLIC_AUTHORITY.to_owned());
     let authority = authority.trim_end_matches('/');
-    let scope = source.scope.clone().unwrap_or_else(|| default_scope(authority).to_owned());
+    let scope = source.scope.clone().unwrap_or_else(|| default_scope(&source.registry, authority).to_owned());
     Ok(Plan { token_url: format!("{authority}/{tenant}/oauth2/v2.0/token"), tenant, client_id, scope })
+}
+
+/// The registry's URL for `path` (`/oauth2/exchange`, `/oauth2/token`).
+fn registry_url(source: &AcrSource, path: &str) -> String {
+    format!("https://{}{path}", crate::registry::host_of(&source.registry))
+}
+
+/// Whether the plan's scope and every endpoint it sends to are allowed, before anything is sent.
+pub fn allowed(plan: &Plan, source: &AcrSource, identity: &Identity) -> Result<(), MintError> {
+    egress::azure_scope(&plan.scope)?;
+    identity
+        .endpoints
+        .check_str(&plan.token_url, "Entra ID (credentials.acr.authorityHost or AZURE_AUTHORITY_HOST)")?;
+    identity
+        .endpoints
+        .check_str(&registry_url(source, "/oauth2/exchange"), "the registry's /oauth2/exchange (spec.server)")
 }
 
 pub async fn mint(source: &AcrSource, identity: &Identity) -> Result<Minted, MintError> {
     let plan = plan(source, identity)?;
+    allowed(&plan, source, identity)?;
     let now = Timestamp::now();
     let mut form = vec![
         ("grant_type", "client_credentials".to_owned()),
@@ -91,41 +119,43 @@ pub async fn mint(source: &AcrSource, identity: &Identity) -> Result<Minted, Min
         AzureCredential::Certificate { certificate, key } => {
             let invalid =
                 |e: oauth::KeyError| MintError::new("InvalidClientCertificate", format!("tls.crt/tls.key: {e}"));
-            let header = json!({ "x5t": oauth::x5t(certificate.as_bytes()).map_err(invalid)? });
+            // PS256 with the certificate's SHA-256 thumbprint, as Entra ID's current documentation of certificate
+            // credentials asks (RS256 with the SHA-1 `x5t` is the legacy form).
+            let header = json!({ "x5t#S256": oauth::x5t_s256(certificate.as_bytes()).map_err(invalid)? });
             let claims = json!({
                 "aud": plan.token_url, "iss": plan.client_id, "sub": plan.client_id, "jti": oauth::random_id(),
                 "nbf": now.as_second(), "iat": now.as_second(), "exp": now.as_second() + 600,
             });
             form.push(("client_assertion_type", ASSERTION_TYPE.to_owned()));
-            form.push(("client_assertion", oauth::sign_rs256(header, &claims, key.expose()).map_err(invalid)?));
+            let assertion = oauth::sign(oauth::Alg::Ps256, header, &claims, key.expose()).map_err(invalid)?;
+            form.push(("client_assertion", assertion));
         }
     }
-    let entra = oauth::client(None)?;
-    let answer = oauth::send(ENTRA, entra.post(&plan.token_url).form(&form)).await?;
+    let entra = oauth::client(None, &identity.endpoints)?;
+    let answer = entra.send(ENTRA, entra.post(&plan.token_url).form(&form)).await?;
     let access_token = oauth::field(ENTRA, &answer, "access_token")?;
 
     let registry = crate::registry::host_of(&source.registry);
-    let acr = oauth::client(Some(&source.tls))?;
+    let acr = oauth::client(Some(&source.tls), &identity.endpoints)?;
     let exchange = [
         ("grant_type", "access_token"),
         ("service", registry),
         ("tenant", plan.tenant.as_str()),
         ("access_token", access_token),
     ];
-    let answer = oauth::send(EXCHANGE, acr.post(format!("https://{registry}/oauth2/exchange")).form(&exchange)).await?;
+    let answer = acr.send(EXCHANGE, acr.post(&registry_url(source, "/oauth2/exchange")).form(&exchange)).await?;
     let refresh_token = oauth::field(EXCHANGE, &answer, "refresh_token")?.to_owned();
     let password = if source.repositories.is_empty() {
         refresh_token
     } else {
-        let scope: Vec<String> = source.repositories.iter().map(|r| format!("repository:{r}:pull")).collect();
-        let scope = scope.join(" ");
-        let form = [
-            ("grant_type", "refresh_token"),
-            ("service", registry),
-            ("scope", scope.as_str()),
-            ("refresh_token", refresh_token.as_str()),
+        // One `scope` parameter per repository, as ACR's documentation sends them.
+        let mut form = vec![
+            ("grant_type", "refresh_token".to_owned()),
+            ("service", registry.to_owned()),
+            ("refresh_token", refresh_token.clone()),
         ];
-        let answer = oauth::send(SCOPED, acr.post(format!("https://{registry}/oauth2/token")).form(&form)).await?;
+        form.extend(source.repositories.iter().map(|r| ("scope", format!("repository:{r}:pull"))));
+        let answer = acr.send(SCOPED, acr.post(&registry_url(source, "/oauth2/token")).form(&form)).await?;
         oauth::field(SCOPED, &answer, "access_token")?.to_owned()
     };
     // ACR's tokens are JWTs that carry their expiry; one that does not is taken to last an hour, shorter than
@@ -154,7 +184,7 @@ mod tests {
     }
 
     fn identity(ambient: Ambient) -> Identity {
-        Identity::new(None, "regcred-system", "regcred", ambient)
+        Identity::new(None, "regcred-system", "regcred", ambient, crate::credentials::egress::Endpoints::default())
     }
 
     #[test]
@@ -169,14 +199,20 @@ mod tests {
         assert_eq!(p.token_url, "https://login.microsoftonline.us/env-tenant/oauth2/v2.0/token");
         assert_eq!(
             (p.client_id.as_str(), p.scope.as_str()),
-            ("env-client", "https://management.usgovcloudapi.net/.default")
+            ("env-client", "https://containerregistry.azure.us/.default")
         );
-        let p = plan(&source(Some("t"), Some("c"), Some("https://login.chinacloudapi.cn")), &identity(env)).unwrap();
-        assert_eq!(p.token_url, "https://login.chinacloudapi.cn/t/oauth2/v2.0/token");
-        assert_eq!(p.scope, "https://management.chinacloudapi.cn/.default");
+        let china = Some("https://login.partner.microsoftonline.cn");
+        let p = plan(&source(Some("t"), Some("c"), china), &identity(env)).unwrap();
+        assert_eq!(p.token_url, "https://login.partner.microsoftonline.cn/t/oauth2/v2.0/token");
+        assert_eq!(p.scope, "https://containerregistry.azure.cn/.default");
         let p = plan(&source(Some("t"), Some("c"), None), &identity(Ambient::default())).unwrap();
         assert_eq!(p.token_url, "https://login.microsoftonline.com/t/oauth2/v2.0/token");
-        assert_eq!(p.scope, "https://management.azure.com/.default");
+        assert_eq!(p.scope, "https://containerregistry.azure.net/.default");
+        assert_eq!(
+            default_scope("shop.azurecr.us", "https://login.microsoftonline.com"),
+            "https://containerregistry.azure.us/.default"
+        );
+        assert_eq!(default_scope("shop.azurecr.cn", ""), "https://containerregistry.azure.cn/.default");
     }
 
     #[test]
@@ -186,6 +222,23 @@ mod tests {
         assert!(e.message.contains("tenantId") && e.message.contains("AZURE_TENANT_ID"), "{e}");
         let e = plan(&source(Some("t"), None, None), &identity(Ambient::default())).unwrap_err();
         assert!(e.message.contains("clientId"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_foreign_scope_or_authority_is_refused_before_anything_is_sent() {
+        let mut s = source(Some("t"), Some("c"), None);
+        s.scope = Some("https://graph.microsoft.com/.default".into());
+        let e = mint(&s, &identity(Ambient::default())).await.unwrap_err();
+        assert_eq!(e.reason, "AudienceNotAllowed");
+        let s = source(Some("t"), Some("c"), Some("https://login.evil.example"));
+        let e = mint(&s, &identity(Ambient::default())).await.unwrap_err();
+        assert_eq!(e.reason, "EndpointNotAllowed");
+        assert!(e.message.contains("login.evil.example") && e.message.contains("authorityHost"), "{e}");
+        let mut s = source(Some("t"), Some("c"), None);
+        s.registry = "registry.evil.example".into();
+        let e = mint(&s, &identity(Ambient::default())).await.unwrap_err();
+        assert_eq!(e.reason, "EndpointNotAllowed");
+        assert!(e.message.contains("registry.evil.example") && e.message.contains("spec.server"), "{e}");
     }
 
     #[tokio::test]

@@ -7,13 +7,26 @@
 use jiff::Timestamp;
 use serde_json::{Value, json};
 
+use super::egress;
 use super::identity::Identity;
-use super::oauth::{self, Step};
+use super::oauth::{self, Http, Step};
 use super::render;
 use super::tokens::{GcpAuth, GcpExternal, GcpSource, MintError, Minted};
 
 pub const USER: &str = "oauth2accesstoken";
-const SCOPE: &str = "https://www.googleapis.com/auth/cloud-platform";
+/// The scope of the tokens regcred writes: read-only Cloud Storage, the narrowest scope that pulls from both
+/// Container Registry and Artifact Registry. It is the scope GKE nodes pull with (`storage-ro`, which Google's
+/// "Access scopes in GKE" documents as "read-only access to all Cloud Storage resources, including private images
+/// stored in Artifact Registry or Container Registry"). `cloud-platform` would hand every selected namespace
+/// every permission of the service account; with this scope the token can do nothing but read storage, whatever
+/// IAM roles the account holds (pulls still need `roles/artifactregistry.reader`).
+pub const SCOPE: &str = "https://www.googleapis.com/auth/devstorage.read_only";
+/// The scope of a federated token that is only used to impersonate: IAM Credentials' `generateAccessToken`
+/// requires `cloud-platform` (as Google's auth libraries ask STS for when impersonating). That token never
+/// leaves regcred: the impersonated token, with [`SCOPE`], is what is written.
+const IMPERSONATION_SCOPE: &str = "https://www.googleapis.com/auth/cloud-platform";
+/// Google allows a JWT-bearer grant to live an hour at most.
+const KEY_GRANT_SECONDS: i64 = 3600;
 const DEFAULT_TOKEN_URI: &str = "https://oauth2.googleapis.com/token";
 /// Where GKE serves the metadata server (`metadata.google.internal`).
 const DEFAULT_METADATA_HOST: &str = "169.254.169.254";
@@ -37,23 +50,47 @@ pub fn default_token_audience(audience: &str) -> String {
     format!("https:{audience}")
 }
 
+/// Whether the audiences and endpoints of a Workload Identity Federation are allowed, before anything is sent.
+pub fn allowed(external: &GcpExternal, identity: &Identity) -> Result<(), MintError> {
+    egress::gcp_provider(&external.audience)?;
+    egress::gcp_token_audience(&external.token_audience, &external.audience)?;
+    identity.endpoints.check_str(&external.token_url, "Google STS (credentials.gcp.externalAccount.tokenUrl)")?;
+    if let Some(url) = &external.impersonation_url {
+        identity
+            .endpoints
+            .check_str(url, "IAM Credentials (credentials.gcp.externalAccount.serviceAccountImpersonationUrl)")?;
+    }
+    Ok(())
+}
+
 pub async fn mint(source: &GcpSource, identity: &Identity) -> Result<Minted, MintError> {
-    let http = oauth::client(None)?;
     let now = Timestamp::now();
     let (token, expires_at) = match &source.auth {
-        GcpAuth::Key(key) => key_grant(&http, key.expose(), now).await?,
+        GcpAuth::Key(key) => key_grant(&oauth::client(None, &identity.endpoints)?, key.expose(), now).await?,
         GcpAuth::MetadataServer { service_account } => {
+            if service_account.contains("..") || service_account.contains('/') {
+                return Err(MintError::new(
+                    "InvalidServiceAccount",
+                    format!(
+                        "credentials.gcp.workloadIdentity.serviceAccount {service_account:?} is not an account name"
+                    ),
+                ));
+            }
             let host = identity.ambient.gce_metadata_host.as_deref().unwrap_or(DEFAULT_METADATA_HOST);
+            let http = oauth::metadata_client(host)?;
             let url = format!("http://{host}/computeMetadata/v1/instance/service-accounts/{service_account}/token");
-            let answer = oauth::send(METADATA, http.get(url).header("Metadata-Flavor", "Google")).await?;
+            let answer = http.send(METADATA, http.get(&url).header("Metadata-Flavor", "Google")).await?;
             (oauth::field(METADATA, &answer, "access_token")?.to_owned(), oauth::expires_in(METADATA, &answer, now)?)
         }
-        GcpAuth::External(external) => federate(&http, external, identity, now).await?,
+        GcpAuth::External(external) => {
+            allowed(external, identity)?;
+            federate(&oauth::client(None, &identity.endpoints)?, external, identity, now).await?
+        }
     };
     Ok(Minted { config: render(&source.registry_key, USER, &token), expires_at })
 }
 
-async fn key_grant(http: &reqwest::Client, key: &[u8], now: Timestamp) -> Result<(String, Timestamp), MintError> {
+async fn key_grant(http: &Http, key: &[u8], now: Timestamp) -> Result<(String, Timestamp), MintError> {
     let invalid = |why: String| MintError::new("InvalidServiceAccountKey", format!("key.json: {why}"));
     let key: Value = serde_json::from_slice(key).map_err(|_| invalid("not JSON".into()))?;
     let text = |f: &str| key.get(f).and_then(Value::as_str).filter(|s| !s.is_empty());
@@ -65,38 +102,43 @@ async fn key_grant(http: &reqwest::Client, key: &[u8], now: Timestamp) -> Result
         header["kid"] = kid.into();
     }
     let claims = json!({
-        "iss": email, "scope": SCOPE, "aud": token_uri, "iat": now.as_second(), "exp": now.as_second() + 3600,
+        "iss": email, "scope": SCOPE, "aud": token_uri, "iat": now.as_second(),
+        "exp": now.as_second() + KEY_GRANT_SECONDS,
     });
-    let assertion = oauth::sign_rs256(header, &claims, pem.as_bytes()).map_err(|e| invalid(e.to_string()))?;
+    let assertion =
+        oauth::sign(oauth::Alg::Rs256, header, &claims, pem.as_bytes()).map_err(|e| invalid(e.to_string()))?;
     let form = [("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"), ("assertion", assertion.as_str())];
-    let answer = oauth::send(KEY_GRANT, http.post(token_uri).form(&form)).await?;
+    let answer = http.send(KEY_GRANT, http.post(token_uri).form(&form)).await?;
     Ok((oauth::field(KEY_GRANT, &answer, "access_token")?.to_owned(), oauth::expires_in(KEY_GRANT, &answer, now)?))
 }
 
 async fn federate(
-    http: &reqwest::Client,
+    http: &Http,
     external: &GcpExternal,
     identity: &Identity,
     now: Timestamp,
 ) -> Result<(String, Timestamp), MintError> {
     let subject = identity.service_account_token(&external.token_audience).await?;
     let subject = String::from_utf8_lossy(subject.expose()).into_owned();
+    // The federated token is written itself without impersonation (the narrow scope), or only used to ask IAM
+    // Credentials for one (the scope that API requires).
+    let sts_scope = if external.impersonation_url.is_some() { IMPERSONATION_SCOPE } else { SCOPE };
     let form = [
         ("grant_type", "urn:ietf:params:oauth:grant-type:token-exchange"),
         ("audience", external.audience.as_str()),
-        ("scope", SCOPE),
+        ("scope", sts_scope),
         ("requested_token_type", "urn:ietf:params:oauth:token-type:access_token"),
         ("subject_token", subject.as_str()),
         ("subject_token_type", "urn:ietf:params:oauth:token-type:jwt"),
     ];
-    let answer = oauth::send(STS, http.post(&external.token_url).form(&form)).await?;
+    let answer = http.send(STS, http.post(&external.token_url).form(&form)).await?;
     let federated = oauth::field(STS, &answer, "access_token")?;
     let federated_expiry = oauth::expires_in(STS, &answer, now)?;
     let Some(url) = &external.impersonation_url else {
         return Ok((federated.to_owned(), federated_expiry));
     };
     let body = json!({"scope": [SCOPE], "lifetime": "3600s"});
-    let answer = oauth::send(IMPERSONATION, http.post(url).bearer_auth(federated).json(&body)).await?;
+    let answer = http.send(IMPERSONATION, http.post(url).bearer_auth(federated).json(&body)).await?;
     let token = oauth::field(IMPERSONATION, &answer, "accessToken")?.to_owned();
     let expires_at = oauth::field(IMPERSONATION, &answer, "expireTime")?
         .parse::<Timestamp>()
@@ -135,6 +177,7 @@ mod tests {
                 gce_metadata_host: Some("127.0.0.1:9".into()),
                 ..Ambient::default()
             },
+            crate::credentials::egress::Endpoints::default(),
         );
         let key = |k: &str| GcpSource { auth: GcpAuth::Key(SecretBytes::new(k.into())), registry_key: "gcr.io".into() };
         let e = mint(&key("{"), &identity).await.unwrap_err();
@@ -147,15 +190,24 @@ mod tests {
         };
         let e = mint(&mds, &identity).await.unwrap_err();
         assert_eq!(e.reason, "MetadataServerUnreachable", "{e}");
-        let wif = GcpSource {
+        let provider = "//iam.googleapis.com/projects/1/locations/global/workloadIdentityPools/p/providers/k";
+        let wif = |token_audience: &str, token_url: &str| GcpSource {
             auth: GcpAuth::External(GcpExternal {
-                audience: "//iam.googleapis.com/x".into(),
-                token_audience: "https://iam.googleapis.com/x".into(),
-                token_url: DEFAULT_STS_URL.into(),
+                audience: provider.into(),
+                token_audience: token_audience.into(),
+                token_url: token_url.into(),
                 impersonation_url: None,
             }),
             registry_key: "gcr.io".into(),
         };
-        assert_eq!(mint(&wif, &identity).await.unwrap_err().reason, "FederatedTokenMissing");
+        let default_audience = default_token_audience(provider);
+        let e = mint(&wif(&default_audience, DEFAULT_STS_URL), &identity).await.unwrap_err();
+        assert_eq!(e.reason, "FederatedTokenMissing");
+        // A foreign audience or STS host is refused before anything is asked.
+        let e = mint(&wif("https://kubernetes.default.svc", DEFAULT_STS_URL), &identity).await.unwrap_err();
+        assert_eq!(e.reason, "AudienceNotAllowed");
+        let e = mint(&wif(&default_audience, "https://sts.evil.example/v1/token"), &identity).await.unwrap_err();
+        assert_eq!(e.reason, "EndpointNotAllowed");
+        assert!(e.message.contains("sts.evil.example") && e.message.contains("tokenUrl"), "{e}");
     }
 }

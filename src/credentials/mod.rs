@@ -5,6 +5,7 @@
 
 pub mod azure;
 pub mod ecr;
+pub mod egress;
 pub mod gcp;
 pub mod identity;
 pub mod oauth;

@@ -1,5 +1,7 @@
-//! What every token exchange shares: an HTTPS client, one request whose failure says which step failed, and the
-//! JWTs the protocols use (signing client assertions and JWT-bearer grants with RS256, reading a token's `exp`).
+//! What every token exchange shares: an HTTP client bound to the operator's allow-list ([`Http`], whose
+//! [`Http::send`] is the one way a credential leaves regcred), one request whose failure says which step failed,
+//! and the JWTs the protocols use (Entra ID client assertions signed PS256, Google JWT-bearer grants RS256,
+//! reading a token's `exp`).
 //!
 //! Each protocol (Entra ID, ACR's exchange, Google STS and IAM Credentials, the GCE metadata server, Quay's robot
 //! federation, the OAuth 2.0 JWT-bearer grant of a service-account key) is one documented HTTP request; they
@@ -12,8 +14,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use jiff::Timestamp;
 use serde_json::Value;
 
+use super::egress::Endpoints;
 use super::tokens::{EndpointTls, MintError};
-use crate::registry::preflight::{ClientError, error_chain, https_client, untrusted_tls};
+use crate::registry::preflight::{error_chain, untrusted_tls};
 
 /// How long one request to a token endpoint may take.
 const TIMEOUT: Duration = Duration::from_secs(20);
@@ -30,35 +33,86 @@ pub struct Step {
     pub unreachable: &'static str,
 }
 
-/// An HTTPS client for token endpoints: the system's roots (plus `SSL_CERT_FILE`), or for an endpoint that is
-/// the registry itself its `spec.tls`.
-pub fn client(tls: Option<&EndpointTls>) -> Result<reqwest::Client, MintError> {
-    let ca_pem = tls.and_then(|t| t.ca_pem.as_deref());
-    let insecure = tls.is_some_and(|t| t.insecure_skip_verify);
-    https_client(TIMEOUT, ca_pem, insecure).map_err(|e| match e {
-        ClientError::CaBundle(why) => {
-            MintError::new("TLSUntrusted", format!("spec.tls.caBundle is not valid PEM: {why}"))
-        }
-        ClientError::Build(text) => MintError::new("MintFailed", format!("building the HTTP client: {text}")),
-    })
+/// An HTTP client for credential requests, bound to the hosts it may reach: the only way regcred sends a
+/// credential ([`Http::send`] checks every request against the operator's allow-list first).
+pub struct Http {
+    client: reqwest::Client,
+    endpoints: Endpoints,
 }
 
-/// Sends `request` and returns the JSON it answers with, or the step's failure. The error's text is the
-/// endpoint's own explanation (`error_description`, `error.message`, ...), never what was sent.
-pub async fn send(step: Step, request: reqwest::RequestBuilder) -> Result<Value, MintError> {
-    let response = request.send().await.map_err(|e| transport(step, &e))?;
-    let status = response.status();
-    let body = response.bytes().await.map_err(|e| transport(step, &e))?;
-    let json: Option<Value> = serde_json::from_slice(&body).ok();
-    if status.is_success() {
-        return json
-            .ok_or_else(|| MintError::new("InvalidResponse", format!("{} answered {status} without JSON", step.name)));
+/// An HTTPS client for token endpoints on the operator's allow-list: the system's roots (plus `SSL_CERT_FILE`),
+/// or for an endpoint that is the registry itself its `spec.tls`.
+pub fn client(tls: Option<&EndpointTls>, endpoints: &Endpoints) -> Result<Http, MintError> {
+    let ca_pem = tls.and_then(|t| t.ca_pem.as_deref());
+    let insecure = tls.is_some_and(|t| t.insecure_skip_verify);
+    Ok(Http { client: build(ca_pem, insecure, true)?, endpoints: endpoints.clone() })
+}
+
+/// A plain-HTTP client for the GCE metadata server at `host` (the operator's `GCE_METADATA_HOST`) and nowhere
+/// else, never through `HTTP(S)_PROXY`: the metadata server answers only on the Pod's own network, and its tokens
+/// must not cross a proxy.
+pub fn metadata_client(host: &str) -> Result<Http, MintError> {
+    Ok(Http { client: build(None, false, false)?, endpoints: Endpoints::metadata_server(host) })
+}
+
+/// regcred's token-endpoint client (rustls with ring). It follows no redirect: a credential goes to the URL that
+/// was checked, never to one an answer names. (The registry preflight's `https_client` follows redirects, which
+/// registries use for blobs; hence a builder of its own.)
+fn build(ca_pem: Option<&str>, insecure: bool, proxy: bool) -> Result<reqwest::Client, MintError> {
+    crate::install_crypto_provider();
+    let mut builder = reqwest::Client::builder()
+        .timeout(TIMEOUT)
+        .connect_timeout(TIMEOUT)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("regcred/", env!("CARGO_PKG_VERSION")));
+    if !proxy {
+        builder = builder.no_proxy();
     }
-    let detail = json.as_ref().map(explanation).unwrap_or_default();
-    let detail = if detail.is_empty() { String::new() } else { format!(": {}", truncate(&detail)) };
-    let reason = if status.is_client_error() { step.refused } else { step.unreachable };
-    let verb = if status.is_client_error() { "refused" } else { "failed" };
-    Err(MintError::new(reason, format!("{} {verb} ({status}){detail}", step.name)))
+    if let Some(pem) = ca_pem {
+        let certs = reqwest::Certificate::from_pem_bundle(pem.as_bytes())
+            .map_err(|e| MintError::new("TLSUntrusted", format!("spec.tls.caBundle is not valid PEM: {e}")))?;
+        for cert in certs {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    if insecure {
+        builder = builder.tls_danger_accept_invalid_certs(true);
+    }
+    builder.build().map_err(|e| MintError::new("MintFailed", format!("building the HTTP client: {}", error_chain(&e))))
+}
+
+impl Http {
+    pub fn get(&self, url: &str) -> reqwest::RequestBuilder {
+        self.client.get(url)
+    }
+
+    pub fn post(&self, url: &str) -> reqwest::RequestBuilder {
+        self.client.post(url)
+    }
+
+    /// Sends `request` if its host is allowed (otherwise `EndpointNotAllowed`, and nothing is sent) and returns
+    /// the JSON it answers with, or the step's failure. The error's text is the endpoint's own explanation
+    /// (`error_description`, `error.message`, ...), never what was sent.
+    pub async fn send(&self, step: Step, request: reqwest::RequestBuilder) -> Result<Value, MintError> {
+        let (_, request) = request.build_split();
+        let request =
+            request.map_err(|e| MintError::new("MintFailed", format!("{}: {}", step.name, error_chain(&e))))?;
+        self.endpoints.check(request.url(), step.name)?;
+        let response = self.client.execute(request).await.map_err(|e| transport(step, &e))?;
+        let status = response.status();
+        let body = response.bytes().await.map_err(|e| transport(step, &e))?;
+        let json: Option<Value> = serde_json::from_slice(&body).ok();
+        if status.is_success() {
+            return json.ok_or_else(|| {
+                MintError::new("InvalidResponse", format!("{} answered {status} without JSON", step.name))
+            });
+        }
+        let detail = json.as_ref().map(explanation).unwrap_or_default();
+        let detail = if detail.is_empty() { String::new() } else { format!(": {}", truncate(&detail)) };
+        let reason = if status.is_client_error() { step.refused } else { step.unreachable };
+        let verb = if status.is_client_error() { "refused" } else { "failed" };
+        Err(MintError::new(reason, format!("{} {verb} ({status}){detail}", step.name)))
+    }
 }
 
 /// A string field of an endpoint's answer, or InvalidResponse.
@@ -133,10 +187,19 @@ pub fn expiry(token: &str) -> Option<Timestamp> {
 #[error("{0}")]
 pub struct KeyError(pub String);
 
-/// Signs `header` (with `alg: RS256` and `typ: JWT` added) and `claims` with an RSA private key in PEM (PKCS#8
+/// A JWT signature algorithm over an RSA key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Alg {
+    /// RSASSA-PKCS1-v1_5 with SHA-256: Google's JWT-bearer grant.
+    Rs256,
+    /// RSASSA-PSS with SHA-256: Entra ID's certificate client assertions (its current documentation).
+    Ps256,
+}
+
+/// Signs `header` (with `alg` and `typ: JWT` added) and `claims` with an RSA private key in PEM (PKCS#8
 /// `PRIVATE KEY` or PKCS#1 `RSA PRIVATE KEY`).
-pub fn sign_rs256(mut header: Value, claims: &Value, key_pem: &[u8]) -> Result<String, KeyError> {
-    use ring::signature::{RSA_PKCS1_SHA256, RsaKeyPair};
+pub fn sign(alg: Alg, mut header: Value, claims: &Value, key_pem: &[u8]) -> Result<String, KeyError> {
+    use ring::signature::{RSA_PKCS1_SHA256, RSA_PSS_SHA256, RsaEncoding, RsaKeyPair};
     use rustls_pki_types::PrivateKeyDer;
     use rustls_pki_types::pem::PemObject as _;
     let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|_| KeyError("no PEM private key".into()))?;
@@ -146,22 +209,26 @@ pub fn sign_rs256(mut header: Value, claims: &Value, key_pem: &[u8]) -> Result<S
         _ => return Err(KeyError("the private key is not an RSA key".into())),
     }
     .map_err(|e| KeyError(format!("the private key is not a usable RSA key ({e})")))?;
-    header["alg"] = "RS256".into();
+    let (name, encoding): (&str, &'static dyn RsaEncoding) = match alg {
+        Alg::Rs256 => ("RS256", &RSA_PKCS1_SHA256),
+        Alg::Ps256 => ("PS256", &RSA_PSS_SHA256),
+    };
+    header["alg"] = name.into();
     header["typ"] = "JWT".into();
     let input = format!("{}.{}", B64URL.encode(header.to_string()), B64URL.encode(claims.to_string()));
     let mut signature = vec![0; pair.public().modulus_len()];
-    pair.sign(&RSA_PKCS1_SHA256, &ring::rand::SystemRandom::new(), input.as_bytes(), &mut signature)
+    pair.sign(encoding, &ring::rand::SystemRandom::new(), input.as_bytes(), &mut signature)
         .map_err(|_| KeyError("signing with the private key failed".into()))?;
     Ok(format!("{input}.{}", B64URL.encode(signature)))
 }
 
-/// The SHA-1 thumbprint of a PEM certificate's DER, base64url (JWT's `x5t`, which Entra ID matches against the
-/// application's registered certificates).
-pub fn x5t(certificate_pem: &[u8]) -> Result<String, KeyError> {
+/// The SHA-256 thumbprint of a PEM certificate's DER, base64url (JWT's `x5t#S256`, which Entra ID matches
+/// against the application's registered certificates).
+pub fn x5t_s256(certificate_pem: &[u8]) -> Result<String, KeyError> {
     use rustls_pki_types::CertificateDer;
     use rustls_pki_types::pem::PemObject as _;
     let der = CertificateDer::from_pem_slice(certificate_pem).map_err(|_| KeyError("no PEM certificate".into()))?;
-    Ok(B64URL.encode(ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, &der)))
+    Ok(B64URL.encode(ring::digest::digest(&ring::digest::SHA256, &der)))
 }
 
 /// A fresh random id (JWT `jti`).
@@ -212,8 +279,8 @@ mod tests {
     fn a_jwt_is_signed_verifiably_and_its_expiry_read_back() {
         use rustls_pki_types::pem::PemObject as _;
         let pem = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/gcp-test-key.pem")).unwrap();
-        let jwt =
-            sign_rs256(serde_json::json!({"kid": "k1"}), &serde_json::json!({"exp": 1_900_000_000}), &pem).unwrap();
+        let jwt = sign(Alg::Rs256, serde_json::json!({"kid": "k1"}), &serde_json::json!({"exp": 1_900_000_000}), &pem)
+            .unwrap();
         let parts: Vec<&str> = jwt.split('.').collect();
         assert_eq!(parts.len(), 3);
         let header: Value = serde_json::from_slice(&B64URL.decode(parts[0]).unwrap()).unwrap();
@@ -229,7 +296,17 @@ mod tests {
         );
         let signed = format!("{}.{}", parts[0], parts[1]);
         public.verify(signed.as_bytes(), &B64URL.decode(parts[2]).unwrap()).unwrap();
-        assert!(sign_rs256(serde_json::json!({}), &serde_json::json!({}), b"not a key").is_err());
+        assert!(sign(Alg::Rs256, serde_json::json!({}), &serde_json::json!({}), b"not a key").is_err());
+        // PS256 verifies with RSASSA-PSS.
+        let jwt = sign(Alg::Ps256, serde_json::json!({}), &serde_json::json!({"a": 1}), &pem).unwrap();
+        let parts: Vec<&str> = jwt.split('.').collect();
+        let header: Value = serde_json::from_slice(&B64URL.decode(parts[0]).unwrap()).unwrap();
+        assert_eq!(header["alg"], "PS256");
+        let pss = ring::signature::UnparsedPublicKey::new(
+            &ring::signature::RSA_PSS_2048_8192_SHA256,
+            ring::signature::KeyPair::public_key(&pair).as_ref().to_vec(),
+        );
+        pss.verify(format!("{}.{}", parts[0], parts[1]).as_bytes(), &B64URL.decode(parts[2]).unwrap()).unwrap();
         assert_eq!(expiry("not.a-jwt"), None);
     }
 }

@@ -35,6 +35,35 @@ fn form(body: &str) -> HashMap<String, String> {
     super::tokens::url_form(body)
 }
 
+/// ACR's Entra ID scope in the public cloud: the only one the local exchange accepts, as a registry with
+/// ARM-audience authentication disabled (a built-in Azure Policy) does.
+pub const ACR_SCOPE: &str = "https://containerregistry.azure.net/.default";
+
+/// Writes the CA bundles regcred must trust for the token endpoints (as `SSL_CERT_FILE` points at on a cluster).
+pub fn ca_file(env: &super::TestEnv, pems: &[&str]) -> String {
+    let dir = std::env::temp_dir().join("regcred-tests");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("ca-{}.pem", env.id));
+    std::fs::write(&path, pems.concat()).unwrap();
+    path.display().to_string()
+}
+
+/// `HOST:PORT` of a URL: what the tests add to regcred's allow-list of credential endpoints.
+pub fn host_port(url: &str) -> String {
+    let url = reqwest::Url::parse(url).unwrap();
+    format!("{}:{}", url.host_str().unwrap(), url.port_or_known_default().unwrap())
+}
+
+/// The environment that allows regcred to send credentials to `urls` (as an operator would:
+/// `--extra-allowed-endpoints`, chart value `credentials.extraAllowedEndpoints`).
+pub fn allow(urls: &[&str]) -> (&'static str, String) {
+    let hosts: Vec<String> = urls
+        .iter()
+        .map(|u| host_port(&if u.contains("://") { (*u).to_owned() } else { format!("https://{u}") }))
+        .collect();
+    ("REGCRED_EXTRA_ALLOWED_ENDPOINTS", hosts.join(","))
+}
+
 fn basic(headers: &HeaderMap) -> Option<(String, String)> {
     let value = headers.get("authorization")?.to_str().ok()?.strip_prefix("Basic ")?;
     let decoded = String::from_utf8(B64.decode(value).ok()?).ok()?;
@@ -94,10 +123,11 @@ pub enum AppCredential {
         subject: String,
     },
     Secret(String),
-    /// An RSA certificate's public key (SubjectPublicKeyInfo's RSA key, DER) and its x5t.
+    /// An RSA certificate's public key (SubjectPublicKeyInfo's RSA key, DER) and its SHA-256 thumbprint
+    /// (`x5t#S256`).
     Certificate {
         public_key: Vec<u8>,
-        x5t: String,
+        x5t_s256: String,
     },
 }
 
@@ -178,6 +208,8 @@ impl Entra {
             );
         }
         let credential = self.credential.lock().unwrap().clone();
+        let assertion_type_ok =
+            get("client_assertion_type") == "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
         let verdict = match credential {
             AppCredential::Secret(secret) => {
                 if get("client_secret") == secret {
@@ -186,15 +218,15 @@ impl Entra {
                     Err("AADSTS7000215: Invalid client secret provided".to_owned())
                 }
             }
-            AppCredential::Federated { subject } => {
-                if get("client_assertion_type") != "urn:ietf:params:oauth:client-assertion-type:jwt-bearer" {
-                    Err("no client assertion".to_owned())
-                } else {
-                    review(&self.admin, &get("client_assertion"), "api://AzureADTokenExchange", &subject).await
-                }
+            // Entra ID refuses an assertion without its type (AADSTS50027-like).
+            AppCredential::Federated { .. } | AppCredential::Certificate { .. } if !assertion_type_ok => {
+                Err("AADSTS7000216: 'client_assertion_type' is required".to_owned())
             }
-            AppCredential::Certificate { public_key, x5t } => {
-                verify_assertion(&get("client_assertion"), &public_key, &x5t, &self.token_url(), &self.client_id)
+            AppCredential::Federated { subject } => {
+                review(&self.admin, &get("client_assertion"), "api://AzureADTokenExchange", &subject).await
+            }
+            AppCredential::Certificate { public_key, x5t_s256 } => {
+                verify_assertion(&get("client_assertion"), &public_key, &x5t_s256, &self.token_url(), &self.client_id)
             }
         };
         if let Err(why) = verdict {
@@ -210,17 +242,18 @@ impl Entra {
     }
 }
 
-fn verify_assertion(jwt: &str, public_key: &[u8], x5t: &str, aud: &str, client_id: &str) -> Result<(), String> {
+/// A certificate's client assertion as Entra ID's current documentation asks for it: PS256, `x5t#S256`.
+fn verify_assertion(jwt: &str, public_key: &[u8], x5t_s256: &str, aud: &str, client_id: &str) -> Result<(), String> {
     let parts: Vec<&str> = jwt.split('.').collect();
     let [h, c, s] = parts[..] else { return Err("the assertion is not a JWT".into()) };
     let header: Value =
         serde_json::from_slice(&B64URL.decode(h).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
     let claims: Value =
         serde_json::from_slice(&B64URL.decode(c).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
-    if header["alg"] != "RS256" || header["x5t"] != x5t {
+    if header["alg"] != "PS256" || header["x5t#S256"] != x5t_s256 {
         return Err(format!("AADSTS700027: unknown certificate or algorithm: {header}"));
     }
-    let key = ring::signature::UnparsedPublicKey::new(&ring::signature::RSA_PKCS1_2048_8192_SHA256, public_key);
+    let key = ring::signature::UnparsedPublicKey::new(&ring::signature::RSA_PSS_2048_8192_SHA256, public_key);
     key.verify(format!("{h}.{c}").as_bytes(), &B64URL.decode(s).map_err(|e| e.to_string())?)
         .map_err(|_| "AADSTS700027: the assertion's signature does not verify".to_owned())?;
     let fresh =
@@ -351,7 +384,7 @@ impl CloudRegistry {
             (Method::POST, "/oauth2/token") => {
                 let f = form(&text);
                 match f.get("grant_type").map(String::as_str) {
-                    Some("refresh_token") => self.scoped(&f),
+                    Some("refresh_token") => self.scoped(&text),
                     Some("password") => {
                         let creds = (
                             f.get("username").cloned().unwrap_or_default(),
@@ -378,9 +411,11 @@ impl CloudRegistry {
     fn exchange(&self, f: &HashMap<String, String>) -> Response {
         let get = |k: &str| f.get(k).cloned().unwrap_or_default();
         let entra = self.entra.lock().unwrap().clone();
-        let known = entra
-            .as_ref()
-            .is_some_and(|e| e.issued.lock().unwrap().contains_key(&get("access_token")) && get("tenant") == e.tenant);
+        // Only an Entra ID token for ACR's own audience.
+        let known = entra.as_ref().is_some_and(|e| {
+            e.issued.lock().unwrap().get(&get("access_token")).is_some_and(|scope| scope == ACR_SCOPE)
+                && get("tenant") == e.tenant
+        });
         if self.refusing.load(Ordering::SeqCst)
             || get("grant_type") != "access_token"
             || get("service") != self.addr
@@ -399,8 +434,29 @@ impl CloudRegistry {
         answer(StatusCode::OK, json!({"refresh_token": token}))
     }
 
-    fn scoped(&self, f: &HashMap<String, String>) -> Response {
+    /// `/oauth2/token`: one `scope` parameter per repository, each `repository:NAME:pull`; anything else (a
+    /// space-joined list, a malformed scope) is refused as ACR refuses it.
+    fn scoped(&self, body: &str) -> Response {
+        let f = form(body);
         let get = |k: &str| f.get(k).cloned().unwrap_or_default();
+        let mut repos = BTreeSet::new();
+        for scope in super::tokens::url_form_all(body, "scope") {
+            let parts: Vec<&str> = scope.split(':').collect();
+            let name_ok = |n: &str| {
+                !n.is_empty() && n.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._/-".contains(&b))
+            };
+            match parts.as_slice() {
+                ["repository", name, "pull"] if name_ok(name) => {
+                    repos.insert((*name).to_owned());
+                }
+                _ => {
+                    return answer(
+                        StatusCode::BAD_REQUEST,
+                        json!({"errors": [{"code": "UNSUPPORTED", "message": format!("malformed scope {scope:?}")}]}),
+                    );
+                }
+            }
+        }
         let mut ledger = self.ledger.lock().unwrap();
         if ledger.refresh.get(&get("refresh_token")).is_none_or(|exp| *exp <= now()) {
             return answer(
@@ -408,8 +464,6 @@ impl CloudRegistry {
                 json!({"errors": [{"code": "UNAUTHORIZED", "message": "bad refresh token"}]}),
             );
         }
-        let repos: BTreeSet<String> =
-            get("scope").split_whitespace().filter_map(|s| s.split(':').nth(1)).map(str::to_owned).collect();
         let exp = now() + self.lifetime().min(75 * 60);
         let token = opaque_jwt("acr-access", ledger.scoped.len() as u64 + 1, exp);
         ledger.scoped.insert(token.clone(), (repos, exp));
@@ -523,6 +577,10 @@ impl CloudRegistry {
     }
 }
 
+/// The scope regcred's GCP tokens carry: read-only storage, enough to pull from GCR and Artifact Registry.
+pub const READ_ONLY: &str = "https://www.googleapis.com/auth/devstorage.read_only";
+const CLOUD_PLATFORM: &str = "https://www.googleapis.com/auth/cloud-platform";
+
 /// GCP's identity endpoints: the GCE metadata server (plain HTTP, as on GKE), Google STS and IAM Credentials
 /// (TLS). Every access token they issue is in `tokens`, which a [`CloudRegistry`] accepts for
 /// `oauth2accesstoken`.
@@ -629,10 +687,11 @@ impl Gcp {
         if self.refusing_sts.load(Ordering::SeqCst) {
             return bad("The audience in ID Token does not match the expected audience.");
         }
+        let scope = get("scope");
         let shape = get("grant_type") == "urn:ietf:params:oauth:grant-type:token-exchange"
             && get("requested_token_type") == "urn:ietf:params:oauth:token-type:access_token"
             && get("subject_token_type") == "urn:ietf:params:oauth:token-type:jwt"
-            && get("scope").contains("cloud-platform");
+            && (scope == CLOUD_PLATFORM || scope == READ_ONLY);
         if !shape || get("audience") != self.audience {
             return bad("malformed token exchange or unknown provider");
         }
@@ -641,7 +700,8 @@ impl Gcp {
         if let Err(why) = review(&self.admin, &get("subject_token"), &token_audience, &subject).await {
             return bad(&why);
         }
-        let (token, lifetime) = self.issue("sts");
+        // The scope travels with the token: impersonation needs cloud-platform, as IAM Credentials does.
+        let (token, lifetime) = self.issue(if scope == CLOUD_PLATFORM { "sts-cp" } else { "sts" });
         answer(
             StatusCode::OK,
             json!({
@@ -657,12 +717,20 @@ impl Gcp {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .unwrap_or_default();
-        let federated = bearer.contains(".sts-") && self.tokens.lock().unwrap().get(bearer).is_some_and(|e| *e > now());
+        let federated =
+            bearer.contains(".sts-cp-") && self.tokens.lock().unwrap().get(bearer).is_some_and(|e| *e > now());
         let body: Value = serde_json::from_str(body).unwrap_or_default();
+        // generateAccessToken's `scope` is a list (a string is a 400 from the real API).
+        if !body["scope"].is_array() {
+            return answer(
+                StatusCode::BAD_REQUEST,
+                json!({"error": {"code": 400, "status": "INVALID_ARGUMENT", "message": "Invalid value at 'scope'"}}),
+            );
+        }
         let denied = self.denying_impersonation.load(Ordering::SeqCst)
             || !federated
             || rest != format!("{}:generateAccessToken", self.service_account)
-            || !body["scope"].to_string().contains("cloud-platform");
+            || body["scope"] != json!([READ_ONLY]);
         if denied {
             return answer(
                 StatusCode::FORBIDDEN,

@@ -58,12 +58,14 @@ pub struct Issued {
     pub expires_at: std::time::SystemTime,
 }
 
-/// A local OAuth 2.0 token endpoint for GCP service-account keys: it accepts the JWT-bearer grant regcred posts
-/// to the key's `token_uri`, checks the assertion names this endpoint as its audience, and answers with a fresh
-/// access token living `lifetime`.
+/// A local OAuth 2.0 token endpoint for GCP service-account keys (HTTPS, as Google's): it accepts the JWT-bearer
+/// grant regcred posts to the key's `token_uri` as Google does (signed RS256 by the key, for this endpoint, living
+/// an hour at most, with the read-only storage scope), and answers with a fresh access token living `lifetime`.
 #[derive(Clone)]
 pub struct GcpTokenEndpoint {
     pub token_uri: String,
+    /// The CA of its TLS certificate.
+    pub ca_pem: String,
     pub lifetime_secs: Arc<AtomicU64>,
     /// While set, every request fails with 503.
     pub failing: Arc<AtomicBool>,
@@ -74,24 +76,25 @@ pub struct GcpTokenEndpoint {
 
 impl GcpTokenEndpoint {
     pub async fn start(lifetime_secs: u64) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let token_uri = format!("http://{}/token", listener.local_addr().unwrap());
+        let state = Arc::new(Mutex::new(None::<GcpTokenEndpoint>));
+        let handler_state = state.clone();
+        let app = axum::Router::new().route(
+            "/token",
+            axum::routing::post(move |body: String| {
+                let endpoint = handler_state.lock().unwrap().clone().unwrap();
+                async move { endpoint.answer(&body) }
+            }),
+        );
+        let (addr, ca_pem) = super::cloud::serve_tls("127.0.0.1", app).await;
         let endpoint = Self {
-            token_uri: token_uri.clone(),
+            token_uri: format!("https://{addr}/token"),
+            ca_pem,
             lifetime_secs: Arc::new(AtomicU64::new(lifetime_secs)),
             failing: Arc::default(),
             denying: Arc::default(),
             issued: Arc::default(),
         };
-        let state = endpoint.clone();
-        let app = axum::Router::new().route(
-            "/token",
-            axum::routing::post(move |body: String| {
-                let state = state.clone();
-                async move { state.answer(&body) }
-            }),
-        );
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        *state.lock().unwrap() = Some(endpoint.clone());
         endpoint
     }
 
@@ -107,13 +110,15 @@ impl GcpTokenEndpoint {
         if form.get("grant_type").map(String::as_str) != Some("urn:ietf:params:oauth:grant-type:jwt-bearer") {
             return (StatusCode::BAD_REQUEST, r#"{"error":"unsupported_grant_type"}"#.into());
         }
-        let claims = form
-            .get("assertion")
-            .and_then(|jwt| jwt.split('.').nth(1))
-            .and_then(|c| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(c).ok())
-            .and_then(|c| serde_json::from_slice::<serde_json::Value>(&c).ok());
-        let Some(claims) = claims.filter(|c| c["aud"] == self.token_uri.as_str()) else {
-            return (StatusCode::BAD_REQUEST, r#"{"error":"invalid_grant"}"#.into());
+        let assertion = form.get("assertion").map(String::as_str).unwrap_or_default();
+        let claims = verified_grant(assertion)
+            .filter(|c| c["aud"] == self.token_uri.as_str() && c["scope"] == super::cloud::READ_ONLY);
+        let Some(claims) = claims else {
+            return (
+                StatusCode::BAD_REQUEST,
+                r#"{"error":"invalid_grant","error_description":"Invalid JWT Signature, audience, scope or lifetime."}"#
+                    .into(),
+            );
         };
         let lifetime = self.lifetime_secs.load(Ordering::SeqCst);
         let mut issued = self.issued.lock().unwrap();
@@ -122,6 +127,14 @@ impl GcpTokenEndpoint {
             .insert(token.clone(), Issued { expires_at: std::time::SystemTime::now() + Duration::from_secs(lifetime) });
         let answer = serde_json::json!({"access_token": token, "expires_in": lifetime, "token_type": "Bearer"});
         (StatusCode::OK, answer.to_string())
+    }
+
+    /// regcred's environment for keys whose `token_uri` is this endpoint (or one of `more`): its CA trusted, its
+    /// host on the allow-list of credential endpoints, as an operator would set them.
+    pub fn operator_env(&self, env: &super::TestEnv, more: &[&str]) -> Vec<(&'static str, String)> {
+        let mut hosts = vec![self.token_uri.as_str()];
+        hosts.extend_from_slice(more);
+        vec![("SSL_CERT_FILE", super::cloud::ca_file(env, &[&self.ca_pem])), super::cloud::allow(&hosts)]
     }
 
     /// A service-account key whose `token_uri` is this endpoint.
@@ -147,6 +160,41 @@ impl GcpTokenEndpoint {
     pub fn mints(&self) -> usize {
         self.issued.lock().unwrap().len()
     }
+}
+
+/// The claims of a JWT-bearer grant Google would take: RS256-signed by the test key, `exp` at most an hour
+/// after `iat`, not expired.
+fn verified_grant(jwt: &str) -> Option<serde_json::Value> {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
+    use rustls_pki_types::pem::PemObject as _;
+    let [h, c, sig] = jwt.split('.').collect::<Vec<_>>()[..] else { return None };
+    let header: serde_json::Value = serde_json::from_slice(&B64URL.decode(h).ok()?).ok()?;
+    let claims: serde_json::Value = serde_json::from_slice(&B64URL.decode(c).ok()?).ok()?;
+    let pem = std::fs::read(super::repo_root().join("tests/fixtures/gcp-test-key.pem")).ok()?;
+    let rustls_pki_types::PrivateKeyDer::Pkcs8(der) = rustls_pki_types::PrivateKeyDer::from_pem_slice(&pem).ok()?
+    else {
+        return None;
+    };
+    let pair = ring::signature::RsaKeyPair::from_pkcs8(der.secret_pkcs8_der()).ok()?;
+    let public = ring::signature::UnparsedPublicKey::new(
+        &ring::signature::RSA_PKCS1_2048_8192_SHA256,
+        ring::signature::KeyPair::public_key(&pair).as_ref().to_vec(),
+    );
+    if header["alg"] != "RS256" || public.verify(format!("{h}.{c}").as_bytes(), &B64URL.decode(sig).ok()?).is_err() {
+        return None;
+    }
+    let (iat, exp) = (claims["iat"].as_i64()?, claims["exp"].as_i64()?);
+    let now = jiff::Timestamp::now().as_second();
+    (exp > now && exp - iat <= 3600 && iat <= now + 60).then_some(claims)
+}
+
+/// Every value of `key` in a form body, in order.
+pub fn url_form_all(body: &str, key: &str) -> Vec<String> {
+    body.split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .filter(|(k, _)| percent_decode(k) == key)
+        .map(|(_, v)| percent_decode(v))
+        .collect()
 }
 
 pub fn url_form(body: &str) -> HashMap<String, String> {
