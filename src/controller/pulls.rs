@@ -28,8 +28,8 @@ use crate::images::pulls::{self, Claim, PodCache, PodPulls, Recorded, Refusal};
 
 /// The kubelet's pull failures: reason `Failed` on a Pod (its message says `Failed to pull image ...`).
 const FIELDS: &str = "involvedObject.kind=Pod,reason=Failed";
-/// Claims being confirmed at once.
-const LOOKUPS: usize = 4;
+/// Claims being confirmed at once (a claim may wait a few seconds for the Pod's status, see [`LOOK_AGAIN`]).
+const LOOKUPS: usize = 8;
 /// How long a Pod lookup answers for repeated Events about the same Pod.
 const POD_TTL: Duration = Duration::from_secs(10);
 /// Pod lookups remembered.
@@ -130,8 +130,9 @@ async fn confirm_and_record(ctx: Arc<Context>, gate: Arc<Mutex<Gate>>, claim: Cl
         gate.pods.get(&claim.namespace, &claim.pod, gate.origin.elapsed())
     };
     let mut verdict = cached.as_ref().map(|found| pulls::confirm(&claim, found.as_ref()));
-    // A cached Pod that did not show the failure is looked at again only after a while.
-    let delays = if cached.is_some() { &LOOK_AGAIN[1..] } else { &LOOK_AGAIN[..] };
+    // A Pod looked up a moment ago is not looked up again: a flood of Events about a Pod that does not fail
+    // costs one lookup (and its retries), not one per Event.
+    let delays = if cached.is_some() { &[][..] } else { &LOOK_AGAIN[..] };
     for delay in delays {
         if matches!(verdict, Some(Ok(()) | Err(Refusal::PodNotFound | Refusal::UidMismatch))) {
             break;
