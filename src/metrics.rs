@@ -33,6 +33,11 @@ pub struct ProfileLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PullLabels {
     pub profile: String,
     pub reason: String,
@@ -48,6 +53,7 @@ pub struct Metrics {
     pub leader: Gauge,
     token_expiry: Family<ProfileLabels, Gauge<f64, AtomicU64>>,
     pull_failures: Family<PullLabels, Counter>,
+    pull_events_refused: Family<ReasonLabels, Counter>,
     view: View,
     /// Whether the webhook listens, when this replica serves one: part of readiness.
     webhook_serving: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
@@ -132,6 +138,13 @@ impl Metrics {
             "Failed image pulls the kubelet reported from a profile's registry, by the registry's reason",
             pull_failures.clone(),
         );
+        let pull_events_refused = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "pull_events_refused",
+            "Events that looked like the kubelet's pull failures and were not used, by why (other_namespace, \
+             pod_not_found, uid_mismatch, not_failing, rate_limited, stale)",
+            pull_events_refused.clone(),
+        );
         let webhook_serving = webhook.map(|stats| stats.serving.clone());
         Self {
             registry,
@@ -141,6 +154,7 @@ impl Metrics {
             leader,
             token_expiry,
             pull_failures,
+            pull_events_refused,
             view,
             webhook_serving,
         }
@@ -167,6 +181,11 @@ impl Metrics {
     pub fn pull_failed(&self, profile: &str, reason: &str, n: u64) {
         let labels = PullLabels { profile: profile.to_owned(), reason: reason.to_owned() };
         self.pull_failures.get_or_create(&labels).inc_by(n);
+    }
+
+    /// Counts one Event about a pull failure that was not used, and why.
+    pub fn pull_event_refused(&self, reason: &str) {
+        self.pull_events_refused.get_or_create(&ReasonLabels { reason: reason.to_owned() }).inc();
     }
 
     /// Records one reconcile.

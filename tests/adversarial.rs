@@ -1,5 +1,6 @@
 //! Tenants who try to steer regcred: forged Secrets with its names and labels, edits of the Secrets it manages,
-//! labels on their own namespaces, and profiles that reach for Secrets outside regcred's namespace. Each tenant
+//! labels on their own namespaces, profiles that reach for Secrets outside regcred's namespace, Events forged to
+//! look like the kubelet's pull failures, and Secret names shared by several profiles. Each tenant
 //! acts as a ServiceAccount that owns the Secrets and Pods of its own namespace only (plus, where said, the right to label
 //! that namespace); regcred runs as the chart's ServiceAccount.
 #![allow(clippy::pedantic, clippy::unwrap_used, clippy::panic)]
@@ -8,8 +9,9 @@ mod support;
 
 use std::collections::BTreeMap;
 
+use futures::StreamExt as _;
 use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::api::core::v1::{Event, Namespace, Pod, Secret};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
@@ -21,14 +23,14 @@ use support::{TestEnv, wait_for};
 
 const FORGED: &str = r#"{"auths":{"registry.example.com:5000":{"username":"attacker","password":"planted"}}}"#;
 
-/// A tenant: a ServiceAccount with full rights over Secrets, Pods, ServiceAccounts and ConfigMaps in `namespace` only; `may_label` also lets it
+/// A tenant: a ServiceAccount with full rights over Secrets, Pods, ServiceAccounts, ConfigMaps and Events in `namespace` only; `may_label` also lets it
 /// patch its own Namespace object (as some self-service setups allow).
 async fn tenant(env: &TestEnv, namespace: &str, may_label: bool) -> Client {
     // What the `admin` role gives a namespace's owner over these objects (the local control plane does not run the
     // controller that aggregates `admin`, so the rules are spelled out).
     let role: Role = serde_json::from_value(json!({
         "metadata": {"name": "tenant"},
-        "rules": [{"apiGroups": [""], "resources": ["secrets", "pods", "serviceaccounts", "configmaps"],
+        "rules": [{"apiGroups": [""], "resources": ["secrets", "pods", "serviceaccounts", "configmaps", "events"],
                    "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"]}],
     }))
     .unwrap();
@@ -294,7 +296,6 @@ fn watch_secrets(
     client: Client,
     namespace: &str,
 ) -> (tokio::task::JoinHandle<()>, std::sync::Arc<std::sync::Mutex<Vec<Secret>>>) {
-    use futures::StreamExt as _;
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let into = seen.clone();
     let api = Api::<Secret>::namespaced(client, namespace);
@@ -450,6 +451,147 @@ async fn a_profile_author_writes_profiles_but_reads_no_secret_and_borrows_no_tok
                 .create_subresource::<_, k8s_openapi::api::authentication::v1::TokenRequest>("token", &release, &PostParams::default(), &request)
                 .await;
             assert!(forbidden(token.map(drop)));
+        })
+        .await;
+}
+
+/// A failed pull of `image` in `namespace`'s Pod `pod` (`uid`), as the kubelet reports it, changed by `edit`.
+fn pull_failed(namespace: &str, name: &str, pod: &str, uid: &str, image: &str, edit: serde_json::Value) -> Event {
+    let now =
+        serde_json::to_value(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now())).unwrap();
+    let mut event = json!({
+        "metadata": {"name": name, "namespace": namespace},
+        "involvedObject": {"kind": "Pod", "apiVersion": "v1", "namespace": namespace, "name": pod, "uid": uid},
+        "reason": "Failed", "type": "Warning", "source": {"component": "kubelet"},
+        "message": format!("Failed to pull image \"{image}\": failed to resolve reference \"{image}\": 401 Unauthorized"),
+        "count": 1, "firstTimestamp": now, "lastTimestamp": now,
+    });
+    json_patch_merge(&mut event, edit);
+    serde_json::from_value(event).unwrap()
+}
+
+fn json_patch_merge(target: &mut serde_json::Value, patch: serde_json::Value) {
+    match (target, patch) {
+        (serde_json::Value::Object(t), serde_json::Value::Object(p)) => {
+            for (k, v) in p {
+                json_patch_merge(t.entry(k).or_insert(serde_json::Value::Null), v);
+            }
+        }
+        (t, p) => *t = p,
+    }
+}
+
+/// Creates Pod `name` pulling `image` in `namespace` as `client`, and makes its status show the failed pull as the
+/// kubelet would (there is no kubelet here: the admin writes `pods/status`). Returns its uid.
+async fn failing_pod(env: &TestEnv, client: Client, namespace: &str, name: &str, image: &str) -> String {
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": name}, "spec": {"containers": [{"name": "c", "image": image}]},
+    }))
+    .unwrap();
+    let pod = Api::<Pod>::namespaced(client, namespace).create(&PostParams::default(), &pod).await.unwrap();
+    let status = json!({"status": {"containerStatuses": [{
+        "name": "c", "image": image, "imageID": "", "ready": false, "restartCount": 0,
+        "state": {"waiting": {"reason": "ErrImagePull", "message": "401 Unauthorized"}},
+    }]}});
+    let admin = Api::<Pod>::namespaced(env.client.clone(), namespace);
+    admin.patch_status(name, &PatchParams::default(), &Patch::Merge(&status)).await.unwrap();
+    pod.uid().unwrap()
+}
+
+#[tokio::test]
+async fn forged_pull_failure_events_never_reach_status_and_real_failures_still_do() {
+    TestEnv::new("forged-events")
+        .await
+        .run(|env| async move {
+            let h = Harness::start(&env).await;
+            h.source("creds", &[("username", "bot"), ("password", "real")]).await;
+            let name = h.profile("p", basic_spec(h.select("yes"))).await;
+            let a = env.namespace("a", &[("pull", "yes")]).await;
+            let t = env.namespace("t", &[("pull", "no")]).await;
+            h.wait_credentials(&a, "pull", SERVER, "real").await;
+            let operator = h.operator.as_ref().unwrap();
+            let reconciles_before = operator.metric("regcred_reconciles_total").await;
+            let image = format!("{SERVER}/team/app:1");
+            let tenant = tenant(&env, &t, false).await;
+            let forge = Api::<Event>::namespaced(tenant.clone(), &t);
+
+            // The legitimate namespace's Pod really fails its pull; so does one of the tenant's own.
+            let app = failing_pod(&env, env.client.clone(), &a, "app", &image).await;
+            let own = failing_pod(&env, tenant.clone(), &t, "own", &image).await;
+
+            // From its own (unselected) namespace, the tenant names the Pod of the selected one: an Event with
+            // eventTime set passes the apiserver's validation whatever namespace it names.
+            let event_time = serde_json::to_value(k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
+                jiff::Timestamp::now(),
+            ))
+            .unwrap();
+            // Everything else about it is true (that Pod, its uid, the image it fails to pull), so only the
+            // namespace gives it away.
+            let mut other = pull_failed(&t, "other-namespace", "app", &app, &image, json!({
+                "eventTime": event_time, "reportingComponent": "kubelet", "reportingInstance": "node-1", "action": "Pull",
+                "count": 9999, "message": format!("Failed to pull image \"{image}\": {image}: not found"),
+            }));
+            other.involved_object.namespace = Some(a.clone());
+            let other = forge.create(&PostParams::default(), &other).await.unwrap();
+            assert_eq!(other.involved_object.namespace.as_deref(), Some(a.as_str()), "the apiserver tied the namespaces");
+            // A Pod that does not exist, with a count to impress.
+            forge.create(&PostParams::default(), &pull_failed(&t, "ghost", "ghost", "", &image, json!({"count": 9999}))).await.unwrap();
+            // A flood about its own failing Pod, each claiming 9999 failures.
+            let flood = 200;
+            futures::stream::iter(0..flood)
+                .for_each_concurrent(16, |i| {
+                    let (forge, t, own, image) = (forge.clone(), t.clone(), own.clone(), image.clone());
+                    async move {
+                        let e = pull_failed(&t, &format!("flood-{i}"), "own", &own, &image, json!({"count": 9999}));
+                        forge.create(&PostParams::default(), &e).await.unwrap();
+                    }
+                })
+                .await;
+            // Then the kubelet reports the selected namespace's real failure.
+            Api::<Event>::namespaced(env.client.clone(), &a)
+                .create(&PostParams::default(), &pull_failed(&a, "app.kubelet", "app", &app, &image, json!({})))
+                .await
+                .unwrap();
+
+            // Every Event has been weighed once regcred has used or refused all of them (the refusals and the
+            // failures recorded add up to what was written).
+            let refused = |reason: &'static str| async move {
+                let body = support::http_get(&operator.metrics_addr().await, "/metrics").await.1;
+                let line = format!("regcred_pull_events_refused_total{{reason=\"{reason}\"}} ");
+                body.lines().find_map(|l| l.strip_prefix(&line)?.parse::<f64>().ok()).unwrap_or(0.0)
+            };
+            let (limited, used) = wait_for("every forged Event to be weighed", WAIT, || async {
+                let limited = refused("rate_limited").await;
+                let used = operator.metric("regcred_pull_failures_total").await;
+                let weighed = refused("other_namespace").await + refused("pod_not_found").await + limited + used;
+                (weighed >= f64::from(flood + 3)).then_some((limited, used))
+            })
+            .await;
+            assert_eq!((refused("other_namespace").await, refused("pod_not_found").await), (1.0, 1.0));
+            // The tenant's namespace got its share, and no more: the rest of the flood was refused unread.
+            let own_count = used - 1.0;
+            assert!((1.0..=20.0).contains(&own_count) && limited >= f64::from(flood) - own_count, "{used} {limited}");
+
+            // The status shows the real failure as the kubelet reported it, counted as seen; the tenant's own
+            // Pod only among the unselected namespaces', counted as regcred saw it; nothing forged.
+            let profiles = Api::<RegistryProfile>::all(h.client());
+            let status = wait_for("the real failure and the tenant's own in status", WAIT, || async {
+                let status = profiles.get(&name).await.ok()?.status?;
+                let own = status.unselected_pull_failures.iter().find(|f| f.pod == "own")?;
+                (status.pull_failures.iter().any(|f| f.pod == "app") && f64::from(own.count) == own_count)
+                    .then_some(status)
+            })
+            .await;
+            let shown: Vec<_> =
+                status.pull_failures.iter().map(|f| (f.namespace.as_str(), f.pod.as_str(), f.image.as_str(), f.count)).collect();
+            assert_eq!(shown, [(a.as_str(), "app", image.as_str(), 1)], "{status:?}");
+            assert_eq!(status.pull_failures[0].reason, "AuthenticationFailed");
+            let unselected: Vec<_> =
+                status.unselected_pull_failures.iter().map(|f| (f.namespace.as_str(), f.pod.as_str())).collect();
+            assert_eq!(unselected, [(t.as_str(), "own")], "{status:?}");
+            // The flood did not make regcred reconcile once per Event.
+            let reconciles = operator.metric("regcred_reconciles_total").await - reconciles_before;
+            assert!(reconciles < 50.0, "{reconciles} reconciles");
         })
         .await;
 }

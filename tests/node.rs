@@ -240,18 +240,23 @@ async fn pods_pull_private_images_through_regcreds_secrets_from_a_token_registry
             let (ok, out) = support::webhook::kubectl(&["apply", "-n", &chosen, "-f", "-"], &deployment("1.0")).await;
             assert!(ok && !out.contains("Warning:"), "{out}");
 
-            // Pull failures are reported on the profile, with the registry's reason: a missing tag in the selected
-            // namespace (404), and the unselected namespace's Pod refused without credentials (401).
+            // Pull failures are reported on the profile, with the registry's reason, once the Pod's own status shows
+            // them: a missing tag in the selected namespace (404), and, in a list of its own, the unselected
+            // namespace's Pod refused without credentials (401).
             let missing = format!("{}:404", image.rsplit_once(':').unwrap().0);
             create_pod(&client, &chosen, &pod("missing", &missing, "Always")).await;
             assert!(matches!(pull_outcome(&client, &chosen, "missing").await, Pull::Refused(_)));
             let profiles: Api<regcred::api::RegistryProfile> = Api::all(client.clone());
             let failures = wait_for("the pull failures in the profile's status", WAIT, || async {
                 let status = profiles.get(&profile).await.ok()?.status?;
-                let found = |ns: &str, pod: &str| {
-                    status.pull_failures.iter().find(|f| f.namespace == ns && f.pod == pod).cloned()
+                let found = |list: &[regcred::api::PullFailure], ns: &str, pod: &str| {
+                    list.iter().find(|f| f.namespace == ns && f.pod == pod).cloned()
                 };
-                Some((found(&chosen, "missing")?, found(&other, "app")?))
+                // The unselected namespace's failure is listed apart from the selected one's.
+                Some((
+                    found(&status.pull_failures, &chosen, "missing")?,
+                    found(&status.unselected_pull_failures, &other, "app")?,
+                ))
             })
             .await;
             assert_eq!(

@@ -553,9 +553,17 @@ pub struct RegistryProfileStatus {
     pub images: Vec<ImageStatus>,
 
     /// Recent failures of the kubelet to pull an image from this registry in a selected namespace (the last
-    /// hour, newest first, at most 10).
+    /// hour, newest first, at most 10, at most 3 per namespace). Only failures the Pod's own status confirms,
+    /// reported by an Event in the Pod's namespace; counts are the failures regcred observed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pull_failures: Vec<PullFailure>,
+
+    /// Recent failures to pull an image from this registry in namespaces this profile does not select (and no
+    /// other profile for the registry selects): Pods that pull without its Secret. Kept apart from
+    /// `pullFailures`, which they can never crowd out (the last hour, newest first, at most 3, one per
+    /// namespace).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unselected_pull_failures: Vec<PullFailure>,
 }
 
 /// A Pod whose image the kubelet could not pull.
@@ -570,7 +578,7 @@ pub struct PullFailure {
     pub reason: String,
     /// The kubelet's message, shortened.
     pub message: String,
-    /// Failed pulls seen for this Pod and image.
+    /// Failed pulls of this Pod and image that regcred observed (not the Event's own count).
     pub count: i32,
     pub last_seen: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
 }

@@ -1,11 +1,20 @@
 //! The kubelet's pull failures, reported on the profiles whose registry they concern: an outside stream of
-//! Events (the kubelet's `Failed` Events about Pods, selected by the apiserver), each read by
-//! [`crate::images::pulls`] and recorded within its bound; the profile is then reconciled, and its status shows them.
+//! Events (`Failed` Events about Pods, selected by the apiserver). Anyone who may create Events can write one, so
+//! each is a claim ([`crate::images::pulls`] decides, purely, what to believe): read, limited per namespace,
+//! confirmed by the Pod's own status (one cached GET of `pods/status`), then recorded; the profile is then
+//! reconciled, and its status shows it.
+//!
+//! Why a GET per claim rather than a watch of Pods: the Pod's status is what proves the failure, so a
+//! metadata-only watch would not do, and a watch of whole Pods would hold every Pod of the cluster in memory and
+//! need `list`/`watch` on them all, to serve a few lookups an hour. A GET is made only for an Event that names a
+//! profile's registry and that its namespace's rate allows, is cached for [`POD_TTL`], and needs only `get` on
+//! `pods/status`.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
-use k8s_openapi::api::core::v1::Event as CoreEvent;
+use k8s_openapi::api::core::v1::{Event as CoreEvent, Pod};
 use kube::Resource as _;
 use kube::api::Api;
 use kube::runtime::reflector::ObjectRef;
@@ -14,59 +23,167 @@ use tracing::{debug, warn};
 
 use super::Context;
 use super::events::{Event, EventType};
-use crate::images::pulls;
+use crate::images::limit::Limiter;
+use crate::images::pulls::{self, Claim, PodCache, PodPulls, Recorded, Refusal};
 
 /// The kubelet's pull failures: reason `Failed` on a Pod (its message says `Failed to pull image ...`).
 const FIELDS: &str = "involvedObject.kind=Pod,reason=Failed";
+/// Claims being confirmed at once (a claim may wait a few seconds for the Pod's status, see [`LOOK_AGAIN`]).
+const LOOKUPS: usize = 8;
+/// How long a Pod lookup answers for repeated Events about the same Pod.
+const POD_TTL: Duration = Duration::from_secs(10);
+/// Pod lookups remembered.
+const PODS_CACHED: usize = 1024;
+/// The longest a Pod lookup may take.
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
+/// When to look at a Pod whose status does not show the failure yet (the kubelet writes it a moment after its
+/// Event): at once, then after 1 s and 3 s more. At most three lookups per claim the limiter let through.
+const LOOK_AGAIN: [Duration; 3] = [Duration::ZERO, Duration::from_secs(1), Duration::from_secs(3)];
+
+/// What this stream keeps between Events: the limiter and the Pod lookups, both bounded.
+struct Gate {
+    origin: Instant,
+    limiter: Limiter,
+    pods: PodCache,
+}
+
+impl Gate {
+    fn lock(gate: &Mutex<Self>) -> std::sync::MutexGuard<'_, Self> {
+        gate.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
 
 /// Follows the kubelet's pull-failure Events until the stream ends (it does not: the watcher retries).
 pub async fn follow(ctx: Arc<Context>) {
     let api = Api::<CoreEvent>::all(ctx.client.clone());
     let events = watcher(api, watcher::Config::default().fields(FIELDS)).default_backoff().applied_objects();
-    let mut events = std::pin::pin!(events);
-    while let Some(event) = events.next().await {
-        match event {
-            Ok(event) => seen(&ctx, &event).await,
-            Err(e) => warn!(error = %e, "watching the kubelet's pull failures"),
+    let gate = Arc::new(Mutex::new(Gate {
+        origin: Instant::now(),
+        limiter: pulls::limiter(),
+        pods: PodCache::new(POD_TTL, PODS_CACHED),
+    }));
+    events
+        .filter_map(|event| {
+            let admitted = match event {
+                Ok(event) => admit(&ctx, &gate, &event),
+                Err(e) => {
+                    warn!(error = %e, "watching the kubelet's pull failures");
+                    None
+                }
+            };
+            futures::future::ready(admitted)
+        })
+        .map(|(claim, profiles)| confirm_and_record(ctx.clone(), gate.clone(), claim, profiles))
+        .buffer_unordered(LOOKUPS)
+        .for_each(|()| futures::future::ready(()))
+        .await;
+}
+
+fn refused(ctx: &Context, claim: Option<&Claim>, refusal: Refusal) {
+    if refusal != Refusal::NotAPullFailure {
+        ctx.metrics.pull_event_refused(refusal.metric_label());
+        if let Some(c) = claim {
+            debug!(
+                namespace = c.namespace,
+                pod = c.pod,
+                image = c.image,
+                why = refusal.metric_label(),
+                "pull failure Event not used"
+            );
         }
     }
 }
 
-/// Records one Event, when it is a recent pull failure of an image from a profile's registry.
-async fn seen(ctx: &Context, event: &CoreEvent) {
-    let Some((image, reason)) = event.message.as_deref().and_then(pulls::parse) else { return };
-    let (Some(namespace), Some(pod)) = (&event.involved_object.namespace, &event.involved_object.name) else {
-        return;
+/// The first, pure steps: what the Event claims, whether its image is a profile's, and whether its namespace may
+/// make regcred look further. Returns the claim and the profiles it concerns (with whether each selects the
+/// namespace).
+fn admit(ctx: &Context, gate: &Mutex<Gate>, event: &CoreEvent) -> Option<(Claim, Vec<(String, bool)>)> {
+    let claim = match pulls::claim(event, jiff::Timestamp::now()) {
+        Ok(claim) => claim,
+        Err(refusal) => {
+            refused(ctx, None, refusal);
+            return None;
+        }
     };
-    let at = event
-        .series
-        .as_ref()
-        .and_then(|s| s.last_observed_time.as_ref().map(|t| t.0))
-        .or_else(|| event.last_timestamp.as_ref().map(|t| t.0))
-        .or_else(|| event.event_time.as_ref().map(|t| t.0))
-        .unwrap_or_else(jiff::Timestamp::now);
-    let now = jiff::Timestamp::now();
-    if now.duration_since(at).unsigned_abs() >= pulls::RECENT {
-        return;
-    }
-    let Some(ns) = ctx.view.namespace(namespace) else { return };
+    let ns = ctx.view.namespace(&claim.namespace)?;
     let profiles = ctx.view.profiles_and_meanings();
     // Profiles that are gone take their failures with them (the bound holds whatever the churn of profiles).
     ctx.pulls.retain(|p| profiles.iter().any(|(_, m)| m.name == p));
-    let count = event.count.or_else(|| event.series.as_ref().and_then(|s| s.count)).unwrap_or(1).max(1);
-    let message = event.message.as_deref().unwrap_or_default();
-    for profile in pulls::profiles_for(&image, &profiles, &ns) {
-        let failure = pulls::failure(namespace, pod, &image, reason, message, count, at);
-        let previous = ctx.pulls.record(&profile, failure);
-        let added = count - previous.unwrap_or(0);
-        if added > 0 {
-            ctx.metrics.pull_failed(&profile, reason, u64::from(added.unsigned_abs()));
+    let concerned = pulls::profiles_for(&claim.image, &profiles, &ns);
+    if concerned.is_empty() {
+        return None;
+    }
+    let mut gate = Gate::lock(gate);
+    let now = gate.origin.elapsed();
+    if !gate.limiter.allow(&claim.namespace, now) {
+        drop(gate);
+        refused(ctx, Some(&claim), Refusal::RateLimited);
+        return None;
+    }
+    Some((claim, concerned))
+}
+
+/// Confirms a claim against the Pod's own status, then records it for each profile concerned.
+async fn confirm_and_record(ctx: Arc<Context>, gate: Arc<Mutex<Gate>>, claim: Claim, profiles: Vec<(String, bool)>) {
+    let cached = {
+        let gate = Gate::lock(&gate);
+        gate.pods.get(&claim.namespace, &claim.pod, gate.origin.elapsed())
+    };
+    let mut verdict = cached.as_ref().map(|found| pulls::confirm(&claim, found.as_ref()));
+    // A Pod looked up a moment ago is not looked up again: a flood of Events about a Pod that does not fail
+    // costs one lookup (and its retries), not one per Event.
+    let delays = if cached.is_some() { &[][..] } else { &LOOK_AGAIN[..] };
+    for delay in delays {
+        if matches!(verdict, Some(Ok(()) | Err(Refusal::PodNotFound | Refusal::UidMismatch))) {
+            break;
         }
-        debug!(profile, namespace, pod, image, reason, "pull failure");
-        if previous.is_none()
+        tokio::time::sleep(*delay).await;
+        let found = match lookup(&ctx, &claim).await {
+            Ok(found) => found,
+            Err(e) => {
+                warn!(namespace = claim.namespace, pod = claim.pod, error = %e, "could not read a Pod's status");
+                return;
+            }
+        };
+        verdict = Some(pulls::confirm(&claim, found.as_ref()));
+        let mut gate = Gate::lock(&gate);
+        let now = gate.origin.elapsed();
+        gate.pods.put(&claim.namespace, &claim.pod, now, found);
+    }
+    match verdict {
+        Some(Ok(())) => record(&ctx, &claim, profiles).await,
+        Some(Err(refusal)) => refused(&ctx, Some(&claim), refusal),
+        None => {}
+    }
+}
+
+/// The Pod's pulls as its status shows them; `None` when there is no such Pod.
+async fn lookup(ctx: &Context, claim: &Claim) -> Result<Option<PodPulls>, String> {
+    let api = Api::<Pod>::namespaced(ctx.client.clone(), &claim.namespace);
+    match tokio::time::timeout(LOOKUP_TIMEOUT, api.get_status(&claim.pod)).await {
+        Ok(Ok(pod)) => Ok(Some(pulls::pod_pulls(&pod))),
+        Ok(Err(kube::Error::Api(s))) if s.is_not_found() => Ok(None),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("no answer within {LOOKUP_TIMEOUT:?}")),
+    }
+}
+
+/// Records a confirmed failure for each profile concerned: counted, the profile marked for a reconcile, and an
+/// Event on the profile the first time a Pod and image fail.
+async fn record(ctx: &Context, claim: &Claim, profiles: Vec<(String, bool)>) {
+    let (namespace, pod, image, reason) = (&claim.namespace, &claim.pod, &claim.image, claim.reason);
+    for (profile, selected) in profiles {
+        let recorded = ctx.pulls.record(&profile, selected, pulls::failure(claim), &claim.observation);
+        if recorded == Recorded::Unchanged {
+            continue;
+        }
+        ctx.metrics.pull_failed(&profile, reason, 1);
+        debug!(profile, namespace, pod, image, reason, selected, "pull failure");
+        if recorded == Recorded::New
             && let Some(p) = ctx.view.profiles.get(&ObjectRef::new(&profile))
         {
-            let note = format!("Pod {namespace}/{pod} could not pull {image}: {reason}");
+            let whose = if selected { "" } else { " (a namespace the profile does not select)" };
+            let note = format!("Pod {namespace}/{pod}{whose} could not pull {image}: {reason}");
             let event = Event {
                 type_: EventType::Warning,
                 reason: "PullFailed".into(),

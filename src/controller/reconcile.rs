@@ -115,7 +115,9 @@ async fn reconcile_inner(profile: Arc<RegistryProfile>, ctx: Arc<Context>) -> Re
         Time(jiff::Timestamp::now()),
     );
     next.service_accounts = service_accounts_listed;
-    next.pull_failures = ctx.pulls.recent(&name, now);
+    let shown = ctx.pulls.recent(&name, now);
+    next.pull_failures = shown.selected;
+    next.unselected_pull_failures = shown.unselected;
     if matches!(preflight, Some(preflight::State::Pending { .. })) {
         next.checks = Some(super::checks::CHECKING.into());
     }
@@ -128,7 +130,8 @@ async fn reconcile_inner(profile: Arc<RegistryProfile>, ctx: Arc<Context>) -> Re
     let now = jiff::Timestamp::now();
     let mut after = requeue_after(&next, now);
     // A status without the pull failures that are no longer recent, when the oldest turns so.
-    if let Some(expiry) = crate::images::pulls::next_expiry(&next.pull_failures, now) {
+    let failures = [next.pull_failures.as_slice(), next.unselected_pull_failures.as_slice()].concat();
+    if let Some(expiry) = crate::images::pulls::next_expiry(&failures, now) {
         after = after.min(expiry + std::time::Duration::from_secs(1));
     }
     if let Some(validation) = &profile.spec.validation

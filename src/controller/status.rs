@@ -188,6 +188,7 @@ pub fn compute(
         images: checks.map(|v| v.images_status.clone()).unwrap_or_default(),
         // Filled in by the caller, which holds the pull failures seen.
         pull_failures: Vec::new(),
+        unselected_pull_failures: Vec::new(),
     }
 }
 
