@@ -99,7 +99,10 @@ pub async fn run(args: config::RunArgs) -> Result<(), errors::Error> {
                 &args.namespace,
                 &args.webhook,
             ));
-            Some((state.stats.clone(), tokio::spawn(webhook::serve(state, addr, tls, shutdown.clone()))))
+            Some((
+                state.stats.clone(),
+                tokio::spawn(webhook::serve(state, addr, tls, args.webhook.client_ca_file.clone(), shutdown.clone())),
+            ))
         }
         None => None,
     };
