@@ -365,7 +365,12 @@ async fn grant(
     let scope = format!("repository:{}:pull", reference.repository());
     match authorize(&session.http, reference.resolve_registry(), Some(&scope), Some(creds)).await {
         Ok(Grant::Open) => Ok(RegistryAuth::Anonymous),
-        Ok(Grant::Basic) => Ok(RegistryAuth::Basic(creds.username.clone(), creds.password.clone())),
+        Ok(Grant::Basic) => {
+            // Known for this repository from now on: oci-client asks the registry's challenge no more.
+            let basic = RegistryTokenType::Basic(creds.username.clone(), creds.password.clone());
+            session.oci.tokens.insert(reference, RegistryOperation::Pull, basic).await;
+            Ok(RegistryAuth::Basic(creds.username.clone(), creds.password.clone()))
+        }
         Ok(Grant::Bearer(token)) => {
             let token = RegistryTokenType::Bearer(RegistryToken::Token { token });
             session.oci.tokens.insert(reference, RegistryOperation::Pull, token).await;
