@@ -126,10 +126,20 @@ fn main() {
             2.0 / 3.0,
             regcred::credentials::identity::Identity::detached("regcred-system"),
         );
-        let checker = Some(Arc::new(regcred::images::Checker::new(Duration::from_millis(50), 64, Default::default())));
+        let checker =
+            Some(Arc::new(regcred::images::Checker::new(Duration::from_millis(50), 64, 8, Default::default())));
         let known_secrets = regcred::webhook::known_secrets();
         let operator_namespace = "regcred-system".into();
-        Arc::new(Webhook { client, view, operator_namespace, stats: Default::default(), checker, known_secrets })
+        let max_images = regcred::webhook::MAX_IMAGES;
+        Arc::new(Webhook {
+            client,
+            view,
+            operator_namespace,
+            stats: Default::default(),
+            checker,
+            known_secrets,
+            max_images,
+        })
     });
     let (started, mut cases, mut rejected) = (Instant::now(), 0u64, 0u64);
     while started.elapsed() < budget {

@@ -147,7 +147,7 @@ async fn main() {
             let mut cold = Vec::new();
             let before_cold = settled(&registry).await;
             for _ in 0..30 {
-                let checker = Checker::new(Duration::from_secs(10), 64, CheckStats::default());
+                let checker = Checker::new(Duration::from_secs(10), 64, 32, CheckStats::default());
                 let t0 = Instant::now();
                 let outcomes = checker.check(three.iter().map(target).collect()).await;
                 cold.push(t0.elapsed());
@@ -157,7 +157,7 @@ async fn main() {
             cold.sort();
 
             // 1,000 checks of one image at once, on an empty cache: one resolution.
-            let checker = Checker::new(Duration::from_secs(10), 64, CheckStats::default());
+            let checker = Checker::new(Duration::from_secs(10), 64, 32, CheckStats::default());
             let burst = futures::future::join_all((0..1000).map(|_| checker.check(vec![target(&three[0])]))).await;
             assert!(burst.iter().all(|o| o[0].passed()));
             let ms = |d: Duration| d.as_secs_f64() * 1e3;

@@ -189,6 +189,23 @@ pub struct WebhookArgs {
     /// Images (per credentials) whose check result is kept.
     #[arg(long = "image-check-cache", env = "REGCRED_IMAGE_CHECK_CACHE", default_value_t = 4096)]
     pub image_check_cache: u64,
+
+    /// Registry checks in flight at once, across all admissions; an image that finds no room within its
+    /// admission's budget is admitted with a "not checked" warning.
+    #[arg(long = "image-check-concurrency", env = "REGCRED_IMAGE_CHECK_CONCURRENCY", default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub image_check_concurrency: u16,
+
+    /// Images (and pull Secret names) of one object that are checked; beyond it the object is admitted with a
+    /// warning, its pull Secrets still injected, and only the first ones checked.
+    #[arg(long = "image-check-max-images", env = "REGCRED_IMAGE_CHECK_MAX_IMAGES", default_value_t = 50, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    pub image_check_max_images: u16,
+
+    /// Require a client certificate signed by this CA (PEM file) on every connection to the webhook: the
+    /// apiserver presents one when its AdmissionConfiguration (`WebhookAdmissionConfiguration`, kubeConfigFile)
+    /// gives it one. Anything else, such as a forged AdmissionReview sent straight to the Pod's port, is refused
+    /// in the TLS handshake. Reloaded when the file changes.
+    #[arg(long = "webhook-client-ca-file", env = "REGCRED_WEBHOOK_CLIENT_CA_FILE")]
+    pub client_ca_file: Option<std::path::PathBuf>,
 }
 
 /// Parses an admission budget such as `500ms` or `2s`: between 10 ms and 25 s (the apiserver allows a webhook 30 s

@@ -131,6 +131,16 @@ impl Metrics {
                 "Admission image checks that outlived their budget",
                 checks.over_budget.clone(),
             );
+            registry.register(
+                "image_check_saturated",
+                "Admission image checks not made: the bound on registry checks in flight was reached",
+                checks.saturated.clone(),
+            );
+            registry.register(
+                "webhook_images_over_cap",
+                "Admissions whose object had more images or pull Secret names than are checked",
+                stats.over_cap.clone(),
+            );
         }
         let pull_failures = Family::<PullLabels, Counter>::default();
         registry.register(

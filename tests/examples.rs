@@ -83,6 +83,8 @@ async fn what_regcred_would_refuse_is_refused_when_applied_with_a_sentence() {
                 ("interval", base(serde_json::json!({"validation": {"interval": "5s"}})), "spec.validation.interval must be at least 1m"),
                 ("image", base(serde_json::json!({"validation": {"images": ["UPPER/Case:1"]}})), "spec.validation.images must be image references"),
                 ("image2", base(serde_json::json!({"validation": {"images": ["team/app:1.0", "team/App"]}})), "spec.validation.images must be image references"),
+                ("foreign", base(serde_json::json!({"validation": {"images": ["team/app:1", "other.host/x"]}})), "an image naming its registry must be on spec.server"),
+                ("otherport", base(serde_json::json!({"validation": {"images": ["registry.example.com/x"]}})), "an image naming its registry must be on spec.server"),
                 ("gcpnone", base(serde_json::json!({"provider": "gcr", "credentials": {"gcp": {}}})), "set exactly one of secretRef, workloadIdentity and externalAccount"),
                 ("gcptwo", base(serde_json::json!({"provider": "gcr", "credentials": {"gcp": {"workloadIdentity": {}, "secretRef": {"name": "k"}}}})), "set exactly one of secretRef, workloadIdentity and externalAccount"),
                 ("acrprov", base(serde_json::json!({"provider": "generic", "credentials": {"acr": {}}})), "credentials.acr needs provider acr"),
@@ -108,6 +110,12 @@ async fn what_regcred_would_refuse_is_refused_when_applied_with_a_sentence() {
                 ]},
             }));
             api.create(&dry_run, &profile("fine", fine)).await.unwrap();
+            // A full reference on the profile's own registry (host in any case, under its path prefix) is fine.
+            let own = base(serde_json::json!({
+                "server": "registry.example.com:5000/team",
+                "validation": {"images": ["Registry.Example.com:5000/team/app:1", "app:2"]},
+            }));
+            api.create(&dry_run, &profile("own", own)).await.unwrap();
         })
         .await;
 }

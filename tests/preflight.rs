@@ -137,6 +137,41 @@ async fn a_stopped_registry_is_unreachable(auth: Auth) {
     assert_eq!(report.credentials.as_ref().map(|f| f.reason), Some(Reason::RegistryUnreachable), "{report:?}");
 }
 
+#[tokio::test]
+async fn a_probe_image_on_a_foreign_host_is_refused_and_nothing_reaches_that_host() {
+    let p = pushed(Auth::Basic).await;
+    let (foreign, connections, task) = support::registry::counting().await;
+    let images = ["team/oci:1".to_owned(), format!("{foreign}/team/oci:1"), "other.example.com/x:1".to_owned()];
+    let report = check(&p.addr, Some(&good()), &images, &p.opts).await;
+    // The profile's own image is still checked; the foreign ones are refused with the reason, without a request.
+    assert_eq!(report.credentials, None, "{report:?}");
+    assert_eq!(reasons(&report), vec![None, Some("ImageNotServed"), Some("ImageNotServed")], "{report:?}");
+    let message = &report.images[1].failure.as_ref().unwrap().message;
+    assert!(message.contains(&p.addr) && message.contains("relative to the registry"), "{message}");
+    assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 0, "a request reached the foreign host");
+    task.abort();
+}
+
+#[tokio::test]
+async fn a_plain_http_token_realm_never_receives_the_credentials() {
+    use regcred::registry::preflight::{Session, resolve_images};
+    let registry = Registry::start(Auth::TokenOverHttp).await;
+    let opts = trusting(&registry);
+    // The ping (controller, `regcred check`) and an admission's image check (no ping) both refuse, saying why.
+    let report = check(&registry.addr, Some(&good()), &["team/app:1".to_owned()], &opts).await;
+    let failure = report.credentials.as_ref().unwrap();
+    assert_eq!(failure.reason, Reason::AuthenticationFailed, "{report:?}");
+    assert!(failure.message.contains("plain http://"), "{}", failure.message);
+    let session = Session::new(&opts).unwrap();
+    let resolved = resolve_images(&session, Some(&good()), &[format!("{}/team/app:1", registry.addr)], &opts).await;
+    let failure = resolved[0].failure.as_ref().unwrap();
+    assert_eq!(failure.reason, Reason::AuthenticationFailed, "{resolved:?}");
+    assert!(failure.message.contains("plain http://"), "{}", failure.message);
+    // The realm counts every request it gets, with or without an Authorization header: none arrived.
+    assert_eq!(registry.token_requests().await, 0, "the plain-HTTP realm was sent a request");
+    // An HTTPS realm (the token suite) keeps working: see token::valid_credentials_resolve_every_kind_of_image.
+}
+
 /// Each case once per authentication mode, each a test of its own.
 macro_rules! both_modes {
     ($($case:ident $(, $arg:expr)?;)*) => {
@@ -347,6 +382,18 @@ async fn profiles_report_their_preflight_and_withhold_secrets_only_when_asked() 
             )
             .await;
             assert_eq!(code, 0, "{out}");
+            // A probe image on another host: refused by the CLI with its own exit status, and nothing reaches it.
+            let (foreign, connections, task) = support::registry::counting().await;
+            let (code, out) = regcred_check(
+                &["--profile", &profile, "--namespace", &h.op_ns, &format!("{foreign}/team/app:1")],
+                "",
+                &[("KUBECONFIG", kubeconfig.to_str().unwrap())],
+            )
+            .await;
+            assert_eq!(code, 9, "{out}");
+            assert!(out.contains("ImageNotServed"), "{out}");
+            assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 0, "a request reached the foreign host");
+            task.abort();
         })
         .await;
 }

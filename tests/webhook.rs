@@ -238,3 +238,113 @@ async fn certificate_rotation_under_a_stream_of_pods_loses_no_request() {
         })
         .await;
 }
+
+/// The CA of the client certificate the local apiserver presents to admission webhooks (tools/cluster-up.sh).
+fn apiserver_webhook_client_ca() -> std::path::PathBuf {
+    let kubeconfig = support::kubeconfig_path();
+    let ca = kubeconfig.parent().unwrap().join("cluster/pki/webhook-client-ca.crt");
+    assert!(
+        ca.exists(),
+        "{} is missing: restart the local cluster (tools/cluster-down.sh, tools/cluster-up.sh)",
+        ca.display()
+    );
+    ca
+}
+
+/// The URL the test's webhook configuration calls regcred at.
+async fn webhook_url(env: &TestEnv) -> String {
+    let api = Api::<MutatingWebhookConfiguration>::all(env.client.clone());
+    let config = api.get(&support::webhook_configuration_name(env)).await.unwrap();
+    config.webhooks.unwrap()[0].client_config.url.clone().unwrap()
+}
+
+#[tokio::test]
+async fn a_forged_admission_review_from_a_client_without_the_apiservers_certificate_is_refused_in_the_tls_handshake() {
+    TestEnv::new("forged")
+        .await
+        .run(|env| async move {
+            let ca = apiserver_webhook_client_ca();
+            let h = start(&env, &["--webhook-client-ca-file", ca.to_str().unwrap()]).await;
+            let ns = env.namespace("a", &[("pull", "yes")]).await;
+            let image = format!("{REGISTRY}/team/app:1");
+            // The apiserver's admissions work: it presents its client certificate.
+            assert_eq!(create_pod(&h, &ns, &pod("legit", &[&image], &[], &[])).await, vec![SECRET.to_owned()]);
+
+            // The attacker posts a review naming another namespace straight to regcred's port: without a client
+            // certificate, and with a certificate of the cluster's own CA (the admin's) that is not the apiserver's.
+            let operator = h.operator.as_ref().unwrap();
+            let answered = operator.metric("regcred_webhook_requests_total").await;
+            let url = webhook_url(&env).await;
+            let review = json!({
+                "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+                "request": {
+                    "uid": "00000000-0000-4000-8000-000000000001",
+                    "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                    "resource": {"group": "", "version": "v1", "resource": "pods"},
+                    "namespace": ns, "operation": "CREATE", "userInfo": {},
+                    "object": {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "forged", "namespace": ns},
+                               "spec": {"containers": [{"name": "c", "image": image}]}},
+                },
+            });
+            let pki = ca.parent().unwrap();
+            let admin =
+                [std::fs::read(pki.join("admin.crt")).unwrap(), std::fs::read(pki.join("admin.key")).unwrap()].concat();
+            regcred::install_crypto_provider();
+            let clients = [
+                ("no certificate", reqwest::Client::builder()),
+                (
+                    "the cluster CA's admin certificate",
+                    reqwest::Client::builder().identity(reqwest::Identity::from_pem(&admin).unwrap()),
+                ),
+            ];
+            for (who, builder) in clients {
+                let client = builder.tls_danger_accept_invalid_certs(true).build().unwrap();
+                match client.post(&url).json(&review).send().await {
+                    Err(e) => assert!(!e.is_status(), "{who}: {e}"),
+                    Ok(r) => panic!("{who}: the forged review was answered: {} {:?}", r.status(), r.text().await),
+                }
+            }
+            assert_eq!(
+                operator.metric("regcred_webhook_requests_total").await,
+                answered,
+                "a forged review reached the handler"
+            );
+            // And the apiserver's admissions still work.
+            assert_eq!(create_pod(&h, &ns, &pod("after", &[&image], &[], &[])).await, vec![SECRET.to_owned()]);
+        })
+        .await;
+}
+
+#[tokio::test]
+async fn an_object_with_a_thousand_images_is_admitted_with_its_secret_a_warning_and_bounded_checks() {
+    TestEnv::new("thousand")
+        .await
+        .run(|env| async move {
+            let h = start(&env, &[]).await;
+            let ns = env.namespace("a", &[("pull", "yes")]).await;
+            let operator = h.operator.as_ref().unwrap();
+            let checked = operator.metric("regcred_image_check_registry_requests_total").await;
+            let images: Vec<String> = (0..1000).map(|i| format!("{REGISTRY}/team/app{i}:1")).collect();
+            let images: Vec<&str> = images.iter().map(String::as_str).collect();
+            let mut many = serde_json::to_value(pod("many", &images, &[], &[])).unwrap();
+            many["metadata"]["namespace"] = json!(ns);
+            let (ok, out) = support::webhook::kubectl(
+                &["create", "-o", "jsonpath={.spec.imagePullSecrets[*].name}", "-f", "-"],
+                &many.to_string(),
+            )
+            .await;
+            assert!(ok, "{out}");
+            // Injected all the same, and told why not every image was checked.
+            assert!(out.contains(SECRET), "{out}");
+            assert!(
+                out.contains("regcred checked only the first 50 images of this object (950 more not checked)"),
+                "{out}"
+            );
+            let asked = operator.metric("regcred_image_check_registry_requests_total").await - checked;
+            assert!(asked <= 50.0, "{asked} registry checks for one object");
+            // A legitimate Pod right after is admitted as before.
+            let image = format!("{REGISTRY}/team/app:1");
+            assert_eq!(create_pod(&h, &ns, &pod("after", &[&image], &[], &[])).await, vec![SECRET.to_owned()]);
+        })
+        .await;
+}

@@ -86,6 +86,16 @@ sign admin "/O=system:masters/CN=regcred-admin" "extendedKeyUsage=clientAuth"
 sign kcm "/CN=system:kube-controller-manager" "extendedKeyUsage=clientAuth"
 # The apiserver's identity towards kubelets (logs, exec); kubelets verify it against the cluster CA.
 sign apiserver-kubelet "/O=system:masters/CN=kube-apiserver-kubelet-client" "extendedKeyUsage=clientAuth"
+# The apiserver's identity towards admission webhooks, from a CA of its own: a webhook that requires a client
+# certificate from this CA (regcred's --webhook-client-ca-file) accepts the apiserver and nothing else, not even
+# a client holding another certificate of the cluster CA.
+ossl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=regcred-local-webhook-client-ca" \
+  -keyout "$pki/webhook-client-ca.key" -out "$pki/webhook-client-ca.crt"
+ossl req -newkey rsa:2048 -nodes -subj "/CN=kube-apiserver-webhook-client" \
+  -keyout "$pki/apiserver-webhook.key" -out "$pki/apiserver-webhook.csr"
+printf '%s\n' "extendedKeyUsage=clientAuth" >"$pki/apiserver-webhook.ext"
+ossl x509 -req -in "$pki/apiserver-webhook.csr" -CA "$pki/webhook-client-ca.crt" -CAkey "$pki/webhook-client-ca.key" \
+  -CAcreateserial -days 3650 -extfile "$pki/apiserver-webhook.ext" -out "$pki/apiserver-webhook.crt"
 ossl genrsa -out "$pki/sa.key" 2048
 ossl rsa -in "$pki/sa.key" -pubout -out "$pki/sa.pub"
 
@@ -125,6 +135,33 @@ rules:
     verbs: ["create", "update", "patch", "delete", "deletecollection"]
   - level: None
 AUDIT
+
+# The apiserver presents its webhook client certificate to every admission webhook (`*`): webhooks that do not ask
+# for one are unaffected.
+cat >"$state/webhook-client.kubeconfig" <<KC
+apiVersion: v1
+kind: Config
+users:
+- name: '*'
+  user:
+    client-certificate: $pki/apiserver-webhook.crt
+    client-key: $pki/apiserver-webhook.key
+KC
+cat >"$state/admission.yaml" <<ADM
+apiVersion: apiserver.config.k8s.io/v1
+kind: AdmissionConfiguration
+plugins:
+- name: MutatingAdmissionWebhook
+  configuration:
+    apiVersion: apiserver.config.k8s.io/v1
+    kind: WebhookAdmissionConfiguration
+    kubeConfigFile: $state/webhook-client.kubeconfig
+- name: ValidatingAdmissionWebhook
+  configuration:
+    apiVersion: apiserver.config.k8s.io/v1
+    kind: WebhookAdmissionConfiguration
+    kubeConfigFile: $state/webhook-client.kubeconfig
+ADM
 
 # --- processes ----------------------------------------------------------------------------------------------
 : >"$state/pids"
@@ -166,7 +203,7 @@ start kube-apiserver \
   --service-cluster-ip-range="$(service_cidr "$slot")" --endpoint-reconciler-type=lease \
   --kubelet-client-certificate="$pki/apiserver-kubelet.crt" --kubelet-client-key="$pki/apiserver-kubelet.key" \
   --kubelet-certificate-authority="$pki/ca.crt" --kubelet-preferred-address-types=InternalIP \
-  --allow-privileged=true --profiling=false \
+  --allow-privileged=true --profiling=false --admission-control-config-file="$state/admission.yaml" \
   --max-requests-inflight=1000 --max-mutating-requests-inflight=500 \
   --audit-policy-file="$state/audit-policy.yaml" --audit-log-path="$logs/audit.log" \
   --audit-log-maxsize=200 --audit-log-maxbackup=1 --audit-log-mode=blocking

@@ -16,6 +16,12 @@ const PORT_RULE: &str = r"!has(self.server) || !self.server.matches('^[^/]*:') |
 /// CEL: probe images are references (distribution's grammar) whose repository path is lower case.
 const IMAGES_RULE: &str = r"!has(self.images) || self.images.all(i, i.matches('^([a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?(\\.[a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?)*(:[0-9]+)?/)?[a-z0-9]+((\\.|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((\\.|_|__|-+)[a-z0-9]+)*)*(:[a-zA-Z0-9_][a-zA-Z0-9_.-]{0,127})?(@[a-z0-9]+([+._-][a-z0-9]+)*:[a-fA-F0-9]{32,})?$'))";
 
+/// CEL: a probe image that names its registry (a first component with `.` or `:`, or `localhost`) is on
+/// `spec.server` (host, port and path prefix, as the kubelet matches them): its credentials are never sent
+/// elsewhere. Decided here when `spec.server` is a plain host (no `*.` wildcard, not Docker Hub, whose key also
+/// serves other hosts); otherwise at reconcile time (`ImageNotServed`), by the same rule as `registry::serves`.
+const PROBE_HOST_RULE: &str = r"!has(self.server) || self.server.contains('*') || self.server.matches('^(docker\\.io|index\\.docker\\.io|registry-1\\.docker\\.io|registry\\.hub\\.docker\\.com)(/|$)') || !has(self.validation) || !has(self.validation.images) || self.validation.images.all(i, !i.matches('^([^/]*[.:][^/]*|localhost)/') || i.lowerAscii().startsWith(self.server.contains('/') ? self.server : self.server + '/'))";
+
 /// A container registry and the namespaces that receive a `kubernetes.io/dockerconfigjson` Secret for it.
 #[derive(CustomResource, KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
 #[kube(
@@ -59,6 +65,9 @@ const IMAGES_RULE: &str = r"!has(self.images) || self.images.all(i, i.matches('^
 #[x_kube(validation = Rule::new(SERVER_RULE)
     .message("spec.server must be host[:port][/path] in lower case, without a scheme (for example registry.example.com:5000/team)")
     .field_path(".server"))]
+#[x_kube(validation = Rule::new(PROBE_HOST_RULE)
+    .message("spec.validation.images: an image naming its registry must be on spec.server, the only registry the profile's credentials are sent to; write it relative to the registry (team/app:1)")
+    .field_path(".validation.images"))]
 #[x_kube(validation = Rule::new(PORT_RULE)
     .message("spec.server: the port must be between 1 and 65535")
     .field_path(".server"))]

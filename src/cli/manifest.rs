@@ -117,7 +117,7 @@ async fn check(args: &CheckArgs, path: &std::path::Path) -> Result<(String, u8),
         })
         .collect();
     // Generous: nothing waits on a CI check but the pipeline.
-    let checker = Checker::new(Duration::from_secs(30), 1024, images::CheckStats::default());
+    let checker = Checker::new(Duration::from_secs(30), 1024, 16, images::CheckStats::default());
     let now = jiff::Timestamp::now();
     let mut sources = BTreeMap::new();
     let mut out = String::new();

@@ -58,13 +58,26 @@ pub struct CheckStats {
     pub cache_hits: Counter,
     /// Admissions that waited their whole budget for an answer.
     pub over_budget: Counter,
+    /// Images not checked because [`Checker`]'s bound on checks in flight was reached within the budget.
+    pub saturated: Counter,
 }
 
-/// The admission image checks' cache and budget.
+/// Registry sessions kept for reuse (one per set of credentials and TLS options).
+pub const SESSIONS: u64 = 256;
+/// How long an unused session is kept.
+pub const SESSION_IDLE: Duration = Duration::from_secs(10 * 60);
+
+/// The admission image checks' cache, budget, bound on registry checks in flight and registry sessions. One per
+/// process, shared by every admission.
 pub struct Checker {
     cache: Cache<Key, Outcome>,
     hasher: std::hash::RandomState,
     budget: Duration,
+    /// Registry checks in flight, across all admissions: a check waits for a permit within its admission's budget.
+    permits: std::sync::Arc<tokio::sync::Semaphore>,
+    /// Registry clients by [`Key::access`]'s hash of the credentials and TLS options: reused across admissions,
+    /// never across credentials (oci-client keeps the authentication it was given per registry).
+    sessions: Cache<u64, preflight::Session>,
     pub stats: CheckStats,
 }
 
@@ -78,14 +91,36 @@ impl moka::Expiry<Key, Outcome> for Lifetimes {
 
 impl Checker {
     /// `budget`: the longest an admission waits for the registry; `capacity`: images and credentials kept;
-    /// `stats`: where the counts go.
-    pub fn new(budget: Duration, capacity: u64, stats: CheckStats) -> Self {
+    /// `in_flight`: registry checks at once, across all admissions; `stats`: where the counts go.
+    pub fn new(budget: Duration, capacity: u64, in_flight: usize, stats: CheckStats) -> Self {
         Self {
             cache: Cache::builder().max_capacity(capacity).expire_after(Lifetimes).build(),
             hasher: std::hash::RandomState::new(),
             budget,
+            permits: std::sync::Arc::new(tokio::sync::Semaphore::new(in_flight.max(1))),
+            sessions: Cache::builder().max_capacity(SESSIONS).time_to_idle(SESSION_IDLE).build(),
             stats,
         }
+    }
+
+    /// The hash of what a registry session depends on: the credentials and the TLS options.
+    fn session_key(&self, target: &Target) -> u64 {
+        let mut h = self.hasher.build_hasher();
+        match &target.credentials {
+            Some(c) => (1u8, &c.username, &c.password).hash(&mut h),
+            None => 0u8.hash(&mut h),
+        }
+        (&target.options.ca_pem, target.options.insecure_skip_verify, target.options.timeout).hash(&mut h);
+        h.finish()
+    }
+
+    /// The session for `target`'s credentials and TLS options, reused when there is one.
+    async fn session(&self, target: &Target) -> Result<preflight::Session, preflight::Failure> {
+        let options = target.options.clone();
+        self.sessions
+            .try_get_with(self.session_key(target), async move { preflight::Session::new(&options) })
+            .await
+            .map_err(|e| (*e).clone())
     }
 
     /// The cache key of `target`.
@@ -124,17 +159,29 @@ impl Checker {
             self.stats.cache_hits.inc();
             return hit;
         }
+        // A permit before anything is spawned: the checks (and background tasks) in flight stay bounded however
+        // many admissions ask. Not cached: the next admission asks again.
+        let Ok(Ok(permit)) = tokio::time::timeout_at(deadline, self.permits.clone().acquire_owned()).await else {
+            self.stats.saturated.inc();
+            return Outcome::NotChecked("regcred is checking as many images as it may at once; not checked".into());
+        };
+        let session = match self.session(&target).await {
+            Ok(session) => session,
+            Err(f) => return Outcome::of(&preflight::ImageResult { failure: Some(f), ..Default::default() }),
+        };
         let cache = self.cache.clone();
         let checks = self.stats.registry_checks.clone();
         // A task of its own, so the check outlives an admission that stops waiting. Concurrent misses of one key
         // share one resolution (the cache runs one `get_with` initialiser per key).
         let task = tokio::spawn(async move {
-            cache
+            let outcome = cache
                 .get_with(key, async move {
                     checks.inc();
-                    resolve(&target).await
+                    resolve(&session, &target).await
                 })
-                .await
+                .await;
+            drop(permit);
+            outcome
         });
         match tokio::time::timeout_at(deadline, task).await {
             Ok(Ok(outcome)) => outcome,
@@ -156,9 +203,9 @@ fn image_key(image: &str) -> String {
 }
 
 /// One resolution, within [`CHECK_TIMEOUT`].
-async fn resolve(target: &Target) -> Outcome {
+async fn resolve(session: &preflight::Session, target: &Target) -> Outcome {
     let images = [target.image.clone()];
-    let resolved = preflight::resolve_images(target.credentials.as_ref(), &images, &target.options);
+    let resolved = preflight::resolve_images(session, target.credentials.as_ref(), &images, &target.options);
     match tokio::time::timeout(CHECK_TIMEOUT, resolved).await {
         Ok(results) => results.first().map_or_else(|| Outcome::NotChecked("nothing resolved".into()), Outcome::of),
         Err(_) => Outcome::NotChecked(format!("the registry did not answer within {} s", CHECK_TIMEOUT.as_secs())),
@@ -193,7 +240,7 @@ mod tests {
 
     #[test]
     fn keys_follow_the_image_the_credentials_and_the_options() {
-        let checker = Checker::new(Duration::from_secs(1), 16, CheckStats::default());
+        let checker = Checker::new(Duration::from_secs(1), 16, 8, CheckStats::default());
         let base = checker.key(&target("nginx", Some("a")));
         // The same image, however it is written.
         assert_eq!(checker.key(&target("docker.io/library/nginx:latest", Some("a"))), base);
@@ -215,7 +262,7 @@ mod tests {
     async fn a_silent_registry_costs_one_budget_and_one_check_however_many_ask() {
         crate::install_crypto_provider();
         let (addr, task) = crate::registry::preflight::silent_registry().await;
-        let checker = Checker::new(Duration::from_millis(200), 16, CheckStats::default());
+        let checker = Checker::new(Duration::from_millis(200), 16, 8, CheckStats::default());
         let image = format!("{addr}/team/app:1");
         let started = Instant::now();
         let outcomes = checker.check(vec![target(&image, Some("a")); 3]).await;
@@ -233,7 +280,7 @@ mod tests {
         crate::install_crypto_provider();
         // A registry that refuses connections at once: a definite "unreachable", cached briefly.
         let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
-        let checker = Checker::new(Duration::from_secs(10), 16, CheckStats::default());
+        let checker = Checker::new(Duration::from_secs(10), 16, 8, CheckStats::default());
         let image = format!("{closed}/team/app:1");
         let first = checker.check(vec![target(&image, Some("a"))]).await;
         assert!(matches!(&first[0], Outcome::NotChecked(m) if m.contains("RegistryUnreachable")), "{first:?}");

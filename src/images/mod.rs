@@ -75,7 +75,21 @@ pub fn pull_secrets_of(spec: &Value) -> Vec<String> {
 
 /// The images of `new` that `old` (the object before an UPDATE) did not have: only those are checked again.
 pub fn added(new: Vec<String>, old: &[String]) -> Vec<String> {
-    new.into_iter().filter(|i| !old.contains(i)).collect()
+    let old: BTreeSet<&str> = old.iter().map(String::as_str).collect();
+    new.into_iter().filter(|i| !old.contains(i.as_str())).collect()
+}
+
+/// The first `max` of `items` and how many were left out: an object's images and pull Secret names are checked up
+/// to a cap, so one object cannot make regcred do unbounded work.
+pub fn capped<T>(mut items: Vec<T>, max: usize) -> (Vec<T>, usize) {
+    let over = items.len().saturating_sub(max);
+    items.truncate(max);
+    (items, over)
+}
+
+/// The admission warning for an object with `over` more `what` (images, pull Secret names) than the `max` checked.
+pub fn over_cap_warning(what: &str, max: usize, over: usize) -> String {
+    format!("regcred checked only the first {max} {what} of this object ({over} more not checked)")
 }
 
 /// A profile's image-check mode (`Warn` unless it says otherwise).
@@ -276,6 +290,22 @@ mod tests {
         assert_eq!(pod_spec("", "Deployment", &template), None);
         assert_eq!(pod_spec("apps", "Service", &template), None);
         assert!(!is_checked_kind("", "ConfigMap") && is_checked_kind("batch", "CronJob"));
+    }
+
+    #[test]
+    fn an_objects_images_are_checked_up_to_the_cap() {
+        let many: Vec<String> = (0..1000).map(|i| format!("r/app{i}")).collect();
+        let cases: [(usize, usize, usize, usize); 5] =
+            [(0, 50, 0, 0), (3, 50, 3, 0), (50, 50, 50, 0), (51, 50, 50, 1), (1000, 50, 50, 950)];
+        for (len, max, kept, over) in cases {
+            let (got, left) = capped(many[..len].to_vec(), max);
+            assert_eq!((got.len(), left), (kept, over), "{len} images, cap {max}");
+            assert_eq!(got, many[..kept], "the first ones are kept, in order");
+        }
+        assert_eq!(
+            over_cap_warning("images", 50, 950),
+            "regcred checked only the first 50 images of this object (950 more not checked)"
+        );
     }
 
     #[test]

@@ -46,6 +46,14 @@ pub fn config_key(server: &str) -> String {
     if is_docker_hub(server) && !server.contains('/') { DOCKER_HUB_KEY.to_owned() } else { server.to_owned() }
 }
 
+/// Whether the credentials written for `registry` (under its [`config_key`]) serve `image` (a full reference): the
+/// kubelet's own matching, so regcred sends a profile's credentials exactly where the kubelet would. An image that
+/// does not parse is served by nothing.
+pub fn serves(registry: &str, image: &str) -> bool {
+    let key = reference::CredentialKey::parse(&config_key(registry));
+    reference::parse_memo(image).is_some_and(|i| key.matches(&i))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -66,5 +74,25 @@ mod tests {
         }
         assert_eq!(config_key("ghcr.io"), "ghcr.io");
         assert_eq!(config_key("registry.example.com:5000/team"), "registry.example.com:5000/team");
+    }
+
+    #[test]
+    fn a_registry_serves_the_images_the_kubelet_would_send_its_credentials_for() {
+        let cases = [
+            ("registry.example.com:5000", "registry.example.com:5000/team/app:1", true),
+            ("registry.example.com:5000", "registry.example.com/team/app:1", false),
+            ("registry.example.com:5000", "other.host/x", false),
+            ("registry.example.com/team", "registry.example.com/team/app", true),
+            ("registry.example.com/team", "registry.example.com/other/app", false),
+            ("docker.io", "docker.io/library/nginx", true),
+            ("docker.io", "index.docker.io/org/app", true),
+            ("docker.io", "ghcr.io/org/app", false),
+            ("*.gcr.io", "eu.gcr.io/p/app", true),
+            ("*.gcr.io", "gcr.io.evil.example/p/app", false),
+            ("ghcr.io", "Not An Image", false),
+        ];
+        for (registry, image, want) in cases {
+            assert_eq!(serves(registry, image), want, "{registry} {image}");
+        }
     }
 }

@@ -34,6 +34,8 @@ pub use server::{Error as ServeError, TlsSource, answer, serve};
 pub const OPT_OUT_LABEL: &str = "regcred.dev/inject";
 /// The value of [`OPT_OUT_LABEL`] that opts out.
 pub const OPT_OUT_VALUE: &str = "disabled";
+/// Images (and pull Secret names) of one object checked by default (`--image-check-max-images`).
+pub const MAX_IMAGES: usize = 50;
 /// How long the handler may spend creating a missing Secret: well inside the webhook's timeout.
 const ENSURE_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -124,6 +126,8 @@ pub struct Stats {
     pub image_warnings: Counter,
     /// Admissions the image checks rejected (`Deny` profiles).
     pub image_denials: Counter,
+    /// Admissions whose object had more images or pull Secret names than are checked.
+    pub over_cap: Counter,
     /// The image checks' registry resolutions and cache hits.
     pub image_checks: images::CheckStats,
     /// Seconds from a request's arrival to its answer.
@@ -143,6 +147,7 @@ impl Default for Stats {
             errors: Counter::default(),
             image_warnings: Counter::default(),
             image_denials: Counter::default(),
+            over_cap: Counter::default(),
             image_checks: images::CheckStats::default(),
             // 25 µs to ~3.3 s: the handler's microseconds, and the seconds of a new namespace's Secret.
             latency: Histogram::new(exponential_buckets(0.000_025, 2.0, 18)),
@@ -161,6 +166,8 @@ pub struct Webhook {
     pub checker: Option<Arc<Checker>>,
     /// Whether a pull Secret a workload names exists, by namespace and name, for a short while.
     pub known_secrets: moka::future::Cache<(String, String), bool>,
+    /// Images and pull Secret names of one object that are checked (see [`images::capped`]).
+    pub max_images: usize,
 }
 
 /// How long the webhook trusts what it learnt of a pull Secret's existence.
@@ -176,7 +183,12 @@ impl Webhook {
     pub fn new(client: Client, view: View, operator_namespace: &str, args: &crate::config::WebhookArgs) -> Self {
         let stats = Stats::default();
         let checker = args.image_checks.then(|| {
-            Arc::new(Checker::new(args.image_check_budget, args.image_check_cache, stats.image_checks.clone()))
+            Arc::new(Checker::new(
+                args.image_check_budget,
+                args.image_check_cache,
+                usize::from(args.image_check_concurrency),
+                stats.image_checks.clone(),
+            ))
         });
         Self {
             client,
@@ -185,6 +197,7 @@ impl Webhook {
             stats,
             checker,
             known_secrets: known_secrets(),
+            max_images: usize::from(args.image_check_max_images),
         }
     }
 
@@ -275,6 +288,19 @@ impl Webhook {
                 return images::Answer::default();
             }
         }
+        // Only the first images and pull Secret names are checked: the rest costs no request, and says so.
+        let mut warnings = Vec::new();
+        let (wanted, over) = images::capped(wanted, self.max_images);
+        if over > 0 {
+            warnings.push(images::over_cap_warning("images", self.max_images, over));
+        }
+        let (named, over_named) = images::capped(images::pull_secrets_of(spec), self.max_images);
+        if over_named > 0 {
+            warnings.push(images::over_cap_warning("pull Secret names", self.max_images, over_named));
+        }
+        if !warnings.is_empty() {
+            self.stats.over_cap.inc();
+        }
         let profiles = self.view.profiles_and_meanings();
         let findings = images::plan(&wanted, &profiles, ns);
         let now = jiff::Timestamp::now();
@@ -295,7 +321,6 @@ impl Webhook {
             };
             resolved.push((finding, outcome));
         }
-        let named = images::pull_secrets_of(spec);
         let missing = self.missing_secrets(&ns.name, &named, &profiles, ns);
         let (outcomes, missing) = futures::join!(checker.check(targets), missing);
         let mut outcomes = outcomes.into_iter();
@@ -304,7 +329,10 @@ impl Webhook {
                 *outcome = outcomes.next();
             }
         }
-        images::answer(&resolved, &missing, &ns.name)
+        let mut answer = images::answer(&resolved, &missing, &ns.name);
+        // First: the apiserver may cut a long list of warnings short.
+        answer.warnings.splice(0..0, warnings);
+        answer
     }
 
     /// What to resolve `image` with, for `profile` (see [`images::target`]). `Err`: why it cannot be checked.

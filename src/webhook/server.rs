@@ -28,8 +28,13 @@ use super::Webhook;
 use super::certs::{self, Material, Step};
 use crate::names::FIELD_MANAGER;
 
-/// The largest AdmissionReview accepted: above the apiserver's own request limit (3 MiB), so very large Pods fit.
-const BODY_LIMIT: usize = 8 * 1024 * 1024;
+/// The apiserver's limit on a request body (`MaxRequestBodyBytes`, 3 MiB): no object it admits is larger as sent.
+pub const APISERVER_REQUEST_LIMIT: usize = 3 * 1024 * 1024;
+/// The largest AdmissionReview accepted. An UPDATE's review carries two objects, `object` (at most what a client
+/// may send, [`APISERVER_REQUEST_LIMIT`]) and `oldObject` (as stored, which was itself sent under that limit), both
+/// as JSON; plus 1 MiB for the review's envelope (userInfo, options) and for JSON being longer than a protobuf
+/// request. Anything larger cannot come from the apiserver and is refused (413) before it is read whole.
+pub const BODY_LIMIT: usize = 2 * APISERVER_REQUEST_LIMIT + 1024 * 1024;
 
 /// Where the serving certificate comes from.
 #[derive(Clone, Debug)]
@@ -83,20 +88,34 @@ pub async fn answer(webhook: &Webhook, body: &[u8]) -> Response {
 }
 
 /// Serves the webhook on `addr` until `shutdown` completes, then drains open requests.
+/// With `client_ca` (a PEM file), only clients whose certificate that CA signed (the apiserver) get past the TLS
+/// handshake.
 pub async fn serve(
     webhook: Arc<Webhook>,
     addr: SocketAddr,
     tls: TlsSource,
+    client_ca: Option<PathBuf>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
+    let client_ca_path = client_ca.clone();
     crate::install_crypto_provider();
-    let config = match &tls {
-        TlsSource::Files { cert, key } => {
-            let config = RustlsConfig::from_pem_file(cert, key)
+    let client_ca = match &client_ca {
+        Some(path) => Some(
+            tokio::fs::read(path)
                 .await
+                .map_err(|e| Error::Tls(format!("reading the client CA {}: {e}", path.display())))?,
+        ),
+        None => None,
+    };
+    let acceptor = match &tls {
+        TlsSource::Files { cert, key } => {
+            let (c, k) = (tokio::fs::read(cert).await, tokio::fs::read(key).await);
+            let (c, k) = c
+                .and_then(|c| k.map(|k| (c, k)))
                 .map_err(|e| Error::Tls(format!("reading {} and {}: {e}", cert.display(), key.display())))?;
-            tokio::spawn(reload_files(config.clone(), cert.clone(), key.clone()));
-            config
+            let acceptor = Acceptor::new(Pems { cert: c, key: k, client_ca }).map_err(Error::Tls)?;
+            tokio::spawn(reload_files(acceptor.clone(), cert.clone(), key.clone()));
+            acceptor
         }
         TlsSource::SelfManaged { secret, configuration, dns_names, lifetime } => {
             let keeper = CertKeeper {
@@ -108,13 +127,16 @@ pub async fn serve(
             };
             let material = keeper.converge().await.map_err(Error::Tls)?;
             let served = (material.tls_crt, material.tls_key);
-            let config = RustlsConfig::from_pem(served.0.clone().into_bytes(), served.1.clone().into_bytes())
-                .await
-                .map_err(|e| Error::Tls(e.to_string()))?;
-            tokio::spawn(keeper.run(config.clone(), served));
-            config
+            let pems = Pems { cert: served.0.clone().into_bytes(), key: served.1.clone().into_bytes(), client_ca };
+            let acceptor = Acceptor::new(pems).map_err(Error::Tls)?;
+            tokio::spawn(keeper.run(acceptor.clone(), served));
+            acceptor
         }
     };
+    if let Some(path) = &client_ca_path {
+        tokio::spawn(reload_client_ca(acceptor.clone(), path.clone()));
+    }
+    let config = acceptor.config.clone();
     let handle = axum_server::Handle::new();
     let draining = handle.clone();
     tokio::spawn(async move {
@@ -127,7 +149,7 @@ pub async fn serve(
         .map_err(|source| Error::Serve { addr, source })?;
     let server = axum_server::from_tcp_rustls(listener, config).map_err(|source| Error::Serve { addr, source })?;
     webhook.stats.serving.store(true, std::sync::atomic::Ordering::Release);
-    info!(%addr, "webhook serving");
+    info!(%addr, client_certificates = client_ca_path.is_some(), "webhook serving");
     server
         .handle(handle)
         .serve(router(webhook).into_make_service())
@@ -135,8 +157,71 @@ pub async fn serve(
         .map_err(|source| Error::Serve { addr, source })
 }
 
+/// The PEM material of the TLS served: never logged, no Debug.
+#[derive(Clone)]
+struct Pems {
+    cert: Vec<u8>,
+    key: Vec<u8>,
+    /// The CA client certificates must chain to; `None`: no client certificate asked for.
+    client_ca: Option<Vec<u8>>,
+}
+
+/// The rustls configuration of `pems`: the serving certificate, and when there is a client CA, a verifier that
+/// refuses any client without a certificate it signed.
+fn server_config(pems: &Pems) -> Result<rustls::ServerConfig, String> {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_slice_iter(&pems.cert)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("the serving certificate is not PEM: {e}"))?;
+    let key = PrivateKeyDer::from_pem_slice(&pems.key).map_err(|e| format!("the serving key is not PEM: {e}"))?;
+    let builder = rustls::ServerConfig::builder();
+    let builder = match &pems.client_ca {
+        None => builder.with_no_client_auth(),
+        Some(pem) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in CertificateDer::pem_slice_iter(pem) {
+                let cert = cert.map_err(|e| format!("the client CA is not PEM: {e}"))?;
+                roots.add(cert).map_err(|e| format!("the client CA: {e}"))?;
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder(Arc::new(roots))
+                .build()
+                .map_err(|e| format!("the client CA: {e}"))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder.with_single_cert(certs, key).map_err(|e| format!("the serving certificate: {e}"))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// The TLS acceptor's configuration and the material it was built from: a new certificate or client CA rebuilds
+/// it whole, so a certificate swap never drops the client verification.
+#[derive(Clone)]
+struct Acceptor {
+    config: RustlsConfig,
+    current: Arc<std::sync::Mutex<Pems>>,
+}
+
+impl Acceptor {
+    fn new(pems: Pems) -> Result<Self, String> {
+        let config = RustlsConfig::from_config(Arc::new(server_config(&pems)?));
+        Ok(Self { config, current: Arc::new(std::sync::Mutex::new(pems)) })
+    }
+
+    /// Serves `change` applied to the current material, from the next connection on; on error nothing changes.
+    fn reload(&self, change: impl FnOnce(&mut Pems)) -> Result<(), String> {
+        let mut current = self.current.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut next = current.clone();
+        change(&mut next);
+        self.config.reload_from_config(Arc::new(server_config(&next)?));
+        *current = next;
+        Ok(())
+    }
+}
+
 /// Reloads file certificates when their content changes (cert-manager renews them in place).
-async fn reload_files(config: RustlsConfig, cert: PathBuf, key: PathBuf) {
+async fn reload_files(acceptor: Acceptor, cert: PathBuf, key: PathBuf) {
     let read = || async { (tokio::fs::read(&cert).await.ok(), tokio::fs::read(&key).await.ok()) };
     let mut last = read().await;
     loop {
@@ -145,11 +230,35 @@ async fn reload_files(config: RustlsConfig, cert: PathBuf, key: PathBuf) {
         if now != last
             && let (Some(c), Some(k)) = &now
         {
-            match config.reload_from_pem(c.clone(), k.clone()).await {
+            match acceptor.reload(|p| {
+                p.cert.clone_from(c);
+                p.key.clone_from(k);
+            }) {
                 Ok(()) => info!(cert = %cert.display(), "webhook certificate reloaded"),
                 // Half-written files: keep serving the old certificate and try again.
                 Err(e) => {
                     warn!(cert = %cert.display(), error = %e, "could not reload the webhook certificate");
+                    continue;
+                }
+            }
+            last = now;
+        }
+    }
+}
+
+/// Reloads the client CA when its file changes (a mounted ConfigMap or Secret is updated in place).
+async fn reload_client_ca(acceptor: Acceptor, path: PathBuf) {
+    let mut last = tokio::fs::read(&path).await.ok();
+    loop {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let now = tokio::fs::read(&path).await.ok();
+        if now != last
+            && let Some(ca) = &now
+        {
+            match acceptor.reload(|p| p.client_ca = Some(ca.clone())) {
+                Ok(()) => info!(ca = %path.display(), "webhook client CA reloaded"),
+                Err(e) => {
+                    warn!(ca = %path.display(), error = %e, "could not reload the webhook client CA");
                     continue;
                 }
             }
@@ -277,7 +386,7 @@ impl CertKeeper {
     /// Re-checks periodically, whenever the Secret changes, and whenever the webhook configuration changes (a
     /// configuration deleted and re-created, by `helm upgrade` or a GitOps sync, comes back without a caBundle);
     /// swaps the served certificate in place.
-    async fn run(self, config: RustlsConfig, served: (String, String)) {
+    async fn run(self, acceptor: Acceptor, served: (String, String)) {
         let tick = (self.lifetime / 30).clamp(Duration::from_secs(1), Duration::from_secs(600));
         let key = ObjectRef::<Secret>::new(&self.secret).within(&self.webhook.operator_namespace);
         let mut served = Some(served);
@@ -314,7 +423,11 @@ impl CertKeeper {
                 Ok(m) => {
                     let pair = (m.tls_crt.clone(), m.tls_key.clone());
                     if served.as_ref() != Some(&pair) {
-                        match config.reload_from_pem(pair.0.clone().into_bytes(), pair.1.clone().into_bytes()).await {
+                        let (cert, key) = (pair.0.clone().into_bytes(), pair.1.clone().into_bytes());
+                        match acceptor.reload(|p| {
+                            p.cert = cert;
+                            p.key = key;
+                        }) {
                             Ok(()) => {
                                 info!("webhook serving certificate swapped");
                                 served = Some(pair);
@@ -355,6 +468,7 @@ mod tests {
             stats: crate::webhook::Stats::default(),
             checker: None,
             known_secrets: crate::webhook::known_secrets(),
+            max_images: crate::webhook::MAX_IMAGES,
         })
     }
 
@@ -428,5 +542,29 @@ mod tests {
         let (status, answer) = post(&webhook, body).await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(answer["response"]["allowed"], true);
+    }
+
+    // Two of the apiserver's largest objects fit, with room for the envelope, and no more than a mebibyte more.
+    const _: () = assert!(BODY_LIMIT >= 2 * APISERVER_REQUEST_LIMIT + 512 * 1024);
+    const _: () = assert!(BODY_LIMIT <= 2 * APISERVER_REQUEST_LIMIT + 1024 * 1024);
+
+    #[tokio::test]
+    async fn an_update_of_the_largest_object_is_read_and_a_larger_body_refused_unread() {
+        let webhook = webhook().await;
+        let largest = "x".repeat(APISERVER_REQUEST_LIMIT - 4096);
+        let object = |n: &str| serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": n, "annotations": {"a": largest}}});
+        let mut body: serde_json::Value = serde_json::from_str(&review(
+            serde_json::json!({"group": "", "version": "v1", "kind": "Pod"}),
+            "UPDATE",
+            object("p"),
+        ))
+        .unwrap();
+        body["request"]["oldObject"] = object("p");
+        let (status, answer) = post(&webhook, body.to_string()).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(answer["response"]["allowed"], true);
+        let (status, _) = post(&webhook, " ".repeat(BODY_LIMIT + 1)).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(webhook.stats.requests.get(), 1, "the oversized body reached the handler");
     }
 }

@@ -23,8 +23,10 @@ pub const PASSWORD: &str = "correct-horse";
 pub enum Auth {
     /// htpasswd: a Basic challenge.
     Basic,
-    /// A Bearer challenge: clients get a token from the token server with their Basic credentials.
+    /// A Bearer challenge: clients get a token from the token server (HTTPS) with their Basic credentials.
     Token,
+    /// [`Auth::Token`] with a token server on plain `http://`: a realm that must never receive credentials.
+    TokenOverHttp,
 }
 
 /// A running registry. Stopped when dropped.
@@ -37,7 +39,8 @@ pub struct Registry {
     pub dir: PathBuf,
     host: String,
     registry: Option<Child>,
-    token_server: Option<(Child, u16)>,
+    /// The token server, its port and its URL scheme.
+    token_server: Option<(Child, u16, &'static str)>,
     config: PathBuf,
     /// Another CA the test's pushes trust (a token realm on another server).
     realm_ca: Option<String>,
@@ -129,7 +132,8 @@ impl Registry {
         let auth_config = match auth {
             _ if external.is_some() => external.unwrap_or_default(),
             Auth::Basic => json!({"htpasswd": {"realm": "regcred-test", "path": dir.join("htpasswd")}}),
-            Auth::Token => {
+            Auth::Token | Auth::TokenOverHttp => {
+                let scheme = if auth == Auth::Token { "https" } else { "http" };
                 let key = rcgen::KeyPair::generate().unwrap();
                 let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
                 params.distinguished_name.push(rcgen::DnType::CommonName, "regcred test token signer");
@@ -143,14 +147,15 @@ impl Registry {
                     .arg(dir.join("signer.crt"))
                     .arg(dir.join("signer.key"))
                     .args(["regcred-test-issuer", USER, PASSWORD, host])
+                    .args(if auth == Auth::Token { vec![dir.join("tls.crt"), dir.join("tls.key")] } else { vec![] })
                     .stdout(Stdio::null())
                     .stderr(std::fs::File::create(dir.join("token-server.log")).unwrap())
                     .kill_on_drop(true)
                     .spawn()
                     .unwrap();
-                token_server = Some((child, token_port));
+                token_server = Some((child, token_port, scheme));
                 json!({"token": {
-                    "realm": format!("http://{host}:{token_port}/token"),
+                    "realm": format!("{scheme}://{host}:{token_port}/token"),
                     "service": "regcred-test-registry",
                     "issuer": "regcred-test-issuer",
                     "rootcertbundle": dir.join("signer.crt"),
@@ -202,8 +207,8 @@ impl Registry {
             http.get(&url).send().await.ok().map(|_| ())
         })
         .await;
-        if let Some((_, port)) = &self.token_server {
-            let count = format!("http://{}:{port}/count", self.host);
+        if let Some((_, port, scheme)) = &self.token_server {
+            let count = format!("{scheme}://{}:{port}/count", self.host);
             wait_for("the token server to answer", Duration::from_secs(30), || async {
                 http.get(&count).send().await.ok().map(|_| ())
             })
@@ -259,9 +264,9 @@ impl Registry {
 
     /// Requests the token server has answered so far (0 with Basic auth).
     pub async fn token_requests(&self) -> usize {
-        let Some((_, port)) = &self.token_server else { return 0 };
-        let body: Value =
-            self.http().get(format!("http://{}:{port}/count", self.host)).send().await.unwrap().json().await.unwrap();
+        let Some((_, port, scheme)) = &self.token_server else { return 0 };
+        let url = format!("{scheme}://{}:{port}/count", self.host);
+        let body: Value = self.http().get(url).send().await.unwrap().json().await.unwrap();
         body["requests"].as_u64().unwrap() as usize
     }
 
@@ -352,6 +357,24 @@ impl Registry {
         self.manifest(&client, repo_tag, index).await;
         entries
     }
+}
+
+/// An attacker's listener: counts the TCP connections it accepts (and holds them). Its address, the count, and the
+/// task (abort it when done).
+pub async fn counting()
+-> (std::net::SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = count.clone();
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            held.push(socket);
+        }
+    });
+    (addr, count, task)
 }
 
 /// A registry that accepts TCP connections, holds them and never answers: its address, and the task holding them

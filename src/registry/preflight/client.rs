@@ -3,6 +3,7 @@
 
 use oci_client::errors::{OciDistributionError, OciErrorCode};
 use oci_client::secrets::RegistryAuth;
+use oci_client::token_cache::{RegistryToken, RegistryTokenType};
 use oci_client::{Reference, RegistryOperation};
 
 use super::manifest::{Manifest, judge};
@@ -78,7 +79,7 @@ pub fn https_client(
     builder.build().map_err(|e| ClientError::Build(error_chain(&e)))
 }
 
-/// Checks `credentials` (or anonymous access) against `registry` (`host[:port][/path]`), then every probe image.
+/// The preflight's HTTP client for `options`.
 pub(super) fn http_client(options: &Options) -> Result<reqwest::Client, Failure> {
     https_client(options.timeout, options.ca_pem.as_deref(), options.insecure_skip_verify).map_err(|e| match e {
         ClientError::CaBundle(why) => failure(Reason::TlsUntrusted, format!("the CA bundle is not valid PEM: {why}")),
@@ -111,14 +112,57 @@ pub(super) fn oci_client(options: &Options) -> Result<oci_client::Client, Failur
     oci_client::Client::try_from(config).map_err(|e| transport(&e, "building the registry client"))
 }
 
-/// `GET /v2/`, then the challenge it answers with: Basic is retried with the credentials, Bearer asks the token
-/// service for a token with them.
-pub(super) async fn ping(http: &reqwest::Client, host: &str, credentials: Option<&Credentials>) -> Result<(), Failure> {
+/// The longest token-service answer read: a token is a few kilobytes.
+const TOKEN_BYTES: usize = 64 * 1024;
+
+/// Whether Basic credentials may be sent to the token service at `realm`, for a registry reached over
+/// `registry_scheme`: only over HTTPS, or over plain HTTP when the registry itself is plain HTTP (where the
+/// credentials would cross the network in the clear anyway). `Err`: why not, for the condition's message.
+pub fn realm_allowed(realm: &str, registry_scheme: &str) -> Result<(), String> {
+    let url = reqwest::Url::parse(realm).map_err(|e| format!("the token realm {realm:?} is not a URL: {e}"))?;
+    match url.scheme() {
+        "https" => Ok(()),
+        "http" if registry_scheme == "http" => Ok(()),
+        "http" => Err(format!(
+            "the token realm {realm} is plain http:// while the registry is HTTPS: credentials are never sent in the \
+             clear (configure the registry's token service with an https:// realm)"
+        )),
+        other => Err(format!("the token realm {realm} has scheme {other}: only https:// is used")),
+    }
+}
+
+/// A token service's answer: Docker's `token`, or OAuth2's `access_token`.
+#[derive(serde::Deserialize)]
+struct Token {
+    token: Option<String>,
+    access_token: Option<String>,
+}
+
+/// What a registry wants before it serves a repository, once the credentials have been presented.
+pub(super) enum Grant {
+    /// Nothing: it answered `/v2/` without a challenge.
+    Open,
+    /// Basic authentication on every request to the registry itself.
+    Basic,
+    /// A Bearer token from its token service.
+    Bearer(String),
+}
+
+/// `GET /v2/` and the challenge it answers with: Basic is retried with the credentials, Bearer asks the token
+/// service (`realm`, only where [`realm_allowed`]) for a token with them, for `scope` when given. The one place
+/// where a registry's credentials are sent by regcred itself (oci-client receives Basic credentials only for a
+/// Basic registry, and otherwise the token obtained here).
+pub(super) async fn authorize(
+    http: &reqwest::Client,
+    host: &str,
+    scope: Option<&str>,
+    credentials: Option<&Credentials>,
+) -> Result<Grant, Failure> {
     let url = format!("https://{host}/v2/");
     let res = http.get(&url).send().await.map_err(|e| transport(&e, &format!("GET {url}")))?;
     let status = res.status();
     if status.is_success() {
-        return Ok(());
+        return Ok(Grant::Open);
     }
     if status != reqwest::StatusCode::UNAUTHORIZED {
         return Err(failure(Reason::RegistryUnreachable, format!("GET {url} answered {status}: not a registry?")));
@@ -130,34 +174,76 @@ pub(super) async fn ping(http: &reqwest::Client, host: &str, credentials: Option
     let Some(creds) = credentials else {
         if scheme.eq_ignore_ascii_case("bearer") {
             // Anonymous pulls through a token service (Docker Hub, GHCR): only images can tell.
-            return Ok(());
+            return Ok(Grant::Open);
         }
         return Err(failure(Reason::AuthenticationFailed, format!("{host} requires credentials and none were given")));
     };
-    let answer = if scheme.eq_ignore_ascii_case("basic") {
-        http.get(&url).basic_auth(&creds.username, Some(&creds.password)).send().await
-    } else if scheme.eq_ignore_ascii_case("bearer") {
-        let param = |name: &str| challenge_param(&params, name);
-        let Some(realm) = param("realm") else {
-            return Err(failure(Reason::RegistryUnreachable, format!("{host}: a Bearer challenge without a realm")));
-        };
-        let mut query = Vec::new();
-        if let Some(service) = param("service") {
-            query.push(("service", service));
-        }
-        http.get(&realm).query(&query).basic_auth(&creds.username, Some(&creds.password)).send().await
-    } else {
-        return Err(failure(Reason::RegistryUnreachable, format!("{host}: unknown challenge {scheme:?}")));
-    };
-    let answer = answer.map_err(|e| transport(&e, "authenticating"))?;
-    match answer.status() {
-        s if s.is_success() => Ok(()),
-        s if s == reqwest::StatusCode::UNAUTHORIZED || s == reqwest::StatusCode::FORBIDDEN => Err(failure(
+    let rejected = |s| {
+        failure(
             Reason::AuthenticationFailed,
             format!("{host} rejected the credentials of user {:?} ({s})", creds.username),
-        )),
-        s => Err(failure(Reason::RegistryUnreachable, format!("authenticating with {host} answered {s}"))),
+        )
+    };
+    if scheme.eq_ignore_ascii_case("basic") {
+        // For an image, its own requests carry the credentials (to this host only) and say whether they work.
+        if scope.is_some() {
+            return Ok(Grant::Basic);
+        }
+        let answer = http.get(&url).basic_auth(&creds.username, Some(&creds.password)).send().await;
+        return match answer.map_err(|e| transport(&e, "authenticating"))?.status() {
+            s if s.is_success() => Ok(Grant::Basic),
+            s if s == reqwest::StatusCode::UNAUTHORIZED || s == reqwest::StatusCode::FORBIDDEN => Err(rejected(s)),
+            s => Err(failure(Reason::RegistryUnreachable, format!("authenticating with {host} answered {s}"))),
+        };
     }
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(failure(Reason::RegistryUnreachable, format!("{host}: unknown challenge {scheme:?}")));
+    }
+    let param = |name: &str| challenge_param(&params, name);
+    let Some(realm) = param("realm") else {
+        return Err(failure(Reason::RegistryUnreachable, format!("{host}: a Bearer challenge without a realm")));
+    };
+    // The registry is always reached over HTTPS here.
+    realm_allowed(&realm, "https").map_err(|why| failure(Reason::AuthenticationFailed, format!("{host}: {why}")))?;
+    let mut query = Vec::new();
+    if let Some(service) = param("service") {
+        query.push(("service", service));
+    }
+    if let Some(scope) = scope {
+        query.push(("scope", scope.to_owned()));
+    }
+    let answer = http.get(&realm).query(&query).basic_auth(&creds.username, Some(&creds.password)).send().await;
+    let mut answer = answer.map_err(|e| transport(&e, "authenticating"))?;
+    match answer.status() {
+        s if s.is_success() => {}
+        s if s == reqwest::StatusCode::UNAUTHORIZED || s == reqwest::StatusCode::FORBIDDEN => return Err(rejected(s)),
+        s => return Err(failure(Reason::RegistryUnreachable, format!("authenticating with {host} answered {s}"))),
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = answer.chunk().await.map_err(|e| transport(&e, "reading the token"))? {
+        if body.len() + chunk.len() > TOKEN_BYTES {
+            return Err(failure(
+                Reason::RegistryUnreachable,
+                format!("{host}: the token service's answer is too large"),
+            ));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    let token = serde_json::from_slice::<Token>(&body).ok().and_then(|t| t.token.or(t.access_token));
+    // A registry that only checks credentials at the token service may answer the ping's request without a
+    // token: the credentials were accepted.
+    match (token, scope) {
+        (Some(t), _) if !t.is_empty() => Ok(Grant::Bearer(t)),
+        (_, None) => Ok(Grant::Open),
+        (_, Some(_)) => {
+            Err(failure(Reason::RegistryUnreachable, format!("{host}: the token service answered no token")))
+        }
+    }
+}
+
+/// `GET /v2/` with the credentials, as [`authorize`] presents them: whether they work.
+pub(super) async fn ping(http: &reqwest::Client, host: &str, credentials: Option<&Credentials>) -> Result<(), Failure> {
+    authorize(http, host, None, credentials).await.map(|_| ())
 }
 
 /// The scheme and parameters of a `WWW-Authenticate` header's challenge: the first Bearer or Basic one when the
@@ -182,9 +268,25 @@ fn challenge_param(params: &[(String, String)], name: &str) -> Option<String> {
 
 const ACCEPT: [&str; 4] = [DOCKER_MANIFEST, OCI_MANIFEST, DOCKER_LIST, OCI_INDEX];
 
+/// The clients of one set of credentials and TLS options: reqwest for the challenge and the token service,
+/// oci-client for manifests. oci-client keeps the authentication and the tokens it was given per registry and
+/// repository, so a session serves one set of credentials only; reused, it keeps its connections.
+#[derive(Clone)]
+pub struct Session {
+    pub(super) http: reqwest::Client,
+    oci: oci_client::Client,
+}
+
+impl Session {
+    /// Both clients for `options`.
+    pub fn new(options: &Options) -> Result<Self, Failure> {
+        Ok(Self { http: http_client(options)?, oci: oci_client(options)? })
+    }
+}
+
 pub(super) async fn check_image(
-    client: &oci_client::Client,
-    auth: &RegistryAuth,
+    session: &Session,
+    credentials: Option<&Credentials>,
     image: &str,
     options: &Options,
 ) -> ImageResult {
@@ -196,7 +298,16 @@ pub(super) async fn check_image(
             return result;
         }
     };
-    let fetched = fetch(client, auth, &reference, true).await;
+    // Authenticate for this repository here, not in oci-client: the realm rule applies ([`authorize`]), and
+    // oci-client would otherwise fall back to an anonymous request when the token service refuses.
+    let auth = match grant(session, credentials, &reference).await {
+        Ok(auth) => auth,
+        Err(f) => {
+            result.failure = Some(f);
+            return result;
+        }
+    };
+    let fetched = fetch(&session.oci, &auth, &reference).await;
     let (manifest, digest) = match fetched {
         Ok(m) => m,
         Err(f) => {
@@ -209,8 +320,8 @@ pub(super) async fn check_image(
         match manifest.entry_for(&options.platform) {
             Ok((entry, platform)) => {
                 result.platform = Some(platform);
-                // Same repository: the token from the first fetch serves.
-                match fetch(client, auth, &reference.clone_with_digest(entry), false).await {
+                // Same repository: the token of the first fetch serves.
+                match fetch(&session.oci, &auth, &reference.clone_with_digest(entry)).await {
                     Ok((m, d)) => {
                         let t = m.media_type();
                         (m, d, t)
@@ -242,17 +353,38 @@ pub(super) async fn check_image(
     result
 }
 
+/// What oci-client is given for `reference`: nothing for anonymous access or an open registry, the credentials for
+/// a Basic registry (sent to the registry's own host only), and for a token registry the token [`authorize`]
+/// obtained (put in oci-client's token cache for this repository), never the credentials.
+async fn grant(
+    session: &Session,
+    credentials: Option<&Credentials>,
+    reference: &Reference,
+) -> Result<RegistryAuth, Failure> {
+    let Some(creds) = credentials else { return Ok(RegistryAuth::Anonymous) };
+    let scope = format!("repository:{}:pull", reference.repository());
+    match authorize(&session.http, reference.resolve_registry(), Some(&scope), Some(creds)).await {
+        Ok(Grant::Open) => Ok(RegistryAuth::Anonymous),
+        Ok(Grant::Basic) => {
+            // Known for this repository from now on: oci-client asks the registry's challenge no more.
+            let basic = RegistryTokenType::Basic(creds.username.clone(), creds.password.clone());
+            session.oci.tokens.insert(reference, RegistryOperation::Pull, basic).await;
+            Ok(RegistryAuth::Basic(creds.username.clone(), creds.password.clone()))
+        }
+        Ok(Grant::Bearer(token)) => {
+            let token = RegistryTokenType::Bearer(RegistryToken::Token { token });
+            session.oci.tokens.insert(reference, RegistryOperation::Pull, token).await;
+            Ok(RegistryAuth::Anonymous)
+        }
+        Err(f) => Err(Failure { message: format!("{reference}: {}", f.message), ..f }),
+    }
+}
+
 async fn fetch(
     client: &oci_client::Client,
     auth: &RegistryAuth,
     reference: &Reference,
-    authenticate: bool,
 ) -> Result<(Manifest, String), Failure> {
-    // Authenticate for this repository explicitly: oci-client would otherwise fall back to an anonymous request
-    // when the token service refuses, and report a generic 401.
-    if authenticate && !matches!(auth, RegistryAuth::Anonymous) {
-        client.auth(reference, auth, RegistryOperation::Pull).await.map_err(|e| classify(&e, reference))?;
-    }
     let (body, digest) =
         client.pull_manifest_raw(reference, auth, &ACCEPT).await.map_err(|e| classify(&e, reference))?;
     let manifest: Manifest = serde_json::from_slice(&body).map_err(|e| {

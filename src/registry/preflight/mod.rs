@@ -11,11 +11,10 @@ mod manifest;
 
 use std::time::{Duration, Instant};
 
-use oci_client::secrets::RegistryAuth;
 use serde::{Deserialize, Serialize};
 
-pub use client::{ClientError, error_chain, https_client, untrusted_tls};
-use client::{check_image, http_client, oci_client, ping};
+pub use client::{ClientError, Session, error_chain, https_client, realm_allowed, untrusted_tls};
+use client::{check_image, ping};
 
 use crate::api::{ManifestType, RegistryTls, Validation};
 
@@ -39,6 +38,8 @@ pub enum Reason {
     ImageTooLarge,
     UnsupportedManifestType,
     InvalidReference,
+    /// A probe image on a registry the profile does not serve: its credentials are not sent there.
+    ImageNotServed,
 }
 
 impl Reason {
@@ -51,6 +52,7 @@ impl Reason {
             Self::ImageTooLarge => "ImageTooLarge",
             Self::UnsupportedManifestType => "UnsupportedManifestType",
             Self::InvalidReference => "InvalidReference",
+            Self::ImageNotServed => "ImageNotServed",
         }
     }
 
@@ -64,6 +66,7 @@ impl Reason {
             Self::ImageTooLarge => 7,
             Self::UnsupportedManifestType => 8,
             Self::InvalidReference => 2,
+            Self::ImageNotServed => 9,
         }
     }
 }
@@ -228,60 +231,60 @@ pub fn parse_size(q: &str) -> Option<u64> {
     bytes
 }
 
-/// The manifest formats by media type: `Some(kind)` for an image manifest, `None` for anything else.
+/// Why a probe image may not be checked with `registry`'s credentials: it is on a registry `registry` does not
+/// serve (see [`super::serves`]), so the kubelet would never send them there. `None`: it may.
+pub fn not_served(image: &str, registry: &str) -> Option<Failure> {
+    let full = qualify(image, registry);
+    (!super::serves(registry, &full)).then(|| {
+        failure(
+            Reason::ImageNotServed,
+            format!(
+                "{full} is not on registry {registry}: its credentials are never sent there; write the image \
+                 relative to the registry (team/app:1) or under {registry}/"
+            ),
+        )
+    })
+}
+
+/// Checks `credentials` (or anonymous access) against `registry` (`host[:port][/path]`), then every probe image.
+/// A probe image on a registry `registry` does not serve is refused ([`not_served`]) without a request.
 pub async fn check(registry: &str, credentials: Option<&Credentials>, images: &[String], options: &Options) -> Report {
     let started = Instant::now();
     let host = super::host_of(registry);
     // Docker Hub's names (docker.io, index.docker.io) are not where its API answers.
     let host = if super::is_docker_hub(host) { "registry-1.docker.io".to_owned() } else { host.to_owned() };
     let mut report = Report { registry: host.clone(), credentials: None, images: Vec::new(), duration_ms: 0 };
-    match http_client(options) {
-        Ok(http) => report.credentials = ping(&http, &host, credentials).await.err(),
-        Err(f) => report.credentials = Some(f),
+    let session = Session::new(options);
+    match &session {
+        Ok(session) => report.credentials = ping(&session.http, &host, credentials).await.err(),
+        Err(f) => report.credentials = Some(f.clone()),
     }
-    // Images are checked only with working credentials: otherwise every image would repeat the same failure.
-    if report.credentials.is_none() {
-        match oci_client(options) {
-            Ok(client) => {
-                let auth = auth_of(credentials);
-                for image in images {
-                    report.images.push(check_image(&client, &auth, &qualify(image, registry), options).await);
-                }
+    for image in images {
+        let full = qualify(image, registry);
+        let result = match (not_served(image, registry), &session) {
+            (Some(f), _) => ImageResult { image: full, failure: Some(f), ..ImageResult::default() },
+            // Images are checked only with working credentials: otherwise every image would repeat the failure.
+            (None, Ok(session)) if report.credentials.is_none() => {
+                check_image(session, credentials, &full, options).await
             }
-            Err(f) => report.credentials = Some(f),
-        }
+            (None, _) => continue,
+        };
+        report.images.push(result);
     }
     report.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     report
 }
 
-/// Resolves `images` (full references) with `credentials` (or anonymously), all at once, without the `/v2/`
-/// ping: each image's own requests say whether the credentials are good for it. The admission checks' call.
+/// Resolves `images` (full references) with `credentials` (or anonymously) through `session` (built for
+/// `options` and these credentials only: see [`Session`]), all at once, without the `/v2/` ping: each image's own
+/// requests say whether the credentials are good for it. The admission checks' call.
 pub async fn resolve_images(
+    session: &Session,
     credentials: Option<&Credentials>,
     images: &[String],
     options: &Options,
 ) -> Vec<ImageResult> {
-    let client = match oci_client(options) {
-        Ok(client) => client,
-        Err(f) => {
-            let failed = |image: &String| ImageResult {
-                image: image.clone(),
-                failure: Some(f.clone()),
-                ..ImageResult::default()
-            };
-            return images.iter().map(failed).collect();
-        }
-    };
-    let auth = auth_of(credentials);
-    futures::future::join_all(images.iter().map(|image| check_image(&client, &auth, image, options))).await
-}
-
-fn auth_of(credentials: Option<&Credentials>) -> RegistryAuth {
-    match credentials {
-        Some(c) => RegistryAuth::Basic(c.username.clone(), c.password.clone()),
-        None => RegistryAuth::Anonymous,
-    }
+    futures::future::join_all(images.iter().map(|image| check_image(session, credentials, image, options))).await
 }
 
 /// A registry that accepts connections and never answers (its address, and the task holding them), for tests.
