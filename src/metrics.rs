@@ -91,56 +91,7 @@ impl Metrics {
             view.refresher.counts.clone(),
         );
         if let Some(stats) = webhook {
-            registry.register("webhook_requests", "Admission requests answered", stats.requests.clone());
-            registry.register("webhook_patched", "Pods given pull secrets", stats.patched.clone());
-            registry.register("webhook_malformed", "Malformed admission requests", stats.malformed.clone());
-            registry.register(
-                "webhook_errors",
-                "Admission requests answered without a patch after an error",
-                stats.errors.clone(),
-            );
-            registry.register(
-                "webhook_secrets_created",
-                "Secrets created at admission for a brand-new namespace",
-                stats.secrets_created.clone(),
-            );
-            registry.register("webhook_request_duration_seconds", "Admission request latency", stats.latency.clone());
-            registry.register(
-                "image_check_warnings",
-                "Admission warnings given by image checks",
-                stats.image_warnings.clone(),
-            );
-            registry.register(
-                "image_check_denials",
-                "Admissions rejected by image checks",
-                stats.image_denials.clone(),
-            );
-            let checks = &stats.image_checks;
-            registry.register(
-                "image_check_registry_requests",
-                "Images resolved against a registry at admission",
-                checks.registry_checks.clone(),
-            );
-            registry.register(
-                "image_check_cache_hits",
-                "Admission image checks answered from the cache",
-                checks.cache_hits.clone(),
-            );
-            registry.register(
-                "image_check_over_budget",
-                "Admission image checks that outlived their budget",
-                checks.over_budget.clone(),
-            );
-            registry.register(
-                "image_check_saturated",
-                "Admission image checks not made: the bound on registry checks in flight was reached",
-                checks.saturated.clone(),
-            );
-            registry.register(
-                "webhook_images_over_cap",
-                "Admissions whose object had more images or pull Secret names than are checked",
-                stats.over_cap.clone(),
-            );
+            register_webhook(&mut registry, stats);
         }
         let pull_failures = Family::<PullLabels, Counter>::default();
         registry.register(
@@ -241,4 +192,50 @@ async fn ready(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
         (Some(true), false) => (StatusCode::SERVICE_UNAVAILABLE, "the webhook is not serving yet"),
         _ => (StatusCode::SERVICE_UNAVAILABLE, "caches are not synced yet"),
     }
+}
+
+/// The webhook's counters and latency, and its image checks'.
+fn register_webhook(registry: &mut Registry, stats: &crate::webhook::Stats) {
+    registry.register("webhook_requests", "Admission requests answered", stats.requests.clone());
+    registry.register("webhook_patched", "Pods given pull secrets", stats.patched.clone());
+    registry.register("webhook_malformed", "Malformed admission requests", stats.malformed.clone());
+    registry.register(
+        "webhook_errors",
+        "Admission requests answered without a patch after an error",
+        stats.errors.clone(),
+    );
+    registry.register(
+        "webhook_secrets_created",
+        "Secrets created at admission for a brand-new namespace",
+        stats.secrets_created.clone(),
+    );
+    registry.register("webhook_request_duration_seconds", "Admission request latency", stats.latency.clone());
+    registry.register("image_check_warnings", "Admission warnings given by image checks", stats.image_warnings.clone());
+    registry.register("image_check_denials", "Admissions rejected by image checks", stats.image_denials.clone());
+    let checks = &stats.image_checks;
+    registry.register(
+        "image_check_registry_requests",
+        "Images resolved against a registry at admission",
+        checks.registry_checks.clone(),
+    );
+    registry.register(
+        "image_check_cache_hits",
+        "Admission image checks answered from the cache",
+        checks.cache_hits.clone(),
+    );
+    registry.register(
+        "image_check_over_budget",
+        "Admission image checks that outlived their budget",
+        checks.over_budget.clone(),
+    );
+    registry.register(
+        "image_check_saturated",
+        "Admission image checks not made: the bound on registry checks in flight was reached",
+        checks.saturated.clone(),
+    );
+    registry.register(
+        "webhook_images_over_cap",
+        "Admissions whose object had more images or pull Secret names than are checked",
+        stats.over_cap.clone(),
+    );
 }

@@ -106,7 +106,8 @@ async fn the_chart_renders_a_webhook_configuration_the_apiserver_accepts() {
         .await;
 }
 
-/// The API of the object `doc` describes (in `namespace` if it is namespaced), its kind and its name.
+/// The API of the object `doc` describes (in its own namespace, else `namespace`, if it is namespaced), its kind and
+/// its name.
 async fn api_of(
     client: &kube::Client,
     namespace: &str,
@@ -118,7 +119,9 @@ async fn api_of(
     let (resource, caps) = kube::discovery::pinned_kind(client, &gvk).await.unwrap();
     let api = match caps.scope {
         kube::discovery::Scope::Cluster => Api::all_with(client.clone(), &resource),
-        kube::discovery::Scope::Namespaced => Api::namespaced_with(client.clone(), namespace, &resource),
+        kube::discovery::Scope::Namespaced => {
+            Api::namespaced_with(client.clone(), doc["metadata"]["namespace"].as_str().unwrap_or(namespace), &resource)
+        }
     };
     (api, gvk.kind, doc["metadata"]["name"].as_str().unwrap().to_owned())
 }
