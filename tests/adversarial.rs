@@ -595,3 +595,55 @@ async fn forged_pull_failure_events_never_reach_status_and_real_failures_still_d
         })
         .await;
 }
+
+/// A profile author names, as its credential source, another team's Secret in regcred's namespace (which names
+/// the profiles that may use it) and a Secret regcred writes itself (a token copy): both refused with
+/// `SourceNotAllowed`, nothing written anywhere, while the team's own profile keeps working.
+#[tokio::test]
+async fn a_profile_cannot_use_a_source_secret_that_does_not_name_it_or_one_regcred_writes() {
+    TestEnv::new("borrow")
+        .await
+        .run(|env| async move {
+            let h = Harness::start(&env).await;
+            let team_b = format!("{}-b", env.id);
+            let sources = Api::<Secret>::namespaced(h.client(), &h.op_ns);
+            let bound: Secret = serde_json::from_value(json!({
+                "metadata": {"name": "team-b-creds", "annotations": {"regcred.dev/profiles": team_b}},
+                "stringData": {"username": "team-b", "password": "b-secret"},
+            }))
+            .unwrap();
+            support::apply(&sources, &bound).await;
+            let copy: Secret = serde_json::from_value(json!({
+                "metadata": {"name": "regcred-token-0000", "labels": {"app.kubernetes.io/part-of": "regcred"}},
+                "type": "kubernetes.io/dockerconfigjson",
+                "stringData": {".dockerconfigjson": FORGED},
+            }))
+            .unwrap();
+            support::apply(&sources, &copy).await;
+            let mut spec = basic_spec(h.select("b"));
+            spec["credentials"]["secretRef"]["name"] = json!("team-b-creds");
+            assert_eq!(h.profile("b", spec.clone()).await, team_b);
+            let b = env.namespace("b", &[("pull", "b")]).await;
+            h.wait_credentials(&b, "pull", SERVER, "b-secret").await;
+
+            let mine = env.namespace("mine", &[("pull", "mine")]).await;
+            let mut borrow = basic_spec(h.select("mine"));
+            borrow["credentials"]["secretRef"]["name"] = json!("team-b-creds");
+            let thief = h.profile("thief", borrow).await;
+            let p = h.condition(&thief, "CredentialsResolved", "False", "SourceNotAllowed").await;
+            let c = p.status.unwrap().conditions.into_iter().find(|c| c.type_ == "CredentialsResolved").unwrap();
+            assert!(c.message.contains("regcred.dev/profiles") && !c.message.contains("b-secret"), "{}", c.message);
+            let mut copy_spec = basic_spec(h.select("mine"));
+            copy_spec["credentials"]["secretRef"]["name"] = json!("regcred-token-0000");
+            copy_spec["secretName"] = json!("pull-copy");
+            let copier = h.profile("copier", copy_spec).await;
+            h.condition(&copier, "CredentialsResolved", "False", "SourceNotAllowed").await;
+            assert!(h.secret(&mine, "pull").await.is_none() && h.secret(&mine, "pull-copy").await.is_none());
+
+            // Team B's own profile is untouched, and a new namespace of B's is served.
+            let b2 = env.namespace("b2", &[("pull", "b")]).await;
+            h.wait_credentials(&b2, "pull", SERVER, "b-secret").await;
+            assert!(h.secret(&mine, "pull").await.is_none(), "the thief's namespace received team B's Secret");
+        })
+        .await;
+}

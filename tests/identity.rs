@@ -335,6 +335,10 @@ async fn gcp_tokens_without_keys_from_the_metadata_server_and_workload_identity_
                 let issued = gcp.tokens.lock().unwrap()[&password];
                 assert!((expires_annotation(&s) - issued).abs() <= 2, "{name}: expiry from the endpoint's answer");
             }
+            // The metadata server is asked for the read-only storage scope: the token in every selected namespace
+            // can pull, and nothing else, whatever the Google service account may do.
+            let asked = gcp.metadata_scopes.lock().unwrap().clone();
+            assert!(!asked.is_empty() && asked.iter().all(|s| s == support::cloud::READ_ONLY), "{asked:?}");
             let wif = &names[1].1;
             let direct = &names[2].1;
             gcp.denying_impersonation.store(true, Ordering::SeqCst);

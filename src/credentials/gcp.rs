@@ -68,7 +68,9 @@ pub async fn mint(source: &GcpSource, identity: &Identity) -> Result<Minted, Min
     let (token, expires_at) = match &source.auth {
         GcpAuth::Key(key) => key_grant(&oauth::client(None, &identity.endpoints)?, key.expose(), now).await?,
         GcpAuth::MetadataServer { service_account } => {
-            if service_account.contains("..") || service_account.contains('/') {
+            // An email address or `default`, nothing that could change the request's path or query.
+            let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '@' | '.' | '-' | '_');
+            if service_account.is_empty() || service_account.contains("..") || !service_account.chars().all(plain) {
                 return Err(MintError::new(
                     "InvalidServiceAccount",
                     format!(
@@ -78,8 +80,11 @@ pub async fn mint(source: &GcpSource, identity: &Identity) -> Result<Minted, Min
             }
             let host = identity.ambient.gce_metadata_host.as_deref().unwrap_or(DEFAULT_METADATA_HOST);
             let http = oauth::metadata_client(host)?;
+            // The narrowest scope that pulls (see [`SCOPE`]); without it, GKE gives the account's own scopes,
+            // typically cloud-platform.
             let url = format!("http://{host}/computeMetadata/v1/instance/service-accounts/{service_account}/token");
-            let answer = http.send(METADATA, http.get(&url).header("Metadata-Flavor", "Google")).await?;
+            let request = http.get(&url).query(&[("scopes", SCOPE)]).header("Metadata-Flavor", "Google");
+            let answer = http.send(METADATA, request).await?;
             (oauth::field(METADATA, &answer, "access_token")?.to_owned(), oauth::expires_in(METADATA, &answer, now)?)
         }
         GcpAuth::External(external) => {

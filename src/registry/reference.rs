@@ -40,10 +40,12 @@ pub fn parse(reference: &str) -> Result<ImageRef, ParseError> {
 /// (a regular-expression match costs microseconds; a lookup, a fraction of one). At most [`MEMO_SIZE`] references
 /// are kept; when full, the memo starts over. `None`: the reference does not parse.
 pub fn parse_memo(reference: &str) -> Option<std::sync::Arc<ImageRef>> {
-    use std::collections::HashMap;
-    use std::sync::{Arc, Mutex, OnceLock, PoisonError};
-    type Memo = Mutex<HashMap<Box<str>, Option<Arc<ImageRef>>>>;
-    static MEMO: OnceLock<Memo> = OnceLock::new();
+    use std::sync::{Arc, PoisonError};
+    // Longer than any real reference: never parsed, never kept (a tenant's megabyte-long "image" in a Pod or an
+    // Event would otherwise sit in the memo).
+    if reference.len() > MAX_REFERENCE {
+        return None;
+    }
     let memo = MEMO.get_or_init(Memo::default);
     if let Some(hit) = memo.lock().unwrap_or_else(PoisonError::into_inner).get(reference) {
         return hit.clone();
@@ -57,8 +59,16 @@ pub fn parse_memo(reference: &str) -> Option<std::sync::Arc<ImageRef>> {
     parsed
 }
 
+/// What [`parse_memo`] remembers: each reference and what it parsed to.
+type Memo = std::sync::Mutex<std::collections::HashMap<Box<str>, Option<std::sync::Arc<ImageRef>>>>;
+static MEMO: std::sync::OnceLock<Memo> = std::sync::OnceLock::new();
+
 /// Image references [`parse_memo`] keeps.
 pub const MEMO_SIZE: usize = 4096;
+
+/// The longest image reference regcred reads: a repository name of up to 255 characters (the distribution
+/// spec's limit), a host, a tag of up to 128 and a digest fit well within it.
+pub const MAX_REFERENCE: usize = 1024;
 
 /// `[address]:port/repository...`: the rest parsed by the grammar under a stand-in host, the address put back.
 fn parse_ipv6(rest: &str) -> Result<ImageRef, ParseError> {
@@ -153,6 +163,16 @@ fn glob(pattern: &str, text: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reference_longer_than_any_real_one_is_neither_parsed_nor_kept() {
+        let real = format!("registry.example.com:5000/{}:{}", "a".repeat(200), "t".repeat(128));
+        assert!(parse_memo(&real).is_some());
+        let huge = format!("registry.example.com/{}", "a".repeat(MAX_REFERENCE));
+        assert!(parse_memo(&huge).is_none());
+        let kept = |r: &str| MEMO.get().is_some_and(|m| m.lock().unwrap().contains_key(r));
+        assert!(kept(&real) && !kept(&huge), "the memo keeps real references only");
+    }
 
     fn r(
         registry: &str,

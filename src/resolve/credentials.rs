@@ -15,7 +15,10 @@ use crate::credentials::tokens::{
     TokenSource,
 };
 use crate::credentials::{CredentialError, DockerConfig, SecretBytes, dockerconfig_from_source};
-use crate::names::{DOCKER_CONFIG_KEY, EXPIRES_AT_ANNOTATION, token_copy_name};
+use crate::glob::glob_match;
+use crate::names::{
+    DOCKER_CONFIG_KEY, EXPIRES_AT_ANNOTATION, MANAGED_BY_LABEL, MANAGED_BY_VALUE, PART_OF_LABEL, token_copy_name,
+};
 use crate::registry::{config_key, host_of};
 
 /// The Secrets of regcred's own namespace: the only place credentials are read from.
@@ -94,7 +97,7 @@ pub fn source(profile: &RegistryProfile, registry: Option<&str>, sources: &impl 
         return ecr_source(profile, ecr, registry, sources).map(Source::Token);
     }
     if let Some(gcp) = &creds.gcp {
-        return gcp_source(gcp, registry, sources).map(Source::Token);
+        return gcp_source(profile, gcp, registry, sources).map(Source::Token);
     }
     if let Some(acr) = &creds.acr {
         return acr_source(profile, acr, registry, sources).map(Source::Token);
@@ -117,7 +120,7 @@ pub fn source(profile: &RegistryProfile, registry: Option<&str>, sources: &impl 
         };
     };
     let registry = registry.ok_or_else(missing_server)?;
-    let data = source_data(sources, &secret_ref.name)?;
+    let data = source_data(sources, &secret_ref.name, &profile.name_any())?;
     let from = format!("{}/{}", sources.namespace(), secret_ref.name);
     let config = dockerconfig_from_source(&from, &data, profile.spec.provider, &config_key(registry))?;
     Ok(Source::Static { config, from: format!("Secret {from}") })
@@ -184,12 +187,46 @@ pub fn docker_config_of(secret: &Secret) -> Option<DockerConfig> {
     Some(DockerConfig(SecretBytes::new(bytes.0.clone())))
 }
 
-/// The keys of a source Secret in regcred's namespace.
-fn source_data(sources: &impl Sources, name: &str) -> Result<BTreeMap<String, Vec<u8>>, Unresolved> {
+/// The annotation by which a source Secret names the profiles that may use it: comma-separated profile names or
+/// globs (`team-a-*`). A Secret without it may be used by any profile.
+pub const PROFILES_ANNOTATION: &str = "regcred.dev/profiles";
+
+/// Whether `profile` may read the source Secret `secret`: never one of regcred's own (a token copy, the webhook's
+/// certificate), and, when the Secret names the profiles that may use it ([`PROFILES_ANNOTATION`]), only those.
+/// `Err`: the refusal, saying what to change.
+pub fn source_allowed(secret: &Secret, profile: &str) -> Result<(), Unresolved> {
+    let name = secret.name_any();
+    let labels = secret.labels();
+    let own = labels.get(PART_OF_LABEL).is_some_and(|v| v == MANAGED_BY_VALUE)
+        || labels.get(MANAGED_BY_LABEL).is_some_and(|v| v.starts_with(MANAGED_BY_VALUE));
+    if own {
+        return Err(unresolved(
+            "SourceNotAllowed",
+            format!(
+                "Secret {name} is one regcred writes itself (a token copy or the webhook's certificate), never a credential source"
+            ),
+        ));
+    }
+    match secret.annotations().get(PROFILES_ANNOTATION) {
+        Some(allowed) if !allowed.split(',').map(str::trim).any(|g| !g.is_empty() && glob_match(g, profile)) => {
+            Err(unresolved(
+                "SourceNotAllowed",
+                format!(
+                    "Secret {name} may be used only by the profiles its annotation {PROFILES_ANNOTATION} names ({allowed}); add {profile} there to allow it"
+                ),
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The keys of a source Secret in regcred's namespace, when `profile` may read it (see [`source_allowed`]).
+fn source_data(sources: &impl Sources, name: &str, profile: &str) -> Result<BTreeMap<String, Vec<u8>>, Unresolved> {
     let namespace = sources.namespace();
     let source = sources
         .secret(name)
         .ok_or_else(|| CredentialError::SecretNotFound { namespace: namespace.into(), name: name.into() })?;
+    source_allowed(&source, profile)?;
     Ok(source.data.iter().flatten().map(|(k, v)| (k.clone(), v.0.clone())).collect())
 }
 
@@ -214,7 +251,7 @@ fn ecr_source(
     let keys = match &ecr.secret_ref {
         None => None,
         Some(r) => {
-            let data = source_data(sources, &r.name)?;
+            let data = source_data(sources, &r.name, &profile.name_any())?;
             let get = |k: &str| data.get(k).filter(|v| !v.is_empty()).cloned();
             let (Some(id), Some(secret)) = (get("aws_access_key_id"), get("aws_secret_access_key")) else {
                 return Err(unresolved(
@@ -257,13 +294,14 @@ fn endpoint_tls(profile: &RegistryProfile) -> EndpointTls {
 }
 
 fn gcp_source(
+    profile: &RegistryProfile,
     gcp: &crate::api::GcpTokenSource,
     registry: Option<&str>,
     sources: &impl Sources,
 ) -> Result<TokenSource, Unresolved> {
     let registry = registry.ok_or_else(missing_server)?;
     let auth = if let Some(secret_ref) = &gcp.secret_ref {
-        let data = source_data(sources, &secret_ref.name)?;
+        let data = source_data(sources, &secret_ref.name, &profile.name_any())?;
         let key = data.get("key.json").filter(|v| !v.is_empty()).cloned().ok_or_else(|| {
             unresolved(
                 "MissingKey",
@@ -305,7 +343,7 @@ fn acr_source(
     let credential = match &acr.secret_ref {
         None => AzureCredential::WorkloadIdentity,
         Some(r) => {
-            let data = source_data(sources, &r.name)?;
+            let data = source_data(sources, &r.name, &profile.name_any())?;
             let get = |k: &str| data.get(k).filter(|v| !v.trim_ascii().is_empty());
             let from = format!("Secret {}/{}", sources.namespace(), r.name);
             match (get("client_secret"), get("tls.crt"), get("tls.key")) {
@@ -352,6 +390,37 @@ mod tests {
     use crate::credentials::tokens::{MintError, Minted};
     use crate::resolve::tests::profile;
     use k8s_openapi::ByteString;
+
+    #[test]
+    fn a_source_secret_serves_the_profiles_it_names_and_never_is_one_of_regcreds_own() {
+        let secret = |labels: &[(&str, &str)], profiles: Option<&str>| Secret {
+            metadata: kube::api::ObjectMeta {
+                name: Some("creds".into()),
+                labels: Some(labels.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect()),
+                annotations: profiles.map(|p| BTreeMap::from([(PROFILES_ANNOTATION.to_owned(), p.to_owned())])),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let cases = [
+            (secret(&[], None), "anyone", true),
+            (secret(&[], Some("team-a")), "team-a", true),
+            (secret(&[], Some("team-a")), "team-b", false),
+            (secret(&[], Some("team-a-*, shared")), "team-a-web", true),
+            (secret(&[], Some("team-a-*, shared")), "shared", true),
+            (secret(&[], Some("")), "team-a", false),
+            // A token copy, the webhook's certificate: regcred's own, whatever they say.
+            (secret(&[(PART_OF_LABEL, MANAGED_BY_VALUE)], None), "anyone", false),
+            (secret(&[(MANAGED_BY_LABEL, "regcred-webhook")], Some("*")), "anyone", false),
+        ];
+        for (s, profile, want) in cases {
+            let got = source_allowed(&s, profile);
+            assert_eq!(got.is_ok(), want, "{profile} {:?} {:?}", s.metadata.labels, s.metadata.annotations);
+            if let Err(u) = got {
+                assert_eq!(u.reason, "SourceNotAllowed");
+            }
+        }
+    }
 
     fn secrets(entries: &[(&str, &[(&str, &str)])]) -> (String, BTreeMap<String, Arc<Secret>>) {
         let map = entries

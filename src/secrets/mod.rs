@@ -146,14 +146,20 @@ impl Writer {
 
     /// Whether the profile's Secret may be written into `namespace` now: the one rule
     /// ([`crate::resolve::Meaning::may_write`]), over the view as it is at the moment of the write. A namespace
-    /// nobody knows is not selected.
+    /// nobody knows, or a profile no longer in the view, is not selected.
     fn permits(&self, namespace: &str) -> Result<(), Refusal> {
         let Some(ns) = self.view.namespace(namespace).or_else(|| self.fresh.clone().filter(|ns| ns.name == namespace))
         else {
             return Err(Refusal::NotSelected);
         };
-        let meaning = self.view.meaning(&self.profile);
+        // The profile as the view holds it now, not as it was when the write was planned: a selection narrowed (or
+        // a profile deleted) during a long sync takes effect at the next write.
         let all = self.view.profiles_and_meanings();
+        let Some((_, meaning)) =
+            all.iter().find(|(p, _)| p.uid() == self.profile.uid() && p.name_any() == self.profile.name_any())
+        else {
+            return Err(Refusal::NotSelected);
+        };
         meaning.may_write(&ns, all.iter().map(|(_, m)| &**m))
     }
 
@@ -371,17 +377,25 @@ pub async fn ensure(
     }
 }
 
-/// Whether a profile holds its Secrets back: `onFailure: Withhold` and its last reconcile did not sync them at
-/// its current generation (the preflight failed or has not answered). The reconcile decides for those.
+/// Whether a profile holds its Secrets back: `onFailure: Withhold` and its last reconcile at its current
+/// generation did not get past the preflight (it failed, or has not answered). The reconcile decides for those;
+/// a sync that passed the preflight but left some namespace unsynced (a `Conflict`, a failed write) does not hold
+/// back the namespaces created since.
 fn withholds(profile: &RegistryProfile) -> bool {
     let withhold = profile.spec.validation.as_ref().is_some_and(|v| v.on_failure == OnFailure::Withhold);
-    let synced = profile.status.as_ref().is_some_and(|s| {
+    let passed = profile.status.as_ref().is_some_and(|s| {
         s.conditions.iter().any(|c| {
-            c.type_ == "SecretsSynced" && c.status == "True" && c.observed_generation == profile.metadata.generation
+            c.type_ == "SecretsSynced"
+                && c.observed_generation == profile.metadata.generation
+                && (c.status == "True" || !WITHHELD_REASONS.contains(&c.reason.as_str()))
         })
     });
-    withhold && !synced
+    withhold && !passed
 }
+
+/// The `SecretsSynced` reasons of a sync that never got past the gate: nothing was written at this generation.
+const WITHHELD_REASONS: [&str; 4] =
+    ["WithheldByPreflight", "AwaitingPreflight", "CredentialsUnavailable", "InvalidSelector"];
 
 /// Writes into a namespace that is gone or going are moot: the namespace watch deselects it.
 fn namespace_gone(e: &kube::Error) -> bool {
@@ -409,6 +423,42 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    #[test]
+    fn a_withholding_profile_holds_back_new_namespaces_only_until_its_preflight_passed() {
+        let profile = |withhold: bool, condition: Option<(&str, &str, i64)>| -> RegistryProfile {
+            let mut spec = serde_json::json!({"server": "r.example.com", "credentials": {"secretRef": {"name": "c"}}, "namespaces": {}});
+            if withhold {
+                spec["validation"] = serde_json::json!({"onFailure": "Withhold"});
+            }
+            let status = condition.map(|(status, reason, generation)| {
+                serde_json::json!({"conditions": [{
+                    "type": "SecretsSynced", "status": status, "reason": reason, "message": "",
+                    "observedGeneration": generation, "lastTransitionTime": "2026-01-01T00:00:00Z",
+                }]})
+            });
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "regcred.dev/v1alpha1", "kind": "RegistryProfile",
+                "metadata": {"name": "p", "generation": 2}, "spec": spec, "status": status,
+            }))
+            .unwrap()
+        };
+        let cases = [
+            (profile(false, None), false),
+            (profile(true, None), true),
+            (profile(true, Some(("True", "Synced", 2))), false),
+            // Past the preflight, some namespace unsynced: new namespaces are served.
+            (profile(true, Some(("False", "Conflict", 2))), false),
+            (profile(true, Some(("False", "WriteFailed", 2))), false),
+            (profile(true, Some(("False", "WithheldByPreflight", 2))), true),
+            (profile(true, Some(("False", "AwaitingPreflight", 2))), true),
+            // A verdict about an earlier generation says nothing about this one.
+            (profile(true, Some(("True", "Synced", 1))), true),
+        ];
+        for (p, want) in cases {
+            assert_eq!(withholds(&p), want, "{:?}", p.status);
+        }
+    }
 
     #[tokio::test]
     async fn the_budget_bounds_writes_across_callers_and_lets_one_use_it_all() {

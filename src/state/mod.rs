@@ -126,8 +126,9 @@ impl View {
             meanings: Arc::default(),
         };
 
-        // A profile changed: itself.
-        view.drive("profiles", profile_events, view.dirty.clone(), |_, p| vec![p.name_any()]);
+        // A profile changed: itself, and the profiles that write a Secret of the name it writes, or wrote, since a
+        // conflict between them may have begun or ended (see `resolve::Meaning::may_write`).
+        view.drive("profiles", profile_events, view.dirty.clone(), |c, p| c.profile_and_rivals(&p));
         // A namespace appeared, changed labels or is going: the profiles that select it or have a Secret in it.
         let new_namespaces = view.new_namespaces.clone();
         let ns_events = ns_events.inspect(move |event| {
@@ -253,6 +254,25 @@ impl View {
                 .filter(|(p, m)| {
                     p.spec.service_accounts.as_ref().is_some_and(|s| service_accounts::names_match(&s.names, &account))
                         && m.selects(&namespace)
+                })
+                .map(|(_, m)| m.name.clone()),
+        );
+        names
+    }
+
+    /// `profile` and every other profile that writes a Secret of the name it writes now or wrote before (its
+    /// meaning compiled for an earlier generation).
+    fn profile_and_rivals(&self, profile: &RegistryProfile) -> Vec<String> {
+        let name = profile.name_any();
+        let previous =
+            self.meanings.lock().unwrap_or_else(PoisonError::into_inner).get(&name).map(|m| m.secret_name.clone());
+        let current = crate::names::secret_name(profile);
+        let mut names = vec![name.clone()];
+        names.extend(
+            self.profiles_and_meanings()
+                .into_iter()
+                .filter(|(_, m)| {
+                    m.name != name && (m.secret_name == current || Some(&m.secret_name) == previous.as_ref())
                 })
                 .map(|(_, m)| m.name.clone()),
         );

@@ -36,6 +36,8 @@ pub const OPT_OUT_LABEL: &str = "regcred.dev/inject";
 pub const OPT_OUT_VALUE: &str = "disabled";
 /// Images (and pull Secret names) of one object checked by default (`--image-check-max-images`).
 pub const MAX_IMAGES: usize = 50;
+/// Pull Secret lookups of one admission in flight at once.
+const SECRET_LOOKUPS: usize = 8;
 /// How long the handler may spend creating a missing Secret: well inside the webhook's timeout.
 const ENSURE_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -352,8 +354,8 @@ impl Webhook {
     }
 
     /// The pull Secrets of `names` that do not exist in `namespace`. regcred's own (those of profiles that may
-    /// write into the namespace, see [`Meaning::may_write`]) are never missing: the webhook creates them before a Pod references them. Others are looked
-    /// up (metadata only), and what is learnt is kept for a short while.
+    /// write into the namespace, see [`Meaning::may_write`]) are never missing: the webhook creates them before a
+    /// Pod references them. Others are looked up (metadata only), and what is learnt is kept for a short while.
     async fn missing_secrets(
         &self,
         namespace: &str,
@@ -365,15 +367,19 @@ impl Webhook {
         let ours = |name: &str| {
             meanings().any(|m| m.writes_secret && m.secret_name == name && m.may_write(ns, meanings()).is_ok())
         };
+        let unknown: Vec<String> =
+            names.iter().filter(|name| !self.view.managed.contains(namespace, name) && !ours(name)).cloned().collect();
+        // A few lookups at once, all within one deadline: a Pod naming many Secrets costs one round trip's time,
+        // and what has not answered by then counts as existing (no warning rather than a wrong one).
         let mut missing = Vec::new();
-        for name in names {
-            if self.view.managed.contains(namespace, name) || ours(name) {
-                continue;
+        let collect = async {
+            for batch in unknown.chunks(SECRET_LOOKUPS) {
+                let found =
+                    futures::future::join_all(batch.iter().map(|name| self.secret_exists(namespace, name))).await;
+                missing.extend(batch.iter().zip(found).filter(|(_, exists)| !exists).map(|(name, _)| name.clone()));
             }
-            if !self.secret_exists(namespace, name).await {
-                missing.push(name.clone());
-            }
-        }
+        };
+        let _ = tokio::time::timeout(ENSURE_TIMEOUT, collect).await;
         missing
     }
 

@@ -602,6 +602,8 @@ pub struct Gcp {
     pub denying_impersonation: Arc<AtomicBool>,
     /// Final access tokens issued (metadata server, impersonation, or STS when used directly).
     pub mints: Arc<AtomicU64>,
+    /// The `scopes` each metadata-server token was asked for (empty: none asked, the account's own scopes).
+    pub metadata_scopes: Arc<Mutex<Vec<String>>>,
     admin: kube::Client,
 }
 
@@ -611,10 +613,14 @@ impl Gcp {
         let (s1, s2, s3) = (state.clone(), state.clone(), state.clone());
         let metadata = axum::Router::new().route(
             "/computeMetadata/v1/instance/service-accounts/{account}/token",
-            axum::routing::get(move |axum::extract::Path(account): axum::extract::Path<String>, headers: HeaderMap| {
-                let gcp = s1.lock().unwrap().clone().unwrap();
-                async move { gcp.metadata_token(&account, &headers) }
-            }),
+            axum::routing::get(
+                move |axum::extract::Path(account): axum::extract::Path<String>,
+                      axum::extract::RawQuery(query): axum::extract::RawQuery,
+                      headers: HeaderMap| {
+                    let gcp = s1.lock().unwrap().clone().unwrap();
+                    async move { gcp.metadata_token(&account, query.as_deref().unwrap_or_default(), &headers) }
+                },
+            ),
         );
         let listener = tokio::net::TcpListener::bind((host, 0)).await.unwrap();
         let metadata_host = listener.local_addr().unwrap().to_string();
@@ -648,6 +654,7 @@ impl Gcp {
             tokens: Arc::default(),
             lifetime_secs: Arc::new(AtomicU64::new(3600)),
             refusing_sts: Arc::default(),
+            metadata_scopes: Arc::default(),
             denying_impersonation: Arc::default(),
             mints: Arc::default(),
             admin: admin.clone(),
@@ -668,13 +675,19 @@ impl Gcp {
         (token, lifetime)
     }
 
-    fn metadata_token(&self, account: &str, headers: &HeaderMap) -> Response {
+    fn metadata_token(&self, account: &str, query: &str, headers: &HeaderMap) -> Response {
         if headers.get("metadata-flavor").and_then(|v| v.to_str().ok()) != Some("Google") {
             return (StatusCode::FORBIDDEN, "Missing Metadata-Flavor:Google header.").into_response();
         }
         if account != "default" {
             return (StatusCode::NOT_FOUND, "no such service account").into_response();
         }
+        // `scopes`: a comma-separated list of OAuth scope URLs, as the metadata server takes it.
+        let scopes = form(query).get("scopes").cloned().unwrap_or_default();
+        if !scopes.is_empty() && !scopes.split(',').all(|s| s.starts_with("https://www.googleapis.com/auth/")) {
+            return (StatusCode::BAD_REQUEST, "invalid scopes").into_response();
+        }
+        self.metadata_scopes.lock().unwrap().push(scopes);
         let (token, lifetime) = self.issue("mds");
         answer(StatusCode::OK, json!({"access_token": token, "expires_in": lifetime, "token_type": "Bearer"}))
     }
