@@ -411,18 +411,9 @@ async fn a_profile_author_writes_profiles_but_reads_no_secret_and_borrows_no_tok
             let h = Harness::start(&env).await;
             h.source("creds", &[("username", "bot"), ("password", "real")]).await;
             let release = support::release_name(&env.id);
-            let authors = env.namespace("authors", &[]).await;
-            let binding: ClusterRoleBinding = serde_json::from_value(json!({
-                "metadata": {"name": format!("{release}-author")},
-                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": format!("{release}-profile-editor")},
-                "subjects": [{"kind": "ServiceAccount", "name": "author", "namespace": authors}],
-            }))
-            .unwrap();
-            support::apply(&Api::<ClusterRoleBinding>::all(env.client.clone()), &binding).await;
-            env.cleanup::<ClusterRoleBinding>(&format!("{release}-author"));
-            let author = support::client_from(&support::service_account_kubeconfig(&env.client, &authors, "author").await).await;
+            let author = support::profile_author(&env).await;
 
-            // The aggregation controller fills the role in; then the author writes a profile like any other.
+            // The author writes a profile like any other.
             let full = format!("{}-authored", env.id);
             let profile: RegistryProfile = serde_json::from_value(json!({
                 "apiVersion": "regcred.dev/v1alpha1", "kind": "RegistryProfile",
@@ -431,10 +422,7 @@ async fn a_profile_author_writes_profiles_but_reads_no_secret_and_borrows_no_tok
             }))
             .unwrap();
             let as_author = Api::<RegistryProfile>::all(author.clone());
-            wait_for("the profile-editor role to be aggregated", WAIT, || async {
-                as_author.create(&PostParams::default(), &profile).await.ok()
-            })
-            .await;
+            as_author.create(&PostParams::default(), &profile).await.unwrap();
             env.cleanup::<RegistryProfile>(&full);
             let a = env.namespace("a", &[("pull", "yes")]).await;
             h.wait_credentials(&a, "pull", SERVER, "real").await;
@@ -448,7 +436,12 @@ async fn a_profile_author_writes_profiles_but_reads_no_secret_and_borrows_no_tok
             assert!(forbidden(Api::<Secret>::all(author.clone()).list(&Default::default()).await.map(drop)));
             let request = k8s_openapi::api::authentication::v1::TokenRequest::default();
             let token = Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(author, &h.op_ns)
-                .create_subresource::<_, k8s_openapi::api::authentication::v1::TokenRequest>("token", &release, &PostParams::default(), &request)
+                .create_subresource::<_, k8s_openapi::api::authentication::v1::TokenRequest>(
+                    "token",
+                    &release,
+                    &PostParams::default(),
+                    &request,
+                )
                 .await;
             assert!(forbidden(token.map(drop)));
         })

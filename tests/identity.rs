@@ -396,30 +396,6 @@ async fn attacker_listener() -> (String, Arc<AtomicU64>) {
     (addr, connections)
 }
 
-/// A profile author: a ServiceAccount that may write RegistryProfiles and read nothing else (no Secrets).
-async fn profile_author(env: &TestEnv) -> kube::Client {
-    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
-    let ns = env.namespace("authors", &[]).await;
-    let name = format!("{}-profile-author", env.id);
-    let role: ClusterRole = serde_json::from_value(json!({
-        "metadata": {"name": name},
-        "rules": [{"apiGroups": ["regcred.dev"], "resources": ["registryprofiles"],
-                   "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"]}],
-    }))
-    .unwrap();
-    support::apply(&Api::<ClusterRole>::all(env.client.clone()), &role).await;
-    env.cleanup::<ClusterRole>(&name);
-    let binding: ClusterRoleBinding = serde_json::from_value(json!({
-        "metadata": {"name": name},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
-        "subjects": [{"kind": "ServiceAccount", "name": "author", "namespace": ns}],
-    }))
-    .unwrap();
-    support::apply(&Api::<ClusterRoleBinding>::all(env.client.clone()), &binding).await;
-    env.cleanup::<ClusterRoleBinding>(&name);
-    support::client_from(&support::service_account_kubeconfig(&env.client, &ns, "author").await).await
-}
-
 /// The apiserver's own audience: the `aud` of a ServiceAccount token requested without audiences.
 async fn apiserver_audience(env: &TestEnv, ns: &str) -> String {
     let token = support::service_account_token(&env.client, ns, "default", None).await;
@@ -489,7 +465,7 @@ async fn a_profile_author_cannot_get_regcreds_token_or_send_credentials_outside_
             let legit = h.profile("legit", spec(&h, "quay", &registry, json!({"quay": {"robot": "team+puller"}}))).await;
             let (_, token) = wait_login(&h, &ns, &registry.addr, |u, _| u == "team+puller").await;
 
-            let author = profile_author(&env).await;
+            let author = support::profile_author(&env).await;
             let forbidden = Api::<Secret>::namespaced(author.clone(), &h.op_ns).list(&ListParams::default()).await;
             assert!(matches!(forbidden, Err(kube::Error::Api(ref e)) if e.code == 403), "the author reads Secrets");
             let (attacker, connections) = attacker_listener().await;

@@ -136,7 +136,7 @@ pub async fn mint(source: &AcrSource, identity: &Identity) -> Result<Minted, Min
     let access_token = oauth::field(ENTRA, &answer, "access_token")?;
 
     let registry = crate::registry::host_of(&source.registry);
-    let acr = oauth::client(Some(&source.tls), &identity.endpoints)?;
+    let acr = oauth::registry_client(&registry_url(source, "/oauth2/exchange"), &source.tls, &identity.endpoints)?;
     let exchange = [
         ("grant_type", "access_token"),
         ("service", registry),

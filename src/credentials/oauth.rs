@@ -48,6 +48,19 @@ pub fn client(tls: Option<&EndpointTls>, endpoints: &Endpoints) -> Result<Http, 
     Ok(Http { client: build(ca_pem, insecure, true)?, endpoints: endpoints.clone() })
 }
 
+/// [`client`] for a request to `url` on a registry's own host (ACR's exchange, Quay's federation), with the
+/// profile's TLS settings (`tls`) only where they can matter: a private registry. On a public cloud's documented
+/// host ([`crate::config::DEFAULT_ENDPOINTS`]) the system's roots alone are trusted, whatever the profile says, so
+/// that no profile can make regcred's token or an Entra ID token go to whoever answers for that host.
+pub fn registry_client(url: &str, tls: &EndpointTls, endpoints: &Endpoints) -> Result<Http, MintError> {
+    client(profile_tls_applies(url).then_some(tls), endpoints)
+}
+
+/// Whether a profile's TLS settings may apply to a request to `url`: not on the public clouds' documented hosts.
+fn profile_tls_applies(url: &str) -> bool {
+    Endpoints::default().check_str(url, "").is_err()
+}
+
 /// A plain-HTTP client for the GCE metadata server at `host` (the operator's `GCE_METADATA_HOST`) and nowhere
 /// else, never through `HTTP(S)_PROXY`: the metadata server answers only on the Pod's own network, and its tokens
 /// must not cross a proxy.
@@ -249,6 +262,20 @@ pub fn random_id() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_profiles_tls_settings_never_apply_to_a_public_clouds_host() {
+        let cases = [
+            ("https://shop.azurecr.io/oauth2/exchange", false),
+            ("https://quay.io/oauth2/federation/robot/token", false),
+            ("https://shop.azurecr.cn/oauth2/exchange", false),
+            ("https://quay.example.com/oauth2/federation/robot/token", true),
+            ("https://127.0.0.1:8443/oauth2/exchange", true),
+        ];
+        for (url, applies) in cases {
+            assert_eq!(profile_tls_applies(url), applies, "{url}");
+        }
+    }
 
     const STEP: Step = Step { name: "Entra ID", refused: "EntraIdRefused", unreachable: "EntraIdUnreachable" };
 

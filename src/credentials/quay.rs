@@ -21,7 +21,7 @@ pub async fn mint(source: &QuaySource, identity: &Identity) -> Result<Minted, Mi
     identity.endpoints.check_str(&url, "Quay's robot federation (spec.server)")?;
     let subject = identity.service_account_token(&source.audience).await?;
     let subject = String::from_utf8_lossy(subject.expose()).into_owned();
-    let http = oauth::client(Some(&source.tls), &identity.endpoints)?;
+    let http = oauth::registry_client(&url, &source.tls, &identity.endpoints)?;
     let answer = http.send(FEDERATION, http.get(&url).basic_auth(&source.robot, Some(subject))).await?;
     let token = oauth::field(FEDERATION, &answer, "token")?;
     // Quay's robot tokens are JWTs valid for an hour; one without `exp` is taken at that.

@@ -272,6 +272,30 @@ pub async fn operator_identity(env: &TestEnv, namespace: &str) -> PathBuf {
     service_account_kubeconfig(&env.client, namespace, &release).await
 }
 
+/// A profile author: the ServiceAccount `author` of a namespace of its own, bound (cluster-wide) to the chart's
+/// `<release>-profile-editor` role, as the README tells administrators to do: it writes RegistryProfiles and
+/// reads no Secret. The chart must be installed ([`operator_identity`]); returns once the ClusterRole aggregation
+/// controller has filled the role in.
+pub async fn profile_author(env: &TestEnv) -> Client {
+    let release = release_name(&env.id);
+    let authors = env.namespace("authors", &[]).await;
+    let binding: ClusterRoleBinding = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": format!("{release}-author")},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": format!("{release}-profile-editor")},
+        "subjects": [{"kind": "ServiceAccount", "name": "author", "namespace": authors}],
+    }))
+    .unwrap();
+    apply(&Api::<ClusterRoleBinding>::all(env.client.clone()), &binding).await;
+    env.cleanup::<ClusterRoleBinding>(&format!("{release}-author"));
+    let author = client_from(&service_account_kubeconfig(&env.client, &authors, "author").await).await;
+    let profiles = Api::<regcred::api::RegistryProfile>::all(author.clone());
+    wait_for("the profile-editor role to be aggregated", Duration::from_secs(30), || async {
+        profiles.list(&kube::api::ListParams::default().limit(1)).await.ok()
+    })
+    .await;
+    author
+}
+
 /// What a benchmark needs of its operator: regcred's namespace, holding the source Secret `creds` (user `bench`,
 /// password `pw`), a kubeconfig and a client acting as the chart's ServiceAccount, and that account's name as the
 /// apiserver's audit log records it.
