@@ -409,19 +409,36 @@ async fn apiserver_audience(env: &TestEnv, ns: &str) -> String {
     }
 }
 
+/// A Quay registry, the operator, a selected namespace, a profile for the registry, and what it wrote there.
+struct Quay {
+    registry: CloudRegistry,
+    h: Harness,
+    ns: String,
+    profile: String,
+    secret: Secret,
+    token: String,
+}
+
+/// A Quay registry whose robot `team+puller` trusts regcred's ServiceAccount, allowed by the operator as a
+/// credential endpoint (as a user of a private Quay would), and profile `name` for it, once its robot token is
+/// written into a selected namespace.
+async fn quay_federation(env: &TestEnv, name: &str) -> Quay {
+    let registry = CloudRegistry::start(&env.client, "127.0.0.1").await;
+    registry.push_image(IMAGE).await;
+    let h = Harness::start_env(env, &[], &[allow(&[&registry.addr])]).await;
+    *registry.quay.lock().unwrap() = Some(("team+puller".into(), subject(&h)));
+    let ns = env.namespace("a", &[("pull", "yes")]).await;
+    let profile = h.profile(name, spec(&h, "quay", &registry, json!({"quay": {"robot": "team+puller"}}))).await;
+    let (s, token) = wait_login(&h, &ns, &registry.addr, |u, _| u == "team+puller").await;
+    Quay { registry, h, ns, profile, secret: s, token }
+}
+
 #[tokio::test]
 async fn quay_robot_tokens_through_federation_with_regcreds_own_service_account() {
     TestEnv::new("quayfed")
         .await
         .run(|env| async move {
-            let registry = CloudRegistry::start(&env.client, "127.0.0.1").await;
-            registry.push_image(IMAGE).await;
-            // The operator allows the registry as a credential endpoint, as a user of a private Quay would.
-            let h = Harness::start_env(&env, &[], &[allow(&[&registry.addr])]).await;
-            *registry.quay.lock().unwrap() = Some(("team+puller".into(), subject(&h)));
-            let ns = env.namespace("a", &[("pull", "yes")]).await;
-            let profile = h.profile("q", spec(&h, "quay", &registry, json!({"quay": {"robot": "team+puller"}}))).await;
-            let (s, token) = wait_login(&h, &ns, &registry.addr, |u, _| u == "team+puller").await;
+            let Quay { registry, h, ns: _, profile, secret: s, token } = quay_federation(&env, "q").await;
             // The chart lets regcred request tokens for its own ServiceAccount, and for no other.
             let me = subject(&h);
             let sa = support::webhook_configuration_name(&env);
@@ -457,13 +474,7 @@ async fn a_profile_author_cannot_get_regcreds_token_or_send_credentials_outside_
     TestEnv::new("egress")
         .await
         .run(|env| async move {
-            let registry = CloudRegistry::start(&env.client, "127.0.0.1").await;
-            registry.push_image(IMAGE).await;
-            let h = Harness::start_env(&env, &[], &[allow(&[&registry.addr])]).await;
-            *registry.quay.lock().unwrap() = Some(("team+puller".into(), subject(&h)));
-            let ns = env.namespace("a", &[("pull", "yes")]).await;
-            let legit = h.profile("legit", spec(&h, "quay", &registry, json!({"quay": {"robot": "team+puller"}}))).await;
-            let (_, token) = wait_login(&h, &ns, &registry.addr, |u, _| u == "team+puller").await;
+            let Quay { registry, h, ns, profile: legit, secret: _, token } = quay_federation(&env, "legit").await;
 
             let author = support::profile_author(&env).await;
             let forbidden = Api::<Secret>::namespaced(author.clone(), &h.op_ns).list(&ListParams::default()).await;
