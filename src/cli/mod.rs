@@ -38,7 +38,53 @@ pub enum Command {
 
 /// The CRD YAML, as committed in `crds/`.
 pub fn crd_yaml() -> Result<String, serde_yaml::Error> {
-    serde_yaml::to_string(&RegistryProfile::crd())
+    serde_yaml::to_string(&RegistryProfile::crd()).map(|yaml| quote_yaml11_words(&yaml))
+}
+
+/// `yaml` (as serde_yaml writes it: YAML 1.2) with every plain scalar that only a YAML 1.1 reader takes for a
+/// boolean (`Off`, `yes`, `N`, ...) single-quoted. kubectl and Helm read YAML 1.1: they would read the
+/// enum value `- Off` as `false` and the apiserver would refuse the CRD's own example. Text inside block scalars
+/// (descriptions) is left as it is.
+pub fn quote_yaml11_words(yaml: &str) -> String {
+    // Booleans in YAML 1.1 only: serde_yaml already quotes the strings YAML 1.2 reads otherwise (`true`, `null`),
+    // and its real booleans must stay booleans.
+    const WORDS: [&str; 6] = ["y", "yes", "n", "no", "on", "off"];
+    let mut out = String::with_capacity(yaml.len() + 64);
+    // The indentation of the key that opened a block scalar: deeper lines are its text.
+    let mut block: Option<usize> = None;
+    for line in yaml.lines() {
+        let indent = line.len() - line.trim_start().len();
+        if let Some(open) = block {
+            if line.trim().is_empty() || indent > open {
+                out.push_str(line);
+                out.push('\n');
+                continue;
+            }
+            block = None;
+        }
+        // `- value`, `key: value` or `- key: value`: where the value starts.
+        let mut start = indent;
+        if line[start..].starts_with("- ") {
+            start += 2;
+        }
+        if let Some((key, _)) = line[start..].split_once(": ") {
+            start += key.len() + 2;
+        }
+        let (prefix, value) = if start == indent { (line, "") } else { line.split_at(start) };
+        if value.starts_with('|') || value.starts_with('>') {
+            block = Some(indent);
+        }
+        if !value.is_empty() && WORDS.contains(&value.to_ascii_lowercase().as_str()) {
+            out.push_str(prefix);
+            out.push('\'');
+            out.push_str(value);
+            out.push('\'');
+        } else {
+            out.push_str(line);
+        }
+        out.push('\n');
+    }
+    out
 }
 
 /// Runs a parsed command line and returns the process exit status.
@@ -83,4 +129,26 @@ pub fn run(cli: Cli) -> ExitCode {
 fn fail(message: &str) -> ExitCode {
     eprintln!("regcred: {message}");
     ExitCode::FAILURE
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn words_a_yaml_1_1_reader_takes_for_booleans_are_quoted_outside_block_text() {
+        let yaml = "enum:\n- Warn\n- Off\nmode: 'On'\nplain: yes\nitems:\n- key: N\nnullable: true\ndescription: |-\n  - Off\n  no\nafter: off\n";
+        let want = "enum:\n- Warn\n- 'Off'\nmode: 'On'\nplain: 'yes'\nitems:\n- key: 'N'\nnullable: true\ndescription: |-\n  - Off\n  no\nafter: 'off'\n";
+        assert_eq!(quote_yaml11_words(yaml), want);
+    }
+
+    #[test]
+    fn the_crd_reads_the_same_whatever_the_yaml_version() {
+        let yaml = crd_yaml().unwrap();
+        assert!(yaml.contains("- 'Off'"), "the imageChecks mode Off is quoted");
+        let quoted: serde_json::Value = serde_yaml::from_str(&yaml).unwrap();
+        let plain: serde_json::Value =
+            serde_yaml::from_str(&serde_yaml::to_string(&RegistryProfile::crd()).unwrap()).unwrap();
+        assert_eq!(quoted, plain, "quoting changes nothing a YAML 1.2 reader sees");
+    }
 }

@@ -107,15 +107,14 @@ pub enum Finding {
     NotSelected { image: String, profile: String },
 }
 
-/// Which images to check, with which profile: for each image, the profile (not `Off`, not being deleted) that
-/// selects `ns` and whose registry key matches the image most specifically (the kubelet tries the most specific
-/// key first); failing that, a matching profile that does not select `ns`. Images of no profile's registry, and
+/// Which images to check, with which profile: for each image, the profile (not being deleted) that selects `ns`
+/// and whose registry key matches the image most specifically (the kubelet tries the most specific key first),
+/// unless its checks are `Off`; failing that, a matching profile that does not select `ns` (and is not `Off`). Images of no profile's registry, and
 /// unparsable ones, are none of regcred's business.
 pub fn plan(images: &[String], profiles: &[(Arc<RegistryProfile>, Arc<Meaning>)], ns: &NamespaceInfo) -> Vec<Finding> {
-    let live: Vec<_> = profiles
-        .iter()
-        .filter(|(p, _)| p.metadata.deletion_timestamp.is_none() && mode(p) != ImageCheckMode::Off)
-        .collect();
+    // `Off` profiles stay in: one that selects `ns` serves the image (regcred gives the Pod its Secret), so no
+    // other profile's "not selected" may be said of it; it is only not checked.
+    let live: Vec<_> = profiles.iter().filter(|(p, _)| p.metadata.deletion_timestamp.is_none()).collect();
     let mut findings = Vec::new();
     for written in images {
         let Some(parsed) = image::parse_memo(written) else { continue };
@@ -126,9 +125,13 @@ pub fn plan(images: &[String], profiles: &[(Arc<RegistryProfile>, Arc<Meaning>)]
         });
         let (selecting, other): (Vec<_>, Vec<_>) = matching.partition(|(_, _, m)| m.selects(ns));
         if let Some((key, mode, m)) = most_specific(selecting) {
-            let (image, profile, key) = (written.clone(), m.name.clone(), key.clone());
-            findings.push(Finding::Check { image, profile, key, mode });
-        } else if let Some((_, _, m)) = most_specific(other) {
+            if mode != ImageCheckMode::Off {
+                let (image, profile, key) = (written.clone(), m.name.clone(), key.clone());
+                findings.push(Finding::Check { image, profile, key, mode });
+            }
+        } else if let Some((_, _, m)) =
+            most_specific(other.into_iter().filter(|(_, mode, _)| *mode != ImageCheckMode::Off).collect())
+        {
             findings.push(Finding::NotSelected { image: written.clone(), profile: m.name.clone() });
         }
     }
@@ -339,6 +342,9 @@ mod tests {
                 json!({"server": "d.example.com", "credentials": creds, "namespaces": all, "imageChecks": {"mode": "Deny"}}),
             ),
             profile("other", json!({"server": "o.example.com", "credentials": creds, "namespaces": none})),
+            // Serves q.example.com elsewhere: "quiet" (checks Off) selects the namespace and serves the image, so
+            // no "not selected" warning may come from this one.
+            profile("quiet-other", json!({"server": "q.example.com", "credentials": creds, "namespaces": none})),
             profile("anon", json!({"provider": "mcr", "credentials": {"anonymous": true}, "namespaces": all})),
         ];
         let images = s(&[

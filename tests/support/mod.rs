@@ -204,10 +204,15 @@ impl TestEnv {
 
 /// Installs (or updates) the regcred CRD from `crds/` and waits until it is established.
 pub async fn install_crd(client: &Client) {
-    let text = std::fs::read_to_string(repo_root().join("crds/regcred.dev_registryprofiles.yaml")).unwrap();
+    // As users install it: the committed file, read by kubectl's own YAML reader (YAML 1.1, where a bare `Off`
+    // is a boolean), never by a reader of the tests' that could hide a difference.
+    let path = repo_root().join("crds/regcred.dev_registryprofiles.yaml");
+    let file = path.to_str().unwrap();
+    let (ok, out) = webhook::kubectl(&["apply", "--server-side", "--force-conflicts", "-f", file], "").await;
+    assert!(ok, "kubectl apply of the CRD: {out}");
+    let text = std::fs::read_to_string(&path).unwrap();
     let crd: CustomResourceDefinition = serde_yaml::from_str(&text).unwrap();
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    apply(&api, &crd).await;
     wait_for("the RegistryProfile CRD to be established", Duration::from_secs(30), || async {
         let crd = api.get(&crd.name_any()).await.ok()?;
         let established = crd.status?.conditions?.iter().any(|c| c.type_ == "Established" && c.status == "True");
