@@ -153,7 +153,7 @@ fn count(n: usize) -> i32 {
 fn conflicts(ctx: &Context, meaning: &Meaning, selected: &BTreeSet<String>) -> BTreeMap<String, NamespaceFailure> {
     let all = ctx.view.profiles_and_meanings();
     let rivals: Vec<&Meaning> = all.iter().map(|(_, m)| &**m).filter(|m| meaning.rivals(m)).collect();
-    if rivals.is_empty() || !meaning.writes_secret {
+    if rivals.is_empty() {
         return BTreeMap::new();
     }
     selected

@@ -199,7 +199,7 @@ impl Checker {
 
 /// The image as the cache knows it: its canonical full reference, or as written when it does not parse.
 fn image_key(image: &str) -> String {
-    crate::registry::reference::parse_memo(image).map_or_else(|| image.to_owned(), |r| r.whole())
+    crate::registry::reference::canonical(image)
 }
 
 /// One resolution, within [`CHECK_TIMEOUT`].

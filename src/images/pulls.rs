@@ -179,11 +179,7 @@ pub fn confirm(claim: &Claim, pod: Option<&PodPulls>) -> Result<(), Refusal> {
 /// Whether two image references name the same image as the kubelet writes them: its Events add `:latest` to a
 /// reference with neither tag nor digest, the Pod's status does not. Pure.
 pub fn same_image(a: &str, b: &str) -> bool {
-    fn tagged(image: &str) -> std::borrow::Cow<'_, str> {
-        let last = image.rsplit('/').next().unwrap_or(image);
-        if last.contains(':') || last.contains('@') { image.into() } else { format!("{image}:latest").into() }
-    }
-    tagged(a.trim()) == tagged(b.trim())
+    crate::registry::reference::canonical(a) == crate::registry::reference::canonical(b)
 }
 
 /// Pod lookups remembered for a short while, so that repeated Events about one Pod cost one lookup: at most

@@ -59,6 +59,12 @@ pub fn parse_memo(reference: &str) -> Option<std::sync::Arc<ImageRef>> {
     parsed
 }
 
+/// The image as one canonical full reference (`nginx` is `docker.io/library/nginx:latest`), or as written when it
+/// does not parse: two spellings of one image compare equal.
+pub fn canonical(image: &str) -> String {
+    parse_memo(image.trim()).map_or_else(|| image.trim().to_owned(), |r| r.whole())
+}
+
 /// What [`parse_memo`] remembers: each reference and what it parsed to.
 type Memo = std::sync::Mutex<std::collections::HashMap<Box<str>, Option<std::sync::Arc<ImageRef>>>>;
 static MEMO: std::sync::OnceLock<Memo> = std::sync::OnceLock::new();
