@@ -59,6 +59,12 @@ pub struct RunArgs {
     #[arg(long, env = "REGCRED_REPORTER", default_value = "regcred")]
     pub reporter: String,
 
+    /// Self-healing of Pods admitted without their profile's Secret, for every profile (a profile's
+    /// `spec.healing.mode` can only lower it): `Evict` (Pods a controller re-creates are evicted, needs
+    /// `pods/eviction`), `Notify` (Events only) or `Off`.
+    #[arg(long, env = "REGCRED_HEALING", default_value = "Evict", value_parser = parse_healing)]
+    pub healing: crate::api::HealingMode,
+
     #[command(flatten)]
     pub webhook: WebhookArgs,
 
@@ -133,6 +139,18 @@ fn parse_lease_duration(s: &str) -> Result<std::time::Duration, String> {
         Ok(d) if (2..=300).contains(&d.as_secs()) => Ok(d),
         Ok(_) => Err(format!("`{s}` is outside 2s..5m")),
         Err(e) => Err(e),
+    }
+}
+
+/// Parses a healing mode: `Evict`, `Notify` or `Off`, in any case (`false`, as a YAML 1.1 reader turns a bare
+/// `Off` in a values file into, is `Off`).
+fn parse_healing(s: &str) -> Result<crate::api::HealingMode, String> {
+    use crate::api::HealingMode;
+    match s.to_ascii_lowercase().as_str() {
+        "evict" => Ok(HealingMode::Evict),
+        "notify" => Ok(HealingMode::Notify),
+        "off" | "false" => Ok(HealingMode::Off),
+        _ => Err(format!("`{s}` is not a healing mode: Evict, Notify or Off")),
     }
 }
 

@@ -75,6 +75,8 @@ pub async fn run(args: config::RunArgs) -> Result<(), errors::Error> {
         write_concurrency: usize::from(args.write_concurrency),
         profile_selector: args.profile_selector.clone(),
         reporter: args.reporter.clone(),
+        healing: args.healing,
+        injects: args.webhook.addr.is_some(),
     };
     controller::check_crd(&client).await?;
     let view = state::View::start(

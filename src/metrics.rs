@@ -38,6 +38,12 @@ pub struct ReasonLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HealLabels {
+    pub profile: String,
+    pub action: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PullLabels {
     pub profile: String,
     pub reason: String,
@@ -54,6 +60,7 @@ pub struct Metrics {
     token_expiry: Family<ProfileLabels, Gauge<f64, AtomicU64>>,
     pull_failures: Family<PullLabels, Counter>,
     pull_events_refused: Family<ReasonLabels, Counter>,
+    heals: Family<HealLabels, Counter>,
     view: View,
     /// Whether the webhook listens, when this replica serves one: part of readiness.
     webhook_serving: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
@@ -106,6 +113,14 @@ impl Metrics {
              pod_not_found, uid_mismatch, not_failing, rate_limited, stale)",
             pull_events_refused.clone(),
         );
+        let heals = Family::<HealLabels, Counter>::default();
+        registry.register(
+            "heals",
+            "Self-healing of Pods admitted without their profile's Secret, by action (evicted, notified, \
+             still_failing, blocked, failed) or why nothing was done now (rate_limited, blocked_retry, \
+             acted_already, lists_secret, secret_not_in_place, off)",
+            heals.clone(),
+        );
         let webhook_serving = webhook.map(|stats| stats.serving.clone());
         Self {
             registry,
@@ -116,6 +131,7 @@ impl Metrics {
             token_expiry,
             pull_failures,
             pull_events_refused,
+            heals,
             view,
             webhook_serving,
         }
@@ -142,6 +158,12 @@ impl Metrics {
     pub fn pull_failed(&self, profile: &str, reason: &str, n: u64) {
         let labels = PullLabels { profile: profile.to_owned(), reason: reason.to_owned() };
         self.pull_failures.get_or_create(&labels).inc_by(n);
+    }
+
+    /// Counts one thing self-healing did (or did not do, and why) for `profile`.
+    pub fn healed(&self, profile: &str, action: &str) {
+        let labels = HealLabels { profile: profile.to_owned(), action: action.to_owned() };
+        self.heals.get_or_create(&labels).inc();
     }
 
     /// Counts one Event about a pull failure that was not used, and why.

@@ -271,7 +271,7 @@ fn rbac_table() -> std::collections::BTreeSet<Grant> {
             break;
         }
         let cells: Vec<&str> = line.trim_matches('|').split('|').map(str::trim).collect();
-        let place = if cells[0].starts_with("profile editors") { "profile editors" } else { cells[0] };
+        let place = ["profile editors", "healing"].into_iter().find(|p| cells[0].starts_with(p)).unwrap_or(cells[0]);
         let group = match cells[1] {
             "core" => String::new(),
             g => g.trim_matches('`').to_owned(),
@@ -291,6 +291,7 @@ fn rbac_granted(docs: &[serde_json::Value], namespace: &str) -> std::collections
         let name = doc["metadata"]["name"].as_str().unwrap();
         let place = match (doc["kind"].as_str().unwrap(), doc["metadata"]["namespace"].as_str()) {
             ("ClusterRole", _) if name.contains("profile-editor") => "profile editors".to_owned(),
+            ("ClusterRole", _) if name.ends_with("-healing") => "healing".to_owned(),
             ("ClusterRole", _) => "cluster".to_owned(),
             (_, Some(ns)) if ns == namespace => "own namespace".to_owned(),
             (_, Some(ns)) => format!("`{ns}` namespace"),
@@ -327,4 +328,12 @@ fn every_rbac_rule_the_chart_grants_is_in_the_readmes_table_with_its_reason() {
     assert!(!granted.iter().any(|(place, group, _, _)| place == "cluster" && group == "events.k8s.io"));
     let off = rbac_granted(&render("regcred-system", &["rbac.profileEditorRole=false"]), "regcred-system");
     assert!(!off.iter().any(|(place, ..)| place == "profile editors"));
+    // Self-healing's rules go with it: Notify keeps the Events and drops evictions, Off drops both.
+    let evicts = |g: &std::collections::BTreeSet<Grant>| g.iter().any(|(_, _, resource, _)| resource == "pods/eviction");
+    let healing = |g: &std::collections::BTreeSet<Grant>| g.iter().any(|(place, ..)| place == "healing");
+    assert!(evicts(&granted));
+    let notify = rbac_granted(&render("regcred-system", &["healing.mode=Notify"]), "regcred-system");
+    assert!(healing(&notify) && !evicts(&notify));
+    let off = rbac_granted(&render("regcred-system", &["healing.mode=Off"]), "regcred-system");
+    assert!(!healing(&off));
 }

@@ -120,6 +120,38 @@ pub struct RegistryProfileSpec {
     /// types, platform and `maxImageSize`. Default: `mode: Warn`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_checks: Option<ImageChecks>,
+
+    /// Self-healing: what regcred does about a Pod of a selected namespace that the kubelet cannot pull from this
+    /// registry (401/403) because it was admitted without the profile's Secret (created while regcred was down,
+    /// or before the profile selected its namespace). Default: `mode: Evict`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healing: Option<Healing>,
+}
+
+/// Self-healing of Pods admitted without the profile's Secret.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Healing {
+    /// `Evict` (default): a Pod owned by a ReplicaSet, StatefulSet, DaemonSet or Job is evicted through the
+    /// Eviction API (PodDisruptionBudgets respected), so its controller re-creates it and the webhook (or its
+    /// ServiceAccount) gives the new Pod the Secret; any other Pod gets an Event saying what to do. `Notify`:
+    /// Events only. `Off`: nothing. regcred's `--healing` flag (chart `healing.mode`) caps it for every profile.
+    #[serde(default)]
+    pub mode: HealingMode,
+}
+
+/// What self-healing may do.
+#[derive(
+    Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, schemars::JsonSchema,
+)]
+pub enum HealingMode {
+    /// Nothing.
+    Off,
+    /// Events on the Pod and the profile.
+    Notify,
+    /// Evict Pods a controller re-creates; Events for the others.
+    #[default]
+    Evict,
 }
 
 /// Image checks at admission.
@@ -573,6 +605,35 @@ pub struct RegistryProfileStatus {
     /// namespace).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unselected_pull_failures: Vec<PullFailure>,
+
+    /// What self-healing did for Pods admitted without this profile's Secret (the last hour).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healing: Option<HealingStatus>,
+}
+
+/// Self-healing's recent work for one profile.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HealingStatus {
+    /// Pods evicted in the last hour (their controllers re-created them with the Secret).
+    pub evictions: i32,
+    /// The latest actions, newest first, at most 10, at most 3 per namespace.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recent: Vec<HealAction>,
+}
+
+/// One thing self-healing did about one Pod.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HealAction {
+    pub namespace: String,
+    pub pod: String,
+    pub image: String,
+    /// `Evicted`, `Notified` (an Event on the Pod says what to do), or `Blocked` (a PodDisruptionBudget refused
+    /// the eviction; tried again later, never forced).
+    pub action: String,
+    pub message: String,
+    pub at: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
 }
 
 /// A Pod whose image the kubelet could not pull.

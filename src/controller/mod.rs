@@ -86,6 +86,10 @@ pub struct Settings {
     pub profile_selector: Option<String>,
     /// Reporter name on Events.
     pub reporter: String,
+    /// Self-healing's most for every profile (`--healing`).
+    pub healing: crate::api::HealingMode,
+    /// Whether this deployment serves the webhook, which gives a re-created Pod its Secret.
+    pub injects: bool,
 }
 
 /// What every reconcile shares.
@@ -105,6 +109,8 @@ pub struct Context {
     pub writes: WriteBudget,
     /// The kubelet's recent pull failures, per profile.
     pub pulls: crate::images::pulls::PullFailures,
+    /// Self-healing's loop guards and recent actions.
+    pub healer: std::sync::Mutex<crate::images::heal::Healer>,
 }
 
 /// How long a written status is trusted over a cached one that differs from it.
@@ -238,6 +244,7 @@ pub async fn run(
         metrics,
         written: std::sync::Mutex::default(),
         pulls: crate::images::pulls::PullFailures::default(),
+        healer: std::sync::Mutex::default(),
     });
     let pulls = tokio::spawn(pulls::follow(ctx.clone()));
     info!("controller starting");

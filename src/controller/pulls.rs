@@ -9,6 +9,10 @@
 //! need `list`/`watch` on them all, to serve a few lookups an hour. A GET is made only for an Event that names a
 //! profile's registry and that its namespace's rate allows, is cached for [`POD_TTL`], and needs only `get` on
 //! `pods/status`.
+//!
+//! A confirmed authentication failure of a Pod admitted without the Secret of a profile that selects its
+//! namespace is then healed ([`crate::images::heal`] decides): evicted when a controller re-creates it (the
+//! Eviction API: PodDisruptionBudgets decide), or an Event on the Pod and the profile that says what to do.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -16,13 +20,14 @@ use std::time::{Duration, Instant};
 use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::{Event as CoreEvent, Pod};
 use kube::Resource as _;
-use kube::api::Api;
+use kube::api::{Api, DeleteParams, EvictParams, Preconditions};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{WatchStreamExt as _, watcher};
 use tracing::{debug, warn};
 
 use super::Context;
 use super::events::{Event, EventType};
+use crate::images::heal::{self, Evicted, Step};
 use crate::images::limit::Limiter;
 use crate::images::pulls::{self, Claim, PodCache, PodPulls, Recorded, Refusal};
 
@@ -109,6 +114,7 @@ fn admit(ctx: &Context, gate: &Mutex<Gate>, event: &CoreEvent) -> Option<(Claim,
     let profiles = ctx.view.profiles_and_meanings();
     // Profiles that are gone take their failures with them (the bound holds whatever the churn of profiles).
     ctx.pulls.retain(|p| profiles.iter().any(|(_, m)| m.name == p));
+    lock(&ctx.healer).retain(|p| profiles.iter().any(|(_, m)| m.name == p));
     let concerned = pulls::profiles_for(&claim.image, &profiles, &ns);
     if concerned.is_empty() {
         return None;
@@ -123,35 +129,43 @@ fn admit(ctx: &Context, gate: &Mutex<Gate>, event: &CoreEvent) -> Option<(Claim,
     Some((claim, concerned))
 }
 
-/// Confirms a claim against the Pod's own status, then records it for each profile concerned.
+/// Confirms a claim against the Pod's own status, then records it for each profile concerned, and heals the Pod
+/// when it was admitted without a Secret it would get now.
 async fn confirm_and_record(ctx: Arc<Context>, gate: Arc<Mutex<Gate>>, claim: Claim, profiles: Vec<(String, bool)>) {
-    let cached = {
+    let mut found = {
         let gate = Gate::lock(&gate);
         gate.pods.get(&claim.namespace, &claim.pod, gate.origin.elapsed())
     };
-    let mut verdict = cached.as_ref().map(|found| pulls::confirm(&claim, found.as_ref()));
+    let mut verdict = found.as_ref().map(|found| pulls::confirm(&claim, found.as_ref()));
     // A Pod looked up a moment ago is not looked up again: a flood of Events about a Pod that does not fail
     // costs one lookup (and its retries), not one per Event.
-    let delays = if cached.is_some() { &[][..] } else { &LOOK_AGAIN[..] };
+    let delays = if found.is_some() { &[][..] } else { &LOOK_AGAIN[..] };
     for delay in delays {
         if matches!(verdict, Some(Ok(()) | Err(Refusal::PodNotFound | Refusal::UidMismatch))) {
             break;
         }
         tokio::time::sleep(*delay).await;
-        let found = match lookup(&ctx, &claim).await {
-            Ok(found) => found,
+        let pod = match lookup(&ctx, &claim).await {
+            Ok(pod) => pod,
             Err(e) => {
                 warn!(namespace = claim.namespace, pod = claim.pod, error = %e, "could not read a Pod's status");
                 return;
             }
         };
-        verdict = Some(pulls::confirm(&claim, found.as_ref()));
+        verdict = Some(pulls::confirm(&claim, pod.as_ref()));
         let mut gate = Gate::lock(&gate);
         let now = gate.origin.elapsed();
-        gate.pods.put(&claim.namespace, &claim.pod, now, found);
+        gate.pods.put(&claim.namespace, &claim.pod, now, pod.clone());
+        found = Some(pod);
     }
     match verdict {
-        Some(Ok(())) => record(&ctx, &claim, profiles).await,
+        Some(Ok(())) => {
+            let selected = profiles.iter().any(|(_, selected)| *selected);
+            record(&ctx, &claim, profiles).await;
+            if selected && let Some(Some(pod)) = found {
+                heal(&ctx, &claim, &pod).await;
+            }
+        }
         Some(Err(refusal)) => refused(&ctx, Some(&claim), refusal),
         None => {}
     }
@@ -197,4 +211,123 @@ async fn record(ctx: &Context, claim: &Claim, profiles: Vec<(String, bool)>) {
         }
         ctx.view.dirty.mark([profile]);
     }
+}
+
+/// When self-healing's clock started (its loop guards count from it).
+static ORIGIN: std::sync::LazyLock<Instant> = std::sync::LazyLock::new(Instant::now);
+
+/// Self-healing of a Pod whose authentication failure is confirmed ([`heal::decide`] says whether and how): an
+/// eviction through the Eviction API, or Events on the Pod and the profile; shown in the profile's status and
+/// counted in `regcred_heals_total`.
+async fn heal(ctx: &Context, claim: &Claim, pod: &PodPulls) {
+    let Some(ns) = ctx.view.namespace(&claim.namespace) else { return };
+    let profiles = ctx.view.profiles_and_meanings();
+    let view = &ctx.view;
+    let offers = heal::offers(
+        &claim.image,
+        &profiles,
+        &ns,
+        pod,
+        heal::Cap { mode: ctx.settings.healing, injects: ctx.settings.injects },
+        |namespace, secret| view.managed.contains(namespace, secret),
+        |namespace, account, secret| view.service_accounts.lists(namespace, account, secret),
+    );
+    let verdict = heal::decide(claim.reason, &claim.image, pod, &offers);
+    let now = ORIGIN.elapsed();
+    let step = lock(&ctx.healer).step(&verdict, pod, now);
+    let (namespace, name, image) = (&claim.namespace, &claim.pod, &claim.image);
+    let (profile, secret) = match &verdict {
+        heal::Verdict::Evict { profile, secret } | heal::Verdict::Notify { profile, secret, .. } => (profile, secret),
+        heal::Verdict::Leave(_) => return,
+    };
+    match step {
+        Step::Skip(why) => {
+            ctx.metrics.healed(profile, why);
+            debug!(namespace, pod = name, profile, why, "not healed now");
+        }
+        Step::Notify(why) => {
+            let note = heal::advice(why, namespace, name, image, profile, secret);
+            lock(&ctx.healer).notified(pod, now);
+            tell(ctx, profile, claim, pod, "MissingPullSecret", &note).await;
+            show(ctx, profile, claim, "Notified", note);
+            ctx.metrics.healed(profile, if why == heal::Why::StillFailing { "still_failing" } else { "notified" });
+        }
+        Step::Evict => {
+            let (result, error) = evict(ctx, claim, pod).await;
+            let Some(result) = result else {
+                // Gone or replaced already: nothing left to heal in this Pod.
+                lock(&ctx.healer).notified(pod, now);
+                return;
+            };
+            lock(&ctx.healer).evicted(profile, pod, result, now, jiff::Timestamp::now());
+            let note = heal::evicted_note(result, namespace, name, image, secret, &error);
+            let (action, reason, label) = match result {
+                Evicted::Done => ("Evicted", "EvictedForPullSecret", "evicted"),
+                Evicted::Blocked => ("Blocked", "EvictionBlocked", "blocked"),
+                Evicted::Failed => ("Failed", "EvictionFailed", "failed"),
+            };
+            if result == Evicted::Done {
+                tracing::info!(namespace, pod = name, profile, "evicted a Pod admitted without its pull Secret");
+            } else {
+                warn!(namespace, pod = name, profile, error, "could not evict a Pod admitted without its pull Secret");
+            }
+            tell(ctx, profile, claim, pod, reason, &note).await;
+            show(ctx, profile, claim, action, note);
+            ctx.metrics.healed(profile, label);
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Evicts the Pod, only if it is still the one looked at (uid precondition). `None`: it is gone or replaced
+/// already (nothing to report).
+async fn evict(ctx: &Context, claim: &Claim, pod: &PodPulls) -> (Option<Evicted>, String) {
+    let api = Api::<Pod>::namespaced(ctx.client.clone(), &claim.namespace);
+    let preconditions = Preconditions { uid: pod.uid.clone(), resource_version: None };
+    let params = EvictParams {
+        delete_options: Some(DeleteParams { preconditions: Some(preconditions), ..DeleteParams::default() }),
+        ..EvictParams::default()
+    };
+    match tokio::time::timeout(LOOKUP_TIMEOUT, api.evict(&claim.pod, &params)).await {
+        Ok(Ok(_)) => (Some(Evicted::Done), String::new()),
+        Ok(Err(kube::Error::Api(s))) if s.code == 429 => (Some(Evicted::Blocked), s.message),
+        Ok(Err(kube::Error::Api(s))) if s.code == 404 || s.code == 409 => (None, s.message),
+        Ok(Err(e)) => (Some(Evicted::Failed), e.to_string()),
+        Err(_) => (Some(Evicted::Failed), format!("no answer within {LOOKUP_TIMEOUT:?}")),
+    }
+}
+
+/// A Warning Event on the Pod (where `kubectl describe pod` shows it) and on the profile.
+async fn tell(ctx: &Context, profile: &str, claim: &Claim, pod: &PodPulls, reason: &str, note: &str) {
+    let event = Event {
+        type_: EventType::Warning,
+        reason: reason.into(),
+        note: Some(pulls::shorten(note)),
+        action: "Heal".into(),
+        secondary: None,
+    };
+    let on_pod = k8s_openapi::api::core::v1::ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Pod".into()),
+        namespace: Some(claim.namespace.clone()),
+        name: Some(claim.pod.clone()),
+        uid: pod.uid.clone(),
+        ..Default::default()
+    };
+    let on_profile = ctx.view.profiles.get(&ObjectRef::new(profile)).map(|p| p.object_ref(&()));
+    for reference in std::iter::once(on_pod).chain(on_profile) {
+        if let Err(e) = ctx.recorder.publish(&event, &reference).await {
+            warn!(error = %e, "could not publish an Event");
+        }
+    }
+}
+
+/// Shows the action in the profile's status (at its next reconcile, which this asks for).
+fn show(ctx: &Context, profile: &str, claim: &Claim, action: &str, note: String) {
+    let entry = heal::action(&claim.namespace, &claim.pod, &claim.image, action, note, jiff::Timestamp::now());
+    lock(&ctx.healer).show(profile, entry);
+    ctx.view.dirty.mark([profile.to_owned()]);
 }

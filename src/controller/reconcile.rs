@@ -32,6 +32,14 @@ pub async fn reconcile(profile: Arc<RegistryProfile>, ctx: Arc<Context>) -> Resu
     reconcile_inner(profile, ctx).instrument(span).await
 }
 
+/// What the kubelet (pull failures) and self-healing reported lately about the profile `name`, into `next`.
+fn reported(ctx: &Context, name: &str, next: &mut crate::api::RegistryProfileStatus, now: jiff::Timestamp) {
+    let shown = ctx.pulls.recent(name, now);
+    next.pull_failures = shown.selected;
+    next.unselected_pull_failures = shown.unselected;
+    next.healing = ctx.healer.lock().unwrap_or_else(std::sync::PoisonError::into_inner).status(name, now);
+}
+
 async fn reconcile_inner(profile: Arc<RegistryProfile>, ctx: Arc<Context>) -> Result<Action, Error> {
     if !ctx.view.ready.clone().await {
         return Err(Error::CacheStopped);
@@ -115,9 +123,7 @@ async fn reconcile_inner(profile: Arc<RegistryProfile>, ctx: Arc<Context>) -> Re
         Time(jiff::Timestamp::now()),
     );
     next.service_accounts = service_accounts_listed;
-    let shown = ctx.pulls.recent(&name, now);
-    next.pull_failures = shown.selected;
-    next.unselected_pull_failures = shown.unselected;
+    reported(&ctx, &name, &mut next, now);
     if matches!(preflight, Some(preflight::State::Pending { .. })) {
         next.checks = Some(super::checks::CHECKING.into());
     }
@@ -131,7 +137,8 @@ async fn reconcile_inner(profile: Arc<RegistryProfile>, ctx: Arc<Context>) -> Re
     let mut after = requeue_after(&next, now);
     // A status without the pull failures that are no longer recent, when the oldest turns so.
     let failures = [next.pull_failures.as_slice(), next.unselected_pull_failures.as_slice()].concat();
-    if let Some(expiry) = crate::images::pulls::next_expiry(&failures, now) {
+    let healing = ctx.healer.lock().unwrap_or_else(std::sync::PoisonError::into_inner).next_expiry(&name, now);
+    if let Some(expiry) = crate::images::pulls::next_expiry(&failures, now).into_iter().chain(healing).min() {
         after = after.min(expiry + std::time::Duration::from_secs(1));
     }
     if let Some(validation) = &profile.spec.validation

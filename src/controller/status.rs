@@ -189,6 +189,7 @@ pub fn compute(
         // Filled in by the caller, which holds the pull failures seen.
         pull_failures: Vec::new(),
         unselected_pull_failures: Vec::new(),
+        healing: None,
     }
 }
 

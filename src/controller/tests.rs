@@ -133,6 +133,8 @@ fn scene(namespaces: &[&str]) -> Scene {
         write_concurrency: 8,
         profile_selector: None,
         reporter: "regcred".into(),
+        healing: crate::api::HealingMode::Evict,
+        injects: true,
     };
     let recorder = Recorder::new(client.clone(), Reporter { controller: "regcred".into(), instance: None });
     let ctx = Arc::new(Context {
@@ -143,6 +145,7 @@ fn scene(namespaces: &[&str]) -> Scene {
         metrics: Arc::new(crate::metrics::Metrics::new(view.clone(), None)),
         written: std::sync::Mutex::default(),
         checks: preflight::Checks::new(1, view.dirty.clone()),
+        healer: std::sync::Mutex::default(),
         writes: WriteBudget::new(8),
         pulls: crate::images::pulls::PullFailures::default(),
     });

@@ -9,9 +9,11 @@
 //! The parts: which images to check and with whom ([`plan`]), what an answer means ([`Outcome`]) and how it is
 //! phrased ([`answer`]): all pure. The registry is asked by the [`Checker`], through a bounded cache keyed by the
 //! credentials and the image, within a time budget per admission. [`pulls`] reads the kubelet's pull failures, trusting only what the Pods' own
-//! status confirms, within the bounds of a [`limit::Limiter`] per namespace.
+//! status confirms, within the bounds of a [`limit::Limiter`] per namespace; [`heal`] decides what a confirmed failure of a Pod admitted
+//! without the Secret calls for (an eviction, or an Event), and keeps it from looping.
 
 mod checker;
+pub mod heal;
 pub mod limit;
 pub mod pulls;
 

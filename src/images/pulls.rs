@@ -143,27 +143,65 @@ pub fn claim(event: &Event, now: jiff::Timestamp) -> Result<Claim, Refusal> {
     })
 }
 
-/// What a Pod's own status says about its pulls: its uid and the images of the containers waiting after a failed
-/// pull. Small, so that a cache of them stays small.
+/// What a Pod's own status says about its pulls (its uid and the images of the containers waiting after a failed
+/// pull), with what self-healing needs of its spec. Small, so that a cache of them stays small.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PodPulls {
     pub uid: Option<String>,
     pub failing: Vec<String>,
+    /// The images of `failing` that only ephemeral containers wait for (re-creating the Pod would not help them).
+    pub failing_ephemeral: Vec<String>,
+    /// The controller that owns the Pod: `(apiVersion, kind, uid)`.
+    pub owner: Option<(String, String, String)>,
+    /// The names in `spec.imagePullSecrets`.
+    pub pull_secrets: Vec<String>,
+    /// `spec.serviceAccountName` (`default` when unset).
+    pub service_account: String,
+    /// The Pod carries the webhook's opt-out label.
+    pub opted_out: bool,
 }
 
 /// The [`PodPulls`] of `pod`. Pure.
 pub fn pod_pulls(pod: &Pod) -> PodPulls {
     let mut failing = Vec::new();
+    let mut ephemeral = Vec::new();
     if let Some(status) = &pod.status {
-        let all = [&status.init_container_statuses, &status.container_statuses, &status.ephemeral_container_statuses];
-        for s in all.into_iter().flatten().flatten() {
-            let waiting = s.state.as_ref().and_then(|st| st.waiting.as_ref()).and_then(|w| w.reason.as_deref());
-            if waiting.is_some_and(|r| PULL_FAILED_STATES.contains(&r)) && !s.image.is_empty() {
-                failing.push(s.image.clone());
+        let regular = [&status.init_container_statuses, &status.container_statuses];
+        let all = regular.into_iter().map(|s| (s, false)).chain([(&status.ephemeral_container_statuses, true)]);
+        for (statuses, is_ephemeral) in all {
+            for s in statuses.iter().flatten() {
+                let waiting = s.state.as_ref().and_then(|st| st.waiting.as_ref()).and_then(|w| w.reason.as_deref());
+                if waiting.is_some_and(|r| PULL_FAILED_STATES.contains(&r)) && !s.image.is_empty() {
+                    failing.push(s.image.clone());
+                    if is_ephemeral {
+                        ephemeral.push(s.image.clone());
+                    }
+                }
             }
         }
     }
-    PodPulls { uid: pod.metadata.uid.clone(), failing }
+    // An image a regular container also waits for is not "ephemeral only".
+    let regular: Vec<&String> = failing.iter().filter(|i| !ephemeral.contains(i)).collect();
+    let failing_ephemeral = ephemeral.iter().filter(|i| !regular.contains(i)).cloned().collect();
+    let owner = pod.metadata.owner_references.iter().flatten().find(|o| o.controller == Some(true));
+    let spec = pod.spec.as_ref();
+    PodPulls {
+        uid: pod.metadata.uid.clone(),
+        failing,
+        failing_ephemeral,
+        owner: owner.map(|o| (o.api_version.clone(), o.kind.clone(), o.uid.clone())),
+        pull_secrets: spec.iter().flat_map(|s| s.image_pull_secrets.iter().flatten()).map(|r| r.name.clone()).collect(),
+        service_account: spec
+            .and_then(|s| s.service_account_name.clone())
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| "default".to_owned()),
+        opted_out: pod
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(crate::api::OPT_OUT_LABEL))
+            .is_some_and(|v| v == crate::api::OPT_OUT_VALUE),
+    }
 }
 
 /// Whether the Pod (`None`: it does not exist) confirms the claim: same uid when the Event gives one, and a
@@ -632,7 +670,7 @@ mod tests {
     fn pod_lookups_are_remembered_for_a_while_within_a_bound() {
         let s = Duration::from_secs;
         let mut cache = PodCache::new(s(10), 2);
-        let found = PodPulls { uid: Some("u".into()), failing: vec!["i".into()] };
+        let found = PodPulls { uid: Some("u".into()), failing: vec!["i".into()], ..Default::default() };
         assert_eq!(cache.get("a", "p", s(0)), None);
         cache.put("a", "p", s(0), Some(found.clone()));
         cache.put("a", "gone", s(1), None);

@@ -95,6 +95,11 @@ impl ServiceAccounts {
         self.index.apply(event, Account::of);
     }
 
+    /// Whether the account `name` in `namespace` lists the pull Secret `secret`, as last seen.
+    pub fn lists(&self, namespace: &str, name: &str, secret: &str) -> bool {
+        self.index.read().get(namespace, name).is_some_and(|a| a.image_pull_secrets.iter().any(|s| &**s == secret))
+    }
+
     /// Visits every cached account (as an object holding only what the cache keeps: name, namespace,
     /// resourceVersion, `imagePullSecrets` and regcred's record) and collects what `f` returns for them. One
     /// account is rebuilt at a time, so a visit costs no more memory than what `f` keeps. `f` runs under the

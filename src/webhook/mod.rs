@@ -30,10 +30,7 @@ use crate::resolve::selection::NamespaceInfo;
 use crate::state::View;
 pub use server::{Error as ServeError, TlsSource, answer, serve};
 
-/// Label that opts a namespace or a Pod out of injection.
-pub const OPT_OUT_LABEL: &str = "regcred.dev/inject";
-/// The value of [`OPT_OUT_LABEL`] that opts out.
-pub const OPT_OUT_VALUE: &str = "disabled";
+pub use crate::api::{OPT_OUT_LABEL, OPT_OUT_VALUE};
 /// Images (and pull Secret names) of one object checked by default (`--image-check-max-images`).
 pub const MAX_IMAGES: usize = 50;
 /// Pull Secret lookups of one admission in flight at once.

@@ -263,9 +263,10 @@ pub async fn operator_identity(env: &TestEnv, namespace: &str) -> PathBuf {
     // Cluster-scoped objects of the release, and its Event rights in `default`; the rest goes with the namespace.
     env.cleanup::<ClusterRole>(&release);
     env.cleanup::<ClusterRoleBinding>(&release);
-    for role in ["profile-editor", "profile-editor-rules"] {
+    for role in ["profile-editor", "profile-editor-rules", "healing"] {
         env.cleanup::<ClusterRole>(&format!("{release}-{role}"));
     }
+    env.cleanup::<ClusterRoleBinding>(&format!("{release}-healing"));
     let events = format!("{release}-events");
     env.cleanup_with(move |client| {
         let events = events.clone();

@@ -30,3 +30,16 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/name: {{ include "regcred.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
+
+{{/*
+The healing mode: Evict, Notify or Off. A bare `Off` in a values file reaches the chart as the boolean false (YAML
+1.1), so false means Off too; anything else fails the render with the allowed values.
+*/}}
+{{- define "regcred.healingMode" -}}
+{{- $mode := .Values.healing.mode | toString -}}
+{{- if eq $mode "false" -}}{{- $mode = "Off" -}}{{- end -}}
+{{- if not (has $mode (list "Evict" "Notify" "Off")) -}}
+{{- fail (printf "healing.mode is %q: it must be Evict, Notify or Off" $mode) -}}
+{{- end -}}
+{{- $mode -}}
+{{- end -}}
