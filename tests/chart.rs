@@ -185,11 +185,12 @@ async fn helm_install_runs_the_operator_as_the_charts_service_account_and_uninst
                 format!("webhook.namespaceSelector.matchLabels.regcred-test={}", env.id),
                 format!("controller.profileSelector=regcred-test={}", env.id),
             ];
-            let mut install = vec!["install", &release, "charts/regcred", "--namespace", &ns, "--wait=false"];
+            let mut install = support::helm_install_args(&release, &ns);
+            install.push("--wait=false".to_owned());
             for v in &values {
-                install.extend(["--set", v]);
+                install.extend(["--set".to_owned(), v.clone()]);
             }
-            helm(&install);
+            helm(&install.iter().map(String::as_str).collect::<Vec<_>>());
             env.cleanup::<MutatingWebhookConfiguration>(&release);
             env.cleanup::<k8s_openapi::api::rbac::v1::ClusterRole>(&release);
             env.cleanup::<k8s_openapi::api::rbac::v1::ClusterRoleBinding>(&release);
@@ -327,4 +328,58 @@ fn every_rbac_rule_the_chart_grants_is_in_the_readmes_table_with_its_reason() {
     assert!(!granted.iter().any(|(place, group, _, _)| place == "cluster" && group == "events.k8s.io"));
     let off = rbac_granted(&render("regcred-system", &["rbac.profileEditorRole=false"]), "regcred-system");
     assert!(!off.iter().any(|(place, ..)| place == "profile editors"));
+}
+
+/// The commands of the README's install section's `sh` blocks, comments dropped, split into words.
+fn readme_install_commands() -> Vec<Vec<String>> {
+    let readme = std::fs::read_to_string(support::repo_root().join("README.md")).unwrap();
+    let section = readme.split("\n## Install\n").nth(1).expect("the README's Install section");
+    let section = section.split("\n## ").next().unwrap();
+    let mut commands = Vec::new();
+    let mut in_sh = false;
+    for line in section.lines() {
+        if line.starts_with("```") {
+            in_sh = !in_sh && line == "```sh";
+            continue;
+        }
+        let command = line.split(" #").next().unwrap().trim();
+        if in_sh && !command.is_empty() {
+            commands.push(command.split_whitespace().map(str::to_owned).collect());
+        }
+    }
+    commands
+}
+
+#[test]
+fn the_readme_installs_the_crd_and_the_chart_with_the_commands_the_tests_run() {
+    let commands = readme_install_commands();
+    // The CRD: every README command that applies crds/ is, word for word, what support::install_crd runs.
+    let crd: Vec<_> = commands
+        .iter()
+        .filter(|c| c.first().map(String::as_str) == Some("kubectl") && c.iter().any(|w| w.starts_with("crds")))
+        .collect();
+    assert!(!crd.is_empty(), "the README's Install section no longer says how to apply crds/: {commands:?}");
+    let tests_crd: Vec<String> =
+        ["kubectl"].iter().chain(support::CRD_INSTALL.iter()).map(|w| (*w).to_owned()).collect();
+    for command in crd {
+        assert_eq!(command, &tests_crd, "the README applies the CRD one way, the tests another");
+    }
+    // The chart: every README `helm install` is support::helm_install_args (what every install of the tests starts
+    // with) for the README's release and namespace, then only values.
+    let helm: Vec<_> = commands.iter().filter(|c| c.first().map(String::as_str) == Some("helm")).collect();
+    assert!(!helm.is_empty(), "the README's Install section no longer says how to install the chart: {commands:?}");
+    for command in helm {
+        assert_eq!(command[1], "install", "a README helm command the tests do not run: {command:?}");
+        let tests_helm = support::helm_install_args(&command[2], "regcred-system");
+        assert_eq!(
+            command[1..=tests_helm.len()],
+            tests_helm[..],
+            "the README installs the chart one way, the tests another"
+        );
+        let rest = &command[tests_helm.len() + 1..];
+        assert!(
+            rest.chunks(2).all(|pair| pair[0] == "--set" && pair.len() == 2),
+            "README helm install flags the tests do not use: {rest:?}"
+        );
+    }
 }
