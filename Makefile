@@ -31,11 +31,12 @@ crds: ## Regenerate crds/ and the chart's copy from the Rust types
 deploy: controlplane ## Render deploy/regcred.yaml from the chart
 	tools/render-deploy.sh > deploy/regcred.yaml
 
-check-generated: controlplane ## Fail if generated files (crds/, the chart's CRD, deploy/) are not what the sources generate
+check-generated: controlplane ## Fail if generated files (crds/, the chart's CRD, deploy/) are not what the sources generate, or if any YAML users apply or Helm reads holds a scalar YAML 1.1 and 1.2 read differently
 	@for f in $(CRD_FILES); do $(CARGO) run --quiet --bin regcred -- crd | diff -u $$f - \
 	  || { echo "$$f is stale: run 'make crds' and commit the result" >&2; exit 1; }; done
 	@tools/render-deploy.sh | diff -u deploy/regcred.yaml - \
 	  || { echo "deploy/ is stale: run 'make deploy' and commit the result" >&2; exit 1; }
+	@tools/yamlcheck/check.sh
 
 lint: ## cargo fmt --check and clippy with warnings denied
 	$(CARGO) fmt --check

@@ -139,6 +139,7 @@ fn main() {
             checker,
             known_secrets,
             max_images,
+            deadline: regcred::webhook::DEFAULT_DEADLINE,
         })
     });
     let (started, mut cases, mut rejected) = (Instant::now(), 0u64, 0u64);

@@ -195,6 +195,18 @@ pub struct WebhookArgs {
     #[arg(long = "webhook-cert-lifetime", env = "REGCRED_WEBHOOK_CERT_LIFETIME", default_value = "2160h", value_parser = parse_lifetime)]
     pub cert_lifetime: std::time::Duration,
 
+    /// How long the apiserver waits for the webhook: the `timeoutSeconds` of the MutatingWebhookConfiguration
+    /// (the chart passes its `webhook.timeoutSeconds`). regcred answers a margin before it (--webhook-deadline).
+    #[arg(long = "webhook-timeout-seconds", env = "REGCRED_WEBHOOK_TIMEOUT_SECONDS", default_value_t = 5, value_parser = clap::value_parser!(u8).range(1..=30))]
+    pub timeout_seconds: u8,
+
+    /// The admission deadline: every admission is answered this long after its request arrived, with the pull
+    /// Secrets due and a "not checked" warning for what had not finished. Must be under --webhook-timeout-seconds.
+    /// Default: the timeout less 1 s (less half of it under 2 s), the apiserver's own time to call, TLS and
+    /// decoding. Units: ms, s.
+    #[arg(long = "webhook-deadline", env = "REGCRED_WEBHOOK_DEADLINE", value_parser = parse_deadline)]
+    pub deadline: Option<std::time::Duration>,
+
     /// Image checks at admission (each profile's `imageChecks.mode` applies); `false` turns them off for all.
     #[arg(long = "image-checks", env = "REGCRED_IMAGE_CHECKS", default_value_t = true, action = clap::ArgAction::Set)]
     pub image_checks: bool,
@@ -229,17 +241,32 @@ pub struct WebhookArgs {
 /// Parses an admission budget such as `500ms` or `2s`: between 10 ms and 25 s (the apiserver allows a webhook 30 s
 /// at most).
 pub fn parse_budget(s: &str) -> Result<std::time::Duration, String> {
-    let d = match s.strip_suffix("ms") {
-        Some(ms) => ms
-            .parse()
-            .map(std::time::Duration::from_millis)
-            .map_err(|_| format!("`{s}` is not a duration such as 500ms or 2s"))?,
-        None => parse_duration(s)?,
-    };
+    let d = parse_millis(s)?;
     if d < std::time::Duration::from_millis(10) || d > std::time::Duration::from_secs(25) {
         return Err(format!("`{s}` is outside 10ms..25s"));
     }
     Ok(d)
+}
+
+/// Parses an admission deadline such as `4s` or `3500ms`: under 30 s, the longest `timeoutSeconds`; whether it
+/// is under the configured timeout is checked at startup ([`crate::webhook::admission_deadline`]).
+pub fn parse_deadline(s: &str) -> Result<std::time::Duration, String> {
+    let d = parse_millis(s)?;
+    if d >= std::time::Duration::from_secs(30) {
+        return Err(format!("`{s}` is not under 30s, the longest webhook timeout"));
+    }
+    Ok(d)
+}
+
+/// A duration in milliseconds (`500ms`) or as [`parse_duration`] reads it (`2s`).
+fn parse_millis(s: &str) -> Result<std::time::Duration, String> {
+    match s.strip_suffix("ms") {
+        Some(ms) => ms
+            .parse()
+            .map(std::time::Duration::from_millis)
+            .map_err(|_| format!("`{s}` is not a duration such as 500ms or 2s")),
+        None => parse_duration(s),
+    }
 }
 
 /// Parses a lifetime such as `90s`, `15m` or `2160h`; at least 15 seconds.

@@ -101,7 +101,8 @@ pub async fn run(args: config::RunArgs) -> Result<(), errors::Error> {
                     lifetime: args.webhook.cert_lifetime,
                 },
             };
-            let state = webhook::Webhook::new(client.clone(), view.clone(), &args.namespace, &args.webhook);
+            let state = webhook::Webhook::new(client.clone(), view.clone(), &args.namespace, &args.webhook)
+                .map_err(errors::Error::Config)?;
             let (state, ca) = (std::sync::Arc::new(state), args.webhook.client_ca_file.clone());
             Some((state.stats.clone(), tokio::spawn(webhook::serve(state, addr, tls, ca, shutdown.clone()))))
         }

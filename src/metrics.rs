@@ -256,6 +256,16 @@ fn register_webhook(registry: &mut Registry, stats: &crate::webhook::Stats) {
         checks.saturated.clone(),
     );
     registry.register(
+        "webhook_checks_cut_by_deadline",
+        "Admissions answered with image checks or pull Secret lookups cut by the admission deadline (not checked)",
+        stats.checks_cut.clone(),
+    );
+    registry.register(
+        "webhook_injections_cut_by_deadline",
+        "Admissions whose namespace lookup or Secret creation the admission deadline cut (Pod admitted without it)",
+        stats.injections_cut.clone(),
+    );
+    registry.register(
         "webhook_images_over_cap",
         "Admissions whose object had more images or pull Secret names than are checked",
         stats.over_cap.clone(),

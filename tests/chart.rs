@@ -185,11 +185,12 @@ async fn helm_install_runs_the_operator_as_the_charts_service_account_and_uninst
                 format!("webhook.namespaceSelector.matchLabels.regcred-test={}", env.id),
                 format!("controller.profileSelector=regcred-test={}", env.id),
             ];
-            let mut install = vec!["install", &release, "charts/regcred", "--namespace", &ns, "--wait=false"];
+            let mut install = support::helm_install_args(&release, &ns);
+            install.push("--wait=false".to_owned());
             for v in &values {
-                install.extend(["--set", v]);
+                install.extend(["--set".to_owned(), v.clone()]);
             }
-            helm(&install);
+            helm(&install.iter().map(String::as_str).collect::<Vec<_>>());
             env.cleanup::<MutatingWebhookConfiguration>(&release);
             env.cleanup::<k8s_openapi::api::rbac::v1::ClusterRole>(&release);
             env.cleanup::<k8s_openapi::api::rbac::v1::ClusterRoleBinding>(&release);
@@ -336,4 +337,245 @@ fn every_rbac_rule_the_chart_grants_is_in_the_readmes_table_with_its_reason() {
     assert!(healing(&notify) && !evicts(&notify));
     let off = rbac_granted(&render("regcred-system", &["healing.mode=Off"]), "regcred-system");
     assert!(!healing(&off));
+}
+
+/// The commands of the README's install section's `sh` blocks, comments dropped, split into words.
+fn readme_install_commands() -> Vec<Vec<String>> {
+    let readme = std::fs::read_to_string(support::repo_root().join("README.md")).unwrap();
+    let section = readme.split("\n## Install\n").nth(1).expect("the README's Install section");
+    let section = section.split("\n## ").next().unwrap();
+    let mut commands = Vec::new();
+    let mut in_sh = false;
+    for line in section.lines() {
+        if line.starts_with("```") {
+            in_sh = !in_sh && line == "```sh";
+            continue;
+        }
+        let command = line.split(" #").next().unwrap().trim();
+        if in_sh && !command.is_empty() {
+            commands.push(command.split_whitespace().map(str::to_owned).collect());
+        }
+    }
+    commands
+}
+
+#[test]
+fn the_readme_installs_the_crd_and_the_chart_with_the_commands_the_tests_run() {
+    let commands = readme_install_commands();
+    // The CRD: every README command that applies crds/ is, word for word, what support::install_crd runs.
+    let crd: Vec<_> = commands
+        .iter()
+        .filter(|c| c.first().map(String::as_str) == Some("kubectl") && c.iter().any(|w| w.starts_with("crds")))
+        .collect();
+    assert!(!crd.is_empty(), "the README's Install section no longer says how to apply crds/: {commands:?}");
+    let tests_crd: Vec<String> =
+        ["kubectl"].iter().chain(support::CRD_INSTALL.iter()).map(|w| (*w).to_owned()).collect();
+    for command in crd {
+        assert_eq!(command, &tests_crd, "the README applies the CRD one way, the tests another");
+    }
+    // The chart: every README `helm install` is support::helm_install_args (what every install of the tests starts
+    // with) for the README's release and namespace, then only values.
+    let helm: Vec<_> = commands.iter().filter(|c| c.first().map(String::as_str) == Some("helm")).collect();
+    assert!(!helm.is_empty(), "the README's Install section no longer says how to install the chart: {commands:?}");
+    for command in helm {
+        assert_eq!(command[1], "install", "a README helm command the tests do not run: {command:?}");
+        let tests_helm = support::helm_install_args(&command[2], "regcred-system");
+        assert_eq!(
+            command[1..=tests_helm.len()],
+            tests_helm[..],
+            "the README installs the chart one way, the tests another"
+        );
+        let rest = &command[tests_helm.len() + 1..];
+        assert!(
+            rest.chunks(2).all(|pair| pair[0] == "--set" && pair.len() == 2),
+            "README helm install flags the tests do not use: {rest:?}"
+        );
+    }
+}
+
+/// One step of a path into an object: a field, the first item of an array, a key of a map.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Step {
+    Field(String),
+    Item,
+    Key,
+}
+
+/// Every `enum` of a CRD's schemas, by version and path from the object's root, with its values.
+type Enums = std::collections::BTreeMap<(String, Vec<Step>), Vec<serde_json::Value>>;
+
+fn crd_enums(crd: &serde_json::Value) -> Enums {
+    fn walk(schema: &serde_json::Value, version: &str, path: &mut Vec<Step>, out: &mut Enums) {
+        if let Some(values) = schema["enum"].as_array() {
+            out.insert((version.to_owned(), path.clone()), values.clone());
+        }
+        for (name, property) in schema["properties"].as_object().into_iter().flatten() {
+            path.push(Step::Field(name.clone()));
+            walk(property, version, path, out);
+            path.pop();
+        }
+        for (step, child) in [(Step::Item, &schema["items"]), (Step::Key, &schema["additionalProperties"])] {
+            if child.is_object() {
+                path.push(step);
+                walk(child, version, path, out);
+                path.pop();
+            }
+        }
+    }
+    let mut out = Enums::new();
+    for version in crd["spec"]["versions"].as_array().unwrap() {
+        let name = version["name"].as_str().unwrap();
+        walk(&version["schema"]["openAPIV3Schema"], name, &mut Vec::new(), &mut out);
+    }
+    out
+}
+
+/// The place `path` names in `object`, created on the way when `create`.
+fn place<'a>(object: &'a mut serde_json::Value, path: &[Step]) -> &'a mut serde_json::Value {
+    let mut here = object;
+    for step in path {
+        here = match step {
+            Step::Field(name) => here.as_object_mut().unwrap().entry(name.clone()).or_insert(serde_json::json!({})),
+            Step::Key => here.as_object_mut().unwrap().entry("k").or_insert(serde_json::json!({})),
+            Step::Item => {
+                if !here.is_array() {
+                    *here = serde_json::json!([{}]);
+                }
+                &mut here[0]
+            }
+        };
+    }
+    here
+}
+
+fn show(path: &[Step]) -> String {
+    path.iter()
+        .map(|s| match s {
+            Step::Field(n) => format!(".{n}"),
+            Step::Item => "[0]".to_owned(),
+            Step::Key => ".k".to_owned(),
+        })
+        .collect::<String>()
+        .trim_start_matches('.')
+        .to_owned()
+}
+
+/// Runs kubectl with `stdin`; panics with its output when it fails.
+async fn kubectl(args: &[&str], stdin: &str) -> String {
+    let (ok, out) = support::webhook::kubectl(args, stdin).await;
+    assert!(ok, "kubectl {args:?}: {out}");
+    out
+}
+
+#[tokio::test]
+async fn every_enum_value_of_the_crd_is_the_same_through_kubectl_and_helm_and_round_trips_through_kubectl() {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    TestEnv::new("enums")
+        .await
+        .run(|env| async move {
+            support::install_crd(&env.client).await;
+            // The CRDs of crds/ as a YAML 1.2 reader (serde_yaml) reads them: what `make crds` meant to write.
+            let mut files: Vec<_> = std::fs::read_dir(support::repo_root().join("crds"))
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+                .collect();
+            files.sort();
+            let written: Vec<serde_json::Value> = files
+                .iter()
+                .flat_map(|f| {
+                    let text = std::fs::read_to_string(f).unwrap();
+                    serde_yaml::Deserializer::from_str(&text)
+                        .map(|doc| serde_json::Value::deserialize(doc).unwrap())
+                        .collect::<Vec<_>>()
+                })
+                .filter(|d| d["kind"] == "CustomResourceDefinition")
+                .collect();
+            let crds = Api::<CustomResourceDefinition>::all(env.client.clone());
+            for crd in &written {
+                let name = crd["metadata"]["name"].as_str().unwrap();
+                let expected = crd_enums(crd);
+
+                // As the apiserver holds it after `kubectl apply --server-side -f crds/` (kubectl's YAML 1.1 reader).
+                let installed = serde_json::to_value(crds.get(name).await.unwrap()).unwrap();
+                assert_eq!(
+                    crd_enums(&installed),
+                    expected,
+                    "{name}: kubectl's reading of crds/ differs from YAML 1.2's"
+                );
+
+                // As Helm installs it: the chart's template of files/crd.yaml (crds.install), rendered by Helm,
+                // read by the apiserver. A server-side dry run under kubectl's field manager, the one that applied
+                // crds/, so what the chart leaves out is not taken from the installed CRD.
+                let rendered = helm(&[
+                    "template",
+                    "regcred",
+                    "charts/regcred",
+                    "--namespace",
+                    "regcred-system",
+                    "--kube-version",
+                    "1.37.2",
+                    "--set",
+                    "crds.install=true",
+                    "--show-only",
+                    "templates/crd.yaml",
+                ]);
+                let out =
+                    kubectl(&["apply", "--server-side", "--dry-run=server", "-o", "json", "-f", "-"], &rendered).await;
+                let helmed: serde_json::Value = serde_json::from_str(&out).unwrap();
+                assert_eq!(helmed["metadata"]["name"], name);
+                assert_eq!(crd_enums(&helmed), expected, "{name}: Helm's CRD differs from crds/ as YAML 1.2 reads it");
+
+                // Every value of every enum under spec, set through kubectl's reader in a profile that is
+                // otherwise valid, and read back the same.
+                let group = crd["spec"]["group"].as_str().unwrap();
+                let kind = crd["spec"]["names"]["kind"].as_str().unwrap();
+                let plural = crd["spec"]["names"]["plural"].as_str().unwrap();
+                let mut docs = Vec::new();
+                let mut cases = Vec::new();
+                for ((version, path), values) in &expected {
+                    assert_eq!(
+                        path.first(),
+                        Some(&Step::Field("spec".into())),
+                        "an enum outside spec ({}): teach this test to set it",
+                        show(path)
+                    );
+                    for value in values {
+                        let name = format!("{}-{}", env.id, cases.len());
+                        let mut doc = serde_json::json!({
+                            "apiVersion": format!("{group}/{version}"),
+                            "kind": kind,
+                            "metadata": {"name": name, "labels": {"regcred-test": env.id}},
+                            "spec": {
+                                "server": "registry.example.com",
+                                "credentials": {"anonymous": true},
+                                "namespaces": {"names": ["none"]},
+                            },
+                        });
+                        // The value goes in as YAML text, quoted when it is a string, as the README tells users
+                        // to write `mode: 'Off'`.
+                        *place(&mut doc, path) = serde_json::json!("ENUM-VALUE");
+                        let literal = match value {
+                            serde_json::Value::String(s) => format!("'{}'", s.replace('\'', "''")),
+                            other => other.to_string(),
+                        };
+                        docs.push(serde_yaml::to_string(&doc).unwrap().replace("ENUM-VALUE", &literal));
+                        env.cleanup::<regcred::api::RegistryProfile>(&name);
+                        cases.push((name, path.clone(), value.clone()));
+                    }
+                }
+                let out = kubectl(&["apply", "-f", "-"], &docs.join("---\n")).await;
+                assert_eq!(out.lines().count(), cases.len(), "{out}");
+                let label = format!("regcred-test={}", env.id);
+                let read: serde_json::Value =
+                    serde_json::from_str(&kubectl(&["get", plural, "-l", &label, "-o", "json"], "").await).unwrap();
+                let items = read["items"].as_array().unwrap();
+                for (name, path, value) in &cases {
+                    let mut item = items.iter().find(|i| i["metadata"]["name"] == *name).unwrap().clone();
+                    assert_eq!(place(&mut item, path), value, "{kind} {}: {value} did not round-trip", show(path));
+                }
+                eprintln!("{name}: {} enums, {} values round-tripped through kubectl", expected.len(), cases.len());
+            }
+        })
+        .await;
 }

@@ -348,3 +348,131 @@ async fn an_object_with_a_thousand_images_is_admitted_with_its_secret_a_warning_
         })
         .await;
 }
+
+/// The median and the largest of `samples`.
+fn spread(samples: &mut [Duration]) -> (Duration, Duration) {
+    samples.sort();
+    (samples[samples.len() / 2], samples[samples.len() - 1])
+}
+
+/// Creates `pod` in `ns` through kubectl, as a user would; returns its imagePullSecrets and the warnings kubectl
+/// printed.
+async fn create_with_kubectl(ns: &str, pod: &Pod) -> String {
+    let mut object = serde_json::to_value(pod).unwrap();
+    object["metadata"]["namespace"] = json!(ns);
+    let args = ["create", "-o", "jsonpath={.spec.imagePullSecrets[*].name}", "-f", "-"];
+    let (ok, out) = support::webhook::kubectl(&args, &object.to_string()).await;
+    assert!(ok, "{out}");
+    out
+}
+
+/// A registry that accepts connections and never answers, with an image-check budget past the admission deadline
+/// (4 s, under the default timeoutSeconds of 5): each Pod is still admitted with its pull Secret, by the deadline
+/// (the apiserver did not give up on the webhook), and with a "not checked" warning.
+#[tokio::test]
+async fn a_registry_that_never_answers_costs_a_pod_its_check_never_its_secret() {
+    TestEnv::new("deadline-registry")
+        .await
+        .run(|env| async move {
+            let (addr, silent) = support::registry::silent().await;
+            let h = support::webhook::start_operator(&env, &["--image-check-budget", "20s"]).await;
+            h.source("creds", &[("username", "bot"), ("password", "pw")]).await;
+            let mut spec = basic_spec(h.select("yes"));
+            spec["server"] = json!(addr.to_string());
+            spec["imageChecks"] = json!({"mode": "Warn"});
+            let profile = h.profile("p", spec).await;
+            h.ready(&profile).await;
+            let ns = env.namespace("a", &[("pull", "yes")]).await;
+            // A new image each time: no answer from the cache, every check cut by the deadline.
+            let mut took = Vec::new();
+            for i in 0..4 {
+                let image = format!("{addr}/team/app{i}:1");
+                let started = Instant::now();
+                let names = create_pod(&h, &ns, &pod(&format!("p{i}"), &[&image], &[], &[])).await;
+                took.push(started.elapsed());
+                assert_eq!(names, vec![SECRET.to_owned()], "Pod {i} was admitted without its Secret");
+            }
+            // What the user sees.
+            let image = format!("{addr}/team/shown:1");
+            let out = create_with_kubectl(&ns, &pod("shown", &[&image], &[], &[])).await;
+            assert!(out.contains(SECRET), "{out}");
+            let warning =
+                format!("image {image} (RegistryProfile {profile}): not checked: the registry did not answer");
+            assert!(out.contains(&warning) && out.contains("the admission's deadline"), "{out}");
+            let operator = h.operator.as_ref().unwrap();
+            assert!(operator.metric("regcred_webhook_checks_cut_by_deadline_total").await >= 5.0);
+            let (p50, max) = spread(&mut took);
+            eprintln!(
+                "admission latency at the deadline (a registry that never answers; deadline 4 s, timeoutSeconds 5): \
+                 p50 {p50:?}, max {max:?} over {} Pods",
+                took.len()
+            );
+            silent.abort();
+        })
+        .await;
+}
+
+/// regcred reaches the apiserver through a proxy that holds its admission lookups (a Namespace, a Secret) for
+/// 8 s, past the deadline and the apiserver's own timeout: a Pod whose Secret regcred already holds is admitted
+/// with it by the deadline, its pull Secret lookup "not checked"; a Pod in a brand-new namespace, whose Secret
+/// cannot be made in time, is admitted by the deadline and never names a Secret that does not exist.
+#[tokio::test]
+async fn a_slow_apiserver_costs_a_pod_its_lookups_never_a_secret_regcred_holds() {
+    TestEnv::new("deadline-apiserver")
+        .await
+        .run(|env| async move {
+            let (h, apiserver) = support::webhook::start_behind_slow_apiserver(&env, Duration::from_secs(8), &[]).await;
+            let ns = env.namespace("a", &[("pull", "yes")]).await;
+            let image = format!("{REGISTRY}/team/app:1");
+            // While the apiserver answers at once: the namespace's Secret is written and in regcred's cache.
+            let mut i = 0;
+            wait_for("a Pod given the Secret", WAIT, || {
+                i += 1;
+                let (h, ns, image) = (&h, &ns, &image);
+                async move {
+                    (create_pod(h, ns, &pod(&format!("warm{i}"), &[image], &[], &[])).await == [SECRET]).then_some(())
+                }
+            })
+            .await;
+
+            apiserver.slow(true);
+            let mut took = Vec::new();
+            // Each Pod names a pull Secret of its own that regcred does not know: its lookup is held.
+            for i in 0..4 {
+                let theirs = format!("theirs{i}");
+                let started = Instant::now();
+                let names = create_pod(&h, &ns, &pod(&format!("p{i}"), &[&image], &[&theirs], &[])).await;
+                took.push(started.elapsed());
+                assert_eq!(names, vec![theirs, SECRET.to_owned()], "Pod {i} was admitted without its Secret");
+            }
+            let out = create_with_kubectl(&ns, &pod("shown", &[&image], &["theirs-shown"], &[])).await;
+            assert!(out.contains(SECRET), "{out}");
+            let warning = "imagePullSecrets names Secret theirs-shown: not checked: the apiserver did not answer \
+                           regcred's lookup within";
+            assert!(out.contains(warning) && out.contains("the admission's deadline"), "{out}");
+
+            // A brand-new namespace: regcred's Secret for it is written through the slow apiserver.
+            let fresh = env.namespace("fresh", &[("pull", "yes")]).await;
+            let started = Instant::now();
+            let names = create_pod(&h, &fresh, &pod("new", &[&image], &[], &[])).await;
+            let new_namespace = started.elapsed();
+            took.push(new_namespace);
+            if names.iter().any(|n| n == SECRET) {
+                assert!(h.secret(&fresh, SECRET).await.is_some(), "the Pod in {fresh} names a missing Secret");
+            }
+
+            assert!(apiserver.held() >= 5, "only {} requests held: the lookups did not go through", apiserver.held());
+            let operator = h.operator.as_ref().unwrap();
+            assert!(operator.metric("regcred_webhook_checks_cut_by_deadline_total").await >= 5.0);
+            let (p50, max) = spread(&mut took);
+            eprintln!(
+                "admission latency at the deadline (an apiserver holding regcred's lookups 8 s; deadline 4 s, \
+                 timeoutSeconds 5): p50 {p50:?}, max {max:?} over {} Pods (new namespace: {new_namespace:?}, \
+                 Secret {}; injections cut: {})",
+                took.len(),
+                if names.is_empty() { "not named" } else { "named" },
+                operator.metric("regcred_webhook_injections_cut_by_deadline_total").await,
+            );
+        })
+        .await;
+}

@@ -144,8 +144,26 @@ impl Checker {
     /// (all at the same time); those without an answer when the budget runs out are `NotChecked`, and their
     /// checks finish in the background.
     pub async fn check(&self, targets: Vec<Target>) -> Vec<Outcome> {
-        let deadline = tokio::time::Instant::now() + self.budget;
-        futures::future::join_all(targets.into_iter().map(|t| self.one(t, deadline))).await
+        self.check_until(targets, None).await.0
+    }
+
+    /// [`Checker::check`], and no later than `limit` (an admission's deadline, see [`crate::webhook`]) when that
+    /// comes before the budget runs out. Also returns how many images the limit cut (their outcome says so).
+    pub async fn check_until(
+        &self,
+        targets: Vec<Target>,
+        limit: Option<tokio::time::Instant>,
+    ) -> (Vec<Outcome>, usize) {
+        let started = tokio::time::Instant::now();
+        let budget = started + self.budget;
+        let wait = match limit {
+            Some(limit) if limit < budget => Wait::Limit { at: limit, after: limit.saturating_duration_since(started) },
+            _ => Wait::Budget(budget),
+        };
+        let outcomes: Vec<(Outcome, bool)> =
+            futures::future::join_all(targets.into_iter().map(|t| self.one(t, wait))).await;
+        let cut = outcomes.iter().filter(|(_, cut)| *cut).count();
+        (outcomes.into_iter().map(|(o, _)| o).collect(), cut)
     }
 
     /// What the cache holds for `target`, without asking the registry.
@@ -153,21 +171,25 @@ impl Checker {
         self.cache.get(&self.key(target)).await
     }
 
-    async fn one(&self, target: Target, deadline: tokio::time::Instant) -> Outcome {
+    /// One image's outcome, and whether an admission's deadline (rather than the budget) cut it.
+    async fn one(&self, target: Target, wait: Wait) -> (Outcome, bool) {
         let key = self.key(&target);
         if let Some(hit) = self.cache.get(&key).await {
             self.stats.cache_hits.inc();
-            return hit;
+            return (hit, false);
         }
+        let deadline = wait.at();
         // A permit before anything is spawned: the checks (and background tasks) in flight stay bounded however
         // many admissions ask. Not cached: the next admission asks again.
         let Ok(Ok(permit)) = tokio::time::timeout_at(deadline, self.permits.clone().acquire_owned()).await else {
             self.stats.saturated.inc();
-            return Outcome::NotChecked("regcred is checking as many images as it may at once; not checked".into());
+            let outcome =
+                Outcome::NotChecked("regcred is checking as many images as it may at once; not checked".into());
+            return (outcome, false);
         };
         let session = match self.session(&target).await {
             Ok(session) => session,
-            Err(f) => return Outcome::of(&preflight::ImageResult { failure: Some(f), ..Default::default() }),
+            Err(f) => return (Outcome::of(&preflight::ImageResult { failure: Some(f), ..Default::default() }), false),
         };
         let cache = self.cache.clone();
         let checks = self.stats.registry_checks.clone();
@@ -184,17 +206,50 @@ impl Checker {
             outcome
         });
         match tokio::time::timeout_at(deadline, task).await {
-            Ok(Ok(outcome)) => outcome,
-            Ok(Err(e)) => Outcome::NotChecked(format!("the check stopped: {e}")),
-            Err(_) => {
-                self.stats.over_budget.inc();
-                Outcome::NotChecked(format!(
-                    "the registry did not answer within {} ms (the check goes on; the next admission gets its answer)",
-                    self.budget.as_millis()
-                ))
-            }
+            Ok(Ok(outcome)) => (outcome, false),
+            Ok(Err(e)) => (Outcome::NotChecked(format!("the check stopped: {e}")), false),
+            Err(_) => match wait {
+                Wait::Budget(_) => {
+                    self.stats.over_budget.inc();
+                    let outcome = Outcome::NotChecked(format!(
+                        "the registry did not answer within {} ms (the check goes on; the next admission gets its \
+                         answer)",
+                        self.budget.as_millis()
+                    ));
+                    (outcome, false)
+                }
+                Wait::Limit { after, .. } => (Outcome::NotChecked(cut_by_deadline(after)), true),
+            },
         }
     }
+}
+
+/// How long one admission's checks wait: their budget, or an admission deadline that comes first.
+#[derive(Clone, Copy, Debug)]
+enum Wait {
+    Budget(tokio::time::Instant),
+    /// The deadline, at `at`, `after` the checks started.
+    Limit {
+        at: tokio::time::Instant,
+        after: Duration,
+    },
+}
+
+impl Wait {
+    fn at(self) -> tokio::time::Instant {
+        match self {
+            Self::Budget(at) | Self::Limit { at, .. } => at,
+        }
+    }
+}
+
+/// Why an image cut by its admission's deadline (`after` the check started) was not checked.
+pub fn cut_by_deadline(after: Duration) -> String {
+    format!(
+        "the registry did not answer within {} ms, when the admission's deadline came (the check goes on; the next \
+         admission gets its answer)",
+        after.as_millis()
+    )
 }
 
 /// The image as the cache knows it: its canonical full reference, or as written when it does not parse.
@@ -272,6 +327,30 @@ mod tests {
         assert_eq!(checker.stats.registry_checks.get(), 1);
         assert_eq!(checker.stats.over_budget.get(), 3);
         assert_eq!(checker.cached(&target(&image, Some("a"))).await, None);
+        task.abort();
+    }
+
+    #[tokio::test]
+    async fn an_admission_deadline_before_the_budget_cuts_the_checks_and_says_so() {
+        crate::install_crypto_provider();
+        let (addr, task) = crate::registry::preflight::silent_registry().await;
+        let checker = Checker::new(Duration::from_secs(60), 16, 8, CheckStats::default());
+        let image = format!("{addr}/team/app:1");
+        let limit = tokio::time::Instant::now() + Duration::from_millis(200);
+        let (outcomes, cut) = checker.check_until(vec![target(&image, Some("a")); 2], Some(limit)).await;
+        assert_eq!(cut, 2);
+        assert!(
+            outcomes.iter().all(|o| matches!(o, Outcome::NotChecked(m) if m.contains("the admission's deadline"))),
+            "{outcomes:?}"
+        );
+        // Not the budget's doing: nothing counted over budget.
+        assert_eq!(checker.stats.over_budget.get(), 0);
+        // A limit after the budget: the budget's answer, nothing cut.
+        let short = Checker::new(Duration::from_millis(100), 16, 8, CheckStats::default());
+        let far = tokio::time::Instant::now() + Duration::from_secs(60);
+        let (outcomes, cut) = short.check_until(vec![target(&image, Some("b"))], Some(far)).await;
+        assert_eq!(cut, 0);
+        assert!(matches!(&outcomes[0], Outcome::NotChecked(m) if m.contains("100 ms")), "{outcomes:?}");
         task.abort();
     }
 

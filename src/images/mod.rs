@@ -247,6 +247,11 @@ pub fn answer(findings: &[(Finding, Option<Outcome>)], missing_secrets: &[String
     out
 }
 
+/// The warning for a pull Secret the object names whose existence regcred could not learn in time (`why`).
+pub fn secret_not_checked(name: &str, why: &str) -> String {
+    limit(format!("imagePullSecrets names Secret {name}: not checked: {why}"))
+}
+
 /// `line`, cut at [`MAX_WARNING`] characters (on a character boundary, with an ellipsis).
 fn limit(line: String) -> String {
     if line.chars().count() <= MAX_WARNING {
@@ -425,6 +430,8 @@ mod tests {
         let line = &answer(&findings, &[], "ns").warnings[0];
         assert_eq!(line.chars().count(), MAX_WARNING);
         assert!(line.ends_with('…'));
+        let line = secret_not_checked(&"é".repeat(1000), "slow");
+        assert_eq!(line.chars().count(), MAX_WARNING);
     }
 
     #[test]

@@ -5,14 +5,20 @@
 //! does not exist yet (a namespace created a moment ago), and then creates that Secret before answering, so no Pod
 //! ever references a missing Secret. The webhook never blocks a Pod for its own sake: anything unexpected
 //! means "allowed, unchanged".
+//!
+//! Every admission is answered by its deadline ([`deadline`]), a margin under the apiserver's `timeoutSeconds`:
+//! the injection never waits for the image checks, the checks and pull Secret lookups that have not finished by
+//! then become "not checked" warnings, and a Secret still being created is not referenced.
 
 pub mod certs;
+pub mod deadline;
 mod server;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::Client;
 use kube::api::Api;
@@ -28,6 +34,7 @@ use crate::registry::reference::{self as image, CredentialKey};
 use crate::resolve::Meaning;
 use crate::resolve::selection::NamespaceInfo;
 use crate::state::View;
+pub use deadline::admission_deadline;
 pub use server::{Error as ServeError, TlsSource, answer, serve};
 
 pub use crate::api::{OPT_OUT_LABEL, OPT_OUT_VALUE};
@@ -35,8 +42,8 @@ pub use crate::api::{OPT_OUT_LABEL, OPT_OUT_VALUE};
 pub const MAX_IMAGES: usize = 50;
 /// Pull Secret lookups of one admission in flight at once.
 const SECRET_LOOKUPS: usize = 8;
-/// How long the handler may spend creating a missing Secret: well inside the webhook's timeout.
-const ENSURE_TIMEOUT: Duration = Duration::from_secs(3);
+/// The admission deadline of a webhook configured with the chart's default `timeoutSeconds` (5 s).
+pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(4);
 
 /// A profile as the decision sees it.
 #[derive(Debug, Clone)]
@@ -127,6 +134,11 @@ pub struct Stats {
     pub image_denials: Counter,
     /// Admissions whose object had more images or pull Secret names than are checked.
     pub over_cap: Counter,
+    /// Admissions answered with image checks or pull Secret lookups cut by the deadline ("not checked").
+    pub checks_cut: Counter,
+    /// Admissions whose namespace lookup or Secret creation the deadline cut: the Pod was admitted without
+    /// that Secret.
+    pub injections_cut: Counter,
     /// The image checks' registry resolutions and cache hits.
     pub image_checks: images::CheckStats,
     /// Seconds from a request's arrival to its answer.
@@ -147,6 +159,8 @@ impl Default for Stats {
             image_warnings: Counter::default(),
             image_denials: Counter::default(),
             over_cap: Counter::default(),
+            checks_cut: Counter::default(),
+            injections_cut: Counter::default(),
             image_checks: images::CheckStats::default(),
             // 25 µs to ~3.3 s: the handler's microseconds, and the seconds of a new namespace's Secret.
             latency: Histogram::new(exponential_buckets(0.000_025, 2.0, 18)),
@@ -167,6 +181,8 @@ pub struct Webhook {
     pub known_secrets: moka::future::Cache<(String, String), bool>,
     /// Images and pull Secret names of one object that are checked (see [`images::capped`]).
     pub max_images: usize,
+    /// Every admission is answered this long after its request arrived ([`deadline`]).
+    pub deadline: Duration,
 }
 
 /// How long the webhook trusts what it learnt of a pull Secret's existence.
@@ -178,8 +194,21 @@ pub fn known_secrets() -> moka::future::Cache<(String, String), bool> {
 }
 
 impl Webhook {
-    /// The handler as `args` configure it.
-    pub fn new(client: Client, view: View, operator_namespace: &str, args: &crate::config::WebhookArgs) -> Self {
+    /// The handler as `args` configure it; `Err` when the deadline is not under the timeout.
+    pub fn new(
+        client: Client,
+        view: View,
+        operator_namespace: &str,
+        args: &crate::config::WebhookArgs,
+    ) -> Result<Self, String> {
+        let deadline = admission_deadline(args.timeout_seconds, args.deadline)?;
+        if args.image_checks && args.image_check_budget + deadline::ANSWER_RESERVE >= deadline {
+            warn!(
+                budget_ms = args.image_check_budget.as_millis(),
+                deadline_ms = deadline.as_millis(),
+                "the image-check budget does not end before the admission deadline: checks are cut at the deadline"
+            );
+        }
         let stats = Stats::default();
         let checker = args.image_checks.then(|| {
             Arc::new(Checker::new(
@@ -189,7 +218,7 @@ impl Webhook {
                 stats.image_checks.clone(),
             ))
         });
-        Self {
+        Ok(Self {
             client,
             view,
             operator_namespace: operator_namespace.to_owned(),
@@ -197,12 +226,23 @@ impl Webhook {
             checker,
             known_secrets: known_secrets(),
             max_images: usize::from(args.image_check_max_images),
-        }
+            deadline,
+        })
     }
 
-    /// Answers one admission request: Pods get their pull Secrets at creation, and Pods and workloads have
-    /// their new images checked on creation and update.
+    /// Answers one admission request that arrived now: see [`Webhook::admit_by`].
     pub async fn admit(&self, req: &AdmissionRequest<DynamicObject>) -> AdmissionResponse {
+        self.admit_by(req, deadline::work_until(tokio::time::Instant::now(), self.deadline)).await
+    }
+
+    /// Answers one admission request, waiting for nothing past `until` (its deadline less the time to answer):
+    /// Pods get their pull Secrets at creation, and Pods and workloads have their new images checked on creation
+    /// and update.
+    pub async fn admit_by(
+        &self,
+        req: &AdmissionRequest<DynamicObject>,
+        until: tokio::time::Instant,
+    ) -> AdmissionResponse {
         self.stats.requests.inc();
         let allowed = AdmissionResponse::from(req);
         let (group, kind) = (req.kind.group.as_str(), req.kind.kind.as_str());
@@ -222,7 +262,7 @@ impl Webhook {
         let name = metadata("name").or_else(|| metadata("generateName")).unwrap_or_default().to_owned();
         let span = tracing::info_span!("admission", namespace = %namespace, kind, name = %name);
         async {
-            let Some(ns) = self.namespace(&namespace).await else { return allowed };
+            let Some(ns) = self.namespace(&namespace, until).await else { return allowed };
             if ns.labels.get(OPT_OUT_LABEL).is_some_and(|v| v == OPT_OUT_VALUE) {
                 return allowed;
             }
@@ -231,15 +271,25 @@ impl Webhook {
                     return allowed.clone();
                 }
                 match serde_json::from_value::<Pod>(object.clone()) {
-                    Ok(pod) => self.admit_pod(&pod, &ns, allowed.clone(), req.dry_run).await,
+                    Ok(pod) => self.admit_pod(&pod, &ns, allowed.clone(), req.dry_run, until).await,
                     Err(e) => {
                         debug!(error = %e, "not a decodable Pod; allowed unchanged");
                         allowed.clone()
                     }
                 }
             };
-            // The checks run beside the injection: an admission waits for the slower of the two, not both.
-            let (response, answer) = futures::join!(inject, self.check_images(req, &object, &ns));
+            // The checks run beside the injection, and neither waits past `until`: the injection is decided from
+            // the cached view, and only a Secret being created for a brand-new namespace takes time. The outer
+            // limit on the checks is a backstop; each of their waits has `until` already.
+            let checks = async {
+                let checked = tokio::time::timeout_at(until, self.check_images(req, &object, &ns, until)).await;
+                checked.unwrap_or_else(|_| {
+                    self.stats.checks_cut.inc();
+                    let why = "regcred's image checks did not finish by the admission's deadline; not checked";
+                    images::Answer { warnings: vec![why.to_owned()], denied: None }
+                })
+            };
+            let (response, answer) = futures::join!(inject, checks);
             self.with_answer(response, allowed.clone(), answer)
         }
         .instrument(span)
@@ -274,6 +324,7 @@ impl Webhook {
         req: &AdmissionRequest<DynamicObject>,
         object: &serde_json::Value,
         ns: &NamespaceInfo,
+        until: tokio::time::Instant,
     ) -> images::Answer {
         let Some(checker) = &self.checker else { return images::Answer::default() };
         let (group, kind) = (req.kind.group.as_str(), req.kind.kind.as_str());
@@ -320,8 +371,10 @@ impl Webhook {
             };
             resolved.push((finding, outcome));
         }
-        let missing = self.missing_secrets(&ns.name, &named, &profiles, ns);
-        let (outcomes, missing) = futures::join!(checker.check(targets), missing);
+        let started = tokio::time::Instant::now();
+        let lookups = self.missing_secrets(&ns.name, &named, &profiles, ns, until);
+        let ((outcomes, cut), (missing, unchecked)) =
+            futures::join!(checker.check_until(targets, Some(until)), lookups);
         let mut outcomes = outcomes.into_iter();
         for (finding, outcome) in &mut resolved {
             if matches!(finding, images::Finding::Check { .. }) && outcome.is_none() {
@@ -329,6 +382,17 @@ impl Webhook {
             }
         }
         let mut answer = images::answer(&resolved, &missing, &ns.name);
+        if !unchecked.is_empty() {
+            let why = format!(
+                "the apiserver did not answer regcred's lookup within {} ms, when the admission's deadline came",
+                until.saturating_duration_since(started).as_millis()
+            );
+            answer.warnings.extend(unchecked.iter().map(|name| images::secret_not_checked(name, &why)));
+        }
+        if cut > 0 || !unchecked.is_empty() {
+            self.stats.checks_cut.inc();
+            debug!(images = cut, secrets = unchecked.len(), "checks cut by the admission deadline: not checked");
+        }
         // First: the apiserver may cut a long list of warnings short.
         answer.warnings.splice(0..0, warnings);
         answer
@@ -350,34 +414,44 @@ impl Webhook {
         images::target(p, m, &self.view, snapshot.as_ref(), key, image, now)
     }
 
-    /// The pull Secrets of `names` that do not exist in `namespace`. regcred's own (those of profiles that may
-    /// write into the namespace, see [`Meaning::may_write`]) are never missing: the webhook creates them before a
-    /// Pod references them. Others are looked up (metadata only), and what is learnt is kept for a short while.
+    /// The pull Secrets of `names` that do not exist in `namespace`, and those whose lookup had not answered by
+    /// `until`. regcred's own (those of profiles that may write into the namespace, see [`Meaning::may_write`])
+    /// are never missing: the webhook creates them before a Pod references them. Others are looked up (metadata
+    /// only), and what is learnt is kept for a short while.
     async fn missing_secrets(
         &self,
         namespace: &str,
         names: &[String],
         profiles: &[(Arc<RegistryProfile>, Arc<Meaning>)],
         ns: &NamespaceInfo,
-    ) -> Vec<String> {
+        until: tokio::time::Instant,
+    ) -> (Vec<String>, Vec<String>) {
         let meanings = || profiles.iter().map(|(_, m)| &**m);
         let ours = |name: &str| {
             meanings().any(|m| m.writes_secret && m.secret_name == name && m.may_write(ns, meanings()).is_ok())
         };
         let unknown: Vec<String> =
             names.iter().filter(|name| !self.view.managed.contains(namespace, name) && !ours(name)).cloned().collect();
-        // A few lookups at once, all within one deadline: a Pod naming many Secrets costs one round trip's time,
-        // and what has not answered by then counts as existing (no warning rather than a wrong one).
+        // A few lookups at once, none past the admission's deadline: what has not answered by then is "not
+        // checked", never silently taken to exist or not.
+        let found: Vec<(String, Option<bool>)> = futures::stream::iter(unknown)
+            .map(|name| async move {
+                let exists = tokio::time::timeout_at(until, self.secret_exists(namespace, &name)).await.ok();
+                (name, exists)
+            })
+            .buffered(SECRET_LOOKUPS)
+            .collect()
+            .await;
         let mut missing = Vec::new();
-        let collect = async {
-            for batch in unknown.chunks(SECRET_LOOKUPS) {
-                let found =
-                    futures::future::join_all(batch.iter().map(|name| self.secret_exists(namespace, name))).await;
-                missing.extend(batch.iter().zip(found).filter(|(_, exists)| !exists).map(|(name, _)| name.clone()));
+        let mut unchecked = Vec::new();
+        for (name, exists) in found {
+            match exists {
+                Some(true) => {}
+                Some(false) => missing.push(name),
+                None => unchecked.push(name),
             }
-        };
-        let _ = tokio::time::timeout(ENSURE_TIMEOUT, collect).await;
-        missing
+        }
+        (missing, unchecked)
     }
 
     /// The pull Secrets for one new Pod in `ns` (`allowed`: the answer that changes nothing).
@@ -387,6 +461,7 @@ impl Webhook {
         ns: &NamespaceInfo,
         allowed: AdmissionResponse,
         dry_run: bool,
+        until: tokio::time::Instant,
     ) -> AdmissionResponse {
         let namespace = ns.name.as_str();
         let profiles = self.view.profiles_and_meanings();
@@ -396,12 +471,12 @@ impl Webhook {
         let images = pod_images(pod);
         let wanted = decide(&images, &existing, &candidates);
         let serving = serving(&images, &candidates);
-        let mut add = Vec::with_capacity(wanted.len());
-        for name in wanted {
-            if self.secret_ready(ns, &name, &serving, &profiles, dry_run).await {
-                add.push(name);
-            }
-        }
+        // Each Secret at the same time: those the cached view holds at once, one being created by `until`.
+        let ready = futures::future::join_all(
+            wanted.iter().map(|name| self.secret_ready(ns, name, &serving, &profiles, dry_run, until)),
+        )
+        .await;
+        let add: Vec<String> = wanted.into_iter().zip(ready).filter(|(_, ready)| *ready).map(|(n, _)| n).collect();
         if add.is_empty() {
             return allowed;
         }
@@ -419,47 +494,56 @@ impl Webhook {
         }
     }
 
-    /// The Pod's namespace, from the cache, or from the API when it is too new to be there yet.
-    async fn namespace(&self, name: &str) -> Option<NamespaceInfo> {
+    /// The Pod's namespace, from the cache, or from the API (by `until`) when it is too new to be there yet.
+    async fn namespace(&self, name: &str, until: tokio::time::Instant) -> Option<NamespaceInfo> {
         if let Some(ns) = self.view.namespace(name) {
             return Some(ns);
         }
-        match Api::<Namespace>::all(self.client.clone()).get_metadata_opt(name).await {
-            Ok(Some(ns)) => Some(crate::state::namespace_info(&ns)),
-            Ok(None) => None,
-            Err(e) => {
+        let api = Api::<Namespace>::all(self.client.clone());
+        match tokio::time::timeout_at(until, api.get_metadata_opt(name)).await {
+            Ok(Ok(Some(ns))) => Some(crate::state::namespace_info(&ns)),
+            Ok(Ok(None)) => None,
+            Ok(Err(e)) => {
                 self.stats.errors.inc();
                 warn!(namespace = name, error = %e, "could not read the Pod's namespace; Pod allowed unchanged");
+                None
+            }
+            Err(_) => {
+                self.stats.injections_cut.inc();
+                warn!(
+                    namespace = name,
+                    "the Pod's namespace lookup did not answer by the admission deadline; allowed unchanged"
+                );
                 None
             }
         }
     }
 
     /// Whether the Secret `name` exists in `namespace`, as last learnt or looked up now (metadata only). When the
-    /// API cannot say, it is taken to exist: no warning rather than a wrong one.
+    /// API answers with an error, it is taken to exist: no warning rather than a wrong one. The caller bounds the
+    /// wait.
     async fn secret_exists(&self, namespace: &str, name: &str) -> bool {
         let key = (namespace.to_owned(), name.to_owned());
         if let Some(known) = self.known_secrets.get(&key).await {
             return known;
         }
         let api = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(self.client.clone(), namespace);
-        match tokio::time::timeout(ENSURE_TIMEOUT, api.get_metadata_opt(name)).await {
-            Ok(Ok(found)) => {
+        match api.get_metadata_opt(name).await {
+            Ok(found) => {
                 self.known_secrets.insert(key, found.is_some()).await;
                 found.is_some()
             }
-            Ok(Err(e)) => {
+            Err(e) => {
                 debug!(namespace, secret = name, error = %e, "could not look up a pull Secret");
                 true
             }
-            Err(_) => true,
         }
     }
 
     /// Whether the Secret `name` is (or has just been made) present in `namespace` (`ns`). Only a profile that
     /// selects the namespace, serves one of the Pod's images (`images`) and writes under `name` may make it; the
     /// writer checks the same rule again. On a dry run nothing is created: the answer is what the real request
-    /// would get.
+    /// would get. A Secret not made by `until` is not referenced (the controller's new-namespace path goes on).
     async fn secret_ready(
         &self,
         ns: &NamespaceInfo,
@@ -467,6 +551,7 @@ impl Webhook {
         serving: &[&Candidate],
         profiles: &[(Arc<RegistryProfile>, Arc<Meaning>)],
         dry_run: bool,
+        until: tokio::time::Instant,
     ) -> bool {
         let namespace = ns.name.as_str();
         if self.view.managed.contains(namespace, name) || dry_run {
@@ -488,7 +573,7 @@ impl Webhook {
             }
             Ok::<(), crate::secrets::EnsureError>(())
         });
-        match tokio::time::timeout(ENSURE_TIMEOUT, ensure).await {
+        match tokio::time::timeout_at(until, ensure).await {
             Ok(Ok(())) => {
                 self.stats.secrets_created.inc();
                 tracing::info!(namespace, secret = name, "Secret created at admission, before the Pod references it");
@@ -499,7 +584,12 @@ impl Webhook {
                 false
             }
             Err(_) => {
-                warn!(namespace, secret = name, "creating the missing Secret timed out; not referenced");
+                self.stats.injections_cut.inc();
+                warn!(
+                    namespace,
+                    secret = name,
+                    "the missing Secret was not made by the admission deadline; not referenced"
+                );
                 false
             }
         }

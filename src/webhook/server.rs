@@ -67,8 +67,9 @@ async fn mutate(State(webhook): State<Arc<Webhook>>, body: Bytes) -> Response {
 }
 
 /// Decodes an AdmissionReview and answers it: a 400 for anything that is not one, never a panic (fuzzed by
-/// `make soak`).
+/// `make soak`). The admission's deadline runs from here: the body has arrived, and decoding it counts.
 pub async fn answer(webhook: &Webhook, body: &[u8]) -> Response {
+    let until = super::deadline::work_until(tokio::time::Instant::now(), webhook.deadline);
     let review: AdmissionReview<DynamicObject> = match serde_json::from_slice(body) {
         Ok(review) => review,
         Err(e) => {
@@ -83,7 +84,7 @@ pub async fn answer(webhook: &Webhook, body: &[u8]) -> Response {
             return (StatusCode::BAD_REQUEST, format!("AdmissionReview without a request: {e}")).into_response();
         }
     };
-    let response = webhook.admit(&request).await;
+    let response = webhook.admit_by(&request, until).await;
     axum::Json(response.into_review()).into_response()
 }
 
@@ -449,10 +450,14 @@ mod tests {
     use axum::http::Request;
     use tower::ServiceExt;
 
-    #[allow(clippy::unused_async)] // the view's watches are spawned: it needs the runtime a test's await gives
     async fn webhook() -> Arc<Webhook> {
         // Nothing listens there: these requests must be answered without the API.
-        let config = kube::Config::new("http://127.0.0.1:9".parse().unwrap());
+        webhook_at("http://127.0.0.1:9", crate::webhook::DEFAULT_DEADLINE).await
+    }
+
+    #[allow(clippy::unused_async)] // the view's watches are spawned: it needs the runtime a test's await gives
+    async fn webhook_at(apiserver: &str, deadline: Duration) -> Arc<Webhook> {
+        let config = kube::Config::new(apiserver.parse().unwrap());
         let client = kube::Client::try_from(config).unwrap();
         let view = crate::state::View::start(
             &client,
@@ -469,6 +474,7 @@ mod tests {
             checker: None,
             known_secrets: crate::webhook::known_secrets(),
             max_images: crate::webhook::MAX_IMAGES,
+            deadline,
         })
     }
 
@@ -542,6 +548,31 @@ mod tests {
         let (status, answer) = post(&webhook, body).await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(answer["response"]["allowed"], true);
+    }
+
+    #[tokio::test]
+    async fn an_apiserver_that_never_answers_costs_an_admission_its_deadline_and_no_more() {
+        // An apiserver that accepts connections and never answers: the namespace of a Pod the cache does not
+        // know yet is looked up there. Without the deadline, the answer would wait for the client's read timeout.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let silent = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                held.push(socket);
+            }
+        });
+        let webhook = webhook_at(&format!("http://{addr}"), Duration::from_millis(300)).await;
+        let pod = review(
+            serde_json::json!({"group": "", "version": "v1", "kind": "Pod"}),
+            "CREATE",
+            serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "nginx"}]}}),
+        );
+        let (status, answer) = post(&webhook, pod).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(answer["response"]["allowed"], true);
+        assert_eq!(webhook.stats.injections_cut.get(), 1);
+        silent.abort();
     }
 
     // Two of the apiserver's largest objects fit, with room for the envelope, and no more than a mebibyte more.

@@ -202,23 +202,57 @@ impl TestEnv {
     }
 }
 
-/// Installs (or updates) the regcred CRD from `crds/` and waits until it is established.
+/// The README's command for the CRD on its own, word for word after `kubectl` (tests/chart.rs holds the README to
+/// it). Run from the repository's root, so `crds/` is the directory users apply.
+pub const CRD_INSTALL: [&str; 4] = ["apply", "--server-side", "-f", "crds/"];
+
+/// The chart, as the README names it.
+pub const CHART: &str = "charts/regcred";
+
+/// The README's `helm install` of release `release` into `namespace`, word for word after `helm` (tests/chart.rs
+/// holds the README to it). Tests add their `--set` values and flags such as `--wait` after it.
+pub fn helm_install_args(release: &str, namespace: &str) -> Vec<String> {
+    ["install", release, CHART, "--namespace", namespace, "--create-namespace"].map(str::to_owned).to_vec()
+}
+
+/// Installs (or updates) the regcred CRD as the README tells users to, [`CRD_INSTALL`], and waits until every
+/// CRD kubectl applied is established.
 pub async fn install_crd(client: &Client) {
-    // As users install it: the committed file, read by kubectl's own YAML reader (YAML 1.1, where a bare `Off`
-    // is a boolean), never by a reader of the tests' that could hide a difference.
-    let path = repo_root().join("crds/regcred.dev_registryprofiles.yaml");
-    let file = path.to_str().unwrap();
-    let (ok, out) = webhook::kubectl(&["apply", "--server-side", "--force-conflicts", "-f", file], "").await;
-    assert!(ok, "kubectl apply of the CRD: {out}");
-    let text = std::fs::read_to_string(&path).unwrap();
-    let crd: CustomResourceDefinition = serde_yaml::from_str(&text).unwrap();
+    // Through kubectl's own YAML reader (YAML 1.1, where a bare `Off` is a boolean), from the directory users
+    // apply: never through a reader or a path of the tests' own that could hide a difference.
+    let mut kubectl = Command::new(kubectl_program());
+    kubectl.args(CRD_INSTALL).args(["-o", "name"]).env("KUBECONFIG", kubeconfig_path()).current_dir(repo_root());
+    let (status, out) = run_with_input(kubectl, "").await;
+    assert!(status == 0, "kubectl {}: {out}", CRD_INSTALL.join(" "));
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    wait_for("the RegistryProfile CRD to be established", Duration::from_secs(30), || async {
-        let crd = api.get(&crd.name_any()).await.ok()?;
-        let established = crd.status?.conditions?.iter().any(|c| c.type_ == "Established" && c.status == "True");
-        established.then_some(())
-    })
-    .await;
+    let names: Vec<&str> =
+        out.lines().filter_map(|l| l.strip_prefix("customresourcedefinition.apiextensions.k8s.io/")).collect();
+    assert!(!names.is_empty(), "kubectl {} applied no CRD: {out}", CRD_INSTALL.join(" "));
+    for name in names {
+        wait_for(&format!("the CRD {name} to be established"), Duration::from_secs(30), || async {
+            let crd = api.get(name).await.ok()?;
+            let established = crd.status?.conditions?.iter().any(|c| c.type_ == "Established" && c.status == "True");
+            established.then_some(())
+        })
+        .await;
+    }
+}
+
+/// The kubectl built with the local control plane (matching the server), else the one on PATH.
+pub fn kubectl_program() -> PathBuf {
+    let local = repo_root().join(".local/bin/kubectl");
+    if local.exists() { local } else { "kubectl".into() }
+}
+
+/// Whether Helm release `release` exists in `namespace`.
+pub fn helm_release_exists(release: &str, namespace: &str) -> bool {
+    std::process::Command::new(repo_root().join(".local/bin/helm"))
+        .args(["status", release, "--namespace", namespace])
+        .env("KUBECONFIG", kubeconfig_path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 /// The name of the test's MutatingWebhookConfiguration: the only one its operator may touch. It is the chart's
@@ -251,15 +285,9 @@ pub fn helm(args: &[&str]) -> String {
 /// runs with exactly the permissions the chart grants.
 pub async fn operator_identity(env: &TestEnv, namespace: &str) -> PathBuf {
     let release = webhook_configuration_name(env);
-    helm(&[
-        "install",
-        &release,
-        "charts/regcred",
-        "--namespace",
-        namespace,
-        "--set",
-        "crds.install=false,webhook.enabled=false,replicaCount=0",
-    ]);
+    let mut install = helm_install_args(&release, namespace);
+    install.extend(["--set".to_owned(), "crds.install=false,webhook.enabled=false,replicaCount=0".to_owned()]);
+    helm(&install.iter().map(String::as_str).collect::<Vec<_>>());
     // Cluster-scoped objects of the release, and its Event rights in `default`; the rest goes with the namespace.
     env.cleanup::<ClusterRole>(&release);
     env.cleanup::<ClusterRoleBinding>(&release);

@@ -17,7 +17,7 @@ use regcred::api::RegistryProfile;
 use serde_json::json;
 
 use super::registry::{Auth, PASSWORD, Registry, USER};
-use super::{TestEnv, apply, helm, repo_root, wait_for};
+use super::{CHART, TestEnv, apply, helm, helm_install_args, helm_release_exists, repo_root, wait_for};
 
 /// The node, as `tools/node-up.sh` recorded it in `$REGCRED_LOCAL/node/node.env`.
 pub struct Node {
@@ -242,23 +242,19 @@ pub async fn install_with(client: &Client, node: &Node, values: &[&str]) -> Inst
     apply(&Api::<Secret>::namespaced(client.clone(), NS), &pull).await;
     let (repository, tag) = image.rsplit_once(':').unwrap();
     let started = Instant::now();
-    helm(&[
-        "upgrade",
-        "--install",
-        RELEASE,
-        "charts/regcred",
-        "--namespace",
-        NS,
-        "--set",
-        &[format!("image.repository={repository},image.tag={tag},imagePullSecrets[0].name=regcred-image")]
-            .into_iter()
-            .chain(values.iter().map(|v| (*v).to_owned()))
-            .collect::<Vec<_>>()
-            .join(","),
-        "--wait",
-        "--timeout",
-        "180s",
-    ]);
+    // As the README says: `helm install` the first time, `helm upgrade` (with this test's values) after.
+    let mut command = if helm_release_exists(RELEASE, NS) {
+        ["upgrade", RELEASE, CHART, "--namespace", NS].map(str::to_owned).to_vec()
+    } else {
+        helm_install_args(RELEASE, NS)
+    };
+    let sets = [format!("image.repository={repository},image.tag={tag},imagePullSecrets[0].name=regcred-image")]
+        .into_iter()
+        .chain(values.iter().map(|v| (*v).to_owned()))
+        .collect::<Vec<_>>()
+        .join(",");
+    command.extend(["--set".to_owned(), sets, "--wait".to_owned(), "--timeout".to_owned(), "180s".to_owned()]);
+    helm(&command.iter().map(String::as_str).collect::<Vec<_>>());
     let ready = wait_for("both replicas Ready", WAIT, || async {
         let ready = ready_pods(client, NS, SELECTOR).await;
         (ready.len() == 2).then_some(ready)

@@ -1,5 +1,7 @@
 //! The webhook registered with the local control plane, for tests and benchmarks.
 
+pub mod slow;
+
 use std::collections::BTreeMap;
 
 use base64::Engine as _;
@@ -98,6 +100,30 @@ pub async fn start_operator(env: &TestEnv, extra: &[&str]) -> Harness {
     let h = Harness::start_with(env, &args).await;
     wait_ca_bundle(&env.client, &name, WAIT).await;
     h
+}
+
+/// [`start`], with regcred talking to the apiserver through a [`slow::SlowApiserver`] that holds its admission
+/// lookups for `delay` once switched on (the webhook's own tests reach the apiserver directly).
+pub async fn start_behind_slow_apiserver(
+    env: &TestEnv,
+    delay: std::time::Duration,
+    extra: &[&str],
+) -> (Harness, slow::SlowApiserver) {
+    super::install_crd(&env.client).await;
+    let op_ns = env.namespace("system", &[]).await;
+    let identity = super::operator_identity(env, &op_ns).await;
+    let apiserver = slow::SlowApiserver::start(&identity, delay).await;
+    let port = free_port();
+    let name = register(env, port, None).await;
+    let addr = format!("127.0.0.1:{port}");
+    let mut args = vec!["--webhook-addr", &addr, "--webhook-configuration", &name, "--webhook-dns-names", "127.0.0.1"];
+    args.extend_from_slice(extra);
+    let operator = super::Operator::start_env(&apiserver.kubeconfig, &op_ns, &env.id, &args, &[]);
+    let kubeconfig = apiserver.kubeconfig.clone();
+    let h = Harness { env: env.clone(), op_ns, operator: Some(operator), kubeconfig };
+    wait_ca_bundle(&env.client, &name, WAIT).await;
+    serve_registry(&h).await;
+    (h, apiserver)
 }
 
 /// [`start_operator`], then the profile of [`serve_registry`].
