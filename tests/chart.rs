@@ -330,7 +330,8 @@ fn every_rbac_rule_the_chart_grants_is_in_the_readmes_table_with_its_reason() {
     let off = rbac_granted(&render("regcred-system", &["rbac.profileEditorRole=false"]), "regcred-system");
     assert!(!off.iter().any(|(place, ..)| place == "profile editors"));
     // Self-healing's rules go with it: Notify keeps the Events and drops evictions, Off drops both.
-    let evicts = |g: &std::collections::BTreeSet<Grant>| g.iter().any(|(_, _, resource, _)| resource == "pods/eviction");
+    let evicts =
+        |g: &std::collections::BTreeSet<Grant>| g.iter().any(|(_, _, resource, _)| resource == "pods/eviction");
     let healing = |g: &std::collections::BTreeSet<Grant>| g.iter().any(|(place, ..)| place == "healing");
     assert!(evicts(&granted));
     let notify = rbac_granted(&render("regcred-system", &["healing.mode=Notify"]), "regcred-system");

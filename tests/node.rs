@@ -446,3 +446,183 @@ async fn pods_pull_with_acr_gcp_and_quay_tokens_minted_from_regcreds_own_service
         })
         .await;
 }
+
+/// Scales regcred's Deployment to `replicas` and waits until that many of its Pods are Ready (0: none left).
+async fn scale_regcred(client: &Client, replicas: i32) {
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), NS);
+    let patch = json!({"spec": {"replicas": replicas}});
+    deployments.patch(RELEASE, &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
+    wait_for(&format!("regcred at {replicas} replicas"), WAIT, || async {
+        let all = pods.list(&kube::api::ListParams::default().labels(SELECTOR)).await.ok()?.items.len();
+        let ready = ready_pods(client, NS, SELECTOR).await.len();
+        (ready == usize::try_from(replicas).unwrap() && (replicas > 0 || all == 0)).then_some(())
+    })
+    .await;
+}
+
+/// The Pods of `ns` (name, uid, running, pull Secrets).
+async fn pods_of(client: &Client, ns: &str) -> Vec<(String, String, bool, Vec<String>)> {
+    let list = Api::<Pod>::namespaced(client.clone(), ns).list(&Default::default()).await.unwrap();
+    list.items
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .map(|p| {
+            let running = p
+                .status
+                .as_ref()
+                .and_then(|s| s.container_statuses.as_ref())
+                .is_some_and(|c| c.iter().all(|c| c.state.as_ref().is_some_and(|s| s.running.is_some())));
+            let secrets = p.spec.as_ref().and_then(|s| s.image_pull_secrets.clone()).unwrap_or_default().into_iter();
+            (p.metadata.name.unwrap(), p.metadata.uid.unwrap(), running, secrets.map(|r| r.name).collect())
+        })
+        .collect()
+}
+
+/// Self-healing on the node: with regcred scaled to 0, a Deployment (16 Pods), a StatefulSet (4 Pods, in a
+/// namespace created during the outage), a standalone Pod and a Deployment guarded by a PodDisruptionBudget are
+/// admitted without regcred's Secret. Once regcred is back, the controllers' Pods are evicted once each and
+/// re-created with the Secret, and run; the standalone Pod gets an Event saying what to do; the guarded Pod's
+/// eviction is refused by its budget, reported, never forced.
+#[tokio::test]
+async fn workloads_admitted_while_regcred_was_down_heal_once_it_is_back() {
+    let node = Node::get();
+    TestEnv::new("heal")
+        .await
+        .run(|env| async move {
+            let client = env.client.clone();
+            let Scene { registry, image, profile, chosen, .. } = scene(&env, &node, Auth::Basic, false).await;
+            let secret = format!("regcred-{profile}");
+            let (key, value) = selection(&env);
+            // The guarded workload first pulls with a Secret of its own (as before a migration to regcred), so it
+            // runs; the Secret then goes, and its next pull (a liveness probe restarts it, Always pulls) fails
+            // while the Pod is Running: only a Running Pod is protected by a budget.
+            let legacy = Secret {
+                metadata: kube::api::ObjectMeta { name: Some("legacy".into()), ..Default::default() },
+                type_: Some("kubernetes.io/dockerconfigjson".into()),
+                data: Some([(
+                    ".dockerconfigjson".to_owned(),
+                    support::node::dockerconfigjson(&registry.addr, support::registry::USER, PASSWORD),
+                )]
+                .into()),
+                ..Default::default()
+            };
+            let secrets: Api<Secret> = Api::namespaced(client.clone(), &chosen);
+            secrets.create(&PostParams::default(), &legacy).await.unwrap();
+
+            scale_regcred(&client, 0).await;
+            let late = env.namespace("late", &[(&key, &value)]).await;
+            let template = |app: &str, pull_secrets: serde_json::Value, probe: bool| {
+                let mut container = json!({"name": "app", "image": image, "imagePullPolicy": "Always"});
+                if probe {
+                    container["livenessProbe"] = json!({"tcpSocket": {"port": 9}, "initialDelaySeconds": 5,
+                        "periodSeconds": 1, "failureThreshold": 1});
+                }
+                json!({"metadata": {"labels": {"app": app}}, "spec": {"containers": [container],
+                    "imagePullSecrets": pull_secrets, "terminationGracePeriodSeconds": 1,
+                    "automountServiceAccountToken": false}})
+            };
+            let deployment = |name: &str, replicas: i32, pull_secrets: serde_json::Value, probe: bool| -> Deployment {
+                serde_json::from_value(json!({"metadata": {"name": name}, "spec": {"replicas": replicas,
+                    "selector": {"matchLabels": {"app": name}}, "template": template(name, pull_secrets, probe)}}))
+                .unwrap()
+            };
+            let deployments: Api<Deployment> = Api::namespaced(client.clone(), &chosen);
+            let post = PostParams::default();
+            deployments.create(&post, &deployment("guarded", 1, json!([{"name": "legacy"}]), true)).await.unwrap();
+            let pdb: k8s_openapi::api::policy::v1::PodDisruptionBudget = serde_json::from_value(
+                json!({"metadata": {"name": "guarded"}, "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "guarded"}}}}),
+            )
+            .unwrap();
+            Api::namespaced(client.clone(), &chosen).create(&post, &pdb).await.unwrap();
+            deployments.create(&post, &deployment("web", 16, json!([]), false)).await.unwrap();
+            let statefulset: k8s_openapi::api::apps::v1::StatefulSet = serde_json::from_value(json!({
+                "metadata": {"name": "db"}, "spec": {"replicas": 4, "serviceName": "db",
+                "podManagementPolicy": "Parallel", "selector": {"matchLabels": {"app": "db"}},
+                "template": template("db", json!([]), false)}}))
+            .unwrap();
+            Api::namespaced(client.clone(), &late).create(&post, &statefulset).await.unwrap();
+            create_pod(&client, &chosen, &pod("lonely", &image, "Always")).await;
+
+            // Every Pod admitted without regcred's Secret; the guarded one ran with its own, then fails to pull.
+            let guarded = wait_for("the guarded Pod running with its own Secret", WAIT, || async {
+                pods_of(&client, &chosen).await.into_iter().find(|(n, _, running, _)| n.starts_with("guarded-") && *running)
+            })
+            .await;
+            secrets.delete("legacy", &DeleteParams::default()).await.unwrap();
+            let pods: Api<Pod> = Api::namespaced(client.clone(), &chosen);
+            wait_for("the guarded Pod Running, failing to pull", WAIT, || async {
+                let p = pods.get(&guarded.0).await.ok()?;
+                let status = p.status?;
+                let waiting = status.container_statuses?.first()?.state.clone()?.waiting?.reason?;
+                (status.phase.as_deref() == Some("Running") && waiting.contains("ImagePull")).then_some(())
+            })
+            .await;
+            let before: Vec<_> = [pods_of(&client, &chosen).await, pods_of(&client, &late).await].concat();
+            assert_eq!(before.len(), 22, "{before:?}");
+            assert!(before.iter().all(|(_, _, running, s)| !running && !s.contains(&secret)), "{before:?}");
+            let healable: Vec<String> = before
+                .iter()
+                .filter(|(n, ..)| n.starts_with("web-") || n.starts_with("db-"))
+                .map(|(_, uid, ..)| uid.clone())
+                .collect();
+
+            // regcred comes back: every Deployment and StatefulSet Pod is replaced by one with the Secret, and runs.
+            let back = Instant::now();
+            scale_regcred(&client, 2).await;
+            let running_at = std::sync::Mutex::new(std::collections::BTreeMap::<String, Duration>::new());
+            wait_for("20 re-created Pods running with the Secret", Duration::from_secs(300), || async {
+                let now = [pods_of(&client, &chosen).await, pods_of(&client, &late).await].concat();
+                let mut running_at = running_at.lock().unwrap();
+                for (name, uid, running, s) in now {
+                    let ours = name.starts_with("web-") || name.starts_with("db-");
+                    if ours && running && s.contains(&secret) && !healable.contains(&uid) {
+                        running_at.entry(uid).or_insert_with(|| back.elapsed());
+                    }
+                }
+                (running_at.len() >= 20).then_some(())
+            })
+            .await;
+            let running_at = running_at.into_inner().unwrap();
+            let mut times: Vec<f64> = running_at.values().map(Duration::as_secs_f64).collect();
+            times.sort_by(f64::total_cmp);
+            eprintln!(
+                "self-healing: {} Pods running with the Secret after regcred's return: p50 {:.1}s, max {:.1}s",
+                times.len(),
+                times[times.len() / 2],
+                times[times.len() - 1]
+            );
+
+            // The standalone Pod: an Event on it and on the profile says what to do; it is not deleted.
+            let events = wait_for("the standalone Pod's Event", WAIT, || async {
+                let events = support::node::kubelet_events(&client, &chosen, "lonely").await;
+                events.iter().any(|e| e.starts_with("MissingPullSecret:")).then_some(events)
+            })
+            .await;
+            let note = events.iter().find(|e| e.starts_with("MissingPullSecret:")).unwrap();
+            assert!(note.contains(&secret) && note.contains("delete"), "{note}");
+            assert!(pods.get_opt("lonely").await.unwrap().is_some(), "the standalone Pod was deleted");
+
+            // The guarded Pod: its eviction refused by the budget, reported, the Pod still there.
+            let profiles = Api::<regcred::api::RegistryProfile>::all(client.clone());
+            let healed = running_at.len();
+            let status = wait_for("the refused eviction and every eviction in status", WAIT, || async {
+                let healing = profiles.get(&profile).await.ok()?.status?.healing?;
+                let blocked = healing.recent.iter().any(|a| a.pod == guarded.0 && a.action == "Blocked");
+                (blocked && usize::try_from(healing.evictions).ok()? >= healed).then_some(healing)
+            })
+            .await;
+            let guarded_now = pods.get(&guarded.0).await.unwrap();
+            assert_eq!(guarded_now.metadata.uid.as_deref(), Some(guarded.1.as_str()), "the guarded Pod was replaced");
+            assert!(guarded_now.metadata.deletion_timestamp.is_none(), "the guarded Pod is being deleted");
+            let events = support::node::kubelet_events(&client, &chosen, &guarded.0).await;
+            assert!(events.iter().any(|e| e.starts_with("EvictionBlocked:")), "{events:?}");
+
+            // One eviction per healed Pod: none of the re-created Pods was evicted again.
+            assert_eq!(usize::try_from(status.evictions).unwrap(), healed, "{status:?}");
+            eprintln!("self-healing: {} evictions for {healed} healed Pods: {:.2} per Pod", status.evictions,
+                f64::from(status.evictions) / healed as f64);
+            let _ = registry;
+        })
+        .await;
+}
