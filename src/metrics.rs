@@ -61,6 +61,7 @@ pub struct Metrics {
     pull_failures: Family<PullLabels, Counter>,
     pull_events_refused: Family<ReasonLabels, Counter>,
     heals: Family<HealLabels, Counter>,
+    deletions_held: Family<ProfileLabels, Gauge>,
     view: View,
     /// Whether the webhook listens, when this replica serves one: part of readiness.
     webhook_serving: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
@@ -121,6 +122,12 @@ impl Metrics {
              acted_already, lists_secret, secret_not_in_place, off)",
             heals.clone(),
         );
+        let deletions_held = Family::<ProfileLabels, Gauge>::default();
+        registry.register(
+            "deletions_held",
+            "Secrets of the profile the deletion guard keeps until the change is confirmed or reverted",
+            deletions_held.clone(),
+        );
         let webhook_serving = webhook.map(|stats| stats.serving.clone());
         Self {
             registry,
@@ -132,6 +139,7 @@ impl Metrics {
             pull_failures,
             pull_events_refused,
             heals,
+            deletions_held,
             view,
             webhook_serving,
         }
@@ -169,6 +177,16 @@ impl Metrics {
     /// Counts one Event about a pull failure that was not used, and why.
     pub fn pull_event_refused(&self, reason: &str) {
         self.pull_events_refused.get_or_create(&ReasonLabels { reason: reason.to_owned() }).inc();
+    }
+
+    /// How many of `profile`'s Secrets the deletion guard holds; a profile that holds none has no series.
+    pub fn set_deletions_held(&self, profile: &str, n: usize) {
+        let labels = ProfileLabels { profile: profile.to_owned() };
+        if n == 0 {
+            self.deletions_held.remove(&labels);
+        } else {
+            self.deletions_held.get_or_create(&labels).set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
     }
 
     /// Records one reconcile.

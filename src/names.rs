@@ -19,6 +19,9 @@ pub const DOCKER_CONFIG_TYPE: &str = "kubernetes.io/dockerconfigjson";
 pub const DOCKER_CONFIG_KEY: &str = ".dockerconfigjson";
 /// Annotation on managed Secrets holding short-lived tokens: when they expire (RFC 3339).
 pub const EXPIRES_AT_ANNOTATION: &str = "regcred.dev/expires-at";
+/// Annotation on a profile confirming the deletions the guard holds, set to the profile's `metadata.generation`
+/// (see [`crate::secrets::guard`]).
+pub const CONFIRM_DELETIONS_ANNOTATION: &str = "regcred.dev/confirm-deletions";
 
 /// The Secret name a profile writes.
 pub fn secret_name(profile: &RegistryProfile) -> String {

@@ -385,3 +385,83 @@ async fn a_controller_killed_mid_sync_converges_after_restart_without_loss_or_du
         })
         .await;
 }
+
+/// The deletion guard (issue 27): one namespace relabelled out loses its Secret at once; a selector typo that would
+/// take the Secret out of every namespace holds those deletions and says so, the rest of the sync goes on, and a
+/// confirmation for the profile's generation releases them.
+#[tokio::test]
+async fn a_selector_typo_holds_deletions_until_confirmed_and_ordinary_deselection_is_not_held() {
+    TestEnv::new("guard")
+        .await
+        .run(|env| async move {
+            let h = Harness::start(&env).await;
+            let mut namespaces = Vec::new();
+            for i in 0..5 {
+                namespaces.push(env.namespace_nowait(&format!("n{i}"), &[("pull", "yes")]).await);
+            }
+            h.source("creds", &[("username", "bot"), ("password", "pw")]).await;
+            let profile = h.profile("p", basic_spec(h.select("yes"))).await;
+            for ns in &namespaces {
+                h.wait_credentials(ns, "pull", SERVER, "pw").await;
+            }
+            h.ready(&profile).await;
+
+            // Ordinary work: one namespace relabelled out loses its Secret at once.
+            let out = namespaces.pop().unwrap();
+            h.set_labels(&out, json!({"pull": "no"})).await;
+            h.wait_gone(&out, "pull").await;
+            h.ready(&profile).await;
+
+            // A typo in the selector would delete the Secret from all four namespaces left: held, and said.
+            h.profile("p", basic_spec(h.select("yse"))).await;
+            let p = h.condition(&profile, "DeletionsHeld", "True", "DeletionsHeld").await;
+            let generation = p.metadata.generation.unwrap();
+            let status = p.status.unwrap();
+            let held = status.conditions.iter().find(|c| c.type_ == "DeletionsHeld").unwrap();
+            let confirm =
+                format!("kubectl annotate registryprofile {profile} regcred.dev/confirm-deletions={generation}");
+            assert!(held.message.starts_with("4 Secrets would be deleted at once"), "{}", held.message);
+            assert!(held.message.contains(&confirm), "{}", held.message);
+            let ready = status.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+            assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "DeletionsHeld"));
+            for ns in &namespaces {
+                assert!(h.secret(ns, "pull").await.is_some(), "{ns}: a held Secret was deleted");
+            }
+            let operator = h.operator.as_ref().unwrap();
+            assert_eq!(operator.metric("regcred_deletions_held").await, 4.0);
+            let events = Api::<Event>::all(h.client());
+            let warnings = || async {
+                let all = events.list(&ListParams::default()).await.unwrap().items;
+                all.into_iter()
+                    .filter(|e| {
+                        e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(profile.as_str())
+                            && e.reason.as_deref() == Some("DeletionsHeld")
+                    })
+                    .collect::<Vec<_>>()
+            };
+            let event = wait_for("a DeletionsHeld Event", WAIT, || async { warnings().await.pop() }).await;
+            assert_eq!(event.type_.as_deref(), Some("Warning"));
+            assert!(event.note.as_deref().unwrap_or_default().contains(&confirm), "{event:?}");
+
+            // The rest of the sync goes on: a namespace the new selector selects gets its Secret.
+            let new = env.namespace_nowait("new", &[("pull", "yse")]).await;
+            h.wait_credentials(&new, "pull", SERVER, "pw").await;
+
+            // Confirmed for this generation: the held Secrets go, the condition clears.
+            let annotate =
+                json!({"metadata": {"annotations": {"regcred.dev/confirm-deletions": generation.to_string()}}});
+            Api::<RegistryProfile>::all(h.client())
+                .patch(&profile, &PatchParams::default(), &Patch::Merge(&annotate))
+                .await
+                .unwrap();
+            for ns in &namespaces {
+                h.wait_gone(ns, "pull").await;
+            }
+            let p = h.ready(&profile).await;
+            assert!(p.status.unwrap().conditions.iter().all(|c| c.type_ != "DeletionsHeld"));
+            assert!(h.secret(&new, "pull").await.is_some());
+            assert_eq!(operator.metric("regcred_deletions_held").await, 0.0);
+            assert_eq!(warnings().await.len(), 1, "one Event for the hold, not one per reconcile");
+        })
+        .await;
+}

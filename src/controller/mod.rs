@@ -10,7 +10,8 @@
 //! Cleanup after a deleted profile is left to Kubernetes' garbage collector: every managed Secret carries an
 //! ownerReference to its profile. Unlike a finalizer, this cannot leave a profile stuck in deletion when regcred is
 //! down or uninstalled, and it still removes every Secret. Deselection, renames and anonymous profiles are
-//! handled by the reconcile itself, which deletes only Secrets whose ownerReference names the profile's UID.
+//! handled by the reconcile itself, which deletes only Secrets whose ownerReference names the profile's UID, and
+//! only as many at once as the deletion guard ([`crate::secrets::guard`]) releases.
 
 pub mod checks;
 pub mod decide;
@@ -213,6 +214,7 @@ pub async fn run(
             }
         };
         let client = client.clone();
+        let metrics = metrics.clone();
         futures::stream::once(all_once).chain(view.dirty.clone().batches()).flat_map(move |names| {
             let mut objects = Vec::new();
             for name in names {
@@ -220,8 +222,9 @@ pub async fn run(
                     objects.push(Ok(RegistryProfile::clone(&p)));
                 } else {
                     // Gone from the view: its minting stops, and what it left on ServiceAccounts goes too (its
-                    // Secrets are the garbage collector's).
+                    // Secrets are the garbage collector's, never held).
                     view.refresher.stop(&name);
+                    metrics.set_deletions_held(&name, 0);
                     if !recorded_by(&view, &name).is_empty() {
                         tokio::spawn(release_service_accounts(client.clone(), view.clone(), name));
                     }

@@ -2,8 +2,9 @@
 //!
 //! 1. Resolve: the profile's [`Meaning`] from the view (compiled once per generation), where its credentials
 //!    come from ([`resolve::source`]), and for token sources the refresher's state (minting starts here).
-//! 2. Decide, purely: what to write ([`decide::credentials`]), whether to sync at all ([`decide::gate`]), and
-//!    the writes that bring every selected namespace to it ([`plan::plan`]).
+//! 2. Decide, purely: what to write ([`decide::credentials`]), whether to sync at all ([`decide::gate`]), the
+//!    writes that bring every selected namespace to it ([`plan::plan`]), and which of the deletions among them run
+//!    now ([`guard::decide`]).
 //! 3. Execute: the Secret writes through the one writer, within the shared budget; then ServiceAccount mode.
 //! 4. Status: computed ([`status::compute`]) and written only when it changed, with an Event per change.
 
@@ -14,17 +15,20 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
-use tracing::{Instrument, info, info_span, warn};
+use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::decide::{self, Written};
 use super::events::{Event, EventType};
 use super::plan::{self, Target};
-use super::status::{self, SyncOutcome};
+use super::status::{self, Held, SyncOutcome};
 use super::{Context, Error, preflight, requeue_after, service_accounts};
 use crate::api::{NamespaceFailure, OnFailure, RegistryProfile, RegistryProfileStatus};
-use crate::names::{DOCKER_CONFIG_KEY, DOCKER_CONFIG_TYPE, FIELD_MANAGER, token_copy_name};
+use crate::names::{
+    CONFIRM_DELETIONS_ANNOTATION, DOCKER_CONFIG_KEY, DOCKER_CONFIG_TYPE, FIELD_MANAGER, token_copy_name,
+};
 use crate::resolve::{self, Meaning, Source};
 use crate::secrets::Writer;
+use crate::secrets::guard::{self, Cause, Deletion};
 
 /// Reconciles one profile, in a span naming it.
 pub async fn reconcile(profile: Arc<RegistryProfile>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -96,18 +100,19 @@ async fn reconcile_inner(profile: Arc<RegistryProfile>, ctx: Arc<Context>) -> Re
         Ok((written, selection)) => {
             let selected = ctx.view.namespaces.selected_by(selection);
             let conflicts = conflicts(&ctx, &meaning, &selected);
-            let mut failures = sync_secrets(&ctx, &profile, &meaning, written, &selected, &conflicts, &uid).await?;
-            failures.extend(conflicts.into_values());
+            let secrets = sync_secrets(&ctx, &profile, &meaning, written, &selected, conflicts, &uid).await?;
+            let mut failures = secrets.failures;
             let selected_count = if written.is_some() { count(selected.len()) } else { 0 };
             let synced = selected_count.saturating_sub(count(failures.len()));
             let failed: BTreeSet<&str> = failures.iter().map(|f| f.namespace.as_str()).collect();
             let in_place: BTreeSet<String> =
                 selected.iter().filter(|ns| !failed.contains(ns.as_str())).cloned().collect();
             let secret = written.is_some().then_some(meaning.secret_name.as_str());
-            let (listed, sa_failures) = sync_service_accounts(&ctx, &profile, secret, &selected, &in_place).await;
+            let (listed, more) =
+                sync_service_accounts(&ctx, &profile, secret, &selected, &in_place, &secrets.kept).await;
             service_accounts_listed = listed;
-            failures.extend(sa_failures);
-            SyncOutcome::Synced { selected: selected_count, synced, failures }
+            failures.extend(more);
+            SyncOutcome::Synced { selected: selected_count, synced, failures, held: secrets.held }
         }
     };
 
@@ -182,17 +187,39 @@ fn conflicts(ctx: &Context, meaning: &Meaning, selected: &BTreeSet<String>) -> B
         .collect()
 }
 
-/// Plans and makes the Secret writes of one profile; returns the namespaces that failed. Namespaces in
-/// `conflicts` are left exactly as they are: nothing created, updated or removed there.
+/// What a profile's Secret sync did.
+struct SecretSync {
+    /// The namespaces where a write failed or a conflict holds.
+    failures: Vec<NamespaceFailure>,
+    /// The deletions the guard holds, as status tells of them.
+    held: Option<Held>,
+    /// The namespaces no longer selected whose Secret the guard holds: their ServiceAccounts keep listing it.
+    kept: BTreeSet<String>,
+}
+
+impl SecretSync {
+    fn new(profile: &RegistryProfile, failures: Vec<NamespaceFailure>, held: &[Deletion], holding: usize) -> Self {
+        let told = (!held.is_empty()).then(|| Held {
+            secrets: held.len(),
+            message: guard::message(held, holding, &profile.name_any(), profile.meta().generation),
+        });
+        let kept = held.iter().filter(|d| d.cause == Cause::Deselected).map(|d| d.namespace.clone()).collect();
+        Self { failures, held: told, kept }
+    }
+}
+
+/// Plans and makes the Secret writes of one profile, the deletions among them as far as the deletion guard
+/// releases them. Namespaces in `conflicts` are left exactly as they are: nothing created, updated or removed
+/// there; the failures returned include theirs.
 async fn sync_secrets(
     ctx: &Context,
     profile: &Arc<RegistryProfile>,
     meaning: &Meaning,
     written: Option<&Written>,
     selected: &BTreeSet<String>,
-    conflicts: &BTreeMap<String, NamespaceFailure>,
+    conflicts: BTreeMap<String, NamespaceFailure>,
     uid: &str,
-) -> Result<Vec<NamespaceFailure>, Error> {
+) -> Result<SecretSync, Error> {
     let observed = ctx.view.managed.observed_for(&meaning.name);
     let target = match written {
         Some(w) => Target::Write {
@@ -202,18 +229,40 @@ async fn sync_secrets(
         None => Target::Nothing,
     };
     let held: BTreeSet<&str> = conflicts.keys().map(String::as_str).collect();
-    let plan = plan::plan(&target, selected, &held, &observed, uid);
+    let gone = |ns: &str| ctx.view.namespace(ns).is_none_or(|n| n.terminating);
+    let mut plan = plan::plan(&target, selected, &held, &observed, uid, gone);
+    let was_holding = ctx
+        .previous_status(profile)
+        .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == status::DELETIONS_HELD && c.status == "True"));
+    let confirmation = profile.annotations().get(CONFIRM_DELETIONS_ANNOTATION).map(String::as_str);
+    let decision = guard::decide(
+        std::mem::take(&mut plan.deletions),
+        plan.holding,
+        was_holding,
+        guard::confirmed(confirmation, profile.meta().generation),
+    );
+    if !decision.held.is_empty() {
+        debug!(held = decision.held.len(), holding = plan.holding, "deletions held until confirmed or reverted");
+    }
+    ctx.metrics.set_deletions_held(&meaning.name, decision.held.len());
+    plan.actions.extend(decision.released.into_iter().map(plan::Action::Delete));
+    let sync = |mut failures: Vec<NamespaceFailure>| {
+        failures.extend(conflicts.into_values());
+        SecretSync::new(profile, failures, &decision.held, plan.holding)
+    };
     if plan.actions.is_empty() {
-        return Ok(Vec::new());
+        return Ok(sync(Vec::new()));
     }
     info!(writes = plan.actions.len(), "syncing Secrets");
     let writer = writer(ctx, profile, &meaning.secret_name, written);
     // The writes run in a task of their own: kube-runtime polls reconcilers inside the controller's stream, where
     // they would share one task with decoding the watch events the writes cause.
     let writes = ctx.writes.clone();
-    tokio::spawn(async move { writer.execute(plan.actions, &writes).await })
+    let actions = std::mem::take(&mut plan.actions);
+    let failures = tokio::spawn(async move { writer.execute(actions, &writes).await })
         .await
-        .map_err(|e| Error::SyncTask(e.to_string()))
+        .map_err(|e| Error::SyncTask(e.to_string()))?;
+    Ok(sync(failures))
 }
 
 fn writer(ctx: &Context, profile: &Arc<RegistryProfile>, secret_name: &str, written: Option<&Written>) -> Writer {
@@ -241,22 +290,24 @@ async fn keep_token_copy(ctx: &Context, profile: &Arc<RegistryProfile>, written:
 }
 
 /// ServiceAccount mode for one profile: every cached ServiceAccount gets what the profile wants of it (see
-/// [`service_accounts::want`]); only those that need a change are patched. Returns how many accounts list the
-/// Secret (`None` when the mode is off) and the accounts that could not be patched.
+/// [`service_accounts::want`]); only those that need a change are patched. In the namespaces in `kept` (no longer
+/// selected, their Secret held by the deletion guard) accounts are left as they are. Returns how many accounts list
+/// the Secret (`None` when the mode is off) and the accounts that could not be patched.
 async fn sync_service_accounts(
     ctx: &Context,
     profile: &RegistryProfile,
     secret: Option<&str>,
     selected: &BTreeSet<String>,
     in_place: &BTreeSet<String>,
+    kept: &BTreeSet<String>,
 ) -> (Option<i32>, Vec<NamespaceFailure>) {
     let name = profile.name_any();
     let patterns = profile.spec.service_accounts.as_ref().map(|s| s.names.as_slice());
     let mut listed = 0;
     let work = ctx.view.service_accounts.filter_map(|sa| {
         let ns = sa.namespace().unwrap_or_default();
-        let want =
-            service_accounts::want(patterns, &sa.name_any(), selected.contains(&ns), secret, in_place.contains(&ns));
+        let served = selected.contains(&ns) || kept.contains(&ns);
+        let want = service_accounts::want(patterns, &sa.name_any(), served, secret, in_place.contains(&ns));
         if matches!(want, service_accounts::Want::Listed(_)) {
             listed += 1;
         }

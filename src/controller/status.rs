@@ -8,6 +8,8 @@ use crate::api::{NamespaceFailure, RegistryProfileStatus};
 pub const READY: &str = "Ready";
 pub const CREDENTIALS_RESOLVED: &str = "CredentialsResolved";
 pub const SECRETS_SYNCED: &str = "SecretsSynced";
+/// Present (and `True`) only while the deletion guard holds deletions ([`crate::secrets::guard`]).
+pub const DELETIONS_HELD: &str = "DeletionsHeld";
 
 /// At most this many failed namespaces are listed in status.
 pub const MAX_FAILURES_LISTED: usize = 20;
@@ -26,10 +28,18 @@ pub enum CredentialsOutcome {
 /// How the namespaces were synced.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SyncOutcome {
-    /// Secrets written where selected; `failures` lists the namespaces where that failed.
-    Synced { selected: i32, synced: i32, failures: Vec<NamespaceFailure> },
+    /// Secrets written where selected; `failures` lists the namespaces where that failed; `held` says which
+    /// deletions the guard holds, if any.
+    Synced { selected: i32, synced: i32, failures: Vec<NamespaceFailure>, held: Option<Held> },
     /// Nothing was touched, for the given reason (credentials unavailable, invalid selector).
     Skipped { reason: String, message: String },
+}
+
+/// Deletions the guard holds: how many Secrets, and the message that says where, why and how to confirm.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Held {
+    pub secrets: usize,
+    pub message: String,
 }
 
 /// An Event to publish on the profile.
@@ -138,7 +148,7 @@ pub fn compute(
         }
     };
     let (selected, synced, mut failures) = match sync {
-        SyncOutcome::Synced { selected, synced, failures } => (*selected, *synced, failures.clone()),
+        SyncOutcome::Synced { selected, synced, failures, .. } => (*selected, *synced, failures.clone()),
         SyncOutcome::Skipped { .. } => {
             let prev = previous.cloned().unwrap_or_default();
             (prev.selected_namespaces, prev.synced_namespaces, prev.failed_namespaces)
@@ -155,12 +165,24 @@ pub fn compute(
                 .map(|(type_, o)| condition(type_, o.ok, &o.reason, o.message.clone(), generation, &now))
         })
         .collect();
-    let ready = match [&creds, &synced_cond].into_iter().chain(checked.iter()).find(|c| c.status != "True") {
+    // Held deletions: said while held; a sync that was skipped leaves the previous word on them standing.
+    let held = match sync {
+        SyncOutcome::Synced { held, .. } => {
+            held.as_ref().map(|h| condition(DELETIONS_HELD, true, DELETIONS_HELD, h.message.clone(), generation, &now))
+        }
+        SyncOutcome::Skipped { .. } => {
+            previous.and_then(|p| p.conditions.iter().find(|c| c.type_ == DELETIONS_HELD)).cloned()
+        }
+    };
+    let failed = [&creds, &synced_cond].into_iter().chain(checked.iter()).find(|c| c.status != "True");
+    // The profile is not at its desired state while deletions are held: Ready says so (after any failure).
+    let ready = match failed.or(held.as_ref()) {
         None => condition(READY, true, "Ready", "credentials are in place".into(), generation, &now),
         Some(c) => condition(READY, false, &c.reason, c.message.clone(), generation, &now),
     };
     let mut conditions = vec![ready, creds, synced_cond];
     conditions.extend(checked);
+    conditions.extend(held);
     if let Some(prev) = previous {
         for c in &mut conditions {
             if let Some(old) = prev.conditions.iter().find(|o| o.type_ == c.type_)
@@ -193,17 +215,26 @@ pub fn compute(
     }
 }
 
-/// Events for every condition whose status or reason changed.
+/// Events for every condition whose status or reason changed, and for held deletions whenever the profile's
+/// generation changed (the confirmation their message asks for names it).
 pub fn events(previous: Option<&RegistryProfileStatus>, next: &RegistryProfileStatus) -> Vec<StatusEvent> {
     next.conditions
         .iter()
         .filter(|c| {
             let old = previous.and_then(|p| p.conditions.iter().find(|o| o.type_ == c.type_));
-            old.is_none_or(|o| o.status != c.status || o.reason != c.reason)
+            old.is_none_or(|o| {
+                o.status != c.status
+                    || o.reason != c.reason
+                    || (c.type_ == DELETIONS_HELD && o.observed_generation != c.observed_generation)
+            })
         })
         // Ready repeats the reason of the condition that failed; one Event per cause is enough.
         .filter(|c| c.type_ != READY || c.status == "True")
-        .map(|c| StatusEvent { warning: c.status != "True", reason: c.reason.clone(), note: c.message.clone() })
+        .map(|c| StatusEvent {
+            warning: c.status != "True" || c.type_ == DELETIONS_HELD,
+            reason: c.reason.clone(),
+            note: c.message.clone(),
+        })
         .collect()
 }
 
@@ -220,7 +251,12 @@ mod tests {
     }
 
     fn synced(selected: i32, failures: Vec<NamespaceFailure>) -> SyncOutcome {
-        SyncOutcome::Synced { selected, synced: selected - i32::try_from(failures.len()).unwrap(), failures }
+        SyncOutcome::Synced {
+            selected,
+            synced: selected - i32::try_from(failures.len()).unwrap(),
+            failures,
+            held: None,
+        }
     }
 
     fn cond<'a>(s: &'a RegistryProfileStatus, t: &str) -> &'a Condition {
@@ -291,6 +327,41 @@ mod tests {
         assert_eq!(cond(&s, READY).status, "True");
         assert_eq!(cond(&s, CREDENTIALS_RESOLVED).reason, "Anonymous");
         assert_eq!(cond(&s, SECRETS_SYNCED).reason, "NotRequired");
+    }
+
+    #[test]
+    fn held_deletions_are_said_once_per_change_and_clear_when_released() {
+        let held = |message: &str| SyncOutcome::Synced {
+            selected: 0,
+            synced: 0,
+            failures: vec![],
+            held: Some(Held { secrets: 5, message: message.into() }),
+        };
+        let before = compute(None, Some(1), None, &resolved(), &synced(5, vec![]), None, at(1));
+        let s = compute(Some(&before), Some(2), None, &resolved(), &held("5 Secrets ..."), None, at(2));
+        assert_eq!(cond(&s, DELETIONS_HELD).status, "True");
+        assert_eq!((cond(&s, READY).status.as_str(), cond(&s, READY).reason.as_str()), ("False", DELETIONS_HELD));
+        assert_eq!(cond(&s, SECRETS_SYNCED).status, "True", "what is selected is synced");
+        let ev = events(Some(&before), &s);
+        assert_eq!(ev.len(), 1, "{ev:?}");
+        assert!(ev[0].warning && ev[0].reason == DELETIONS_HELD && ev[0].note == "5 Secrets ...");
+
+        // Every reconcile while held: no new Event, even as the count moves.
+        let again = compute(Some(&s), Some(2), None, &resolved(), &held("6 Secrets ..."), None, at(3));
+        assert!(events(Some(&s), &again).is_empty());
+        // A skipped sync keeps the word on them.
+        let skipped = SyncOutcome::Skipped { reason: "CredentialsUnavailable".into(), message: "m".into() };
+        let failed = CredentialsOutcome::Failed { reason: "SecretNotFound".into(), message: "m".into() };
+        let kept = compute(Some(&again), Some(2), None, &failed, &skipped, None, at(4));
+        assert_eq!(cond(&kept, DELETIONS_HELD).message, "6 Secrets ...");
+        assert_eq!(cond(&kept, READY).reason, "SecretNotFound", "a failure comes first");
+        // The profile edited while held: said again, with the generation to confirm.
+        let edited = compute(Some(&again), Some(3), None, &resolved(), &held("7 Secrets ..."), None, at(5));
+        assert_eq!(events(Some(&again), &edited).len(), 1);
+        // Released (confirmed, or reverted): the condition goes and the profile is Ready.
+        let released = compute(Some(&edited), Some(3), None, &resolved(), &synced(5, vec![]), None, at(6));
+        assert!(released.conditions.iter().all(|c| c.type_ != DELETIONS_HELD));
+        assert_eq!(cond(&released, READY).status, "True");
     }
 
     #[test]

@@ -285,3 +285,42 @@ async fn a_pending_preflight_never_holds_up_the_secrets_unless_withheld() {
     let synced = conditions.iter().find(|c| c["type"] == "SecretsSynced").unwrap();
     assert_eq!(synced["reason"], "AwaitingPreflight");
 }
+
+#[tokio::test]
+async fn a_renamed_secret_name_writes_the_new_secrets_and_holds_the_old_ones_until_confirmed() {
+    let namespaces = ["a", "b", "c", "d"];
+    let mut s = scene(&namespaces);
+    s.put_source(source("creds", "pw1"));
+    let p = s.put_profile(&profile(spec()));
+    s.reconcile(&p).await;
+    let mut renamed = spec();
+    renamed["secretName"] = json!("pull-new");
+    let mut edited = profile(renamed);
+    edited.metadata.generation = Some(2);
+    let p = s.put_profile(&edited);
+    let seen = s.reconcile(&p).await;
+    let mut writes: Vec<String> = summary(&seen).into_iter().filter(|r| !r.ends_with("/status")).collect();
+    writes.sort();
+    let created: Vec<String> = namespaces.iter().map(|ns| format!("POST /api/v1/namespaces/{ns}/secrets")).collect();
+    assert_eq!(writes, created, "the new names are written, the old ones kept");
+    let status = &seen.iter().find(|r| r.path.ends_with("/status")).unwrap().body["status"];
+    let held = status["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "DeletionsHeld").unwrap();
+    assert!(held["message"].as_str().unwrap().contains("4 under a former secretName"), "{held}");
+    assert!(namespaces.iter().all(|ns| s.view.managed.contains(ns, "pull") && s.view.managed.contains(ns, "pull-new")));
+    // Still held once the new Secrets are in place (the guard counts namespaces, not Secrets); nothing is written.
+    assert_eq!(summary(&s.reconcile(&p).await), Vec::<String>::new());
+
+    // A confirmation for another generation releases nothing; one for this generation, every old Secret.
+    edited.metadata.annotations = Some([("regcred.dev/confirm-deletions".to_owned(), "1".to_owned())].into());
+    let p = s.put_profile(&edited);
+    assert!(summary(&s.reconcile(&p).await).iter().all(|r| !r.starts_with("DELETE")));
+    edited.metadata.annotations = Some([("regcred.dev/confirm-deletions".to_owned(), "2".to_owned())].into());
+    let p = s.put_profile(&edited);
+    let seen = s.reconcile(&p).await;
+    let mut deletes: Vec<String> = summary(&seen).into_iter().filter(|r| r.starts_with("DELETE")).collect();
+    deletes.sort();
+    let old: Vec<String> = namespaces.iter().map(|ns| format!("DELETE /api/v1/namespaces/{ns}/secrets/pull")).collect();
+    assert_eq!(deletes, old);
+    let status = &seen.iter().find(|r| r.path.ends_with("/status")).unwrap().body["status"];
+    assert!(status["conditions"].as_array().unwrap().iter().all(|c| c["type"] != "DeletionsHeld"), "{status}");
+}

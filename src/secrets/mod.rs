@@ -9,6 +9,11 @@
 //! webhook), it creates or updates a profile's Secret only in a namespace that profile selects now and that no
 //! other profile writing the same Secret name selects. A plan that is wrong, or stale, cannot put one profile's
 //! credentials where another's belong.
+//!
+//! It is also where the deletion guard ([`guard`]) is enforced: it deletes a Secret only as a [`guard::Released`]
+//! deletion, which only the guard's decision makes, so no path deletes what the guard holds.
+
+pub mod guard;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -84,8 +89,9 @@ pub enum Action {
     Update { namespace: String },
     /// Ours has the wrong type, which cannot change in place: delete that object (by uid) and create it anew.
     Replace { namespace: String, uid: String },
-    /// Delete a Secret of ours that is no longer wanted (by uid, so nothing else is ever deleted).
-    Delete { namespace: String, name: String, uid: String },
+    /// Delete a Secret of ours that is no longer wanted (by uid, so nothing else is ever deleted), once the
+    /// deletion guard released it: the writer deletes nothing the guard holds.
+    Delete(guard::Released),
 }
 
 pub struct Writer {
@@ -118,9 +124,9 @@ impl Writer {
             Action::Create { namespace } | Action::Update { namespace } | Action::Replace { namespace, .. } => {
                 (namespace.as_str(), self.secret_name.as_str())
             }
-            Action::Delete { namespace, name, .. } => (namespace.as_str(), name.as_str()),
+            Action::Delete(released) => (released.deletion().namespace.as_str(), released.deletion().name.as_str()),
         };
-        if !matches!(action, Action::Delete { .. }) {
+        if !matches!(action, Action::Delete(_)) {
             if let Err(refusal) = self.permits(namespace) {
                 debug!(namespace, secret = name, reason = refusal.reason(), "write refused");
                 return Some(failure(namespace, refusal.reason(), refusal.message(&self.secret_name)));
@@ -140,7 +146,10 @@ impl Writer {
                 None => self.create(&namespace).await,
                 failure => failure,
             },
-            Action::Delete { namespace, name, uid } => self.delete(&namespace, &name, &uid).await,
+            Action::Delete(released) => {
+                let d = released.deletion();
+                self.delete(&d.namespace, &d.name, &d.uid).await
+            }
         }
     }
 
