@@ -29,6 +29,14 @@ pub async fn infer() -> Result<Client, kube::Error> {
     from_config(config)
 }
 
+/// As [`infer`], without retries: for requests whose refusal is the answer, such as an eviction a
+/// PodDisruptionBudget refuses with 429 (which the default client would retry for minutes).
+pub async fn infer_without_retries() -> Result<Client, kube::Error> {
+    let mut config = Config::infer().await.map_err(kube::Error::InferConfig)?;
+    config.default_retry = false;
+    from_config(config)
+}
+
 /// A client for `config`. Configurations this stack does not cover (a proxy, a TLS server name override, exec or
 /// auth-provider credentials, whose client certificates can expire) get kube's default client instead.
 pub fn from_config(config: Config) -> Result<Client, kube::Error> {

@@ -168,6 +168,11 @@ impl Metrics {
         self.pull_failures.get_or_create(&labels).inc_by(n);
     }
 
+    /// Whether this replica's webhook listens (`true` when it serves none).
+    pub fn webhook_listening(&self) -> bool {
+        self.webhook_serving.as_ref().is_none_or(|s| s.load(std::sync::atomic::Ordering::Acquire))
+    }
+
     /// Counts one thing self-healing did (or did not do, and why) for `profile`.
     pub fn healed(&self, profile: &str, action: &str) {
         let labels = HealLabels { profile: profile.to_owned(), action: action.to_owned() };

@@ -112,6 +112,8 @@ pub struct Context {
     pub pulls: crate::images::pulls::PullFailures,
     /// Self-healing's loop guards and recent actions.
     pub healer: std::sync::Mutex<crate::images::heal::Healer>,
+    /// The client evictions are made with: no retries, so a PodDisruptionBudget's 429 is the answer at once.
+    pub evictions: Client,
 }
 
 /// How long a written status is trusted over a cached one that differs from it.
@@ -237,7 +239,12 @@ pub async fn run(
         .with_config(ControllerRuntimeConfig::default().concurrency(4));
     let recorder = Recorder::new(client.clone(), Reporter { controller: settings.reporter.clone(), instance: None });
     let fast = tokio::spawn(fast::serve(client.clone(), view.clone()));
+    let evictions = crate::client::infer_without_retries().await.unwrap_or_else(|e| {
+        warn!(error = %e, "no client without retries; a refused eviction is retried by the default client");
+        client.clone()
+    });
     let ctx = Arc::new(Context {
+        evictions,
         writes: WriteBudget::new(settings.write_concurrency),
         checks: preflight::Checks::new(PREFLIGHT_WORKERS, view.dirty.clone()),
         client,

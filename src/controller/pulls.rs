@@ -215,11 +215,38 @@ async fn record(ctx: &Context, claim: &Claim, profiles: Vec<(String, bool)>) {
 
 /// When self-healing's clock started (its loop guards count from it).
 static ORIGIN: std::sync::LazyLock<Instant> = std::sync::LazyLock::new(Instant::now);
+/// How long the webhook must have listened before an eviction counts on it: the apiserver reaches it through the
+/// Service, whose endpoints follow the Pods' readiness a few seconds later. An eviction before that would have
+/// the replacement admitted without the Secret, again.
+const WEBHOOK_SETTLE: Duration = Duration::from_secs(15);
+/// When this replica's webhook was first seen listening by self-healing.
+static LISTENING_SINCE: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+
+/// Waits, once, until this replica's webhook has listened for [`WEBHOOK_SETTLE`] (at most that long plus as
+/// long again for it to start); says whether it listens.
+async fn webhook_settled(ctx: &Context) -> bool {
+    for _ in 0..WEBHOOK_SETTLE.as_secs() {
+        if ctx.metrics.webhook_listening() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    if !ctx.metrics.webhook_listening() {
+        return false;
+    }
+    let since = *LISTENING_SINCE.get_or_init(Instant::now);
+    tokio::time::sleep(WEBHOOK_SETTLE.saturating_sub(since.elapsed())).await;
+    true
+}
 
 /// Self-healing of a Pod whose authentication failure is confirmed ([`heal::decide`] says whether and how): an
 /// eviction through the Eviction API, or Events on the Pod and the profile; shown in the profile's status and
 /// counted in `regcred_heals_total`.
 async fn heal(ctx: &Context, claim: &Claim, pod: &PodPulls) {
+    if claim.reason != "AuthenticationFailed" {
+        return;
+    }
+    let injects = ctx.settings.injects && webhook_settled(ctx).await;
     let Some(ns) = ctx.view.namespace(&claim.namespace) else { return };
     let profiles = ctx.view.profiles_and_meanings();
     let view = &ctx.view;
@@ -228,7 +255,7 @@ async fn heal(ctx: &Context, claim: &Claim, pod: &PodPulls) {
         &profiles,
         &ns,
         pod,
-        heal::Cap { mode: ctx.settings.healing, injects: ctx.settings.injects },
+        heal::Cap { mode: ctx.settings.healing, injects },
         |namespace, secret| view.managed.contains(namespace, secret),
         |namespace, account, secret| view.service_accounts.lists(namespace, account, secret),
     );
@@ -285,7 +312,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// Evicts the Pod, only if it is still the one looked at (uid precondition). `None`: it is gone or replaced
 /// already (nothing to report).
 async fn evict(ctx: &Context, claim: &Claim, pod: &PodPulls) -> (Option<Evicted>, String) {
-    let api = Api::<Pod>::namespaced(ctx.client.clone(), &claim.namespace);
+    let api = Api::<Pod>::namespaced(ctx.evictions.clone(), &claim.namespace);
     let preconditions = Preconditions { uid: pod.uid.clone(), resource_version: None };
     let params = EvictParams {
         delete_options: Some(DeleteParams { preconditions: Some(preconditions), ..DeleteParams::default() }),

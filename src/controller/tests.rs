@@ -138,6 +138,7 @@ fn scene(namespaces: &[&str]) -> Scene {
     };
     let recorder = Recorder::new(client.clone(), Reporter { controller: "regcred".into(), instance: None });
     let ctx = Arc::new(Context {
+        evictions: client.clone(),
         client,
         settings,
         recorder,

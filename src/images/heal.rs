@@ -6,8 +6,9 @@
 //! gets an Event that says what to do.
 //!
 //! [`decide`] says what one confirmed failure calls for; [`Healer`] keeps it from becoming a loop: a Pod is acted
-//! on once, a controller whose Pod was evicted is not evicted again within [`BACKOFF`] (its next failing Pod gets
-//! an Event instead: something else is wrong), a Pod whose eviction a budget refused waits [`BLOCKED_RETRY`], and
+//! on once, and a Pod its controller created after regcred evicted one of its Pods (within [`BACKOFF`]) is not
+//! evicted: it is the replacement, failing again, so something else is wrong and it gets an Event instead (its
+//! siblings created before that eviction, during the same outage, are evicted as they fail), a Pod whose eviction a budget refused waits [`BLOCKED_RETRY`], and
 //! evictions are limited per profile ([`PER_PROFILE_RATE`]) under a global bound. All of it is pure: the caller
 //! passes the time.
 
@@ -205,8 +206,9 @@ pub struct Healer {
     done: HashMap<String, Duration>,
     /// Pods whose eviction a budget refused, by uid, and when.
     blocked: HashMap<String, Duration>,
-    /// Controllers whose Pod was evicted, by uid, and when.
-    evicted_owners: HashMap<String, Duration>,
+    /// Controllers whose Pod was evicted, by uid: when first within [`BACKOFF`] (by the clock the caller
+    /// passes, and by the wall clock, which a Pod's creation time is compared with).
+    evicted_owners: HashMap<String, (Duration, jiff::Timestamp)>,
     limiter: Limiter,
     shown: HashMap<String, Vec<HealAction>>,
     evictions: HashMap<String, VecDeque<jiff::Timestamp>>,
@@ -239,9 +241,9 @@ fn remember(map: &mut HashMap<String, Duration>, key: &str, now: Duration, keep:
 }
 
 impl Healer {
-    /// The step `verdict` leads to for `pod` at `now`: each Pod is acted on once; an eviction of a Pod whose
-    /// controller had one evicted within [`BACKOFF`] becomes an Event; a refused one waits [`BLOCKED_RETRY`];
-    /// evictions take from the profile's rate.
+    /// The step `verdict` leads to for `pod` at `now`: each Pod is acted on once; an eviction of a Pod created
+    /// after its controller had one evicted (within [`BACKOFF`]) becomes an Event; a refused one waits
+    /// [`BLOCKED_RETRY`]; evictions take from the profile's rate.
     pub fn step(&mut self, verdict: &Verdict, pod: &PodPulls, now: Duration) -> Step {
         let uid = pod.uid.as_deref().unwrap_or_default();
         if self.done.contains_key(uid) {
@@ -252,7 +254,10 @@ impl Healer {
             Verdict::Notify { why, .. } => Step::Notify(*why),
             Verdict::Evict { profile, .. } => {
                 let owner = pod.owner.as_ref().map(|(_, _, uid)| uid.as_str()).unwrap_or_default();
-                if self.evicted_owners.get(owner).is_some_and(|at| now.saturating_sub(*at) < BACKOFF) {
+                let replacement = self.evicted_owners.get(owner).is_some_and(|(at, wall)| {
+                    now.saturating_sub(*at) < BACKOFF && pod.created.is_none_or(|created| created >= *wall)
+                });
+                if replacement {
                     return Step::Notify(Why::StillFailing);
                 }
                 if self.blocked.get(uid).is_some_and(|at| now.saturating_sub(*at) < BLOCKED_RETRY) {
@@ -278,7 +283,15 @@ impl Healer {
             Evicted::Done => {
                 remember(&mut self.done, uid, now, BACKOFF);
                 if let Some((_, _, owner)) = &pod.owner {
-                    remember(&mut self.evicted_owners, owner, now, BACKOFF);
+                    let first = self.evicted_owners.get(owner).filter(|(t, _)| now.saturating_sub(*t) < BACKOFF);
+                    if first.is_none() {
+                        if !self.evicted_owners.contains_key(owner) && self.evicted_owners.len() >= REMEMBERED {
+                            self.evicted_owners.retain(|_, (t, _)| now.saturating_sub(*t) < BACKOFF);
+                        }
+                        if self.evicted_owners.len() < REMEMBERED || self.evicted_owners.contains_key(owner) {
+                            self.evicted_owners.insert(owner.clone(), (now, at));
+                        }
+                    }
                 }
                 let times = self.evictions.entry(profile.to_owned()).or_default();
                 times.push_back(at);
@@ -529,19 +542,29 @@ mod tests {
         let at = jiff::Timestamp::UNIX_EPOCH;
         let evict = Verdict::Evict { profile: "p".into(), secret: "regcred-p".into() };
         let mut healer = Healer::default();
-        let first = pod(RS, &[]);
+        let created = |secs: i64| Some(at + jiff::SignedDuration::from_secs(secs));
+        let mut first = pod(RS, &[]);
+        first.created = created(-60);
         assert_eq!(healer.step(&evict, &first, s(0)), Step::Evict);
         healer.evicted("p", &first, Evicted::Done, s(0), at);
         assert_eq!(healer.step(&evict, &first, s(1)), Step::Skip("acted_already"));
-        // The controller's new Pod fails too: an Event, not a second eviction.
+        // A sibling created during the same outage, before the eviction: evicted too.
+        let mut sibling = pod(RS, &[]);
+        sibling.uid = Some("pod-sibling".into());
+        sibling.created = created(-50);
+        assert_eq!(healer.step(&evict, &sibling, s(2)), Step::Evict);
+        healer.evicted("p", &sibling, Evicted::Done, s(2), at + jiff::SignedDuration::from_secs(2));
+        // The controller's new Pod (created after the first eviction) fails too: an Event, not a second eviction.
         let mut second = pod(RS, &[]);
         second.uid = Some("pod-2".into());
+        second.created = created(1);
         assert_eq!(healer.step(&evict, &second, s(5)), Step::Notify(Why::StillFailing));
         healer.notified(&second, s(5));
         assert_eq!(healer.step(&evict, &second, s(6)), Step::Skip("acted_already"));
         // After the backoff, a third Pod of the controller may be evicted.
         let mut third = pod(RS, &[]);
         third.uid = Some("pod-3".into());
+        third.created = created(10);
         assert_eq!(healer.step(&evict, &third, BACKOFF + s(1)), Step::Evict);
     }
 

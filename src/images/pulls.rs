@@ -159,6 +159,8 @@ pub struct PodPulls {
     pub service_account: String,
     /// The Pod carries the webhook's opt-out label.
     pub opted_out: bool,
+    /// When the apiserver created the Pod.
+    pub created: Option<jiff::Timestamp>,
 }
 
 /// The [`PodPulls`] of `pod`. Pure.
@@ -201,6 +203,7 @@ pub fn pod_pulls(pod: &Pod) -> PodPulls {
             .as_ref()
             .and_then(|l| l.get(crate::api::OPT_OUT_LABEL))
             .is_some_and(|v| v == crate::api::OPT_OUT_VALUE),
+        created: pod.metadata.creation_timestamp.as_ref().map(|t| t.0),
     }
 }
 

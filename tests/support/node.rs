@@ -131,12 +131,21 @@ pub enum Pull {
 
 /// The kubelet's events for a Pod, oldest first, as "Reason: message".
 pub async fn kubelet_events(client: &Client, ns: &str, pod: &str) -> Vec<String> {
+    events_from(client, ns, pod, "kubelet").await
+}
+
+/// The events `component` reported about a Pod (by `source.component` or `reportingComponent`), oldest first, as
+/// "Reason: message".
+pub async fn events_from(client: &Client, ns: &str, pod: &str, component: &str) -> Vec<String> {
     let events: Api<Event> = Api::namespaced(client.clone(), ns);
     let list = events.list(&ListParams::default().fields(&format!("involvedObject.name={pod}"))).await.unwrap();
     let mut items: Vec<Event> = list
         .items
         .into_iter()
-        .filter(|e| e.source.as_ref().and_then(|s| s.component.as_deref()) == Some("kubelet"))
+        .filter(|e| {
+            e.source.as_ref().and_then(|s| s.component.as_deref()) == Some(component)
+                || e.reporting_component.as_deref() == Some(component)
+        })
         .collect();
     items.sort_by_key(|e| e.first_timestamp.clone().map(|t| t.0));
     items.into_iter().map(|e| format!("{}: {}", e.reason.unwrap_or_default(), e.message.unwrap_or_default())).collect()
