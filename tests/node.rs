@@ -586,3 +586,86 @@ async fn workloads_admitted_while_regcred_was_down_heal_once_it_is_back() {
         })
         .await;
 }
+
+/// Self-healing respects PodDisruptionBudgets: a Pod admitted before its namespace was selected, with a pull
+/// Secret of its own that later goes, fails to pull on a restart while Running (only a Running Pod is protected by a
+/// budget). regcred's eviction is refused by the budget: reported in status and by an Event on the Pod, never
+/// forced; the Pod stays.
+#[tokio::test]
+async fn a_disruption_budget_that_forbids_the_eviction_is_reported_not_forced() {
+    let node = Node::get();
+    TestEnv::new("heal-pdb")
+        .await
+        .run(|env| async move {
+            let client = env.client.clone();
+            // The registry lives as long as its handle: kept to the end.
+            let Scene { registry, image, profile, .. } = scene(&env, &node, Auth::Basic, false).await;
+            let secret = format!("regcred-{profile}");
+            let (key, value) = selection(&env);
+            let ns = env.namespace("guarded", &[]).await;
+            let legacy = Secret {
+                metadata: kube::api::ObjectMeta { name: Some("legacy".into()), ..Default::default() },
+                type_: Some("kubernetes.io/dockerconfigjson".into()),
+                data: Some(
+                    [(
+                        ".dockerconfigjson".to_owned(),
+                        support::node::dockerconfigjson(&registry.addr, support::registry::USER, PASSWORD),
+                    )]
+                    .into(),
+                ),
+                ..Default::default()
+            };
+            let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+            let post = PostParams::default();
+            secrets.create(&post, &legacy).await.unwrap();
+            // A liveness probe that always fails restarts the container every few seconds; Always pulls each time.
+            let deployment: Deployment = serde_json::from_value(json!({
+                "metadata": {"name": "guarded"},
+                "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "guarded"}}, "template": {
+                    "metadata": {"labels": {"app": "guarded"}},
+                    "spec": {"containers": [{"name": "app", "image": image, "imagePullPolicy": "Always",
+                        "livenessProbe": {"tcpSocket": {"port": 9}, "initialDelaySeconds": 3, "periodSeconds": 1,
+                            "failureThreshold": 1}}],
+                        "imagePullSecrets": [{"name": "legacy"}], "terminationGracePeriodSeconds": 1,
+                        "automountServiceAccountToken": false}}}}))
+            .unwrap();
+            Api::<Deployment>::namespaced(client.clone(), &ns).create(&post, &deployment).await.unwrap();
+            let pdb: k8s_openapi::api::policy::v1::PodDisruptionBudget = serde_json::from_value(json!({
+                "metadata": {"name": "guarded"},
+                "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "guarded"}}}}))
+            .unwrap();
+            Api::namespaced(client.clone(), &ns).create(&post, &pdb).await.unwrap();
+            let guarded = wait_for("the guarded Pod running with its own Secret", WAIT, || async {
+                pods_of(&client, &ns).await.into_iter().find(|(_, _, running, _)| *running)
+            })
+            .await;
+            assert!(!guarded.3.contains(&secret), "{guarded:?}");
+
+            // Its namespace is selected now: regcred's Secret arrives. Its own Secret goes: the next pull fails.
+            let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+            let label = json!({"metadata": {"labels": {key.clone(): value.clone()}}});
+            namespaces.patch(&ns, &PatchParams::default(), &Patch::Merge(&label)).await.unwrap();
+            wait_secret(&client, &ns, &profile, &registry.addr, PASSWORD).await;
+            secrets.delete("legacy", &DeleteParams::default()).await.unwrap();
+
+            // The eviction is refused by the budget: shown in status and on the Pod; the Pod is not deleted.
+            let profiles = Api::<regcred::api::RegistryProfile>::all(client.clone());
+            wait_for("the refused eviction in status", Duration::from_secs(240), || async {
+                let healing = profiles.get(&profile).await.ok()?.status?.healing?;
+                healing.recent.iter().any(|a| a.pod == guarded.0 && a.action == "Blocked").then_some(())
+            })
+            .await;
+            let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+            let now = pods.get(&guarded.0).await.unwrap();
+            assert_eq!(now.metadata.uid.as_deref(), Some(guarded.1.as_str()), "the guarded Pod was replaced");
+            assert!(now.metadata.deletion_timestamp.is_none(), "the guarded Pod is being deleted");
+            assert_eq!(now.status.and_then(|s| s.phase).as_deref(), Some("Running"));
+            let events = support::node::events_from(&client, &ns, &guarded.0, "regcred").await;
+            let blocked =
+                events.iter().find(|e| e.starts_with("EvictionBlocked:")).unwrap_or_else(|| panic!("{events:?}"));
+            assert!(blocked.contains("PodDisruptionBudget") && blocked.contains(&secret), "{blocked}");
+            let healing = profiles.get(&profile).await.unwrap().status.unwrap().healing.unwrap();
+            assert_eq!(healing.evictions, 0, "{healing:?}");
+        })
+        .await;
+}
