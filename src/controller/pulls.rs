@@ -255,7 +255,7 @@ async fn heal(ctx: &Context, claim: &Claim, pod: &PodPulls) {
         &profiles,
         &ns,
         pod,
-        heal::Cap { mode: ctx.settings.healing, injects },
+        heal::Cap { mode: ctx.settings.healing, injects, operator_namespace: &ctx.settings.operator_namespace },
         |namespace, secret| view.managed.contains(namespace, secret),
         |namespace, account, secret| view.service_accounts.lists(namespace, account, secret),
     );
@@ -274,7 +274,7 @@ async fn heal(ctx: &Context, claim: &Claim, pod: &PodPulls) {
         }
         Step::Notify(why) => {
             let note = heal::advice(why, namespace, name, image, profile, secret);
-            lock(&ctx.healer).notified(pod, now);
+            lock(&ctx.healer).notified(pod, Some(why), now);
             tell(ctx, profile, claim, pod, "MissingPullSecret", &note).await;
             show(ctx, profile, claim, "Notified", note);
             ctx.metrics.healed(profile, if why == heal::Why::StillFailing { "still_failing" } else { "notified" });
@@ -283,7 +283,7 @@ async fn heal(ctx: &Context, claim: &Claim, pod: &PodPulls) {
             let (result, error) = evict(ctx, claim, pod).await;
             let Some(result) = result else {
                 // Gone or replaced already: nothing left to heal in this Pod.
-                lock(&ctx.healer).notified(pod, now);
+                lock(&ctx.healer).notified(pod, None, now);
                 return;
             };
             lock(&ctx.healer).evicted(profile, pod, result, now, jiff::Timestamp::now());
@@ -291,7 +291,7 @@ async fn heal(ctx: &Context, claim: &Claim, pod: &PodPulls) {
             let (action, reason, label) = match result {
                 Evicted::Done => ("Evicted", "EvictedForPullSecret", "evicted"),
                 Evicted::Blocked => ("Blocked", "EvictionBlocked", "blocked"),
-                Evicted::Failed => ("Failed", "EvictionFailed", "failed"),
+                Evicted::Failed | Evicted::Unknown => ("Failed", "EvictionFailed", "failed"),
             };
             if result == Evicted::Done {
                 tracing::info!(namespace, pod = name, profile, "evicted a Pod admitted without its pull Secret");
@@ -320,10 +320,13 @@ async fn evict(ctx: &Context, claim: &Claim, pod: &PodPulls) -> (Option<Evicted>
     };
     match tokio::time::timeout(LOOKUP_TIMEOUT, api.evict(&claim.pod, &params)).await {
         Ok(Ok(_)) => (Some(Evicted::Done), String::new()),
-        Ok(Err(kube::Error::Api(s))) if s.code == 429 => (Some(Evicted::Blocked), s.message),
+        // A budget's refusal says so; a 429 for any other reason (an overloaded apiserver) is a failure.
+        Ok(Err(kube::Error::Api(s))) if s.code == 429 && s.message.contains("disruption budget") => {
+            (Some(Evicted::Blocked), s.message)
+        }
         Ok(Err(kube::Error::Api(s))) if s.code == 404 || s.code == 409 => (None, s.message),
         Ok(Err(e)) => (Some(Evicted::Failed), e.to_string()),
-        Err(_) => (Some(Evicted::Failed), format!("no answer within {LOOKUP_TIMEOUT:?}")),
+        Err(_) => (Some(Evicted::Unknown), format!("no answer within {LOOKUP_TIMEOUT:?}")),
     }
 }
 
@@ -346,8 +349,10 @@ async fn tell(ctx: &Context, profile: &str, claim: &Claim, pod: &PodPulls, reaso
     };
     let on_profile = ctx.view.profiles.get(&ObjectRef::new(profile)).map(|p| p.object_ref(&()));
     for reference in std::iter::once(on_pod).chain(on_profile) {
-        if let Err(e) = ctx.recorder.publish(&event, &reference).await {
-            warn!(error = %e, "could not publish an Event");
+        match tokio::time::timeout(LOOKUP_TIMEOUT, ctx.recorder.publish(&event, &reference)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => warn!(error = %e, "could not publish an Event"),
+            Err(_) => warn!("could not publish an Event: no answer within {LOOKUP_TIMEOUT:?}"),
         }
     }
 }

@@ -29,10 +29,16 @@ pub const CONTROLLERS: [(&str, &str); 4] =
 pub const BACKOFF: Duration = Duration::from_secs(15 * 60);
 /// A Pod whose eviction a PodDisruptionBudget refused is tried again after this long, at its next failure.
 pub const BLOCKED_RETRY: Duration = Duration::from_secs(60);
-/// Evictions per profile: 20 at once (a Deployment's worth of Pods created during an outage), then one every 3 s.
-pub const PER_PROFILE_RATE: Rate = Rate { burst: 20, every: Duration::from_secs(3) };
-/// Evictions of all profiles together: 50 at once, then two a second.
-pub const GLOBAL_RATE: Rate = Rate { burst: 50, every: Duration::from_millis(500) };
+/// Evictions per profile and namespace: 20 at once (a Deployment's worth of Pods created during an outage), then one
+/// every 6 s, so one namespace cannot take a shared profile's whole rate.
+pub const PER_NAMESPACE_RATE: Rate = Rate { burst: 20, every: Duration::from_secs(6) };
+/// Evictions per profile: 50 at once, then one a second.
+pub const PER_PROFILE_RATE: Rate = Rate { burst: 50, every: Duration::from_secs(1) };
+/// Evictions of all profiles together: 100 at once, then four a second.
+pub const GLOBAL_RATE: Rate = Rate { burst: 100, every: Duration::from_millis(250) };
+/// A replacement Pod's creation time (the apiserver's clock, in whole seconds) is compared with regcred's clock at
+/// the first eviction less this margin: a doubt makes an Event, not a second eviction.
+pub const CLOCK_MARGIN: jiff::SignedDuration = jiff::SignedDuration::from_secs(5);
 /// Pods and controllers remembered (beyond it the oldest go); a forgotten Pod is at worst acted on again.
 pub const REMEMBERED: usize = 4096;
 /// How long an action counts as recent in status.
@@ -64,12 +70,16 @@ pub struct Offer {
     pub delivery: Delivery,
 }
 
-/// What regcred itself allows (`--healing`) and whether it serves the webhook.
+/// What regcred itself allows (`--healing`), whether its webhook serves now, and its own namespace.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Cap {
+pub struct Cap<'a> {
     pub mode: HealingMode,
     pub injects: bool,
+    pub operator_namespace: &'a str,
 }
+
+/// Namespaces the chart's webhook configuration never sends (besides regcred's own and those opted out).
+pub const UNSERVED_NAMESPACES: [&str; 1] = ["kube-system"];
 
 /// The [`Offer`]s for a failure of `image` in `pod`, in namespace `ns`: the profiles that select the namespace,
 /// may write into it ([`Meaning::may_write`](crate::resolve::Meaning::may_write), so never a contested one) and
@@ -80,13 +90,15 @@ pub fn offers(
     profiles: &[(std::sync::Arc<crate::api::RegistryProfile>, std::sync::Arc<crate::resolve::Meaning>)],
     ns: &crate::resolve::selection::NamespaceInfo,
     pod: &PodPulls,
-    cap: Cap,
+    cap: Cap<'_>,
     in_place: impl Fn(&str, &str) -> bool,
     account_lists: impl Fn(&str, &str, &str) -> bool,
 ) -> Vec<Offer> {
     let Some(parsed) = crate::registry::reference::parse_memo(image) else { return Vec::new() };
     let meanings = || profiles.iter().map(|(_, m)| &**m);
-    let ns_opted_out = ns.labels.get(crate::api::OPT_OUT_LABEL).is_some_and(|v| v == crate::api::OPT_OUT_VALUE);
+    let ns_opted_out = ns.labels.get(crate::api::OPT_OUT_LABEL).is_some_and(|v| v == crate::api::OPT_OUT_VALUE)
+        || UNSERVED_NAMESPACES.contains(&ns.name.as_str())
+        || ns.name == cap.operator_namespace;
     profiles
         .iter()
         .filter(|(_, m)| m.writes_secret && m.keys.iter().any(|(_, k)| k.matches(&parsed)))
@@ -95,7 +107,9 @@ pub fn offers(
             let mode = p.spec.healing.as_ref().map(|h| h.mode).unwrap_or_default().min(cap.mode);
             let delivery = if cap.injects && !ns_opted_out && !pod.opted_out {
                 Delivery::Webhook
-            } else if account_lists(&ns.name, &pod.service_account, &m.secret_name) {
+            } else if pod.pull_secrets.is_empty() && account_lists(&ns.name, &pod.service_account, &m.secret_name) {
+                // The ServiceAccount admission plugin copies its account's pull Secrets only into a Pod that
+                // names none.
                 Delivery::ServiceAccount
             } else {
                 Delivery::None
@@ -197,6 +211,8 @@ pub enum Evicted {
     Blocked,
     /// Any other error (reported, tried again at the next failure).
     Failed,
+    /// No answer in time: it may have happened, so the controller counts as evicted (its next Pods get Events).
+    Unknown,
 }
 
 /// The loop guards and the recent actions of every profile. Bounded by [`REMEMBERED`] and [`SHOWN`].
@@ -209,7 +225,12 @@ pub struct Healer {
     /// Controllers whose Pod was evicted, by uid: when first within [`BACKOFF`] (by the clock the caller
     /// passes, and by the wall clock, which a Pod's creation time is compared with).
     evicted_owners: HashMap<String, (Duration, jiff::Timestamp)>,
+    /// Per profile and namespace, under the global rate.
     limiter: Limiter,
+    /// Per profile.
+    per_profile: Limiter,
+    /// Pods told by a `NotDelivered` Event, which a later eviction may still heal, by uid.
+    deferred: HashMap<String, Duration>,
     shown: HashMap<String, Vec<HealAction>>,
     evictions: HashMap<String, VecDeque<jiff::Timestamp>>,
 }
@@ -220,11 +241,19 @@ impl Default for Healer {
             done: HashMap::new(),
             blocked: HashMap::new(),
             evicted_owners: HashMap::new(),
-            limiter: Limiter::new(PER_PROFILE_RATE, GLOBAL_RATE, REMEMBERED),
+            limiter: Limiter::new(PER_NAMESPACE_RATE, GLOBAL_RATE, REMEMBERED),
+            per_profile: Limiter::new(PER_PROFILE_RATE, Rate { burst: u32::MAX, every: Duration::ZERO }, REMEMBERED),
+            deferred: HashMap::new(),
             shown: HashMap::new(),
             evictions: HashMap::new(),
         }
     }
+}
+
+/// The key of a Pod's controller: its namespace and uid (a uid alone could be forged from another namespace).
+fn owner_key(pod: &PodPulls) -> String {
+    let uid = pod.owner.as_ref().map(|(_, _, uid)| uid.as_str()).unwrap_or_default();
+    format!("{}/{uid}", pod.namespace)
 }
 
 /// Remembers `key` at `now` in `map`, dropping entries older than `keep` (and the oldest) past [`REMEMBERED`].
@@ -251,11 +280,16 @@ impl Healer {
         }
         match verdict {
             Verdict::Leave(why) => Step::Skip(why),
+            Verdict::Notify { why: Why::NotDelivered, .. }
+                if self.deferred.get(uid).is_some_and(|at| now.saturating_sub(*at) < BACKOFF) =>
+            {
+                Step::Skip("notified_recently")
+            }
             Verdict::Notify { why, .. } => Step::Notify(*why),
             Verdict::Evict { profile, .. } => {
-                let owner = pod.owner.as_ref().map(|(_, _, uid)| uid.as_str()).unwrap_or_default();
-                let replacement = self.evicted_owners.get(owner).is_some_and(|(at, wall)| {
-                    now.saturating_sub(*at) < BACKOFF && pod.created.is_none_or(|created| created >= *wall)
+                let replacement = self.evicted_owners.get(&owner_key(pod)).is_some_and(|(at, wall)| {
+                    now.saturating_sub(*at) < BACKOFF
+                        && pod.created.is_none_or(|created| wall.checked_sub(CLOCK_MARGIN).is_ok_and(|w| created >= w))
                 });
                 if replacement {
                     return Step::Notify(Why::StillFailing);
@@ -263,43 +297,54 @@ impl Healer {
                 if self.blocked.get(uid).is_some_and(|at| now.saturating_sub(*at) < BLOCKED_RETRY) {
                     return Step::Skip("blocked_retry");
                 }
-                if !self.limiter.allow(profile, now) {
+                if !self.limiter.allow(&format!("{profile}/{}", pod.namespace), now)
+                    || !self.per_profile.allow(profile, now)
+                {
                     return Step::Skip("rate_limited");
                 }
+                // In flight: a second claim about the same Pod waits for this one's outcome.
+                remember(&mut self.blocked, uid, now, BLOCKED_RETRY);
                 Step::Evict
             }
         }
     }
 
-    /// Records that `pod` got an Event (it gets no other).
-    pub fn notified(&mut self, pod: &PodPulls, now: Duration) {
-        remember(&mut self.done, pod.uid.as_deref().unwrap_or_default(), now, BACKOFF);
+    /// Records that `pod` got an Event for `why`: it gets no other, but one that only said a new Pod would not get
+    /// the Secret either leaves a later eviction possible (once the webhook or the ServiceAccount would help).
+    pub fn notified(&mut self, pod: &PodPulls, why: Option<Why>, now: Duration) {
+        let uid = pod.uid.as_deref().unwrap_or_default();
+        if why == Some(Why::NotDelivered) {
+            remember(&mut self.deferred, uid, now, BACKOFF);
+        } else {
+            remember(&mut self.done, uid, now, BACKOFF);
+        }
     }
 
     /// Records what an eviction of `pod` for `profile` did.
     pub fn evicted(&mut self, profile: &str, pod: &PodPulls, result: Evicted, now: Duration, at: jiff::Timestamp) {
         let uid = pod.uid.as_deref().unwrap_or_default();
-        match result {
-            Evicted::Done => {
-                remember(&mut self.done, uid, now, BACKOFF);
-                if let Some((_, _, owner)) = &pod.owner {
-                    let first = self.evicted_owners.get(owner).filter(|(t, _)| now.saturating_sub(*t) < BACKOFF);
-                    if first.is_none() {
-                        if !self.evicted_owners.contains_key(owner) && self.evicted_owners.len() >= REMEMBERED {
-                            self.evicted_owners.retain(|_, (t, _)| now.saturating_sub(*t) < BACKOFF);
-                        }
-                        if self.evicted_owners.len() < REMEMBERED || self.evicted_owners.contains_key(owner) {
-                            self.evicted_owners.insert(owner.clone(), (now, at));
-                        }
-                    }
+        if result == Evicted::Done {
+            self.blocked.remove(uid);
+            remember(&mut self.done, uid, now, BACKOFF);
+            let times = self.evictions.entry(profile.to_owned()).or_default();
+            times.push_back(at);
+            while times.len() > REMEMBERED {
+                times.pop_front();
+            }
+        } else {
+            remember(&mut self.blocked, uid, now, BLOCKED_RETRY);
+        }
+        if matches!(result, Evicted::Done | Evicted::Unknown) && pod.owner.is_some() {
+            let owner = owner_key(pod);
+            let first = self.evicted_owners.get(&owner).filter(|(t, _)| now.saturating_sub(*t) < BACKOFF);
+            if first.is_none() {
+                if !self.evicted_owners.contains_key(&owner) && self.evicted_owners.len() >= REMEMBERED {
+                    self.evicted_owners.retain(|_, (t, _)| now.saturating_sub(*t) < BACKOFF);
                 }
-                let times = self.evictions.entry(profile.to_owned()).or_default();
-                times.push_back(at);
-                while times.len() > REMEMBERED {
-                    times.pop_front();
+                if self.evicted_owners.len() < REMEMBERED || self.evicted_owners.contains_key(&owner) {
+                    self.evicted_owners.insert(owner, (now, at));
                 }
             }
-            Evicted::Blocked | Evicted::Failed => remember(&mut self.blocked, uid, now, BLOCKED_RETRY),
         }
     }
 
@@ -389,7 +434,7 @@ pub fn evicted_note(result: Evicted, namespace: &str, pod: &str, image: &str, se
             "could not evict Pod {namespace}/{pod} (it cannot pull {image} without Secret {secret}): a PodDisruptionBudget allows no disruption now; tried again at its next failure after {} s, never forced",
             BLOCKED_RETRY.as_secs()
         ),
-        Evicted::Failed => {
+        Evicted::Failed | Evicted::Unknown => {
             format!("could not evict Pod {namespace}/{pod} (it cannot pull {image} without Secret {secret}): {error}")
         }
     }
@@ -559,7 +604,7 @@ mod tests {
         second.uid = Some("pod-2".into());
         second.created = created(1);
         assert_eq!(healer.step(&evict, &second, s(5)), Step::Notify(Why::StillFailing));
-        healer.notified(&second, s(5));
+        healer.notified(&second, Some(Why::StillFailing), s(5));
         assert_eq!(healer.step(&evict, &second, s(6)), Step::Skip("acted_already"));
         // After the backoff, a third Pod of the controller may be evicted.
         let mut third = pod(RS, &[]);
@@ -569,7 +614,7 @@ mod tests {
     }
 
     #[test]
-    fn a_refused_eviction_waits_and_evictions_are_rate_limited_per_profile() {
+    fn a_refused_eviction_waits_and_evictions_are_rate_limited_per_namespace() {
         let s = Duration::from_secs;
         let at = jiff::Timestamp::UNIX_EPOCH;
         let mut healer = Healer::default();
@@ -580,7 +625,7 @@ mod tests {
         assert_eq!(healer.step(&evict("p"), &blocked, s(30)), Step::Skip("blocked_retry"));
         assert_eq!(healer.step(&evict("p"), &blocked, BLOCKED_RETRY + s(1)), Step::Evict);
         // The burst, then nothing until a token is earned; another profile has its own.
-        let burst = (2..=PER_PROFILE_RATE.burst)
+        let burst = (2..=PER_NAMESPACE_RATE.burst)
             .map(|i| {
                 let mut p = pod(Some(("apps/v1", "ReplicaSet")), &[]);
                 p.uid = Some(format!("u{i}"));
@@ -590,13 +635,47 @@ mod tests {
             .filter(|step| *step == Step::Evict)
             .count();
         // The retry above took one token of a bucket full again by then.
-        assert_eq!(burst, usize::try_from(PER_PROFILE_RATE.burst).unwrap() - 1);
+        assert_eq!(burst, usize::try_from(PER_NAMESPACE_RATE.burst).unwrap() - 1);
         let mut next = pod(RS, &[]);
         next.uid = Some("next".into());
         next.owner = Some(("apps/v1".into(), "ReplicaSet".into(), "next".into()));
         assert_eq!(healer.step(&evict("p"), &next, BLOCKED_RETRY + s(1)), Step::Skip("rate_limited"));
         assert_eq!(healer.step(&evict("q"), &next, BLOCKED_RETRY + s(1)), Step::Evict);
-        assert_eq!(healer.step(&evict("p"), &next, BLOCKED_RETRY + s(1) + PER_PROFILE_RATE.every), Step::Evict);
+        // Another namespace of the same profile has a bucket of its own.
+        let mut elsewhere = pod(RS, &[]);
+        elsewhere.uid = Some("elsewhere".into());
+        elsewhere.namespace = "other".into();
+        assert_eq!(healer.step(&evict("p"), &elsewhere, BLOCKED_RETRY + s(1)), Step::Evict);
+        next.uid = Some("next-2".into());
+        assert_eq!(healer.step(&evict("p"), &next, BLOCKED_RETRY + s(1) + PER_NAMESPACE_RATE.every), Step::Evict);
+    }
+
+    #[test]
+    fn an_eviction_in_flight_or_of_unknown_outcome_is_not_repeated_and_a_not_delivered_event_defers() {
+        let s = Duration::from_secs;
+        let at = jiff::Timestamp::UNIX_EPOCH;
+        let evict = Verdict::Evict { profile: "p".into(), secret: "regcred-p".into() };
+        let mut healer = Healer::default();
+        let mut first = pod(RS, &[]);
+        first.created = Some(at);
+        // Two claims about one Pod at once: the second waits for the first's outcome.
+        assert_eq!(healer.step(&evict, &first, s(0)), Step::Evict);
+        assert_eq!(healer.step(&evict, &first, s(0)), Step::Skip("blocked_retry"));
+        // No answer: it may have happened, so the controller's newer Pods get Events.
+        healer.evicted("p", &first, Evicted::Unknown, s(10), at + jiff::SignedDuration::from_secs(10));
+        let mut replacement = pod(RS, &[]);
+        replacement.uid = Some("replacement".into());
+        replacement.created = Some(at + jiff::SignedDuration::from_secs(8));
+        assert_eq!(healer.step(&evict, &replacement, s(20)), Step::Notify(Why::StillFailing));
+        // A Pod told a new one would not get the Secret either is not told again, but may be evicted later.
+        let notify = Verdict::Notify { profile: "p".into(), secret: "regcred-p".into(), why: Why::NotDelivered };
+        let mut other = pod(Some(("apps/v1", "StatefulSet")), &[]);
+        other.uid = Some("other".into());
+        other.owner = Some(("apps/v1".into(), "StatefulSet".into(), "sts".into()));
+        assert_eq!(healer.step(&notify, &other, s(30)), Step::Notify(Why::NotDelivered));
+        healer.notified(&other, Some(Why::NotDelivered), s(30));
+        assert_eq!(healer.step(&notify, &other, s(40)), Step::Skip("notified_recently"));
+        assert_eq!(healer.step(&evict, &other, s(50)), Step::Evict);
     }
 
     #[test]

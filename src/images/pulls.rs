@@ -148,6 +148,7 @@ pub fn claim(event: &Event, now: jiff::Timestamp) -> Result<Claim, Refusal> {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PodPulls {
     pub uid: Option<String>,
+    pub namespace: String,
     pub failing: Vec<String>,
     /// The images of `failing` that only ephemeral containers wait for (re-creating the Pod would not help them).
     pub failing_ephemeral: Vec<String>,
@@ -167,16 +168,24 @@ pub struct PodPulls {
 pub fn pod_pulls(pod: &Pod) -> PodPulls {
     let mut failing = Vec::new();
     let mut ephemeral = Vec::new();
+    // The image as the Pod's spec names it: a status reports the image a container ran with under any name the
+    // runtime has for the same content (another registry's, once the node holds it from there).
+    let spec = pod.spec.as_ref();
+    let containers = spec.iter().flat_map(|s| s.containers.iter().map(|c| (&c.name, &c.image)));
+    let init = spec.iter().flat_map(|s| s.init_containers.iter().flatten().map(|c| (&c.name, &c.image)));
+    let debug = spec.iter().flat_map(|s| s.ephemeral_containers.iter().flatten().map(|c| (&c.name, &c.image)));
+    let named: std::collections::HashMap<&String, &Option<String>> = containers.chain(init).chain(debug).collect();
     if let Some(status) = &pod.status {
         let regular = [&status.init_container_statuses, &status.container_statuses];
         let all = regular.into_iter().map(|s| (s, false)).chain([(&status.ephemeral_container_statuses, true)]);
         for (statuses, is_ephemeral) in all {
             for s in statuses.iter().flatten() {
                 let waiting = s.state.as_ref().and_then(|st| st.waiting.as_ref()).and_then(|w| w.reason.as_deref());
-                if waiting.is_some_and(|r| PULL_FAILED_STATES.contains(&r)) && !s.image.is_empty() {
-                    failing.push(s.image.clone());
+                let image = named.get(&s.name).and_then(|i| i.as_ref()).unwrap_or(&s.image);
+                if waiting.is_some_and(|r| PULL_FAILED_STATES.contains(&r)) && !image.is_empty() {
+                    failing.push(image.clone());
                     if is_ephemeral {
-                        ephemeral.push(s.image.clone());
+                        ephemeral.push(image.clone());
                     }
                 }
             }
@@ -186,9 +195,9 @@ pub fn pod_pulls(pod: &Pod) -> PodPulls {
     let regular: Vec<&String> = failing.iter().filter(|i| !ephemeral.contains(i)).collect();
     let failing_ephemeral = ephemeral.iter().filter(|i| !regular.contains(i)).cloned().collect();
     let owner = pod.metadata.owner_references.iter().flatten().find(|o| o.controller == Some(true));
-    let spec = pod.spec.as_ref();
     PodPulls {
         uid: pod.metadata.uid.clone(),
+        namespace: pod.metadata.namespace.clone().unwrap_or_default(),
         failing,
         failing_ephemeral,
         owner: owner.map(|o| (o.api_version.clone(), o.kind.clone(), o.uid.clone())),
@@ -642,6 +651,12 @@ mod tests {
             ),
             ("no status", Some(pod("u1", json!({}))), Err(Refusal::NotFailing)),
         ];
+        // The runtime may report the image under another name for the same content (another registry's that the
+        // node pulled it from before): the spec's name is the one the kubelet pulls and its Event gives.
+        let mut renamed = pod("u1", json!({"containerStatuses": [waiting("s.example.com/app:1", "ImagePullBackOff")]}));
+        renamed.spec =
+            serde_json::from_value(json!({"containers": [{"name": "c", "image": "r.example.com/app:1"}]})).unwrap();
+        assert_eq!(confirm(&c, Some(&pod_pulls(&renamed))), Ok(()), "a status naming the image another way");
         for (name, pod, want) in cases {
             let pulls = pod.as_ref().map(pod_pulls);
             assert_eq!(confirm(&c, pulls.as_ref()), want, "{name}");
