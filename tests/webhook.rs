@@ -13,6 +13,7 @@ use k8s_openapi::api::core::v1::{Pod, Secret, ServiceAccount};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
 use support::harness::{Harness, WAIT, basic_spec};
+use support::webhook::slow::issue;
 use support::webhook::{REGISTRY, SECRET, create_pod, pod, start};
 use support::{TestEnv, wait_for};
 
@@ -128,19 +129,6 @@ async fn with_service_account_mode_pods_carry_the_secret_while_the_webhook_is_do
             assert_eq!(names, vec![SECRET.to_owned()]);
         })
         .await;
-}
-
-/// A CA and a serving certificate for 127.0.0.1 it signed, as PEM: (ca.crt, tls.crt, tls.key).
-fn issue() -> (String, String, String) {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca_params, ca_key);
-    let key = KeyPair::generate().unwrap();
-    let leaf = CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap().signed_by(&key, &issuer).unwrap();
-    (ca.pem(), leaf.pem(), key.serialize_pem())
 }
 
 /// Replaces a file at once (as the kubelet swaps a mounted Secret's files), never half-written.

@@ -116,7 +116,7 @@ async fn forward(State(proxy): State<Arc<Proxy>>, request: Request) -> Response 
 }
 
 /// A CA and a serving certificate for 127.0.0.1 it signed, as PEM: (ca.crt, tls.crt, tls.key).
-fn issue() -> (String, String, String) {
+pub fn issue() -> (String, String, String) {
     use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
     let ca_key = KeyPair::generate().unwrap();
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
