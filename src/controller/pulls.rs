@@ -52,12 +52,6 @@ struct Gate {
     pods: PodCache,
 }
 
-impl Gate {
-    fn lock(gate: &Mutex<Self>) -> std::sync::MutexGuard<'_, Self> {
-        gate.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
 /// Follows the kubelet's pull-failure Events until the stream ends (it does not: the watcher retries).
 pub async fn follow(ctx: Arc<Context>) {
     let api = Api::<CoreEvent>::all(ctx.client.clone());
@@ -119,7 +113,7 @@ fn admit(ctx: &Context, gate: &Mutex<Gate>, event: &CoreEvent) -> Option<(Claim,
     if concerned.is_empty() {
         return None;
     }
-    let mut gate = Gate::lock(gate);
+    let mut gate = lock(gate);
     let now = gate.origin.elapsed();
     if !gate.limiter.allow(&claim.namespace, now) {
         drop(gate);
@@ -133,7 +127,7 @@ fn admit(ctx: &Context, gate: &Mutex<Gate>, event: &CoreEvent) -> Option<(Claim,
 /// when it was admitted without a Secret it would get now.
 async fn confirm_and_record(ctx: Arc<Context>, gate: Arc<Mutex<Gate>>, claim: Claim, profiles: Vec<(String, bool)>) {
     let mut found = {
-        let gate = Gate::lock(&gate);
+        let gate = lock(&gate);
         gate.pods.get(&claim.namespace, &claim.pod, gate.origin.elapsed())
     };
     let mut verdict = found.as_ref().map(|found| pulls::confirm(&claim, found.as_ref()));
@@ -153,7 +147,7 @@ async fn confirm_and_record(ctx: Arc<Context>, gate: Arc<Mutex<Gate>>, claim: Cl
             }
         };
         verdict = Some(pulls::confirm(&claim, pod.as_ref()));
-        let mut gate = Gate::lock(&gate);
+        let mut gate = lock(&gate);
         let now = gate.origin.elapsed();
         gate.pods.put(&claim.namespace, &claim.pod, now, pod.clone());
         found = Some(pod);
@@ -243,7 +237,8 @@ async fn webhook_settled(ctx: &Context) -> bool {
 /// eviction through the Eviction API, or Events on the Pod and the profile; shown in the profile's status and
 /// counted in `regcred_heals_total`.
 async fn heal(ctx: &Context, claim: &Claim, pod: &PodPulls) {
-    if claim.reason != "AuthenticationFailed" {
+    // Before the webhook's settle wait, which only an eviction needs.
+    if !heal::heals(claim.reason) {
         return;
     }
     let injects = ctx.settings.injects && webhook_settled(ctx).await;
@@ -305,6 +300,7 @@ async fn heal(ctx: &Context, claim: &Claim, pod: &PodPulls) {
     }
 }
 
+/// The guard of `m`, whatever a panicking holder left (every value kept under these locks stays valid).
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }

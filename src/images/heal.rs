@@ -156,6 +156,12 @@ pub enum Verdict {
     Leave(&'static str),
 }
 
+/// Whether a pull failure with this registry reason ([`super::pulls::reason`]) can be healed: only an
+/// authentication failure says the Pod may lack the Secret.
+pub fn heals(reason: &str) -> bool {
+    reason == "AuthenticationFailed"
+}
+
 /// What a confirmed pull failure of `image` with registry reason `reason` in `pod` calls for, given the `offers`
 /// of the profiles that select the namespace and serve the image. Pure.
 ///
@@ -163,7 +169,7 @@ pub enum Verdict {
 /// Secret is in place (until then a new Pod would fail the same way; the kubelet's next retry brings another
 /// Event). A Pod that lists the Secret and still fails has wrong credentials, which no eviction fixes.
 pub fn decide(reason: &str, image: &str, pod: &PodPulls, offers: &[Offer]) -> Verdict {
-    if reason != "AuthenticationFailed" {
+    if !heals(reason) {
         return Verdict::Leave("not_authentication");
     }
     let on: Vec<&Offer> = offers.iter().filter(|o| o.mode != HealingMode::Off).collect();
@@ -258,15 +264,27 @@ fn owner_key(pod: &PodPulls) -> String {
 
 /// Remembers `key` at `now` in `map`, dropping entries older than `keep` (and the oldest) past [`REMEMBERED`].
 fn remember(map: &mut HashMap<String, Duration>, key: &str, now: Duration, keep: Duration) {
+    remember_as(map, key, now, now, keep, |at| *at);
+}
+
+/// As [`remember`], for a map whose values say when (`at`) they were remembered.
+fn remember_as<V>(
+    map: &mut HashMap<String, V>,
+    key: &str,
+    value: V,
+    now: Duration,
+    keep: Duration,
+    at: impl Fn(&V) -> Duration,
+) {
     if !map.contains_key(key) && map.len() >= REMEMBERED {
-        map.retain(|_, at| now.saturating_sub(*at) < keep);
+        map.retain(|_, v| now.saturating_sub(at(v)) < keep);
         if map.len() >= REMEMBERED
-            && let Some(oldest) = map.iter().min_by_key(|(_, at)| **at).map(|(k, _)| k.clone())
+            && let Some(oldest) = map.iter().min_by_key(|(_, v)| at(v)).map(|(k, _)| k.clone())
         {
             map.remove(&oldest);
         }
     }
-    map.insert(key.to_owned(), now);
+    map.insert(key.to_owned(), value);
 }
 
 impl Healer {
@@ -335,15 +353,10 @@ impl Healer {
             remember(&mut self.blocked, uid, now, BLOCKED_RETRY);
         }
         if matches!(result, Evicted::Done | Evicted::Unknown) && pod.owner.is_some() {
+            // The first eviction within the backoff is the one replacements are compared with.
             let owner = owner_key(pod);
-            let first = self.evicted_owners.get(&owner).filter(|(t, _)| now.saturating_sub(*t) < BACKOFF);
-            if first.is_none() {
-                if !self.evicted_owners.contains_key(&owner) && self.evicted_owners.len() >= REMEMBERED {
-                    self.evicted_owners.retain(|_, (t, _)| now.saturating_sub(*t) < BACKOFF);
-                }
-                if self.evicted_owners.len() < REMEMBERED || self.evicted_owners.contains_key(&owner) {
-                    self.evicted_owners.insert(owner, (now, at));
-                }
+            if self.evicted_owners.get(&owner).is_none_or(|(t, _)| now.saturating_sub(*t) >= BACKOFF) {
+                remember_as(&mut self.evicted_owners, &owner, (now, at), now, BACKOFF, |(t, _)| *t);
             }
         }
     }
