@@ -90,3 +90,72 @@ fn every_module_uses_only_the_layers_below_it() {
     }
     assert!(wrong.is_empty(), "{}\n(the graph: {graph:#?})", wrong.join("\n"));
 }
+
+/// The order as the README's Architecture draws it: the top layer first, modules of one layer side by side.
+fn diagram() -> String {
+    LAYERS.iter().rev().map(|layer| layer.join(" · ")).collect::<Vec<_>>().join(" ─► ")
+}
+
+/// The README's section under `heading`, up to the next heading of the same or a higher level.
+fn section<'a>(readme: &'a str, heading: &str) -> &'a str {
+    let level = heading.chars().take_while(|c| *c == '#').count();
+    let start = readme.find(&format!("\n{heading}\n")).unwrap_or_else(|| panic!("the README has no {heading:?}"));
+    let body = &readme[start + heading.len() + 2..];
+    let end = body
+        .match_indices("\n#")
+        .find(|(i, _)| body[i + 1..].chars().take_while(|c| *c == '#').count() <= level)
+        .map_or(body.len(), |(i, _)| i);
+    &body[..end]
+}
+
+/// Every folder of the project (hidden ones, build output and local state aside), relative to its root.
+fn folders() -> Vec<String> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut found = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !entry.path().is_dir() || name.starts_with('.') || name == "target" {
+                continue;
+            }
+            found.push(entry.path().strip_prefix(root).unwrap().to_string_lossy().into_owned());
+            stack.push(entry.path());
+        }
+    }
+    found.sort();
+    found
+}
+
+/// The map a newcomer reads says what the code says: the README's Architecture draws the order of [`LAYERS`]
+/// and names every module in it, and its Layout names every folder (a nested one in its parent's row).
+#[test]
+fn the_readme_draws_these_layers_and_lists_every_folder() {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let architecture = section(&readme, "### Architecture");
+    let mut wrong = Vec::new();
+    if !architecture.contains(&diagram()) {
+        wrong.push(format!("the Architecture's layer line is not the order in src/layers.rs; it is:\n {}", diagram()));
+    }
+    for module in LAYERS.iter().flat_map(|l| l.iter()) {
+        if !architecture.contains(&format!("`{module}`")) {
+            wrong.push(format!("the Architecture does not say what `{module}` owns"));
+        }
+    }
+    let layout = section(&readme, "## Layout");
+    let rows: Vec<&str> = layout.lines().filter(|l| l.starts_with('|')).collect();
+    for folder in folders() {
+        let (top, name) = (folder.split('/').next().unwrap(), folder.rsplit('/').next().unwrap());
+        let listed = rows.iter().any(|row| {
+            let first = row.split('|').nth(1).unwrap_or_default();
+            first.contains(&format!("`{folder}`"))
+                || first.contains(&format!("`{folder}/`"))
+                || (first.contains(&format!("`{top}"))
+                    && (row.contains(&format!("`{name}")) || row.contains(&format!(" {name}/"))))
+        });
+        if !listed {
+            wrong.push(format!("the Layout does not list {folder}/"));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}

@@ -1,21 +1,8 @@
 //! regcred: a Kubernetes operator that gives every workload the container-registry credentials it needs.
 //!
-//! Layers, each using only those above it:
-//!
-//! | module | owns |
-//! |---|---|
-//! | [`api`] | the RegistryProfile CRD types, nothing else |
-//! | [`names`], [`glob`] | the labels and names regcred writes under; name globs |
-//! | [`registry`] | registry hosts, image references and the kubelet's key matching, the OCI preflight client |
-//! | [`credentials`] | credential sources, dockerconfigjson, token minting and the [`credentials::refresher`] |
-//! | [`resolve`] | the one resolver: what a profile means, and where its credentials come from (pure) |
-//! | [`state`] | the watched view of the cluster, the dirty set, each profile's compiled meaning |
-//! | [`secrets`] | the one Secret writer, which records its writes in the view |
-//! | [`images`] | image checks at admission (what to check, a bounded cache, the phrasing) and pull failures |
-//! | [`controller`] | reconciles: resolve -> decide -> execute -> status; the preflight workers; leader election |
-//! | [`webhook`] | the admission webhook and its certificate |
-//! | [`metrics`], [`telemetry`], [`memory`] | the metrics endpoint, logs, returning memory |
-//! | [`config`], [`cli`], [`client`] | the command line and the Kubernetes client |
+//! The modules are layers, each using only those below it. The order is stated once, in `src/layers.rs`, whose
+//! tests check every `crate::` path against it and check that the README's Architecture (what each module owns)
+//! and Layout (every folder) say the same.
 
 pub mod api;
 pub mod cli;
