@@ -2,10 +2,10 @@
 //! namespace it selects, repairs drift, removes what is no longer wanted, and reports status and Events.
 //!
 //! It reads the state layer's view ([`crate::state`]) and never watches anything itself. Each reconcile is
-//! resolve -> decide -> execute -> status ([`reconcile`]): the decisions are pure ([`decide`], [`plan`],
+//! resolve -> decide -> execute -> status ([`reconcile`]): the decisions are pure ([`crate::resolve`], [`plan`],
 //! [`status`], [`service_accounts`]), the writes go through the one Secret writer ([`crate::secrets`]), and the
 //! registry preflight runs on workers of its own ([`preflight`]). A namespace that appears is served at once by
-//! its own small path ([`fast`]), whatever the number of namespaces a profile already serves.
+//! its own small path ([`new_namespaces`]), whatever the number of namespaces a profile already serves.
 //!
 //! Cleanup after a deleted profile is left to Kubernetes' garbage collector: every managed Secret carries an
 //! ownerReference to its profile. Unlike a finalizer, this cannot leave a profile stuck in deletion when regcred is
@@ -14,10 +14,9 @@
 //! only as many at once as the deletion guard ([`crate::secrets::guard`]) releases.
 
 pub mod checks;
-pub mod decide;
 pub mod events;
-mod fast;
 pub mod leader;
+mod new_namespaces;
 pub mod plan;
 pub mod preflight;
 mod pulls;
@@ -114,6 +113,8 @@ pub struct Context {
     pub healer: std::sync::Mutex<crate::images::heal::Healer>,
     /// The client evictions are made with: no retries, so a PodDisruptionBudget's 429 is the answer at once.
     pub evictions: Client,
+    /// What each profile's last full plan left, so the next reconcile can plan only what changed.
+    pub ledgers: plan::Ledgers,
 }
 
 /// How long a written status is trusted over a cached one that differs from it.
@@ -238,7 +239,7 @@ pub async fn run(
     let controller = Controller::for_stream(triggers, view.profiles.clone())
         .with_config(ControllerRuntimeConfig::default().concurrency(4));
     let recorder = Recorder::new(client.clone(), Reporter { controller: settings.reporter.clone(), instance: None });
-    let fast = tokio::spawn(fast::serve(client.clone(), view.clone()));
+    let fast = tokio::spawn(new_namespaces::serve(client.clone(), view.clone()));
     let evictions = crate::client::infer_without_retries().await.unwrap_or_else(|e| {
         warn!(error = %e, "no client without retries; a refused eviction is retried by the default client");
         client.clone()
@@ -255,6 +256,7 @@ pub async fn run(
         written: std::sync::Mutex::default(),
         pulls: crate::images::pulls::PullFailures::default(),
         healer: std::sync::Mutex::default(),
+        ledgers: plan::Ledgers::default(),
     });
     let pulls = tokio::spawn(pulls::follow(ctx.clone()));
     info!("controller starting");
@@ -318,7 +320,7 @@ pub fn requeue_after(status: &crate::api::RegistryProfileStatus, now: jiff::Time
     let failing_since = status
         .conditions
         .iter()
-        .filter(|c| c.type_ == status::READY && c.status != "True")
+        .filter(|c| c.type_ == crate::api::conditions::READY && c.status != crate::api::conditions::TRUE)
         .map(|c| c.last_transition_time.0)
         .next();
     match failing_since {

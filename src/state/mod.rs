@@ -128,8 +128,9 @@ impl View {
 
         // A profile changed: itself, and the profiles that write a Secret of the name it writes, or wrote, since a
         // conflict between them may have begun or ended (see `resolve::Meaning::may_write`).
-        view.drive("profiles", profile_events, view.dirty.clone(), |c, p| c.profile_and_rivals(&p));
-        // A namespace appeared, changed labels or is going: the profiles that select it or have a Secret in it.
+        view.drive("profiles", profile_events, |c, p| c.dirty.mark(c.profile_and_rivals(&p)));
+        // A namespace appeared, changed labels or is going: the profiles that select it or have a Secret in it, for
+        // that namespace only.
         let new_namespaces = view.new_namespaces.clone();
         let ns_events = ns_events.inspect(move |event| {
             if let Ok(watcher::Event::Apply(ns)) = event {
@@ -137,10 +138,15 @@ impl View {
             }
         });
         // Those profiles are reconciled a moment later, all marks of that moment at once: a new namespace already
-        // has its Secret from the new-namespace path, and a burst of namespaces re-plans each profile once, not
+        // has its Secret from the new-namespace path, and a burst of namespaces reconciles each profile once, not
         // once per namespace, while the new-namespace path has the CPU.
         let settling = Arc::new(Dirty::default());
-        view.drive("namespaces", ns_events, settling.clone(), |c, ns| c.profiles_for_namespace(&namespace_info(&ns)));
+        let settle = settling.clone();
+        view.drive("namespaces", ns_events, move |c, ns| {
+            let names = c.profiles_for_namespace(&namespace_info(&ns));
+            c.dirty.note(&names, &ns.name_any());
+            settle.mark(names);
+        });
         let dirty = view.dirty.clone();
         tokio::spawn(async move {
             let mut batches = std::pin::pin!(settling.batches());
@@ -149,23 +155,18 @@ impl View {
                 dirty.mark(names);
             }
         });
-        // A managed Secret was edited or deleted: its profile.
-        view.drive("managed secrets", managed_events, view.dirty.clone(), |_, s| {
-            s.labels().get(PROFILE_LABEL).cloned().into_iter().collect()
+        // A managed Secret was written, edited or deleted: its profile, for that namespace.
+        view.drive("managed secrets", managed_events, |c, s| {
+            let profile = s.labels().get(PROFILE_LABEL).cloned().into_iter().collect();
+            c.dirty.mark_namespace(profile, &s.namespace().unwrap_or_default());
         });
         // A Secret in regcred's namespace changed: the profiles that read it.
-        view.drive("source secrets", source_events, view.dirty.clone(), |c, s| {
-            let name = s.name_any();
-            c.profiles
-                .state()
-                .iter()
-                .filter(|p| crate::resolve::source_secrets(p).contains(&name.as_str()))
-                .map(|p| p.name_any())
-                .collect()
-        });
+        view.drive("source secrets", source_events, |c, s| c.dirty.mark(c.profiles_reading(&s.name_any())));
         // A ServiceAccount appeared or changed: the profiles that recorded an entry on it, and those in
-        // ServiceAccount mode that select its namespace and name it.
-        view.drive("service accounts", sa_events, view.dirty.clone(), |c, sa| c.profiles_for_service_account(&sa));
+        // ServiceAccount mode that select its namespace and name it, for that namespace.
+        view.drive("service accounts", sa_events, |c, sa| {
+            c.dirty.mark_namespace(c.profiles_for_service_account(&sa), &sa.namespace().unwrap_or_default());
+        });
         view
     }
 
@@ -196,20 +197,16 @@ impl View {
         (view, Feeds { profiles: profiles_feed, sources: sources_feed })
     }
 
-    /// Runs one reflector stream in its own task, marking the profiles `map` names for each object it touches,
-    /// and every profile when a (re)list completes.
+    /// Runs one reflector stream in its own task, calling `changed` with each object it applies or deletes, and
+    /// marking every profile, every namespace of it, when a (re)list completes.
     ///
     /// The second matters after a watch is lost (an apiserver restart, a compaction): the relist's objects reach
     /// the stream before the store swaps them in at `InitDone`, so a reconcile they trigger can run on the old
     /// view, and an object created during the gap would then wait for the next periodic resync (found by
-    /// `make soak`: namespaces created while the apiserver restarted got no Secret).
-    fn drive<K, S>(
-        &self,
-        what: &'static str,
-        events: S,
-        into: Arc<Dirty>,
-        map: impl Fn(&View, K) -> Vec<String> + Send + 'static,
-    ) where
+    /// `make soak`: namespaces created while the apiserver restarted got no Secret). The relist's own objects mark
+    /// nothing: its end marks everything.
+    fn drive<K, S>(&self, what: &'static str, events: S, changed: impl Fn(&View, K) + Send + 'static)
+    where
         K: Send + 'static,
         S: Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
     {
@@ -218,13 +215,11 @@ impl View {
             let mut events = std::pin::pin!(events);
             while let Some(event) = events.next().await {
                 match event {
-                    Ok(watcher::Event::Apply(obj) | watcher::Event::Delete(obj) | watcher::Event::InitApply(obj)) => {
-                        into.mark(map(&view, obj));
-                    }
+                    Ok(watcher::Event::Apply(obj) | watcher::Event::Delete(obj)) => changed(&view, obj),
                     Ok(watcher::Event::InitDone) => {
-                        into.mark(view.profiles.state().iter().map(|p| p.name_any()));
+                        view.dirty.mark_everything(view.profiles.state().iter().map(|p| p.name_any()));
                     }
-                    Ok(watcher::Event::Init) => {}
+                    Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => {}
                     // default_backoff() retries; the error is only worth a line in the log.
                     Err(e) => warn!(cache = what, error = %e, "watch failed; retrying"),
                 }
@@ -240,6 +235,12 @@ impl View {
             .filter(|(_, m)| self.managed.contains(&ns.name, &m.secret_name) || m.selects(ns))
             .map(|(_, m)| m.name.clone())
             .collect()
+    }
+
+    /// The profiles that read the Secret `name` of regcred's namespace.
+    fn profiles_reading(&self, name: &str) -> Vec<String> {
+        let profiles = self.profiles.state();
+        profiles.iter().filter(|p| crate::resolve::source_secrets(p).contains(&name)).map(|p| p.name_any()).collect()
     }
 
     /// The profiles a ServiceAccount concerns: those that recorded an entry on it, and those in ServiceAccount mode
