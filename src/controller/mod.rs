@@ -41,6 +41,7 @@ use crate::secrets::WriteBudget;
 use crate::state::View;
 use crate::state::service_accounts::record_of;
 use events::{Recorder, Reporter};
+pub use reconcile::STATUS_SETTLE;
 
 /// Errors of the controller layer.
 #[derive(Debug, thiserror::Error)]
