@@ -103,6 +103,59 @@ fn synced_condition(
     }
 }
 
+/// The `CredentialsResolved` condition.
+fn credentials_condition(credentials: &Report, generation: Option<i64>, now: &Time) -> Condition {
+    match credentials {
+        Report::Resolved { source } => {
+            condition(CREDENTIALS_RESOLVED, true, RESOLVED, format!("credentials read from {source}"), generation, now)
+        }
+        Report::Anonymous => {
+            let message = "anonymous access: no Secret is written".into();
+            condition(CREDENTIALS_RESOLVED, true, ANONYMOUS, message, generation, now)
+        }
+        Report::Failed { reason, message } => {
+            condition(CREDENTIALS_RESOLVED, false, reason, message.clone(), generation, now)
+        }
+    }
+}
+
+/// The `DeletionsHeld` condition: said while held; a sync that was skipped leaves the previous word on them
+/// standing.
+fn held_condition(
+    sync: &SyncOutcome,
+    previous: Option<&RegistryProfileStatus>,
+    generation: Option<i64>,
+    now: &Time,
+) -> Option<Condition> {
+    match sync {
+        SyncOutcome::Synced { held, .. } => {
+            held.as_ref().map(|h| condition(DELETIONS_HELD, true, DELETIONS_HELD, h.message.clone(), generation, now))
+        }
+        SyncOutcome::Skipped { .. } => {
+            previous.and_then(|p| p.conditions.iter().find(|c| c.type_ == DELETIONS_HELD)).cloned()
+        }
+    }
+}
+
+/// The registry preflight's conditions: `CredentialsValid`, `ImagesVerified`.
+fn checked_conditions(verdict: &super::checks::Verdict, generation: Option<i64>, now: &Time) -> Vec<Condition> {
+    [(CREDENTIALS_VALID, &verdict.credentials), (IMAGES_VERIFIED, &verdict.images)]
+        .map(|(type_, o)| condition(type_, o.ok, &o.reason, o.message.clone(), generation, now))
+        .into()
+}
+
+/// A condition keeps its `lastTransitionTime` while its status stays the same.
+fn keep_transition_times(conditions: &mut [Condition], previous: Option<&RegistryProfileStatus>) {
+    let Some(prev) = previous else { return };
+    for c in conditions {
+        if let Some(old) = prev.conditions.iter().find(|o| o.type_ == c.type_)
+            && old.status == c.status
+        {
+            c.last_transition_time = old.last_transition_time.clone();
+        }
+    }
+}
+
 /// Computes the status. A condition keeps its `lastTransitionTime` while its status stays the same, so a
 /// reconcile that changes nothing produces a status equal to the previous one (and no write).
 pub fn compute(
@@ -114,22 +167,7 @@ pub fn compute(
     checks: Option<&super::checks::Verdict>,
     now: Time,
 ) -> RegistryProfileStatus {
-    let creds = match credentials {
-        Report::Resolved { source } => {
-            condition(CREDENTIALS_RESOLVED, true, RESOLVED, format!("credentials read from {source}"), generation, &now)
-        }
-        Report::Anonymous => condition(
-            CREDENTIALS_RESOLVED,
-            true,
-            ANONYMOUS,
-            "anonymous access: no Secret is written".into(),
-            generation,
-            &now,
-        ),
-        Report::Failed { reason, message } => {
-            condition(CREDENTIALS_RESOLVED, false, reason, message.clone(), generation, &now)
-        }
-    };
+    let creds = credentials_condition(credentials, generation, &now);
     let (selected, synced, mut failures) = match sync {
         SyncOutcome::Synced { selected, synced, failures, .. } => (*selected, *synced, failures.clone()),
         SyncOutcome::Skipped { .. } => {
@@ -141,22 +179,8 @@ pub fn compute(
     let failed_count = failures.len();
     failures.truncate(MAX_FAILURES_LISTED);
     let synced_cond = synced_condition(sync, credentials, selected, &failures, failed_count, generation, &now);
-    let checked: Vec<Condition> = checks
-        .iter()
-        .flat_map(|v| {
-            [(CREDENTIALS_VALID, &v.credentials), (IMAGES_VERIFIED, &v.images)]
-                .map(|(type_, o)| condition(type_, o.ok, &o.reason, o.message.clone(), generation, &now))
-        })
-        .collect();
-    // Held deletions: said while held; a sync that was skipped leaves the previous word on them standing.
-    let held = match sync {
-        SyncOutcome::Synced { held, .. } => {
-            held.as_ref().map(|h| condition(DELETIONS_HELD, true, DELETIONS_HELD, h.message.clone(), generation, &now))
-        }
-        SyncOutcome::Skipped { .. } => {
-            previous.and_then(|p| p.conditions.iter().find(|c| c.type_ == DELETIONS_HELD)).cloned()
-        }
-    };
+    let checked = checks.map(|v| checked_conditions(v, generation, &now)).unwrap_or_default();
+    let held = held_condition(sync, previous, generation, &now);
     let failed = [&creds, &synced_cond].into_iter().chain(checked.iter()).find(|c| c.status != TRUE);
     // The profile is not at its desired state while deletions are held: Ready says so (after any failure).
     let ready = match failed.or(held.as_ref()) {
@@ -166,15 +190,7 @@ pub fn compute(
     let mut conditions = vec![ready, creds, synced_cond];
     conditions.extend(checked);
     conditions.extend(held);
-    if let Some(prev) = previous {
-        for c in &mut conditions {
-            if let Some(old) = prev.conditions.iter().find(|o| o.type_ == c.type_)
-                && old.status == c.status
-            {
-                c.last_transition_time = old.last_transition_time.clone();
-            }
-        }
-    }
+    keep_transition_times(&mut conditions, previous);
     RegistryProfileStatus {
         observed_generation: generation,
         conditions,
