@@ -118,34 +118,51 @@ pub struct Ledger {
     pub at: Instant,
     /// The namespaces selected, each by the [`key`] of its name.
     selected: HashSet<u64>,
-    /// The selected namespaces whose Secret is not in place, with why (a failed write, a conflict).
-    failures: BTreeMap<String, NamespaceFailure>,
-    /// Whether the last full plan left nothing that only a full plan settles: no deletion held by the guard, no
-    /// ServiceAccount it could not patch, no ServiceAccount mode (whose accounts are counted over every namespace).
+    /// The namespaces where something is not in place, with why (a failed write, a conflict, a ServiceAccount that
+    /// could not be patched).
+    failures: BTreeMap<String, Vec<NamespaceFailure>>,
+    /// In ServiceAccount mode, how many accounts list the Secret, per namespace (by [`key`]) and in all.
+    listed: Option<(HashMap<u64, i32>, i32)>,
+    /// Whether the last full plan left nothing that only a full plan settles: no deletion held by the guard.
     pub settled: bool,
 }
 
 impl Ledger {
-    /// What a full plan found: the namespaces it selected and the failures among them.
+    /// What a full plan found: the namespaces it selected, the failures, and in ServiceAccount mode the accounts
+    /// that list the Secret per namespace.
     pub fn new<'a>(
         basis: u64,
         at: Instant,
         selected: impl IntoIterator<Item = &'a String>,
         failures: impl IntoIterator<Item = NamespaceFailure>,
+        listed: Option<BTreeMap<String, i32>>,
         settled: bool,
     ) -> Self {
         let selected = selected.into_iter().map(|ns| key(ns)).collect();
-        let failures = failures.into_iter().map(|f| (f.namespace.clone(), f)).collect();
-        Self { basis, at, selected, failures, settled }
+        let mut ledger = Self { basis, at, selected, failures: BTreeMap::new(), listed: None, settled };
+        ledger.add_failures(failures);
+        ledger.listed = listed.map(|per| {
+            let total = per.values().sum();
+            (per.iter().map(|(ns, n)| (key(ns), *n)).collect(), total)
+        });
+        ledger
     }
 
-    /// Brings the ledger up to date with a plan over `planned` alone: which of them are `selected` now, and their
-    /// `failures`.
+    fn add_failures(&mut self, failures: impl IntoIterator<Item = NamespaceFailure>) {
+        for f in failures {
+            self.failures.entry(f.namespace.clone()).or_default().push(f);
+        }
+    }
+
+    /// Brings the ledger up to date with a plan over `planned` alone: which of them are `selected` now, their
+    /// `failures`, and in ServiceAccount mode the accounts listing the Secret there (`listed`; a namespace not in
+    /// it has none).
     pub fn update(
         &mut self,
         planned: &BTreeSet<String>,
         selected: &BTreeSet<String>,
         failures: impl IntoIterator<Item = NamespaceFailure>,
+        listed: &BTreeMap<String, i32>,
     ) {
         for ns in planned {
             if selected.contains(ns) {
@@ -154,8 +171,12 @@ impl Ledger {
                 self.selected.remove(&key(ns));
             }
             self.failures.remove(ns);
+            if let Some((per, total)) = &mut self.listed {
+                let now = listed.get(ns).copied().unwrap_or(0);
+                *total += now - per.insert(key(ns), now).unwrap_or(0);
+            }
         }
-        self.failures.extend(failures.into_iter().map(|f| (f.namespace.clone(), f)));
+        self.add_failures(failures);
     }
 
     /// How many namespaces are selected.
@@ -163,9 +184,14 @@ impl Ledger {
         self.selected.len()
     }
 
-    /// The selected namespaces whose Secret is not in place.
+    /// Where something is not in place.
     pub fn failures(&self) -> Vec<NamespaceFailure> {
-        self.failures.values().cloned().collect()
+        self.failures.values().flatten().cloned().collect()
+    }
+
+    /// In ServiceAccount mode, how many accounts list the Secret.
+    pub fn listed(&self) -> Option<i32> {
+        self.listed.as_ref().map(|(_, total)| *total)
     }
 }
 
@@ -396,7 +422,7 @@ mod tests {
     #[test]
     fn only_what_changed_is_planned_while_the_last_full_plan_holds() {
         let t0 = Instant::now();
-        let ledger = Ledger::new(7, t0, &names(&["a", "b", "f"]), [failure("f")], true);
+        let ledger = Ledger::new(7, t0, &names(&["a", "b", "f"]), [failure("f")], None, true);
         let changed = |v: &[&str]| Changed::Namespaces(names(v));
         let later = t0 + Duration::from_secs(60);
         let cases = [
@@ -430,14 +456,18 @@ mod tests {
 
     #[test]
     fn a_ledger_counts_what_each_plan_of_a_few_namespaces_found() {
-        let mut ledger = Ledger::new(1, Instant::now(), &names(&["a", "b", "c"]), [failure("c")], true);
-        assert_eq!((ledger.selected(), ledger.failures().len()), (3, 1));
-        // A new namespace; c written at last; b relabelled out.
-        ledger.update(&names(&["n", "c", "b"]), &names(&["n", "c"]), []);
-        assert_eq!((ledger.selected(), ledger.failures().len()), (3, 0));
-        // Planned again, same answer: nothing counted twice.
-        ledger.update(&names(&["n"]), &names(&["n"]), [failure("n")]);
-        assert_eq!((ledger.selected(), ledger.failures()), (3, vec![failure("n")]));
+        let listed = BTreeMap::from([("a".to_owned(), 1), ("b".to_owned(), 2)]);
+        let mut ledger = Ledger::new(1, Instant::now(), &names(&["a", "b", "c"]), [failure("c")], Some(listed), true);
+        assert_eq!((ledger.selected(), ledger.failures().len(), ledger.listed()), (3, 1, Some(3)));
+        // A new namespace (one account listing the Secret); c written at last; b relabelled out.
+        let now_listed = BTreeMap::from([("n".to_owned(), 1)]);
+        ledger.update(&names(&["n", "c", "b"]), &names(&["n", "c"]), [], &now_listed);
+        assert_eq!((ledger.selected(), ledger.failures().len(), ledger.listed()), (3, 0, Some(2)));
+        // Planned again, same answer: nothing counted twice; two failures in one namespace are both kept.
+        ledger.update(&names(&["n"]), &names(&["n"]), [failure("n"), failure("n")], &now_listed);
+        assert_eq!((ledger.selected(), ledger.failures().len(), ledger.listed()), (3, 2, Some(2)));
+        let without = Ledger::new(1, Instant::now(), &names(&["a"]), [], None, true);
+        assert_eq!(without.listed(), None, "ServiceAccount mode off");
     }
 
     #[test]

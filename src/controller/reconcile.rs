@@ -35,6 +35,7 @@ use crate::resolve::selection::CompiledSelection;
 use crate::resolve::{self, Content, Meaning, Source, Written};
 use crate::secrets::guard::{self, Cause, Deletion};
 use crate::secrets::{Action as Write, Writer};
+use k8s_openapi::api::core::v1::ServiceAccount;
 
 /// A change of a profile's status in its counts alone (a new namespace synced, see [`status::counts_only`]) is
 /// written at most once in this long: a burst of new namespaces, or a steady trickle, costs a status write per
@@ -298,24 +299,24 @@ async fn sync_all(
     let conflicts = target.conflicts(ctx, &selected);
     let secrets = sync_secrets(ctx, profile, target, &selected, conflicts).await?;
     let counted = if target.content.is_some() { selected.iter().collect() } else { Vec::new() };
-    let failed: BTreeSet<&str> = secrets.failures.iter().map(|f| f.namespace.as_str()).collect();
-    let in_place: BTreeSet<String> = selected.iter().filter(|ns| !failed.contains(ns.as_str())).cloned().collect();
-    let secret = target.content.is_some().then_some(target.meaning.secret_name.as_str());
-    let (listed, more) = sync_service_accounts(ctx, profile, secret, &selected, &in_place, &secrets.kept).await;
-    let settled = secrets.held.is_none() && more.is_empty() && profile.spec.service_accounts.is_none();
+    let served = Served::new(target, &selected, &secrets.failures, &secrets.kept);
+    let accounts = sync_service_accounts(ctx, profile, &served, None).await;
+    let settled = secrets.held.is_none();
     let selected_count = count(counted.len());
-    let ledger = Ledger::new(basis, Instant::now(), counted, secrets.failures.iter().cloned(), settled);
-    ctx.ledgers.put(target.uid, ledger, &ctx.view.profiles.state());
     let mut failures = secrets.failures;
-    failures.extend(more);
+    failures.extend(accounts.failures);
+    let ledger = Ledger::new(basis, Instant::now(), counted, failures.iter().cloned(), accounts.listed, settled);
+    let service_accounts = ledger.listed();
+    ctx.ledgers.put(target.uid, ledger, &ctx.view.profiles.state());
     let synced = selected_count.saturating_sub(count(failures.len()));
     let outcome = SyncOutcome::Synced { selected: selected_count, synced, failures, held: secrets.held };
-    Ok(Synced { outcome, service_accounts: listed })
+    Ok(Synced { outcome, service_accounts })
 }
 
-/// A plan of `namespaces` alone (those that changed since the last plan, and those it failed in), from the last
-/// full plan's `ledger`: what one namespace costs, whatever the number of namespaces. `None` when a full plan must
-/// decide instead: a deletion the guard weighs against every namespace holding the Secret.
+/// A plan of `namespaces` alone (those that changed since the last plan, and those it failed in), Secrets and
+/// ServiceAccounts, from the last full plan's `ledger`: what one namespace costs, whatever the number of
+/// namespaces. `None` when a full plan must decide instead: a deletion the guard weighs against every namespace
+/// holding the Secret.
 async fn sync_some(
     ctx: &Context,
     profile: &Arc<RegistryProfile>,
@@ -342,14 +343,43 @@ async fn sync_some(
     plan.actions.extend(decision.released.into_iter().map(Write::Delete));
     let mut failures = execute(ctx, profile, target, plan.actions).await?;
     failures.extend(conflicts.into_values());
+    let none_kept = BTreeSet::new();
+    let served = Served::new(target, &selected, &failures, &none_kept);
+    let accounts = sync_service_accounts(ctx, profile, &served, Some(namespaces)).await;
+    failures.extend(accounts.failures);
     let counted = if target.content.is_some() { selected } else { BTreeSet::new() };
-    ledger.update(namespaces, &counted, failures);
+    ledger.update(namespaces, &counted, failures, &accounts.listed.unwrap_or_default());
     let selected_count = count(ledger.selected());
     let failures = ledger.failures();
     let synced = selected_count.saturating_sub(count(failures.len()));
+    let service_accounts = ledger.listed();
     ctx.ledgers.put(target.uid, ledger, &ctx.view.profiles.state());
     let outcome = SyncOutcome::Synced { selected: selected_count, synced, failures, held: None };
-    Ok(Some(Synced { outcome, service_accounts: None }))
+    Ok(Some(Synced { outcome, service_accounts }))
+}
+
+/// Where a profile's ServiceAccount entries go: the namespaces it serves, those where its Secret is in place, and
+/// the Secret's name (`None`: it writes none).
+struct Served<'a> {
+    secret: Option<&'a str>,
+    selected: &'a BTreeSet<String>,
+    in_place: BTreeSet<String>,
+    /// Namespaces no longer selected whose Secret the deletion guard holds: their accounts are left as they are.
+    kept: &'a BTreeSet<String>,
+}
+
+impl<'a> Served<'a> {
+    fn new(
+        target: &Target<'a>,
+        selected: &'a BTreeSet<String>,
+        failures: &[NamespaceFailure],
+        kept: &'a BTreeSet<String>,
+    ) -> Self {
+        let failed: BTreeSet<&str> = failures.iter().map(|f| f.namespace.as_str()).collect();
+        let in_place = selected.iter().filter(|ns| !failed.contains(ns.as_str())).cloned().collect();
+        let secret = target.content.is_some().then_some(target.meaning.secret_name.as_str());
+        Self { secret, selected, in_place, kept }
+    }
 }
 
 /// What a profile's Secret sync did.
@@ -452,32 +482,44 @@ async fn keep_token_copy(ctx: &Context, profile: &Arc<RegistryProfile>, content:
     }
 }
 
-/// ServiceAccount mode for one profile: every cached ServiceAccount gets what the profile wants of it (see
-/// [`service_accounts::want`]); only those that need a change are patched. In the namespaces in `kept` (no longer
-/// selected, their Secret held by the deletion guard) accounts are left as they are. Returns how many accounts list
-/// the Secret (`None` when the mode is off) and the accounts that could not be patched.
+/// What the ServiceAccount pass did: in ServiceAccount mode, how many accounts list the Secret per namespace; and
+/// the accounts it could not patch.
+struct AccountSync {
+    listed: Option<BTreeMap<String, i32>>,
+    failures: Vec<NamespaceFailure>,
+}
+
+/// ServiceAccount mode for one profile: every cached account (of `only` those namespaces, when given) gets what
+/// the profile wants of it (see [`service_accounts::want`]); only those that need a change are patched. In the
+/// namespaces the guard keeps, accounts are left as they are.
 async fn sync_service_accounts(
     ctx: &Context,
     profile: &RegistryProfile,
-    secret: Option<&str>,
-    selected: &BTreeSet<String>,
-    in_place: &BTreeSet<String>,
-    kept: &BTreeSet<String>,
-) -> (Option<i32>, Vec<NamespaceFailure>) {
+    served: &Served<'_>,
+    only: Option<&BTreeSet<String>>,
+) -> AccountSync {
     let name = profile.name_any();
     let patterns = profile.spec.service_accounts.as_ref().map(|s| s.names.as_slice());
-    let mut listed = 0;
-    let work = ctx.view.service_accounts.filter_map(|sa| {
+    let mut listed: BTreeMap<String, i32> = BTreeMap::new();
+    let mut visit = |sa: ServiceAccount| {
         let ns = sa.namespace().unwrap_or_default();
-        let served = selected.contains(&ns) || kept.contains(&ns);
-        let want = service_accounts::want(patterns, &sa.name_any(), served, secret, in_place.contains(&ns));
-        if matches!(want, service_accounts::Want::Listed(_)) {
-            listed += 1;
-        }
+        let serves = served.selected.contains(&ns) || served.kept.contains(&ns);
+        let in_place = served.in_place.contains(&ns);
+        let want = service_accounts::want(patterns, &sa.name_any(), serves, served.secret, in_place);
         let record = crate::state::service_accounts::record_of(&sa);
         let pulls = sa.image_pull_secrets.as_deref().unwrap_or_default();
-        service_accounts::change(pulls, &record, &name, &want).is_some().then_some((sa, want))
-    });
+        let change = service_accounts::change(pulls, &record, &name, &want).is_some();
+        if matches!(want, service_accounts::Want::Listed(_)) {
+            *listed.entry(ns).or_default() += 1;
+        }
+        change.then_some((sa, want))
+    };
+    let work = match only {
+        None => ctx.view.service_accounts.filter_map(&mut visit),
+        Some(namespaces) => {
+            namespaces.iter().flat_map(|ns| ctx.view.service_accounts.filter_map_in(ns, &mut visit)).collect()
+        }
+    };
     if !work.is_empty() {
         info!(patches = work.len(), "updating ServiceAccounts");
     }
@@ -496,8 +538,11 @@ async fn sync_service_accounts(
             }
         })
         .await;
-    let listed = patterns.map(|_| listed - count(failures.len()));
-    (listed, failures)
+    // An account that could not be patched is not counted as listing the Secret.
+    for f in &failures {
+        *listed.entry(f.namespace.clone()).or_default() -= 1;
+    }
+    AccountSync { listed: patterns.map(|_| listed), failures }
 }
 
 /// How long a change of counts alone still waits: until [`STATUS_SETTLE`] has passed since the profile's status

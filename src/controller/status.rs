@@ -214,8 +214,8 @@ pub fn compute(
     }
 }
 
-/// Whether `next` differs from `previous` in its counts alone: the namespaces selected, synced and failed, and the
-/// condition messages that give them. Such a change may wait a moment before it is written; any other (a
+/// Whether `next` differs from `previous` in its counts alone: the namespaces selected, synced and failed, the
+/// ServiceAccounts listing the Secret, and the condition messages that give them. Such a change may wait a moment before it is written; any other (a
 /// condition's status or reason, the generation, the preflight's verdict, a token's times) may not.
 pub fn counts_only(previous: &RegistryProfileStatus, next: &RegistryProfileStatus) -> bool {
     let without_counts = |s: &RegistryProfileStatus| {
@@ -224,6 +224,7 @@ pub fn counts_only(previous: &RegistryProfileStatus, next: &RegistryProfileStatu
         s.synced_namespaces = 0;
         s.sync_summary = None;
         s.failed_namespaces.clear();
+        s.service_accounts = s.service_accounts.map(|_| 0);
         for c in &mut s.conditions {
             if c.type_ == SECRETS_SYNCED || c.type_ == READY {
                 c.message.clear();

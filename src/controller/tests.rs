@@ -362,3 +362,49 @@ async fn a_new_namespace_is_planned_alone_and_its_count_waits_for_the_settle_win
     let seen = s.reconcile(&p).await;
     assert_eq!(summary(&seen), ["POST /api/v1/namespaces/a/secrets"]);
 }
+
+#[tokio::test]
+async fn in_service_account_mode_a_new_namespace_and_its_account_are_planned_alone_too() {
+    let account = |ns: &str| -> k8s_openapi::api::core::v1::ServiceAccount {
+        serde_json::from_value(json!({"metadata": {"name": "default", "namespace": ns, "resourceVersion": "1"}}))
+            .unwrap()
+    };
+    let mut s = scene(&["a"]);
+    s.put_source(source("creds", "pw1"));
+    let mut with_accounts = spec();
+    with_accounts["serviceAccounts"] = json!({"names": ["default"]});
+    let p = s.put_profile(&profile(with_accounts));
+    s.view.service_accounts.apply(&Event::Apply(account("a")));
+    let mut seen = summary(&s.reconcile(&p).await);
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            "PATCH /api/v1/namespaces/a/serviceaccounts/default",
+            "PATCH /apis/regcred.dev/v1alpha1/registryprofiles/p/status",
+            "POST /api/v1/namespaces/a/secrets",
+        ]
+    );
+    // The account's watch would show the patch; here the cache is told.
+    let mut listed = account("a");
+    listed.image_pull_secrets = Some(vec![k8s_openapi::api::core::v1::LocalObjectReference { name: "pull".into() }]);
+    listed.metadata.annotations =
+        Some([(crate::state::service_accounts::RECORD_ANNOTATION.to_owned(), "p=pull".to_owned())].into());
+    s.view.service_accounts.apply(&Event::Apply(listed));
+
+    s.view.namespaces.apply(&Event::Apply(namespace("b")));
+    s.view.service_accounts.apply(&Event::Apply(account("b")));
+    s.view.dirty.note(&["p".to_owned()], "b");
+    let mut seen = summary(&s.reconcile(&p).await);
+    seen.sort();
+    assert_eq!(
+        seen,
+        ["PATCH /api/v1/namespaces/b/serviceaccounts/default", "POST /api/v1/namespaces/b/secrets"],
+        "b alone; the count of accounts waits with the rest"
+    );
+    for (_, at) in s.ctx.written.lock().unwrap().values_mut() {
+        *at = at.checked_sub(super::reconcile::STATUS_SETTLE).unwrap();
+    }
+    let seen = s.reconcile(&p).await;
+    assert_eq!(seen[0].body["status"]["serviceAccounts"], 2, "{:?}", summary(&seen));
+}
