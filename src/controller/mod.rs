@@ -228,6 +228,7 @@ pub async fn run(
                     // Gone from the view: its minting stops, and what it left on ServiceAccounts goes too (its
                     // Secrets are the garbage collector's, never held).
                     view.refresher.stop(&name);
+                    drop(view.dirty.changed(&name));
                     metrics.set_deletions_held(&name, 0);
                     if !recorded_by(&view, &name).is_empty() {
                         tokio::spawn(release_service_accounts(client.clone(), view.clone(), name));

@@ -64,6 +64,7 @@ async fn reconcile_inner(profile: Arc<RegistryProfile>, ctx: Arc<Context>) -> Re
     if profile.meta().deletion_timestamp.is_some() {
         // The garbage collector removes the Secrets through their ownerReferences.
         ctx.ledgers.take(&uid);
+        drop(ctx.view.dirty.changed(&profile.name_any()));
         return Ok(Action::await_change());
     }
     let now = jiff::Timestamp::now();

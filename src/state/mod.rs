@@ -6,7 +6,8 @@
 //!   profiles and the Secrets of regcred's own namespace (reflector stores: few and small), and three that grow
 //!   with the cluster, each in a [`compact`] index of only what is read: [`namespaces`] (name, labels, whether
 //!   going), [`managed`] Secrets (hashes and owners) and [`service_accounts`] (pull secrets and regcred's record);
-//! - the [`dirty::Dirty`] set: each change is mapped to the profiles it concerns and marked there, and the
+//! - the [`dirty::Dirty`] set: each change is mapped to the profiles it concerns and marked there (a change of a
+//!   namespace, a managed Secret or a ServiceAccount with that namespace, so the reconcile plans only it), and the
 //!   controller drains it as its trigger stream;
 //! - the handle to the token [`Refresher`], whose mints mark their profile dirty;
 //! - each profile's compiled meaning (see [`crate::resolve`]), once per generation.
