@@ -194,26 +194,22 @@ impl Owners {
 /// A Kubernetes uid: a UUID packed into 16 bytes, or (never seen in practice) the text as it came.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Uid {
-    Packed(u128),
+    Packed(uuid::Uuid),
     Text(Box<str>),
 }
 
 impl Uid {
     fn new(text: &str) -> Self {
-        let hex: String = text.chars().filter(|c| *c != '-').collect();
-        match u128::from_str_radix(&hex, 16) {
-            // Packed only when it reads back exactly as it came.
-            Ok(n) if hex.len() == 32 && Self::Packed(n).to_text() == text => Self::Packed(n),
+        match uuid::Uuid::try_parse(text) {
+            // Packed only when it reads back exactly as it came (uuid also reads upper case, braces, no hyphens).
+            Ok(packed) if packed.hyphenated().to_string() == text => Self::Packed(packed),
             _ => Self::Text(text.into()),
         }
     }
 
     fn to_text(&self) -> String {
         match self {
-            Self::Packed(n) => {
-                let h = format!("{n:032x}");
-                format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
-            }
+            Self::Packed(packed) => packed.hyphenated().to_string(),
             Self::Text(t) => t.to_string(),
         }
     }
@@ -376,9 +372,16 @@ mod tests {
 
     #[test]
     fn uids_round_trip_packed_or_as_text() {
-        assert_eq!(Uid::new(UID), Uid::Packed(0x0f8e2a4c_1b3d_4e5f_8a9b_0c1d2e3f4a5b));
+        assert_eq!(Uid::new(UID), Uid::Packed(uuid::Uuid::from_u128(0x0f8e2a4c_1b3d_4e5f_8a9b_0c1d2e3f4a5b)));
         assert_eq!(Uid::new(UID).to_text(), UID);
-        for odd in ["", "not-a-uid", "0F8E2A4C-1B3D-4E5F-8A9B-0C1D2E3F4A5B", "0f8e2a4c1b3d4e5f8a9b0c1d2e3f4a5b0000"] {
+        for odd in [
+            "",
+            "not-a-uid",
+            "0F8E2A4C-1B3D-4E5F-8A9B-0C1D2E3F4A5B",
+            "0f8e2a4c1b3d4e5f8a9b0c1d2e3f4a5b",
+            "{0f8e2a4c-1b3d-4e5f-8a9b-0c1d2e3f4a5b}",
+            "0f8e2a4c1b3d4e5f8a9b0c1d2e3f4a5b0000",
+        ] {
             assert_eq!(Uid::new(odd).to_text(), odd);
         }
     }
