@@ -195,7 +195,7 @@ async fn record(ctx: &Context, claim: &Claim, profiles: Vec<(String, bool)>) {
             let event = Event {
                 type_: EventType::Warning,
                 reason: "PullFailed".into(),
-                note: Some(pulls::shorten(&note)),
+                note: Some(crate::images::shorten(&note)),
                 action: "Pull".into(),
                 secondary: None,
             };
@@ -331,7 +331,7 @@ async fn tell(ctx: &Context, profile: &str, claim: &Claim, pod: &PodPulls, reaso
     let event = Event {
         type_: EventType::Warning,
         reason: reason.into(),
-        note: Some(pulls::shorten(note)),
+        note: Some(crate::images::shorten(note)),
         action: "Heal".into(),
         secondary: None,
     };
