@@ -11,6 +11,8 @@ pub mod config;
 pub mod controller;
 pub mod credentials;
 pub mod errors;
+#[cfg(any(test, feature = "fixtures"))]
+pub mod fixtures;
 pub mod glob;
 pub mod images;
 pub mod memory;

@@ -80,12 +80,8 @@ impl Apiserver {
 }
 
 fn profile(spec: Value) -> RegistryProfile {
-    let mut p: RegistryProfile = serde_json::from_value(json!({
-        "apiVersion": "regcred.dev/v1alpha1", "kind": "RegistryProfile",
-        "metadata": {"name": "p", "uid": "11111111-2222-3333-4444-555555555555", "generation": 1},
-        "spec": spec,
-    }))
-    .unwrap();
+    let mut p = crate::fixtures::profile("p", spec);
+    p.metadata.uid = Some("11111111-2222-3333-4444-555555555555".into());
     p.metadata.resource_version = Some("1".into());
     p
 }
@@ -260,7 +256,7 @@ async fn a_deselected_namespace_loses_only_the_secret_the_profile_owns() {
 #[tokio::test]
 async fn a_pending_preflight_never_holds_up_the_secrets_unless_withheld() {
     // A registry that accepts connections and never answers.
-    let (addr, _silent) = crate::registry::preflight::silent_registry().await;
+    let (addr, _silent) = crate::fixtures::silent_registry().await;
     crate::install_crypto_provider();
     let mut s = scene(&["a"]);
     s.put_source(source("creds", "pw1"));

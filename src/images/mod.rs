@@ -269,18 +269,13 @@ mod tests {
     use serde_json::json;
 
     fn profile(name: &str, spec: Value) -> (Arc<RegistryProfile>, Arc<Meaning>) {
-        let mut p: RegistryProfile = serde_json::from_value(json!({
-            "apiVersion": "regcred.dev/v1alpha1", "kind": "RegistryProfile",
-            "metadata": {"name": name}, "spec": spec,
-        }))
-        .unwrap();
-        p.metadata.uid = Some(format!("uid-{name}"));
+        let p = crate::fixtures::profile(name, spec);
         let meaning = Arc::new(Meaning::of(&p, "regcred-system"));
         (Arc::new(p), meaning)
     }
 
     fn ns(name: &str) -> NamespaceInfo {
-        NamespaceInfo { name: name.into(), labels: std::collections::BTreeMap::default(), terminating: false }
+        crate::fixtures::namespace_info(name, &[])
     }
 
     fn s(v: &[&str]) -> Vec<String> {

@@ -614,13 +614,7 @@ mod tests {
     }
 
     fn profile(name: &str, spec: serde_json::Value) -> Arc<RegistryProfile> {
-        let mut p: RegistryProfile = serde_json::from_value(serde_json::json!({
-            "apiVersion": "regcred.dev/v1alpha1", "kind": "RegistryProfile",
-            "metadata": {"name": name}, "spec": spec,
-        }))
-        .unwrap();
-        p.metadata.uid = Some(format!("uid-{name}"));
-        Arc::new(p)
+        Arc::new(crate::fixtures::profile(name, spec))
     }
 
     #[test]

@@ -287,20 +287,6 @@ pub async fn resolve_images(
     futures::future::join_all(images.iter().map(|image| check_image(session, credentials, image, options))).await
 }
 
-/// A registry that accepts connections and never answers (its address, and the task holding them), for tests.
-#[cfg(test)]
-pub(crate) async fn silent_registry() -> (String, tokio::task::JoinHandle<()>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let task = tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((socket, _)) = listener.accept().await {
-            held.push(socket);
-        }
-    });
-    (addr, task)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
