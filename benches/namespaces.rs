@@ -284,7 +284,7 @@ async fn main() {
             // The same at the largest size with HANGING profiles whose registries accept connections and never
             // answer: their preflights are pending all along, on workers of their own.
             let hanging_n = env_or("HANGING_PROFILES", 8) as usize;
-            let (addr, silent) = support::registry::silent().await;
+            let (addr, silent) = regcred::fixtures::silent_registry().await;
             for i in 0..hanging_n {
                 let mut p = profile(&format!("hang{i}"), json!({"regcred-test": env.id, "bench": "none"}));
                 p.spec.server = Some(format!("{addr}/p{i}"));

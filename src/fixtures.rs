@@ -183,9 +183,16 @@ pub async fn wait_login(
 
 /// Waits until profile `name` has condition `type_` with `status` and `reason` for its current generation;
 /// returns the profile.
-pub async fn wait_condition(client: &Client, name: &str, type_: &str, status: &str, reason: &str) -> RegistryProfile {
+pub async fn wait_condition(
+    client: &Client,
+    name: &str,
+    type_: &str,
+    status: &str,
+    reason: &str,
+    timeout: Duration,
+) -> RegistryProfile {
     let profiles: Api<RegistryProfile> = Api::all(client.clone());
-    wait_for(&format!("{name}: {type_}={status} ({reason})"), WAIT, || async {
+    wait_for(&format!("{name}: {type_}={status} ({reason})"), timeout, || async {
         let p = profiles.get_opt(name).await.ok().flatten()?;
         let current = p.status.as_ref()?.conditions.iter().any(|c| {
             c.type_ == type_
