@@ -7,7 +7,7 @@ use std::path::Path;
 
 /// Top-level modules, lowest layer first; modules on one line may not use each other.
 const LAYERS: &[&[&str]] = &[
-    &["api", "glob", "client"],
+    &["api", "glob", "client", "quantity"],
     &["names", "registry"],
     &["config"],
     &["telemetry", "memory"],

@@ -18,6 +18,7 @@ pub mod images;
 pub mod memory;
 pub mod metrics;
 pub mod names;
+pub mod quantity;
 pub mod registry;
 pub mod resolve;
 pub mod secrets;
@@ -32,8 +33,9 @@ use futures::FutureExt;
 use tracing::info;
 
 /// Installs ring as rustls' process-wide crypto provider. regcred's TLS clients and servers (the webhook, the
-/// registry preflight's reqwest and oci-client) are built without one, so that regcred carries one TLS stack.
-/// Harmless when a provider is installed already.
+/// registry preflight's reqwest and oci-client, the token exchanges) are built without one, so that regcred
+/// carries one TLS stack: `main` calls this once, before anything runs, and tests that build TLS clients call it
+/// in their own setup. Harmless when a provider is installed already.
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }

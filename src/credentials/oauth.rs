@@ -16,7 +16,7 @@ use serde_json::Value;
 
 use super::egress::Endpoints;
 use super::tokens::{EndpointTls, MintError};
-use crate::registry::preflight::{error_chain, untrusted_tls};
+use crate::registry::preflight::{crypto_provider, error_chain, untrusted_tls};
 
 /// How long one request to a token endpoint may take.
 const TIMEOUT: Duration = Duration::from_secs(20);
@@ -72,7 +72,7 @@ pub fn metadata_client(host: &str) -> Result<Http, MintError> {
 /// was checked, never to one an answer names. (The registry preflight's `https_client` follows redirects, which
 /// registries use for blobs; hence a builder of its own.)
 fn build(ca_pem: Option<&str>, insecure: bool, proxy: bool) -> Result<reqwest::Client, MintError> {
-    crate::install_crypto_provider();
+    crypto_provider().map_err(|why| MintError::new("MintFailed", format!("building the HTTP client: {why}")))?;
     let mut builder = reqwest::Client::builder()
         .timeout(TIMEOUT)
         .connect_timeout(TIMEOUT)
