@@ -122,7 +122,7 @@ pub fn run(cli: Cli) -> ExitCode {
                 Ok(rt) => rt,
                 Err(e) => return fail(&format!("could not start the async runtime: {e}")),
             };
-            match runtime.block_on(crate::run(*args)) {
+            match runtime.block_on(crate::operator::run(*args)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!(error = %e, "regcred stopped");

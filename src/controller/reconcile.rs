@@ -21,7 +21,7 @@ use super::decide::{self, Written};
 use super::events::{Event, EventType};
 use super::plan::{self, Target};
 use super::status::{self, Held, SyncOutcome};
-use super::{Context, Error, preflight, requeue_after, service_accounts};
+use super::{Context, Error, patch_service_accounts, preflight, requeue_after};
 use crate::api::{NamespaceFailure, OnFailure, RegistryProfile, RegistryProfileStatus};
 use crate::names::{
     CONFIRM_DELETIONS_ANNOTATION, DOCKER_CONFIG_KEY, DOCKER_CONFIG_TYPE, FIELD_MANAGER, token_copy_name,
@@ -45,7 +45,7 @@ fn reported(ctx: &Context, name: &str, next: &mut crate::api::RegistryProfileSta
 }
 
 async fn reconcile_inner(profile: Arc<RegistryProfile>, ctx: Arc<Context>) -> Result<Action, Error> {
-    if !ctx.view.ready.clone().await {
+    if !ctx.view.ready().await {
         return Err(Error::CacheStopped);
     }
     let name = profile.name_any();
@@ -60,11 +60,11 @@ async fn reconcile_inner(profile: Arc<RegistryProfile>, ctx: Arc<Context>) -> Re
     let meaning = ctx.view.meaning(&profile);
     let source = resolve::source(&profile, meaning.registry.as_deref(), &ctx.view);
     match &source {
-        Ok(Source::Token(t)) => drop(ctx.view.refresher.snapshot(&name, t)),
-        _ if !resolve::mints_tokens(&profile) => ctx.view.refresher.stop(&name),
+        Ok(Source::Token(t)) => drop(ctx.view.refresher().snapshot(&name, t)),
+        _ if !resolve::mints_tokens(&profile) => ctx.view.refresher().stop(&name),
         _ => {}
     }
-    let token = ctx.view.refresher.peek(&name);
+    let token = ctx.view.refresher().peek(&name);
 
     // Decide.
     let credentials = decide::credentials(&source, token.as_ref(), now);
@@ -98,7 +98,7 @@ async fn reconcile_inner(profile: Arc<RegistryProfile>, ctx: Arc<Context>) -> Re
     let sync = match gate {
         Err(skipped) => skipped,
         Ok((written, selection)) => {
-            let selected = ctx.view.namespaces.selected_by(selection);
+            let selected = ctx.view.namespaces().selected_by(selection);
             let conflicts = conflicts(&ctx, &meaning, &selected);
             let secrets = sync_secrets(&ctx, &profile, &meaning, written, &selected, conflicts, &uid).await?;
             let mut failures = secrets.failures;
@@ -220,7 +220,7 @@ async fn sync_secrets(
     conflicts: BTreeMap<String, NamespaceFailure>,
     uid: &str,
 ) -> Result<SecretSync, Error> {
-    let observed = ctx.view.managed.observed_for(&meaning.name);
+    let observed = ctx.view.managed().observed_for(&meaning.name);
     let target = match written {
         Some(w) => Target::Write {
             name: meaning.secret_name.clone(),
@@ -290,7 +290,7 @@ async fn keep_token_copy(ctx: &Context, profile: &Arc<RegistryProfile>, written:
 }
 
 /// ServiceAccount mode for one profile: every cached ServiceAccount gets what the profile wants of it (see
-/// [`service_accounts::want`]); only those that need a change are patched. In the namespaces in `kept` (no longer
+/// [`patch_service_accounts::want`]); only those that need a change are patched. In the namespaces in `kept` (no longer
 /// selected, their Secret held by the deletion guard) accounts are left as they are. Returns how many accounts list
 /// the Secret (`None` when the mode is off) and the accounts that could not be patched.
 async fn sync_service_accounts(
@@ -304,16 +304,16 @@ async fn sync_service_accounts(
     let name = profile.name_any();
     let patterns = profile.spec.service_accounts.as_ref().map(|s| s.names.as_slice());
     let mut listed = 0;
-    let work = ctx.view.service_accounts.filter_map(|sa| {
+    let work = ctx.view.service_accounts().filter_map(|sa| {
         let ns = sa.namespace().unwrap_or_default();
         let served = selected.contains(&ns) || kept.contains(&ns);
-        let want = service_accounts::want(patterns, &sa.name_any(), served, secret, in_place.contains(&ns));
-        if matches!(want, service_accounts::Want::Listed(_)) {
+        let want = patch_service_accounts::want(patterns, &sa.name_any(), served, secret, in_place.contains(&ns));
+        if matches!(want, patch_service_accounts::Want::Listed(_)) {
             listed += 1;
         }
         let record = crate::state::service_accounts::record_of(&sa);
         let pulls = sa.image_pull_secrets.as_deref().unwrap_or_default();
-        service_accounts::change(pulls, &record, &name, &want).is_some().then_some((sa, want))
+        patch_service_accounts::change(pulls, &record, &name, &want).is_some().then_some((sa, want))
     });
     if !work.is_empty() {
         info!(patches = work.len(), "updating ServiceAccounts");
@@ -323,7 +323,7 @@ async fn sync_service_accounts(
     let failures = ctx
         .writes
         .run(work, |(sa, want)| async move {
-            match service_accounts::converge(client, &sa, name, &want).await {
+            match patch_service_accounts::converge(client, &sa, name, &want).await {
                 Ok(_) => None,
                 Err(e) => Some(NamespaceFailure {
                     namespace: sa.namespace().unwrap_or_default(),

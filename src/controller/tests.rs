@@ -122,7 +122,7 @@ fn scene(namespaces: &[&str]) -> Scene {
     let client = api.client();
     let (view, feeds) = View::detached(OP_NS, 2.0 / 3.0);
     for ns in namespaces {
-        view.namespaces.apply(&Event::Apply(namespace(ns)));
+        view.namespaces().apply(&Event::Apply(namespace(ns)));
     }
     let settings = Settings {
         operator_namespace: OP_NS.into(),
@@ -130,7 +130,7 @@ fn scene(namespaces: &[&str]) -> Scene {
         profile_selector: None,
         reporter: "regcred".into(),
         healing: crate::api::HealingMode::Evict,
-        injects: true,
+        webhook: Some(tokio::sync::watch::Sender::new(true).subscribe()),
     };
     let recorder = Recorder::new(client.clone(), Reporter { controller: "regcred".into(), instance: None });
     let ctx = Arc::new(Context {
@@ -139,9 +139,9 @@ fn scene(namespaces: &[&str]) -> Scene {
         settings,
         recorder,
         view: view.clone(),
-        metrics: Arc::new(crate::metrics::Metrics::new(view.clone(), None)),
+        metrics: Arc::new(super::Metrics::default()),
         written: std::sync::Mutex::default(),
-        checks: preflight::Checks::new(1, view.dirty.clone()),
+        checks: preflight::Checks::new(1, view.dirty().clone()),
         healer: std::sync::Mutex::default(),
         writes: WriteBudget::new(8),
         pulls: crate::images::pulls::PullFailures::default(),
@@ -152,7 +152,7 @@ fn scene(namespaces: &[&str]) -> Scene {
 impl Scene {
     fn put_profile(&mut self, p: &RegistryProfile) -> Arc<RegistryProfile> {
         self.feeds.profiles.apply_watcher_event(&Event::Apply(p.clone()));
-        self.view.profiles.get(&kube::runtime::reflector::ObjectRef::new(&p.name_any())).unwrap()
+        self.view.profile(&p.name_any()).unwrap()
     }
 
     fn put_source(&mut self, s: Secret) {
@@ -194,7 +194,7 @@ async fn a_first_reconcile_creates_each_secret_once_then_writes_its_status_and_a
         ]
     );
     // The writer recorded its writes in the view before any watch event: nothing is written twice.
-    assert!(s.view.managed.contains("a", "pull") && s.view.managed.contains("b", "pull"));
+    assert!(s.view.managed().contains("a", "pull") && s.view.managed().contains("b", "pull"));
     assert_eq!(summary(&s.reconcile(&p).await), Vec::<String>::new(), "a reconcile with nothing to do wrote");
 }
 
@@ -219,7 +219,7 @@ async fn a_rotated_source_makes_exactly_one_write_per_secret_even_when_the_watch
         "data": {".dockerconfigjson": "e30="},
     }))
     .unwrap();
-    s.view.managed.apply(&Event::Apply(stale));
+    s.view.managed().apply(&Event::Apply(stale));
     assert_eq!(summary(&s.reconcile(&p).await), Vec::<String>::new(), "a stale watch event caused a rewrite");
 }
 
@@ -244,20 +244,21 @@ async fn a_deselected_namespace_loses_only_the_secret_the_profile_owns() {
     s.reconcile(&p).await;
     let mut b = namespace("b");
     b.metadata.labels = None;
-    s.view.namespaces.apply(&Event::Apply(b));
+    s.view.namespaces().apply(&Event::Apply(b));
     let seen = s.reconcile(&p).await;
     let deletes: Vec<String> = summary(&seen).into_iter().filter(|r| r.starts_with("DELETE")).collect();
     assert_eq!(deletes, ["DELETE /api/v1/namespaces/b/secrets/pull"]);
     let delete = seen.iter().find(|r| r.method == Method::DELETE).unwrap();
     assert!(delete.body["preconditions"]["uid"].is_string(), "deletes are by uid: {}", delete.body);
-    assert!(!s.view.managed.contains("b", "pull") && s.view.managed.contains("a", "pull"));
+    assert!(!s.view.managed().contains("b", "pull") && s.view.managed().contains("a", "pull"));
 }
 
 #[tokio::test]
 async fn a_pending_preflight_never_holds_up_the_secrets_unless_withheld() {
     // A registry that accepts connections and never answers.
     let (addr, _silent) = crate::fixtures::silent_registry().await;
-    crate::install_crypto_provider();
+    // The process's TLS provider, as `main` installs it.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let mut s = scene(&["a"]);
     s.put_source(source("creds", "pw1"));
     let mut report = spec();
@@ -303,7 +304,9 @@ async fn a_renamed_secret_name_writes_the_new_secrets_and_holds_the_old_ones_unt
     let status = &seen.iter().find(|r| r.path.ends_with("/status")).unwrap().body["status"];
     let held = status["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "DeletionsHeld").unwrap();
     assert!(held["message"].as_str().unwrap().contains("4 under a former secretName"), "{held}");
-    assert!(namespaces.iter().all(|ns| s.view.managed.contains(ns, "pull") && s.view.managed.contains(ns, "pull-new")));
+    assert!(
+        namespaces.iter().all(|ns| s.view.managed().contains(ns, "pull") && s.view.managed().contains(ns, "pull-new"))
+    );
     // Still held once the new Secrets are in place (the guard counts namespaces, not Secrets); nothing is written.
     assert_eq!(summary(&s.reconcile(&p).await), Vec::<String>::new());
 

@@ -8,7 +8,7 @@
 //! every entry that uses it, and released with its last user), and the Secret's uid is kept as 16 bytes.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -18,6 +18,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 use kube::ResourceExt;
 use kube::runtime::watcher;
 use serde::{Deserialize, Deserializer};
+use tokio::sync::watch;
 
 use super::compact::{self, Interner};
 use crate::names::{DOCKER_CONFIG_KEY, DOCKER_CONFIG_TYPE, MANAGED_BY_LABEL, MANAGED_BY_VALUE, PROFILE_LABEL};
@@ -243,12 +244,17 @@ impl Entry {
 pub struct ManagedSecrets {
     index: compact::Shared<Entry>,
     /// The Secrets being written now (namespace, name): one write of each at a time, whoever asks.
-    in_flight: Arc<Mutex<HashSet<(String, String)>>>,
+    in_flight: Arc<Mutex<InFlight>>,
 }
 
-/// The right to write one Secret, held until dropped (see [`ManagedSecrets::claim`]).
+/// The writes under way, each with the sender its claim holds: never sent on, dropped with the claim, which is
+/// what tells whoever waits for that write ([`ManagedSecrets::settled`]) that it is done.
+type InFlight = HashMap<(String, String), watch::Sender<()>>;
+
+/// The right to write one Secret, held until dropped (see [`ManagedSecrets::claim`]). The writer drops it once its
+/// result is recorded, which ends the wait of [`ManagedSecrets::settled`].
 pub struct Claim {
-    in_flight: Arc<Mutex<HashSet<(String, String)>>>,
+    in_flight: Arc<Mutex<InFlight>>,
     key: (String, String),
 }
 
@@ -284,8 +290,26 @@ impl ManagedSecrets {
     /// controller's sync and the new-namespace path may both want to create it).
     pub fn claim(&self, namespace: &str, name: &str) -> Option<Claim> {
         let key = (namespace.to_owned(), name.to_owned());
-        let fresh = self.in_flight.lock().unwrap_or_else(PoisonError::into_inner).insert(key.clone());
-        fresh.then(|| Claim { in_flight: self.in_flight.clone(), key })
+        let mut in_flight = self.in_flight.lock().unwrap_or_else(PoisonError::into_inner);
+        if in_flight.contains_key(&key) {
+            return None;
+        }
+        in_flight.insert(key.clone(), watch::Sender::new(()));
+        Some(Claim { in_flight: self.in_flight.clone(), key })
+    }
+
+    /// Waits until no write of the Secret `name` in `namespace` is under way (at once when none is: the writer
+    /// that holds its [`Claim`] says when it is done, by dropping it), then says whether the index holds that
+    /// Secret: the write's result, as the writer recorded it.
+    pub async fn settled(&self, namespace: &str, name: &str) -> bool {
+        let key = (namespace.to_owned(), name.to_owned());
+        let pending =
+            self.in_flight.lock().unwrap_or_else(PoisonError::into_inner).get(&key).map(watch::Sender::subscribe);
+        if let Some(mut done) = pending {
+            // Nothing is ever sent: this ends, with an error, when the claim drops its sender.
+            let _ = done.changed().await;
+        }
+        self.contains(namespace, name)
     }
 
     /// Whether the index already holds the Secret `name` in `namespace` as `profile` (with uid `owner`) writes it:
@@ -413,6 +437,25 @@ mod tests {
         index.apply(&watcher::Event::Delete(secret("b", "pull", "q", "one")));
         assert!(!index.contains("b", "pull"));
         assert_eq!(index.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_wait_for_a_write_ends_when_its_writer_is_done_and_says_what_it_left() {
+        let index = ManagedSecrets::default();
+        assert!(!index.settled("a", "pull").await, "no write under way, nothing there: at once");
+        let claim = index.claim("a", "pull").unwrap();
+        assert!(index.claim("a", "pull").is_none(), "one write of a Secret at a time");
+        let mut waiting = Box::pin(index.settled("a", "pull"));
+        assert!(futures::poll!(&mut waiting).is_pending(), "the write is under way");
+        index.record(&secret("a", "pull", "p", "x"));
+        assert!(futures::poll!(&mut waiting).is_pending(), "recorded, but its writer is not done yet");
+        drop(claim);
+        assert!(waiting.await, "the writer recorded the Secret");
+        // A write that failed leaves nothing, and says so.
+        let claim = index.claim("b", "pull").unwrap();
+        let waiting = index.settled("b", "pull");
+        drop(claim);
+        assert!(!waiting.await);
     }
 
     #[test]
