@@ -12,10 +12,11 @@
 //!   the new namespaces their Secrets, and over a rotation of the source credential (every Secret rewritten).
 //! - operator CPU per new namespace: CPU_NAMESPACES namespaces created CPU_SPACING_MS apart, each waited for until
 //!   its Secret is there, then CPU_TAIL_S for what follows (reconciles, a status write); the process's CPU time
-//!   (/proc) over that run, less its idle CPU over as long (measured just before), per namespace. Beside it, in the
-//!   same run and on equal terms, a hand-written client ([`hand`]): a minimal kube-rs program that watches
-//!   namespaces (metadata only, as regcred does) and creates the Secret in each new one it selects, started as a
-//!   process of its own with the chart's ServiceAccount and regcred's logging level, each of the two alone.
+//!   (its threads' schedstat) over that run, less its idle CPU over as long (measured just before, once settled),
+//!   per namespace. Beside it, in the same run and on equal terms, a hand-written client ([`hand`]): a minimal
+//!   kube-rs program that watches namespaces (metadata only, as regcred does) and creates the Secret in each new
+//!   one it selects, started as a process of its own with the chart's ServiceAccount and regcred's logging level,
+//!   each of the two alone, CPU_RUNS times alternately.
 #![allow(clippy::pedantic, clippy::unwrap_used, clippy::panic, clippy::expect_used)]
 
 #[path = "../tests/support/mod.rs"]
@@ -170,48 +171,70 @@ struct CpuRun {
     namespaces: usize,
     spacing: Duration,
     tail: Duration,
-    /// How long the process is left alone before its idle CPU is measured, and how long that is measured.
-    idle: Duration,
+    /// Runs of each, alternately.
+    runs: usize,
 }
+
+/// The window over which a process's idle CPU is measured, repeated until two in a row agree.
+const IDLE_WINDOW: Duration = Duration::from_secs(5);
 
 impl CpuRun {
     fn from_env() -> Self {
         Self {
-            namespaces: env_or("CPU_NAMESPACES", 60) as usize,
+            namespaces: env_or("CPU_NAMESPACES", 120) as usize,
             spacing: Duration::from_millis(env_or("CPU_SPACING_MS", 250)),
             tail: Duration::from_secs(env_or("CPU_TAIL_S", 6)),
-            idle: Duration::from_secs(env_or("CPU_IDLE_S", 10)),
+            runs: env_or("CPU_RUNS", 2) as usize,
         }
     }
 
     fn describe(&self) -> serde_json::Value {
         json!({"namespaces": self.namespaces, "spacing_ms": self.spacing.as_millis() as u64,
-               "tail_s": self.tail.as_secs(), "idle_s": self.idle.as_secs()})
+               "tail_s": self.tail.as_secs(), "runs": self.runs})
     }
 
-    /// The CPU the process `cpu` reads spends per new namespace: namespaces named `<tag>-NNN` with `labels`, one
-    /// every `spacing` (each waited for until `seen` shows its Secret), then `tail`; its idle CPU over as long,
-    /// measured just before over `idle`, taken off.
+    /// The mean of several runs' figures per namespace, beside the runs.
+    fn summary(runs: Vec<serde_json::Value>) -> serde_json::Value {
+        let per: Vec<f64> = runs.iter().map(|r| r["per_namespace_ms"].as_f64().unwrap()).collect();
+        json!({"per_namespace_ms": per.iter().sum::<f64>() / per.len() as f64, "runs": runs})
+    }
+
+    /// The process's idle CPU rate (seconds per second), once it has settled: windows of [`IDLE_WINDOW`] until
+    /// two in a row differ by less than 0.5% of a core (at most a minute).
+    async fn idle_rate(pid: u32) -> f64 {
+        let mut last = f64::INFINITY;
+        for _ in 0..12 {
+            let (from, start) = (cpu_seconds(pid).unwrap(), Instant::now());
+            tokio::time::sleep(IDLE_WINDOW).await;
+            let rate = (cpu_seconds(pid).unwrap() - from) / start.elapsed().as_secs_f64();
+            if (rate - last).abs() < 0.005 {
+                return rate.min(last);
+            }
+            last = rate;
+        }
+        last
+    }
+
+    /// The CPU process `pid` spends per new namespace: namespaces named `<tag>-NNN` with `labels`, one every
+    /// `spacing` (each waited for until `seen` shows its Secret), then `tail`; its idle CPU over as long, measured
+    /// just before, taken off.
     async fn measure(
         &self,
         env: &TestEnv,
-        cpu: impl Fn() -> Option<f64>,
+        pid: u32,
         seen: &Arrivals,
         tag: &str,
         labels: &[(&str, &str)],
     ) -> serde_json::Value {
-        tokio::time::sleep(self.idle).await;
-        let (idle_from, idle_start) = (cpu().unwrap(), Instant::now());
-        tokio::time::sleep(self.idle).await;
-        let idle_rate = (cpu().unwrap() - idle_from) / idle_start.elapsed().as_secs_f64();
-        let (from, start) = (cpu().unwrap(), Instant::now());
+        let idle_rate = Self::idle_rate(pid).await;
+        let (from, start) = (cpu_seconds(pid).unwrap(), Instant::now());
         for k in 0..self.namespaces {
             let ns = env.namespace_nowait(&format!("{tag}-{k:03}"), labels).await;
             seen.wait(&ns).await;
             tokio::time::sleep_until((start + self.spacing * (k as u32 + 1)).into()).await;
         }
         tokio::time::sleep(self.tail).await;
-        let (used, elapsed) = (cpu().unwrap() - from, start.elapsed().as_secs_f64());
+        let (used, elapsed) = (cpu_seconds(pid).unwrap() - from, start.elapsed().as_secs_f64());
         let idle = idle_rate * elapsed;
         json!({
             "per_namespace_ms": (used - idle) / self.namespaces as f64 * 1000.0,
@@ -220,12 +243,15 @@ impl CpuRun {
     }
 }
 
-/// CPU time (user + system) process `pid` has used so far, from /proc (clock ticks of 1/100 s).
+/// CPU time process `pid` has used so far, in seconds: the sum of its threads' time on a CPU from
+/// /proc/PID/task/*/schedstat (nanoseconds; /proc/PID/stat counts in ticks of 10 ms, too coarse for a few ms).
 fn cpu_seconds(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    Some((fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?) as f64 / 100.0)
+    let mut nanos = 0u64;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()?.flatten() {
+        let stat = std::fs::read_to_string(task.path().join("schedstat")).unwrap_or_default();
+        nanos += stat.split_whitespace().next().and_then(|n| n.parse::<u64>().ok()).unwrap_or(0);
+    }
+    Some(nanos as f64 / 1e9)
 }
 
 /// The hand-written client the operator's CPU is compared with: what a minimal kube-rs program that gives every
@@ -338,8 +364,8 @@ mod hand {
             .await;
         }
 
-        pub fn cpu_seconds(&self) -> Option<f64> {
-            super::cpu_seconds(self.child.id()?)
+        pub fn pid(&self) -> u32 {
+            self.child.id().unwrap()
         }
     }
 }
@@ -474,37 +500,42 @@ async fn main() {
                 }
 
                 // Operator CPU per new namespace: regcred, then the hand-written client, each alone (regcred stopped
-                // by SIGTERM, which gives up its lease, and started again afterwards).
+                // by SIGTERM, which gives up its lease, and started again afterwards), CPU_RUNS times alternately.
                 let wide_labels = [("bench", "wide"), ("team", "t1")];
-                let tag = format!("c{size}");
-                let regcred_cpu = cpu_run.measure(&env, || operator.cpu_seconds(), &regcred_seen, &tag, &wide_labels).await;
-                extra += cpu_run.namespaces;
-                ready(wide.name_any(), created + extra).await;
-                assert!(operator.terminate().await.0, "regcred did not stop cleanly");
-                let client = hand::Process::start(&kubeconfig, &op_ns, &env.id);
-                client.ready().await;
-                let tag = format!("h{size}");
-                let hand_cpu = cpu_run.measure(&env, || client.cpu_seconds(), &hand_seen, &tag, &[("bench", "hand")]).await;
-                drop(client);
+                let (mut regcred_runs, mut hand_runs) = (Vec::new(), Vec::new());
+                for run in 0..cpu_run.runs {
+                    let tag = format!("c{size}r{run}");
+                    let pid = operator.pid().unwrap();
+                    regcred_runs.push(cpu_run.measure(&env, pid, &regcred_seen, &tag, &wide_labels).await);
+                    extra += cpu_run.namespaces;
+                    ready(wide.name_any(), created + extra).await;
+                    assert!(operator.terminate().await.0, "regcred did not stop cleanly");
+                    let client = hand::Process::start(&kubeconfig, &op_ns, &env.id);
+                    client.ready().await;
+                    let (tag, pid) = (format!("h{size}r{run}"), client.pid());
+                    hand_runs.push(cpu_run.measure(&env, pid, &hand_seen, &tag, &[("bench", "hand")]).await);
+                    drop(client);
+                    operator = start_operator();
+                    wait_for("the restarted operator to lead and reconcile", Duration::from_secs(120), || async {
+                        let leading = operator.metric("regcred_leader").await == 1.0;
+                        (leading && operator.metric("regcred_reconciles_total").await >= 2.0).then_some(())
+                    })
+                    .await;
+                }
+                let (regcred_cpu, hand_cpu) = (CpuRun::summary(regcred_runs), CpuRun::summary(hand_runs));
                 eprintln!(
-                    "namespaces: {size}: CPU per new namespace: regcred {:.2} ms, hand-written client {:.2} ms",
+                    "namespaces: {size}: CPU per new namespace: regcred {:.3} ms, hand-written client {:.3} ms",
                     regcred_cpu["per_namespace_ms"], hand_cpu["per_namespace_ms"]
                 );
                 row["cpu_regcred"] = regcred_cpu;
                 row["cpu_hand_written"] = hand_cpu;
                 rows.insert(size, row);
-                operator = start_operator();
-                wait_for("the restarted operator to lead and reconcile", Duration::from_secs(120), || async {
-                    let leading = operator.metric("regcred_leader").await == 1.0;
-                    (leading && operator.metric("regcred_reconciles_total").await >= 2.0).then_some(())
-                })
-                .await;
                 // The sample and measurement namespaces stay: they count in the next size.
             }
             // The same at the largest size with HANGING profiles whose registries accept connections and never
             // answer: their preflights are pending all along, on workers of their own.
             let hanging_n = env_or("HANGING_PROFILES", 8) as usize;
-            let (addr, silent) = support::registry::silent().await;
+            let (addr, silent) = regcred::fixtures::silent_registry().await;
             for i in 0..hanging_n {
                 let mut p = profile(&format!("hang{i}"), json!({"regcred-test": env.id, "bench": "none"}));
                 p.spec.server = Some(format!("{addr}/p{i}"));
@@ -535,8 +566,9 @@ async fn main() {
         row("  Secret writes per Secret (rotation)", &format!("{:.3}", f("rotation_writes_per_secret")), "1");
     }
     println!(
-        "operator CPU per new namespace ({} namespaces {} ms apart, each to its Secret, then {} s; idle CPU subtracted):",
-        cpu["namespaces"], cpu["spacing_ms"], cpu["tail_s"]
+        "operator CPU per new namespace ({} namespaces {} ms apart, each to its Secret, then {} s; idle CPU subtracted; \
+         mean of {} runs each, alternately):",
+        cpu["namespaces"], cpu["spacing_ms"], cpu["tail_s"], cpu["runs"]
     );
     let per = |r: &serde_json::Value, who: &str| r[who]["per_namespace_ms"].as_f64().unwrap_or(f64::NAN);
     let sizes: Vec<(&String, &serde_json::Value)> = report["sizes"].as_object().unwrap().iter().collect();

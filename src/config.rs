@@ -388,5 +388,5 @@ pub struct CheckArgs {
 }
 
 fn parse_quantity(s: &str) -> Result<u64, String> {
-    crate::registry::preflight::parse_size(s).ok_or_else(|| format!("`{s}` is not a size such as 20Gi or 500M"))
+    crate::quantity::parse_size(s).ok_or_else(|| format!("`{s}` is not a size such as 20Gi or 500M"))
 }

@@ -281,14 +281,7 @@ async fn tenants_labelling_their_namespace_get_only_what_the_selector_grants() {
 
 /// Whether a Secret carries `password` anywhere in its dockerconfigjson (whatever the registry key).
 fn holds_password(secret: &Secret, password: &str) -> bool {
-    secret.data.as_ref().and_then(|d| d.get(".dockerconfigjson")).is_some_and(|raw| {
-        let doc: serde_json::Value = serde_json::from_slice(&raw.0).unwrap_or_default();
-        doc["auths"]
-            .as_object()
-            .into_iter()
-            .flatten()
-            .any(|(server, _)| password_in(secret, server).as_deref() == Some(password))
-    })
+    regcred::fixtures::auths(secret).keys().any(|server| password_in(secret, server).as_deref() == Some(password))
 }
 
 /// Watches the Secrets of `namespace` as `client` (a tenant) until dropped; returns every Secret it saw.
@@ -415,12 +408,7 @@ async fn a_profile_author_writes_profiles_but_reads_no_secret_and_borrows_no_tok
 
             // The author writes a profile like any other.
             let full = format!("{}-authored", env.id);
-            let profile: RegistryProfile = serde_json::from_value(json!({
-                "apiVersion": "regcred.dev/v1alpha1", "kind": "RegistryProfile",
-                "metadata": {"name": full, "labels": {"regcred-test": env.id}},
-                "spec": basic_spec(h.select("yes")),
-            }))
-            .unwrap();
+            let profile = regcred::fixtures::manifest(&full, &[("regcred-test", &env.id)], basic_spec(h.select("yes")));
             let as_author = Api::<RegistryProfile>::all(author.clone());
             as_author.create(&PostParams::default(), &profile).await.unwrap();
             env.cleanup::<RegistryProfile>(&full);

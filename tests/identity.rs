@@ -15,6 +15,7 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::events::v1::Event;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams};
+use regcred::fixtures::{self, Login, login};
 use serde_json::{Value, json};
 use support::cloud::{ACR_USER, AppCredential, CloudRegistry, Entra, Gcp, allow, ca_file};
 use support::harness::{Harness, WAIT};
@@ -22,20 +23,11 @@ use support::{TestEnv, wait_for};
 
 const IMAGE: &str = "team/app:1.0";
 
-/// The username and password a managed Secret holds for `server`.
-fn login(secret: &Secret, server: &str) -> Option<(String, String)> {
-    let entry = support::tokens::auths(secret).remove(server)?;
-    Some((entry["username"].as_str()?.to_owned(), entry["password"].as_str()?.to_owned()))
-}
-
-/// Waits until `ns/pull` holds a login for `server` that `accept` takes; returns it.
-async fn wait_login(h: &Harness, ns: &str, server: &str, accept: impl Fn(&str, &str) -> bool) -> (Secret, String) {
-    wait_for(&format!("{ns}/pull with the expected login"), WAIT * 2, || async {
-        let s = h.secret(ns, "pull").await?;
-        let (user, password) = login(&s, server)?;
-        accept(&user, &password).then_some((s, password))
-    })
-    .await
+/// Waits (twice [`WAIT`]: tokens come through several endpoints) until `ns/pull` holds a login for `server` that
+/// `accept` takes; returns the Secret and the password.
+async fn wait_login(h: &Harness, ns: &str, server: &str, accept: impl Fn(&Login) -> bool) -> (Secret, String) {
+    let (secret, login) = fixtures::wait_login(&h.client(), ns, "pull", server, WAIT * 2, accept).await;
+    (secret, login.password)
 }
 
 fn subject(h: &Harness) -> String {
@@ -99,8 +91,8 @@ async fn acr_tokens_from_workload_identity_are_minted_once_written_everywhere_an
             let b = env.namespace("b", &[("pull", "yes")]).await;
             let creds = json!({"acr": {"tenantId": entra.tenant, "clientId": entra.client_id, "authorityHost": entra.authority}});
             let profile = h.profile("p", spec(&h, "acr", &registry, creds)).await;
-            let (sa, first) = wait_login(&h, &a, &registry.addr, |u, _| u == ACR_USER).await;
-            let (sb, same) = wait_login(&h, &b, &registry.addr, |u, _| u == ACR_USER).await;
+            let (sa, first) = wait_login(&h, &a, &registry.addr, |l| l.username == ACR_USER).await;
+            let (sb, same) = wait_login(&h, &b, &registry.addr, |l| l.username == ACR_USER).await;
             assert_eq!(first, same, "one token for every namespace");
             assert!(first.contains('.'), "an ACR refresh token, as the exchange issued it");
             assert_eq!(expires_annotation(&sa), jwt_exp(&first), "expiry from the token itself");
@@ -113,8 +105,8 @@ async fn acr_tokens_from_workload_identity_are_minted_once_written_everywhere_an
             assert_eq!(registry.mints.load(Ordering::SeqCst), 1, "one exchange for two namespaces");
 
             // Rotation at two thirds of the real lifetime: a new token everywhere, one exchange for it.
-            let (_, second) = wait_login(&h, &a, &registry.addr, |_, p| p != first).await;
-            wait_login(&h, &b, &registry.addr, |_, p| p == second).await;
+            let (_, second) = wait_login(&h, &a, &registry.addr, |l| l.password != first).await;
+            wait_login(&h, &b, &registry.addr, |l| l.password == second).await;
             let mints = registry.mints.load(Ordering::SeqCst);
             assert!((2..=3).contains(&mints), "{mints} exchanges for two tokens");
 
@@ -123,7 +115,7 @@ async fn acr_tokens_from_workload_identity_are_minted_once_written_everywhere_an
             let p = h.condition(&profile, "CredentialsResolved", "False", "EntraIdRefused").await;
             let message = &p.status.unwrap().conditions.iter().find(|c| c.type_ == "CredentialsResolved").unwrap().message.clone();
             assert!(message.contains("AADSTS700213") && message.contains("last good token"), "{message}");
-            let held = login(&h.secret(&a, "pull").await.unwrap(), &registry.addr).unwrap().1;
+            let held = login(&h.secret(&a, "pull").await.unwrap(), &registry.addr).unwrap().password;
             assert!(jwt_exp(&held) > jiff::Timestamp::now().as_second(), "the Secret still holds a live token");
             entra.refusing.store(false, Ordering::SeqCst);
             h.condition(&profile, "CredentialsResolved", "True", "Resolved").await;
@@ -231,12 +223,12 @@ async fn acr_service_principals_a_projected_token_file_and_repository_scopes_eac
             }
             for name in ["pull-secret", "pull-cert", "pull-scoped"] {
                 let s = wait_for(name, WAIT, || async { h.secret(&ns, name).await }).await;
-                let (user, password) = login(&s, &registry.addr).unwrap();
+                let Login { username: user, password } = login(&s, &registry.addr).unwrap();
                 assert_eq!(user, ACR_USER);
                 assert_eq!(expires_annotation(&s), jwt_exp(&password), "{name}");
             }
             // The scoped token pulls team/app and nothing else.
-            let scoped_token = login(&h.secret(&ns, "pull-scoped").await.unwrap(), &registry.addr).unwrap().1;
+            let scoped_token = login(&h.secret(&ns, "pull-scoped").await.unwrap(), &registry.addr).unwrap().password;
             let (ok, _) = regcred_check(&registry, &scoped_token, "team/app:1.0").await;
             let (refused, out) = regcred_check(&registry, &scoped_token, "other/app:1.0").await;
             assert_eq!((ok, refused != 0), (0, true), "{out}");
@@ -324,7 +316,7 @@ async fn gcp_tokens_without_keys_from_the_metadata_server_and_workload_identity_
             for (name, profile) in &names {
                 passed(&h, profile).await;
                 let s = h.secret(&ns, &format!("pull-{name}")).await.unwrap();
-                let (user, password) = login(&s, &registry.addr).unwrap();
+                let Login { username: user, password } = login(&s, &registry.addr).unwrap();
                 assert_eq!(user, "oauth2accesstoken");
                 let kind = match *name {
                     "mds" => ".mds-",
@@ -365,8 +357,8 @@ async fn gcp_tokens_without_keys_from_the_metadata_server_and_workload_identity_
             // The metadata server cannot be reached (a port nobody listens on): said in status, and the Secrets
             // regcred wrote before stay as they are.
             let mds = &names[0].1;
-            let held = login(&h.secret(&ns, "pull-mds").await.unwrap(), &registry.addr).unwrap().1;
-            let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
+            let held = login(&h.secret(&ns, "pull-mds").await.unwrap(), &registry.addr).unwrap().password;
+            let closed = fixtures::closed_registry();
             h.restart_env(&[
                 ("SSL_CERT_FILE", ca_file(&env, &[&gcp.ca_pem])),
                 ("GCE_METADATA_HOST", closed),
@@ -375,7 +367,7 @@ async fn gcp_tokens_without_keys_from_the_metadata_server_and_workload_identity_
             let p = h.condition(mds, "CredentialsResolved", "False", "MetadataServerUnreachable").await;
             let c = p.status.unwrap().conditions.into_iter().find(|c| c.type_ == "CredentialsResolved").unwrap();
             assert!(c.message.contains("metadata server"), "{}", c.message);
-            let kept = login(&h.secret(&ns, "pull-mds").await.unwrap(), &registry.addr).unwrap().1;
+            let kept = login(&h.secret(&ns, "pull-mds").await.unwrap(), &registry.addr).unwrap().password;
             assert_eq!(kept, held, "the Secret keeps the last token regcred wrote");
         })
         .await;
@@ -429,7 +421,7 @@ async fn quay_federation(env: &TestEnv, name: &str) -> Quay {
     *registry.quay.lock().unwrap() = Some(("team+puller".into(), subject(&h)));
     let ns = env.namespace("a", &[("pull", "yes")]).await;
     let profile = h.profile(name, spec(&h, "quay", &registry, json!({"quay": {"robot": "team+puller"}}))).await;
-    let (s, token) = wait_login(&h, &ns, &registry.addr, |u, _| u == "team+puller").await;
+    let (s, token) = wait_login(&h, &ns, &registry.addr, |l| l.username == "team+puller").await;
     Quay { registry, h, ns, profile, secret: s, token }
 }
 
@@ -503,12 +495,7 @@ async fn a_profile_author_cannot_get_regcreds_token_or_send_credentials_outside_
                 let mut s = spec(&h, provider_name, &registry, creds);
                 s["server"] = json!(server);
                 s["secretName"] = json!(format!("pull-{name}"));
-                let profile: regcred::api::RegistryProfile = serde_json::from_value(json!({
-                    "apiVersion": "regcred.dev/v1alpha1", "kind": "RegistryProfile",
-                    "metadata": {"name": full, "labels": {"regcred-test": env.id}}, "spec": s,
-                }))
-                .unwrap();
-                support::apply(&profiles, &profile).await;
+                support::apply(&profiles, &fixtures::manifest(&full, &[("regcred-test", &env.id)], s)).await;
                 env.cleanup::<regcred::api::RegistryProfile>(&full);
                 attacks.push((full, name, reason));
             }
@@ -527,7 +514,7 @@ async fn a_profile_author_cannot_get_regcreds_token_or_send_credentials_outside_
             assert_eq!(connections.load(Ordering::SeqCst), 0, "a request reached the author's listener");
             // The legitimate profile kept its token and kept working.
             h.condition(&legit, "CredentialsResolved", "True", "Resolved").await;
-            assert_eq!(login(&h.secret(&ns, "pull").await.unwrap(), &registry.addr).unwrap().1, token);
+            assert_eq!(login(&h.secret(&ns, "pull").await.unwrap(), &registry.addr).unwrap().password, token);
             assert_eq!(registry.mints.load(Ordering::SeqCst), 1, "only the legitimate profile minted");
         })
         .await;

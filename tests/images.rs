@@ -7,6 +7,8 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use kube::Api;
+use regcred::api::RegistryProfile;
 use serde_json::{Value, json};
 use support::harness::{Harness, WAIT};
 use support::registry::{Auth, PASSWORD, Registry, USER};
@@ -40,13 +42,29 @@ async fn profile(h: &Harness, server: &str, ca_pem: &str, mode: &str) -> String 
     }
     let name = h.profile("p", spec).await;
     h.ready(&name).await;
+    if !ca_pem.is_empty() {
+        // The profile's own preflight (spec.validation) asks the registry too: done before any admission is
+        // counted.
+        let profiles = Api::<RegistryProfile>::all(h.client());
+        wait_for(&format!("the preflight of {name}"), WAIT, || async {
+            let checks = profiles.get(&name).await.ok()?.status?.checks?;
+            (checks != "Checking").then_some(())
+        })
+        .await;
+    }
     name
 }
 
-async fn set_mode(h: &Harness, server: &str, ca_pem: &str, mode: &str) {
-    profile(h, server, ca_pem, mode).await;
-    // The webhook reads the profile from its view: wait until the change is there (it answers for it).
-    tokio::time::sleep(Duration::from_secs(1)).await;
+/// Turns the profile to Deny and waits until the webhook answers in that mode: until a dry run of a workload with
+/// `refused` (an image with a definite problem) in `ns` is rejected.
+async fn deny(h: &Harness, registry: &Registry, ns: &str, refused: &str) {
+    profile(h, &registry.addr, &registry.ca_pem, "Deny").await;
+    let manifest = deployment("probe", &[refused.to_owned()]);
+    wait_for("the webhook to deny", WAIT, || async {
+        let (admitted, _) = kubectl(&["apply", "--dry-run=server", "-n", ns, "-f", "-"], &manifest).await;
+        (!admitted).then_some(())
+    })
+    .await;
 }
 
 fn deployment(name: &str, images: &[String]) -> String {
@@ -72,19 +90,6 @@ async fn apply(ns: &str, manifest: &str) -> (bool, String) {
 /// The warnings of `kubectl`'s output that name `image`.
 fn warnings_about<'a>(output: &'a str, image: &str) -> Vec<&'a str> {
     output.lines().filter(|l| l.starts_with("Warning:") && l.contains(&format!("image {image} "))).collect()
-}
-
-/// The requests regcred made to the registry (and its token server), once they have settled.
-async fn settled_requests(registry: &Registry) -> (usize, usize) {
-    let mut last = (registry.requests(), registry.token_requests().await);
-    loop {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let now = (registry.requests(), registry.token_requests().await);
-        if now == last {
-            return now;
-        }
-        last = now;
-    }
 }
 
 /// An existing image gives no warning; a missing tag, a too-large image, a refused manifest type and a missing
@@ -137,20 +142,20 @@ async fn apply_shows_each_problem_and_deny_rejects_on_a_definite_answer(auth: Au
                 assert!(line.is_some_and(|l| l.contains(reason)), "{image} {reason}: {text}");
             }
 
-            let after_first = settled_requests(&registry).await;
+            let after_first = registry.settled_requests().await;
 
             // The same images again, in another workload: all from the cache, not one request.
             let (ok, again) = apply(&ns, &deployment("web2", &images)).await;
             assert!(ok, "{again}");
             assert_eq!(again.lines().filter(|l| l.starts_with("Warning:")).count(), problems.len(), "{again}");
-            assert_eq!(settled_requests(&registry).await, after_first, "a repeated admission asked the registry");
+            assert_eq!(registry.settled_requests().await, after_first, "a repeated admission asked the registry");
             println!(
                 "{auth:?}: first apply of 6 images in {:.0} ms; {after_first:?} (registry, token) requests",
                 cold.as_secs_f64() * 1000.0
             );
 
             // Deny: each definite problem rejects, naming the image and the reason; nothing is created.
-            set_mode(&h, &registry.addr, &registry.ca_pem, "Deny").await;
+            deny(&h, &registry, &ns, &problems[0].0).await;
             for (i, (image, reason)) in problems.iter().enumerate() {
                 let name = format!("strict{i}");
                 let (ok, out) = apply(&ns, &deployment(&name, &[good.clone(), image.clone()])).await;
@@ -171,7 +176,7 @@ async fn a_hanging_registry_admits_with_a_not_checked_warning(_auth: Auth) {
     TestEnv::new("image-checks-hang")
         .await
         .run(|env| async move {
-            let (addr, _silent) = support::registry::silent().await;
+            let (addr, _silent) = regcred::fixtures::silent_registry().await;
             let h = start_operator(&env, &["--image-check-budget", "1s"]).await;
             let server = addr.to_string();
             profile(&h, &server, "", "Deny").await;
@@ -225,10 +230,10 @@ async fn rotated_credentials_invalidate_the_cache() {
             let image = format!("{}/team/oci:1", registry.addr);
             let (ok, out) = apply(&ns, &deployment("web", std::slice::from_ref(&image))).await;
             assert!(ok && !out.contains("Warning:"), "{out}");
-            let before = settled_requests(&registry).await;
+            let before = registry.settled_requests().await;
             let (_, out) = apply(&ns, &deployment("web2", std::slice::from_ref(&image))).await;
             assert!(!out.contains("Warning:"), "{out}");
-            assert_eq!(settled_requests(&registry).await, before);
+            assert_eq!(registry.settled_requests().await, before);
 
             // The registry's password and the profile's source change together: the new credentials are checked.
             registry.set_password("rotated").await;
@@ -237,7 +242,7 @@ async fn rotated_credentials_invalidate_the_cache() {
             h.wait_credentials(&ns, &format!("regcred-{name}"), &server, "rotated").await;
             let (_, out) = apply(&ns, &deployment("web3", std::slice::from_ref(&image))).await;
             assert!(!out.contains("Warning:"), "{out}");
-            let after = settled_requests(&registry).await;
+            let after = registry.settled_requests().await;
             assert!(after.0 > before.0, "rotated credentials were answered from the cache: {before:?} -> {after:?}");
 
             // A password the registry refuses: reported now, not the pass cached for the old one.

@@ -119,6 +119,7 @@ async fn regcred_runs_as_the_charts_deployment_hands_over_and_upgrades_without_a
                 if !injected(admitted) {
                     missed.push(admissions);
                 }
+                // The rate of the probes during the rollout (what is measured), not a wait for something.
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             upgrade.await.unwrap();
@@ -412,15 +413,15 @@ async fn pods_pull_with_acr_gcp_and_quay_tokens_minted_from_regcreds_own_service
             for (source, provider, credentials, _) in &sources {
                 let ns = env.namespace(source, &[(&key, source)]).await;
                 let name = format!("{}-{source}", env.id);
-                let profile: regcred::api::RegistryProfile = serde_json::from_value(json!({
-                    "apiVersion": "regcred.dev/v1alpha1", "kind": "RegistryProfile", "metadata": {"name": name},
-                    "spec": {
+                let profile = regcred::fixtures::manifest(
+                    &name,
+                    &[],
+                    json!({
                         "provider": provider, "server": registry.addr, "credentials": credentials,
                         "namespaces": {"selector": {"matchLabels": {key.clone(): source}}},
                         "tls": {"caBundle": registry.ca_pem},
-                    },
-                }))
-                .unwrap();
+                    }),
+                );
                 support::apply(&Api::<regcred::api::RegistryProfile>::all(client.clone()), &profile).await;
                 env.cleanup::<regcred::api::RegistryProfile>(&name);
                 chosen.push((ns, name));

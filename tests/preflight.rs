@@ -46,16 +46,10 @@ fn three() -> Vec<String> {
     ["team/docker:1".to_owned(), "team/oci:1".to_owned(), "team/multi:1".to_owned()].into()
 }
 
-/// The requests regcred made since `from` (registry, token server), once the registry's access log holds
-/// `expected` of them (it is written a moment after each answer) and a little longer, so that a request too many
-/// is seen too.
-async fn requests_since(registry: &Registry, from: (usize, usize), expected: usize) -> (usize, usize) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while registry.requests() - from.0 < expected && std::time::Instant::now() < deadline {
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    (registry.requests() - from.0, registry.token_requests().await - from.1)
+/// The requests regcred made since `from` (registry, token server), all of them logged.
+async fn requests_since(registry: &Registry, from: (usize, usize)) -> (usize, usize) {
+    let now = registry.settled_requests().await;
+    (now.0 - from.0, now.1 - from.1)
 }
 
 /// Valid credentials; a Docker v2 image, an OCI image, an index resolved to linux/amd64; and exactly the
@@ -63,7 +57,7 @@ async fn requests_since(registry: &Registry, from: (usize, usize), expected: usi
 /// more, or less, than before.
 async fn valid_credentials_resolve_every_kind_of_image(auth: Auth, want_requests: (usize, usize)) {
     let p = pushed(auth).await;
-    let from = (p.registry.requests(), p.registry.token_requests().await);
+    let from = p.registry.settled_requests().await;
     let started = std::time::Instant::now();
     let report = check(&p.addr, Some(&good()), &three(), &p.opts).await;
     let took = started.elapsed();
@@ -77,7 +71,7 @@ async fn valid_credentials_resolve_every_kind_of_image(auth: Auth, want_requests
     assert!(config_and_layer > 2048 && config_and_layer < 2048 + 512, "size {config_and_layer}");
     assert_eq!(report.images[2].platform.as_deref(), Some("linux/amd64"));
     assert_eq!(report.images[2].digest.as_ref(), p.entries[1]["digest"].as_str().map(String::from).as_ref());
-    let counted = requests_since(&p.registry, from, want_requests.0).await;
+    let counted = requests_since(&p.registry, from).await;
     println!(
         "{auth:?}: full preflight of 3 images (one an index) in {:.1} ms; {counted:?} (registry, token) requests",
         took.as_secs_f64() * 1000.0
@@ -409,7 +403,7 @@ async fn a_running_preflight_shows_as_checking_and_a_silent_registry_as_unreacha
         .await
         .run(|env| async move {
             // Accepts TCP connections, holds them, says nothing.
-            let (addr, silent) = support::registry::silent().await;
+            let (addr, silent) = regcred::fixtures::silent_registry().await;
             let h = Harness::start(&env).await;
             h.source("creds", &[("username", USER), ("password", PASSWORD)]).await;
             let spec = json!({
@@ -446,7 +440,7 @@ async fn silent_registries_never_delay_another_profiles_new_namespace() {
     TestEnv::new("hanging")
         .await
         .run(|env| async move {
-            let (addr, silent) = support::registry::silent().await;
+            let (addr, silent) = regcred::fixtures::silent_registry().await;
             let h = Harness::start(&env).await;
             h.source("creds", &[("username", USER), ("password", PASSWORD)]).await;
             let api = kube::Api::<regcred::api::RegistryProfile>::all(h.client());

@@ -11,21 +11,19 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams};
+use regcred::fixtures::{auths, wait_secret};
 use serde_json::{Value, json};
 use support::harness::{Harness, WAIT};
-use support::tokens::{EcrPublicEndpoint, GcpTokenEndpoint, Moto, auths, gcp_spec, rotate_through_outage};
+use support::tokens::{EcrPublicEndpoint, GcpTokenEndpoint, Moto, gcp_spec, rotate_through_outage};
 use support::{TestEnv, wait_for};
 
 const ECR_HOST: &str = "123456789012.dkr.ecr.us-east-1.amazonaws.com";
 
-/// Waits until Secret `name` exists in `ns` and returns its auths.
+/// Waits until Secret `name` exists in `ns` and returns it with its auths.
 async fn wait_auths(h: &Harness, ns: &str, name: &str) -> (Secret, BTreeMap<String, Value>) {
-    wait_for(&format!("Secret {ns}/{name}"), WAIT, || async {
-        let s = h.secret(ns, name).await?;
-        let a = auths(&s);
-        Some((s, a))
-    })
-    .await
+    let secret = wait_secret(&h.client(), ns, name, WAIT, |_| true).await;
+    let auths = auths(&secret);
+    (secret, auths)
 }
 
 fn ecr_spec(h: &Harness, ecr: Value) -> Value {

@@ -362,7 +362,7 @@ async fn a_registry_that_never_answers_costs_a_pod_its_check_never_its_secret() 
     TestEnv::new("deadline-registry")
         .await
         .run(|env| async move {
-            let (addr, silent) = support::registry::silent().await;
+            let (addr, silent) = regcred::fixtures::silent_registry().await;
             let h = support::webhook::start_operator(&env, &["--image-check-budget", "20s"]).await;
             h.source("creds", &[("username", "bot"), ("password", "pw")]).await;
             let mut spec = basic_spec(h.select("yes"));

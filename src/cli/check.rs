@@ -1,6 +1,5 @@
 //! `regcred check`: the registry preflight from a terminal, before a profile exists (or against one).
 
-use std::collections::BTreeMap;
 use std::io::Read as _;
 use std::process::ExitCode;
 
@@ -12,8 +11,7 @@ use crate::registry::preflight::{self, Credentials, ManifestKind, Options, Repor
 use crate::registry::{config_key, resolve_server};
 use crate::resolve::{self, Source};
 
-/// Exit status for input regcred cannot use (also clap's for usage errors).
-pub(super) const BAD_INPUT: u8 = 2;
+use super::{BAD_INPUT, sources_of};
 
 /// What the check needs, gathered from the flags (and the profile).
 struct Plan {
@@ -23,11 +21,8 @@ struct Plan {
     options: Options,
 }
 
-/// Runs `regcred check`; the exit status says how it went.
+/// Runs `regcred check` (without `--manifest`); the exit status says how it went.
 pub async fn run(args: CheckArgs) -> ExitCode {
-    if let Some(path) = &args.manifest {
-        return super::manifest::run(&args, path).await;
-    }
     let plan = match plan(&args).await {
         Ok(plan) => plan,
         Err(message) => {
@@ -129,26 +124,6 @@ async fn plan(args: &CheckArgs) -> Result<Plan, String> {
 fn registry_of(image: &str) -> String {
     let qualified = qualify(image, "docker.io");
     qualified.split('/').next().unwrap_or("docker.io").to_owned()
-}
-
-/// The Secrets of regcred's namespace a profile's credentials may come from: its source Secrets and its token
-/// copy.
-pub(super) async fn sources_of(
-    client: &kube::Client,
-    namespace: &str,
-    profile: &RegistryProfile,
-) -> Result<(String, BTreeMap<String, std::sync::Arc<k8s_openapi::api::core::v1::Secret>>), String> {
-    let mut names: Vec<String> = crate::resolve::source_secrets(profile).into_iter().map(str::to_owned).collect();
-    names.extend(profile.metadata.uid.as_deref().map(crate::names::token_copy_name));
-    let api = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), namespace);
-    let mut found = BTreeMap::new();
-    for name in names {
-        let secret = api.get_opt(&name).await.map_err(|e| format!("cannot read Secret {namespace}/{name}: {e}"))?;
-        if let Some(secret) = secret {
-            found.insert(name, std::sync::Arc::new(secret));
-        }
-    }
-    Ok((namespace.to_owned(), found))
 }
 
 /// Registry, credentials, images and options from a RegistryProfile and its Secrets.

@@ -20,7 +20,7 @@ use crate::registry::preflight::Reason;
 use crate::resolve::Meaning;
 use crate::resolve::selection::NamespaceInfo;
 
-use super::check::{BAD_INPUT, sources_of};
+use super::{BAD_INPUT, sources_of};
 
 /// A workload of the manifest: its kind, name, namespace and Pod spec.
 #[derive(Debug, Clone, PartialEq)]
@@ -93,75 +93,113 @@ pub async fn run(args: &CheckArgs, path: &std::path::Path) -> ExitCode {
     }
 }
 
-async fn check(args: &CheckArgs, path: &std::path::Path) -> Result<(String, u8), String> {
-    use std::fmt::Write as _;
-    let text = if path.as_os_str() == "-" {
+/// The manifest's text, from the file or standard input (`-`).
+fn read(path: &std::path::Path) -> Result<String, String> {
+    if path.as_os_str() == "-" {
         let mut text = String::new();
         std::io::stdin().read_to_string(&mut text).map_err(|e| format!("reading the manifest from stdin: {e}"))?;
-        text
+        Ok(text)
     } else {
-        std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?
-    };
-    let workloads = workloads(&text, &args.manifest_namespace)?;
-    let client = crate::client::infer().await.map_err(|e| format!("no usable kubeconfig for --manifest: {e}"))?;
+        std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+    }
+}
+
+/// Every profile in the cluster, with its meaning.
+async fn profiles(client: &kube::Client, namespace: &str) -> Result<Vec<(Arc<RegistryProfile>, Arc<Meaning>)>, String> {
     let listed = Api::<RegistryProfile>::all(client.clone())
         .list(&ListParams::default())
         .await
         .map_err(|e| format!("cannot list RegistryProfiles: {e}"))?;
-    let profiles: Vec<(Arc<RegistryProfile>, Arc<Meaning>)> = listed
+    Ok(listed
         .items
         .into_iter()
         .map(|p| {
-            let meaning = Arc::new(Meaning::of(&p, &args.namespace));
+            let meaning = Arc::new(Meaning::of(&p, namespace));
             (Arc::new(p), meaning)
         })
-        .collect();
-    // Generous: nothing waits on a CI check but the pipeline.
-    let checker = Checker::new(Duration::from_secs(30), 1024, 16, images::CheckStats::default());
-    let now = jiff::Timestamp::now();
-    let mut sources = BTreeMap::new();
-    let mut out = String::new();
-    let mut all = Vec::new();
+        .collect())
+}
+
+/// What one run of `check --manifest` keeps between workloads.
+struct Run<'a> {
+    args: &'a CheckArgs,
+    client: kube::Client,
+    profiles: Vec<(Arc<RegistryProfile>, Arc<Meaning>)>,
+    checker: Checker,
+    now: jiff::Timestamp,
+    /// Each profile's Secrets, read once.
+    sources: BTreeMap<String, (String, BTreeMap<String, Arc<Secret>>)>,
+    /// The report's lines.
+    out: String,
+    /// Every image's outcome.
+    outcomes: Vec<Outcome>,
+}
+
+async fn check(args: &CheckArgs, path: &std::path::Path) -> Result<(String, u8), String> {
+    use std::fmt::Write as _;
+    let workloads = workloads(&read(path)?, &args.manifest_namespace)?;
+    let client = crate::client::infer().await.map_err(|e| format!("no usable kubeconfig for --manifest: {e}"))?;
+    let mut run = Run {
+        args,
+        profiles: profiles(&client, &args.namespace).await?,
+        client,
+        // Generous: nothing waits on a CI check but the pipeline.
+        checker: Checker::new(Duration::from_secs(30), 1024, 16, images::CheckStats::default()),
+        now: jiff::Timestamp::now(),
+        sources: BTreeMap::new(),
+        out: String::new(),
+        outcomes: Vec::new(),
+    };
     for w in &workloads {
-        let ns = namespace(&client, &w.namespace).await?;
-        let findings = images::plan(&images::images_of(&w.spec), &profiles, &ns);
+        run.workload(w).await?;
+    }
+    let status = exit_status(&run.outcomes);
+    let verdict = if status == 0 { "passed" } else { "failed" };
+    let (checked, mut out) = (run.outcomes.len(), run.out);
+    let _ = writeln!(out, "{} workloads, {checked} images checked: {verdict}", workloads.len());
+    Ok((out, status))
+}
+
+impl Run<'_> {
+    /// Checks one workload as admission would, and writes its lines.
+    async fn workload(&mut self, w: &Workload) -> Result<(), String> {
+        use std::fmt::Write as _;
+        let ns = namespace(&self.client, &w.namespace).await?;
+        let findings = images::plan(&images::images_of(&w.spec), &self.profiles, &ns);
         let mut answered = Vec::new();
         for finding in findings {
             let outcome = match &finding {
                 Finding::Check { image, profile, key, .. } => {
-                    let (p, m) = profiles.iter().find(|(_, m)| &m.name == profile).ok_or("a profile vanished")?;
-                    if !sources.contains_key(profile) {
-                        sources.insert(profile.clone(), sources_of(&client, &args.namespace, p).await?);
-                    }
-                    let target = images::target(p, m, &sources[profile], None, key, image, now);
-                    let outcome = match target {
-                        Ok(t) => checker.check(vec![t]).await.pop().unwrap_or(Outcome::NotChecked("no answer".into())),
-                        Err(why) => Outcome::NotChecked(why),
-                    };
+                    let outcome = self.image(image, profile, key).await?;
                     if outcome.passed() {
-                        let _ = writeln!(out, "ok    {}/{}  {image}  (RegistryProfile {profile})", w.kind, w.name);
+                        let _ = writeln!(self.out, "ok    {}/{}  {image}  (RegistryProfile {profile})", w.kind, w.name);
                     }
-                    all.push(outcome.clone());
+                    self.outcomes.push(outcome.clone());
                     Some(outcome)
                 }
                 Finding::NotSelected { .. } => None,
             };
             answered.push((finding, outcome));
         }
-        let missing = missing_secrets(&client, &w.namespace, &images::pull_secrets_of(&w.spec)).await;
+        let missing = missing_secrets(&self.client, &w.namespace, &images::pull_secrets_of(&w.spec)).await;
         for line in images::answer(&answered, &missing, &w.namespace).warnings {
-            let _ = writeln!(out, "WARN  {}/{}  {line}", w.kind, w.name);
+            let _ = writeln!(self.out, "WARN  {}/{}  {line}", w.kind, w.name);
         }
+        Ok(())
     }
-    let status = exit_status(&all);
-    let _ = writeln!(
-        out,
-        "{} workloads, {} images checked: {}",
-        workloads.len(),
-        all.len(),
-        if status == 0 { "passed" } else { "failed" }
-    );
-    Ok((out, status))
+
+    /// Resolves `image` with what `profile`'s Secrets hold now (for its key `key`).
+    async fn image(&mut self, image: &str, profile: &str, key: &str) -> Result<Outcome, String> {
+        let (p, m) = self.profiles.iter().find(|(_, m)| m.name == profile).ok_or("a profile vanished")?;
+        if !self.sources.contains_key(profile) {
+            self.sources.insert(profile.to_owned(), sources_of(&self.client, &self.args.namespace, p).await?);
+        }
+        let target = images::target(p, m, &self.sources[profile], None, key, image, self.now);
+        Ok(match target {
+            Ok(t) => self.checker.check(vec![t]).await.pop().unwrap_or(Outcome::NotChecked("no answer".into())),
+            Err(why) => Outcome::NotChecked(why),
+        })
+    }
 }
 
 /// The namespace as the profiles' selection sees it; one that does not exist yet has no labels.

@@ -1,15 +1,22 @@
-//! The `regcred` command line.
+//! The `regcred` command line: the commands, their dispatch (here), and what `check` and `check --manifest` share.
 
 pub mod check;
 pub mod manifest;
 
+use std::collections::BTreeMap;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
+use k8s_openapi::api::core::v1::Secret;
 use kube::CustomResourceExt;
+use kube::api::Api;
 
 use crate::api::RegistryProfile;
-use crate::config::{LogArgs, RunArgs};
+use crate::config::{CheckArgs, LogArgs, RunArgs};
+
+/// Exit status for input regcred cannot use (also clap's for usage errors).
+const BAD_INPUT: u8 = 2;
 
 /// regcred: container-registry credentials for every workload, kept fresh and proven to work.
 #[derive(Parser, Debug)]
@@ -102,7 +109,7 @@ pub fn run(cli: Cli) -> ExitCode {
                 return fail(&e);
             }
             match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                Ok(rt) => rt.block_on(check::run(*args)),
+                Ok(rt) => rt.block_on(run_check(*args)),
                 Err(e) => fail(&format!("could not start the async runtime: {e}")),
             }
         }
@@ -115,7 +122,7 @@ pub fn run(cli: Cli) -> ExitCode {
                 Ok(rt) => rt,
                 Err(e) => return fail(&format!("could not start the async runtime: {e}")),
             };
-            match runtime.block_on(crate::run(*args)) {
+            match runtime.block_on(crate::operator::run(*args)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!(error = %e, "regcred stopped");
@@ -124,6 +131,34 @@ pub fn run(cli: Cli) -> ExitCode {
             }
         }
     }
+}
+
+/// `regcred check`: a manifest's workloads with `--manifest`, else a registry.
+async fn run_check(args: CheckArgs) -> ExitCode {
+    match &args.manifest {
+        Some(path) => manifest::run(&args, path).await,
+        None => check::run(args).await,
+    }
+}
+
+/// The Secrets of regcred's namespace a profile's credentials may come from: its source Secrets and its token
+/// copy.
+async fn sources_of(
+    client: &kube::Client,
+    namespace: &str,
+    profile: &RegistryProfile,
+) -> Result<(String, BTreeMap<String, Arc<Secret>>), String> {
+    let mut names: Vec<String> = crate::resolve::source_secrets(profile).into_iter().map(str::to_owned).collect();
+    names.extend(profile.metadata.uid.as_deref().map(crate::names::token_copy_name));
+    let api = Api::<Secret>::namespaced(client.clone(), namespace);
+    let mut found = BTreeMap::new();
+    for name in names {
+        let secret = api.get_opt(&name).await.map_err(|e| format!("cannot read Secret {namespace}/{name}: {e}"))?;
+        if let Some(secret) = secret {
+            found.insert(name, Arc::new(secret));
+        }
+    }
+    Ok((namespace.to_owned(), found))
 }
 
 fn fail(message: &str) -> ExitCode {

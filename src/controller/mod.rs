@@ -3,9 +3,12 @@
 //!
 //! It reads the state layer's view ([`crate::state`]) and never watches anything itself. Each reconcile is
 //! resolve -> decide -> execute -> status ([`reconcile`]): the decisions are pure ([`crate::resolve`], [`plan`],
-//! [`status`], [`service_accounts`]), the writes go through the one Secret writer ([`crate::secrets`]), and the
-//! registry preflight runs on workers of its own ([`preflight`]). A namespace that appears is served at once by
-//! its own small path ([`new_namespaces`]), whatever the number of namespaces a profile already serves.
+//! [`status`], [`patch_service_accounts`]), the writes go through the one Secret writer ([`crate::secrets`]), and
+//! the registry preflight runs on workers of its own ([`preflight`]). A namespace that appears is served at once
+//! by its own small path ([`new_namespaces`]), whatever the number of namespaces a profile already serves. The kubelet's
+//! pull failures are read from a stream the state layer opens ([`pull_failures`]), and Pods admitted without
+//! their Secret are healed ([`healing`]). The controller owns its metrics ([`Metrics`]) and knows nothing of the
+//! webhook but whether it listens ([`Settings::webhook`]).
 //!
 //! Cleanup after a deleted profile is left to Kubernetes' garbage collector: every managed Secret carries an
 //! ownerReference to its profile. Unlike a finalizer, this cannot leave a profile stuck in deletion when regcred is
@@ -15,13 +18,15 @@
 
 pub mod checks;
 pub mod events;
+mod healing;
 pub mod leader;
+mod metrics;
 mod new_namespaces;
+pub mod patch_service_accounts;
 pub mod plan;
 pub mod preflight;
-mod pulls;
+mod pull_failures;
 mod reconcile;
-pub mod service_accounts;
 pub mod status;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -32,7 +37,6 @@ use futures::{Future, StreamExt};
 use k8s_openapi::api::core::v1::ServiceAccount;
 use kube::api::{Api, ListParams};
 use kube::runtime::controller::{Action, Config as ControllerRuntimeConfig, Controller};
-use kube::runtime::reflector::ObjectRef;
 use kube::{Client, ResourceExt};
 use tracing::{debug, info, warn};
 
@@ -41,6 +45,7 @@ use crate::secrets::WriteBudget;
 use crate::state::View;
 use crate::state::service_accounts::record_of;
 use events::{Recorder, Reporter};
+pub use metrics::Metrics;
 pub use reconcile::STATUS_SETTLE;
 
 /// Errors of the controller layer.
@@ -89,8 +94,9 @@ pub struct Settings {
     pub reporter: String,
     /// Self-healing's most for every profile (`--healing`).
     pub healing: crate::api::HealingMode,
-    /// Whether this deployment serves the webhook, which gives a re-created Pod its Secret.
-    pub injects: bool,
+    /// Whether this replica's webhook listens, as it changes; `None` when this deployment serves no webhook (then
+    /// nothing gives a re-created Pod its Secret, and self-healing does not evict).
+    pub webhook: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 /// What every reconcile shares.
@@ -99,7 +105,7 @@ pub struct Context {
     pub settings: Settings,
     pub recorder: Recorder,
     pub view: View,
-    pub metrics: Arc<crate::metrics::Metrics>,
+    pub metrics: Arc<Metrics>,
     /// The status last written per profile (by uid), and when: a reconcile that starts before that write reaches the
     /// cache sees a stale status and would write the same one again.
     pub written:
@@ -154,13 +160,13 @@ pub async fn run_when_leading(
     client: Client,
     settings: Settings,
     view: View,
-    metrics: Arc<crate::metrics::Metrics>,
+    metrics: Arc<Metrics>,
     shutdown: futures::future::Shared<futures::future::BoxFuture<'static, ()>>,
     leading: Option<tokio::sync::watch::Receiver<bool>>,
 ) -> Result<(), Error> {
     use futures::FutureExt;
     let Some(mut leading) = leading else {
-        metrics.leader.set(1);
+        metrics.set_leading(true);
         return run(client, settings, view, metrics, shutdown).await;
     };
     loop {
@@ -170,7 +176,7 @@ pub async fn run_when_leading(
             won = leader::until(&mut leading, true) => if !won { return Err(Error::LeaderElectionEnded) },
         }
         info!("leading: reconciling profiles and minting tokens");
-        metrics.leader.set(1);
+        metrics.set_leading(true);
         let lost = {
             let mut leading = leading.clone();
             async move {
@@ -179,8 +185,8 @@ pub async fn run_when_leading(
         };
         let stop = leader::either(shutdown.clone(), lost).shared();
         let result = run(client.clone(), settings.clone(), view.clone(), metrics.clone(), stop).await;
-        metrics.leader.set(0);
-        view.refresher.retain(|_| false);
+        metrics.set_leading(false);
+        view.refresher().retain(|_| false);
         result?;
         if shutdown.clone().now_or_never().is_some() {
             return Ok(());
@@ -189,78 +195,20 @@ pub async fn run_when_leading(
     }
 }
 
+/// Reconciles every profile once, then each the view marks dirty, until `shutdown` completes.
 pub async fn run(
     client: Client,
     settings: Settings,
     view: View,
-    metrics: Arc<crate::metrics::Metrics>,
+    metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> Result<(), Error> {
     check_crd(&client).await?;
-    // Once the caches are ready, every profile once (this replica may have missed their events while it was not
-    // reconciling), then whatever the caches mark dirty.
-    let triggers = {
-        let view = view.clone();
-        let all_once = {
-            let view = view.clone();
-            async move {
-                view.ready.clone().await;
-                // Every profile, and every profile named in a ServiceAccount's record (it may have been deleted
-                // while no replica was reconciling).
-                let mut names: BTreeSet<String> = view.profiles.state().iter().map(|p| p.name_any()).collect();
-                names.extend(
-                    view.service_accounts
-                        .filter_map(|sa| Some(record_of(&sa)))
-                        .into_iter()
-                        .flat_map(BTreeMap::into_keys),
-                );
-                names.into_iter().collect::<Vec<_>>()
-            }
-        };
-        let client = client.clone();
-        let metrics = metrics.clone();
-        futures::stream::once(all_once).chain(view.dirty.clone().batches()).flat_map(move |names| {
-            let mut objects = Vec::new();
-            for name in names {
-                if let Some(p) = view.profiles.get(&ObjectRef::new(&name)) {
-                    objects.push(Ok(RegistryProfile::clone(&p)));
-                } else {
-                    // Gone from the view: its minting stops, and what it left on ServiceAccounts goes too (its
-                    // Secrets are the garbage collector's, never held).
-                    view.refresher.stop(&name);
-                    drop(view.dirty.changed(&name));
-                    metrics.set_deletions_held(&name, 0);
-                    if !recorded_by(&view, &name).is_empty() {
-                        tokio::spawn(release_service_accounts(client.clone(), view.clone(), name));
-                    }
-                }
-            }
-            futures::stream::iter(objects)
-        })
-    };
-    let controller = Controller::for_stream(triggers, view.profiles.clone())
+    let controller = Controller::for_stream(triggers(&client, &view, &metrics), view.profile_store())
         .with_config(ControllerRuntimeConfig::default().concurrency(4));
-    let recorder = Recorder::new(client.clone(), Reporter { controller: settings.reporter.clone(), instance: None });
     let fast = tokio::spawn(new_namespaces::serve(client.clone(), view.clone()));
-    let evictions = crate::client::infer_without_retries().await.unwrap_or_else(|e| {
-        warn!(error = %e, "no client without retries; a refused eviction is retried by the default client");
-        client.clone()
-    });
-    let ctx = Arc::new(Context {
-        evictions,
-        writes: WriteBudget::new(settings.write_concurrency),
-        checks: preflight::Checks::new(PREFLIGHT_WORKERS, view.dirty.clone()),
-        client,
-        settings,
-        recorder,
-        view,
-        metrics,
-        written: std::sync::Mutex::default(),
-        pulls: crate::images::pulls::PullFailures::default(),
-        healer: std::sync::Mutex::default(),
-        ledgers: plan::Ledgers::default(),
-    });
-    let pulls = tokio::spawn(pulls::follow(ctx.clone()));
+    let ctx = context(client, settings, view, metrics).await;
+    let pulls = tokio::spawn(pull_failures::follow(ctx.clone()));
     info!("controller starting");
     controller
         .graceful_shutdown_on(shutdown)
@@ -287,6 +235,71 @@ pub async fn run(
     Ok(())
 }
 
+/// What the controller reconciles: once the caches are ready, every profile once (this replica may have missed
+/// their events while it was not reconciling), then whatever the view marks dirty. A name no longer in the view
+/// stops its minting and has its ServiceAccount entries released.
+fn triggers(
+    client: &Client,
+    view: &View,
+    metrics: &Arc<Metrics>,
+) -> impl futures::Stream<Item = Result<RegistryProfile, kube::runtime::watcher::Error>> + Send + 'static {
+    let all_once = {
+        let view = view.clone();
+        async move {
+            view.ready().await;
+            // Every profile, and every profile named in a ServiceAccount's record (it may have been deleted
+            // while no replica was reconciling).
+            let mut names: BTreeSet<String> = view.profiles().iter().map(|p| p.name_any()).collect();
+            names.extend(
+                view.service_accounts().filter_map(|sa| Some(record_of(&sa))).into_iter().flat_map(BTreeMap::into_keys),
+            );
+            names.into_iter().collect::<Vec<_>>()
+        }
+    };
+    let (client, view, metrics) = (client.clone(), view.clone(), metrics.clone());
+    futures::stream::once(all_once).chain(view.dirty().clone().batches()).flat_map(move |names| {
+        let mut objects = Vec::new();
+        for name in names {
+            if let Some(p) = view.profile(&name) {
+                objects.push(Ok(RegistryProfile::clone(&p)));
+            } else {
+                // Gone from the view: its minting stops, and what it left on ServiceAccounts goes too (its
+                // Secrets are the garbage collector's, never held).
+                view.refresher().stop(&name);
+                drop(view.dirty().changed(&name));
+                metrics.set_deletions_held(&name, 0);
+                if !recorded_by(&view, &name).is_empty() {
+                    tokio::spawn(release_service_accounts(client.clone(), view.clone(), name));
+                }
+            }
+        }
+        futures::stream::iter(objects)
+    })
+}
+
+/// What every reconcile of this term shares.
+async fn context(client: Client, settings: Settings, view: View, metrics: Arc<Metrics>) -> Arc<Context> {
+    let recorder = Recorder::new(client.clone(), Reporter { controller: settings.reporter.clone(), instance: None });
+    let evictions = crate::client::infer_without_retries().await.unwrap_or_else(|e| {
+        warn!(error = %e, "no client without retries; a refused eviction is retried by the default client");
+        client.clone()
+    });
+    Arc::new(Context {
+        evictions,
+        writes: WriteBudget::new(settings.write_concurrency),
+        checks: preflight::Checks::new(PREFLIGHT_WORKERS, view.dirty().clone()),
+        client,
+        settings,
+        recorder,
+        view,
+        metrics,
+        written: std::sync::Mutex::default(),
+        pulls: crate::images::pulls::PullFailures::default(),
+        healer: std::sync::Mutex::default(),
+        ledgers: plan::Ledgers::default(),
+    })
+}
+
 /// Registry preflights that may run at once, across all profiles.
 const PREFLIGHT_WORKERS: usize = 4;
 
@@ -302,7 +315,8 @@ pub async fn release_service_accounts(client: Client, view: View, profile: Strin
         }
     }
     for sa in recorded_by(&view, &profile) {
-        if let Err(e) = service_accounts::converge(&client, &sa, &profile, &service_accounts::Want::Removed).await {
+        let removed = patch_service_accounts::Want::Removed;
+        if let Err(e) = patch_service_accounts::converge(&client, &sa, &profile, &removed).await {
             warn!(profile, namespace = sa.namespace().unwrap_or_default(), account = %sa.name_any(), error = %e,
                 "could not remove a deleted profile's entry from a ServiceAccount");
         }
@@ -311,7 +325,7 @@ pub async fn release_service_accounts(client: Client, view: View, profile: Strin
 
 /// The cached ServiceAccounts on which `profile` recorded an entry.
 fn recorded_by(view: &View, profile: &str) -> Vec<ServiceAccount> {
-    view.service_accounts.filter_map(|sa| record_of(&sa).contains_key(profile).then_some(sa))
+    view.service_accounts().filter_map(|sa| record_of(&sa).contains_key(profile).then_some(sa))
 }
 
 /// When to look again without an outside trigger. A healthy profile is re-checked every 10 minutes as a safety

@@ -18,11 +18,11 @@ const CONCURRENCY: usize = 16;
 /// Serves new namespaces until dropped. Namespaces that appeared while this replica did not lead are covered by
 /// the reconcile of every profile that starts each term, so the set is emptied first.
 pub async fn serve(client: Client, view: View) {
-    if !view.ready.clone().await {
+    if !view.ready().await {
         return;
     }
-    view.new_namespaces.clear();
-    let batches = view.new_namespaces.clone().batches();
+    view.new_namespaces().clear();
+    let batches = view.new_namespaces().clone().batches();
     batches
         .flat_map(futures::stream::iter)
         .for_each_concurrent(CONCURRENCY, |namespace| {
@@ -37,7 +37,7 @@ pub async fn serve(client: Client, view: View) {
 async fn serve_one(client: &Client, view: &View, namespace: &str) {
     let Some(ns) = view.namespace(namespace) else { return };
     for (profile, meaning) in view.profiles_and_meanings() {
-        if !meaning.writes_secret || !meaning.selects(&ns) || view.managed.contains(namespace, &meaning.secret_name) {
+        if !meaning.writes_secret || !meaning.selects(&ns) || view.managed().contains(namespace, &meaning.secret_name) {
             continue;
         }
         match secrets::ensure(client, view, profile, &ns).await {
@@ -48,7 +48,7 @@ async fn serve_one(client: &Client, view: &View, namespace: &str) {
             }
             Err(e) => {
                 debug!(profile = %meaning.name, error = %e, "write failed; the reconcile retries");
-                view.dirty.mark_namespace(vec![meaning.name.clone()], namespace);
+                view.dirty().mark_namespace(vec![meaning.name.clone()], namespace);
             }
         }
     }

@@ -166,7 +166,7 @@ async fn run(request: &Request) -> Report {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::preflight::silent_registry;
+    use crate::fixtures::{closed_registry, silent_registry};
     use futures::StreamExt;
 
     fn request(profile: &str, registry: &str) -> Request {
@@ -191,7 +191,7 @@ mod tests {
         assert_eq!(checks.state(request("slow", &hanging), now), State::Pending { previous: None });
         assert_eq!(checks.running.lock().unwrap().len(), 1);
         // A registry that refuses connections at once: its verdict arrives through the dirty set.
-        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
+        let closed = closed_registry();
         let mut batches = Box::pin(dirty.clone().batches());
         let workers = Checks::new(4, dirty.clone());
         assert!(matches!(workers.state(request("fast", &closed), now), State::Pending { .. }));

@@ -24,7 +24,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use super::events::{Event, EventType};
 use super::plan::{self, Desired, Ledger, Reach};
 use super::status::{self, Held, SyncOutcome};
-use super::{Context, Error, preflight, requeue_after, service_accounts};
+use super::{Context, Error, patch_service_accounts, preflight, requeue_after};
 use crate::api::conditions::{CHECKS_CHECKING, DELETIONS_HELD, INVALID_SELECTOR, READY, TRUE};
 use crate::api::{NamespaceFailure, RegistryProfile, RegistryProfileStatus};
 use crate::credentials::refresher::Snapshot;
@@ -57,14 +57,14 @@ fn reported(ctx: &Context, name: &str, next: &mut RegistryProfileStatus, now: ji
 }
 
 async fn reconcile_inner(profile: Arc<RegistryProfile>, ctx: Arc<Context>) -> Result<Action, Error> {
-    if !ctx.view.ready.clone().await {
+    if !ctx.view.ready().await {
         return Err(Error::CacheStopped);
     }
     let uid = profile.uid().ok_or(Error::MissingUid)?;
     if profile.meta().deletion_timestamp.is_some() {
         // The garbage collector removes the Secrets through their ownerReferences.
         ctx.ledgers.take(&uid);
-        drop(ctx.view.dirty.changed(&profile.name_any()));
+        drop(ctx.view.dirty().changed(&profile.name_any()));
         return Ok(Action::await_change());
     }
     let now = jiff::Timestamp::now();
@@ -95,11 +95,11 @@ async fn resolve_written(
     let name = meaning.name.as_str();
     let source = resolve::source(profile, meaning.registry.as_deref(), &ctx.view);
     match &source {
-        Ok(Source::Token(t)) => ctx.view.refresher.ensure_minting(name, t),
-        _ if !resolve::mints_tokens(profile) => ctx.view.refresher.stop(name),
+        Ok(Source::Token(t)) => ctx.view.refresher().ensure_minting(name, t),
+        _ if !resolve::mints_tokens(profile) => ctx.view.refresher().stop(name),
         _ => {}
     }
-    let token = ctx.view.refresher.peek(name);
+    let token = ctx.view.refresher().peek(name);
     let in_force = resolve::in_force_from(profile, &source, &ctx.view, token.as_ref(), now);
     if resolve::mints_tokens(profile)
         && let Ok(Some(content)) = &in_force.content
@@ -204,7 +204,7 @@ async fn sync(
     written: &Written,
     uid: &str,
 ) -> Result<Synced, Error> {
-    let changed = ctx.view.dirty.changed(&meaning.name);
+    let changed = ctx.view.dirty().changed(&meaning.name);
     let skipped = |reason: &str, message: String| {
         ctx.ledgers.take(uid);
         let outcome = SyncOutcome::Skipped { reason: reason.into(), message };
@@ -296,7 +296,7 @@ async fn sync_all(
     target: &Target<'_>,
     basis: u64,
 ) -> Result<Synced, Error> {
-    let selected = ctx.view.namespaces.selected_by(target.selection);
+    let selected = ctx.view.namespaces().selected_by(target.selection);
     let conflicts = target.conflicts(ctx, &selected);
     let secrets = sync_secrets(ctx, profile, target, &selected, conflicts).await?;
     let counted = if target.content.is_some() { selected.iter().collect() } else { Vec::new() };
@@ -308,7 +308,7 @@ async fn sync_all(
     failures.extend(accounts.failures);
     let ledger = Ledger::new(basis, Instant::now(), counted, failures.iter().cloned(), accounts.listed, settled);
     let service_accounts = ledger.listed();
-    ctx.ledgers.put(target.uid, ledger, &ctx.view.profiles.state());
+    ctx.ledgers.put(target.uid, ledger, &ctx.view.profiles());
     let synced = selected_count.saturating_sub(count(failures.len()));
     let outcome = SyncOutcome::Synced { selected: selected_count, synced, failures, held: secrets.held };
     Ok(Synced { outcome, service_accounts })
@@ -331,7 +331,7 @@ async fn sync_some(
         .filter(|ns| ctx.view.namespace(ns).is_some_and(|ns| target.selection.selects(&ns)))
         .cloned()
         .collect();
-    let observed: Vec<_> = namespaces.iter().flat_map(|ns| ctx.view.managed.observed_in(name, ns)).collect();
+    let observed: Vec<_> = namespaces.iter().flat_map(|ns| ctx.view.managed().observed_in(name, ns)).collect();
     let conflicts = target.conflicts(ctx, &selected);
     let held: BTreeSet<&str> = conflicts.keys().map(String::as_str).collect();
     let gone = |ns: &str| ctx.view.namespace(ns).is_none_or(|n| n.terminating);
@@ -354,7 +354,7 @@ async fn sync_some(
     let failures = ledger.failures();
     let synced = selected_count.saturating_sub(count(failures.len()));
     let service_accounts = ledger.listed();
-    ctx.ledgers.put(target.uid, ledger, &ctx.view.profiles.state());
+    ctx.ledgers.put(target.uid, ledger, &ctx.view.profiles());
     let outcome = SyncOutcome::Synced { selected: selected_count, synced, failures, held: None };
     Ok(Some(Synced { outcome, service_accounts }))
 }
@@ -415,7 +415,7 @@ async fn sync_secrets(
     conflicts: BTreeMap<String, NamespaceFailure>,
 ) -> Result<SecretSync, Error> {
     let meaning = target.meaning;
-    let observed = ctx.view.managed.observed_for(&meaning.name);
+    let observed = ctx.view.managed().observed_for(&meaning.name);
     let held: BTreeSet<&str> = conflicts.keys().map(String::as_str).collect();
     let gone = |ns: &str| ctx.view.namespace(ns).is_none_or(|n| n.terminating);
     let mut plan = plan::secrets(&target.desired(), selected, &held, &observed, target.uid, gone);
@@ -491,7 +491,7 @@ struct AccountSync {
 }
 
 /// ServiceAccount mode for one profile: every cached account (of `only` those namespaces, when given) gets what
-/// the profile wants of it (see [`service_accounts::want`]); only those that need a change are patched. In the
+/// the profile wants of it (see [`patch_service_accounts::want`]); only those that need a change are patched. In the
 /// namespaces the guard keeps, accounts are left as they are.
 async fn sync_service_accounts(
     ctx: &Context,
@@ -506,19 +506,19 @@ async fn sync_service_accounts(
         let ns = sa.namespace().unwrap_or_default();
         let serves = served.selected.contains(&ns) || served.kept.contains(&ns);
         let in_place = served.in_place.contains(&ns);
-        let want = service_accounts::want(patterns, &sa.name_any(), serves, served.secret, in_place);
+        let want = patch_service_accounts::want(patterns, &sa.name_any(), serves, served.secret, in_place);
         let record = crate::state::service_accounts::record_of(&sa);
         let pulls = sa.image_pull_secrets.as_deref().unwrap_or_default();
-        let change = service_accounts::change(pulls, &record, &name, &want).is_some();
-        if matches!(want, service_accounts::Want::Listed(_)) {
+        let change = patch_service_accounts::change(pulls, &record, &name, &want).is_some();
+        if matches!(want, patch_service_accounts::Want::Listed(_)) {
             *listed.entry(ns).or_default() += 1;
         }
         change.then_some((sa, want))
     };
     let work = match only {
-        None => ctx.view.service_accounts.filter_map(&mut visit),
+        None => ctx.view.service_accounts().filter_map(&mut visit),
         Some(namespaces) => {
-            namespaces.iter().flat_map(|ns| ctx.view.service_accounts.filter_map_in(ns, &mut visit)).collect()
+            namespaces.iter().flat_map(|ns| ctx.view.service_accounts().filter_map_in(ns, &mut visit)).collect()
         }
     };
     if !work.is_empty() {
@@ -529,7 +529,7 @@ async fn sync_service_accounts(
     let failures = ctx
         .writes
         .run(work, |(sa, want)| async move {
-            match service_accounts::converge(client, &sa, name, &want).await {
+            match patch_service_accounts::converge(client, &sa, name, &want).await {
                 Ok(_) => None,
                 Err(e) => Some(NamespaceFailure {
                     namespace: sa.namespace().unwrap_or_default(),

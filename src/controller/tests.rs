@@ -84,12 +84,8 @@ impl Apiserver {
 }
 
 fn profile(spec: Value) -> RegistryProfile {
-    let mut p: RegistryProfile = serde_json::from_value(json!({
-        "apiVersion": "regcred.dev/v1alpha1", "kind": "RegistryProfile",
-        "metadata": {"name": "p", "uid": "11111111-2222-3333-4444-555555555555", "generation": 1},
-        "spec": spec,
-    }))
-    .unwrap();
+    let mut p = crate::fixtures::profile("p", spec);
+    p.metadata.uid = Some("11111111-2222-3333-4444-555555555555".into());
     p.metadata.resource_version = Some("1".into());
     p
 }
@@ -130,7 +126,7 @@ fn scene(namespaces: &[&str]) -> Scene {
     let client = api.client();
     let (view, feeds) = View::detached(OP_NS, 2.0 / 3.0);
     for ns in namespaces {
-        view.namespaces.apply(&Event::Apply(namespace(ns)));
+        view.namespaces().apply(&Event::Apply(namespace(ns)));
     }
     let settings = Settings {
         operator_namespace: OP_NS.into(),
@@ -138,7 +134,7 @@ fn scene(namespaces: &[&str]) -> Scene {
         profile_selector: None,
         reporter: "regcred".into(),
         healing: crate::api::HealingMode::Evict,
-        injects: true,
+        webhook: Some(tokio::sync::watch::Sender::new(true).subscribe()),
     };
     let recorder = Recorder::new(client.clone(), Reporter { controller: "regcred".into(), instance: None });
     let ctx = Arc::new(Context {
@@ -147,9 +143,9 @@ fn scene(namespaces: &[&str]) -> Scene {
         settings,
         recorder,
         view: view.clone(),
-        metrics: Arc::new(crate::metrics::Metrics::new(view.clone(), None)),
+        metrics: Arc::new(super::Metrics::default()),
         written: std::sync::Mutex::default(),
-        checks: preflight::Checks::new(1, view.dirty.clone()),
+        checks: preflight::Checks::new(1, view.dirty().clone()),
         healer: std::sync::Mutex::default(),
         writes: WriteBudget::new(8),
         pulls: crate::images::pulls::PullFailures::default(),
@@ -161,7 +157,7 @@ fn scene(namespaces: &[&str]) -> Scene {
 impl Scene {
     fn put_profile(&mut self, p: &RegistryProfile) -> Arc<RegistryProfile> {
         self.feeds.profiles.apply_watcher_event(&Event::Apply(p.clone()));
-        self.view.profiles.get(&kube::runtime::reflector::ObjectRef::new(&p.name_any())).unwrap()
+        self.view.profile(&p.name_any()).unwrap()
     }
 
     fn put_source(&mut self, s: Secret) {
@@ -203,7 +199,7 @@ async fn a_first_reconcile_creates_each_secret_once_then_writes_its_status_and_a
         ]
     );
     // The writer recorded its writes in the view before any watch event: nothing is written twice.
-    assert!(s.view.managed.contains("a", "pull") && s.view.managed.contains("b", "pull"));
+    assert!(s.view.managed().contains("a", "pull") && s.view.managed().contains("b", "pull"));
     assert_eq!(summary(&s.reconcile(&p).await), Vec::<String>::new(), "a reconcile with nothing to do wrote");
 }
 
@@ -228,7 +224,7 @@ async fn a_rotated_source_makes_exactly_one_write_per_secret_even_when_the_watch
         "data": {".dockerconfigjson": "e30="},
     }))
     .unwrap();
-    s.view.managed.apply(&Event::Apply(stale));
+    s.view.managed().apply(&Event::Apply(stale));
     assert_eq!(summary(&s.reconcile(&p).await), Vec::<String>::new(), "a stale watch event caused a rewrite");
 }
 
@@ -253,22 +249,23 @@ async fn a_deselected_namespace_loses_only_the_secret_the_profile_owns() {
     s.reconcile(&p).await;
     let mut b = namespace("b");
     b.metadata.labels = None;
-    s.view.namespaces.apply(&Event::Apply(b));
+    s.view.namespaces().apply(&Event::Apply(b));
     // As the namespace watch does: the profile is marked for that namespace.
-    s.view.dirty.note(&["p".to_owned()], "b");
+    s.view.dirty().note(&["p".to_owned()], "b");
     let seen = s.reconcile(&p).await;
     let deletes: Vec<String> = summary(&seen).into_iter().filter(|r| r.starts_with("DELETE")).collect();
     assert_eq!(deletes, ["DELETE /api/v1/namespaces/b/secrets/pull"]);
     let delete = seen.iter().find(|r| r.method == Method::DELETE).unwrap();
     assert!(delete.body["preconditions"]["uid"].is_string(), "deletes are by uid: {}", delete.body);
-    assert!(!s.view.managed.contains("b", "pull") && s.view.managed.contains("a", "pull"));
+    assert!(!s.view.managed().contains("b", "pull") && s.view.managed().contains("a", "pull"));
 }
 
 #[tokio::test]
 async fn a_pending_preflight_never_holds_up_the_secrets_unless_withheld() {
     // A registry that accepts connections and never answers.
-    let (addr, _silent) = crate::registry::preflight::silent_registry().await;
-    crate::install_crypto_provider();
+    let (addr, _silent) = crate::fixtures::silent_registry().await;
+    // The process's TLS provider, as `main` installs it.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let mut s = scene(&["a"]);
     s.put_source(source("creds", "pw1"));
     let mut report = spec();
@@ -314,7 +311,9 @@ async fn a_renamed_secret_name_writes_the_new_secrets_and_holds_the_old_ones_unt
     let status = &seen.iter().find(|r| r.path.ends_with("/status")).unwrap().body["status"];
     let held = status["conditions"].as_array().unwrap().iter().find(|c| c["type"] == DELETIONS_HELD).unwrap();
     assert!(held["message"].as_str().unwrap().contains("4 under a former secretName"), "{held}");
-    assert!(namespaces.iter().all(|ns| s.view.managed.contains(ns, "pull") && s.view.managed.contains(ns, "pull-new")));
+    assert!(
+        namespaces.iter().all(|ns| s.view.managed().contains(ns, "pull") && s.view.managed().contains(ns, "pull-new"))
+    );
     // Still held once the new Secrets are in place (the guard counts namespaces, not Secrets); nothing is written.
     assert_eq!(summary(&s.reconcile(&p).await), Vec::<String>::new());
 
@@ -342,9 +341,9 @@ async fn a_new_namespace_is_planned_alone_and_its_count_waits_for_the_settle_win
     // Behind the reconcile's back (no watch event marks it), a's Secret leaves the view: a plan of what changed
     // does not look at a, so nothing is written there.
     let gone: WatchedSecret = serde_json::from_value(json!({"metadata": {"name": "pull", "namespace": "a"}})).unwrap();
-    s.view.managed.apply(&Event::Delete(gone));
-    s.view.namespaces.apply(&Event::Apply(namespace("c")));
-    s.view.dirty.note(&["p".to_owned()], "c");
+    s.view.managed().apply(&Event::Delete(gone));
+    s.view.namespaces().apply(&Event::Apply(namespace("c")));
+    s.view.dirty().note(&["p".to_owned()], "c");
     let seen = s.reconcile(&p).await;
     assert_eq!(summary(&seen), ["POST /api/v1/namespaces/c/secrets"], "the count waits: no status write yet");
     assert_eq!(summary(&s.reconcile(&p).await), Vec::<String>::new(), "still within the window");
@@ -358,7 +357,7 @@ async fn a_new_namespace_is_planned_alone_and_its_count_waits_for_the_settle_win
     assert_eq!(seen[0].body["status"]["syncSummary"], "3/3");
 
     // A relist: every namespace is planned again, and a's Secret comes back.
-    s.view.dirty.mark_everything(["p".to_owned()]);
+    s.view.dirty().mark_everything(["p".to_owned()]);
     let seen = s.reconcile(&p).await;
     assert_eq!(summary(&seen), ["POST /api/v1/namespaces/a/secrets"]);
 }
@@ -374,7 +373,7 @@ async fn in_service_account_mode_a_new_namespace_and_its_account_are_planned_alo
     let mut with_accounts = spec();
     with_accounts["serviceAccounts"] = json!({"names": ["default"]});
     let p = s.put_profile(&profile(with_accounts));
-    s.view.service_accounts.apply(&Event::Apply(account("a")));
+    s.view.service_accounts().apply(&Event::Apply(account("a")));
     let mut seen = summary(&s.reconcile(&p).await);
     seen.sort();
     assert_eq!(
@@ -390,11 +389,11 @@ async fn in_service_account_mode_a_new_namespace_and_its_account_are_planned_alo
     listed.image_pull_secrets = Some(vec![k8s_openapi::api::core::v1::LocalObjectReference { name: "pull".into() }]);
     listed.metadata.annotations =
         Some([(crate::state::service_accounts::RECORD_ANNOTATION.to_owned(), "p=pull".to_owned())].into());
-    s.view.service_accounts.apply(&Event::Apply(listed));
+    s.view.service_accounts().apply(&Event::Apply(listed));
 
-    s.view.namespaces.apply(&Event::Apply(namespace("b")));
-    s.view.service_accounts.apply(&Event::Apply(account("b")));
-    s.view.dirty.note(&["p".to_owned()], "b");
+    s.view.namespaces().apply(&Event::Apply(namespace("b")));
+    s.view.service_accounts().apply(&Event::Apply(account("b")));
+    s.view.dirty().note(&["p".to_owned()], "b");
     let mut seen = summary(&s.reconcile(&p).await);
     seen.sort();
     assert_eq!(

@@ -16,7 +16,7 @@ use serde_json::Value;
 
 use super::egress::Endpoints;
 use super::tokens::{EndpointTls, MintError};
-use crate::registry::preflight::{error_chain, untrusted_tls};
+use crate::registry::preflight::{crypto_provider, error_chain, untrusted_tls};
 
 /// How long one request to a token endpoint may take.
 const TIMEOUT: Duration = Duration::from_secs(20);
@@ -72,7 +72,7 @@ pub fn metadata_client(host: &str) -> Result<Http, MintError> {
 /// was checked, never to one an answer names. (The registry preflight's `https_client` follows redirects, which
 /// registries use for blobs; hence a builder of its own.)
 fn build(ca_pem: Option<&str>, insecure: bool, proxy: bool) -> Result<reqwest::Client, MintError> {
-    crate::install_crypto_provider();
+    crypto_provider().map_err(|why| MintError::new("MintFailed", format!("building the HTTP client: {why}")))?;
     let mut builder = reqwest::Client::builder()
         .timeout(TIMEOUT)
         .connect_timeout(TIMEOUT)
@@ -244,7 +244,7 @@ pub fn x5t_s256(certificate_pem: &[u8]) -> Result<String, KeyError> {
     Ok(B64URL.encode(ring::digest::digest(&ring::digest::SHA256, &der)))
 }
 
-/// A fresh random id (JWT `jti`).
+/// A fresh random id (JWT `jti`): a version 4 UUID, 32 hex digits.
 pub fn random_id() -> String {
     let mut bytes = [0u8; 16];
     // SystemRandom only fails without an OS random source; a clock-derived id is still unique per mint.
@@ -252,16 +252,20 @@ pub fn random_id() -> String {
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos());
         bytes = nanos.unwrap_or_default().to_le_bytes();
     }
-    bytes.iter().fold(String::with_capacity(32), |mut id, b| {
-        use std::fmt::Write as _;
-        let _ = write!(id, "{b:02x}");
-        id
-    })
+    uuid::Builder::from_random_bytes(bytes).into_uuid().simple().to_string()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn random_ids_are_fresh_version_4_uuids() {
+        let (a, b) = (random_id(), random_id());
+        assert_ne!(a, b);
+        let parsed = uuid::Uuid::try_parse(&a).unwrap();
+        assert_eq!((a.len(), parsed.get_version_num()), (32, 4));
+    }
 
     #[test]
     fn a_profiles_tls_settings_never_apply_to_a_public_clouds_host() {

@@ -1,36 +1,13 @@
-//! Turning the keys of a source Secret into a dockerconfigjson. Pure: no I/O.
+//! Source Secrets: which of their keys hold which kind of credential, and the dockerconfigjson each becomes
+//! ([`super::dockerconfig`] renders it). Pure: no I/O.
 
 use std::collections::BTreeMap;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as B64;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::SecretBytes;
+use super::dockerconfig::{self, DockerConfig, render};
 use crate::api::Provider;
-use crate::registry::preflight::Credentials;
-
-/// A rendered `.dockerconfigjson` document.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DockerConfig(pub SecretBytes);
-
-impl DockerConfig {
-    /// The username and password it holds for `key` (its `auth`, or `username` and `password`).
-    pub fn login(&self, key: &str) -> Option<Credentials> {
-        let doc: serde_json::Value = serde_json::from_slice(self.0.expose()).ok()?;
-        let entry = doc.get("auths")?.get(key)?;
-        if let Some(auth) = entry.get("auth").and_then(|a| a.as_str()) {
-            let decoded = B64.decode(auth).ok()?;
-            let (username, password) =
-                String::from_utf8(decoded).ok()?.split_once(':').map(|(u, p)| (u.to_owned(), p.to_owned()))?;
-            return Some(Credentials { username, password });
-        }
-        Some(Credentials {
-            username: entry.get("username")?.as_str()?.to_owned(),
-            password: entry.get("password")?.as_str()?.to_owned(),
-        })
-    }
-}
 
 /// Why a source Secret could not be turned into credentials. Each variant is a condition reason.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -127,41 +104,11 @@ pub fn dockerconfig_from_source(
         }
         [DOCKER_CONFIG] => {
             let raw = data.get(DOCKER_CONFIG).map(Vec::as_slice).unwrap_or_default();
-            validate_dockerconfig(secret, raw)?;
+            dockerconfig::validate(secret, raw)?;
             Ok(DockerConfig(SecretBytes::new(raw.to_vec())))
         }
         many => Err(CredentialError::AmbiguousKeys { secret: secret.to_owned(), keys: many.join(", ") }),
     }
-}
-
-/// Renders `{"auths": {key: {username, password, auth}}}`.
-pub fn render(key: &str, username: &str, password: &str) -> DockerConfig {
-    let auth = B64.encode(format!("{username}:{password}"));
-    let doc = json!({ "auths": { key: { "username": username, "password": password, "auth": auth } } });
-    DockerConfig(SecretBytes::new(doc.to_string().into_bytes()))
-}
-
-fn validate_dockerconfig(secret: &str, raw: &[u8]) -> Result<(), CredentialError> {
-    let invalid =
-        |reason: &str| CredentialError::InvalidDockerConfig { secret: secret.to_owned(), reason: reason.into() };
-    let doc: Value = serde_json::from_slice(raw).map_err(|_| invalid("not JSON"))?;
-    let auths = doc.get("auths").and_then(Value::as_object).ok_or_else(|| invalid("no \"auths\" object"))?;
-    if auths.is_empty() {
-        return Err(invalid("\"auths\" is empty"));
-    }
-    for (registry, entry) in auths {
-        let has = |f: &str| entry.get(f).and_then(Value::as_str).is_some_and(|s| !s.is_empty());
-        let auth_ok = match entry.get("auth").and_then(Value::as_str) {
-            Some(a) => B64.decode(a).ok().and_then(|d| String::from_utf8(d).ok()).is_some_and(|d| d.contains(':')),
-            None => false,
-        };
-        if !(auth_ok || (has("username") && has("password"))) {
-            return Err(invalid(&format!(
-                "entry {registry:?} has neither a valid \"auth\" nor \"username\" and \"password\""
-            )));
-        }
-    }
-    Ok(())
 }
 
 fn validate_service_account_key(secret: &str, raw: &str) -> Result<(), CredentialError> {
@@ -181,6 +128,9 @@ fn validate_service_account_key(secret: &str, raw: &str) -> Result<(), Credentia
 
 #[cfg(test)]
 mod tests {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD as B64;
+
     use super::*;
 
     fn data(pairs: &[(&str, &str)]) -> BTreeMap<String, Vec<u8>> {
@@ -271,13 +221,5 @@ mod tests {
         )
         .unwrap_err();
         assert!(!err.to_string().contains("SUPERSECRET"));
-    }
-
-    #[test]
-    fn credentials_are_read_from_the_rendered_config() {
-        let config = render("reg.example.com", "bot", "pa:ss");
-        let c = config.login("reg.example.com").unwrap();
-        assert_eq!((c.username.as_str(), c.password.as_str()), ("bot", "pa:ss"));
-        assert!(config.login("other.example.com").is_none());
     }
 }

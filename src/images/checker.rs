@@ -316,7 +316,7 @@ mod tests {
     #[tokio::test]
     async fn a_silent_registry_costs_one_budget_and_one_check_however_many_ask() {
         crate::install_crypto_provider();
-        let (addr, task) = crate::registry::preflight::silent_registry().await;
+        let (addr, task) = crate::fixtures::silent_registry().await;
         let checker = Checker::new(Duration::from_millis(200), 16, 8, CheckStats::default());
         let image = format!("{addr}/team/app:1");
         let started = Instant::now();
@@ -333,7 +333,7 @@ mod tests {
     #[tokio::test]
     async fn an_admission_deadline_before_the_budget_cuts_the_checks_and_says_so() {
         crate::install_crypto_provider();
-        let (addr, task) = crate::registry::preflight::silent_registry().await;
+        let (addr, task) = crate::fixtures::silent_registry().await;
         let checker = Checker::new(Duration::from_secs(60), 16, 8, CheckStats::default());
         let image = format!("{addr}/team/app:1");
         let limit = tokio::time::Instant::now() + Duration::from_millis(200);
@@ -358,7 +358,7 @@ mod tests {
     async fn an_answer_is_cached_and_rotated_credentials_ask_again() {
         crate::install_crypto_provider();
         // A registry that refuses connections at once: a definite "unreachable", cached briefly.
-        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
+        let closed = crate::fixtures::closed_registry();
         let checker = Checker::new(Duration::from_secs(10), 16, 8, CheckStats::default());
         let image = format!("{closed}/team/app:1");
         let first = checker.check(vec![target(&image, Some("a"))]).await;

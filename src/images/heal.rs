@@ -467,7 +467,7 @@ pub fn action(
         pod: pod.to_owned(),
         image: image.to_owned(),
         action: action.to_owned(),
-        message: super::pulls::shorten(&message),
+        message: super::shorten(&message),
         at: Time(at),
     }
 }

@@ -30,8 +30,9 @@ use crate::registry::reference as image;
 use crate::resolve::Meaning;
 use crate::resolve::selection::NamespaceInfo;
 
-/// The longest warning line: the apiserver may truncate longer ones.
-pub const MAX_WARNING: usize = 256;
+/// The longest text regcred passes on in characters: a warning line (the apiserver may truncate longer ones), a
+/// kubelet's message in status or an Event. See [`shorten`].
+pub const MAX_MESSAGE: usize = 256;
 
 /// The workload kinds whose Pod template is checked, by API group, with where the Pod spec sits in each.
 const TEMPLATES: [(&str, &str, &str); 7] = [
@@ -220,16 +221,16 @@ pub fn answer(findings: &[(Finding, Option<Outcome>)], missing_secrets: &[String
                 // The preflight's message may start with the reference again.
                 let message = f.message.strip_prefix(&format!("{image}: ")).unwrap_or(&f.message);
                 let reason = f.reason.as_str();
-                let line = limit(format!("image {image} (RegistryProfile {profile}): {reason}: {message}"));
+                let line = shorten(&format!("image {image} (RegistryProfile {profile}): {reason}: {message}"));
                 if *mode == ImageCheckMode::Deny {
                     denials.push(line.clone());
                 }
                 out.warnings.push(line);
             }
             (Finding::Check { image, profile, .. }, Some(Outcome::NotChecked(why))) => {
-                out.warnings.push(limit(format!("image {image} (RegistryProfile {profile}): not checked: {why}")));
+                out.warnings.push(shorten(&format!("image {image} (RegistryProfile {profile}): not checked: {why}")));
             }
-            (Finding::NotSelected { image, profile }, _) => out.warnings.push(limit(format!(
+            (Finding::NotSelected { image, profile }, _) => out.warnings.push(shorten(&format!(
                 "image {image} is from the registry of RegistryProfile {profile}, which does not select namespace \
                  {namespace}: regcred gives it no pull Secret"
             ))),
@@ -237,7 +238,7 @@ pub fn answer(findings: &[(Finding, Option<Outcome>)], missing_secrets: &[String
         }
     }
     for name in missing_secrets {
-        out.warnings.push(limit(format!(
+        out.warnings.push(shorten(&format!(
             "imagePullSecrets names Secret {name}, which does not exist in namespace {namespace}"
         )));
     }
@@ -249,15 +250,15 @@ pub fn answer(findings: &[(Finding, Option<Outcome>)], missing_secrets: &[String
 
 /// The warning for a pull Secret the object names whose existence regcred could not learn in time (`why`).
 pub fn secret_not_checked(name: &str, why: &str) -> String {
-    limit(format!("imagePullSecrets names Secret {name}: not checked: {why}"))
+    shorten(&format!("imagePullSecrets names Secret {name}: not checked: {why}"))
 }
 
-/// `line`, cut at [`MAX_WARNING`] characters (on a character boundary, with an ellipsis).
-fn limit(line: String) -> String {
-    if line.chars().count() <= MAX_WARNING {
-        return line;
+/// `text`, cut at [`MAX_MESSAGE`] characters (on a character boundary, with an ellipsis).
+pub fn shorten(text: &str) -> String {
+    if text.chars().count() <= MAX_MESSAGE {
+        return text.to_owned();
     }
-    let mut cut: String = line.chars().take(MAX_WARNING - 1).collect();
+    let mut cut: String = text.chars().take(MAX_MESSAGE - 1).collect();
     cut.push('…');
     cut
 }
@@ -268,18 +269,13 @@ mod tests {
     use serde_json::json;
 
     fn profile(name: &str, spec: Value) -> (Arc<RegistryProfile>, Arc<Meaning>) {
-        let mut p: RegistryProfile = serde_json::from_value(json!({
-            "apiVersion": "regcred.dev/v1alpha1", "kind": "RegistryProfile",
-            "metadata": {"name": name}, "spec": spec,
-        }))
-        .unwrap();
-        p.metadata.uid = Some(format!("uid-{name}"));
+        let p = crate::fixtures::profile(name, spec);
         let meaning = Arc::new(Meaning::of(&p, "regcred-system"));
         (Arc::new(p), meaning)
     }
 
     fn ns(name: &str) -> NamespaceInfo {
-        NamespaceInfo { name: name.into(), labels: std::collections::BTreeMap::default(), terminating: false }
+        crate::fixtures::namespace_info(name, &[])
     }
 
     fn s(v: &[&str]) -> Vec<String> {
@@ -428,10 +424,10 @@ mod tests {
             Some(Outcome::NotChecked("x".into())),
         )];
         let line = &answer(&findings, &[], "ns").warnings[0];
-        assert_eq!(line.chars().count(), MAX_WARNING);
+        assert_eq!(line.chars().count(), MAX_MESSAGE);
         assert!(line.ends_with('…'));
         let line = secret_not_checked(&"é".repeat(1000), "slow");
-        assert_eq!(line.chars().count(), MAX_WARNING);
+        assert_eq!(line.chars().count(), MAX_MESSAGE);
     }
 
     #[test]

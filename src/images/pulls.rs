@@ -36,8 +36,6 @@ pub const PER_NAMESPACE: usize = 3;
 pub const UNSELECTED_PER_NAMESPACE: usize = 1;
 /// How long a failure counts as recent.
 pub const RECENT: Duration = Duration::from_secs(60 * 60);
-/// The longest kubelet message kept.
-const MESSAGE_LIMIT: usize = 256;
 /// Observations (Event uid and resourceVersion) remembered per entry, so a relist does not count again.
 const OBSERVATIONS_KEPT: usize = 4;
 /// The container states that say a pull failed.
@@ -137,7 +135,7 @@ pub fn claim(event: &Event, now: jiff::Timestamp) -> Result<Claim, Refusal> {
         uid: object.uid.clone().filter(|u| !u.is_empty()),
         image,
         reason,
-        message: shorten(message),
+        message: super::shorten(message),
         at,
         observation: format!("{id}/{version}"),
     })
@@ -487,16 +485,6 @@ pub fn reason(detail: &str) -> &'static str {
     }
 }
 
-/// The kubelet's message, shortened to what status holds.
-pub fn shorten(message: &str) -> String {
-    if message.chars().count() <= MESSAGE_LIMIT {
-        return message.to_owned();
-    }
-    let mut cut: String = message.chars().take(MESSAGE_LIMIT - 1).collect();
-    cut.push('…');
-    cut
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -780,6 +768,6 @@ mod tests {
         let old = vec![seen("a", "old", 61, "PullFailed"), seen("a", "new", 50, "PullFailed")];
         assert_eq!(recent(&old, now).iter().map(|f| f.pod.as_str()).collect::<Vec<_>>(), ["new"]);
         assert_eq!(next_expiry(&recent(&old, now), now), Some(Duration::from_secs(10 * 60)));
-        assert_eq!(shorten(&"x".repeat(1000)).chars().count(), MESSAGE_LIMIT);
+        assert_eq!(crate::images::shorten(&"x".repeat(1000)).chars().count(), crate::images::MAX_MESSAGE);
     }
 }

@@ -154,18 +154,7 @@ fn registry_keys(p: &RegistryProfile, registry: Option<&str>) -> Vec<String> {
 mod tests {
     use super::*;
 
-    pub(crate) fn profile(name: &str, mut spec: serde_json::Value) -> RegistryProfile {
-        if spec.get("namespaces").is_none() {
-            spec["namespaces"] = serde_json::json!({});
-        }
-        let mut p: RegistryProfile = serde_json::from_value(serde_json::json!({
-            "apiVersion": "regcred.dev/v1alpha1", "kind": "RegistryProfile",
-            "metadata": {"name": name, "generation": 1}, "spec": spec,
-        }))
-        .unwrap();
-        p.metadata.uid = Some(format!("uid-{name}"));
-        p
-    }
+    pub(crate) use crate::fixtures::profile;
 
     #[test]
     fn a_meaning_holds_the_registry_its_keys_and_the_secret_name() {

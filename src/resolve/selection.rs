@@ -110,13 +110,7 @@ mod tests {
     use super::*;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
 
-    fn ns(name: &str, labels: &[(&str, &str)]) -> NamespaceInfo {
-        NamespaceInfo {
-            name: name.into(),
-            labels: labels.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect(),
-            terminating: false,
-        }
-    }
+    use crate::fixtures::namespace_info as ns;
 
     fn sel(selector: Option<LabelSelector>, names: &[&str], exclude: &[&str]) -> NamespaceSelection {
         NamespaceSelection {

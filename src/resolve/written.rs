@@ -286,8 +286,8 @@ mod tests {
     use crate::api::conditions::{ANONYMOUS, CONFLICT, FALSE, NOT_SELECTED, RESOLVED, SYNCED, WRITE_FAILED};
     use crate::credentials::render;
     use crate::credentials::tokens::{MintError, Minted};
+    use crate::fixtures::profile;
     use crate::names::{DOCKER_CONFIG_KEY, EXPIRES_AT_ANNOTATION, token_copy_name};
-    use crate::resolve::tests::profile;
 
     fn now() -> Timestamp {
         Timestamp::from_second(1_900_000_000).unwrap()

@@ -136,7 +136,7 @@ impl Writer {
                 return None;
             }
         }
-        let Some(_claim) = self.view.managed.claim(namespace, name) else {
+        let Some(_claim) = self.view.managed().claim(namespace, name) else {
             debug!(namespace, secret = name, "another write of this Secret is under way");
             return None;
         };
@@ -177,7 +177,7 @@ impl Writer {
     fn already_written(&self, namespace: &str) -> bool {
         let (Some(config), Some(uid)) = (&self.config, self.profile.uid()) else { return false };
         let hash = content_hash(DOCKER_CONFIG_TYPE, [(DOCKER_CONFIG_KEY, config.0.expose())]);
-        self.view.managed.holds(namespace, &self.secret_name, &self.profile.name_any(), &uid, hash)
+        self.view.managed().holds(namespace, &self.secret_name, &self.profile.name_any(), &uid, hash)
     }
 
     fn api(&self, namespace: &str) -> Api<Secret> {
@@ -214,7 +214,7 @@ impl Writer {
     /// watch).
     fn record(&self, answer: &str) {
         match serde_json::from_str::<WatchedSecret>(answer) {
-            Ok(secret) => self.view.managed.record(&secret),
+            Ok(secret) => self.view.managed().record(&secret),
             Err(e) => debug!(error = %e, "the written Secret did not decode; the watch will report it"),
         }
     }
@@ -323,7 +323,7 @@ impl Writer {
         };
         match self.api(namespace).delete(name, &params).await {
             Ok(_) => {
-                self.view.managed.record_deleted(namespace, name, uid);
+                self.view.managed().record_deleted(namespace, name, uid);
                 None
             }
             Err(kube::Error::Api(s)) if s.is_not_found() || s.is_conflict() => None,
@@ -360,7 +360,7 @@ pub async fn ensure(
     namespace: &NamespaceInfo,
 ) -> Result<(), EnsureError> {
     let meaning = view.meaning(&profile);
-    let snapshot = view.refresher.peek(&meaning.name);
+    let snapshot = view.refresher().peek(&meaning.name);
     let preflight = Preflight::from_status(&profile);
     let written = resolve::written(&profile, &meaning, view, snapshot.as_ref(), &preflight, jiff::Timestamp::now());
     let all = view.profiles_and_meanings();

@@ -102,6 +102,14 @@ impl Dirty {
         self.mark(names);
     }
 
+    /// Marks those of `names` for which a change is still recorded ([`Dirty::note`]): a later mark whose changes an
+    /// earlier handler has already taken wakes nobody.
+    pub fn mark_noted(&self, names: impl IntoIterator<Item = String>) {
+        let names: Vec<String> =
+            self.with(|inner| names.into_iter().filter(|n| inner.changed.contains_key(n)).collect());
+        self.mark(names);
+    }
+
     /// What changed for `name` since the last call (nothing recorded: no namespace in particular).
     pub fn changed(&self, name: &str) -> Changed {
         self.with(|inner| inner.changed.remove(name).unwrap_or_default())
@@ -150,12 +158,12 @@ mod tests {
         }
         let first = tokio::time::timeout(Duration::from_secs(5), batches.next()).await;
         assert_eq!(first, Ok(Some(vec!["a".to_owned(), "b".to_owned()])));
-        // A consumer already waiting is woken by a later mark.
-        let waiter = tokio::spawn(async move { batches.next().await });
-        tokio::task::yield_now().await;
+        // A consumer already waiting (polled once, found nothing) is woken by a later mark.
+        let mut waiter = batches.next();
+        assert!(futures::poll!(&mut waiter).is_pending(), "a batch before anything was marked");
         dirty.mark(["c".to_owned()]);
         let second = tokio::time::timeout(Duration::from_secs(5), waiter).await;
-        assert!(matches!(second, Ok(Ok(Some(ref v))) if v == &["c".to_owned()]), "{second:?}");
+        assert_eq!(second, Ok(Some(vec!["c".to_owned()])));
     }
 
     #[test]
@@ -177,5 +185,12 @@ mod tests {
         dirty.note(&p(), "a");
         assert_eq!(dirty.changed("p"), Changed::Everything, "everything stays everything");
         assert_eq!(dirty.take(), ["p".to_owned(), "q".to_owned()]);
+        // A settled mark wakes only the names whose changes nobody has taken yet.
+        dirty.note(&p(), "a");
+        dirty.mark_noted(["p".to_owned(), "q".to_owned()]);
+        assert_eq!(dirty.take(), ["p".to_owned()]);
+        drop(dirty.changed("p"));
+        dirty.mark_noted(p());
+        assert!(dirty.take().is_empty());
     }
 }

@@ -8,7 +8,7 @@
 //! every entry that uses it, and released with its last user), and the Secret's uid is kept as 16 bytes.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -18,6 +18,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 use kube::ResourceExt;
 use kube::runtime::watcher;
 use serde::{Deserialize, Deserializer};
+use tokio::sync::watch;
 
 use super::compact::{self, Interner};
 use crate::names::{DOCKER_CONFIG_KEY, DOCKER_CONFIG_TYPE, MANAGED_BY_LABEL, MANAGED_BY_VALUE, PROFILE_LABEL};
@@ -194,26 +195,22 @@ impl Owners {
 /// A Kubernetes uid: a UUID packed into 16 bytes, or (never seen in practice) the text as it came.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Uid {
-    Packed(u128),
+    Packed(uuid::Uuid),
     Text(Box<str>),
 }
 
 impl Uid {
     fn new(text: &str) -> Self {
-        let hex: String = text.chars().filter(|c| *c != '-').collect();
-        match u128::from_str_radix(&hex, 16) {
-            // Packed only when it reads back exactly as it came.
-            Ok(n) if hex.len() == 32 && Self::Packed(n).to_text() == text => Self::Packed(n),
+        match uuid::Uuid::try_parse(text) {
+            // Packed only when it reads back exactly as it came (uuid also reads upper case, braces, no hyphens).
+            Ok(packed) if packed.hyphenated().to_string() == text => Self::Packed(packed),
             _ => Self::Text(text.into()),
         }
     }
 
     fn to_text(&self) -> String {
         match self {
-            Self::Packed(n) => {
-                let h = format!("{n:032x}");
-                format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
-            }
+            Self::Packed(packed) => packed.hyphenated().to_string(),
             Self::Text(t) => t.to_string(),
         }
     }
@@ -260,12 +257,17 @@ impl Entry {
 pub struct ManagedSecrets {
     index: compact::Shared<Entry>,
     /// The Secrets being written now (namespace, name): one write of each at a time, whoever asks.
-    in_flight: Arc<Mutex<HashSet<(String, String)>>>,
+    in_flight: Arc<Mutex<InFlight>>,
 }
 
-/// The right to write one Secret, held until dropped (see [`ManagedSecrets::claim`]).
+/// The writes under way, each with the sender its claim holds: never sent on, dropped with the claim, which is
+/// what tells whoever waits for that write ([`ManagedSecrets::settled`]) that it is done.
+type InFlight = HashMap<(String, String), watch::Sender<()>>;
+
+/// The right to write one Secret, held until dropped (see [`ManagedSecrets::claim`]). The writer drops it once its
+/// result is recorded, which ends the wait of [`ManagedSecrets::settled`].
 pub struct Claim {
-    in_flight: Arc<Mutex<HashSet<(String, String)>>>,
+    in_flight: Arc<Mutex<InFlight>>,
     key: (String, String),
 }
 
@@ -301,8 +303,26 @@ impl ManagedSecrets {
     /// controller's sync and the new-namespace path may both want to create it).
     pub fn claim(&self, namespace: &str, name: &str) -> Option<Claim> {
         let key = (namespace.to_owned(), name.to_owned());
-        let fresh = self.in_flight.lock().unwrap_or_else(PoisonError::into_inner).insert(key.clone());
-        fresh.then(|| Claim { in_flight: self.in_flight.clone(), key })
+        let mut in_flight = self.in_flight.lock().unwrap_or_else(PoisonError::into_inner);
+        if in_flight.contains_key(&key) {
+            return None;
+        }
+        in_flight.insert(key.clone(), watch::Sender::new(()));
+        Some(Claim { in_flight: self.in_flight.clone(), key })
+    }
+
+    /// Waits until no write of the Secret `name` in `namespace` is under way (at once when none is: the writer
+    /// that holds its [`Claim`] says when it is done, by dropping it), then says whether the index holds that
+    /// Secret: the write's result, as the writer recorded it.
+    pub async fn settled(&self, namespace: &str, name: &str) -> bool {
+        let key = (namespace.to_owned(), name.to_owned());
+        let pending =
+            self.in_flight.lock().unwrap_or_else(PoisonError::into_inner).get(&key).map(watch::Sender::subscribe);
+        if let Some(mut done) = pending {
+            // Nothing is ever sent: this ends, with an error, when the claim drops its sender.
+            let _ = done.changed().await;
+        }
+        self.contains(namespace, name)
     }
 
     /// Whether the index already holds the Secret `name` in `namespace` as `profile` (with uid `owner`) writes it:
@@ -389,9 +409,16 @@ mod tests {
 
     #[test]
     fn uids_round_trip_packed_or_as_text() {
-        assert_eq!(Uid::new(UID), Uid::Packed(0x0f8e2a4c_1b3d_4e5f_8a9b_0c1d2e3f4a5b));
+        assert_eq!(Uid::new(UID), Uid::Packed(uuid::Uuid::from_u128(0x0f8e2a4c_1b3d_4e5f_8a9b_0c1d2e3f4a5b)));
         assert_eq!(Uid::new(UID).to_text(), UID);
-        for odd in ["", "not-a-uid", "0F8E2A4C-1B3D-4E5F-8A9B-0C1D2E3F4A5B", "0f8e2a4c1b3d4e5f8a9b0c1d2e3f4a5b0000"] {
+        for odd in [
+            "",
+            "not-a-uid",
+            "0F8E2A4C-1B3D-4E5F-8A9B-0C1D2E3F4A5B",
+            "0f8e2a4c1b3d4e5f8a9b0c1d2e3f4a5b",
+            "{0f8e2a4c-1b3d-4e5f-8a9b-0c1d2e3f4a5b}",
+            "0f8e2a4c1b3d4e5f8a9b0c1d2e3f4a5b0000",
+        ] {
             assert_eq!(Uid::new(odd).to_text(), odd);
         }
     }
@@ -423,6 +450,25 @@ mod tests {
         index.apply(&watcher::Event::Delete(secret("b", "pull", "q", "one")));
         assert!(!index.contains("b", "pull"));
         assert_eq!(index.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_wait_for_a_write_ends_when_its_writer_is_done_and_says_what_it_left() {
+        let index = ManagedSecrets::default();
+        assert!(!index.settled("a", "pull").await, "no write under way, nothing there: at once");
+        let claim = index.claim("a", "pull").unwrap();
+        assert!(index.claim("a", "pull").is_none(), "one write of a Secret at a time");
+        let mut waiting = Box::pin(index.settled("a", "pull"));
+        assert!(futures::poll!(&mut waiting).is_pending(), "the write is under way");
+        index.record(&secret("a", "pull", "p", "x"));
+        assert!(futures::poll!(&mut waiting).is_pending(), "recorded, but its writer is not done yet");
+        drop(claim);
+        assert!(waiting.await, "the writer recorded the Secret");
+        // A write that failed leaves nothing, and says so.
+        let claim = index.claim("b", "pull").unwrap();
+        let waiting = index.settled("b", "pull");
+        drop(claim);
+        assert!(!waiting.await);
     }
 
     #[test]

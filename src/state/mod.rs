@@ -1,11 +1,15 @@
-//! The state layer: regcred's watched, in-memory view of the cluster, shared by the controller, the webhook and
-//! the metrics. None of them watches anything itself, and none reaches into another's internals.
+//! The state layer: regcred's watched, in-memory view of the cluster, shared by the controller and the webhook.
+//! Every watch regcred opens is here; the layers above read the view (through its methods) and the streams this
+//! layer hands them, and none watches anything itself.
 //!
 //! It owns:
-//! - five watches, each in a task of its own, so the view stays current whether or not this replica reconciles:
-//!   profiles and the Secrets of regcred's own namespace (reflector stores: few and small), and three that grow
-//!   with the cluster, each in a [`compact`] index of only what is read: [`namespaces`] (name, labels, whether
-//!   going), [`managed`] Secrets (hashes and owners) and [`service_accounts`] (pull secrets and regcred's record);
+//! - the view's five watches, each in a task of its own, so the view stays current whether or not this replica
+//!   reconciles: profiles and the Secrets of regcred's own namespace (reflector stores: few and small), and three
+//!   that grow with the cluster, each in a [`compact`] index of only what is read: [`namespaces`] (name, labels,
+//!   whether going), [`managed`] Secrets (hashes and owners) and [`service_accounts`] (pull secrets and regcred's
+//!   record);
+//! - the watches opened for one consumer each, as [`streams`]: the kubelet's pull failures (the leader's
+//!   self-healing) and the webhook's own configuration (its certificate keeper);
 //! - the [`dirty::Dirty`] set: each change is mapped to the profiles it concerns and marked there (a change of a
 //!   namespace, a managed Secret or a ServiceAccount with that namespace, so the reconcile plans only it), and the
 //!   controller drains it as its trigger stream;
@@ -20,11 +24,13 @@ pub mod dirty;
 pub mod managed;
 pub mod namespaces;
 pub mod service_accounts;
+pub mod streams;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use futures::future::{BoxFuture, Shared};
+use futures::stream::BoxStream;
 use futures::{FutureExt, Stream, StreamExt};
 use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
 use kube::api::Api;
@@ -46,29 +52,41 @@ use managed::{ManagedSecrets, WatchedSecret};
 use namespaces::Namespaces;
 use service_accounts::ServiceAccounts;
 
-/// The shared view: cheap to clone.
+/// The shared view: cheap to clone. Read through its methods.
 #[derive(Clone)]
 pub struct View {
-    pub profiles: Store<RegistryProfile>,
-    pub namespaces: Namespaces,
-    pub managed: ManagedSecrets,
-    pub sources: Store<Secret>,
-    pub service_accounts: ServiceAccounts,
+    profiles: Store<RegistryProfile>,
+    namespaces: Namespaces,
+    managed: ManagedSecrets,
+    sources: Store<Secret>,
+    service_accounts: ServiceAccounts,
     /// Short-lived tokens, minted once per profile; shared so the webhook can write a new namespace's Secret.
-    pub refresher: Arc<Refresher>,
+    refresher: Arc<Refresher>,
     /// Resolves once all five caches hold their initial lists (false if one stopped first). See [`all_ready`].
-    pub ready: Shared<BoxFuture<'static, bool>>,
-    pub dirty: Arc<Dirty>,
+    ready: Shared<BoxFuture<'static, bool>>,
+    dirty: Arc<Dirty>,
     /// Namespaces that appeared or changed since the initial list: the controller's new-namespace path.
-    pub new_namespaces: Arc<Dirty>,
+    new_namespaces: Arc<Dirty>,
     /// regcred's own namespace: where source Secrets are read, never selected unless named.
     operator_namespace: Arc<str>,
     /// Each profile's [`Meaning`], compiled once per generation.
     meanings: Arc<Mutex<HashMap<String, Arc<Meaning>>>>,
 }
 
+/// One watch's events, after its store or index has applied each.
+type Events<K> = BoxStream<'static, Result<watcher::Event<K>, watcher::Error>>;
+
+/// The view's watches, opened and not yet followed.
+struct Watches {
+    profiles: Events<RegistryProfile>,
+    namespaces: Events<PartialObjectMeta<Namespace>>,
+    managed: Events<WatchedSecret>,
+    sources: Events<Secret>,
+    service_accounts: Events<ServiceAccount>,
+}
+
 impl View {
-    /// Starts the reflectors in background tasks. `operator_namespace` is where source Secrets are read;
+    /// Starts the watches in background tasks. `operator_namespace` is where source Secrets are read;
     /// `profile_selector` restricts the profiles handled; `refresh_fraction` is the share of a token's remaining
     /// lifetime after which it is replaced.
     pub fn start(
@@ -79,9 +97,20 @@ impl View {
         identity: Arc<Identity>,
     ) -> Self {
         let dirty = Arc::new(Dirty::default());
-        let marks = dirty.clone();
-        let refresher =
-            Arc::new(Refresher::new(Arc::new(move |p: &str| marks.mark([p.to_owned()])), refresh_fraction, identity));
+        let refresher = refresher(&dirty, refresh_fraction, identity);
+        let (view, watches) = Self::open(client, operator_namespace, profile_selector, dirty, refresher);
+        view.follow(watches);
+        view
+    }
+
+    /// The view over the five watches' stores and indexes, and the watches, not yet followed.
+    fn open(
+        client: &Client,
+        operator_namespace: &str,
+        profile_selector: Option<&str>,
+        dirty: Arc<Dirty>,
+        refresher: Arc<Refresher>,
+    ) -> (Self, Watches) {
         let mut profile_config = watcher::Config::default();
         if let Some(sel) = profile_selector {
             profile_config = profile_config.labels(sel);
@@ -112,7 +141,6 @@ impl View {
             service_accounts.clone(),
             ServiceAccounts::apply,
         );
-        let ready = all_ready(vec![profiles_ready, ns_ready, managed_ready, sources_ready, sa_ready]);
         let view = Self {
             profiles,
             namespaces,
@@ -120,55 +148,69 @@ impl View {
             sources,
             service_accounts,
             refresher,
-            ready,
+            ready: all_ready(vec![profiles_ready, ns_ready, managed_ready, sources_ready, sa_ready]),
             dirty,
             new_namespaces: Arc::default(),
             operator_namespace: operator_namespace.into(),
             meanings: Arc::default(),
         };
+        let watches = Watches {
+            profiles: profile_events.boxed(),
+            namespaces: ns_events.boxed(),
+            managed: managed_events.boxed(),
+            sources: source_events.boxed(),
+            service_accounts: sa_events.boxed(),
+        };
+        (view, watches)
+    }
 
+    /// Follows each watch in a task of its own, marking the profiles each change concerns.
+    fn follow(&self, watches: Watches) {
         // A profile changed: itself, and the profiles that write a Secret of the name it writes, or wrote, since a
         // conflict between them may have begun or ended (see `resolve::Meaning::may_write`).
-        view.drive("profiles", profile_events, |c, p| c.dirty.mark(c.profile_and_rivals(&p)));
-        // A namespace appeared, changed labels or is going: the profiles that select it or have a Secret in it, for
-        // that namespace only.
-        let new_namespaces = view.new_namespaces.clone();
-        let ns_events = ns_events.inspect(move |event| {
-            if let Ok(watcher::Event::Apply(ns)) = event {
-                new_namespaces.mark([ns.name_any()]);
-            }
-        });
-        // Those profiles are reconciled a moment later, all marks of that moment at once: a new namespace already
-        // has its Secret from the new-namespace path, and a burst of namespaces reconciles each profile once, not
-        // once per namespace, while the new-namespace path has the CPU.
-        let settling = Arc::new(Dirty::default());
-        let settle = settling.clone();
-        view.drive("namespaces", ns_events, move |c, ns| {
-            let names = c.profiles_for_namespace(&namespace_info(&ns));
-            c.dirty.note(&names, &ns.name_any());
-            settle.mark(names);
-        });
-        let dirty = view.dirty.clone();
-        tokio::spawn(async move {
-            let mut batches = std::pin::pin!(settling.batches());
-            while let Some(names) = batches.next().await {
-                tokio::time::sleep(SETTLE).await;
-                dirty.mark(names);
-            }
-        });
+        self.drive("profiles", watches.profiles, |c, p| c.dirty.mark(c.profile_and_rivals(&p)));
+        self.follow_namespaces(watches.namespaces);
         // A managed Secret was written, edited or deleted: its profile, for that namespace.
-        view.drive("managed secrets", managed_events, |c, s| {
+        self.drive("managed secrets", watches.managed, |c, s| {
             let profile = s.labels().get(PROFILE_LABEL).cloned().into_iter().collect();
             c.dirty.mark_namespace(profile, &s.namespace().unwrap_or_default());
         });
         // A Secret in regcred's namespace changed: the profiles that read it.
-        view.drive("source secrets", source_events, |c, s| c.dirty.mark(c.profiles_reading(&s.name_any())));
+        self.drive("source secrets", watches.sources, |c, s| c.dirty.mark(c.profiles_reading(&s.name_any())));
         // A ServiceAccount appeared or changed: the profiles that recorded an entry on it, and those in
         // ServiceAccount mode that select its namespace and name it, for that namespace.
-        view.drive("service accounts", sa_events, |c, sa| {
+        self.drive("service accounts", watches.service_accounts, |c, sa| {
             c.dirty.mark_namespace(c.profiles_for_service_account(&sa), &sa.namespace().unwrap_or_default());
         });
-        view
+    }
+
+    /// A namespace appeared, changed labels or is going: the new-namespace path hears of it at once, and the
+    /// profiles that select it or have a Secret in it, for that namespace, a moment later, all marks of that moment
+    /// at once. A new namespace already has its Secret from the new-namespace path, and a burst of namespaces
+    /// reconciles each profile once, not once per namespace, while the new-namespace path has the CPU.
+    fn follow_namespaces(&self, events: Events<PartialObjectMeta<Namespace>>) {
+        let new_namespaces = self.new_namespaces.clone();
+        let events = events.inspect(move |event| {
+            if let Ok(watcher::Event::Apply(ns)) = event {
+                new_namespaces.mark([ns.name_any()]);
+            }
+        });
+        let settling = Arc::new(Dirty::default());
+        let settle = settling.clone();
+        self.drive("namespaces", events, move |c, ns| {
+            let names = c.profiles_for_namespace(&namespace_info(&ns));
+            c.dirty.note(&names, &ns.name_any());
+            settle.mark(names);
+        });
+        let dirty = self.dirty.clone();
+        tokio::spawn(async move {
+            let mut batches = std::pin::pin!(settling.batches());
+            while let Some(names) = batches.next().await {
+                tokio::time::sleep(SETTLE).await;
+                // A reconcile since (the namespace's new Secret marks its profile at once) took the change along.
+                dirty.mark_noted(names);
+            }
+        });
     }
 
     /// A view fed by hand rather than by watches, ready at once: for tests of the layers above it (the reconcile
@@ -176,10 +218,7 @@ impl View {
     /// indexes through their own `apply`.
     pub fn detached(operator_namespace: &str, refresh_fraction: f64) -> (Self, Feeds) {
         let dirty = Arc::new(Dirty::default());
-        let marks = dirty.clone();
-        let identity = Identity::detached(operator_namespace);
-        let refresher =
-            Arc::new(Refresher::new(Arc::new(move |p: &str| marks.mark([p.to_owned()])), refresh_fraction, identity));
+        let refresher = refresher(&dirty, refresh_fraction, Identity::detached(operator_namespace));
         let (profiles, profiles_feed) = reflector::store();
         let (sources, sources_feed) = reflector::store();
         let view = Self {
@@ -198,7 +237,7 @@ impl View {
         (view, Feeds { profiles: profiles_feed, sources: sources_feed })
     }
 
-    /// Runs one reflector stream in its own task, calling `changed` with each object it applies or deletes, and
+    /// Runs one watch's events in a task of its own, calling `changed` with each object it applies or deletes, and
     /// marking every profile, every namespace of it, when a (re)list completes.
     ///
     /// The second matters after a watch is lost (an apiserver restart, a compaction): the relist's objects reach
@@ -218,7 +257,7 @@ impl View {
                 match event {
                     Ok(watcher::Event::Apply(obj) | watcher::Event::Delete(obj)) => changed(&view, obj),
                     Ok(watcher::Event::InitDone) => {
-                        view.dirty.mark_everything(view.profiles.state().iter().map(|p| p.name_any()));
+                        view.dirty.mark_everything(view.profiles().iter().map(|p| p.name_any()));
                     }
                     Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => {}
                     // default_backoff() retries; the error is only worth a line in the log.
@@ -226,6 +265,67 @@ impl View {
                 }
             }
         });
+    }
+
+    /// The profiles that read the Secret `name` of regcred's namespace.
+    fn profiles_reading(&self, name: &str) -> Vec<String> {
+        let profiles = self.profiles();
+        profiles.iter().filter(|p| crate::resolve::source_secrets(p).contains(&name)).map(|p| p.name_any()).collect()
+    }
+
+    /// Every profile in the view.
+    pub fn profiles(&self) -> Vec<Arc<RegistryProfile>> {
+        self.profiles.state()
+    }
+
+    /// The profile `name`, as the view holds it.
+    pub fn profile(&self, name: &str) -> Option<Arc<RegistryProfile>> {
+        self.profiles.get(&reflector::ObjectRef::new(name))
+    }
+
+    /// The profiles' reflector store, for kube-runtime's Controller (which reads its objects from it).
+    pub fn profile_store(&self) -> Store<RegistryProfile> {
+        self.profiles.clone()
+    }
+
+    /// The namespaces, as selection reads them.
+    pub fn namespaces(&self) -> &Namespaces {
+        &self.namespaces
+    }
+
+    /// The managed Secrets, and the writes of them under way.
+    pub fn managed(&self) -> &ManagedSecrets {
+        &self.managed
+    }
+
+    /// The cluster's ServiceAccounts.
+    pub fn service_accounts(&self) -> &ServiceAccounts {
+        &self.service_accounts
+    }
+
+    /// The token refresher: one minting task per profile that mints.
+    pub fn refresher(&self) -> &Arc<Refresher> {
+        &self.refresher
+    }
+
+    /// The profiles waiting for a reconcile.
+    pub fn dirty(&self) -> &Arc<Dirty> {
+        &self.dirty
+    }
+
+    /// The namespaces that appeared or changed since the initial list, for the new-namespace path.
+    pub fn new_namespaces(&self) -> &Arc<Dirty> {
+        &self.new_namespaces
+    }
+
+    /// Completes once all five caches hold their initial lists: true, or false if one stopped first.
+    pub fn ready(&self) -> Shared<BoxFuture<'static, bool>> {
+        self.ready.clone()
+    }
+
+    /// Whether all five caches hold their initial lists now.
+    pub fn is_ready(&self) -> bool {
+        self.ready.clone().now_or_never() == Some(true)
     }
 
     /// The profiles that select a namespace or hold a Secret in it: one lookup per profile, so a namespace event
@@ -236,12 +336,6 @@ impl View {
             .filter(|(_, m)| self.managed.contains(&ns.name, &m.secret_name) || m.selects(ns))
             .map(|(_, m)| m.name.clone())
             .collect()
-    }
-
-    /// The profiles that read the Secret `name` of regcred's namespace.
-    fn profiles_reading(&self, name: &str) -> Vec<String> {
-        let profiles = self.profiles.state();
-        profiles.iter().filter(|p| crate::resolve::source_secrets(p).contains(&name)).map(|p| p.name_any()).collect()
     }
 
     /// The profiles a ServiceAccount concerns: those that recorded an entry on it, and those in ServiceAccount mode
@@ -300,7 +394,7 @@ impl View {
 
     /// Every profile in the view with its meaning. Meanings of profiles no longer in the view are dropped.
     pub fn profiles_and_meanings(&self) -> Vec<(Arc<RegistryProfile>, Arc<Meaning>)> {
-        let profiles = self.profiles.state();
+        let profiles = self.profiles();
         let mut meanings = self.meanings.lock().unwrap_or_else(PoisonError::into_inner);
         if meanings.len() > profiles.len() {
             let names: HashSet<String> = profiles.iter().map(|p| p.name_any()).collect();
@@ -326,6 +420,12 @@ impl View {
     pub fn namespace(&self, name: &str) -> Option<NamespaceInfo> {
         self.namespaces.get(name)
     }
+}
+
+/// The token refresher of a view whose mints mark their profile in `dirty`.
+fn refresher(dirty: &Arc<Dirty>, refresh_fraction: f64, identity: Arc<Identity>) -> Arc<Refresher> {
+    let marks = dirty.clone();
+    Arc::new(Refresher::new(Arc::new(move |p: &str| marks.mark([p.to_owned()])), refresh_fraction, identity))
 }
 
 /// How long reconciles triggered by namespace events wait for more of them.
@@ -440,10 +540,13 @@ mod tests {
         let (profiles, mut profiles_writer) = reflector::store::<RegistryProfile>();
         let senders: Vec<_> = (0..5).map(|_| watch::channel(false).0).collect();
         let ready = all_ready(senders.iter().map(watch::Sender::subscribe).collect());
-        // The Controller's own wait on the store, alongside ours.
-        let controller_wait = tokio::spawn(async move { profiles.wait_until_ready().await.is_ok() });
-        let waiters: Vec<_> = (0..4).map(|_| tokio::spawn(ready.clone())).collect();
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        // The Controller's own wait on the store, alongside ours; each is polled once, so each is waiting.
+        let mut controller_wait = Box::pin(profiles.wait_until_ready());
+        assert!(futures::poll!(&mut controller_wait).is_pending());
+        let mut waiters: Vec<_> = (0..4).map(|_| ready.clone()).collect();
+        for waiter in &mut waiters {
+            assert!(futures::poll!(waiter).is_pending(), "ready before the caches are");
+        }
         profiles_writer.apply_watcher_event(&WatchEvent::InitDone);
         let mut mark = ready_on_init::<RegistryProfile>(&senders[0]);
         mark(&Ok(WatchEvent::InitDone));
@@ -452,10 +555,10 @@ mod tests {
         }
         for waiter in waiters {
             let released = tokio::time::timeout(Duration::from_secs(5), waiter).await;
-            assert!(matches!(released, Ok(Ok(true))), "a waiter was not released: {released:?}");
+            assert_eq!(released, Ok(true), "a waiter was not released");
         }
         let released = tokio::time::timeout(Duration::from_secs(5), controller_wait).await;
-        assert!(matches!(released, Ok(Ok(true))), "the Controller's wait was not released: {released:?}");
+        assert!(matches!(released, Ok(Ok(()))), "the Controller's wait was not released: {released:?}");
     }
 
     #[tokio::test]

@@ -13,6 +13,7 @@
 pub mod certs;
 pub mod deadline;
 mod server;
+mod stats;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -20,12 +21,11 @@ use std::time::Duration;
 
 use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
-use kube::Client;
 use kube::api::Api;
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, Operation};
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use kube::{Client, ResourceExt as _};
+use tokio::sync::watch;
 use tracing::{Instrument, debug, warn};
 
 use crate::api::RegistryProfile;
@@ -36,6 +36,7 @@ use crate::resolve::selection::NamespaceInfo;
 use crate::state::View;
 pub use deadline::admission_deadline;
 pub use server::{Error as ServeError, TlsSource, answer, serve};
+pub use stats::Stats;
 
 pub use crate::api::{OPT_OUT_LABEL, OPT_OUT_VALUE};
 /// Images (and pull Secret names) of one object checked by default (`--image-check-max-images`).
@@ -120,55 +121,6 @@ pub fn candidates<'a>(meanings: impl IntoIterator<Item = &'a Meaning>, ns: &Name
         .collect()
 }
 
-/// Counters and latency of the webhook, registered as metrics (clones share their values).
-#[derive(Debug, Clone)]
-pub struct Stats {
-    pub requests: Counter,
-    pub patched: Counter,
-    pub malformed: Counter,
-    pub secrets_created: Counter,
-    pub errors: Counter,
-    /// Warnings the image checks gave.
-    pub image_warnings: Counter,
-    /// Admissions the image checks rejected (`Deny` profiles).
-    pub image_denials: Counter,
-    /// Admissions whose object had more images or pull Secret names than are checked.
-    pub over_cap: Counter,
-    /// Admissions answered with image checks or pull Secret lookups cut by the deadline ("not checked").
-    pub checks_cut: Counter,
-    /// Admissions whose namespace lookup or Secret creation the deadline cut: the Pod was admitted without
-    /// that Secret.
-    pub injections_cut: Counter,
-    /// The image checks' registry resolutions and cache hits.
-    pub image_checks: images::CheckStats,
-    /// Seconds from a request's arrival to its answer.
-    pub latency: Histogram,
-    /// The listener is bound with its certificate: until then the replica is not ready (`/readyz`), so the
-    /// Service never routes an admission to a replica that would refuse the connection.
-    pub serving: std::sync::Arc<std::sync::atomic::AtomicBool>,
-}
-
-impl Default for Stats {
-    fn default() -> Self {
-        Self {
-            requests: Counter::default(),
-            patched: Counter::default(),
-            malformed: Counter::default(),
-            secrets_created: Counter::default(),
-            errors: Counter::default(),
-            image_warnings: Counter::default(),
-            image_denials: Counter::default(),
-            over_cap: Counter::default(),
-            checks_cut: Counter::default(),
-            injections_cut: Counter::default(),
-            image_checks: images::CheckStats::default(),
-            // 25 µs to ~3.3 s: the handler's microseconds, and the seconds of a new namespace's Secret.
-            latency: Histogram::new(exponential_buckets(0.000_025, 2.0, 18)),
-            serving: std::sync::Arc::default(),
-        }
-    }
-}
-
 /// What the handler needs.
 pub struct Webhook {
     pub client: Client,
@@ -230,6 +182,11 @@ impl Webhook {
         })
     }
 
+    /// Whether this replica's webhook listens (its listener bound with its certificate), as it changes.
+    pub fn listening(&self) -> watch::Receiver<bool> {
+        self.stats.serving.subscribe()
+    }
+
     /// Answers one admission request that arrived now: see [`Webhook::admit_by`].
     pub async fn admit(&self, req: &AdmissionRequest<DynamicObject>) -> AdmissionResponse {
         self.admit_by(req, deadline::work_until(tokio::time::Instant::now(), self.deadline)).await
@@ -237,7 +194,7 @@ impl Webhook {
 
     /// Answers one admission request, waiting for nothing past `until` (its deadline less the time to answer):
     /// Pods get their pull Secrets at creation, and Pods and workloads have their new images checked on creation
-    /// and update.
+    /// and update. The object is read as it was decoded with the review, once.
     pub async fn admit_by(
         &self,
         req: &AdmissionRequest<DynamicObject>,
@@ -249,51 +206,54 @@ impl Webhook {
         if !images::is_checked_kind(group, kind) || !matches!(req.operation, Operation::Create | Operation::Update) {
             return allowed;
         }
-        let Some(object) = req.object.as_ref().and_then(|o| serde_json::to_value(o).ok()) else { return allowed };
-        let labels = object.pointer("/metadata/labels").and_then(|l| l.get(OPT_OUT_LABEL)).and_then(|v| v.as_str());
-        if labels == Some(OPT_OUT_VALUE) {
+        let Some(object) = req.object.as_ref() else { return allowed };
+        if object.labels().get(OPT_OUT_LABEL).is_some_and(|v| v == OPT_OUT_VALUE) {
             return allowed;
         }
-        let metadata = |field: &str| object.pointer(&format!("/metadata/{field}")).and_then(|v| v.as_str());
-        let Some(namespace) = req.namespace.clone().or_else(|| metadata("namespace").map(str::to_owned)) else {
+        let Some(namespace) = req.namespace.clone().or_else(|| object.metadata.namespace.clone()) else {
             return allowed;
         };
         // A Pod created from a template has no name yet: its generateName says whose it is.
-        let name = metadata("name").or_else(|| metadata("generateName")).unwrap_or_default().to_owned();
+        let name = object.metadata.name.as_deref().or(object.metadata.generate_name.as_deref()).unwrap_or_default();
         let span = tracing::info_span!("admission", namespace = %namespace, kind, name = %name);
         async {
             let Some(ns) = self.namespace(&namespace, until).await else { return allowed };
             if ns.labels.get(OPT_OUT_LABEL).is_some_and(|v| v == OPT_OUT_VALUE) {
                 return allowed;
             }
-            let inject = async {
-                if kind != "Pod" || req.operation != Operation::Create {
-                    return allowed.clone();
-                }
-                match serde_json::from_value::<Pod>(object.clone()) {
-                    Ok(pod) => self.admit_pod(&pod, &ns, allowed.clone(), req.dry_run, until).await,
-                    Err(e) => {
-                        debug!(error = %e, "not a decodable Pod; allowed unchanged");
-                        allowed.clone()
-                    }
-                }
+            let Some(spec) = images::pod_spec(group, kind, &object.data) else { return allowed };
+            let admission = Admission {
+                update: req.operation == Operation::Update,
+                spec,
+                old_spec: req.old_object.as_ref().and_then(|o| images::pod_spec(group, kind, &o.data)),
+                ns: &ns,
+                profiles: self.view.profiles_and_meanings(),
+                dry_run: req.dry_run,
+                until,
             };
-            // The checks run beside the injection, and neither waits past `until`: the injection is decided from
-            // the cached view, and only a Secret being created for a brand-new namespace takes time. The outer
-            // limit on the checks is a backstop; each of their waits has `until` already.
-            let checks = async {
-                let checked = tokio::time::timeout_at(until, self.check_images(req, &object, &ns, until)).await;
-                checked.unwrap_or_else(|_| {
-                    self.stats.checks_cut.inc();
-                    let why = "regcred's image checks did not finish by the admission's deadline; not checked";
-                    images::Answer { warnings: vec![why.to_owned()], denied: None }
-                })
-            };
-            let (response, answer) = futures::join!(inject, checks);
-            self.with_answer(response, allowed.clone(), answer)
+            let pod_created = kind == "Pod" && req.operation == Operation::Create;
+            self.answer(&admission, pod_created, allowed).await
         }
         .instrument(span)
         .await
+    }
+
+    /// The injection (for a Pod being created) and the image checks of one admission, side by side, neither
+    /// waiting past its deadline: the injection is decided from the cached view, and only a Secret being created
+    /// for a brand-new namespace takes time. The outer limit on the checks is a backstop; each of their waits has
+    /// the deadline already.
+    async fn answer(&self, a: &Admission<'_>, pod_created: bool, allowed: AdmissionResponse) -> AdmissionResponse {
+        let inject = async { if pod_created { self.admit_pod(a, allowed.clone()).await } else { allowed.clone() } };
+        let checks = async {
+            let checked = tokio::time::timeout_at(a.until, self.check_images(a)).await;
+            checked.unwrap_or_else(|_| {
+                self.stats.checks_cut.inc();
+                let why = "regcred's image checks did not finish by the admission's deadline; not checked";
+                images::Answer { warnings: vec![why.to_owned()], denied: None }
+            })
+        };
+        let (response, answer) = futures::join!(inject, checks);
+        self.with_answer(response, allowed, answer)
     }
 
     /// `response` with the image checks' warnings, or their rejection (from `allowed`, without a patch).
@@ -319,23 +279,36 @@ impl Webhook {
 
     /// The image checks of one admission: the images new to the object, checked with the profiles that serve
     /// them, and the pull Secrets it names that do not exist.
-    async fn check_images(
-        &self,
-        req: &AdmissionRequest<DynamicObject>,
-        object: &serde_json::Value,
-        ns: &NamespaceInfo,
-        until: tokio::time::Instant,
-    ) -> images::Answer {
+    async fn check_images(&self, a: &Admission<'_>) -> images::Answer {
         let Some(checker) = &self.checker else { return images::Answer::default() };
-        let (group, kind) = (req.kind.group.as_str(), req.kind.kind.as_str());
-        let Some(spec) = images::pod_spec(group, kind, object) else { return images::Answer::default() };
-        let mut wanted = images::images_of(spec);
-        if req.operation == Operation::Update {
-            let old = req.old_object.as_ref().and_then(|o| serde_json::to_value(o).ok());
-            let old = old.as_ref().and_then(|o| images::pod_spec(group, kind, o)).map(images::images_of);
-            wanted = images::added(wanted, &old.unwrap_or_default());
+        let Some((wanted, named, warnings)) = self.to_check(a) else { return images::Answer::default() };
+        let (mut resolved, targets) = self.findings(a, &wanted);
+        let started = tokio::time::Instant::now();
+        let lookups = self.missing_secrets(&named, a);
+        let ((outcomes, cut), (missing, unchecked)) =
+            futures::join!(checker.check_until(targets, Some(a.until)), lookups);
+        let mut outcomes = outcomes.into_iter();
+        for (finding, outcome) in &mut resolved {
+            if matches!(finding, images::Finding::Check { .. }) && outcome.is_none() {
+                *outcome = outcomes.next();
+            }
+        }
+        let mut answer = images::answer(&resolved, &missing, &a.ns.name);
+        self.not_checked(&mut answer, cut, &unchecked, a.until.saturating_duration_since(started));
+        // First: the apiserver may cut a long list of warnings short.
+        answer.warnings.splice(0..0, warnings);
+        answer
+    }
+
+    /// The images to check (on an update, only those the object did not have) and the pull Secret names it
+    /// lists, each up to [`Webhook::max_images`], with the warnings that say what the cap left out. `None`: an
+    /// update that adds no image, nothing to check.
+    fn to_check(&self, a: &Admission<'_>) -> Option<(Vec<String>, Vec<String>, Vec<String>)> {
+        let mut wanted = images::images_of(a.spec);
+        if a.update {
+            wanted = images::added(wanted, &a.old_spec.map(images::images_of).unwrap_or_default());
             if wanted.is_empty() {
-                return images::Answer::default();
+                return None;
             }
         }
         // Only the first images and pull Secret names are checked: the rest costs no request, and says so.
@@ -344,48 +317,53 @@ impl Webhook {
         if over > 0 {
             warnings.push(images::over_cap_warning("images", self.max_images, over));
         }
-        let (named, over_named) = images::capped(images::pull_secrets_of(spec), self.max_images);
+        let (named, over_named) = images::capped(images::pull_secrets_of(a.spec), self.max_images);
         if over_named > 0 {
             warnings.push(images::over_cap_warning("pull Secret names", self.max_images, over_named));
         }
         if !warnings.is_empty() {
             self.stats.over_cap.inc();
         }
-        let profiles = self.view.profiles_and_meanings();
-        let findings = images::plan(&wanted, &profiles, ns);
+        Some((wanted, named, warnings))
+    }
+
+    /// What each of `wanted` calls for (see [`images::plan`]), with an outcome already for those that cannot be
+    /// checked; and the targets to resolve for the others, in their order.
+    fn findings(
+        &self,
+        a: &Admission<'_>,
+        wanted: &[String],
+    ) -> (Vec<(images::Finding, Option<images::Outcome>)>, Vec<images::Target>) {
         let now = jiff::Timestamp::now();
         let mut targets = Vec::new();
-        let mut resolved: Vec<(images::Finding, Option<images::Outcome>)> = Vec::with_capacity(findings.len());
-        for finding in findings {
-            let outcome = match &finding {
-                images::Finding::Check { image, profile, key, .. } => {
-                    match self.target(&profiles, profile, key, image, now) {
-                        Ok(target) => {
-                            targets.push(target);
-                            None
+        let resolved = images::plan(wanted, &a.profiles, a.ns)
+            .into_iter()
+            .map(|finding| {
+                let outcome = match &finding {
+                    images::Finding::Check { image, profile, key, .. } => {
+                        match self.target(&a.profiles, profile, key, image, now) {
+                            Ok(target) => {
+                                targets.push(target);
+                                None
+                            }
+                            Err(why) => Some(images::Outcome::NotChecked(why)),
                         }
-                        Err(why) => Some(images::Outcome::NotChecked(why)),
                     }
-                }
-                images::Finding::NotSelected { .. } => None,
-            };
-            resolved.push((finding, outcome));
-        }
-        let started = tokio::time::Instant::now();
-        let lookups = self.missing_secrets(&ns.name, &named, &profiles, ns, until);
-        let ((outcomes, cut), (missing, unchecked)) =
-            futures::join!(checker.check_until(targets, Some(until)), lookups);
-        let mut outcomes = outcomes.into_iter();
-        for (finding, outcome) in &mut resolved {
-            if matches!(finding, images::Finding::Check { .. }) && outcome.is_none() {
-                *outcome = outcomes.next();
-            }
-        }
-        let mut answer = images::answer(&resolved, &missing, &ns.name);
+                    images::Finding::NotSelected { .. } => None,
+                };
+                (finding, outcome)
+            })
+            .collect();
+        (resolved, targets)
+    }
+
+    /// Says in `answer` what the deadline cut (`cut` images, the pull Secrets `unchecked` after `waited`), and
+    /// counts it.
+    fn not_checked(&self, answer: &mut images::Answer, cut: usize, unchecked: &[String], waited: Duration) {
         if !unchecked.is_empty() {
             let why = format!(
                 "the apiserver did not answer regcred's lookup within {} ms, when the admission's deadline came",
-                until.saturating_duration_since(started).as_millis()
+                waited.as_millis()
             );
             answer.warnings.extend(unchecked.iter().map(|name| images::secret_not_checked(name, &why)));
         }
@@ -393,9 +371,6 @@ impl Webhook {
             self.stats.checks_cut.inc();
             debug!(images = cut, secrets = unchecked.len(), "checks cut by the admission deadline: not checked");
         }
-        // First: the apiserver may cut a long list of warnings short.
-        answer.warnings.splice(0..0, warnings);
-        answer
     }
 
     /// What to resolve `image` with, for `profile` (see [`images::target`]). `Err`: why it cannot be checked.
@@ -410,33 +385,30 @@ impl Webhook {
         let Some((p, m)) = profiles.iter().find(|(_, m)| m.name == profile) else {
             return Err("the profile is gone".into());
         };
-        let snapshot = self.view.refresher.peek(&m.name);
+        let snapshot = self.view.refresher().peek(&m.name);
         images::target(p, m, &self.view, snapshot.as_ref(), key, image, now)
     }
 
-    /// The pull Secrets of `names` that do not exist in `namespace`, and those whose lookup had not answered by
-    /// `until`. regcred's own (those of profiles that may write into the namespace, see [`Meaning::may_write`])
-    /// are never missing: the webhook creates them before a Pod references them. Others are looked up (metadata
-    /// only), and what is learnt is kept for a short while.
-    async fn missing_secrets(
-        &self,
-        namespace: &str,
-        names: &[String],
-        profiles: &[(Arc<RegistryProfile>, Arc<Meaning>)],
-        ns: &NamespaceInfo,
-        until: tokio::time::Instant,
-    ) -> (Vec<String>, Vec<String>) {
-        let meanings = || profiles.iter().map(|(_, m)| &**m);
+    /// The pull Secrets of `names` that do not exist in the admission's namespace, and those whose lookup had not
+    /// answered by its deadline. regcred's own (those of profiles that may write into the namespace, see
+    /// [`Meaning::may_write`]) are never missing: the webhook creates them before a Pod references them. Others
+    /// are looked up (metadata only), and what is learnt is kept for a short while.
+    async fn missing_secrets(&self, names: &[String], a: &Admission<'_>) -> (Vec<String>, Vec<String>) {
+        let namespace = a.ns.name.as_str();
+        let meanings = || a.profiles.iter().map(|(_, m)| &**m);
         let ours = |name: &str| {
-            meanings().any(|m| m.writes_secret && m.secret_name == name && m.may_write(ns, meanings()).is_ok())
+            meanings().any(|m| m.writes_secret && m.secret_name == name && m.may_write(a.ns, meanings()).is_ok())
         };
-        let unknown: Vec<String> =
-            names.iter().filter(|name| !self.view.managed.contains(namespace, name) && !ours(name)).cloned().collect();
+        let unknown: Vec<String> = names
+            .iter()
+            .filter(|name| !self.view.managed().contains(namespace, name) && !ours(name))
+            .cloned()
+            .collect();
         // A few lookups at once, none past the admission's deadline: what has not answered by then is "not
         // checked", never silently taken to exist or not.
         let found: Vec<(String, Option<bool>)> = futures::stream::iter(unknown)
             .map(|name| async move {
-                let exists = tokio::time::timeout_at(until, self.secret_exists(namespace, &name)).await.ok();
+                let exists = tokio::time::timeout_at(a.until, self.secret_exists(namespace, &name)).await.ok();
                 (name, exists)
             })
             .buffered(SECRET_LOOKUPS)
@@ -454,28 +426,15 @@ impl Webhook {
         (missing, unchecked)
     }
 
-    /// The pull Secrets for one new Pod in `ns` (`allowed`: the answer that changes nothing).
-    async fn admit_pod(
-        &self,
-        pod: &Pod,
-        ns: &NamespaceInfo,
-        allowed: AdmissionResponse,
-        dry_run: bool,
-        until: tokio::time::Instant,
-    ) -> AdmissionResponse {
-        let namespace = ns.name.as_str();
-        let profiles = self.view.profiles_and_meanings();
-        let candidates = candidates(profiles.iter().map(|(_, m)| &**m), ns);
-        let existing: Vec<String> =
-            pod.spec.iter().flat_map(|s| s.image_pull_secrets.iter().flatten()).map(|r| r.name.clone()).collect();
-        let images = pod_images(pod);
+    /// The pull Secrets for one new Pod (`allowed`: the answer that changes nothing).
+    async fn admit_pod(&self, a: &Admission<'_>, allowed: AdmissionResponse) -> AdmissionResponse {
+        let candidates = candidates(a.profiles.iter().map(|(_, m)| &**m), a.ns);
+        let existing = images::pull_secrets_of(a.spec);
+        let images = images::images_of(a.spec);
         let wanted = decide(&images, &existing, &candidates);
         let serving = serving(&images, &candidates);
-        // Each Secret at the same time: those the cached view holds at once, one being created by `until`.
-        let ready = futures::future::join_all(
-            wanted.iter().map(|name| self.secret_ready(ns, name, &serving, &profiles, dry_run, until)),
-        )
-        .await;
+        // Each Secret at the same time: those the cached view holds at once, one being created by the deadline.
+        let ready = futures::future::join_all(wanted.iter().map(|name| self.secret_ready(a, name, &serving))).await;
         let add: Vec<String> = wanted.into_iter().zip(ready).filter(|(_, ready)| *ready).map(|(n, _)| n).collect();
         if add.is_empty() {
             return allowed;
@@ -483,7 +442,7 @@ impl Webhook {
         match allowed.clone().with_patch(patch(!existing.is_empty(), &add)) {
             Ok(patched) => {
                 self.stats.patched.inc();
-                debug!(namespace = %namespace, secrets = ?add, "adding imagePullSecrets");
+                debug!(namespace = %a.ns.name, secrets = ?add, "adding imagePullSecrets");
                 patched
             }
             Err(e) => {
@@ -540,44 +499,38 @@ impl Webhook {
         }
     }
 
-    /// Whether the Secret `name` is (or has just been made) present in `namespace` (`ns`). Only a profile that
-    /// selects the namespace, serves one of the Pod's images (`images`) and writes under `name` may make it; the
-    /// writer checks the same rule again. On a dry run nothing is created: the answer is what the real request
-    /// would get. A Secret not made by `until` is not referenced (the controller's new-namespace path goes on).
-    async fn secret_ready(
-        &self,
-        ns: &NamespaceInfo,
-        name: &str,
-        serving: &[&Candidate],
-        profiles: &[(Arc<RegistryProfile>, Arc<Meaning>)],
-        dry_run: bool,
-        until: tokio::time::Instant,
-    ) -> bool {
-        let namespace = ns.name.as_str();
-        if self.view.managed.contains(namespace, name) || dry_run {
+    /// Whether the Secret `name` is (or has just been made) present in the admission's namespace. Only a profile
+    /// that selects the namespace, serves one of the Pod's images (`serving`) and writes under `name` may make it;
+    /// the writer checks the same rule again. On a dry run nothing is created: the answer is what the real request
+    /// would get. A Secret not made by the deadline is not referenced (the controller's new-namespace path goes
+    /// on).
+    async fn secret_ready(&self, a: &Admission<'_>, name: &str, serving: &[&Candidate]) -> bool {
+        let namespace = a.ns.name.as_str();
+        if self.view.managed().contains(namespace, name) || a.dry_run {
             return true;
         }
         let Some(profile) = serving
             .iter()
             .find(|c| c.secret_name == name && c.selects_namespace)
-            .and_then(|c| profiles.iter().find(|(_, m)| m.name == c.profile))
+            .and_then(|c| a.profiles.iter().find(|(_, m)| m.name == c.profile))
         else {
             return false;
         };
-        // Done only once the view holds the Secret: `ensure` also returns when another writer (the controller's
-        // new-namespace path) is making it, and the Pod must not name it before that write has landed.
-        let ensure = Box::pin(async {
-            crate::secrets::ensure(&self.client, &self.view, profile.0.clone(), ns).await?;
-            while !self.view.managed.contains(namespace, name) {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            Ok::<(), crate::secrets::EnsureError>(())
-        });
-        match tokio::time::timeout_at(until, ensure).await {
-            Ok(Ok(())) => {
+        // `ensure` also returns when another writer (the controller's new-namespace path) is making the Secret:
+        // the Pod must not name it before that write has landed, and that writer says when it is done.
+        let ensure = async {
+            crate::secrets::ensure(&self.client, &self.view, profile.0.clone(), a.ns).await?;
+            Ok::<bool, crate::secrets::EnsureError>(self.view.managed().settled(namespace, name).await)
+        };
+        match tokio::time::timeout_at(a.until, ensure).await {
+            Ok(Ok(true)) => {
                 self.stats.secrets_created.inc();
                 tracing::info!(namespace, secret = name, "Secret created at admission, before the Pod references it");
                 true
+            }
+            Ok(Ok(false)) => {
+                warn!(namespace, secret = name, "the Secret's write did not land; not referenced");
+                false
             }
             Ok(Err(e)) => {
                 warn!(namespace, secret = name, error = %e, "Secret missing and not creatable; not referenced");
@@ -594,6 +547,21 @@ impl Webhook {
             }
         }
     }
+}
+
+/// One admission, as its answer is worked out: the object's Pod spec (as decoded with the review), the
+/// namespace, the profiles (read once), and the deadline.
+struct Admission<'a> {
+    /// An UPDATE: only images the old object did not have are checked.
+    update: bool,
+    spec: &'a serde_json::Value,
+    /// The Pod spec of the object before an UPDATE.
+    old_spec: Option<&'a serde_json::Value>,
+    ns: &'a NamespaceInfo,
+    profiles: Vec<(Arc<RegistryProfile>, Arc<Meaning>)>,
+    dry_run: bool,
+    /// Nothing is waited for past this: the deadline less the time to answer.
+    until: tokio::time::Instant,
 }
 
 #[cfg(test)]
@@ -614,13 +582,7 @@ mod tests {
     }
 
     fn profile(name: &str, spec: serde_json::Value) -> Arc<RegistryProfile> {
-        let mut p: RegistryProfile = serde_json::from_value(serde_json::json!({
-            "apiVersion": "regcred.dev/v1alpha1", "kind": "RegistryProfile",
-            "metadata": {"name": name}, "spec": spec,
-        }))
-        .unwrap();
-        p.metadata.uid = Some(format!("uid-{name}"));
-        Arc::new(p)
+        Arc::new(crate::fixtures::profile(name, spec))
     }
 
     #[test]

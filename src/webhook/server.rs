@@ -2,7 +2,7 @@
 //! `caBundle` current.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,13 +20,12 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionReview};
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{WatchStreamExt as _, watcher};
 use tracing::{info, warn};
 
 use super::Webhook;
 use super::certs::{self, Material, Step};
 use crate::names::FIELD_MANAGER;
+use crate::resolve::Sources as _;
 
 /// The apiserver's limit on a request body (`MaxRequestBodyBytes`, 3 MiB): no object it admits is larger as sent.
 pub const APISERVER_REQUEST_LIMIT: usize = 3 * 1024 * 1024;
@@ -98,9 +97,32 @@ pub async fn serve(
     client_ca: Option<PathBuf>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
-    let client_ca_path = client_ca.clone();
-    crate::install_crypto_provider();
-    let client_ca = match &client_ca {
+    let acceptor = acceptor(&webhook, &tls, client_ca.as_deref()).await?;
+    let handle = axum_server::Handle::new();
+    let draining = handle.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        draining.graceful_shutdown(Some(Duration::from_secs(10)));
+    });
+    // Bound before it counts as serving: readiness (and so the Service's endpoints) waits for the listener.
+    let listener = std::net::TcpListener::bind(addr)
+        .and_then(|l| l.set_nonblocking(true).map(|()| l))
+        .map_err(|source| Error::Serve { addr, source })?;
+    let server = axum_server::from_tcp_rustls(listener, acceptor.config.clone())
+        .map_err(|source| Error::Serve { addr, source })?;
+    webhook.stats.serving.send_replace(true);
+    info!(%addr, client_certificates = client_ca.is_some(), "webhook serving");
+    server
+        .handle(handle)
+        .serve(router(webhook).into_make_service())
+        .await
+        .map_err(|source| Error::Serve { addr, source })
+}
+
+/// The TLS acceptor of `tls` (and of `client_ca`, a PEM file, when given), with the tasks that keep its
+/// certificate and its client CA current.
+async fn acceptor(webhook: &Arc<Webhook>, tls: &TlsSource, client_ca: Option<&Path>) -> Result<Acceptor, Error> {
+    let ca = match client_ca {
         Some(path) => Some(
             tokio::fs::read(path)
                 .await
@@ -108,13 +130,13 @@ pub async fn serve(
         ),
         None => None,
     };
-    let acceptor = match &tls {
+    let acceptor = match tls {
         TlsSource::Files { cert, key } => {
             let (c, k) = (tokio::fs::read(cert).await, tokio::fs::read(key).await);
             let (c, k) = c
                 .and_then(|c| k.map(|k| (c, k)))
                 .map_err(|e| Error::Tls(format!("reading {} and {}: {e}", cert.display(), key.display())))?;
-            let acceptor = Acceptor::new(Pems { cert: c, key: k, client_ca }).map_err(Error::Tls)?;
+            let acceptor = Acceptor::new(Pems { cert: c, key: k, client_ca: ca }).map_err(Error::Tls)?;
             tokio::spawn(reload_files(acceptor.clone(), cert.clone(), key.clone()));
             acceptor
         }
@@ -128,34 +150,16 @@ pub async fn serve(
             };
             let material = keeper.converge().await.map_err(Error::Tls)?;
             let served = (material.tls_crt, material.tls_key);
-            let pems = Pems { cert: served.0.clone().into_bytes(), key: served.1.clone().into_bytes(), client_ca };
+            let pems = Pems { cert: served.0.clone().into_bytes(), key: served.1.clone().into_bytes(), client_ca: ca };
             let acceptor = Acceptor::new(pems).map_err(Error::Tls)?;
             tokio::spawn(keeper.run(acceptor.clone(), served));
             acceptor
         }
     };
-    if let Some(path) = &client_ca_path {
-        tokio::spawn(reload_client_ca(acceptor.clone(), path.clone()));
+    if let Some(path) = client_ca {
+        tokio::spawn(reload_client_ca(acceptor.clone(), path.to_owned()));
     }
-    let config = acceptor.config.clone();
-    let handle = axum_server::Handle::new();
-    let draining = handle.clone();
-    tokio::spawn(async move {
-        shutdown.await;
-        draining.graceful_shutdown(Some(Duration::from_secs(10)));
-    });
-    // Bound before it counts as serving: readiness (and so the Service's endpoints) waits for the listener.
-    let listener = std::net::TcpListener::bind(addr)
-        .and_then(|l| l.set_nonblocking(true).map(|()| l))
-        .map_err(|source| Error::Serve { addr, source })?;
-    let server = axum_server::from_tcp_rustls(listener, config).map_err(|source| Error::Serve { addr, source })?;
-    webhook.stats.serving.store(true, std::sync::atomic::Ordering::Release);
-    info!(%addr, client_certificates = client_ca_path.is_some(), "webhook serving");
-    server
-        .handle(handle)
-        .serve(router(webhook).into_make_service())
-        .await
-        .map_err(|source| Error::Serve { addr, source })
+    Ok(acceptor)
 }
 
 /// The PEM material of the TLS served: never logged, no Debug.
@@ -389,27 +393,25 @@ impl CertKeeper {
     /// swaps the served certificate in place.
     async fn run(self, acceptor: Acceptor, served: (String, String)) {
         let tick = (self.lifetime / 30).clamp(Duration::from_secs(1), Duration::from_secs(600));
-        let key = ObjectRef::<Secret>::new(&self.secret).within(&self.webhook.operator_namespace);
         let mut served = Some(served);
-        let api = Api::<MutatingWebhookConfiguration>::all(self.webhook.client.clone());
-        let watch = watcher::Config::default().fields(&format!("metadata.name={}", self.configuration));
-        // Errors are retried with backoff inside the stream; only the configurations it delivers matter here.
-        let mut configurations = std::pin::pin!(watcher(api, watch).default_backoff().applied_objects());
+        let configurations = crate::state::streams::webhook_configuration(&self.webhook.client, &self.configuration);
+        let mut configurations = std::pin::pin!(configurations);
         let mut timer = tokio::time::interval(tick);
         timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         timer.tick().await;
         loop {
             let published = tokio::select! {
                 _ = timer.tick() => None,
-                event = configurations.next() => match event {
-                    Some(Ok(c)) => Some(c),
-                    Some(Err(_)) => continue,
+                event = configurations.next() => {
                     // The stream only ends with the process; keep the timer going regardless.
-                    None => { timer.tick().await; None }
-                },
+                    if event.is_none() {
+                        timer.tick().await;
+                    }
+                    event
+                }
             };
             // Cheap check from the cache first; converge (API calls) only when something is due or changed.
-            let cached = self.webhook.view.sources.get(&key).and_then(|s| Material::from_secret(&s));
+            let cached = self.webhook.view.secret(&self.secret).and_then(|s| Material::from_secret(&s));
             let due = certs::next_step(cached.as_ref(), jiff::Timestamp::now(), self.lifetime, &self.dns_names);
             let changed = cached.as_ref().map(|m| (m.tls_crt.clone(), m.tls_key.clone())) != served;
             let bundle_stale = match (&published, &cached) {

@@ -1,18 +1,16 @@
 //! The test harness shared by the controller and webhook tests: a test's operator, its namespace, and helpers.
 
-use std::time::Duration;
-
-use base64::Engine as _;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::Client;
 use kube::api::{Api, ObjectMeta, Patch, PatchParams};
 use regcred::api::RegistryProfile;
+pub use regcred::fixtures::WAIT;
+use regcred::fixtures::{self, wait_for};
 use serde_json::{Value, json};
 
-use super::{Operator, TestEnv, wait_for};
+use super::{Operator, TestEnv};
 
-pub const WAIT: Duration = Duration::from_secs(30);
 pub const SERVER: &str = "registry.example.com:5000";
 
 /// A test's operator, its namespace, and helpers around them.
@@ -72,13 +70,7 @@ impl Harness {
     /// Creates (or replaces the spec of) profile `<id>-<name>` and returns its full name.
     pub async fn profile(&self, name: &str, spec: Value) -> String {
         let full = format!("{}-{name}", self.env.id);
-        let profile: RegistryProfile = serde_json::from_value(json!({
-            "apiVersion": "regcred.dev/v1alpha1",
-            "kind": "RegistryProfile",
-            "metadata": {"name": full, "labels": {"regcred-test": self.env.id}},
-            "spec": spec,
-        }))
-        .unwrap();
+        let profile = fixtures::manifest(&full, &[("regcred-test", &self.env.id)], spec);
         super::apply(&Api::<RegistryProfile>::all(self.client()), &profile).await;
         self.env.cleanup::<RegistryProfile>(&full);
         full
@@ -95,18 +87,7 @@ impl Harness {
 
     /// Waits until the profile's condition `type_` has `status` and `reason`; returns the profile.
     pub async fn condition(&self, profile: &str, type_: &str, status: &str, reason: &str) -> RegistryProfile {
-        let api = Api::<RegistryProfile>::all(self.client());
-        wait_for(&format!("{profile}: {type_}={status} ({reason})"), WAIT, || async {
-            let p = api.get(profile).await.ok()?;
-            let ok = p.status.as_ref()?.conditions.iter().any(|c| {
-                c.type_ == type_
-                    && c.status == status
-                    && c.reason == reason
-                    && c.observed_generation == p.metadata.generation
-            });
-            ok.then_some(p)
-        })
-        .await
+        fixtures::wait_condition(&self.env.client, profile, type_, status, reason, WAIT).await
     }
 
     pub async fn ready(&self, profile: &str) -> RegistryProfile {
@@ -115,11 +96,7 @@ impl Harness {
 
     /// Waits until `ns` holds Secret `name` whose dockerconfigjson carries `password` for `server`.
     pub async fn wait_credentials(&self, ns: &str, name: &str, server: &str, password: &str) -> Secret {
-        wait_for(&format!("{ns}/{name} with the expected credentials"), WAIT, || async {
-            let s = self.secret(ns, name).await?;
-            (password_in(&s, server).as_deref() == Some(password)).then_some(s)
-        })
-        .await
+        fixtures::wait_login(&self.env.client, ns, name, server, WAIT, |l| l.password == password).await.0
     }
 
     /// Waits until a Secret is gone. Longer than [`WAIT`]: after a profile is deleted it is Kubernetes' garbage
@@ -138,17 +115,9 @@ impl Harness {
     }
 }
 
-/// The password stored for `server` in a managed Secret, checking its type and labels on the way.
+/// The password a managed Secret holds for `server` ([`fixtures::login`]).
 pub fn password_in(secret: &Secret, server: &str) -> Option<String> {
-    if secret.type_.as_deref() != Some("kubernetes.io/dockerconfigjson") {
-        return None;
-    }
-    let raw = secret.data.as_ref()?.get(".dockerconfigjson")?;
-    let doc: Value = serde_json::from_slice(&raw.0).ok()?;
-    let entry = doc.get("auths")?.get(server)?;
-    let auth = base64::engine::general_purpose::STANDARD.decode(entry.get("auth")?.as_str()?).ok()?;
-    let (_, password) = String::from_utf8(auth).ok()?.split_once(':').map(|(u, p)| (u.to_owned(), p.to_owned()))?;
-    Some(password)
+    fixtures::login(secret, server).map(|l| l.password)
 }
 
 pub fn basic_spec(selector: Value) -> Value {

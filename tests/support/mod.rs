@@ -1,4 +1,6 @@
-//! Test support for integration tests against the real local control plane (`make cluster-up`).
+//! Test support for integration tests against the real local control plane (`make cluster-up`): what runs
+//! things. The objects, registries and waits every level of test shares are regcred's own fixtures
+//! ([`regcred::fixtures`]).
 //!
 //! - [`client`] finds the cluster through `KUBECONFIG` or `.local/kubeconfig`.
 //! - [`TestEnv`] gives a test its own uniquely named namespaces and cluster-scoped objects, and deletes them
@@ -20,7 +22,7 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
@@ -30,6 +32,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config, Resource, ResourceExt};
+pub use regcred::fixtures::wait_for;
 use serde::de::DeserializeOwned;
 use tokio::process::{Child, Command};
 
@@ -60,24 +63,6 @@ pub fn suffix() -> String {
     use rand::Rng;
     let mut rng = rand::rng();
     (0..6).map(|_| char::from(b'a' + rng.random_range(0..26u8))).collect()
-}
-
-/// Polls `check` every 100 ms until it returns `Some`, or panics with `what` after `timeout`.
-pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        if Instant::now() >= deadline {
-            panic!("timed out after {timeout:?} waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// Server-side applies `obj` as the test manager.
@@ -129,12 +114,9 @@ impl TestEnv {
     /// As [`TestEnv::namespace`], without waiting for the ServiceAccount.
     pub async fn namespace_nowait(&self, name: &str, labels: &[(&str, &str)]) -> String {
         let full = format!("{}-{name}", self.id);
-        let mut all: BTreeMap<String, String> = labels.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect();
-        all.insert("regcred-test".into(), self.id.clone());
-        let ns = Namespace {
-            metadata: ObjectMeta { name: Some(full.clone()), labels: Some(all), ..Default::default() },
-            ..Default::default()
-        };
+        let mut all: BTreeMap<&str, &str> = labels.iter().copied().collect();
+        all.insert("regcred-test", &self.id);
+        let ns = regcred::fixtures::namespace(&full, &all.into_iter().collect::<Vec<_>>());
         Api::<Namespace>::all(self.client.clone()).create(&PostParams::default(), &ns).await.unwrap();
         self.namespaces.lock().unwrap().push(full.clone());
         full

@@ -9,11 +9,11 @@ use std::time::Instant;
 
 use base64::Engine as _;
 use k8s_openapi::ByteString;
-use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::{Event, Namespace, Pod, Secret};
 use kube::api::{Api, ListParams, ObjectMeta};
 use kube::{Client, ResourceExt};
 use regcred::api::RegistryProfile;
+use regcred::fixtures::{self, Login};
 use serde_json::json;
 
 use super::registry::{Auth, PASSWORD, Registry, USER};
@@ -286,13 +286,7 @@ pub async fn leader(client: &Client) -> Option<String> {
 
 /// Waits until regcred has filled in its webhook configuration's caBundle (self-managed certificates).
 pub async fn wait_for_ca_bundle(client: &Client) {
-    let configs: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
-    wait_for("the webhook's caBundle", WAIT, || async {
-        let c = configs.get_opt(RELEASE).await.ok()??;
-        let bundle = c.webhooks?.first()?.client_config.ca_bundle.clone()?;
-        (!bundle.0.is_empty()).then_some(())
-    })
-    .await;
+    super::webhook::wait_ca_bundle(client, RELEASE, WAIT).await;
 }
 
 /// The namespace label a test's profiles select: `pull-<id>=yes`.
@@ -319,35 +313,16 @@ pub async fn profile(env: &TestEnv, registry: &Registry, service_accounts: bool)
     if service_accounts {
         spec["serviceAccounts"] = json!({"names": ["default"]});
     }
-    let profile: RegistryProfile = serde_json::from_value(json!({
-        "apiVersion": "regcred.dev/v1alpha1", "kind": "RegistryProfile",
-        "metadata": {"name": name}, "spec": spec,
-    }))
-    .unwrap();
-    apply(&Api::<RegistryProfile>::all(env.client.clone()), &profile).await;
+    apply(&Api::<RegistryProfile>::all(env.client.clone()), &fixtures::manifest(&name, &[], spec)).await;
     env.cleanup::<RegistryProfile>(&name);
-    let api = Api::<RegistryProfile>::all(env.client.clone());
-    wait_for(&format!("profile {name} Ready"), WAIT, || async {
-        let p = api.get(&name).await.ok()?;
-        let ready = p.status?.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True");
-        ready.then_some(())
-    })
-    .await;
+    fixtures::wait_condition(&env.client, &name, "Ready", "True", "Ready", WAIT).await;
     name
 }
 
 /// The Secret regcred wrote into `ns` for `profile`, once it holds `password`.
 pub async fn wait_secret(client: &Client, ns: &str, profile: &str, server: &str, password: &str) {
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
-    let want = dockerconfigjson(server, USER, password);
-    let want: serde_json::Value = serde_json::from_slice(&want.0).unwrap();
-    wait_for(&format!("{ns}/regcred-{profile} holding the current password"), WAIT, || async {
-        let s = secrets.get_opt(&format!("regcred-{profile}")).await.ok()??;
-        let data = s.data?.get(".dockerconfigjson")?.0.clone();
-        let have: serde_json::Value = serde_json::from_slice(&data).ok()?;
-        (have["auths"][server]["auth"] == want["auths"][server]["auth"]).then_some(())
-    })
-    .await;
+    let want = Login::new(USER, password);
+    fixtures::wait_login(client, ns, &format!("regcred-{profile}"), server, WAIT, |l| *l == want).await;
 }
 
 /// What a pull test starts from: regcred installed, a registry of `auth` holding the private image `team/app:1.0`

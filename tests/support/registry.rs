@@ -262,6 +262,22 @@ impl Registry {
         ids.len()
     }
 
+    /// The requests regcred has made so far, to the registry and to its token server, once the registry has logged
+    /// every one it has answered. It logs each a moment after its answer, so this sends a marker request of its own
+    /// after them and waits until the log holds it: what was answered before the marker was even sent is logged
+    /// by then. The token server counts as it answers.
+    pub async fn settled_requests(&self) -> (usize, usize) {
+        let marker = format!("/v2/regcred-tests-marker-{}/tags/list", suffix());
+        // Refused (no credentials), and logged like any request.
+        let _ = self.http().get(format!("https://{}{marker}", self.addr)).send().await.unwrap();
+        let log = self.dir.join("registry.log");
+        wait_for("the registry to log the marker request", Duration::from_secs(10), || async {
+            std::fs::read_to_string(&log).ok()?.contains(&marker).then_some(())
+        })
+        .await;
+        (self.requests(), self.token_requests().await)
+    }
+
     /// Requests the token server has answered so far (0 with Basic auth).
     pub async fn token_requests(&self) -> usize {
         let Some((_, port, scheme)) = &self.token_server else { return 0 };
@@ -375,18 +391,4 @@ pub async fn counting()
         }
     });
     (addr, count, task)
-}
-
-/// A registry that accepts TCP connections, holds them and never answers: its address, and the task holding them
-/// (abort it when done).
-pub async fn silent() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let task = tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((socket, _)) = listener.accept().await {
-            held.push(socket);
-        }
-    });
-    (addr, task)
 }

@@ -188,44 +188,14 @@ fn verified_grant(jwt: &str) -> Option<serde_json::Value> {
     (exp > now && exp - iat <= 3600 && iat <= now + 60).then_some(claims)
 }
 
-/// Every value of `key` in a form body, in order.
+/// Every value of `key` in a form body (`application/x-www-form-urlencoded`), in order.
 pub fn url_form_all(body: &str, key: &str) -> Vec<String> {
-    body.split('&')
-        .filter_map(|pair| pair.split_once('='))
-        .filter(|(k, _)| percent_decode(k) == key)
-        .map(|(_, v)| percent_decode(v))
-        .collect()
+    form_urlencoded::parse(body.as_bytes()).filter(|(k, _)| k == key).map(|(_, v)| v.into_owned()).collect()
 }
 
+/// A form body's fields (the last value of a repeated key).
 pub fn url_form(body: &str) -> HashMap<String, String> {
-    body.split('&')
-        .filter_map(|pair| pair.split_once('='))
-        .map(|(k, v)| (percent_decode(k), percent_decode(v)))
-        .collect()
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
-                match hex {
-                    Some(b) => {
-                        out.push(b);
-                        i += 2;
-                    }
-                    None => out.push(b'%'),
-                }
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    form_urlencoded::parse(body.as_bytes()).into_owned().collect()
 }
 
 /// A local ECR Public endpoint: it answers the SDK's real GetAuthorizationToken request (AWS JSON 1.1 over
@@ -279,13 +249,6 @@ pub fn gcp_spec(h: &super::harness::Harness, source: &str, secret_name: &str) ->
         "namespaces": h.select("yes"),
         "secretName": secret_name,
     })
-}
-
-/// The `auths` of a managed Secret's dockerconfigjson.
-pub fn auths(secret: &k8s_openapi::api::core::v1::Secret) -> std::collections::BTreeMap<String, serde_json::Value> {
-    let raw = &secret.data.as_ref().unwrap()[".dockerconfigjson"].0;
-    let doc: serde_json::Value = serde_json::from_slice(raw).unwrap();
-    doc["auths"].as_object().unwrap().iter().map(|(k, v)| (k.clone(), v.clone())).collect()
 }
 
 /// What a kubelet-like observer saw while a GCP profile's tokens rotated through an outage.
@@ -343,7 +306,7 @@ pub async fn rotate_through_outage(
             let now = std::time::SystemTime::now();
             let issued = gcp.issued.lock().unwrap().clone();
             for s in &list.items {
-                let entry = &auths(s)["gcr.io"];
+                let entry = &regcred::fixtures::auths(s)["gcr.io"];
                 assert_eq!(entry["username"], "oauth2accesstoken");
                 let token = entry["password"].as_str().unwrap().to_owned();
                 let ns = s.metadata.namespace.clone().unwrap_or_default();
@@ -355,6 +318,7 @@ pub async fn rotate_through_outage(
                 seen.insert(token);
             }
         }
+        // The kubelets' reading rate over the run (what is measured), not a wait for something.
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     gcp.failing.store(false, Ordering::SeqCst);

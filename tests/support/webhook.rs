@@ -143,7 +143,7 @@ pub async fn wait_ca_bundle(
     let api = Api::<MutatingWebhookConfiguration>::all(client.clone());
     wait_for(&format!("the caBundle of {name}"), timeout, || async {
         let c = api.get(name).await.ok()?;
-        c.webhooks?.first()?.client_config.ca_bundle.clone()
+        c.webhooks?.first()?.client_config.ca_bundle.clone().filter(|b| !b.0.is_empty())
     })
     .await
 }

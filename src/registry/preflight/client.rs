@@ -54,6 +54,17 @@ pub enum ClientError {
     Build(String),
 }
 
+/// `Err` when no rustls crypto provider is installed for the process: regcred installs ring once at start (see
+/// `main.rs`), and a client built without one would panic.
+pub fn crypto_provider() -> Result<(), String> {
+    match rustls::crypto::CryptoProvider::get_default() {
+        Some(_) => Ok(()),
+        None => {
+            Err("no TLS crypto provider is installed (install rustls' ring provider before building clients)".into())
+        }
+    }
+}
+
 /// regcred's HTTPS client (rustls with ring): the system's roots plus `ca_pem`, or no verification at all when
 /// `insecure`. Shared by the preflight and the token exchanges.
 pub fn https_client(
@@ -61,7 +72,7 @@ pub fn https_client(
     ca_pem: Option<&str>,
     insecure: bool,
 ) -> Result<reqwest::Client, ClientError> {
-    crate::install_crypto_provider();
+    crypto_provider().map_err(ClientError::Build)?;
     let mut builder = reqwest::Client::builder()
         .timeout(timeout)
         .connect_timeout(timeout)
@@ -90,7 +101,8 @@ pub(super) fn http_client(options: &Options) -> Result<reqwest::Client, Failure>
 /// The manifest client. Built with `try_from`, never `new`: `new` falls back to a default client when the
 /// configuration fails (a container without system CA certificates, say), and building that one panics.
 pub(super) fn oci_client(options: &Options) -> Result<oci_client::Client, Failure> {
-    crate::install_crypto_provider();
+    crypto_provider()
+        .map_err(|why| failure(Reason::RegistryUnreachable, format!("building the registry client: {why}")))?;
     let extra_root_certificates = options
         .ca_pem
         .iter()
@@ -170,7 +182,6 @@ pub(super) async fn authorize(
     let challenge =
         res.headers().get(reqwest::header::WWW_AUTHENTICATE).and_then(|h| h.to_str().ok()).unwrap_or_default();
     let (scheme, params) = parse_challenge(challenge);
-    let scheme = scheme.as_str();
     let Some(creds) = credentials else {
         if scheme.eq_ignore_ascii_case("bearer") {
             // Anonymous pulls through a token service (Docker Hub, GHCR): only images can tell.
@@ -178,28 +189,60 @@ pub(super) async fn authorize(
         }
         return Err(failure(Reason::AuthenticationFailed, format!("{host} requires credentials and none were given")));
     };
-    let rejected = |s| {
-        failure(
-            Reason::AuthenticationFailed,
-            format!("{host} rejected the credentials of user {:?} ({s})", creds.username),
-        )
-    };
     if scheme.eq_ignore_ascii_case("basic") {
-        // For an image, its own requests carry the credentials (to this host only) and say whether they work.
-        if scope.is_some() {
-            return Ok(Grant::Basic);
-        }
-        let answer = http.get(&url).basic_auth(&creds.username, Some(&creds.password)).send().await;
-        return match answer.map_err(|e| transport(&e, "authenticating"))?.status() {
-            s if s.is_success() => Ok(Grant::Basic),
-            s if s == reqwest::StatusCode::UNAUTHORIZED || s == reqwest::StatusCode::FORBIDDEN => Err(rejected(s)),
-            s => Err(failure(Reason::RegistryUnreachable, format!("authenticating with {host} answered {s}"))),
-        };
+        return basic(http, &url, host, scope, creds).await;
     }
     if !scheme.eq_ignore_ascii_case("bearer") {
         return Err(failure(Reason::RegistryUnreachable, format!("{host}: unknown challenge {scheme:?}")));
     }
-    let param = |name: &str| challenge_param(&params, name);
+    bearer(http, host, &params, scope, creds).await
+}
+
+/// The failure of credentials a registry or its token service refused with `status`.
+fn rejected(host: &str, creds: &Credentials, status: reqwest::StatusCode) -> Failure {
+    failure(
+        Reason::AuthenticationFailed,
+        format!("{host} rejected the credentials of user {:?} ({status})", creds.username),
+    )
+}
+
+/// What an answer to the credentials says: `Ok` when they were accepted.
+fn accepted(host: &str, creds: &Credentials, status: reqwest::StatusCode) -> Result<(), Failure> {
+    match status {
+        s if s.is_success() => Ok(()),
+        s if s == reqwest::StatusCode::UNAUTHORIZED || s == reqwest::StatusCode::FORBIDDEN => {
+            Err(rejected(host, creds, s))
+        }
+        s => Err(failure(Reason::RegistryUnreachable, format!("authenticating with {host} answered {s}"))),
+    }
+}
+
+/// A Basic challenge: `GET /v2/` again with the credentials (to the registry's own host only).
+async fn basic(
+    http: &reqwest::Client,
+    url: &str,
+    host: &str,
+    scope: Option<&str>,
+    creds: &Credentials,
+) -> Result<Grant, Failure> {
+    // For an image, its own requests carry the credentials (to this host only) and say whether they work.
+    if scope.is_some() {
+        return Ok(Grant::Basic);
+    }
+    let answer = http.get(url).basic_auth(&creds.username, Some(&creds.password)).send().await;
+    accepted(host, creds, answer.map_err(|e| transport(&e, "authenticating"))?.status())?;
+    Ok(Grant::Basic)
+}
+
+/// A Bearer challenge (`params`): a token from the token service at its realm, asked for with the credentials.
+async fn bearer(
+    http: &reqwest::Client,
+    host: &str,
+    params: &[(String, String)],
+    scope: Option<&str>,
+    creds: &Credentials,
+) -> Result<Grant, Failure> {
+    let param = |name: &str| challenge_param(params, name);
     let Some(realm) = param("realm") else {
         return Err(failure(Reason::RegistryUnreachable, format!("{host}: a Bearer challenge without a realm")));
     };
@@ -213,12 +256,22 @@ pub(super) async fn authorize(
         query.push(("scope", scope.to_owned()));
     }
     let answer = http.get(&realm).query(&query).basic_auth(&creds.username, Some(&creds.password)).send().await;
-    let mut answer = answer.map_err(|e| transport(&e, "authenticating"))?;
-    match answer.status() {
-        s if s.is_success() => {}
-        s if s == reqwest::StatusCode::UNAUTHORIZED || s == reqwest::StatusCode::FORBIDDEN => return Err(rejected(s)),
-        s => return Err(failure(Reason::RegistryUnreachable, format!("authenticating with {host} answered {s}"))),
+    let answer = answer.map_err(|e| transport(&e, "authenticating"))?;
+    accepted(host, creds, answer.status())?;
+    let token = read_token(answer, host).await?;
+    // A registry that only checks credentials at the token service may answer the ping's request without a
+    // token: the credentials were accepted.
+    match (token, scope) {
+        (Some(t), _) => Ok(Grant::Bearer(t)),
+        (None, None) => Ok(Grant::Open),
+        (None, Some(_)) => {
+            Err(failure(Reason::RegistryUnreachable, format!("{host}: the token service answered no token")))
+        }
     }
+}
+
+/// The token of a token service's answer (at most [`TOKEN_BYTES`] read); `None` when it holds none.
+async fn read_token(mut answer: reqwest::Response, host: &str) -> Result<Option<String>, Failure> {
     let mut body = Vec::new();
     while let Some(chunk) = answer.chunk().await.map_err(|e| transport(&e, "reading the token"))? {
         if body.len() + chunk.len() > TOKEN_BYTES {
@@ -230,15 +283,7 @@ pub(super) async fn authorize(
         body.extend_from_slice(&chunk);
     }
     let token = serde_json::from_slice::<Token>(&body).ok().and_then(|t| t.token.or(t.access_token));
-    // A registry that only checks credentials at the token service may answer the ping's request without a
-    // token: the credentials were accepted.
-    match (token, scope) {
-        (Some(t), _) if !t.is_empty() => Ok(Grant::Bearer(t)),
-        (_, None) => Ok(Grant::Open),
-        (_, Some(_)) => {
-            Err(failure(Reason::RegistryUnreachable, format!("{host}: the token service answered no token")))
-        }
-    }
+    Ok(token.filter(|t| !t.is_empty()))
 }
 
 /// `GET /v2/` with the credentials, as [`authorize`] presents them: whether they work.
@@ -284,6 +329,8 @@ impl Session {
     }
 }
 
+/// Resolves one image (a full reference) with `credentials` through `session`: its manifest, an index resolved to
+/// the platform `options` name, and its type and size judged against them.
 pub(super) async fn check_image(
     session: &Session,
     credentials: Option<&Credentials>,
@@ -291,66 +338,48 @@ pub(super) async fn check_image(
     options: &Options,
 ) -> ImageResult {
     let mut result = ImageResult { image: image.to_owned(), ..Default::default() };
-    let reference: Reference = match image.parse() {
-        Ok(r) => r,
-        Err(e) => {
-            result.failure = Some(failure(Reason::InvalidReference, format!("{image} is not an image reference: {e}")));
-            return result;
-        }
-    };
+    if let Err(f) = resolve_image(session, credentials, image, options, &mut result).await {
+        result.failure = Some(f);
+    }
+    result
+}
+
+/// [`check_image`]'s steps, filling `result` in as they go; `Err`: the step that failed.
+async fn resolve_image(
+    session: &Session,
+    credentials: Option<&Credentials>,
+    image: &str,
+    options: &Options,
+    result: &mut ImageResult,
+) -> Result<(), Failure> {
+    let reference: Reference = image
+        .parse()
+        .map_err(|e| failure(Reason::InvalidReference, format!("{image} is not an image reference: {e}")))?;
     // Authenticate for this repository here, not in oci-client: the realm rule applies ([`authorize`]), and
     // oci-client would otherwise fall back to an anonymous request when the token service refuses.
-    let auth = match grant(session, credentials, &reference).await {
-        Ok(auth) => auth,
-        Err(f) => {
-            result.failure = Some(f);
-            return result;
-        }
-    };
-    let fetched = fetch(&session.oci, &auth, &reference).await;
-    let (manifest, digest) = match fetched {
-        Ok(m) => m,
-        Err(f) => {
-            result.failure = Some(f);
-            return result;
-        }
-    };
-    let media_type = manifest.media_type();
-    let (manifest, digest, media_type) = if media_type == DOCKER_LIST || media_type == OCI_INDEX {
-        match manifest.entry_for(&options.platform) {
-            Ok((entry, platform)) => {
-                result.platform = Some(platform);
-                // Same repository: the token of the first fetch serves.
-                match fetch(&session.oci, &auth, &reference.clone_with_digest(entry)).await {
-                    Ok((m, d)) => {
-                        let t = m.media_type();
-                        (m, d, t)
-                    }
-                    Err(f) => {
-                        result.failure = Some(f);
-                        return result;
-                    }
-                }
-            }
-            Err(available) => {
-                result.digest = Some(digest);
-                result.media_type = Some(media_type);
-                result.failure = Some(failure(
-                    Reason::ImageNotFound,
-                    format!("{image} has no {} image (it has: {})", options.platform, available.join(", ")),
-                ));
-                return result;
-            }
-        }
-    } else {
-        (manifest, digest, media_type)
-    };
+    let auth = grant(session, credentials, &reference).await?;
+    let (mut manifest, mut digest) = fetch(&session.oci, &auth, &reference).await?;
+    let mut media_type = manifest.media_type();
+    if media_type == DOCKER_LIST || media_type == OCI_INDEX {
+        let (entry, platform) = manifest.entry_for(&options.platform).map_err(|available| {
+            result.digest = Some(digest.clone());
+            result.media_type = Some(media_type.clone());
+            failure(
+                Reason::ImageNotFound,
+                format!("{image} has no {} image (it has: {})", options.platform, available.join(", ")),
+            )
+        })?;
+        result.platform = Some(platform);
+        // Same repository: the token of the first fetch serves.
+        (manifest, digest) = fetch(&session.oci, &auth, &reference.clone_with_digest(entry)).await?;
+        media_type = manifest.media_type();
+    }
     let size = manifest.size();
-    result.failure = judge(&media_type, size, options);
     result.digest = Some(digest);
-    result.media_type = Some(media_type);
     result.size = Some(size);
-    result
+    let judged = judge(&media_type, size, options);
+    result.media_type = Some(media_type);
+    judged.map_or(Ok(()), Err)
 }
 
 /// What oci-client is given for `reference`: nothing for anonymous access or an open registry, the credentials for

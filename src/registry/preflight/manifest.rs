@@ -5,6 +5,7 @@ use serde::Deserialize;
 
 use super::{DOCKER_MANIFEST, Failure, ManifestKind, OCI_INDEX, OCI_MANIFEST, Options, Reason, failure};
 
+/// The format of an image manifest's media type; `None` for an index or anything that is not an image manifest.
 pub(super) fn manifest_kind(media_type: &str) -> Option<ManifestKind> {
     match media_type {
         DOCKER_MANIFEST => Some(ManifestKind::Docker),

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-pub use client::{ClientError, Session, error_chain, https_client, realm_allowed, untrusted_tls};
+pub use client::{ClientError, Session, crypto_provider, error_chain, https_client, realm_allowed, untrusted_tls};
 use client::{check_image, ping};
 
 use crate::api::{ManifestType, RegistryTls, Validation};
@@ -113,7 +113,7 @@ impl Options {
             ca_pem: tls.and_then(|t| t.ca_bundle.clone()),
             insecure_skip_verify: tls.and_then(|t| t.insecure_skip_verify) == Some(true),
             platform: validation.platform.clone().unwrap_or_else(|| "linux/amd64".into()),
-            max_size: validation.max_image_size.as_deref().and_then(parse_size),
+            max_size: validation.max_image_size.as_deref().and_then(crate::quantity::parse_size),
             accepted: validation
                 .manifest_types
                 .iter()
@@ -201,36 +201,6 @@ pub fn qualify(image: &str, registry: &str) -> String {
     }
 }
 
-/// Parses a quantity such as `20Gi`, `500M` or `1.5Gi` into bytes.
-pub fn parse_size(q: &str) -> Option<u64> {
-    let split = q.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(q.len());
-    let (number, suffix) = q.split_at(split);
-    let number: f64 = number.parse().ok()?;
-    let factor: f64 = match suffix {
-        "" => 1.0,
-        "k" => 1e3,
-        "M" => 1e6,
-        "G" => 1e9,
-        "T" => 1e12,
-        "P" => 1e15,
-        "Ki" => 1024.0,
-        "Mi" => 1024f64.powi(2),
-        "Gi" => 1024f64.powi(3),
-        "Ti" => 1024f64.powi(4),
-        "Pi" => 1024f64.powi(5),
-        _ => return None,
-    };
-    let bytes = number * factor;
-    #[expect(
-        clippy::cast_possible_truncation,
-        clippy::cast_sign_loss,
-        clippy::cast_precision_loss,
-        reason = "a finite, non-negative quantity below u64::MAX; a size is not exact to the byte beyond 2^53"
-    )]
-    let bytes = (bytes.is_finite() && bytes >= 0.0 && bytes < u64::MAX as f64).then_some(bytes as u64);
-    bytes
-}
-
 /// Why a probe image may not be checked with `registry`'s credentials: it is on a registry `registry` does not
 /// serve (see [`super::serves`]), so the kubelet would never send them there. `None`: it may.
 pub fn not_served(image: &str, registry: &str) -> Option<Failure> {
@@ -287,20 +257,6 @@ pub async fn resolve_images(
     futures::future::join_all(images.iter().map(|image| check_image(session, credentials, image, options))).await
 }
 
-/// A registry that accepts connections and never answers (its address, and the task holding them), for tests.
-#[cfg(test)]
-pub(crate) async fn silent_registry() -> (String, tokio::task::JoinHandle<()>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let task = tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((socket, _)) = listener.accept().await {
-            held.push(socket);
-        }
-    });
-    (addr, task)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -318,17 +274,6 @@ mod tests {
         ];
         for (image, registry, want) in cases {
             assert_eq!(qualify(image, registry), want, "{image} under {registry}");
-        }
-    }
-
-    #[test]
-    fn sizes_parse_like_quantities() {
-        assert_eq!(parse_size("20Gi"), Some(20 * 1024 * 1024 * 1024));
-        assert_eq!(parse_size("500M"), Some(500_000_000));
-        assert_eq!(parse_size("1.5Ki"), Some(1536));
-        assert_eq!(parse_size("1024"), Some(1024));
-        for bad in ["", "Gi", "20GB", "-1", "1e3", "x"] {
-            assert_eq!(parse_size(bad), None, "{bad}");
         }
     }
 

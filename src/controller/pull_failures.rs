@@ -11,8 +11,10 @@
 //! `pods/status`.
 //!
 //! A confirmed authentication failure of a Pod admitted without the Secret of a profile that selects its
-//! namespace is then healed ([`crate::images::heal`] decides): evicted when a controller re-creates it (the
-//! Eviction API: PodDisruptionBudgets decide), or an Event on the Pod and the profile that says what to do.
+//! namespace is then healed ([`super::healing`]).
+//!
+//! The Events come from a stream the state layer opens ([`crate::state::streams::pull_failures`]): the
+//! controller watches nothing itself.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -20,27 +22,21 @@ use std::time::{Duration, Instant};
 use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::{Event as CoreEvent, Pod};
 use kube::Resource as _;
-use kube::api::{Api, DeleteParams, EvictParams, Preconditions};
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{WatchStreamExt as _, watcher};
+use kube::api::Api;
 use tracing::{debug, warn};
 
 use super::Context;
 use super::events::{Event, EventType};
-use crate::images::heal::{self, Evicted, Step};
 use crate::images::limit::Limiter;
 use crate::images::pulls::{self, Claim, PodCache, PodPulls, Recorded, Refusal};
-
-/// The kubelet's pull failures: reason `Failed` on a Pod (its message says `Failed to pull image ...`).
-const FIELDS: &str = "involvedObject.kind=Pod,reason=Failed";
 /// Claims being confirmed at once (a claim may wait a few seconds for the Pod's status, see [`LOOK_AGAIN`]).
 const LOOKUPS: usize = 8;
 /// How long a Pod lookup answers for repeated Events about the same Pod.
 const POD_TTL: Duration = Duration::from_secs(10);
 /// Pod lookups remembered.
 const PODS_CACHED: usize = 1024;
-/// The longest a Pod lookup may take.
-const LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest a Pod lookup (or an eviction, or an Event) may take.
+pub(super) const LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
 /// When to look at a Pod whose status does not show the failure yet (the kubelet writes it a moment after its
 /// Event): at once, then after 1 s and 3 s more. At most three lookups per claim the limiter let through.
 const LOOK_AGAIN: [Duration; 3] = [Duration::ZERO, Duration::from_secs(1), Duration::from_secs(3)];
@@ -54,8 +50,7 @@ struct Gate {
 
 /// Follows the kubelet's pull-failure Events until the stream ends (it does not: the watcher retries).
 pub async fn follow(ctx: Arc<Context>) {
-    let api = Api::<CoreEvent>::all(ctx.client.clone());
-    let events = watcher(api, watcher::Config::default().fields(FIELDS)).default_backoff().applied_objects();
+    let events = crate::state::streams::pull_failures(&ctx.client);
     let gate = Arc::new(Mutex::new(Gate {
         origin: Instant::now(),
         limiter: pulls::limiter(),
@@ -157,7 +152,7 @@ async fn confirm_and_record(ctx: Arc<Context>, gate: Arc<Mutex<Gate>>, claim: Cl
             let selected = profiles.iter().any(|(_, selected)| *selected);
             record(&ctx, &claim, profiles).await;
             if selected && let Some(Some(pod)) = found {
-                heal(&ctx, &claim, &pod).await;
+                super::healing::heal(&ctx, &claim, &pod).await;
             }
         }
         Some(Err(refusal)) => refused(&ctx, Some(&claim), refusal),
@@ -188,14 +183,14 @@ async fn record(ctx: &Context, claim: &Claim, profiles: Vec<(String, bool)>) {
         ctx.metrics.pull_failed(&profile, reason, 1);
         debug!(profile, namespace, pod, image, reason, selected, "pull failure");
         if recorded == Recorded::New
-            && let Some(p) = ctx.view.profiles.get(&ObjectRef::new(&profile))
+            && let Some(p) = ctx.view.profile(&profile)
         {
             let whose = if selected { "" } else { " (a namespace the profile does not select)" };
             let note = format!("Pod {namespace}/{pod}{whose} could not pull {image}: {reason}");
             let event = Event {
                 type_: EventType::Warning,
                 reason: "PullFailed".into(),
-                note: Some(pulls::shorten(&note)),
+                note: Some(crate::images::shorten(&note)),
                 action: "Pull".into(),
                 secondary: None,
             };
@@ -203,159 +198,11 @@ async fn record(ctx: &Context, claim: &Claim, profiles: Vec<(String, bool)>) {
                 warn!(error = %e, "could not publish an Event");
             }
         }
-        ctx.view.dirty.mark([profile]);
-    }
-}
-
-/// When self-healing's clock started (its loop guards count from it).
-static ORIGIN: std::sync::LazyLock<Instant> = std::sync::LazyLock::new(Instant::now);
-/// How long the webhook must have listened before an eviction counts on it: the apiserver reaches it through the
-/// Service, whose endpoints follow the Pods' readiness a few seconds later. An eviction before that would have
-/// the replacement admitted without the Secret, again.
-const WEBHOOK_SETTLE: Duration = Duration::from_secs(15);
-/// When this replica's webhook was first seen listening by self-healing.
-static LISTENING_SINCE: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-
-/// Waits, once, until this replica's webhook has listened for [`WEBHOOK_SETTLE`] (at most that long plus as
-/// long again for it to start); says whether it listens.
-async fn webhook_settled(ctx: &Context) -> bool {
-    for _ in 0..WEBHOOK_SETTLE.as_secs() {
-        if ctx.metrics.webhook_listening() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-    if !ctx.metrics.webhook_listening() {
-        return false;
-    }
-    let since = *LISTENING_SINCE.get_or_init(Instant::now);
-    tokio::time::sleep(WEBHOOK_SETTLE.saturating_sub(since.elapsed())).await;
-    true
-}
-
-/// Self-healing of a Pod whose authentication failure is confirmed ([`heal::decide`] says whether and how): an
-/// eviction through the Eviction API, or Events on the Pod and the profile; shown in the profile's status and
-/// counted in `regcred_heals_total`.
-async fn heal(ctx: &Context, claim: &Claim, pod: &PodPulls) {
-    // Before the webhook's settle wait, which only an eviction needs.
-    if !heal::heals(claim.reason) {
-        return;
-    }
-    let injects = ctx.settings.injects && webhook_settled(ctx).await;
-    let Some(ns) = ctx.view.namespace(&claim.namespace) else { return };
-    let profiles = ctx.view.profiles_and_meanings();
-    let view = &ctx.view;
-    let offers = heal::offers(
-        &claim.image,
-        &profiles,
-        &ns,
-        pod,
-        heal::Cap { mode: ctx.settings.healing, injects, operator_namespace: &ctx.settings.operator_namespace },
-        |namespace, secret| view.managed.contains(namespace, secret),
-        |namespace, account, secret| view.service_accounts.lists(namespace, account, secret),
-    );
-    let verdict = heal::decide(claim.reason, &claim.image, pod, &offers);
-    let now = ORIGIN.elapsed();
-    let step = lock(&ctx.healer).step(&verdict, pod, now);
-    let (namespace, name, image) = (&claim.namespace, &claim.pod, &claim.image);
-    let (profile, secret) = match &verdict {
-        heal::Verdict::Evict { profile, secret } | heal::Verdict::Notify { profile, secret, .. } => (profile, secret),
-        heal::Verdict::Leave(_) => return,
-    };
-    match step {
-        Step::Skip(why) => {
-            ctx.metrics.healed(profile, why);
-            debug!(namespace, pod = name, profile, why, "not healed now");
-        }
-        Step::Notify(why) => {
-            let note = heal::advice(why, namespace, name, image, profile, secret);
-            lock(&ctx.healer).notified(pod, Some(why), now);
-            tell(ctx, profile, claim, pod, "MissingPullSecret", &note).await;
-            show(ctx, profile, claim, "Notified", note);
-            ctx.metrics.healed(profile, if why == heal::Why::StillFailing { "still_failing" } else { "notified" });
-        }
-        Step::Evict => {
-            let (result, error) = evict(ctx, claim, pod).await;
-            let Some(result) = result else {
-                // Gone or replaced already: nothing left to heal in this Pod.
-                lock(&ctx.healer).notified(pod, None, now);
-                return;
-            };
-            lock(&ctx.healer).evicted(profile, pod, result, now, jiff::Timestamp::now());
-            let note = heal::evicted_note(result, namespace, name, image, secret, &error);
-            let (action, reason, label) = match result {
-                Evicted::Done => ("Evicted", "EvictedForPullSecret", "evicted"),
-                Evicted::Blocked => ("Blocked", "EvictionBlocked", "blocked"),
-                Evicted::Failed | Evicted::Unknown => ("Failed", "EvictionFailed", "failed"),
-            };
-            if result == Evicted::Done {
-                tracing::info!(namespace, pod = name, profile, "evicted a Pod admitted without its pull Secret");
-            } else {
-                warn!(namespace, pod = name, profile, error, "could not evict a Pod admitted without its pull Secret");
-            }
-            tell(ctx, profile, claim, pod, reason, &note).await;
-            show(ctx, profile, claim, action, note);
-            ctx.metrics.healed(profile, label);
-        }
+        ctx.view.dirty().mark([profile]);
     }
 }
 
 /// The guard of `m`, whatever a panicking holder left (every value kept under these locks stays valid).
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// Evicts the Pod, only if it is still the one looked at (uid precondition). `None`: it is gone or replaced
-/// already (nothing to report).
-async fn evict(ctx: &Context, claim: &Claim, pod: &PodPulls) -> (Option<Evicted>, String) {
-    let api = Api::<Pod>::namespaced(ctx.evictions.clone(), &claim.namespace);
-    let preconditions = Preconditions { uid: pod.uid.clone(), resource_version: None };
-    let params = EvictParams {
-        delete_options: Some(DeleteParams { preconditions: Some(preconditions), ..DeleteParams::default() }),
-        ..EvictParams::default()
-    };
-    match tokio::time::timeout(LOOKUP_TIMEOUT, api.evict(&claim.pod, &params)).await {
-        Ok(Ok(_)) => (Some(Evicted::Done), String::new()),
-        // A budget's refusal says so; a 429 for any other reason (an overloaded apiserver) is a failure.
-        Ok(Err(kube::Error::Api(s))) if s.code == 429 && s.message.contains("disruption budget") => {
-            (Some(Evicted::Blocked), s.message)
-        }
-        Ok(Err(kube::Error::Api(s))) if s.code == 404 || s.code == 409 => (None, s.message),
-        Ok(Err(e)) => (Some(Evicted::Failed), e.to_string()),
-        Err(_) => (Some(Evicted::Unknown), format!("no answer within {LOOKUP_TIMEOUT:?}")),
-    }
-}
-
-/// A Warning Event on the Pod (where `kubectl describe pod` shows it) and on the profile.
-async fn tell(ctx: &Context, profile: &str, claim: &Claim, pod: &PodPulls, reason: &str, note: &str) {
-    let event = Event {
-        type_: EventType::Warning,
-        reason: reason.into(),
-        note: Some(pulls::shorten(note)),
-        action: "Heal".into(),
-        secondary: None,
-    };
-    let on_pod = k8s_openapi::api::core::v1::ObjectReference {
-        api_version: Some("v1".into()),
-        kind: Some("Pod".into()),
-        namespace: Some(claim.namespace.clone()),
-        name: Some(claim.pod.clone()),
-        uid: pod.uid.clone(),
-        ..Default::default()
-    };
-    let on_profile = ctx.view.profiles.get(&ObjectRef::new(profile)).map(|p| p.object_ref(&()));
-    for reference in std::iter::once(on_pod).chain(on_profile) {
-        match tokio::time::timeout(LOOKUP_TIMEOUT, ctx.recorder.publish(&event, &reference)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => warn!(error = %e, "could not publish an Event"),
-            Err(_) => warn!("could not publish an Event: no answer within {LOOKUP_TIMEOUT:?}"),
-        }
-    }
-}
-
-/// Shows the action in the profile's status (at its next reconcile, which this asks for).
-fn show(ctx: &Context, profile: &str, claim: &Claim, action: &str, note: String) {
-    let entry = heal::action(&claim.namespace, &claim.pod, &claim.image, action, note, jiff::Timestamp::now());
-    lock(&ctx.healer).show(profile, entry);
-    ctx.view.dirty.mark([profile.to_owned()]);
 }
