@@ -175,8 +175,11 @@ struct CpuRun {
     runs: usize,
 }
 
-/// The window over which a process's idle CPU is measured, repeated until two in a row agree.
+/// The window over which a process's idle CPU is measured, repeated until it is idle.
 const IDLE_WINDOW: Duration = Duration::from_secs(5);
+/// A process using less of a core than this is idle (regcred's lease renewals and the client's nothing use less
+/// than 0.1%).
+const IDLE_AT_MOST: f64 = 0.01;
 
 impl CpuRun {
     fn from_env() -> Self {
@@ -184,7 +187,7 @@ impl CpuRun {
             namespaces: env_or("CPU_NAMESPACES", 120) as usize,
             spacing: Duration::from_millis(env_or("CPU_SPACING_MS", 250)),
             tail: Duration::from_secs(env_or("CPU_TAIL_S", 6)),
-            runs: env_or("CPU_RUNS", 2) as usize,
+            runs: env_or("CPU_RUNS", 3) as usize,
         }
     }
 
@@ -200,19 +203,19 @@ impl CpuRun {
     }
 
     /// The process's idle CPU rate (seconds per second), once it has settled: windows of [`IDLE_WINDOW`] until
-    /// two in a row differ by less than 0.5% of a core (at most a minute).
+    /// one uses less than [`IDLE_AT_MOST`] of a core (a large sync or rotation keeps regcred busy for a while
+    /// after its last write: its watches deliver the events of every write), at most three minutes.
     async fn idle_rate(pid: u32) -> f64 {
-        let mut last = f64::INFINITY;
-        for _ in 0..12 {
+        let mut rate = f64::INFINITY;
+        for _ in 0..36 {
             let (from, start) = (cpu_seconds(pid).unwrap(), Instant::now());
             tokio::time::sleep(IDLE_WINDOW).await;
-            let rate = (cpu_seconds(pid).unwrap() - from) / start.elapsed().as_secs_f64();
-            if (rate - last).abs() < 0.005 {
-                return rate.min(last);
+            rate = (cpu_seconds(pid).unwrap() - from) / start.elapsed().as_secs_f64();
+            if rate < IDLE_AT_MOST {
+                break;
             }
-            last = rate;
         }
-        last
+        rate
     }
 
     /// The CPU process `pid` spends per new namespace: namespaces named `<tag>-NNN` with `labels`, one every
