@@ -118,8 +118,10 @@ impl Writer {
         budget.run(actions, |a| self.run(a)).await
     }
 
-    /// One action, unless it is moot: the view already holds what it would write (another writer made it since
-    /// the plan), or another write of the same Secret is under way (whose writer reports how it went).
+    /// One action, unless it is moot: another write of the same Secret is under way (whose writer reports how it
+    /// went), or the view already holds what it would write (another writer made it since the plan). The Secret is
+    /// claimed before the view is asked, and a writer records its write before it lets go of its claim, so two
+    /// writers that planned the same Secret (the new-namespace path and a reconcile) never both write it.
     pub async fn run(&self, action: Action) -> WriteResult {
         let (namespace, name) = match &action {
             Action::Create { namespace } | Action::Update { namespace } | Action::Replace { namespace, .. } => {
@@ -127,19 +129,19 @@ impl Writer {
             }
             Action::Delete(released) => (released.deletion().namespace.as_str(), released.deletion().name.as_str()),
         };
-        if !matches!(action, Action::Delete(_)) {
-            if let Err(refusal) = self.permits(namespace) {
-                debug!(namespace, secret = name, reason = refusal.reason(), "write refused");
-                return Some(failure(namespace, refusal.reason(), refusal.message(&self.secret_name)));
-            }
-            if self.already_written(namespace) && !matches!(action, Action::Replace { .. }) {
-                return None;
-            }
+        if !matches!(action, Action::Delete(_))
+            && let Err(refusal) = self.permits(namespace)
+        {
+            debug!(namespace, secret = name, reason = refusal.reason(), "write refused");
+            return Some(failure(namespace, refusal.reason(), refusal.message(&self.secret_name)));
         }
         let Some(_claim) = self.view.managed().claim(namespace, name) else {
             debug!(namespace, secret = name, "another write of this Secret is under way");
             return None;
         };
+        if matches!(action, Action::Create { .. } | Action::Update { .. }) && self.already_written(namespace) {
+            return None;
+        }
         match action {
             Action::Create { namespace } => self.create(&namespace).await,
             Action::Update { namespace } => self.apply(&namespace).await,
