@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, PostParams};
-use regcred::images::{CheckStats, Checker, Target};
+use regcred::images::{CheckStats, Checker, Lookup};
 use regcred::registry::preflight::{Credentials, Options};
 use serde_json::json;
 use support::TestEnv;
@@ -139,7 +139,7 @@ async fn main() {
             // Cold: a fresh cache per round, 3 images (one an index), straight through the checker.
             let creds = Credentials { username: USER.into(), password: PASSWORD.into() };
             let options = Options { ca_pem: Some(registry.ca_pem.clone()), ..Options::default() };
-            let target = |image: &String| Target {
+            let target = |image: &String| Lookup {
                 image: image.clone(),
                 credentials: Some(creds.clone()),
                 options: options.clone(),
