@@ -10,6 +10,13 @@
 //!   as the namespace's create returns, timed to the moment the same kind of watch shows it.
 //! - writes per Secret: the operator's Secret writes (audit log) divided by the Secrets, over the sync that brings
 //!   the new namespaces their Secrets, and over a rotation of the source credential (every Secret rewritten).
+//! - operator CPU per new namespace: CPU_NAMESPACES namespaces created CPU_SPACING_MS apart, each waited for until
+//!   its Secret is there, then CPU_TAIL_S for what follows (reconciles, a status write); the process's CPU time
+//!   (its threads' schedstat) over that run, less its idle CPU over as long (measured just before, once settled),
+//!   per namespace. Beside it, in the same run and on equal terms, a hand-written client ([`hand`]): a minimal
+//!   kube-rs program that watches namespaces (metadata only, as regcred does) and creates the Secret in each new
+//!   one it selects, started as a process of its own with the chart's ServiceAccount and regcred's logging level,
+//!   each of the two alone, CPU_RUNS times alternately.
 #![allow(clippy::pedantic, clippy::unwrap_used, clippy::panic, clippy::expect_used)]
 
 #[path = "../tests/support/mod.rs"]
@@ -159,8 +166,215 @@ fn latency_row(figures: &Figures) -> serde_json::Value {
     })
 }
 
+/// How operator CPU per new namespace is measured (see the module's documentation).
+struct CpuRun {
+    namespaces: usize,
+    spacing: Duration,
+    tail: Duration,
+    /// Runs of each, alternately.
+    runs: usize,
+}
+
+/// The window over which a process's idle CPU is measured, repeated until two in a row agree.
+const IDLE_WINDOW: Duration = Duration::from_secs(5);
+
+impl CpuRun {
+    fn from_env() -> Self {
+        Self {
+            namespaces: env_or("CPU_NAMESPACES", 120) as usize,
+            spacing: Duration::from_millis(env_or("CPU_SPACING_MS", 250)),
+            tail: Duration::from_secs(env_or("CPU_TAIL_S", 6)),
+            runs: env_or("CPU_RUNS", 2) as usize,
+        }
+    }
+
+    fn describe(&self) -> serde_json::Value {
+        json!({"namespaces": self.namespaces, "spacing_ms": self.spacing.as_millis() as u64,
+               "tail_s": self.tail.as_secs(), "runs": self.runs})
+    }
+
+    /// The mean of several runs' figures per namespace, beside the runs.
+    fn summary(runs: Vec<serde_json::Value>) -> serde_json::Value {
+        let per: Vec<f64> = runs.iter().map(|r| r["per_namespace_ms"].as_f64().unwrap()).collect();
+        json!({"per_namespace_ms": per.iter().sum::<f64>() / per.len() as f64, "runs": runs})
+    }
+
+    /// The process's idle CPU rate (seconds per second), once it has settled: windows of [`IDLE_WINDOW`] until
+    /// two in a row differ by less than 0.5% of a core (at most a minute).
+    async fn idle_rate(pid: u32) -> f64 {
+        let mut last = f64::INFINITY;
+        for _ in 0..12 {
+            let (from, start) = (cpu_seconds(pid).unwrap(), Instant::now());
+            tokio::time::sleep(IDLE_WINDOW).await;
+            let rate = (cpu_seconds(pid).unwrap() - from) / start.elapsed().as_secs_f64();
+            if (rate - last).abs() < 0.005 {
+                return rate.min(last);
+            }
+            last = rate;
+        }
+        last
+    }
+
+    /// The CPU process `pid` spends per new namespace: namespaces named `<tag>-NNN` with `labels`, one every
+    /// `spacing` (each waited for until `seen` shows its Secret), then `tail`; its idle CPU over as long, measured
+    /// just before, taken off.
+    async fn measure(
+        &self,
+        env: &TestEnv,
+        pid: u32,
+        seen: &Arrivals,
+        tag: &str,
+        labels: &[(&str, &str)],
+    ) -> serde_json::Value {
+        let idle_rate = Self::idle_rate(pid).await;
+        let (from, start) = (cpu_seconds(pid).unwrap(), Instant::now());
+        for k in 0..self.namespaces {
+            let ns = env.namespace_nowait(&format!("{tag}-{k:03}"), labels).await;
+            seen.wait(&ns).await;
+            tokio::time::sleep_until((start + self.spacing * (k as u32 + 1)).into()).await;
+        }
+        tokio::time::sleep(self.tail).await;
+        let (used, elapsed) = (cpu_seconds(pid).unwrap() - from, start.elapsed().as_secs_f64());
+        let idle = idle_rate * elapsed;
+        json!({
+            "per_namespace_ms": (used - idle) / self.namespaces as f64 * 1000.0,
+            "cpu_seconds": used, "idle_cpu_seconds": idle, "seconds": elapsed,
+        })
+    }
+}
+
+/// CPU time process `pid` has used so far, in seconds: the sum of its threads' time on a CPU from
+/// /proc/PID/task/*/schedstat (nanoseconds; /proc/PID/stat counts in ticks of 10 ms, too coarse for a few ms).
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let mut nanos = 0u64;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()?.flatten() {
+        let stat = std::fs::read_to_string(task.path().join("schedstat")).unwrap_or_default();
+        nanos += stat.split_whitespace().next().and_then(|n| n.parse::<u64>().ok()).unwrap_or(0);
+    }
+    Some(nanos as f64 / 1e9)
+}
+
+/// The hand-written client the operator's CPU is compared with: what a minimal kube-rs program that gives every
+/// new namespace a pull Secret does, and nothing more. It watches namespaces (metadata only, as regcred does),
+/// selects by the same labels regcred's wide profile selects by (here `bench=hand`), reads the source Secret once,
+/// and creates the Secret in each namespace that appears after its first list. It runs as a process of its own
+/// (this benchmark's binary, built like regcred, started again with [`hand::ENV`] set), with the chart's
+/// ServiceAccount and regcred's logging level (`info`, plain), as regcred does.
+mod hand {
+    use std::collections::BTreeMap;
+    use std::path::{Path, PathBuf};
+    use std::time::Duration;
+
+    use base64::Engine as _;
+    use futures::StreamExt;
+    use k8s_openapi::ByteString;
+    use k8s_openapi::api::core::v1::{Namespace, Secret};
+    use kube::api::{Api, ObjectMeta, PostParams};
+    use kube::core::PartialObjectMeta;
+    use kube::runtime::{WatchStreamExt, watcher};
+    use kube::{Client, ResourceExt};
+    use tracing::{debug, info, warn};
+
+    /// Set in the environment of the client's process.
+    pub const ENV: &str = "NSBENCH_HAND_CLIENT";
+    /// The name of the Secret it writes.
+    pub const SECRET: &str = "pull-hand";
+    /// The registry its Secret is for.
+    const SERVER: &str = "hand.registry.example.com";
+
+    /// The client itself.
+    pub async fn run() {
+        tracing_subscriber::fmt().with_env_filter("info").with_writer(std::io::stderr).init();
+        let var = |name: &str| std::env::var(name).unwrap();
+        let (source_namespace, test_id) = (var("NSBENCH_SOURCE_NAMESPACE"), var("NSBENCH_TEST_ID"));
+        let selector = BTreeMap::from([("regcred-test".to_owned(), test_id), ("bench".to_owned(), "hand".to_owned())]);
+        let client = Client::try_default().await.unwrap();
+        let source = Api::<Secret>::namespaced(client.clone(), &source_namespace).get("creds").await.unwrap();
+        let data = source.data.unwrap_or_default();
+        let text = |key: &str| String::from_utf8(data[key].0.clone()).unwrap();
+        let (username, password) = (text("username"), text("password"));
+        let auth = base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"));
+        let config = serde_json::json!({"auths": {SERVER: {"username": username, "password": password, "auth": auth}}});
+        let namespaces = Api::<PartialObjectMeta<Namespace>>::all(client.clone());
+        let mut events = watcher(namespaces, watcher::Config::default()).default_backoff().boxed();
+        let mut listed = false;
+        while let Some(event) = events.next().await {
+            match event {
+                Ok(watcher::Event::InitDone) => {
+                    listed = true;
+                    info!("watching namespaces");
+                }
+                Ok(watcher::Event::Apply(ns)) if listed => {
+                    let labels = ns.labels();
+                    let selected = selector.iter().all(|(k, v)| labels.get(k) == Some(v));
+                    if selected && ns.metadata.deletion_timestamp.is_none() {
+                        create(&client, &ns.name_any(), &config).await;
+                    }
+                }
+                Err(e) => warn!(error = %e, "watch failed; retrying"),
+                _ => {}
+            }
+        }
+    }
+
+    async fn create(client: &Client, namespace: &str, config: &serde_json::Value) {
+        let secret = Secret {
+            metadata: ObjectMeta { name: Some(SECRET.into()), ..Default::default() },
+            type_: Some("kubernetes.io/dockerconfigjson".into()),
+            data: Some(BTreeMap::from([(".dockerconfigjson".into(), ByteString(config.to_string().into_bytes()))])),
+            ..Default::default()
+        };
+        match Api::<Secret>::namespaced(client.clone(), namespace).create(&PostParams::default(), &secret).await {
+            Ok(_) => debug!(namespace, "Secret created"),
+            Err(kube::Error::Api(e)) if e.is_already_exists() => debug!(namespace, "Secret already there"),
+            Err(e) => warn!(namespace, error = %e, "could not create the Secret"),
+        }
+    }
+
+    /// The client's process. Killed when dropped.
+    pub struct Process {
+        child: tokio::process::Child,
+        log: PathBuf,
+    }
+
+    impl Process {
+        /// Starts the client with `kubeconfig` (the chart's ServiceAccount), reading the source Secret `creds` in
+        /// `source_namespace`, serving the namespaces of test `test_id` labelled `bench=hand`.
+        pub fn start(kubeconfig: &Path, source_namespace: &str, test_id: &str) -> Self {
+            let log = std::env::temp_dir().join("regcred-tests").join(format!("hand-{test_id}.log"));
+            std::fs::create_dir_all(log.parent().unwrap()).unwrap();
+            let child = tokio::process::Command::new(std::env::current_exe().unwrap())
+                .env(ENV, "1")
+                .env("KUBECONFIG", kubeconfig)
+                .env("NSBENCH_SOURCE_NAMESPACE", source_namespace)
+                .env("NSBENCH_TEST_ID", test_id)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::fs::File::create(&log).unwrap())
+                .kill_on_drop(true)
+                .spawn()
+                .unwrap();
+            Self { child, log }
+        }
+
+        /// Waits until it has listed the namespaces and watches for new ones.
+        pub async fn ready(&self) {
+            super::wait_for("the hand-written client to watch", Duration::from_secs(60), || async {
+                std::fs::read_to_string(&self.log).ok()?.contains("watching namespaces").then_some(())
+            })
+            .await;
+        }
+
+        pub fn pid(&self) -> u32 {
+            self.child.id().unwrap()
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() {
+    if std::env::var_os(hand::ENV).is_some() {
+        return hand::run().await;
+    }
     let small = env_or("NAMESPACES_SMALL", 1_000) as usize;
     let large = (env_or("NAMESPACES_LARGE", 10_000) as usize).max(small);
     let samples = env_or("NAMESPACE_SAMPLES", 100) as usize;
@@ -171,7 +385,8 @@ async fn main() {
         .run(|env| async move {
             let client = env.client.clone();
             let support::BenchOperator { namespace: op_ns, kubeconfig, user, .. } = support::bench_operator(&env).await;
-            let operator = Operator::start(&kubeconfig, &op_ns, &env.id, &["--log-level", "info"]);
+            let start_operator = || Operator::start(&kubeconfig, &op_ns, &env.id, &["--log-level", "info"]);
+            let mut operator = start_operator();
             let profiles = Api::<RegistryProfile>::all(client.clone());
             let profile = |name: &str, selector: serde_json::Value| -> RegistryProfile {
                 env.cleanup::<RegistryProfile>(&format!("{}-{name}", env.id));
@@ -220,13 +435,17 @@ async fn main() {
             };
             let regcred_seen = Arrivals::watch(client.clone(), "pull-wide");
             let floor_seen = Arrivals::watch(client.clone(), "floor");
+            let hand_seen = Arrivals::watch(client.clone(), hand::SECRET);
+            let cpu_run = CpuRun::from_env();
+            // Namespaces the wide profile selects: `created` by the growth, `extra` by the measurements.
             let mut created = 0usize;
+            let mut extra = 0usize;
             let mut rows = BTreeMap::new();
             let mut password = 1;
             for size in [small, large] {
                 // Grow the run to `size` selected namespaces (the samples of the size before count) and let it sync.
                 let before = secrets_in_place().await;
-                let grow = size.saturating_sub(created + rows.len() * samples);
+                let grow = size.saturating_sub(created + extra);
                 eprintln!("namespaces: growing to {size} (+{grow})");
                 let sync_from = jiff::Timestamp::now();
                 let start = created;
@@ -242,14 +461,15 @@ async fn main() {
                     .collect::<Vec<_>>()
                     .await;
                 created += grow;
-                let selected = created + rows.len() * samples;
+                let selected = created + extra;
                 ready(wide.name_any(), selected).await;
                 let sync_secrets = secrets_in_place().await - before;
                 let sync_writes = settled_writes(&user, sync_from, sync_secrets).await;
                 eprintln!("namespaces: {size}: synced, {sync_writes} Secret writes for {sync_secrets} new Secrets");
 
                 let figures = sample(&env, &regcred_seen, &floor_seen, &size.to_string(), samples).await;
-                ready(wide.name_any(), selected + samples).await;
+                extra += samples;
+                ready(wide.name_any(), created + extra).await;
 
                 // A rotation: every Secret of both profiles rewritten.
                 password += 1;
@@ -278,8 +498,39 @@ async fn main() {
                 ] {
                     row[k] = v;
                 }
+
+                // Operator CPU per new namespace: regcred, then the hand-written client, each alone (regcred stopped
+                // by SIGTERM, which gives up its lease, and started again afterwards), CPU_RUNS times alternately.
+                let wide_labels = [("bench", "wide"), ("team", "t1")];
+                let (mut regcred_runs, mut hand_runs) = (Vec::new(), Vec::new());
+                for run in 0..cpu_run.runs {
+                    let tag = format!("c{size}r{run}");
+                    let pid = operator.pid().unwrap();
+                    regcred_runs.push(cpu_run.measure(&env, pid, &regcred_seen, &tag, &wide_labels).await);
+                    extra += cpu_run.namespaces;
+                    ready(wide.name_any(), created + extra).await;
+                    assert!(operator.terminate().await.0, "regcred did not stop cleanly");
+                    let client = hand::Process::start(&kubeconfig, &op_ns, &env.id);
+                    client.ready().await;
+                    let (tag, pid) = (format!("h{size}r{run}"), client.pid());
+                    hand_runs.push(cpu_run.measure(&env, pid, &hand_seen, &tag, &[("bench", "hand")]).await);
+                    drop(client);
+                    operator = start_operator();
+                    wait_for("the restarted operator to lead and reconcile", Duration::from_secs(120), || async {
+                        let leading = operator.metric("regcred_leader").await == 1.0;
+                        (leading && operator.metric("regcred_reconciles_total").await >= 2.0).then_some(())
+                    })
+                    .await;
+                }
+                let (regcred_cpu, hand_cpu) = (CpuRun::summary(regcred_runs), CpuRun::summary(hand_runs));
+                eprintln!(
+                    "namespaces: {size}: CPU per new namespace: regcred {:.3} ms, hand-written client {:.3} ms",
+                    regcred_cpu["per_namespace_ms"], hand_cpu["per_namespace_ms"]
+                );
+                row["cpu_regcred"] = regcred_cpu;
+                row["cpu_hand_written"] = hand_cpu;
                 rows.insert(size, row);
-                // The sample namespaces stay: they count in the next size.
+                // The sample and measurement namespaces stay: they count in the next size.
             }
             // The same at the largest size with HANGING profiles whose registries accept connections and never
             // answer: their preflights are pending all along, on workers of their own.
@@ -295,9 +546,11 @@ async fn main() {
             let hanging = latency_row(&figures);
             silent.abort();
             drop(operator);
-            json!({ "sizes": rows, "hanging_profiles": hanging_n, "with_hanging_registries": hanging })
+            json!({ "sizes": rows, "hanging_profiles": hanging_n, "with_hanging_registries": hanging,
+                    "cpu_run": cpu_run.describe() })
         })
         .await;
+    let cpu = &report["cpu_run"];
     println!();
     println!("regcred: one new namespace, and writes per Secret, by the number of namespaces");
     row("figure", "measured", "target");
@@ -311,6 +564,26 @@ async fn main() {
         row("  p50 / floor p50", &format!("{:.2}x", f("p50_vs_floor")), "");
         row("  Secret writes per new Secret (sync)", &format!("{:.3}", f("sync_writes_per_secret")), "1");
         row("  Secret writes per Secret (rotation)", &format!("{:.3}", f("rotation_writes_per_secret")), "1");
+    }
+    println!(
+        "operator CPU per new namespace ({} namespaces {} ms apart, each to its Secret, then {} s; idle CPU subtracted; \
+         mean of {} runs each, alternately):",
+        cpu["namespaces"], cpu["spacing_ms"], cpu["tail_s"], cpu["runs"]
+    );
+    let per = |r: &serde_json::Value, who: &str| r[who]["per_namespace_ms"].as_f64().unwrap_or(f64::NAN);
+    let sizes: Vec<(&String, &serde_json::Value)> = report["sizes"].as_object().unwrap().iter().collect();
+    for (_, r) in &sizes {
+        let (regcred, hand) = (per(r, "cpu_regcred"), per(r, "cpu_hand_written"));
+        println!("at {} namespaces:", r["namespaces"]);
+        row("  regcred", &format!("{regcred:.2}ms"), "<= the client");
+        row("  hand-written client (same run, alone)", &format!("{hand:.2}ms"), "");
+        row("  regcred / client", &format!("{:.2}x", regcred / hand), "<= 1x");
+    }
+    if let [(_, first), .., (_, last)] = sizes.as_slice() {
+        let growth = per(last, "cpu_regcred") / per(first, "cpu_regcred");
+        row("regcred at the largest size / at the smallest", &format!("{growth:.2}x"), "1x within noise");
+        let client = per(last, "cpu_hand_written") / per(first, "cpu_hand_written");
+        row("client at the largest size / at the smallest", &format!("{client:.2}x"), "");
     }
     let h = &report["with_hanging_registries"];
     let f = |k: &str| h[k].as_f64().unwrap_or(f64::NAN);

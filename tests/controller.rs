@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use k8s_openapi::api::events::v1::Event;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
-use regcred::api::RegistryProfile;
+use regcred::api::{RegistryProfile, conditions};
 use serde_json::json;
 use support::harness::{Harness, SERVER, WAIT, basic_spec, password_in};
 use support::{TestEnv, wait_for};
@@ -54,6 +54,31 @@ async fn new_namespaces_are_served_and_relabelled_ones_cleaned_up() {
             h.source("creds", &[("username", "bot"), ("password", "pw")]).await;
             let profile = h.profile("p", basic_spec(h.select("yes"))).await;
             h.ready(&profile).await;
+            // New namespaces one after another: each gets its Secret, the status ends counting every one, and it is
+            // written at most once per settle window (a count alone waits), not once per namespace.
+            let writes = ObjectWrites::watch(h.client(), &profile).await;
+            let started = std::time::Instant::now();
+            const N: usize = 30;
+            for i in 0..N {
+                let ns = env.namespace_nowait(&format!("new{i:02}"), &[("pull", "yes")]).await;
+                h.wait_credentials(&ns, "pull", SERVER, "pw").await;
+            }
+            let counted = format!("{N}/{N}");
+            let profiles = Api::<RegistryProfile>::all(h.client());
+            wait_for("the status to count every new namespace", WAIT, || async {
+                let status = profiles.get(&profile).await.ok()?.status?;
+                let ready = status.conditions.iter().any(|c| c.type_ == conditions::READY && c.status == conditions::TRUE);
+                (ready && status.sync_summary.as_deref() == Some(&counted) && status.selected_namespaces == N as i32)
+                    .then_some(())
+            })
+            .await;
+            let (elapsed, writes) = (started.elapsed(), writes.count());
+            let windows = elapsed.as_secs_f64() / regcred::controller::STATUS_SETTLE.as_secs_f64();
+            eprintln!("{N} new namespaces in {elapsed:.1?}: {writes} status writes");
+            assert!(
+                writes as f64 <= windows.ceil() + 1.0,
+                "{writes} status writes for {N} new namespaces in {elapsed:.1?}: more than one per settle window"
+            );
             // A namespace created after the profile.
             let late = env.namespace_nowait("late", &[("pull", "yes")]).await;
             h.wait_credentials(&late, "pull", SERVER, "pw").await;
@@ -70,6 +95,42 @@ async fn new_namespaces_are_served_and_relabelled_ones_cleaned_up() {
             h.wait_gone(&late, "pull").await;
         })
         .await;
+}
+
+/// Counts the writes to one object from now on: each new resourceVersion its watch delivers (a write that changes
+/// nothing makes none).
+struct ObjectWrites {
+    count: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ObjectWrites {
+    async fn watch(client: kube::Client, name: &str) -> Self {
+        use futures::StreamExt;
+        use kube::runtime::watcher;
+        let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (listed, ready) = tokio::sync::oneshot::channel();
+        let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+        let mut events = Box::pin(watcher(Api::<RegistryProfile>::all(client), config));
+        let counting = count.clone();
+        let task = tokio::spawn(async move {
+            let mut listed = Some(listed);
+            while let Some(event) = events.next().await {
+                match event {
+                    Ok(watcher::Event::InitDone) => drop(listed.take().map(|l| l.send(()))),
+                    Ok(watcher::Event::Apply(_)) => drop(counting.fetch_add(1, std::sync::atomic::Ordering::SeqCst)),
+                    _ => {}
+                }
+            }
+        });
+        ready.await.unwrap();
+        Self { count, task }
+    }
+
+    fn count(self) -> usize {
+        self.task.abort();
+        self.count.load(std::sync::atomic::Ordering::SeqCst)
+    }
 }
 
 #[tokio::test]

@@ -1,5 +1,6 @@
 //! The `regcred.dev` API: custom resource types only, no behaviour.
 
+pub mod conditions;
 mod profile;
 
 pub use profile::*;

@@ -159,14 +159,17 @@ async fn from_profile(args: &CheckArgs, name: &str, mut options: Options) -> Res
     };
     // The same resolver as the controller's, over the Secrets it would read in regcred's namespace.
     let sources = sources_of(&client, &args.namespace, &profile).await?;
-    let config = match resolve::source(&profile, Some(&registry), &sources) {
-        Ok(Source::Static { config, .. }) => Some(config),
-        Ok(Source::Anonymous) => None,
-        // Short-lived tokens: the current one, from the copy the leader keeps in regcred's own namespace (never
-        // from a tenant's namespace, where a Secret with regcred's labels could be forged).
-        Ok(Source::Token(_)) => Some(resolve::token_copy(&profile, &sources).map(|(c, _)| c).ok_or_else(|| {
-            format!("profile {name} mints its tokens and none is in {} yet: nothing to check with", args.namespace)
-        })?),
+    // What the profile's Secrets hold now; for short-lived tokens, the copy the leader keeps in regcred's own
+    // namespace (never from a tenant's namespace, where a Secret with regcred's labels could be forged).
+    let source = resolve::source(&profile, Some(&registry), &sources);
+    let config = match resolve::in_force_from(&profile, &source, &sources, None, jiff::Timestamp::now()).content {
+        Ok(content) => content.map(|c| c.config),
+        Err(_) if matches!(source, Ok(Source::Token(_))) => {
+            return Err(format!(
+                "profile {name} mints its tokens and none is in {} yet: nothing to check with",
+                args.namespace
+            ));
+        }
         Err(u) => return Err(format!("the credentials of {name} do not resolve ({}): {}", u.reason, u.message)),
     };
     let credentials = match &config {

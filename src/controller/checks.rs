@@ -4,15 +4,10 @@
 use std::hash::{Hash, Hasher};
 use std::time::Duration;
 
+use crate::api::conditions::{CHECKS_FAILED, CHECKS_PASSED};
 use crate::api::{ImageStatus, RegistryTls, Validation};
 use crate::credentials::DockerConfig;
 use crate::registry::preflight::Report;
-
-pub const CREDENTIALS_VALID: &str = "CredentialsValid";
-pub const IMAGES_VERIFIED: &str = "ImagesVerified";
-pub const PASSED: &str = "Passed";
-pub const FAILED: &str = "Failed";
-pub const CHECKING: &str = "Checking";
 
 /// The last preflight of a profile.
 #[derive(Clone, Debug)]
@@ -59,9 +54,9 @@ pub fn until_due(record: &Record, now: jiff::Timestamp, every: Duration) -> Dura
     Duration::from_secs_f64((every.as_secs_f64() - elapsed).max(1.0))
 }
 
-/// One condition's worth of a check.
+/// One condition's worth of a check (`CredentialsValid` or `ImagesVerified`).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Outcome {
+pub struct Judgement {
     pub ok: bool,
     pub reason: String,
     pub message: String,
@@ -70,8 +65,8 @@ pub struct Outcome {
 /// What a preflight report means for the status.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Verdict {
-    pub credentials: Outcome,
-    pub images: Outcome,
+    pub credentials: Judgement,
+    pub images: Judgement,
     pub images_status: Vec<ImageStatus>,
     pub at: jiff::Timestamp,
 }
@@ -81,42 +76,46 @@ impl Verdict {
         self.credentials.ok && self.images.ok
     }
 
-    /// The failing outcome, credentials first.
-    pub fn failure(&self) -> Option<&Outcome> {
+    /// The failing judgement, credentials first.
+    pub fn failure(&self) -> Option<&Judgement> {
         [&self.credentials, &self.images].into_iter().find(|o| !o.ok)
     }
 
     pub fn summary(&self) -> &'static str {
-        if self.passed() { PASSED } else { FAILED }
+        if self.passed() { CHECKS_PASSED } else { CHECKS_FAILED }
     }
 }
 
 pub fn verdict(report: &Report, at: jiff::Timestamp) -> Verdict {
     let credentials = match &report.credentials {
-        None => Outcome {
+        None => Judgement {
             ok: true,
             reason: "Valid".into(),
             message: format!("{} accepted the credentials", report.registry),
         },
-        Some(f) => Outcome { ok: false, reason: f.reason.as_str().into(), message: f.message.clone() },
+        Some(f) => Judgement { ok: false, reason: f.reason.as_str().into(), message: f.message.clone() },
     };
     let failed: Vec<_> = report.images.iter().filter_map(|i| i.failure.as_ref()).collect();
     let images = if report.credentials.is_some() {
-        Outcome {
+        Judgement {
             ok: false,
             reason: "NotChecked".into(),
             message: "the credentials failed; no image was checked".into(),
         }
     } else if let Some(first) = failed.first() {
-        Outcome {
+        Judgement {
             ok: false,
             reason: first.reason.as_str().into(),
             message: format!("{} of {} images failed: {}", failed.len(), report.images.len(), first.message),
         }
     } else if report.images.is_empty() {
-        Outcome { ok: true, reason: "NoImages".into(), message: "no probe image is configured".into() }
+        Judgement { ok: true, reason: "NoImages".into(), message: "no probe image is configured".into() }
     } else {
-        Outcome { ok: true, reason: "Verified".into(), message: format!("all {} images resolved", report.images.len()) }
+        Judgement {
+            ok: true,
+            reason: "Verified".into(),
+            message: format!("all {} images resolved", report.images.len()),
+        }
     };
     let images_status = report
         .images

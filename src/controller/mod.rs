@@ -2,10 +2,10 @@
 //! namespace it selects, repairs drift, removes what is no longer wanted, and reports status and Events.
 //!
 //! It reads the state layer's view ([`crate::state`]) and never watches anything itself. Each reconcile is
-//! resolve -> decide -> execute -> status ([`reconcile`]): the decisions are pure ([`decide`], [`plan`],
+//! resolve -> decide -> execute -> status ([`reconcile`]): the decisions are pure ([`crate::resolve`], [`plan`],
 //! [`status`], [`patch_service_accounts`]), the writes go through the one Secret writer ([`crate::secrets`]), and
 //! the registry preflight runs on workers of its own ([`preflight`]). A namespace that appears is served at once
-//! by its own small path ([`fast`]), whatever the number of namespaces a profile already serves. The kubelet's
+//! by its own small path ([`new_namespaces`]), whatever the number of namespaces a profile already serves. The kubelet's
 //! pull failures are read from a stream the state layer opens ([`pull_failures`]), and Pods admitted without
 //! their Secret are healed ([`healing`]). The controller owns its metrics ([`Metrics`]) and knows nothing of the
 //! webhook but whether it listens ([`Settings::webhook`]).
@@ -17,12 +17,11 @@
 //! only as many at once as the deletion guard ([`crate::secrets::guard`]) releases.
 
 pub mod checks;
-pub mod decide;
 pub mod events;
-mod fast;
 mod healing;
 pub mod leader;
 mod metrics;
+mod new_namespaces;
 pub mod patch_service_accounts;
 pub mod plan;
 pub mod preflight;
@@ -47,6 +46,7 @@ use crate::state::View;
 use crate::state::service_accounts::record_of;
 use events::{Recorder, Reporter};
 pub use metrics::Metrics;
+pub use reconcile::STATUS_SETTLE;
 
 /// Errors of the controller layer.
 #[derive(Debug, thiserror::Error)]
@@ -120,6 +120,8 @@ pub struct Context {
     pub healer: std::sync::Mutex<crate::images::heal::Healer>,
     /// The client evictions are made with: no retries, so a PodDisruptionBudget's 429 is the answer at once.
     pub evictions: Client,
+    /// What each profile's last full plan left, so the next reconcile can plan only what changed.
+    pub ledgers: plan::Ledgers,
 }
 
 /// How long a written status is trusted over a cached one that differs from it.
@@ -204,7 +206,7 @@ pub async fn run(
     check_crd(&client).await?;
     let controller = Controller::for_stream(triggers(&client, &view, &metrics), view.profile_store())
         .with_config(ControllerRuntimeConfig::default().concurrency(4));
-    let fast = tokio::spawn(fast::serve(client.clone(), view.clone()));
+    let fast = tokio::spawn(new_namespaces::serve(client.clone(), view.clone()));
     let ctx = context(client, settings, view, metrics).await;
     let pulls = tokio::spawn(pull_failures::follow(ctx.clone()));
     info!("controller starting");
@@ -264,6 +266,7 @@ fn triggers(
                 // Gone from the view: its minting stops, and what it left on ServiceAccounts goes too (its
                 // Secrets are the garbage collector's, never held).
                 view.refresher().stop(&name);
+                drop(view.dirty().changed(&name));
                 metrics.set_deletions_held(&name, 0);
                 if !recorded_by(&view, &name).is_empty() {
                     tokio::spawn(release_service_accounts(client.clone(), view.clone(), name));
@@ -293,6 +296,7 @@ async fn context(client: Client, settings: Settings, view: View, metrics: Arc<Me
         written: std::sync::Mutex::default(),
         pulls: crate::images::pulls::PullFailures::default(),
         healer: std::sync::Mutex::default(),
+        ledgers: plan::Ledgers::default(),
     })
 }
 
@@ -332,7 +336,7 @@ pub fn requeue_after(status: &crate::api::RegistryProfileStatus, now: jiff::Time
     let failing_since = status
         .conditions
         .iter()
-        .filter(|c| c.type_ == status::READY && c.status != "True")
+        .filter(|c| c.type_ == crate::api::conditions::READY && c.status != crate::api::conditions::TRUE)
         .map(|c| c.last_transition_time.0)
         .next();
     match failing_since {

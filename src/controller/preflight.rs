@@ -14,6 +14,7 @@ use crate::api::{RegistryTls, Validation};
 use crate::credentials::DockerConfig;
 use crate::registry::config_key;
 use crate::registry::preflight::{self, Failure, Options, Reason, Report};
+use crate::resolve::Preflight;
 use crate::state::Dirty;
 
 /// The longest one preflight may run before it is reported as unreachable.
@@ -34,6 +35,17 @@ impl State {
         match self {
             Self::Current(v) => Some(v),
             Self::Pending { previous } => previous.as_ref(),
+        }
+    }
+
+    /// What it says to a profile that withholds its Secrets until the preflight passes (see
+    /// [`crate::resolve::withheld`]).
+    pub fn word(&self) -> Preflight {
+        match self {
+            Self::Current(v) => {
+                v.failure().map_or(Preflight::Passed, |f| Preflight::Failed { reason: f.reason.clone() })
+            }
+            Self::Pending { .. } => Preflight::Pending,
         }
     }
 }

@@ -3,27 +3,15 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
+use crate::api::conditions::{
+    ANONYMOUS, CONFLICT, CREDENTIALS_RESOLVED, CREDENTIALS_VALID, DELETIONS_HELD, FALSE, IMAGES_VERIFIED, NOT_REQUIRED,
+    READY, REASON_READY, RESOLVED, SECRETS_SYNCED, SYNCED, TRUE, WRITE_FAILED,
+};
 use crate::api::{NamespaceFailure, RegistryProfileStatus};
-
-pub const READY: &str = "Ready";
-pub const CREDENTIALS_RESOLVED: &str = "CredentialsResolved";
-pub const SECRETS_SYNCED: &str = "SecretsSynced";
-/// Present (and `True`) only while the deletion guard holds deletions ([`crate::secrets::guard`]).
-pub const DELETIONS_HELD: &str = "DeletionsHeld";
+use crate::resolve::Report;
 
 /// At most this many failed namespaces are listed in status.
 pub const MAX_FAILURES_LISTED: usize = 20;
-
-/// How the credentials of a profile resolved.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum CredentialsOutcome {
-    /// Resolved from the named source.
-    Resolved { source: String },
-    /// Anonymous access: no Secret is written.
-    Anonymous,
-    /// Could not be resolved: `reason` is the condition reason.
-    Failed { reason: String, message: String },
-}
 
 /// How the namespaces were synced.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -53,7 +41,7 @@ pub struct StatusEvent {
 fn condition(type_: &str, ok: bool, reason: &str, message: String, generation: Option<i64>, now: &Time) -> Condition {
     Condition {
         type_: type_.into(),
-        status: if ok { "True" } else { "False" }.into(),
+        status: if ok { TRUE } else { FALSE }.into(),
         reason: reason.into(),
         message,
         observed_generation: generation,
@@ -65,7 +53,7 @@ fn condition(type_: &str, ok: bool, reason: &str, message: String, generation: O
 /// hold the Secret (`failures`: the first of `failed_count` that do not).
 fn synced_condition(
     sync: &SyncOutcome,
-    credentials: &CredentialsOutcome,
+    credentials: &Report,
     selected: i32,
     failures: &[NamespaceFailure],
     failed_count: usize,
@@ -76,10 +64,10 @@ fn synced_condition(
         (SyncOutcome::Skipped { reason, message }, _) => {
             condition(SECRETS_SYNCED, false, reason, message.clone(), generation, now)
         }
-        (_, CredentialsOutcome::Anonymous) => condition(
+        (_, Report::Anonymous) => condition(
             SECRETS_SYNCED,
             true,
-            "NotRequired",
+            NOT_REQUIRED,
             "anonymous access: no Secret is needed".into(),
             generation,
             now,
@@ -87,7 +75,7 @@ fn synced_condition(
         _ if failed_count == 0 => condition(
             SECRETS_SYNCED,
             true,
-            "Synced",
+            SYNCED,
             if selected == 0 {
                 "no namespace is selected".into()
             } else {
@@ -97,7 +85,7 @@ fn synced_condition(
             now,
         ),
         _ => {
-            let reason = if failures.iter().all(|f| f.reason == "Conflict") { "Conflict" } else { "WriteFailed" };
+            let reason = if failures.iter().all(|f| f.reason == CONFLICT) { CONFLICT } else { WRITE_FAILED };
             let names: Vec<&str> = failures.iter().take(5).map(|f| f.namespace.as_str()).collect();
             condition(
                 SECRETS_SYNCED,
@@ -115,38 +103,71 @@ fn synced_condition(
     }
 }
 
+/// The `CredentialsResolved` condition.
+fn credentials_condition(credentials: &Report, generation: Option<i64>, now: &Time) -> Condition {
+    match credentials {
+        Report::Resolved { source } => {
+            condition(CREDENTIALS_RESOLVED, true, RESOLVED, format!("credentials read from {source}"), generation, now)
+        }
+        Report::Anonymous => {
+            let message = "anonymous access: no Secret is written".into();
+            condition(CREDENTIALS_RESOLVED, true, ANONYMOUS, message, generation, now)
+        }
+        Report::Failed { reason, message } => {
+            condition(CREDENTIALS_RESOLVED, false, reason, message.clone(), generation, now)
+        }
+    }
+}
+
+/// The `DeletionsHeld` condition: said while held; a sync that was skipped leaves the previous word on them
+/// standing.
+fn held_condition(
+    sync: &SyncOutcome,
+    previous: Option<&RegistryProfileStatus>,
+    generation: Option<i64>,
+    now: &Time,
+) -> Option<Condition> {
+    match sync {
+        SyncOutcome::Synced { held, .. } => {
+            held.as_ref().map(|h| condition(DELETIONS_HELD, true, DELETIONS_HELD, h.message.clone(), generation, now))
+        }
+        SyncOutcome::Skipped { .. } => {
+            previous.and_then(|p| p.conditions.iter().find(|c| c.type_ == DELETIONS_HELD)).cloned()
+        }
+    }
+}
+
+/// The registry preflight's conditions: `CredentialsValid`, `ImagesVerified`.
+fn checked_conditions(verdict: &super::checks::Verdict, generation: Option<i64>, now: &Time) -> Vec<Condition> {
+    [(CREDENTIALS_VALID, &verdict.credentials), (IMAGES_VERIFIED, &verdict.images)]
+        .map(|(type_, o)| condition(type_, o.ok, &o.reason, o.message.clone(), generation, now))
+        .into()
+}
+
+/// A condition keeps its `lastTransitionTime` while its status stays the same.
+fn keep_transition_times(conditions: &mut [Condition], previous: Option<&RegistryProfileStatus>) {
+    let Some(prev) = previous else { return };
+    for c in conditions {
+        if let Some(old) = prev.conditions.iter().find(|o| o.type_ == c.type_)
+            && old.status == c.status
+        {
+            c.last_transition_time = old.last_transition_time.clone();
+        }
+    }
+}
+
 /// Computes the status. A condition keeps its `lastTransitionTime` while its status stays the same, so a
 /// reconcile that changes nothing produces a status equal to the previous one (and no write).
 pub fn compute(
     previous: Option<&RegistryProfileStatus>,
     generation: Option<i64>,
     registry: Option<String>,
-    credentials: &CredentialsOutcome,
+    credentials: &Report,
     sync: &SyncOutcome,
     checks: Option<&super::checks::Verdict>,
     now: Time,
 ) -> RegistryProfileStatus {
-    let creds = match credentials {
-        CredentialsOutcome::Resolved { source } => condition(
-            CREDENTIALS_RESOLVED,
-            true,
-            "Resolved",
-            format!("credentials read from {source}"),
-            generation,
-            &now,
-        ),
-        CredentialsOutcome::Anonymous => condition(
-            CREDENTIALS_RESOLVED,
-            true,
-            "Anonymous",
-            "anonymous access: no Secret is written".into(),
-            generation,
-            &now,
-        ),
-        CredentialsOutcome::Failed { reason, message } => {
-            condition(CREDENTIALS_RESOLVED, false, reason, message.clone(), generation, &now)
-        }
-    };
+    let creds = credentials_condition(credentials, generation, &now);
     let (selected, synced, mut failures) = match sync {
         SyncOutcome::Synced { selected, synced, failures, .. } => (*selected, *synced, failures.clone()),
         SyncOutcome::Skipped { .. } => {
@@ -158,40 +179,18 @@ pub fn compute(
     let failed_count = failures.len();
     failures.truncate(MAX_FAILURES_LISTED);
     let synced_cond = synced_condition(sync, credentials, selected, &failures, failed_count, generation, &now);
-    let checked: Vec<Condition> = checks
-        .iter()
-        .flat_map(|v| {
-            [(super::checks::CREDENTIALS_VALID, &v.credentials), (super::checks::IMAGES_VERIFIED, &v.images)]
-                .map(|(type_, o)| condition(type_, o.ok, &o.reason, o.message.clone(), generation, &now))
-        })
-        .collect();
-    // Held deletions: said while held; a sync that was skipped leaves the previous word on them standing.
-    let held = match sync {
-        SyncOutcome::Synced { held, .. } => {
-            held.as_ref().map(|h| condition(DELETIONS_HELD, true, DELETIONS_HELD, h.message.clone(), generation, &now))
-        }
-        SyncOutcome::Skipped { .. } => {
-            previous.and_then(|p| p.conditions.iter().find(|c| c.type_ == DELETIONS_HELD)).cloned()
-        }
-    };
-    let failed = [&creds, &synced_cond].into_iter().chain(checked.iter()).find(|c| c.status != "True");
+    let checked = checks.map(|v| checked_conditions(v, generation, &now)).unwrap_or_default();
+    let held = held_condition(sync, previous, generation, &now);
+    let failed = [&creds, &synced_cond].into_iter().chain(checked.iter()).find(|c| c.status != TRUE);
     // The profile is not at its desired state while deletions are held: Ready says so (after any failure).
     let ready = match failed.or(held.as_ref()) {
-        None => condition(READY, true, "Ready", "credentials are in place".into(), generation, &now),
+        None => condition(READY, true, REASON_READY, "credentials are in place".into(), generation, &now),
         Some(c) => condition(READY, false, &c.reason, c.message.clone(), generation, &now),
     };
     let mut conditions = vec![ready, creds, synced_cond];
     conditions.extend(checked);
     conditions.extend(held);
-    if let Some(prev) = previous {
-        for c in &mut conditions {
-            if let Some(old) = prev.conditions.iter().find(|o| o.type_ == c.type_)
-                && old.status == c.status
-            {
-                c.last_transition_time = old.last_transition_time.clone();
-            }
-        }
-    }
+    keep_transition_times(&mut conditions, previous);
     RegistryProfileStatus {
         observed_generation: generation,
         conditions,
@@ -215,6 +214,27 @@ pub fn compute(
     }
 }
 
+/// Whether `next` differs from `previous` in its counts alone: the namespaces selected, synced and failed, the
+/// ServiceAccounts listing the Secret, and the condition messages that give them. Such a change may wait a moment before it is written; any other (a
+/// condition's status or reason, the generation, the preflight's verdict, a token's times) may not.
+pub fn counts_only(previous: &RegistryProfileStatus, next: &RegistryProfileStatus) -> bool {
+    let without_counts = |s: &RegistryProfileStatus| {
+        let mut s = s.clone();
+        s.selected_namespaces = 0;
+        s.synced_namespaces = 0;
+        s.sync_summary = None;
+        s.failed_namespaces.clear();
+        s.service_accounts = s.service_accounts.map(|_| 0);
+        for c in &mut s.conditions {
+            if c.type_ == SECRETS_SYNCED || c.type_ == READY {
+                c.message.clear();
+            }
+        }
+        s
+    };
+    previous != next && without_counts(previous) == without_counts(next)
+}
+
 /// Events for every condition whose status or reason changed, and for held deletions whenever the profile's
 /// generation changed (the confirmation their message asks for names it).
 pub fn events(previous: Option<&RegistryProfileStatus>, next: &RegistryProfileStatus) -> Vec<StatusEvent> {
@@ -229,9 +249,9 @@ pub fn events(previous: Option<&RegistryProfileStatus>, next: &RegistryProfileSt
             })
         })
         // Ready repeats the reason of the condition that failed; one Event per cause is enough.
-        .filter(|c| c.type_ != READY || c.status == "True")
+        .filter(|c| c.type_ != READY || c.status == TRUE)
         .map(|c| StatusEvent {
-            warning: c.status != "True" || c.type_ == DELETIONS_HELD,
+            warning: c.status != TRUE || c.type_ == DELETIONS_HELD,
             reason: c.reason.clone(),
             note: c.message.clone(),
         })
@@ -241,13 +261,14 @@ pub fn events(previous: Option<&RegistryProfileStatus>, next: &RegistryProfileSt
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::conditions::CREDENTIALS_UNAVAILABLE;
 
     fn at(secs: i64) -> Time {
         Time(jiff::Timestamp::from_second(secs).unwrap())
     }
 
-    fn resolved() -> CredentialsOutcome {
-        CredentialsOutcome::Resolved { source: "Secret regcred/creds".into() }
+    fn resolved() -> Report {
+        Report::Resolved { source: "Secret regcred/creds".into() }
     }
 
     fn synced(selected: i32, failures: Vec<NamespaceFailure>) -> SyncOutcome {
@@ -266,7 +287,7 @@ mod tests {
     #[test]
     fn all_good_is_ready() {
         let s = compute(None, Some(2), Some("r.io".into()), &resolved(), &synced(3, vec![]), None, at(10));
-        assert_eq!(cond(&s, READY).status, "True");
+        assert_eq!(cond(&s, READY).status, TRUE);
         assert_eq!(s.sync_summary.as_deref(), Some("3/3"));
         assert_eq!(s.observed_generation, Some(2));
         let ev = events(None, &s);
@@ -284,12 +305,12 @@ mod tests {
     #[test]
     fn a_credential_failure_names_its_reason_everywhere_and_keeps_the_counts() {
         let first = compute(None, Some(1), None, &resolved(), &synced(3, vec![]), None, at(10));
-        let failed = CredentialsOutcome::Failed { reason: "SecretNotFound".into(), message: "gone".into() };
-        let skipped = SyncOutcome::Skipped { reason: "CredentialsUnavailable".into(), message: "kept".into() };
+        let failed = Report::Failed { reason: "SecretNotFound".into(), message: "gone".into() };
+        let skipped = SyncOutcome::Skipped { reason: CREDENTIALS_UNAVAILABLE.into(), message: "kept".into() };
         let s = compute(Some(&first), Some(1), None, &failed, &skipped, None, at(20));
         assert_eq!(cond(&s, READY).reason, "SecretNotFound");
         assert_eq!(cond(&s, READY).last_transition_time, at(20));
-        assert_eq!(cond(&s, SECRETS_SYNCED).reason, "CredentialsUnavailable");
+        assert_eq!(cond(&s, SECRETS_SYNCED).reason, CREDENTIALS_UNAVAILABLE);
         assert_eq!(s.selected_namespaces, 3);
         let ev = events(Some(&first), &s);
         assert_eq!(ev.len(), 2);
@@ -299,15 +320,11 @@ mod tests {
     #[test]
     fn conflicts_are_listed_and_bounded() {
         let failures: Vec<_> = (0..30)
-            .map(|i| NamespaceFailure {
-                namespace: format!("ns-{i:02}"),
-                reason: "Conflict".into(),
-                message: "m".into(),
-            })
+            .map(|i| NamespaceFailure { namespace: format!("ns-{i:02}"), reason: CONFLICT.into(), message: "m".into() })
             .collect();
         let s = compute(None, None, None, &resolved(), &synced(40, failures), None, at(1));
-        assert_eq!(cond(&s, SECRETS_SYNCED).reason, "Conflict");
-        assert_eq!(cond(&s, READY).status, "False");
+        assert_eq!(cond(&s, SECRETS_SYNCED).reason, CONFLICT);
+        assert_eq!(cond(&s, READY).status, FALSE);
         assert_eq!(s.failed_namespaces.len(), MAX_FAILURES_LISTED);
         assert_eq!(s.sync_summary.as_deref(), Some("10/40"));
         assert!(cond(&s, SECRETS_SYNCED).message.starts_with("30 of 40"));
@@ -315,18 +332,11 @@ mod tests {
 
     #[test]
     fn anonymous_is_ready_without_secrets() {
-        let s = compute(
-            None,
-            None,
-            Some("mcr.microsoft.com".into()),
-            &CredentialsOutcome::Anonymous,
-            &synced(0, vec![]),
-            None,
-            at(1),
-        );
-        assert_eq!(cond(&s, READY).status, "True");
-        assert_eq!(cond(&s, CREDENTIALS_RESOLVED).reason, "Anonymous");
-        assert_eq!(cond(&s, SECRETS_SYNCED).reason, "NotRequired");
+        let s =
+            compute(None, None, Some("mcr.microsoft.com".into()), &Report::Anonymous, &synced(0, vec![]), None, at(1));
+        assert_eq!(cond(&s, READY).status, TRUE);
+        assert_eq!(cond(&s, CREDENTIALS_RESOLVED).reason, ANONYMOUS);
+        assert_eq!(cond(&s, SECRETS_SYNCED).reason, NOT_REQUIRED);
     }
 
     #[test]
@@ -339,9 +349,9 @@ mod tests {
         };
         let before = compute(None, Some(1), None, &resolved(), &synced(5, vec![]), None, at(1));
         let s = compute(Some(&before), Some(2), None, &resolved(), &held("5 Secrets ..."), None, at(2));
-        assert_eq!(cond(&s, DELETIONS_HELD).status, "True");
-        assert_eq!((cond(&s, READY).status.as_str(), cond(&s, READY).reason.as_str()), ("False", DELETIONS_HELD));
-        assert_eq!(cond(&s, SECRETS_SYNCED).status, "True", "what is selected is synced");
+        assert_eq!(cond(&s, DELETIONS_HELD).status, TRUE);
+        assert_eq!((cond(&s, READY).status.as_str(), cond(&s, READY).reason.as_str()), (FALSE, DELETIONS_HELD));
+        assert_eq!(cond(&s, SECRETS_SYNCED).status, TRUE, "what is selected is synced");
         let ev = events(Some(&before), &s);
         assert_eq!(ev.len(), 1, "{ev:?}");
         assert!(ev[0].warning && ev[0].reason == DELETIONS_HELD && ev[0].note == "5 Secrets ...");
@@ -350,8 +360,8 @@ mod tests {
         let again = compute(Some(&s), Some(2), None, &resolved(), &held("6 Secrets ..."), None, at(3));
         assert!(events(Some(&s), &again).is_empty());
         // A skipped sync keeps the word on them.
-        let skipped = SyncOutcome::Skipped { reason: "CredentialsUnavailable".into(), message: "m".into() };
-        let failed = CredentialsOutcome::Failed { reason: "SecretNotFound".into(), message: "m".into() };
+        let skipped = SyncOutcome::Skipped { reason: CREDENTIALS_UNAVAILABLE.into(), message: "m".into() };
+        let failed = Report::Failed { reason: "SecretNotFound".into(), message: "m".into() };
         let kept = compute(Some(&again), Some(2), None, &failed, &skipped, None, at(4));
         assert_eq!(cond(&kept, DELETIONS_HELD).message, "6 Secrets ...");
         assert_eq!(cond(&kept, READY).reason, "SecretNotFound", "a failure comes first");
@@ -361,7 +371,7 @@ mod tests {
         // Released (confirmed, or reverted): the condition goes and the profile is Ready.
         let released = compute(Some(&edited), Some(3), None, &resolved(), &synced(5, vec![]), None, at(6));
         assert!(released.conditions.iter().all(|c| c.type_ != DELETIONS_HELD));
-        assert_eq!(cond(&released, READY).status, "True");
+        assert_eq!(cond(&released, READY).status, TRUE);
     }
 
     #[test]
@@ -369,12 +379,28 @@ mod tests {
         use crate::controller::requeue_after;
         let healthy = compute(None, None, None, &resolved(), &synced(1, vec![]), None, at(0));
         assert_eq!(requeue_after(&healthy, jiff::Timestamp::from_second(1000).unwrap()).as_secs(), 600);
-        let failed = CredentialsOutcome::Failed { reason: "SecretNotFound".into(), message: "m".into() };
-        let skipped = SyncOutcome::Skipped { reason: "CredentialsUnavailable".into(), message: "m".into() };
+        let failed = Report::Failed { reason: "SecretNotFound".into(), message: "m".into() };
+        let skipped = SyncOutcome::Skipped { reason: CREDENTIALS_UNAVAILABLE.into(), message: "m".into() };
         let failing = compute(None, None, None, &failed, &skipped, None, at(0));
         let after = |secs| requeue_after(&failing, jiff::Timestamp::from_second(secs).unwrap()).as_secs();
         assert_eq!(after(1), 5);
         assert_eq!(after(60), 30);
         assert_eq!(after(100_000), 300);
+    }
+
+    #[test]
+    fn a_change_of_counts_alone_is_told_from_any_other() {
+        let three = compute(None, Some(1), None, &resolved(), &synced(3, vec![]), None, at(10));
+        let four = compute(Some(&three), Some(1), None, &resolved(), &synced(4, vec![]), None, at(20));
+        assert!(counts_only(&three, &four), "a new namespace");
+        assert!(!counts_only(&three, &three), "no change at all");
+        let conflict = NamespaceFailure { namespace: "n".into(), reason: CONFLICT.into(), message: "m".into() };
+        let failing = compute(Some(&four), Some(1), None, &resolved(), &synced(4, vec![conflict]), None, at(30));
+        assert!(!counts_only(&four, &failing), "SecretsSynced and Ready turned False");
+        let edited = compute(Some(&four), Some(2), None, &resolved(), &synced(4, vec![]), None, at(30));
+        assert!(!counts_only(&four, &edited), "a new generation");
+        let mut refreshed = four.clone();
+        refreshed.expires_at = Some(at(99));
+        assert!(!counts_only(&four, &refreshed), "a token's expiry");
     }
 }

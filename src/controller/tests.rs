@@ -16,6 +16,10 @@ use serde_json::{Value, json};
 use super::events::{Recorder, Reporter};
 use super::{Context, Settings, preflight, reconcile};
 use crate::api::RegistryProfile;
+use crate::api::conditions::{
+    AWAITING_PREFLIGHT, CHECKS_CHECKING, CREDENTIALS_RESOLVED, CREDENTIALS_UNAVAILABLE, DELETIONS_HELD, FALSE,
+    SECRETS_SYNCED,
+};
 use crate::secrets::WriteBudget;
 use crate::state::View;
 use crate::state::managed::WatchedSecret;
@@ -145,6 +149,7 @@ fn scene(namespaces: &[&str]) -> Scene {
         healer: std::sync::Mutex::default(),
         writes: WriteBudget::new(8),
         pulls: crate::images::pulls::PullFailures::default(),
+        ledgers: super::plan::Ledgers::default(),
     });
     Scene { api, view, feeds, ctx }
 }
@@ -230,10 +235,10 @@ async fn unresolved_credentials_write_no_secret_and_say_why_in_status() {
     let seen = s.reconcile(&p).await;
     assert_eq!(summary(&seen), ["PATCH /apis/regcred.dev/v1alpha1/registryprofiles/p/status"]);
     let conditions = seen[0].body["status"]["conditions"].as_array().unwrap();
-    let resolved = conditions.iter().find(|c| c["type"] == "CredentialsResolved").unwrap();
-    assert_eq!((resolved["status"].as_str(), resolved["reason"].as_str()), (Some("False"), Some("SecretNotFound")));
-    let synced = conditions.iter().find(|c| c["type"] == "SecretsSynced").unwrap();
-    assert_eq!(synced["reason"], "CredentialsUnavailable");
+    let resolved = conditions.iter().find(|c| c["type"] == CREDENTIALS_RESOLVED).unwrap();
+    assert_eq!((resolved["status"].as_str(), resolved["reason"].as_str()), (Some(FALSE), Some("SecretNotFound")));
+    let synced = conditions.iter().find(|c| c["type"] == SECRETS_SYNCED).unwrap();
+    assert_eq!(synced["reason"], CREDENTIALS_UNAVAILABLE);
 }
 
 #[tokio::test]
@@ -245,6 +250,8 @@ async fn a_deselected_namespace_loses_only_the_secret_the_profile_owns() {
     let mut b = namespace("b");
     b.metadata.labels = None;
     s.view.namespaces().apply(&Event::Apply(b));
+    // As the namespace watch does: the profile is marked for that namespace.
+    s.view.dirty().note(&["p".to_owned()], "b");
     let seen = s.reconcile(&p).await;
     let deletes: Vec<String> = summary(&seen).into_iter().filter(|r| r.starts_with("DELETE")).collect();
     assert_eq!(deletes, ["DELETE /api/v1/namespaces/b/secrets/pull"]);
@@ -268,7 +275,7 @@ async fn a_pending_preflight_never_holds_up_the_secrets_unless_withheld() {
     let seen = s.reconcile(&p).await;
     assert!(summary(&seen).contains(&"POST /api/v1/namespaces/a/secrets".to_owned()), "{:?}", summary(&seen));
     let status = &seen.iter().find(|r| r.path.ends_with("/status")).unwrap().body["status"];
-    assert_eq!(status["checks"], "Checking");
+    assert_eq!(status["checks"], CHECKS_CHECKING);
 
     let mut withheld = report;
     withheld["validation"]["onFailure"] = json!("Withhold");
@@ -280,8 +287,8 @@ async fn a_pending_preflight_never_holds_up_the_secrets_unless_withheld() {
     let seen = s.reconcile(&q).await;
     assert_eq!(summary(&seen), ["PATCH /apis/regcred.dev/v1alpha1/registryprofiles/q/status"]);
     let conditions = seen[0].body["status"]["conditions"].as_array().unwrap();
-    let synced = conditions.iter().find(|c| c["type"] == "SecretsSynced").unwrap();
-    assert_eq!(synced["reason"], "AwaitingPreflight");
+    let synced = conditions.iter().find(|c| c["type"] == SECRETS_SYNCED).unwrap();
+    assert_eq!(synced["reason"], AWAITING_PREFLIGHT);
 }
 
 #[tokio::test]
@@ -302,7 +309,7 @@ async fn a_renamed_secret_name_writes_the_new_secrets_and_holds_the_old_ones_unt
     let created: Vec<String> = namespaces.iter().map(|ns| format!("POST /api/v1/namespaces/{ns}/secrets")).collect();
     assert_eq!(writes, created, "the new names are written, the old ones kept");
     let status = &seen.iter().find(|r| r.path.ends_with("/status")).unwrap().body["status"];
-    let held = status["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "DeletionsHeld").unwrap();
+    let held = status["conditions"].as_array().unwrap().iter().find(|c| c["type"] == DELETIONS_HELD).unwrap();
     assert!(held["message"].as_str().unwrap().contains("4 under a former secretName"), "{held}");
     assert!(
         namespaces.iter().all(|ns| s.view.managed().contains(ns, "pull") && s.view.managed().contains(ns, "pull-new"))
@@ -322,5 +329,81 @@ async fn a_renamed_secret_name_writes_the_new_secrets_and_holds_the_old_ones_unt
     let old: Vec<String> = namespaces.iter().map(|ns| format!("DELETE /api/v1/namespaces/{ns}/secrets/pull")).collect();
     assert_eq!(deletes, old);
     let status = &seen.iter().find(|r| r.path.ends_with("/status")).unwrap().body["status"];
-    assert!(status["conditions"].as_array().unwrap().iter().all(|c| c["type"] != "DeletionsHeld"), "{status}");
+    assert!(status["conditions"].as_array().unwrap().iter().all(|c| c["type"] != DELETIONS_HELD), "{status}");
+}
+
+#[tokio::test]
+async fn a_new_namespace_is_planned_alone_and_its_count_waits_for_the_settle_window() {
+    let mut s = scene(&["a", "b"]);
+    s.put_source(source("creds", "pw1"));
+    let p = s.put_profile(&profile(spec()));
+    s.reconcile(&p).await;
+    // Behind the reconcile's back (no watch event marks it), a's Secret leaves the view: a plan of what changed
+    // does not look at a, so nothing is written there.
+    let gone: WatchedSecret = serde_json::from_value(json!({"metadata": {"name": "pull", "namespace": "a"}})).unwrap();
+    s.view.managed().apply(&Event::Delete(gone));
+    s.view.namespaces().apply(&Event::Apply(namespace("c")));
+    s.view.dirty().note(&["p".to_owned()], "c");
+    let seen = s.reconcile(&p).await;
+    assert_eq!(summary(&seen), ["POST /api/v1/namespaces/c/secrets"], "the count waits: no status write yet");
+    assert_eq!(summary(&s.reconcile(&p).await), Vec::<String>::new(), "still within the window");
+
+    // Once the window has passed since the last status write, the count is written, and only then.
+    for (_, at) in s.ctx.written.lock().unwrap().values_mut() {
+        *at = at.checked_sub(super::reconcile::STATUS_SETTLE).unwrap();
+    }
+    let seen = s.reconcile(&p).await;
+    assert_eq!(summary(&seen), ["PATCH /apis/regcred.dev/v1alpha1/registryprofiles/p/status"]);
+    assert_eq!(seen[0].body["status"]["syncSummary"], "3/3");
+
+    // A relist: every namespace is planned again, and a's Secret comes back.
+    s.view.dirty().mark_everything(["p".to_owned()]);
+    let seen = s.reconcile(&p).await;
+    assert_eq!(summary(&seen), ["POST /api/v1/namespaces/a/secrets"]);
+}
+
+#[tokio::test]
+async fn in_service_account_mode_a_new_namespace_and_its_account_are_planned_alone_too() {
+    let account = |ns: &str| -> k8s_openapi::api::core::v1::ServiceAccount {
+        serde_json::from_value(json!({"metadata": {"name": "default", "namespace": ns, "resourceVersion": "1"}}))
+            .unwrap()
+    };
+    let mut s = scene(&["a"]);
+    s.put_source(source("creds", "pw1"));
+    let mut with_accounts = spec();
+    with_accounts["serviceAccounts"] = json!({"names": ["default"]});
+    let p = s.put_profile(&profile(with_accounts));
+    s.view.service_accounts().apply(&Event::Apply(account("a")));
+    let mut seen = summary(&s.reconcile(&p).await);
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            "PATCH /api/v1/namespaces/a/serviceaccounts/default",
+            "PATCH /apis/regcred.dev/v1alpha1/registryprofiles/p/status",
+            "POST /api/v1/namespaces/a/secrets",
+        ]
+    );
+    // The account's watch would show the patch; here the cache is told.
+    let mut listed = account("a");
+    listed.image_pull_secrets = Some(vec![k8s_openapi::api::core::v1::LocalObjectReference { name: "pull".into() }]);
+    listed.metadata.annotations =
+        Some([(crate::state::service_accounts::RECORD_ANNOTATION.to_owned(), "p=pull".to_owned())].into());
+    s.view.service_accounts().apply(&Event::Apply(listed));
+
+    s.view.namespaces().apply(&Event::Apply(namespace("b")));
+    s.view.service_accounts().apply(&Event::Apply(account("b")));
+    s.view.dirty().note(&["p".to_owned()], "b");
+    let mut seen = summary(&s.reconcile(&p).await);
+    seen.sort();
+    assert_eq!(
+        seen,
+        ["PATCH /api/v1/namespaces/b/serviceaccounts/default", "POST /api/v1/namespaces/b/secrets"],
+        "b alone; the count of accounts waits with the rest"
+    );
+    for (_, at) in s.ctx.written.lock().unwrap().values_mut() {
+        *at = at.checked_sub(super::reconcile::STATUS_SETTLE).unwrap();
+    }
+    let seen = s.reconcile(&p).await;
+    assert_eq!(seen[0].body["status"]["serviceAccounts"], 2, "{:?}", summary(&seen));
 }

@@ -71,14 +71,13 @@ impl Refresher {
         Self { entries: Mutex::default(), on_change, fraction, identity, counts: MintCounts::default() }
     }
 
-    /// The profile's token state. Starts minting if the profile has no task yet, or restarts it if its source
-    /// changed (a rotated key, another role): a token minted from an old source is never served for a new one.
-    pub fn snapshot(&self, profile: &str, source: &TokenSource) -> Snapshot {
+    /// Makes sure a task mints for `profile` from `source`: starts one if the profile has none, or restarts it if
+    /// its source changed (a rotated key, another role), so a token minted from an old source is never served for a
+    /// new one. Read what it minted with [`Refresher::peek`].
+    pub fn ensure_minting(&self, profile: &str, source: &TokenSource) {
         let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(e) = entries.get(profile)
-            && &e.source == source
-        {
-            return e.snapshot.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        if entries.get(profile).is_some_and(|e| &e.source == source) {
+            return;
         }
         let snapshot = Arc::new(Mutex::new(Snapshot::default()));
         let task = tokio::spawn(run(
@@ -91,10 +90,9 @@ impl Refresher {
             self.counts.clone(),
         ));
         entries.insert(profile.to_owned(), Entry { source: source.clone(), snapshot, task });
-        Snapshot::default()
     }
 
-    /// The profile's token state without starting anything (`None`: not minting).
+    /// The profile's token state, starting nothing (`None`: no task mints for it on this replica).
     pub fn peek(&self, profile: &str) -> Option<Snapshot> {
         let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
         entries.get(profile).map(|e| e.snapshot.lock().unwrap_or_else(PoisonError::into_inner).clone())

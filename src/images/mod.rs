@@ -164,10 +164,10 @@ pub fn target(
     image: &str,
     now: jiff::Timestamp,
 ) -> Result<Lookup, String> {
-    let credentials = match crate::resolve::in_force(profile, meaning.registry.as_deref(), sources, snapshot, now) {
-        Ok(Some((config, _))) => {
-            Some(config.login(key).ok_or_else(|| format!("the profile's credentials have no entry for {key}"))?)
-        }
+    let credentials = match crate::resolve::in_force(profile, meaning, sources, snapshot, now).content {
+        Ok(Some(content)) => Some(
+            content.config.login(key).ok_or_else(|| format!("the profile's credentials have no entry for {key}"))?,
+        ),
         Ok(None) => None,
         Err(u) => return Err(format!("the profile's credentials do not resolve ({}): {}", u.reason, u.message)),
     };

@@ -9,7 +9,6 @@ use kube::ResourceExt;
 use crate::api::{Provider, RegistryProfile};
 use crate::credentials::ecr::{PUBLIC_REGION, known_region, region_of_host};
 use crate::credentials::gcp::{DEFAULT_STS_URL, default_token_audience, impersonation_url};
-use crate::credentials::refresher::Snapshot;
 use crate::credentials::tokens::{
     AcrSource, AwsKeys, AzureCredential, EcrSource, EndpointTls, GcpAuth, GcpExternal, GcpSource, QuaySource,
     TokenSource,
@@ -46,7 +45,7 @@ pub struct Unresolved {
     pub message: String,
 }
 
-fn unresolved(reason: &str, message: impl Into<String>) -> Unresolved {
+pub(super) fn unresolved(reason: &str, message: impl Into<String>) -> Unresolved {
     Unresolved { reason: reason.into(), message: message.into() }
 }
 
@@ -124,45 +123,6 @@ pub fn source(profile: &RegistryProfile, registry: Option<&str>, sources: &impl 
     let from = format!("{}/{}", sources.namespace(), secret_ref.name);
     let config = dockerconfig_from_source(&from, &data, profile.spec.provider, &config_key(registry))?;
     Ok(Source::Static { config, from: format!("Secret {from}") })
-}
-
-/// What a token-source profile writes now, from its refresher's state: the last good token (and when it
-/// expires) unless it has expired while minting fails.
-pub fn current(snapshot: &Snapshot, now: jiff::Timestamp) -> Result<(DockerConfig, jiff::Timestamp), Unresolved> {
-    match (&snapshot.token, &snapshot.error) {
-        // The newest token minting could give: written even if it claims to be expired already (the refresher
-        // then mints again at its minimum interval).
-        (Some(t), None) => Ok((t.config.clone(), t.expires_at)),
-        // Minting fails: the last good token serves until it expires.
-        (Some(t), Some(_)) if t.expires_at > now => Ok((t.config.clone(), t.expires_at)),
-        (_, Some(e)) => Err(unresolved(e.reason, e.message.clone())),
-        (None, None) => Err(unresolved("Minting", "minting the first token")),
-    }
-}
-
-/// What `profile`'s Secrets hold now, and until when (tokens only); `None` for anonymous access. A static source
-/// is read from `sources`; a token from the refresher's `snapshot` on the leader, otherwise (another replica, or
-/// while a mint fails) from the copy the leader keeps in regcred's own namespace.
-pub fn in_force(
-    profile: &RegistryProfile,
-    registry: Option<&str>,
-    sources: &impl Sources,
-    snapshot: Option<&Snapshot>,
-    now: jiff::Timestamp,
-) -> Result<Option<(DockerConfig, Option<jiff::Timestamp>)>, Unresolved> {
-    let copy = || token_copy(profile, sources);
-    let minting = || unresolved("Minting", "no token has been minted yet");
-    match source(profile, registry, sources) {
-        Ok(Source::Anonymous) => Ok(None),
-        Ok(Source::Static { config, .. }) => Ok(Some((config, None))),
-        Ok(Source::Token(_)) => match snapshot.map(|s| current(s, now)) {
-            Some(Ok((config, expires_at))) => Ok(Some((config, Some(expires_at)))),
-            Some(Err(u)) => copy().map(Some).ok_or(u),
-            None => copy().map(Some).ok_or_else(minting),
-        },
-        Err(u) if mints_tokens(profile) => copy().map(Some).ok_or(u),
-        Err(u) => Err(u),
-    }
 }
 
 /// The current token of `profile` as the leader keeps it in regcred's own namespace. Never read from the
@@ -387,7 +347,6 @@ fn acr_source(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::credentials::tokens::{MintError, Minted};
     use crate::resolve::tests::profile;
     use k8s_openapi::ByteString;
 
@@ -505,23 +464,6 @@ mod tests {
         assert!(matches!(source(&both, None, &srcs), Ok(Source::Token(TokenSource::Ecr(_)))));
         let anon = profile("a", serde_json::json!({"provider": "mcr", "credentials": {"anonymous": true}}));
         assert_eq!(source(&anon, Some("mcr.microsoft.com"), &srcs), Ok(Source::Anonymous));
-    }
-
-    #[test]
-    fn the_last_good_token_serves_until_it_expires() {
-        let now = jiff::Timestamp::now();
-        let minted = |secs: i64| Minted {
-            config: crate::credentials::render("r", "u", "p"),
-            expires_at: now.checked_add(jiff::SignedDuration::from_secs(secs)).unwrap(),
-        };
-        let error = Some(MintError::new("AccessDenied", "no"));
-        let fresh = Snapshot { token: Some(minted(3600)), ..Default::default() };
-        assert!(current(&fresh, now).is_ok());
-        let failing = Snapshot { token: Some(minted(3600)), error: error.clone(), ..Default::default() };
-        assert!(current(&failing, now).is_ok(), "a failing refresh keeps the good token");
-        let expired = Snapshot { token: Some(minted(-1)), error: error.clone(), ..Default::default() };
-        assert_eq!(current(&expired, now).unwrap_err().reason, "AccessDenied");
-        assert_eq!(current(&Snapshot::default(), now).unwrap_err().reason, "Minting");
     }
 
     #[test]

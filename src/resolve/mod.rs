@@ -6,14 +6,20 @@
 //!   the controller, the webhook and the metrics all read that one copy.
 //! - [`source`]: where the credentials come from, given the Secrets of regcred's own namespace ([`Sources`]): a
 //!   static dockerconfigjson, a token source to mint from, anonymous access, or the reason it cannot resolve.
-//!   [`current`] turns a minted token's state into what is written. `regcred check --profile` resolves through
-//!   the same functions, over Secrets it reads from the API.
+//!
+//! From both, [`written`] says what is written for a profile in a namespace now: the credentials in force, whether
+//! the profile withholds them, whether the namespace receives them. The reconcile, the new-namespace path, the
+//! webhook, the Secret writer and `regcred check --profile` all go by it.
 
 mod credentials;
 pub mod selection;
+pub mod written;
 
 pub use credentials::{
-    Source, Sources, Unresolved, current, docker_config_of, in_force, mints_tokens, source, source_secrets, token_copy,
+    Source, Sources, Unresolved, docker_config_of, mints_tokens, source, source_secrets, token_copy,
+};
+pub use written::{
+    Content, InForce, NotWritten, Preflight, Report, Withheld, Written, in_force, in_force_from, withheld, written,
 };
 
 use crate::api::RegistryProfile;
@@ -113,8 +119,8 @@ impl Refusal {
     /// The status reason.
     pub fn reason(&self) -> &'static str {
         match self {
-            Self::NotSelected => "NotSelected",
-            Self::Conflict(_) => "Conflict",
+            Self::NotSelected => crate::api::conditions::NOT_SELECTED,
+            Self::Conflict(_) => crate::api::conditions::CONFLICT,
         }
     }
 

@@ -27,14 +27,15 @@ use kube::{Client, Resource, ResourceExt};
 use tokio::sync::Semaphore;
 use tracing::debug;
 
-use crate::api::{NamespaceFailure, OnFailure, RegistryProfile};
+use crate::api::conditions::{CONFLICT, WRITE_FAILED};
+use crate::api::{NamespaceFailure, RegistryProfile};
 use crate::credentials::DockerConfig;
 use crate::names::{
     DOCKER_CONFIG_KEY, DOCKER_CONFIG_TYPE, EXPIRES_AT_ANNOTATION, FIELD_MANAGER, MANAGED_BY_LABEL, MANAGED_BY_VALUE,
     PART_OF_LABEL, PROFILE_LABEL,
 };
 use crate::resolve::selection::NamespaceInfo;
-use crate::resolve::{self, Refusal};
+use crate::resolve::{self, NotWritten, Preflight, Refusal, Withheld};
 use crate::state::View;
 use crate::state::managed::{WatchedSecret, content_hash};
 
@@ -57,7 +58,7 @@ impl WriteBudget {
     /// one permit at a time, so several callers are served in turn and no work is started before its permit.
     pub async fn run<T, Fut>(&self, items: Vec<T>, work: impl Fn(T) -> Fut) -> Vec<NamespaceFailure>
     where
-        Fut: Future<Output = Outcome>,
+        Fut: Future<Output = WriteResult>,
     {
         futures::stream::iter(items)
             .then(|item| {
@@ -108,8 +109,8 @@ pub struct Writer {
     pub expires_at: Option<jiff::Timestamp>,
 }
 
-/// The outcome of one write: `None` when done (or moot), a failure otherwise.
-pub type Outcome = Option<NamespaceFailure>;
+/// What one write came to: `None` when done (or moot), the namespace's failure otherwise.
+pub type WriteResult = Option<NamespaceFailure>;
 
 impl Writer {
     /// Runs the actions within the shared write budget; returns the namespaces that failed.
@@ -119,7 +120,7 @@ impl Writer {
 
     /// One action, unless it is moot: the view already holds what it would write (another writer made it since
     /// the plan), or another write of the same Secret is under way (whose writer reports how it went).
-    pub async fn run(&self, action: Action) -> Outcome {
+    pub async fn run(&self, action: Action) -> WriteResult {
         let (namespace, name) = match &action {
             Action::Create { namespace } | Action::Update { namespace } | Action::Replace { namespace, .. } => {
                 (namespace.as_str(), self.secret_name.as_str())
@@ -247,7 +248,7 @@ impl Writer {
 
     /// Creates the Secret. Creation (not apply) is what guarantees a Secret regcred does not manage is never
     /// taken over: if the name is taken, the existing object is inspected and only adopted when it is ours.
-    async fn create(&self, namespace: &str) -> Outcome {
+    async fn create(&self, namespace: &str) -> WriteResult {
         let secret = self.desired(namespace)?;
         let params = PostParams { field_manager: Some(FIELD_MANAGER.into()), ..PostParams::default() };
         let request = serde_json::to_vec(&secret)
@@ -263,7 +264,7 @@ impl Writer {
                     Ok(Some(existing)) if self.is_ours(&existing.metadata) => self.apply(namespace).await,
                     Ok(Some(_)) => Some(failure(
                         namespace,
-                        "Conflict",
+                        CONFLICT,
                         format!(
                             "a Secret named {} that regcred does not manage exists; it is left untouched",
                             self.secret_name
@@ -302,7 +303,7 @@ impl Writer {
     }
 
     /// Server-side apply of the desired Secret under regcred's field manager.
-    async fn apply(&self, namespace: &str) -> Outcome {
+    async fn apply(&self, namespace: &str) -> WriteResult {
         let secret = self.desired(namespace)?;
         match self.send_apply(namespace, &secret).await {
             Ok(answer) => {
@@ -315,7 +316,7 @@ impl Writer {
     }
 
     /// Deletes exactly the object with `uid`: never a Secret that replaced it.
-    async fn delete(&self, namespace: &str, name: &str, uid: &str) -> Outcome {
+    async fn delete(&self, namespace: &str, name: &str, uid: &str) -> WriteResult {
         let params = DeleteParams {
             preconditions: Some(Preconditions { uid: Some(uid.to_owned()), resource_version: None }),
             ..DeleteParams::default()
@@ -334,21 +335,22 @@ impl Writer {
 /// Why [`ensure`] could not put a Secret in place.
 #[derive(Debug, thiserror::Error)]
 pub enum EnsureError {
+    /// The profile may not write into the namespace.
     #[error("{}", .0.reason())]
     Refused(Refusal),
-    #[error("the profile's credentials do not resolve: {0}")]
-    Credentials(String),
+    /// The profile's Secrets are left as they are (credentials that do not resolve, a withholding preflight).
+    #[error("{}: {}", .0.reason, .0.message)]
+    Withheld(Withheld),
     #[error("the profile writes no Secret")]
     NothingToWrite,
-    #[error("the profile withholds its Secrets until its registry preflight passes")]
-    Withheld,
     #[error("{reason}: {message}")]
     Write { reason: String, message: String },
 }
 
 /// Makes sure `profile`'s Secret exists in `namespace` now, without waiting for a reconcile: for a namespace
-/// created a moment ago (the controller's new-namespace path, and the webhook when a Pod lands there first).
-/// Creating is idempotent (a Secret that appeared meanwhile is adopted only if it is ours), so racing the
+/// created a moment ago (the controller's new-namespace path, and the webhook when a Pod lands there first). What
+/// it writes is what [`resolve::written`] says the namespace receives now, the preflight as the profile's status
+/// tells it. Creating is idempotent (a Secret that appeared meanwhile is adopted only if it is ours), so racing the
 /// controller is harmless; the write is recorded in the view, so the reconcile that follows does not repeat it.
 /// Outside the write budget: a new namespace must not wait behind a large sync.
 pub async fn ensure(
@@ -358,53 +360,30 @@ pub async fn ensure(
     namespace: &NamespaceInfo,
 ) -> Result<(), EnsureError> {
     let meaning = view.meaning(&profile);
-    let all = view.profiles_and_meanings();
-    meaning.may_write(namespace, all.iter().map(|(_, m)| &**m)).map_err(EnsureError::Refused)?;
-    if withholds(&profile) {
-        return Err(EnsureError::Withheld);
-    }
     let snapshot = view.refresher().peek(&meaning.name);
-    let in_force =
-        resolve::in_force(&profile, meaning.registry.as_deref(), view, snapshot.as_ref(), jiff::Timestamp::now());
-    let (config, expires_at) = match in_force {
-        Ok(Some(c)) => c,
+    let preflight = Preflight::from_status(&profile);
+    let written = resolve::written(&profile, &meaning, view, snapshot.as_ref(), &preflight, jiff::Timestamp::now());
+    let all = view.profiles_and_meanings();
+    let content = match written.in_namespace(&meaning, namespace, all.iter().map(|(_, m)| &**m)) {
+        Ok(Some(content)) => content.clone(),
         Ok(None) => return Err(EnsureError::NothingToWrite),
-        Err(u) => return Err(EnsureError::Credentials(u.message)),
+        Err(NotWritten::Refused(refusal)) => return Err(EnsureError::Refused(refusal)),
+        Err(NotWritten::Withheld(withheld)) => return Err(EnsureError::Withheld(withheld)),
     };
     let writer = Writer {
         client: client.clone(),
         view: view.clone(),
         fresh: Some(namespace.clone()),
         secret_name: meaning.secret_name.clone(),
-        expires_at,
+        expires_at: content.expires_at,
         profile,
-        config: Some(config),
+        config: Some(content.config),
     };
     match writer.run(Action::Create { namespace: namespace.name.clone() }).await {
         None => Ok(()),
         Some(f) => Err(EnsureError::Write { reason: f.reason, message: f.message }),
     }
 }
-
-/// Whether a profile holds its Secrets back: `onFailure: Withhold` and its last reconcile at its current
-/// generation did not get past the preflight (it failed, or has not answered). The reconcile decides for those;
-/// a sync that passed the preflight but left some namespace unsynced (a `Conflict`, a failed write) does not hold
-/// back the namespaces created since.
-fn withholds(profile: &RegistryProfile) -> bool {
-    let withhold = profile.spec.validation.as_ref().is_some_and(|v| v.on_failure == OnFailure::Withhold);
-    let passed = profile.status.as_ref().is_some_and(|s| {
-        s.conditions.iter().any(|c| {
-            c.type_ == "SecretsSynced"
-                && c.observed_generation == profile.metadata.generation
-                && (c.status == "True" || !WITHHELD_REASONS.contains(&c.reason.as_str()))
-        })
-    });
-    withhold && !passed
-}
-
-/// The `SecretsSynced` reasons of a sync that never got past the gate: nothing was written at this generation.
-const WITHHELD_REASONS: [&str; 4] =
-    ["WithheldByPreflight", "AwaitingPreflight", "CredentialsUnavailable", "InvalidSelector"];
 
 /// Writes into a namespace that is gone or going are moot: the namespace watch deselects it.
 fn namespace_gone(e: &kube::Error) -> bool {
@@ -420,7 +399,7 @@ fn api_failure(namespace: &str, e: &kube::Error) -> NamespaceFailure {
     let reason = match e {
         kube::Error::Api(s) if s.is_forbidden() => "Forbidden",
         kube::Error::Api(s) if s.is_invalid() => "Invalid",
-        kube::Error::Api(_) => "WriteFailed",
+        kube::Error::Api(_) => WRITE_FAILED,
         _ => "APIUnreachable",
     };
     failure(namespace, reason, e.to_string())
@@ -433,42 +412,6 @@ mod tests {
 
     use super::*;
 
-    #[test]
-    fn a_withholding_profile_holds_back_new_namespaces_only_until_its_preflight_passed() {
-        let profile = |withhold: bool, condition: Option<(&str, &str, i64)>| -> RegistryProfile {
-            let mut spec = serde_json::json!({"server": "r.example.com", "credentials": {"secretRef": {"name": "c"}}, "namespaces": {}});
-            if withhold {
-                spec["validation"] = serde_json::json!({"onFailure": "Withhold"});
-            }
-            let status = condition.map(|(status, reason, generation)| {
-                serde_json::json!({"conditions": [{
-                    "type": "SecretsSynced", "status": status, "reason": reason, "message": "",
-                    "observedGeneration": generation, "lastTransitionTime": "2026-01-01T00:00:00Z",
-                }]})
-            });
-            serde_json::from_value(serde_json::json!({
-                "apiVersion": "regcred.dev/v1alpha1", "kind": "RegistryProfile",
-                "metadata": {"name": "p", "generation": 2}, "spec": spec, "status": status,
-            }))
-            .unwrap()
-        };
-        let cases = [
-            (profile(false, None), false),
-            (profile(true, None), true),
-            (profile(true, Some(("True", "Synced", 2))), false),
-            // Past the preflight, some namespace unsynced: new namespaces are served.
-            (profile(true, Some(("False", "Conflict", 2))), false),
-            (profile(true, Some(("False", "WriteFailed", 2))), false),
-            (profile(true, Some(("False", "WithheldByPreflight", 2))), true),
-            (profile(true, Some(("False", "AwaitingPreflight", 2))), true),
-            // A verdict about an earlier generation says nothing about this one.
-            (profile(true, Some(("True", "Synced", 1))), true),
-        ];
-        for (p, want) in cases {
-            assert_eq!(withholds(&p), want, "{:?}", p.status);
-        }
-    }
-
     #[tokio::test]
     async fn the_budget_bounds_writes_across_callers_and_lets_one_use_it_all() {
         let budget = WriteBudget::new(8);
@@ -479,7 +422,7 @@ mod tests {
                 most.fetch_max(running.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
                 tokio::time::sleep(Duration::from_millis(2)).await;
                 running.fetch_sub(1, Ordering::SeqCst);
-                (i % 2 == 1).then(|| failure(&format!("ns-{i}"), "WriteFailed", String::new()))
+                (i % 2 == 1).then(|| failure(&format!("ns-{i}"), WRITE_FAILED, String::new()))
             }
         };
         let failures = budget.run((0..64).collect(), work).await;

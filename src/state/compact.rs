@@ -190,6 +190,11 @@ impl<V> Index<V> {
         })
     }
 
+    /// The entries of one namespace, with their names.
+    pub fn in_namespace(&self, namespace: &str) -> impl Iterator<Item = (&Arc<str>, &V)> {
+        self.entries.get(namespace).into_iter().flat_map(|names| names.0.iter().map(|(name, v)| (name, v)))
+    }
+
     /// How many entries there are.
     pub fn len(&self) -> usize {
         self.entries.values().map(|names| names.0.len()).sum()

@@ -217,6 +217,19 @@ impl Uid {
 }
 
 impl Entry {
+    /// The Secret as the sync plan reads it.
+    fn observed(&self, namespace: &Arc<str>, name: &Arc<str>) -> ObservedSecret {
+        ObservedSecret {
+            namespace: namespace.clone(),
+            name: name.clone(),
+            uid: self.uid.to_text(),
+            content_hash: self.content_hash,
+            type_ok: self.type_ok,
+            labels_ok: self.labels_ok,
+            owner_uids: self.owner_uids.to_vec(),
+        }
+    }
+
     /// What is kept of a Secret.
     #[expect(clippy::unnecessary_wraps, reason = "the shape compact::Shared::apply takes for every index")]
     fn of(strings: &mut Interner, secret: &WatchedSecret) -> Option<Self> {
@@ -336,16 +349,16 @@ impl ManagedSecrets {
             .read()
             .iter()
             .filter(|(_, _, e)| &*e.profile == profile)
-            .map(|(ns, name, e)| ObservedSecret {
-                namespace: ns.clone(),
-                name: name.clone(),
-                uid: e.uid.to_text(),
-                content_hash: e.content_hash,
-                type_ok: e.type_ok,
-                labels_ok: e.labels_ok,
-                owner_uids: e.owner_uids.to_vec(),
-            })
+            .map(|(ns, name, e)| e.observed(ns, name))
             .collect()
+    }
+
+    /// The Secrets labelled with `profile` in `namespace` alone, as a plan of that namespace reads them.
+    pub fn observed_in(&self, profile: &str, namespace: &str) -> Vec<ObservedSecret> {
+        let index = self.index.read();
+        let namespace: Arc<str> = namespace.into();
+        let group = index.in_namespace(&namespace);
+        group.filter(|(_, e)| &*e.profile == profile).map(|(name, e)| e.observed(&namespace, name)).collect()
     }
 
     /// How many managed Secrets the index holds.

@@ -10,7 +10,8 @@
 //!   record);
 //! - the watches opened for one consumer each, as [`streams`]: the kubelet's pull failures (the leader's
 //!   self-healing) and the webhook's own configuration (its certificate keeper);
-//! - the [`dirty::Dirty`] set: each change is mapped to the profiles it concerns and marked there, and the
+//! - the [`dirty::Dirty`] set: each change is mapped to the profiles it concerns and marked there (a change of a
+//!   namespace, a managed Secret or a ServiceAccount with that namespace, so the reconcile plans only it), and the
 //!   controller drains it as its trigger stream;
 //! - the handle to the token [`Refresher`], whose mints mark their profile dirty;
 //! - each profile's compiled meaning (see [`crate::resolve`]), once per generation.
@@ -167,32 +168,26 @@ impl View {
     fn follow(&self, watches: Watches) {
         // A profile changed: itself, and the profiles that write a Secret of the name it writes, or wrote, since a
         // conflict between them may have begun or ended (see `resolve::Meaning::may_write`).
-        self.drive("profiles", watches.profiles, self.dirty.clone(), |c, p| c.profile_and_rivals(&p));
+        self.drive("profiles", watches.profiles, |c, p| c.dirty.mark(c.profile_and_rivals(&p)));
         self.follow_namespaces(watches.namespaces);
-        // A managed Secret was edited or deleted: its profile.
-        self.drive("managed secrets", watches.managed, self.dirty.clone(), |_, s| {
-            s.labels().get(PROFILE_LABEL).cloned().into_iter().collect()
+        // A managed Secret was written, edited or deleted: its profile, for that namespace.
+        self.drive("managed secrets", watches.managed, |c, s| {
+            let profile = s.labels().get(PROFILE_LABEL).cloned().into_iter().collect();
+            c.dirty.mark_namespace(profile, &s.namespace().unwrap_or_default());
         });
         // A Secret in regcred's namespace changed: the profiles that read it.
-        self.drive("source secrets", watches.sources, self.dirty.clone(), |c, s| {
-            let name = s.name_any();
-            c.profiles()
-                .iter()
-                .filter(|p| crate::resolve::source_secrets(p).contains(&name.as_str()))
-                .map(|p| p.name_any())
-                .collect()
-        });
+        self.drive("source secrets", watches.sources, |c, s| c.dirty.mark(c.profiles_reading(&s.name_any())));
         // A ServiceAccount appeared or changed: the profiles that recorded an entry on it, and those in
-        // ServiceAccount mode that select its namespace and name it.
-        self.drive("service accounts", watches.service_accounts, self.dirty.clone(), |c, sa| {
-            c.profiles_for_service_account(&sa)
+        // ServiceAccount mode that select its namespace and name it, for that namespace.
+        self.drive("service accounts", watches.service_accounts, |c, sa| {
+            c.dirty.mark_namespace(c.profiles_for_service_account(&sa), &sa.namespace().unwrap_or_default());
         });
     }
 
     /// A namespace appeared, changed labels or is going: the new-namespace path hears of it at once, and the
-    /// profiles that select it or have a Secret in it are reconciled a moment later, all marks of that moment at
-    /// once. A new namespace already has its Secret from the new-namespace path, and a burst of namespaces
-    /// re-plans each profile once, not once per namespace, while the new-namespace path has the CPU.
+    /// profiles that select it or have a Secret in it, for that namespace, a moment later, all marks of that moment
+    /// at once. A new namespace already has its Secret from the new-namespace path, and a burst of namespaces
+    /// reconciles each profile once, not once per namespace, while the new-namespace path has the CPU.
     fn follow_namespaces(&self, events: Events<PartialObjectMeta<Namespace>>) {
         let new_namespaces = self.new_namespaces.clone();
         let events = events.inspect(move |event| {
@@ -201,13 +196,19 @@ impl View {
             }
         });
         let settling = Arc::new(Dirty::default());
-        self.drive("namespaces", events, settling.clone(), |c, ns| c.profiles_for_namespace(&namespace_info(&ns)));
+        let settle = settling.clone();
+        self.drive("namespaces", events, move |c, ns| {
+            let names = c.profiles_for_namespace(&namespace_info(&ns));
+            c.dirty.note(&names, &ns.name_any());
+            settle.mark(names);
+        });
         let dirty = self.dirty.clone();
         tokio::spawn(async move {
             let mut batches = std::pin::pin!(settling.batches());
             while let Some(names) = batches.next().await {
                 tokio::time::sleep(SETTLE).await;
-                dirty.mark(names);
+                // A reconcile since (the namespace's new Secret marks its profile at once) took the change along.
+                dirty.mark_noted(names);
             }
         });
     }
@@ -236,20 +237,16 @@ impl View {
         (view, Feeds { profiles: profiles_feed, sources: sources_feed })
     }
 
-    /// Runs one watch's events in a task of its own, marking the profiles `map` names for each object it touches,
-    /// and every profile when a (re)list completes.
+    /// Runs one watch's events in a task of its own, calling `changed` with each object it applies or deletes, and
+    /// marking every profile, every namespace of it, when a (re)list completes.
     ///
     /// The second matters after a watch is lost (an apiserver restart, a compaction): the relist's objects reach
     /// the stream before the store swaps them in at `InitDone`, so a reconcile they trigger can run on the old
     /// view, and an object created during the gap would then wait for the next periodic resync (found by
-    /// `make soak`: namespaces created while the apiserver restarted got no Secret).
-    fn drive<K, S>(
-        &self,
-        what: &'static str,
-        events: S,
-        into: Arc<Dirty>,
-        map: impl Fn(&View, K) -> Vec<String> + Send + 'static,
-    ) where
+    /// `make soak`: namespaces created while the apiserver restarted got no Secret). The relist's own objects mark
+    /// nothing: its end marks everything.
+    fn drive<K, S>(&self, what: &'static str, events: S, changed: impl Fn(&View, K) + Send + 'static)
+    where
         K: Send + 'static,
         S: Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
     {
@@ -258,18 +255,22 @@ impl View {
             let mut events = std::pin::pin!(events);
             while let Some(event) = events.next().await {
                 match event {
-                    Ok(watcher::Event::Apply(obj) | watcher::Event::Delete(obj) | watcher::Event::InitApply(obj)) => {
-                        into.mark(map(&view, obj));
-                    }
+                    Ok(watcher::Event::Apply(obj) | watcher::Event::Delete(obj)) => changed(&view, obj),
                     Ok(watcher::Event::InitDone) => {
-                        into.mark(view.profiles().iter().map(|p| p.name_any()));
+                        view.dirty.mark_everything(view.profiles().iter().map(|p| p.name_any()));
                     }
-                    Ok(watcher::Event::Init) => {}
+                    Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => {}
                     // default_backoff() retries; the error is only worth a line in the log.
                     Err(e) => warn!(cache = what, error = %e, "watch failed; retrying"),
                 }
             }
         });
+    }
+
+    /// The profiles that read the Secret `name` of regcred's namespace.
+    fn profiles_reading(&self, name: &str) -> Vec<String> {
+        let profiles = self.profiles();
+        profiles.iter().filter(|p| crate::resolve::source_secrets(p).contains(&name)).map(|p| p.name_any()).collect()
     }
 
     /// Every profile in the view.

@@ -107,6 +107,12 @@ impl ServiceAccounts {
     pub fn filter_map<T>(&self, mut f: impl FnMut(ServiceAccount) -> Option<T>) -> Vec<T> {
         self.index.read().iter().filter_map(|(ns, name, account)| f(account.to_object(ns, name))).collect()
     }
+
+    /// [`ServiceAccounts::filter_map`] over the accounts of `namespace` alone.
+    pub fn filter_map_in<T>(&self, namespace: &str, mut f: impl FnMut(ServiceAccount) -> Option<T>) -> Vec<T> {
+        let index = self.index.read();
+        index.in_namespace(namespace).filter_map(|(name, account)| f(account.to_object(namespace, name))).collect()
+    }
 }
 
 #[cfg(test)]

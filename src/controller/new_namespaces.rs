@@ -1,9 +1,9 @@
 //! The new-namespace path: a namespace that appears (or gains the labels a profile selects) gets each profile's
-//! Secret at once, without waiting for that profile's reconcile. A reconcile plans over every namespace the profile
-//! serves, and while it runs the profile's next one waits, so at 10,000 namespaces a new namespace would wait
-//! behind work proportional to the cluster. Here the cost is one lookup per profile and one create: what one
-//! namespace costs. The reconcile that follows (the namespace also marked its profiles dirty) finds the Secret in
-//! place, because the writer records its writes in the view, and only updates the status.
+//! Secret at once, without waiting for that profile's reconcile, which may be busy with other work (a full plan,
+//! a rotation). Here the cost is one lookup per profile and one create: what one namespace costs. What is written
+//! is what [`crate::resolve::written`] says the namespace receives now (through [`secrets::ensure`]). The
+//! reconcile that follows (the namespace marked its profiles, for that namespace) plans that namespace alone,
+//! finds the Secret in place, because the writer records its writes in the view, and counts it in the status.
 
 use futures::StreamExt;
 use kube::Client;
@@ -43,17 +43,12 @@ async fn serve_one(client: &Client, view: &View, namespace: &str) {
         match secrets::ensure(client, view, profile, &ns).await {
             Ok(()) => debug!(profile = %meaning.name, "Secret written for a new namespace"),
             // The reconcile decides, and reports, whatever this path leaves.
-            Err(
-                e @ (EnsureError::Withheld
-                | EnsureError::NothingToWrite
-                | EnsureError::Credentials(_)
-                | EnsureError::Refused(_)),
-            ) => {
+            Err(e @ (EnsureError::Withheld(_) | EnsureError::NothingToWrite | EnsureError::Refused(_))) => {
                 debug!(profile = %meaning.name, reason = %e, "left to the reconcile");
             }
             Err(e) => {
                 debug!(profile = %meaning.name, error = %e, "write failed; the reconcile retries");
-                view.dirty().mark([meaning.name.clone()]);
+                view.dirty().mark_namespace(vec![meaning.name.clone()], namespace);
             }
         }
     }
