@@ -279,3 +279,19 @@ pub fn cpu(operator: &support::Operator, floor: &Floor) -> (f64, f64) {
         floor.process.child.id().and_then(crate::common::cpu_seconds).unwrap_or(f64::NAN),
     )
 }
+
+/// CPU regcred and the floor use while no admission comes, in seconds per second, over `window` (regcred's
+/// watches, leader election and timers; the floor's nothing).
+pub async fn idle_cpu(operator: &support::Operator, floor: &Floor, window: Duration) -> (f64, f64) {
+    let before = cpu(operator, floor);
+    tokio::time::sleep(window).await;
+    let after = cpu(operator, floor);
+    let secs = window.as_secs_f64();
+    ((after.0 - before.0) / secs, (after.1 - before.1) / secs)
+}
+
+/// CPU milliseconds per admission: `used` seconds over a series that took `elapsed`, less what the process uses
+/// idle (`idle_rate`, seconds per second) over that time, divided among `admissions`.
+pub fn cpu_per_admission(used: f64, idle_rate: f64, elapsed: Duration, admissions: f64) -> f64 {
+    (used - idle_rate * elapsed.as_secs_f64()) / admissions * 1e3
+}

@@ -156,14 +156,15 @@ pub fn quantile_of_buckets(buckets: &[(f64, f64)], q: f64) -> f64 {
     lower
 }
 
-/// In a helper process: installs regcred's own logger, configured from the environment as regcred's is
-/// ([`LOG_ENV`]).
+/// Installs regcred's own logger with the benchmark's logging ([`LOG_ENV`]), parsed by regcred's own options:
+/// in helper processes, and wherever regcred's code runs in the benchmark's process.
 pub fn child_logging() {
     #[derive(clap::Parser)]
     struct Logging {
         #[command(flatten)]
         log: regcred::config::LogArgs,
     }
-    let logging = <Logging as clap::Parser>::parse_from(["helper"]);
+    let [(_, level), (_, format)] = LOG_ENV;
+    let logging = <Logging as clap::Parser>::parse_from(["helper", "--log-level", level, "--log-format", format]);
     regcred::telemetry::init(&logging.log).unwrap();
 }
