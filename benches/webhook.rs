@@ -53,7 +53,7 @@ fn webhook() -> Webhook {
                          "resourceVersion": "1",
                          "labels": {"app.kubernetes.io/managed-by": "regcred", "regcred.dev/profile": format!("p{i:02}")}},
         });
-        view.managed.apply(&watcher::Event::Apply(serde_json::from_value(secret).unwrap()));
+        view.managed().apply(&watcher::Event::Apply(serde_json::from_value(secret).unwrap()));
     }
     let namespace = PartialObjectMeta::<Namespace> {
         metadata: ObjectMeta {
@@ -63,7 +63,7 @@ fn webhook() -> Webhook {
         },
         ..Default::default()
     };
-    view.namespaces.apply(&watcher::Event::Apply(namespace));
+    view.namespaces().apply(&watcher::Event::Apply(namespace));
     // Nothing listens there: the handler must answer from its caches. The injection alone, as benches/admission.rs
     // runs regcred (image checks are benches/images.rs's).
     let client = kube::Client::try_from(kube::Config::new("http://127.0.0.1:9".parse().unwrap())).unwrap();
