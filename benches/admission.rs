@@ -151,26 +151,7 @@ async fn bench() {
     row("regcred / floor, p99", &format!("{:.3}x", f("regcred_vs_floor_p99")), "");
     row("overhead over skipped, p50: floor", &ms("floor_overhead_p50_ms"), "");
     row("overhead over skipped, p50: regcred", &ms("regcred_overhead_p50_ms"), "");
-    row(
-        "apiserver's time per webhook call (mean): floor",
-        &format!("{:.3}ms", f("apiserver_webhook_mean_ms_floor")),
-        "",
-    );
-    row(
-        "apiserver's time per webhook call (mean): regcred",
-        &format!("{:.3}ms", f("apiserver_webhook_mean_ms_regcred")),
-        "",
-    );
-    row("  of which regcred's handler (mean, its own metrics)", &format!("{:.3}ms", f("regcred_handler_mean_ms")), "");
-    row("  of which regcred's handler (p50, its own histogram)", &format!("{:.3}ms", f("regcred_handler_p50_ms")), "");
-    row("CPU per admission (idle CPU taken out): floor", &format!("{:.3}ms", f("cpu_per_admission_ms_floor")), "");
-    row("CPU per admission (idle CPU taken out): regcred", &format!("{:.3}ms", f("cpu_per_admission_ms_regcred")), "");
-    row("webhook calls per Pod (apiserver): floor", &format!("{:.2}", f("apiserver_webhook_calls_per_pod_floor")), "");
-    row(
-        "webhook calls per Pod (apiserver): regcred",
-        &format!("{:.2}", f("apiserver_webhook_calls_per_pod_regcred")),
-        "1",
-    );
+    common::webhook_cost_rows(&report);
     row(
         "admission requests per Pod (regcred's metrics)",
         &format!("{:.2}", f("regcred_handler_requests_per_pod")),

@@ -219,26 +219,7 @@ async fn bench() {
     row("checks Off / floor (regcred's injection), p99", &x("unchecked_vs_floor_p99"), "");
     row("warm checks / checks Off (the checks' own cost), p50", &x("checks_vs_unchecked_p50"), "");
     row("warm checks / checks Off (the checks' own cost), p99", &x("checks_vs_unchecked_p99"), "");
-    row(
-        "apiserver's time per webhook call (mean): floor",
-        &format!("{:.3}ms", f("apiserver_webhook_mean_ms_floor")),
-        "",
-    );
-    row(
-        "apiserver's time per webhook call (mean): regcred",
-        &format!("{:.3}ms", f("apiserver_webhook_mean_ms_regcred")),
-        "",
-    );
-    row("  of which regcred's handler (mean, its own metrics)", &format!("{:.3}ms", f("regcred_handler_mean_ms")), "");
-    row("  of which regcred's handler (p50, its own histogram)", &format!("{:.3}ms", f("regcred_handler_p50_ms")), "");
-    row("CPU per admission (idle CPU taken out): floor", &format!("{:.3}ms", f("cpu_per_admission_ms_floor")), "");
-    row("CPU per admission (idle CPU taken out): regcred", &format!("{:.3}ms", f("cpu_per_admission_ms_regcred")), "");
-    row("webhook calls per Pod (apiserver): floor", &format!("{:.2}", f("apiserver_webhook_calls_per_pod_floor")), "");
-    row(
-        "webhook calls per Pod (apiserver): regcred",
-        &format!("{:.2}", f("apiserver_webhook_calls_per_pod_regcred")),
-        "1",
-    );
+    common::webhook_cost_rows(&report);
     let answered = format!("admission requests regcred answered ({} Pods)", report["regcred_pods"]);
     row(&answered, &report["regcred_admission_requests"].to_string(), "");
     row(

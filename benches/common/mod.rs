@@ -29,6 +29,22 @@ pub fn row(figure: &str, measured: &str, target: &str) {
     println!("{figure:<58} {measured:>14} {target:>14}");
 }
 
+/// The rows the admission benchmarks share: where an admission's time goes, regcred's beside the floor webhook's,
+/// from the apiserver's own per-webhook metric, regcred's handler metrics and the processes' CPU.
+pub fn webhook_cost_rows(report: &serde_json::Value) {
+    let f = |k: &str| report[k].as_f64().unwrap_or(f64::NAN);
+    let ms = |k: &str| format!("{:.3}ms", f(k));
+    row("apiserver's time per webhook call (mean): floor", &ms("apiserver_webhook_mean_ms_floor"), "");
+    row("apiserver's time per webhook call (mean): regcred", &ms("apiserver_webhook_mean_ms_regcred"), "");
+    row("  of which regcred's handler (mean, its own metrics)", &ms("regcred_handler_mean_ms"), "");
+    row("  of which regcred's handler (p50, its own histogram)", &ms("regcred_handler_p50_ms"), "");
+    row("CPU per admission (idle CPU taken out): floor", &ms("cpu_per_admission_ms_floor"), "");
+    row("CPU per admission (idle CPU taken out): regcred", &ms("cpu_per_admission_ms_regcred"), "");
+    let calls = |k: &str| format!("{:.2}", f(k));
+    row("webhook calls per Pod (apiserver): floor", &calls("apiserver_webhook_calls_per_pod_floor"), "");
+    row("webhook calls per Pod (apiserver): regcred", &calls("apiserver_webhook_calls_per_pod_regcred"), "1");
+}
+
 /// Mutating requests by `user` in the apiserver's audit log (`.local/logs/audit*.log`, rotated files included)
 /// received within [from, to] (a write received before the window can complete inside it: it is not an idle
 /// write).
