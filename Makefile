@@ -73,10 +73,15 @@ e2e: ## End-to-end tests on the running local cluster's node: regcred's Deployme
 	REGCRED_IMAGE_ARCHIVE=$$(tools/image/build.sh) && export REGCRED_IMAGE_ARCHIVE && \
 	  KUBECONFIG=$${KUBECONFIG:-$(LOCAL_KUBECONFIG)} $(CARGO) test --no-fail-fast --test node -- --test-threads=1
 
-bench: ## Benchmarks on a fresh local cluster (scale: 10,000 namespaces, 20 profiles; a new namespace at 1,000 and 10,000), then Pod start on a node; prints tables, writes .local/bench/*.json
+# The scale curve's sizes (namespaces; two profiles select every one): each runs on a fresh cluster of its own.
+SCALE_SIZES ?= 1000 10000 50000
+
+bench: ## Benchmarks on a fresh local cluster (admission beside an out-of-process floor webhook; a new namespace at 1,000 and 10,000), the scale curve (SCALE_SIZES namespaces, each on a fresh cluster, beside a raw client), then Pod start on a node; prints tables, writes .local/bench/*.json
 	$(CARGO) build --release --bin regcred --benches
 	$(MAKE) cluster-up
-	status=0; export KUBECONFIG=$(LOCAL_KUBECONFIG); for b in controller admission images webhook preflight identity scale namespaces; do $(CARGO) bench --bench $$b || status=$$?; done; $(MAKE) cluster-down; \
+	status=0; export KUBECONFIG=$(LOCAL_KUBECONFIG); for b in controller admission images webhook preflight identity namespaces; do $(CARGO) bench --bench $$b || status=$$?; done; $(MAKE) cluster-down; \
+	  for n in $(SCALE_SIZES); do $(MAKE) cluster-up && SCALE_NAMESPACES=$$n SCALE_THROWAWAY_CLUSTER=1 $(CARGO) bench --bench scale || status=$$?; $(MAKE) cluster-down; done; \
+	  SCALE_CURVE="$(SCALE_SIZES)" $(CARGO) bench --bench scale || status=$$?; \
 	  $(MAKE) tools; REGCRED_IMAGE_ARCHIVE=$$(tools/image/build.sh) && export REGCRED_IMAGE_ARCHIVE && \
 	  $(MAKE) cluster-up && tools/node-up.sh && $(CARGO) bench --bench node || status=1; $(MAKE) cluster-down; exit $$status
 

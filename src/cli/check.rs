@@ -14,7 +14,7 @@ use crate::resolve::{self, Source};
 use super::{BAD_INPUT, sources_of};
 
 /// What the check needs, gathered from the flags (and the profile).
-struct Plan {
+struct Request {
     registry: String,
     credentials: Option<Credentials>,
     images: Vec<String>,
@@ -23,20 +23,21 @@ struct Plan {
 
 /// Runs `regcred check` (without `--manifest`); the exit status says how it went.
 pub async fn run(args: CheckArgs) -> ExitCode {
-    let plan = match plan(&args).await {
-        Ok(plan) => plan,
+    let request = match request(&args).await {
+        Ok(request) => request,
         Err(message) => {
             eprintln!("regcred check: {message}");
             return ExitCode::from(BAD_INPUT);
         }
     };
-    let report = preflight::check(&plan.registry, plan.credentials.as_ref(), &plan.images, &plan.options).await;
+    let report =
+        preflight::check(&request.registry, request.credentials.as_ref(), &request.images, &request.options).await;
     match args.output {
         OutputFormat::Json => match serde_json::to_string_pretty(&report) {
             Ok(json) => println!("{json}"),
             Err(e) => eprintln!("regcred check: {e}"),
         },
-        OutputFormat::Text => print!("{}", render(&report, plan.credentials.as_ref())),
+        OutputFormat::Text => print!("{}", render(&report, request.credentials.as_ref())),
     }
     ExitCode::from(report.first_failure().map_or(0, |f| f.reason.exit_code()))
 }
@@ -72,7 +73,7 @@ pub fn render(report: &Report, credentials: Option<&Credentials>) -> String {
     out
 }
 
-async fn plan(args: &CheckArgs) -> Result<Plan, String> {
+async fn request(args: &CheckArgs) -> Result<Request, String> {
     let mut options = Options {
         platform: args.platform.clone(),
         max_size: args.max_image_size,
@@ -117,7 +118,7 @@ async fn plan(args: &CheckArgs) -> Result<Plan, String> {
     } else {
         None
     };
-    Ok(Plan { registry, credentials, images: args.images.clone(), options })
+    Ok(Request { registry, credentials, images: args.images.clone(), options })
 }
 
 /// The registry an image reference names (Docker Hub when it names none).
@@ -127,7 +128,7 @@ fn registry_of(image: &str) -> String {
 }
 
 /// Registry, credentials, images and options from a RegistryProfile and its Secrets.
-async fn from_profile(args: &CheckArgs, name: &str, mut options: Options) -> Result<Plan, String> {
+async fn from_profile(args: &CheckArgs, name: &str, mut options: Options) -> Result<Request, String> {
     let client = crate::client::infer().await.map_err(|e| format!("no usable kubeconfig for --profile: {e}"))?;
     let profile = Api::<RegistryProfile>::all(client.clone())
         .get(name)
@@ -175,7 +176,7 @@ async fn from_profile(args: &CheckArgs, name: &str, mut options: Options) -> Res
         Some(c) => Some(c.login(&key).ok_or_else(|| format!("the credentials of {name} have no entry for {key}"))?),
         None => None,
     };
-    Ok(Plan { registry, credentials, images, options })
+    Ok(Request { registry, credentials, images, options })
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! `regcred check --manifest`: the admission image checks before `kubectl apply`, for CI pipelines. Each workload
 //! of the manifest is checked as the webhook would check it: its images planned against the profiles in the
-//! cluster ([`images::plan`]), resolved with the credentials each profile's Secrets hold now, and answered in
+//! cluster ([`images::findings`]), resolved with the credentials each profile's Secrets hold now, and answered in
 //! the same words ([`images::answer`]).
 
 use std::collections::BTreeMap;
@@ -165,7 +165,7 @@ impl Run<'_> {
     async fn workload(&mut self, w: &Workload) -> Result<(), String> {
         use std::fmt::Write as _;
         let ns = namespace(&self.client, &w.namespace).await?;
-        let findings = images::plan(&images::images_of(&w.spec), &self.profiles, &ns);
+        let findings = images::findings(&images::images_of(&w.spec), &self.profiles, &ns);
         let mut answered = Vec::new();
         for finding in findings {
             let outcome = match &finding {

@@ -47,14 +47,14 @@ pub fn default_scope(registry: &str, authority: &str) -> &'static str {
 /// What a mint resolves to before any request: tenant, client, authority and scope, from the profile, else the
 /// environment (what the Azure Workload Identity webhook sets), else the public cloud.
 #[derive(Debug, PartialEq, Eq)]
-pub struct Plan {
+pub struct EntraApp {
     pub tenant: String,
     pub client_id: String,
     pub token_url: String,
     pub scope: String,
 }
 
-pub fn plan(source: &AcrSource, identity: &Identity) -> Result<Plan, MintError> {
+pub fn entra_app(source: &AcrSource, identity: &Identity) -> Result<EntraApp, MintError> {
     let ambient = &identity.ambient;
     let incomplete = |what: &str, field: &str, env: &str| {
         MintError::new(
@@ -79,7 +79,7 @@ pub fn plan(source: &AcrSource, identity: &Identity) -> Result<Plan, MintError> 
         .unwrap_or_else(|| PUBLIC_AUTHORITY.to_owned());
     let authority = authority.trim_end_matches('/');
     let scope = source.scope.clone().unwrap_or_else(|| default_scope(&source.registry, authority).to_owned());
-    Ok(Plan { token_url: format!("{authority}/{tenant}/oauth2/v2.0/token"), tenant, client_id, scope })
+    Ok(EntraApp { token_url: format!("{authority}/{tenant}/oauth2/v2.0/token"), tenant, client_id, scope })
 }
 
 /// The registry's URL for `path` (`/oauth2/exchange`, `/oauth2/token`).
@@ -87,25 +87,27 @@ fn registry_url(source: &AcrSource, path: &str) -> String {
     format!("https://{}{path}", crate::registry::host_of(&source.registry))
 }
 
-/// Whether the plan's scope and every endpoint it sends to are allowed, before anything is sent.
-pub fn allowed(plan: &Plan, source: &AcrSource, identity: &Identity) -> Result<(), MintError> {
-    egress::azure_scope(&plan.scope)?;
-    identity
-        .endpoints
-        .check_str(&plan.token_url, "Entra ID (credentials.acr.authorityHost or AZURE_AUTHORITY_HOST)")?;
+/// Whether the app's scope and every endpoint it sends to are allowed, before anything is sent.
+pub fn allowed(app: &EntraApp, source: &AcrSource, identity: &Identity) -> Result<(), MintError> {
+    egress::azure_scope(&app.scope)?;
+    identity.endpoints.check_str(&app.token_url, "Entra ID (credentials.acr.authorityHost or AZURE_AUTHORITY_HOST)")?;
     identity
         .endpoints
         .check_str(&registry_url(source, "/oauth2/exchange"), "the registry's /oauth2/exchange (spec.server)")
 }
 
-pub async fn mint(source: &AcrSource, identity: &Identity) -> Result<Minted, MintError> {
-    let plan = plan(source, identity)?;
-    allowed(&plan, source, identity)?;
-    let now = Timestamp::now();
+/// The form of the Entra ID token request: the client, the registry's scope and the credential (a federated
+/// token from regcred's own ServiceAccount, a client secret, or an assertion signed with a client certificate).
+async fn entra_form(
+    source: &AcrSource,
+    identity: &Identity,
+    app: &EntraApp,
+    now: Timestamp,
+) -> Result<Vec<(&'static str, String)>, MintError> {
     let mut form = vec![
         ("grant_type", "client_credentials".to_owned()),
-        ("client_id", plan.client_id.clone()),
-        ("scope", plan.scope.clone()),
+        ("client_id", app.client_id.clone()),
+        ("scope", app.scope.clone()),
     ];
     match &source.credential {
         AzureCredential::WorkloadIdentity => {
@@ -123,7 +125,7 @@ pub async fn mint(source: &AcrSource, identity: &Identity) -> Result<Minted, Min
             // credentials asks (RS256 with the SHA-1 `x5t` is the legacy form).
             let header = json!({ "x5t#S256": oauth::x5t_s256(certificate.as_bytes()).map_err(invalid)? });
             let claims = json!({
-                "aud": plan.token_url, "iss": plan.client_id, "sub": plan.client_id, "jti": oauth::random_id(),
+                "aud": app.token_url, "iss": app.client_id, "sub": app.client_id, "jti": oauth::random_id(),
                 "nbf": now.as_second(), "iat": now.as_second(), "exp": now.as_second() + 600,
             });
             form.push(("client_assertion_type", ASSERTION_TYPE.to_owned()));
@@ -131,8 +133,16 @@ pub async fn mint(source: &AcrSource, identity: &Identity) -> Result<Minted, Min
             form.push(("client_assertion", assertion));
         }
     }
+    Ok(form)
+}
+
+pub async fn mint(source: &AcrSource, identity: &Identity) -> Result<Minted, MintError> {
+    let app = entra_app(source, identity)?;
+    allowed(&app, source, identity)?;
+    let now = Timestamp::now();
+    let form = entra_form(source, identity, &app, now).await?;
     let entra = oauth::client(None, &identity.endpoints)?;
-    let answer = entra.send(ENTRA, entra.post(&plan.token_url).form(&form)).await?;
+    let answer = entra.send(ENTRA, entra.post(&app.token_url).form(&form)).await?;
     let access_token = oauth::field(ENTRA, &answer, "access_token")?;
 
     let registry = crate::registry::host_of(&source.registry);
@@ -140,7 +150,7 @@ pub async fn mint(source: &AcrSource, identity: &Identity) -> Result<Minted, Min
     let exchange = [
         ("grant_type", "access_token"),
         ("service", registry),
-        ("tenant", plan.tenant.as_str()),
+        ("tenant", app.tenant.as_str()),
         ("access_token", access_token),
     ];
     let answer = acr.send(EXCHANGE, acr.post(&registry_url(source, "/oauth2/exchange")).form(&exchange)).await?;
@@ -195,17 +205,17 @@ mod tests {
             azure_authority_host: Some("https://login.microsoftonline.us/".into()),
             ..Ambient::default()
         };
-        let p = plan(&source(None, None, None), &identity(env.clone())).unwrap();
+        let p = entra_app(&source(None, None, None), &identity(env.clone())).unwrap();
         assert_eq!(p.token_url, "https://login.microsoftonline.us/env-tenant/oauth2/v2.0/token");
         assert_eq!(
             (p.client_id.as_str(), p.scope.as_str()),
             ("env-client", "https://containerregistry.azure.us/.default")
         );
         let china = Some("https://login.partner.microsoftonline.cn");
-        let p = plan(&source(Some("t"), Some("c"), china), &identity(env)).unwrap();
+        let p = entra_app(&source(Some("t"), Some("c"), china), &identity(env)).unwrap();
         assert_eq!(p.token_url, "https://login.partner.microsoftonline.cn/t/oauth2/v2.0/token");
         assert_eq!(p.scope, "https://containerregistry.azure.cn/.default");
-        let p = plan(&source(Some("t"), Some("c"), None), &identity(Ambient::default())).unwrap();
+        let p = entra_app(&source(Some("t"), Some("c"), None), &identity(Ambient::default())).unwrap();
         assert_eq!(p.token_url, "https://login.microsoftonline.com/t/oauth2/v2.0/token");
         assert_eq!(p.scope, "https://containerregistry.azure.net/.default");
         assert_eq!(
@@ -217,10 +227,10 @@ mod tests {
 
     #[test]
     fn a_missing_tenant_or_client_says_where_to_set_it() {
-        let e = plan(&source(None, Some("c"), None), &identity(Ambient::default())).unwrap_err();
+        let e = entra_app(&source(None, Some("c"), None), &identity(Ambient::default())).unwrap_err();
         assert_eq!(e.reason, "AzureIdentityIncomplete");
         assert!(e.message.contains("tenantId") && e.message.contains("AZURE_TENANT_ID"), "{e}");
-        let e = plan(&source(Some("t"), None, None), &identity(Ambient::default())).unwrap_err();
+        let e = entra_app(&source(Some("t"), None, None), &identity(Ambient::default())).unwrap_err();
         assert!(e.message.contains("clientId"), "{e}");
     }
 

@@ -35,7 +35,7 @@ pub fn lifetime(outcome: &Outcome, by_digest: bool) -> Duration {
 /// One image to resolve: its full reference, the credentials its profile's Secrets hold now (`None`: anonymous),
 /// and the profile's validation and TLS settings.
 #[derive(Clone, Debug)]
-pub struct Target {
+pub struct Lookup {
     pub image: String,
     pub credentials: Option<Credentials>,
     pub options: Options,
@@ -104,7 +104,7 @@ impl Checker {
     }
 
     /// The hash of what a registry session depends on: the credentials and the TLS options.
-    fn session_key(&self, target: &Target) -> u64 {
+    fn session_key(&self, target: &Lookup) -> u64 {
         let mut h = self.hasher.build_hasher();
         match &target.credentials {
             Some(c) => (1u8, &c.username, &c.password).hash(&mut h),
@@ -115,7 +115,7 @@ impl Checker {
     }
 
     /// The session for `target`'s credentials and TLS options, reused when there is one.
-    async fn session(&self, target: &Target) -> Result<preflight::Session, preflight::Failure> {
+    async fn session(&self, target: &Lookup) -> Result<preflight::Session, preflight::Failure> {
         let options = target.options.clone();
         self.sessions
             .try_get_with(self.session_key(target), async move { preflight::Session::new(&options) })
@@ -124,7 +124,7 @@ impl Checker {
     }
 
     /// The cache key of `target`.
-    pub fn key(&self, target: &Target) -> Key {
+    pub fn key(&self, target: &Lookup) -> Key {
         let mut h = self.hasher.build_hasher();
         match &target.credentials {
             Some(c) => (1u8, &c.username, &c.password).hash(&mut h),
@@ -143,7 +143,7 @@ impl Checker {
     /// The outcomes of `targets`, in order, within the budget: cached ones at once, the rest from the registry
     /// (all at the same time); those without an answer when the budget runs out are `NotChecked`, and their
     /// checks finish in the background.
-    pub async fn check(&self, targets: Vec<Target>) -> Vec<Outcome> {
+    pub async fn check(&self, targets: Vec<Lookup>) -> Vec<Outcome> {
         self.check_until(targets, None).await.0
     }
 
@@ -151,7 +151,7 @@ impl Checker {
     /// comes before the budget runs out. Also returns how many images the limit cut (their outcome says so).
     pub async fn check_until(
         &self,
-        targets: Vec<Target>,
+        targets: Vec<Lookup>,
         limit: Option<tokio::time::Instant>,
     ) -> (Vec<Outcome>, usize) {
         let started = tokio::time::Instant::now();
@@ -167,12 +167,12 @@ impl Checker {
     }
 
     /// What the cache holds for `target`, without asking the registry.
-    pub async fn cached(&self, target: &Target) -> Option<Outcome> {
+    pub async fn cached(&self, target: &Lookup) -> Option<Outcome> {
         self.cache.get(&self.key(target)).await
     }
 
     /// One image's outcome, and whether an admission's deadline (rather than the budget) cut it.
-    async fn one(&self, target: Target, wait: Wait) -> (Outcome, bool) {
+    async fn one(&self, target: Lookup, wait: Wait) -> (Outcome, bool) {
         let key = self.key(&target);
         if let Some(hit) = self.cache.get(&key).await {
             self.stats.cache_hits.inc();
@@ -258,7 +258,7 @@ fn image_key(image: &str) -> String {
 }
 
 /// One resolution, within [`CHECK_TIMEOUT`].
-async fn resolve(session: &preflight::Session, target: &Target) -> Outcome {
+async fn resolve(session: &preflight::Session, target: &Lookup) -> Outcome {
     let images = [target.image.clone()];
     let resolved = preflight::resolve_images(session, target.credentials.as_ref(), &images, &target.options);
     match tokio::time::timeout(CHECK_TIMEOUT, resolved).await {
@@ -272,8 +272,8 @@ mod tests {
     use super::*;
     use crate::registry::preflight::{Failure, Reason};
 
-    fn target(image: &str, password: Option<&str>) -> Target {
-        Target {
+    fn target(image: &str, password: Option<&str>) -> Lookup {
+        Lookup {
             image: image.into(),
             credentials: password.map(|p| Credentials { username: "bot".into(), password: p.into() }),
             options: Options::default(),

@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-pub use checker::{CheckStats, Checker, Target, lifetime};
+pub use checker::{CheckStats, Checker, Lookup, lifetime};
 
 use crate::api::{ImageCheckMode, RegistryProfile};
 use crate::registry::preflight::{Failure, ImageResult, Reason};
@@ -114,7 +114,11 @@ pub enum Finding {
 /// and whose registry key matches the image most specifically (the kubelet tries the most specific key first),
 /// unless its checks are `Off`; failing that, a matching profile that does not select `ns` (and is not `Off`). Images of no profile's registry, and
 /// unparsable ones, are none of regcred's business.
-pub fn plan(images: &[String], profiles: &[(Arc<RegistryProfile>, Arc<Meaning>)], ns: &NamespaceInfo) -> Vec<Finding> {
+pub fn findings(
+    images: &[String],
+    profiles: &[(Arc<RegistryProfile>, Arc<Meaning>)],
+    ns: &NamespaceInfo,
+) -> Vec<Finding> {
     // `Off` profiles stay in: one that selects `ns` serves the image (regcred gives the Pod its Secret), so no
     // other profile's "not selected" may be said of it; it is only not checked.
     let live: Vec<_> = profiles.iter().filter(|(p, _)| p.metadata.deletion_timestamp.is_none()).collect();
@@ -159,7 +163,7 @@ pub fn target(
     key: &str,
     image: &str,
     now: jiff::Timestamp,
-) -> Result<Target, String> {
+) -> Result<Lookup, String> {
     let credentials = match crate::resolve::in_force(profile, meaning, sources, snapshot, now).content {
         Ok(Some(content)) => Some(
             content.config.login(key).ok_or_else(|| format!("the profile's credentials have no entry for {key}"))?,
@@ -169,7 +173,7 @@ pub fn target(
     };
     let validation = profile.spec.validation.clone().unwrap_or_default();
     let options = crate::registry::preflight::Options::for_profile(&validation, profile.spec.tls.as_ref());
-    Ok(Target { image: image.to_owned(), credentials, options })
+    Ok(Lookup { image: image.to_owned(), credentials, options })
 }
 
 /// What the registry said about one image.
@@ -367,7 +371,7 @@ mod tests {
             mode,
         };
         assert_eq!(
-            plan(&images, &profiles, &ns("shop")),
+            findings(&images, &profiles, &ns("shop")),
             vec![
                 check("r.example.com/team/app:1", "team", "r.example.com/team", ImageCheckMode::Warn),
                 check("r.example.com/other/app:1", "host", "r.example.com", ImageCheckMode::Warn),

@@ -327,16 +327,16 @@ impl Webhook {
         Some((wanted, named, warnings))
     }
 
-    /// What each of `wanted` calls for (see [`images::plan`]), with an outcome already for those that cannot be
+    /// What each of `wanted` calls for (see [`images::findings`]), with an outcome already for those that cannot be
     /// checked; and the targets to resolve for the others, in their order.
     fn findings(
         &self,
         a: &Admission<'_>,
         wanted: &[String],
-    ) -> (Vec<(images::Finding, Option<images::Outcome>)>, Vec<images::Target>) {
+    ) -> (Vec<(images::Finding, Option<images::Outcome>)>, Vec<images::Lookup>) {
         let now = jiff::Timestamp::now();
         let mut targets = Vec::new();
-        let resolved = images::plan(wanted, &a.profiles, a.ns)
+        let resolved = images::findings(wanted, &a.profiles, a.ns)
             .into_iter()
             .map(|finding| {
                 let outcome = match &finding {
@@ -381,7 +381,7 @@ impl Webhook {
         key: &str,
         image: &str,
         now: jiff::Timestamp,
-    ) -> Result<images::Target, String> {
+    ) -> Result<images::Lookup, String> {
         let Some((p, m)) = profiles.iter().find(|(_, m)| m.name == profile) else {
             return Err("the profile is gone".into());
         };

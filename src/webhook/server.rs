@@ -84,7 +84,23 @@ pub async fn answer(webhook: &Webhook, body: &[u8]) -> Response {
         }
     };
     let response = webhook.admit_by(&request, until).await;
-    axum::Json(response.into_review()).into_response()
+    review_json(response)
+}
+
+/// The answer as the API defines it, the patch a base64 string (a `[]byte` in JSON). kube-core serializes
+/// `AdmissionResponse::patch` as an array of numbers (kube-rs/kube#1781), which the apiserver's decoder happens to
+/// accept: 3.7 times the bytes, read one number at a time, about 0.1 ms more of the apiserver's time per admission
+/// on the local control plane (`make bench`, measured with the floor webhook answering each way).
+fn review_json(mut response: kube::core::admission::AdmissionResponse) -> Response {
+    let patch = response.patch.take();
+    let mut review = match serde_json::to_value(response.into_review()) {
+        Ok(review) => review,
+        Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, format!("encoding the answer: {e}")).into_response(),
+    };
+    if let (Some(patch), Some(answer)) = (patch, review.get_mut("response")) {
+        answer["patch"] = serde_json::Value::String(base64::engine::general_purpose::STANDARD.encode(patch));
+    }
+    axum::Json(review).into_response()
 }
 
 /// Serves the webhook on `addr` until `shutdown` completes, then drains open requests.
@@ -536,6 +552,33 @@ mod tests {
             assert_eq!(answer["response"]["uid"], "3f1c1c8e-0000-4000-8000-000000000001");
             assert!(answer["response"].get("patch").is_none(), "{answer}");
         }
+    }
+
+    #[test]
+    fn the_patch_goes_out_base64_encoded_as_the_api_defines_it() {
+        let request: AdmissionRequest<DynamicObject> = serde_json::from_str::<AdmissionReview<DynamicObject>>(&review(
+            serde_json::json!({"group": "", "version": "v1", "kind": "Pod"}),
+            "CREATE",
+            serde_json::json!({"apiVersion": "v1", "kind": "Pod"}),
+        ))
+        .unwrap()
+        .try_into()
+        .unwrap();
+        let patched = kube::core::admission::AdmissionResponse::from(&request)
+            .with_patch(crate::webhook::patch(false, &["pull".to_owned()]))
+            .unwrap();
+        let response = review_json(patched);
+        let body = futures::executor::block_on(axum::body::to_bytes(response.into_body(), BODY_LIMIT)).unwrap();
+        let answer: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        let patch =
+            base64::engine::general_purpose::STANDARD.decode(answer["response"]["patch"].as_str().unwrap()).unwrap();
+        let patch: serde_json::Value = serde_json::from_slice(&patch).unwrap();
+        assert_eq!(
+            patch,
+            serde_json::json!([{"op": "add", "path": "/spec/imagePullSecrets", "value": [{"name": "pull"}]}])
+        );
+        assert_eq!(answer["response"]["patchType"], "JSONPatch");
+        assert_eq!(answer["response"]["uid"], "3f1c1c8e-0000-4000-8000-000000000001");
     }
 
     #[tokio::test]
