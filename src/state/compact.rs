@@ -229,23 +229,26 @@ impl<V> Shared<V> {
         self.inner.write().unwrap_or_else(PoisonError::into_inner).apply(event, entry);
     }
 
-    /// [`Shared::apply`], except that an `Apply` or `Delete` of an object for which `stale(held, object)` says the
-    /// held entry is newer changes nothing. Checked and applied under one lock.
+    /// [`Shared::apply`], except that an `Apply` or `Delete` of an object for which `known(held, object)` says the
+    /// held entry is as new or newer, and a `Delete` of an object not held, change nothing. Checked and applied
+    /// under one lock; says whether the event told the index anything (every other event does).
     pub fn apply_unless<K: Resource>(
         &self,
         event: &watcher::Event<K>,
         entry: impl Fn(&mut Interner, &K) -> Option<V>,
-        stale: impl Fn(&V, &K) -> bool,
-    ) {
+        known: impl Fn(&V, &K) -> bool,
+    ) -> bool {
         let mut index = self.inner.write().unwrap_or_else(PoisonError::into_inner);
         if let watcher::Event::Apply(obj) | watcher::Event::Delete(obj) = event {
             let meta = obj.meta();
             let held = meta.name.as_deref().and_then(|n| index.get(meta.namespace.as_deref().unwrap_or_default(), n));
-            if held.is_some_and(|held| stale(held, obj)) {
-                return;
+            let gone = held.is_none() && matches!(event, watcher::Event::Delete(_));
+            if gone || held.is_some_and(|held| known(held, obj)) {
+                return false;
             }
         }
         index.apply(event, entry);
+        true
     }
 
     /// A consistent view for reading; hold it briefly (the watch waits for it).

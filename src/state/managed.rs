@@ -278,25 +278,27 @@ impl Drop for Claim {
 }
 
 impl ManagedSecrets {
-    /// Applies one watch event, unless it is older than what the index holds for that Secret: regcred records its
-    /// own writes as they complete ([`ManagedSecrets::record`]), and the watch may still deliver an earlier state.
-    pub fn apply(&self, event: &watcher::Event<WatchedSecret>) {
+    /// Applies one watch event, unless the index already holds that state of the Secret or a later one: regcred
+    /// records its own writes as they complete ([`ManagedSecrets::record`]), and the watch then delivers their echo,
+    /// or even an earlier state. Says whether the event told the index anything: the echo of regcred's own write,
+    /// or of its own delete, does not (the writer's caller already counts it), so it wakes no reconcile.
+    pub fn apply(&self, event: &watcher::Event<WatchedSecret>) -> bool {
         self.index.apply_unless(event, Entry::of, |held, secret| {
             let incoming = revision(secret);
-            incoming != 0 && incoming < held.resource_version
-        });
+            incoming != 0 && incoming <= held.resource_version
+        })
     }
 
     /// Records a Secret as a write of regcred's returned it, before its watch event arrives: the next plan sees
     /// regcred's own write and does not make it again.
     pub fn record(&self, secret: &WatchedSecret) {
-        self.apply(&watcher::Event::Apply(secret.clone()));
+        let _ = self.apply(&watcher::Event::Apply(secret.clone()));
     }
 
     /// Records that regcred deleted the Secret `name` in `namespace` (the object with `uid`).
     pub fn record_deleted(&self, namespace: &str, name: &str, uid: &str) {
         let gone = WatchedSecret::named(namespace, name);
-        self.index.apply_unless(&watcher::Event::Delete(gone), Entry::of, |held, _| held.uid.to_text() != uid);
+        let _ = self.index.apply_unless(&watcher::Event::Delete(gone), Entry::of, |held, _| held.uid.to_text() != uid);
     }
 
     /// Claims the write of the Secret `name` in `namespace`; `None` while another write of it is under way (the
@@ -469,6 +471,31 @@ mod tests {
         let waiting = index.settled("b", "pull");
         drop(claim);
         assert!(!waiting.await);
+    }
+
+    #[test]
+    fn the_echo_of_regcreds_own_write_or_delete_tells_the_index_nothing() {
+        let at = |revision: &str, data: &str| {
+            let mut s = secret("a", "pull", "p", data);
+            s.metadata.resource_version = Some(revision.into());
+            s
+        };
+        let index = ManagedSecrets::default();
+        index.record(&at("5", "mine"));
+        let apply = |s: WatchedSecret| index.apply(&watcher::Event::Apply(s));
+        assert!(!apply(at("5", "mine")), "the echo of the write regcred recorded");
+        assert!(!apply(at("4", "older")), "an earlier state");
+        assert_eq!(
+            index.observed_for("p")[0].content_hash,
+            Entry::of(&mut Interner::default(), &at("5", "mine")).unwrap().content_hash
+        );
+        assert!(apply(at("6", "drift")), "someone else's edit");
+        assert!(apply(secret("b", "pull", "p", "x")), "a Secret without a numeric resourceVersion always counts");
+        // regcred's own delete: recorded first, its echo then finds nothing held.
+        let uid = index.observed_for("p").iter().find(|o| &*o.namespace == "a").unwrap().uid.clone();
+        index.record_deleted("a", "pull", &uid);
+        assert!(!index.apply(&watcher::Event::Delete(at("7", "drift"))), "the echo of regcred's own delete");
+        assert!(index.apply(&watcher::Event::Delete(secret("b", "pull", "p", "x"))), "someone else's delete");
     }
 
     #[test]

@@ -124,7 +124,10 @@ impl View {
             Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
             watcher::Config::default(),
             namespaces.clone(),
-            Namespaces::apply,
+            |index, event| {
+                index.apply(event);
+                true
+            },
         );
         let managed = ManagedSecrets::default();
         let managed_config = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"));
@@ -139,7 +142,10 @@ impl View {
             Api::<ServiceAccount>::all(client.clone()),
             watcher::Config::default(),
             service_accounts.clone(),
-            ServiceAccounts::apply,
+            |index, event| {
+                index.apply(event);
+                true
+            },
         );
         let view = Self {
             profiles,
@@ -170,7 +176,8 @@ impl View {
         // conflict between them may have begun or ended (see `resolve::Meaning::may_write`).
         self.drive("profiles", watches.profiles, |c, p| c.dirty.mark(c.profile_and_rivals(&p)));
         self.follow_namespaces(watches.namespaces);
-        // A managed Secret was written, edited or deleted: its profile, for that namespace.
+        // A managed Secret was written, edited or deleted by someone else (the index drops the echoes of regcred's
+        // own writes and deletes, which their callers count): its profile, for that namespace.
         self.drive("managed secrets", watches.managed, |c, s| {
             let profile = s.labels().get(PROFILE_LABEL).cloned().into_iter().collect();
             c.dirty.mark_namespace(profile, &s.namespace().unwrap_or_default());
@@ -466,13 +473,13 @@ where
 }
 
 /// A watch feeding one of the compact indexes instead of a reflector store (`apply` applies each event to
-/// `index`); like [`reflected`], with a ready flag and the stream of the watch events (after the index has applied
-/// each).
+/// `index`, and says whether it told the index anything); like [`reflected`], with a ready flag and the stream of
+/// the watch events that did (after the index has applied each).
 fn indexed<K, I>(
     api: Api<K>,
     config: watcher::Config,
     index: I,
-    apply: fn(&I, &watcher::Event<K>),
+    apply: fn(&I, &watcher::Event<K>) -> bool,
 ) -> (watch::Receiver<bool>, impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static)
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
@@ -482,11 +489,7 @@ where
     let flag = ready.subscribe();
     let events = watcher(api, config)
         .default_backoff()
-        .inspect(move |event| {
-            if let Ok(event) = event {
-                apply(&index, event);
-            }
-        })
+        .filter(move |event| futures::future::ready(event.as_ref().map_or(true, |event| apply(&index, event))))
         .inspect(ready_on_init(&ready));
     (flag, events)
 }

@@ -535,6 +535,22 @@ impl Operator {
     }
 }
 
+/// A test that fails while the operator runs shows the operator's last lines beside its own panic: CI keeps no
+/// other trace of them.
+impl Drop for Operator {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let logs = strip_ansi(&self.logs());
+            let lines: Vec<&str> = logs.lines().collect();
+            let tail = lines[lines.len().saturating_sub(OPERATOR_LOG_TAIL)..].join("\n");
+            eprintln!("--- the last {OPERATOR_LOG_TAIL} lines of {} ---\n{tail}\n---", self.log.display());
+        }
+    }
+}
+
+/// How many of the operator's lines a failing test prints.
+const OPERATOR_LOG_TAIL: usize = 80;
+
 fn strip_ansi(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     let mut chars = s.chars();
