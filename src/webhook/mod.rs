@@ -12,6 +12,7 @@
 
 pub mod certs;
 pub mod deadline;
+pub mod review;
 mod server;
 mod stats;
 
@@ -21,10 +22,9 @@ use std::time::Duration;
 
 use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
+use kube::Client;
 use kube::api::Api;
-use kube::core::DynamicObject;
-use kube::core::admission::{AdmissionRequest, AdmissionResponse, Operation};
-use kube::{Client, ResourceExt as _};
+use kube::core::admission::Operation;
 use tokio::sync::watch;
 use tracing::{Instrument, debug, warn};
 
@@ -35,6 +35,7 @@ use crate::resolve::Meaning;
 use crate::resolve::selection::NamespaceInfo;
 use crate::state::View;
 pub use deadline::admission_deadline;
+pub use review::{Request, Response};
 pub use server::{Error as ServeError, TlsSource, answer, serve};
 pub use stats::Stats;
 
@@ -188,26 +189,22 @@ impl Webhook {
     }
 
     /// Answers one admission request that arrived now: see [`Webhook::admit_by`].
-    pub async fn admit(&self, req: &AdmissionRequest<DynamicObject>) -> AdmissionResponse {
+    pub async fn admit(&self, req: &Request) -> Response {
         self.admit_by(req, deadline::work_until(tokio::time::Instant::now(), self.deadline)).await
     }
 
     /// Answers one admission request, waiting for nothing past `until` (its deadline less the time to answer):
     /// Pods get their pull Secrets at creation, and Pods and workloads have their new images checked on creation
     /// and update. The object is read as it was decoded with the review, once.
-    pub async fn admit_by(
-        &self,
-        req: &AdmissionRequest<DynamicObject>,
-        until: tokio::time::Instant,
-    ) -> AdmissionResponse {
+    pub async fn admit_by(&self, req: &Request, until: tokio::time::Instant) -> Response {
         self.stats.requests.inc();
-        let allowed = AdmissionResponse::from(req);
+        let allowed = Response::allow(req);
         let (group, kind) = (req.kind.group.as_str(), req.kind.kind.as_str());
         if !images::is_checked_kind(group, kind) || !matches!(req.operation, Operation::Create | Operation::Update) {
             return allowed;
         }
         let Some(object) = req.object.as_ref() else { return allowed };
-        if object.labels().get(OPT_OUT_LABEL).is_some_and(|v| v == OPT_OUT_VALUE) {
+        if object.label(OPT_OUT_LABEL) == Some(OPT_OUT_VALUE) {
             return allowed;
         }
         let Some(namespace) = req.namespace.clone().or_else(|| object.metadata.namespace.clone()) else {
@@ -215,7 +212,10 @@ impl Webhook {
         };
         // A Pod created from a template has no name yet: its generateName says whose it is.
         let name = object.metadata.name.as_deref().or(object.metadata.generate_name.as_deref()).unwrap_or_default();
-        let span = tracing::info_span!("admission", namespace = %namespace, kind, name = %name);
+        // At debug only: a span per admission at info cost more than the decision (its fields formatted as JSON
+        // into the registry for every request, logged or not), and the few events of an admission name its
+        // namespace themselves.
+        let span = tracing::debug_span!("admission", namespace = %namespace, kind, name = %name);
         async {
             let Some(ns) = self.namespace(&namespace, until).await else { return allowed };
             if ns.labels.get(OPT_OUT_LABEL).is_some_and(|v| v == OPT_OUT_VALUE) {
@@ -242,7 +242,7 @@ impl Webhook {
     /// waiting past its deadline: the injection is decided from the cached view, and only a Secret being created
     /// for a brand-new namespace takes time. The outer limit on the checks is a backstop; each of their waits has
     /// the deadline already.
-    async fn answer(&self, a: &Admission<'_>, pod_created: bool, allowed: AdmissionResponse) -> AdmissionResponse {
+    async fn answer(&self, a: &Admission<'_>, pod_created: bool, allowed: Response) -> Response {
         let inject = async { if pod_created { self.admit_pod(a, allowed.clone()).await } else { allowed.clone() } };
         let checks = async {
             let checked = tokio::time::timeout_at(a.until, self.check_images(a)).await;
@@ -257,12 +257,7 @@ impl Webhook {
     }
 
     /// `response` with the image checks' warnings, or their rejection (from `allowed`, without a patch).
-    fn with_answer(
-        &self,
-        response: AdmissionResponse,
-        allowed: AdmissionResponse,
-        answer: images::Answer,
-    ) -> AdmissionResponse {
+    fn with_answer(&self, response: Response, allowed: Response, answer: images::Answer) -> Response {
         self.stats.image_warnings.inc_by(answer.warnings.len() as u64);
         let mut response = match answer.denied {
             Some(reason) => {
@@ -271,9 +266,7 @@ impl Webhook {
             }
             None => response,
         };
-        if !answer.warnings.is_empty() {
-            response.warnings.get_or_insert_with(Vec::new).extend(answer.warnings);
-        }
+        response.warnings.extend(answer.warnings);
         response
     }
 
@@ -427,7 +420,7 @@ impl Webhook {
     }
 
     /// The pull Secrets for one new Pod (`allowed`: the answer that changes nothing).
-    async fn admit_pod(&self, a: &Admission<'_>, allowed: AdmissionResponse) -> AdmissionResponse {
+    async fn admit_pod(&self, a: &Admission<'_>, allowed: Response) -> Response {
         let candidates = candidates(a.profiles.iter().map(|(_, m)| &**m), a.ns);
         let existing = images::pull_secrets_of(a.spec);
         let images = images::images_of(a.spec);
@@ -439,7 +432,7 @@ impl Webhook {
         if add.is_empty() {
             return allowed;
         }
-        match allowed.clone().with_patch(patch(!existing.is_empty(), &add)) {
+        match allowed.clone().with_patch(&patch(!existing.is_empty(), &add)) {
             Ok(patched) => {
                 self.stats.patched.inc();
                 debug!(namespace = %a.ns.name, secrets = ?add, "adding imagePullSecrets");
@@ -447,7 +440,7 @@ impl Webhook {
             }
             Err(e) => {
                 self.stats.errors.inc();
-                warn!(error = %e, "could not serialise the patch; Pod allowed unchanged");
+                warn!(namespace = %a.ns.name, error = %e, "could not serialise the patch; Pod allowed unchanged");
                 allowed
             }
         }
