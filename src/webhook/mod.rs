@@ -47,12 +47,12 @@ const SECRET_LOOKUPS: usize = 8;
 /// The admission deadline of a webhook configured with the chart's default `timeoutSeconds` (5 s).
 pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(4);
 
-/// A profile as the decision sees it.
-#[derive(Debug, Clone)]
-pub struct Candidate {
-    pub profile: String,
-    pub secret_name: String,
-    pub key: CredentialKey,
+/// A profile as the decision sees it, borrowed from its compiled meaning (read once per admission).
+#[derive(Debug, Clone, Copy)]
+pub struct Candidate<'a> {
+    pub profile: &'a str,
+    pub secret_name: &'a str,
+    pub key: &'a CredentialKey,
     /// Whether the profile selects the Pod's namespace.
     pub selects_namespace: bool,
 }
@@ -68,15 +68,15 @@ pub fn pod_images(pod: &Pod) -> Vec<String> {
 
 /// The Secret names to add, in the candidates' order: those of profiles that select the namespace and whose
 /// registry serves at least one of the images, minus what the Pod already has. Unparsable images match nothing.
-pub fn decide(images: &[String], existing: &[String], candidates: &[Candidate]) -> Vec<String> {
+pub fn decide(images: &[String], existing: &[String], candidates: &[Candidate<'_>]) -> Vec<String> {
     let serving = serving(images, candidates);
     let mut seen: BTreeSet<&str> = existing.iter().map(String::as_str).collect();
-    serving.into_iter().filter(|c| seen.insert(c.secret_name.as_str())).map(|c| c.secret_name.clone()).collect()
+    serving.into_iter().filter(|c| seen.insert(c.secret_name)).map(|c| c.secret_name.to_owned()).collect()
 }
 
 /// The candidates that select the namespace and serve at least one of `images`: the only profiles whose Secret a
 /// Pod with these images in this namespace may be given.
-pub fn serving<'a>(images: &[String], candidates: &'a [Candidate]) -> Vec<&'a Candidate> {
+pub fn serving<'c, 'a>(images: &[String], candidates: &'c [Candidate<'a>]) -> Vec<&'c Candidate<'a>> {
     let parsed: Vec<_> = images.iter().filter_map(|i| image::parse_memo(i)).collect();
     candidates.iter().filter(|c| c.selects_namespace && parsed.iter().any(|i| c.key.matches(i))).collect()
 }
@@ -106,16 +106,16 @@ pub fn patch(has_pull_secrets: bool, names: &[String]) -> json_patch::Patch {
 
 /// The profiles that could serve a Pod in `ns`: every profile that writes a Secret (not anonymous, not being
 /// deleted), once per registry key its Secret holds. Pure: the meanings are compiled once per profile generation.
-pub fn candidates<'a>(meanings: impl IntoIterator<Item = &'a Meaning>, ns: &NamespaceInfo) -> Vec<Candidate> {
+pub fn candidates<'a>(meanings: impl IntoIterator<Item = &'a Meaning>, ns: &NamespaceInfo) -> Vec<Candidate<'a>> {
     meanings
         .into_iter()
         .filter(|m| m.writes_secret)
         .flat_map(|m| {
             let selects = m.selects(ns);
             m.keys.iter().map(move |(_, key)| Candidate {
-                profile: m.name.clone(),
-                secret_name: m.secret_name.clone(),
-                key: key.clone(),
+                profile: &m.name,
+                secret_name: &m.secret_name,
+                key,
                 selects_namespace: selects,
             })
         })
@@ -497,7 +497,7 @@ impl Webhook {
     /// the writer checks the same rule again. On a dry run nothing is created: the answer is what the real request
     /// would get. A Secret not made by the deadline is not referenced (the controller's new-namespace path goes
     /// on).
-    async fn secret_ready(&self, a: &Admission<'_>, name: &str, serving: &[&Candidate]) -> bool {
+    async fn secret_ready(&self, a: &Admission<'_>, name: &str, serving: &[&Candidate<'_>]) -> bool {
         let namespace = a.ns.name.as_str();
         if self.view.managed().contains(namespace, name) || a.dry_run {
             return true;
@@ -561,13 +561,18 @@ struct Admission<'a> {
 mod tests {
     use super::*;
 
-    fn candidate(profile: &str, key: &str, selects: bool) -> Candidate {
-        Candidate {
-            profile: profile.into(),
-            secret_name: format!("regcred-{profile}"),
-            key: CredentialKey::parse(key),
-            selects_namespace: selects,
-        }
+    /// A candidate's profile, Secret name, key and whether it selects the namespace, owned by the test.
+    struct Owned(String, String, CredentialKey, bool);
+
+    fn candidate(profile: &str, key: &str, selects: bool) -> Owned {
+        Owned(profile.into(), format!("regcred-{profile}"), CredentialKey::parse(key), selects)
+    }
+
+    fn borrowed(owned: &[Owned]) -> Vec<Candidate<'_>> {
+        owned
+            .iter()
+            .map(|o| Candidate { profile: &o.0, secret_name: &o.1, key: &o.2, selects_namespace: o.3 })
+            .collect()
     }
 
     fn s(v: &[&str]) -> Vec<String> {
@@ -606,7 +611,7 @@ mod tests {
             NamespaceInfo { name: "shop".into(), labels: std::collections::BTreeMap::default(), terminating: false };
         let meanings: Vec<Meaning> = profiles.iter().map(|p| Meaning::of(p, "regcred-system")).collect();
         let got: Vec<(String, String)> =
-            candidates(&meanings, &ns).into_iter().map(|c| (c.profile, c.secret_name)).collect();
+            candidates(&meanings, &ns).into_iter().map(|c| (c.profile.to_owned(), c.secret_name.to_owned())).collect();
         let names: Vec<&str> = got.iter().map(|(p, _)| p.as_str()).collect();
         assert_eq!(names, ["static", "gcp", "ecr", "ecr"]);
         let images =
@@ -617,12 +622,13 @@ mod tests {
 
     #[test]
     fn the_decision_adds_exactly_the_matching_selected_profiles() {
-        let candidates = [
+        let owned = [
             candidate("hub", "https://index.docker.io/v1/", true),
             candidate("ghcr", "ghcr.io/org", true),
             candidate("quay", "quay.io", false),
             candidate("local", "localhost:5000", true),
         ];
+        let candidates = borrowed(&owned);
         let cases: Vec<(Vec<String>, Vec<String>, Vec<String>)> = vec![
             (s(&["nginx"]), vec![], s(&["regcred-hub"])),
             (s(&["ghcr.io/org/app", "nginx:1"]), vec![], s(&["regcred-hub", "regcred-ghcr"])),
