@@ -12,6 +12,7 @@
 
 pub mod certs;
 pub mod deadline;
+pub mod review;
 mod server;
 mod stats;
 
@@ -21,10 +22,9 @@ use std::time::Duration;
 
 use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
+use kube::Client;
 use kube::api::Api;
-use kube::core::DynamicObject;
-use kube::core::admission::{AdmissionRequest, AdmissionResponse, Operation};
-use kube::{Client, ResourceExt as _};
+use kube::core::admission::Operation;
 use tokio::sync::watch;
 use tracing::{Instrument, debug, warn};
 
@@ -35,6 +35,7 @@ use crate::resolve::Meaning;
 use crate::resolve::selection::NamespaceInfo;
 use crate::state::View;
 pub use deadline::admission_deadline;
+pub use review::{Request, Response};
 pub use server::{Error as ServeError, TlsSource, answer, serve};
 pub use stats::Stats;
 
@@ -46,12 +47,12 @@ const SECRET_LOOKUPS: usize = 8;
 /// The admission deadline of a webhook configured with the chart's default `timeoutSeconds` (5 s).
 pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(4);
 
-/// A profile as the decision sees it.
-#[derive(Debug, Clone)]
-pub struct Candidate {
-    pub profile: String,
-    pub secret_name: String,
-    pub key: CredentialKey,
+/// A profile as the decision sees it, borrowed from its compiled meaning (read once per admission).
+#[derive(Debug, Clone, Copy)]
+pub struct Candidate<'a> {
+    pub profile: &'a str,
+    pub secret_name: &'a str,
+    pub key: &'a CredentialKey,
     /// Whether the profile selects the Pod's namespace.
     pub selects_namespace: bool,
 }
@@ -67,15 +68,15 @@ pub fn pod_images(pod: &Pod) -> Vec<String> {
 
 /// The Secret names to add, in the candidates' order: those of profiles that select the namespace and whose
 /// registry serves at least one of the images, minus what the Pod already has. Unparsable images match nothing.
-pub fn decide(images: &[String], existing: &[String], candidates: &[Candidate]) -> Vec<String> {
+pub fn decide(images: &[String], existing: &[String], candidates: &[Candidate<'_>]) -> Vec<String> {
     let serving = serving(images, candidates);
     let mut seen: BTreeSet<&str> = existing.iter().map(String::as_str).collect();
-    serving.into_iter().filter(|c| seen.insert(c.secret_name.as_str())).map(|c| c.secret_name.clone()).collect()
+    serving.into_iter().filter(|c| seen.insert(c.secret_name)).map(|c| c.secret_name.to_owned()).collect()
 }
 
 /// The candidates that select the namespace and serve at least one of `images`: the only profiles whose Secret a
 /// Pod with these images in this namespace may be given.
-pub fn serving<'a>(images: &[String], candidates: &'a [Candidate]) -> Vec<&'a Candidate> {
+pub fn serving<'c, 'a>(images: &[String], candidates: &'c [Candidate<'a>]) -> Vec<&'c Candidate<'a>> {
     let parsed: Vec<_> = images.iter().filter_map(|i| image::parse_memo(i)).collect();
     candidates.iter().filter(|c| c.selects_namespace && parsed.iter().any(|i| c.key.matches(i))).collect()
 }
@@ -105,16 +106,16 @@ pub fn patch(has_pull_secrets: bool, names: &[String]) -> json_patch::Patch {
 
 /// The profiles that could serve a Pod in `ns`: every profile that writes a Secret (not anonymous, not being
 /// deleted), once per registry key its Secret holds. Pure: the meanings are compiled once per profile generation.
-pub fn candidates<'a>(meanings: impl IntoIterator<Item = &'a Meaning>, ns: &NamespaceInfo) -> Vec<Candidate> {
+pub fn candidates<'a>(meanings: impl IntoIterator<Item = &'a Meaning>, ns: &NamespaceInfo) -> Vec<Candidate<'a>> {
     meanings
         .into_iter()
         .filter(|m| m.writes_secret)
         .flat_map(|m| {
             let selects = m.selects(ns);
             m.keys.iter().map(move |(_, key)| Candidate {
-                profile: m.name.clone(),
-                secret_name: m.secret_name.clone(),
-                key: key.clone(),
+                profile: &m.name,
+                secret_name: &m.secret_name,
+                key,
                 selects_namespace: selects,
             })
         })
@@ -188,26 +189,22 @@ impl Webhook {
     }
 
     /// Answers one admission request that arrived now: see [`Webhook::admit_by`].
-    pub async fn admit(&self, req: &AdmissionRequest<DynamicObject>) -> AdmissionResponse {
+    pub async fn admit(&self, req: &Request) -> Response {
         self.admit_by(req, deadline::work_until(tokio::time::Instant::now(), self.deadline)).await
     }
 
     /// Answers one admission request, waiting for nothing past `until` (its deadline less the time to answer):
     /// Pods get their pull Secrets at creation, and Pods and workloads have their new images checked on creation
     /// and update. The object is read as it was decoded with the review, once.
-    pub async fn admit_by(
-        &self,
-        req: &AdmissionRequest<DynamicObject>,
-        until: tokio::time::Instant,
-    ) -> AdmissionResponse {
+    pub async fn admit_by(&self, req: &Request, until: tokio::time::Instant) -> Response {
         self.stats.requests.inc();
-        let allowed = AdmissionResponse::from(req);
+        let allowed = Response::allow(req);
         let (group, kind) = (req.kind.group.as_str(), req.kind.kind.as_str());
         if !images::is_checked_kind(group, kind) || !matches!(req.operation, Operation::Create | Operation::Update) {
             return allowed;
         }
         let Some(object) = req.object.as_ref() else { return allowed };
-        if object.labels().get(OPT_OUT_LABEL).is_some_and(|v| v == OPT_OUT_VALUE) {
+        if object.label(OPT_OUT_LABEL) == Some(OPT_OUT_VALUE) {
             return allowed;
         }
         let Some(namespace) = req.namespace.clone().or_else(|| object.metadata.namespace.clone()) else {
@@ -215,7 +212,10 @@ impl Webhook {
         };
         // A Pod created from a template has no name yet: its generateName says whose it is.
         let name = object.metadata.name.as_deref().or(object.metadata.generate_name.as_deref()).unwrap_or_default();
-        let span = tracing::info_span!("admission", namespace = %namespace, kind, name = %name);
+        // At debug only: a span per admission at info cost more than the decision (its fields formatted as JSON
+        // into the registry for every request, logged or not), and the few events of an admission name its
+        // namespace themselves.
+        let span = tracing::debug_span!("admission", namespace = %namespace, kind, name = %name);
         async {
             let Some(ns) = self.namespace(&namespace, until).await else { return allowed };
             if ns.labels.get(OPT_OUT_LABEL).is_some_and(|v| v == OPT_OUT_VALUE) {
@@ -242,7 +242,7 @@ impl Webhook {
     /// waiting past its deadline: the injection is decided from the cached view, and only a Secret being created
     /// for a brand-new namespace takes time. The outer limit on the checks is a backstop; each of their waits has
     /// the deadline already.
-    async fn answer(&self, a: &Admission<'_>, pod_created: bool, allowed: AdmissionResponse) -> AdmissionResponse {
+    async fn answer(&self, a: &Admission<'_>, pod_created: bool, allowed: Response) -> Response {
         let inject = async { if pod_created { self.admit_pod(a, allowed.clone()).await } else { allowed.clone() } };
         let checks = async {
             let checked = tokio::time::timeout_at(a.until, self.check_images(a)).await;
@@ -257,12 +257,7 @@ impl Webhook {
     }
 
     /// `response` with the image checks' warnings, or their rejection (from `allowed`, without a patch).
-    fn with_answer(
-        &self,
-        response: AdmissionResponse,
-        allowed: AdmissionResponse,
-        answer: images::Answer,
-    ) -> AdmissionResponse {
+    fn with_answer(&self, response: Response, allowed: Response, answer: images::Answer) -> Response {
         self.stats.image_warnings.inc_by(answer.warnings.len() as u64);
         let mut response = match answer.denied {
             Some(reason) => {
@@ -271,9 +266,7 @@ impl Webhook {
             }
             None => response,
         };
-        if !answer.warnings.is_empty() {
-            response.warnings.get_or_insert_with(Vec::new).extend(answer.warnings);
-        }
+        response.warnings.extend(answer.warnings);
         response
     }
 
@@ -427,7 +420,7 @@ impl Webhook {
     }
 
     /// The pull Secrets for one new Pod (`allowed`: the answer that changes nothing).
-    async fn admit_pod(&self, a: &Admission<'_>, allowed: AdmissionResponse) -> AdmissionResponse {
+    async fn admit_pod(&self, a: &Admission<'_>, allowed: Response) -> Response {
         let candidates = candidates(a.profiles.iter().map(|(_, m)| &**m), a.ns);
         let existing = images::pull_secrets_of(a.spec);
         let images = images::images_of(a.spec);
@@ -439,7 +432,7 @@ impl Webhook {
         if add.is_empty() {
             return allowed;
         }
-        match allowed.clone().with_patch(patch(!existing.is_empty(), &add)) {
+        match allowed.clone().with_patch(&patch(!existing.is_empty(), &add)) {
             Ok(patched) => {
                 self.stats.patched.inc();
                 debug!(namespace = %a.ns.name, secrets = ?add, "adding imagePullSecrets");
@@ -447,7 +440,7 @@ impl Webhook {
             }
             Err(e) => {
                 self.stats.errors.inc();
-                warn!(error = %e, "could not serialise the patch; Pod allowed unchanged");
+                warn!(namespace = %a.ns.name, error = %e, "could not serialise the patch; Pod allowed unchanged");
                 allowed
             }
         }
@@ -504,7 +497,7 @@ impl Webhook {
     /// the writer checks the same rule again. On a dry run nothing is created: the answer is what the real request
     /// would get. A Secret not made by the deadline is not referenced (the controller's new-namespace path goes
     /// on).
-    async fn secret_ready(&self, a: &Admission<'_>, name: &str, serving: &[&Candidate]) -> bool {
+    async fn secret_ready(&self, a: &Admission<'_>, name: &str, serving: &[&Candidate<'_>]) -> bool {
         let namespace = a.ns.name.as_str();
         if self.view.managed().contains(namespace, name) || a.dry_run {
             return true;
@@ -568,13 +561,18 @@ struct Admission<'a> {
 mod tests {
     use super::*;
 
-    fn candidate(profile: &str, key: &str, selects: bool) -> Candidate {
-        Candidate {
-            profile: profile.into(),
-            secret_name: format!("regcred-{profile}"),
-            key: CredentialKey::parse(key),
-            selects_namespace: selects,
-        }
+    /// A candidate's profile, Secret name, key and whether it selects the namespace, owned by the test.
+    struct Owned(String, String, CredentialKey, bool);
+
+    fn candidate(profile: &str, key: &str, selects: bool) -> Owned {
+        Owned(profile.into(), format!("regcred-{profile}"), CredentialKey::parse(key), selects)
+    }
+
+    fn borrowed(owned: &[Owned]) -> Vec<Candidate<'_>> {
+        owned
+            .iter()
+            .map(|o| Candidate { profile: &o.0, secret_name: &o.1, key: &o.2, selects_namespace: o.3 })
+            .collect()
     }
 
     fn s(v: &[&str]) -> Vec<String> {
@@ -613,7 +611,7 @@ mod tests {
             NamespaceInfo { name: "shop".into(), labels: std::collections::BTreeMap::default(), terminating: false };
         let meanings: Vec<Meaning> = profiles.iter().map(|p| Meaning::of(p, "regcred-system")).collect();
         let got: Vec<(String, String)> =
-            candidates(&meanings, &ns).into_iter().map(|c| (c.profile, c.secret_name)).collect();
+            candidates(&meanings, &ns).into_iter().map(|c| (c.profile.to_owned(), c.secret_name.to_owned())).collect();
         let names: Vec<&str> = got.iter().map(|(p, _)| p.as_str()).collect();
         assert_eq!(names, ["static", "gcp", "ecr", "ecr"]);
         let images =
@@ -624,12 +622,13 @@ mod tests {
 
     #[test]
     fn the_decision_adds_exactly_the_matching_selected_profiles() {
-        let candidates = [
+        let owned = [
             candidate("hub", "https://index.docker.io/v1/", true),
             candidate("ghcr", "ghcr.io/org", true),
             candidate("quay", "quay.io", false),
             candidate("local", "localhost:5000", true),
         ];
+        let candidates = borrowed(&owned);
         let cases: Vec<(Vec<String>, Vec<String>, Vec<String>)> = vec![
             (s(&["nginx"]), vec![], s(&["regcred-hub"])),
             (s(&["ghcr.io/org/app", "nginx:1"]), vec![], s(&["regcred-hub", "regcred-ghcr"])),
