@@ -20,7 +20,7 @@ use kube::runtime::watcher;
 use serde::{Deserialize, Deserializer};
 use tokio::sync::watch;
 
-use super::compact::{self, Interner};
+use super::compact::{self, Interner, Strings};
 use crate::names::{DOCKER_CONFIG_KEY, DOCKER_CONFIG_TYPE, MANAGED_BY_LABEL, MANAGED_BY_VALUE, PROFILE_LABEL};
 
 /// A managed Secret as its watch decodes it: only what an [`Entry`] is made of. Its managedFields, annotations
@@ -278,6 +278,11 @@ impl Drop for Claim {
 }
 
 impl ManagedSecrets {
+    /// An empty index interning into `strings`, shared with the view's other indexes.
+    pub fn with_strings(strings: Strings) -> Self {
+        Self { index: compact::Shared::with_strings(strings), in_flight: Arc::default() }
+    }
+
     /// Applies one watch event, unless the index already holds that state of the Secret or a later one: regcred
     /// records its own writes as they complete ([`ManagedSecrets::record`]), and the watch then delivers their echo,
     /// or even an earlier state. Says whether the event told the index anything: the echo of regcred's own write,

@@ -119,7 +119,9 @@ impl View {
             reflected(Api::<RegistryProfile>::all(client.clone()), profile_config, |p| {
                 p.metadata.managed_fields = None;
             });
-        let namespaces = Namespaces::default();
+        // One interner for the three indexes that grow with the cluster: each namespace's name is held once.
+        let strings = compact::Strings::default();
+        let namespaces = Namespaces::with_strings(strings.clone());
         let (ns_ready, ns_events) = indexed(
             Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
             watcher::Config::default(),
@@ -129,7 +131,7 @@ impl View {
                 true
             },
         );
-        let managed = ManagedSecrets::default();
+        let managed = ManagedSecrets::with_strings(strings.clone());
         let managed_config = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"));
         let (managed_ready, managed_events) =
             indexed(Api::<WatchedSecret>::all(client.clone()), managed_config, managed.clone(), ManagedSecrets::apply);
@@ -137,7 +139,7 @@ impl View {
             reflected(Api::<Secret>::namespaced(client.clone(), operator_namespace), watcher::Config::default(), |s| {
                 s.metadata.managed_fields = None;
             });
-        let service_accounts = ServiceAccounts::default();
+        let service_accounts = ServiceAccounts::with_strings(strings);
         let (sa_ready, sa_events) = indexed(
             Api::<ServiceAccount>::all(client.clone()),
             watcher::Config::default(),

@@ -1,32 +1,69 @@
 //! The namespaces as selection reads them, and nothing more: each namespace's name, labels and whether it is
-//! being deleted, in a [`compact`] index (every name, label key and value interned; the
-//! `kubernetes.io/metadata.name` label shares its namespace's name). About 100 bytes a namespace, where a
-//! reflector store of metadata kept well over a kilobyte.
+//! being deleted, in a [`compact`] index (every name, label key and value interned). The labels are kept as a
+//! label set shared by every namespace labelled alike, less the `kubernetes.io/metadata.name` label the apiserver
+//! gives every namespace (its value is the name, known from the key): a namespace whose other labels are like
+//! its neighbours' costs no label storage of its own. About 100 bytes a namespace, where a reflector store of
+//! metadata kept well over a kilobyte.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Namespace;
 use kube::ResourceExt;
 use kube::core::PartialObjectMeta;
 use kube::runtime::watcher;
 
-use super::compact::{self, Interner};
-use crate::resolve::selection::{CompiledSelection, NamespaceInfo};
+use super::compact::{self, Interner, LabelSet, Strings};
+use crate::resolve::selection::{CompiledSelection, Labels, NamespaceInfo};
+
+/// The label the apiserver sets on every namespace, whose value is the namespace's name.
+const NAME_LABEL: &str = "kubernetes.io/metadata.name";
 
 /// What is kept of one namespace.
 struct Entry {
-    /// Sorted by key (see [`crate::resolve::selection::Labels`]).
-    labels: Box<[(Arc<str>, Arc<str>)]>,
+    /// Sorted by key (see [`crate::resolve::selection::Labels`]), without [`NAME_LABEL`] when `named`; shared.
+    labels: LabelSet,
+    /// Whether the namespace carries [`NAME_LABEL`] with its own name as value.
+    named: bool,
     terminating: bool,
 }
 
 impl Entry {
     #[expect(clippy::unnecessary_wraps, reason = "the shape compact::Shared::apply takes for every index")]
     fn of(strings: &mut Interner, ns: &PartialObjectMeta<Namespace>) -> Option<Self> {
+        let name = ns.metadata.name.as_deref().unwrap_or_default();
+        let named = ns.labels().get(NAME_LABEL).is_some_and(|v| v == name);
         // A BTreeMap iterates in key order: the pairs come out sorted.
-        let labels = ns.labels().iter().map(|(k, v)| (strings.intern(k), strings.intern(v))).collect();
-        Some(Self { labels, terminating: ns.metadata.deletion_timestamp.is_some() })
+        let pairs = ns
+            .labels()
+            .iter()
+            .filter(|(k, _)| !(named && k.as_str() == NAME_LABEL))
+            .map(|(k, v)| (strings.intern(k), strings.intern(v)))
+            .collect();
+        Some(Self {
+            labels: strings.intern_labels(pairs),
+            named,
+            terminating: ns.metadata.deletion_timestamp.is_some(),
+        })
+    }
+
+    /// The namespace `name`'s labels, as selection reads them.
+    fn labels<'a>(&'a self, name: &'a str) -> Named<'a> {
+        Named { name, entry: self }
+    }
+}
+
+/// One namespace's labels: the shared set, and [`NAME_LABEL`] from the name.
+struct Named<'a> {
+    name: &'a str,
+    entry: &'a Entry,
+}
+
+impl Labels for Named<'_> {
+    fn label(&self, key: &str) -> Option<&str> {
+        if self.entry.named && key == NAME_LABEL {
+            return Some(self.name);
+        }
+        self.entry.labels.label(key)
     }
 }
 
@@ -37,6 +74,11 @@ pub struct Namespaces {
 }
 
 impl Namespaces {
+    /// An empty index interning into `strings`, shared with the view's other indexes.
+    pub fn with_strings(strings: Strings) -> Self {
+        Self { index: compact::Shared::with_strings(strings) }
+    }
+
     /// Applies one watch event.
     pub fn apply(&self, event: &watcher::Event<PartialObjectMeta<Namespace>>) {
         self.index.apply(event, Entry::of);
@@ -46,9 +88,10 @@ impl Namespaces {
     pub fn get(&self, name: &str) -> Option<NamespaceInfo> {
         let index = self.index.read();
         let entry = index.get("", name)?;
+        let own = entry.named.then(|| (NAME_LABEL.to_owned(), name.to_owned()));
         Some(NamespaceInfo {
             name: name.to_owned(),
-            labels: entry.labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            labels: entry.labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).chain(own).collect(),
             terminating: entry.terminating,
         })
     }
@@ -58,7 +101,7 @@ impl Namespaces {
         self.index
             .read()
             .iter()
-            .filter(|(_, name, e)| selection.selects_parts(name, &*e.labels, e.terminating))
+            .filter(|(_, name, e)| selection.selects_parts(name, &e.labels(name), e.terminating))
             .map(|(_, name, _)| name.to_string())
             .collect()
     }
@@ -68,8 +111,10 @@ impl Namespaces {
 mod tests {
     use super::*;
     use crate::api::NamespaceSelection;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, Time};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement, Time};
     use kube::api::ObjectMeta;
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
 
     fn ns(name: &str, labels: &[(&str, &str)], terminating: bool) -> PartialObjectMeta<Namespace> {
         PartialObjectMeta {
@@ -122,5 +167,50 @@ mod tests {
         assert_eq!(index.selected_by(&selection).len(), 2);
         index.apply(&watcher::Event::Delete(ns("b", &[], false)));
         assert!(index.get("b").is_none());
+    }
+
+    #[test]
+    fn the_name_label_comes_from_the_name_and_alike_namespaces_share_one_label_set() {
+        let index = Namespaces::default();
+        for name in ["a", "b"] {
+            index.apply(&watcher::Event::Apply(ns(name, &[("team", "red"), (NAME_LABEL, name)], false)));
+        }
+        // Not as the apiserver writes it: kept as it is.
+        index.apply(&watcher::Event::Apply(ns("odd", &[("team", "red"), (NAME_LABEL, "other")], false)));
+        index.apply(&watcher::Event::Apply(ns("bare", &[("team", "red")], false)));
+        {
+            let read = index.index.read();
+            let (a, b) = (read.get("", "a").unwrap(), read.get("", "b").unwrap());
+            assert!(Arc::ptr_eq(&a.labels, &b.labels), "alike namespaces do not share their label set");
+            assert!(a.named && !read.get("", "odd").unwrap().named && !read.get("", "bare").unwrap().named);
+            assert_eq!(read.strings.lock().label_sets(), 2, "one set for a, b and bare, one for odd");
+        }
+        let want = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+        };
+        assert_eq!(index.get("a").unwrap().labels, want(&[("team", "red"), (NAME_LABEL, "a")]));
+        assert_eq!(index.get("odd").unwrap().labels, want(&[("team", "red"), (NAME_LABEL, "other")]));
+        assert_eq!(index.get("bare").unwrap().labels, want(&[("team", "red")]));
+        let by_name = |selector: LabelSelector| {
+            let spec = NamespaceSelection { selector: Some(selector), ..Default::default() };
+            index.selected_by(&CompiledSelection::new(&spec, "regcred").unwrap())
+        };
+        let equal = LabelSelector { match_labels: Some(want(&[(NAME_LABEL, "b")])), ..Default::default() };
+        assert_eq!(by_name(equal), BTreeSet::from(["b".to_owned()]));
+        let other = LabelSelector { match_labels: Some(want(&[(NAME_LABEL, "other")])), ..Default::default() };
+        assert_eq!(by_name(other), BTreeSet::from(["odd".to_owned()]));
+        let without = LabelSelector {
+            match_expressions: Some(vec![LabelSelectorRequirement {
+                key: NAME_LABEL.to_owned(),
+                operator: "DoesNotExist".to_owned(),
+                values: None,
+            }]),
+            ..Default::default()
+        };
+        assert_eq!(by_name(without), BTreeSet::from(["bare".to_owned()]));
+        for name in ["a", "b", "odd", "bare"] {
+            index.apply(&watcher::Event::Delete(ns(name, &[], false)));
+        }
+        assert!(index.index.read().is_empty());
     }
 }

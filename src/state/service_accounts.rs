@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::{LocalObjectReference, ServiceAccount};
 use kube::ResourceExt;
 use kube::runtime::watcher;
 
-use super::compact::{self, Interner};
+use super::compact::{self, Interner, Strings};
 use crate::glob::glob_match;
 
 /// The entries regcred added to a ServiceAccount, as `profile=secret` pairs separated by commas.
@@ -90,6 +90,11 @@ pub struct ServiceAccounts {
 }
 
 impl ServiceAccounts {
+    /// An empty index interning into `strings`, shared with the view's other indexes.
+    pub fn with_strings(strings: Strings) -> Self {
+        Self { index: compact::Shared::with_strings(strings) }
+    }
+
     /// Applies one watch event.
     pub fn apply(&self, event: &watcher::Event<ServiceAccount>) {
         self.index.apply(event, Account::of);
