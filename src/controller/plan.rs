@@ -66,7 +66,7 @@ pub fn secrets(
             Desired::Write { name, content_hash } if &*o.name == name && selected.contains(&*o.namespace) => {
                 seen.insert(&*o.namespace);
                 if !o.type_ok {
-                    plan.actions.push(Action::Replace { namespace: o.namespace.to_string(), uid: o.uid.clone() });
+                    plan.actions.push(Action::Replace { namespace: o.namespace.to_string(), uid: o.uid.to_string() });
                 } else if o.content_hash != *content_hash || !o.labels_ok || !owned {
                     plan.actions.push(Action::Update { namespace: o.namespace.to_string() });
                 } else {
@@ -86,7 +86,7 @@ pub fn secrets(
                 plan.deletions.push(Deletion {
                     namespace: o.namespace.to_string(),
                     name: o.name.to_string(),
-                    uid: o.uid.clone(),
+                    uid: o.uid.to_string(),
                     cause,
                 });
             }
@@ -283,11 +283,11 @@ mod tests {
         ObservedSecret {
             namespace: ns.into(),
             name: "regcred-x".into(),
-            uid: format!("uid-{ns}"),
+            uid: format!("uid-{ns}").as_str().into(),
             content_hash: hash,
             type_ok: true,
             labels_ok: true,
-            owner_uids: vec![UID.into()],
+            owner_uids: Arc::from(vec![Arc::from(UID)]),
         }
     }
 
@@ -315,7 +315,7 @@ mod tests {
         let mut labels = observed("b", 1);
         labels.labels_ok = false;
         let mut owner = observed("c", 1);
-        owner.owner_uids = vec!["old-incarnation".into()];
+        owner.owner_uids = Arc::from(vec![Arc::from("old-incarnation")]);
         let p = secrets(
             &target(1),
             &set(&["a", "b", "c"]),
@@ -383,7 +383,7 @@ mod tests {
     #[test]
     fn secrets_not_owned_by_this_profile_are_never_deleted() {
         let mut forged = observed("elsewhere", 1);
-        forged.owner_uids = vec![];
+        forged.owner_uids = Arc::new([]);
         let p = secrets(&target(1), &set(&[]), &BTreeSet::new(), &[forged.clone()], UID, |_| false);
         assert!(p.actions.is_empty() && p.deletions.is_empty());
         let p = secrets(&Desired::Nothing, &set(&[]), &BTreeSet::new(), &[forged], UID, |_| false);

@@ -23,6 +23,7 @@ pub type LabelSet = Arc<[(Arc<str>, Arc<str>)]>;
 pub struct Interner {
     strings: HashSet<Arc<str>>,
     label_sets: HashSet<LabelSet>,
+    lists: HashSet<Arc<[Arc<str>]>>,
 }
 
 /// One [`Interner`] shared by several indexes. Locked only while an index applies an event, after that index's
@@ -58,11 +59,23 @@ impl Interner {
         set
     }
 
+    /// The shared copy of the list of strings `items` (a Secret's owner uids, say).
+    pub fn intern_list(&mut self, items: Vec<Arc<str>>) -> Arc<[Arc<str>]> {
+        if let Some(list) = self.lists.get(items.as_slice()) {
+            return list.clone();
+        }
+        let list: Arc<[Arc<str>]> = items.into();
+        self.lists.insert(list.clone());
+        list
+    }
+
     /// Drops the strings and label sets nobody uses any more (a deleted namespace's name, a deleted profile's).
-    /// Label sets first: they hold strings.
+    /// Label sets and lists first: they hold strings.
     fn release_unused(&mut self) {
         self.label_sets.retain(|s| Arc::strong_count(s) > 1);
         self.label_sets.shrink_to_fit();
+        self.lists.retain(|s| Arc::strong_count(s) > 1);
+        self.lists.shrink_to_fit();
         self.strings.retain(|s| Arc::strong_count(s) > 1);
         self.strings.shrink_to_fit();
     }

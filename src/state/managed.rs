@@ -127,15 +127,16 @@ fn docker_config<'de, D: Deserializer<'de>>(d: D) -> Result<Option<ByteString>, 
 pub struct ObservedSecret {
     pub namespace: Arc<str>,
     pub name: Arc<str>,
-    pub uid: String,
+    /// Its uid, as the index keeps it: no allocation per Secret when a plan reads a profile's every Secret.
+    pub uid: Uid,
     /// [`content_hash`] of its type and data.
     pub content_hash: u64,
     /// Its type is `kubernetes.io/dockerconfigjson` (a type cannot be changed in place).
     pub type_ok: bool,
     /// It carries every label regcred sets.
     pub labels_ok: bool,
-    /// UIDs in its ownerReferences.
-    pub owner_uids: Vec<Arc<str>>,
+    /// UIDs in its ownerReferences, shared by every Secret with the same owners.
+    pub owner_uids: Arc<[Arc<str>]>,
 }
 
 /// Hash of a Secret's type and content, to compare cached Secrets with the desired one without keeping
@@ -156,7 +157,8 @@ struct Entry {
     /// Its `regcred.dev/profile` label ("" when someone removed it).
     profile: Arc<str>,
     uid: Uid,
-    owner_uids: Owners,
+    /// Interned: the Secrets of one profile share one list.
+    owner_uids: Arc<[Arc<str>]>,
     content_hash: u64,
     type_ok: bool,
     labels_ok: bool,
@@ -165,42 +167,15 @@ struct Entry {
     resource_version: u64,
 }
 
-/// A Secret's owner uids, without an allocation of their own in the usual case of exactly one (its profile).
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum Owners {
-    One(Arc<str>),
-    Other(Box<[Arc<str>]>),
-}
-
-impl Owners {
-    fn new(mut uids: Vec<Arc<str>>) -> Self {
-        match uids.pop() {
-            Some(one) if uids.is_empty() => Self::One(one),
-            Some(last) => {
-                uids.push(last);
-                Self::Other(uids.into_boxed_slice())
-            }
-            None => Self::Other(Box::default()),
-        }
-    }
-
-    fn to_vec(&self) -> Vec<Arc<str>> {
-        match self {
-            Self::One(uid) => vec![uid.clone()],
-            Self::Other(uids) => uids.to_vec(),
-        }
-    }
-}
-
 /// A Kubernetes uid: a UUID packed into 16 bytes, or (never seen in practice) the text as it came.
 #[derive(Clone, Debug, PartialEq, Eq)]
-enum Uid {
+pub enum Uid {
     Packed(uuid::Uuid),
     Text(Box<str>),
 }
 
 impl Uid {
-    fn new(text: &str) -> Self {
+    pub fn new(text: &str) -> Self {
         match uuid::Uuid::try_parse(text) {
             // Packed only when it reads back exactly as it came (uuid also reads upper case, braces, no hyphens).
             Ok(packed) if packed.hyphenated().to_string() == text => Self::Packed(packed),
@@ -209,10 +184,22 @@ impl Uid {
     }
 
     fn to_text(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl std::fmt::Display for Uid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Packed(packed) => packed.hyphenated().to_string(),
-            Self::Text(t) => t.to_string(),
+            Self::Packed(packed) => packed.hyphenated().fmt(f),
+            Self::Text(t) => f.write_str(t),
         }
+    }
+}
+
+impl From<&str> for Uid {
+    fn from(text: &str) -> Self {
+        Self::new(text)
     }
 }
 
@@ -222,11 +209,11 @@ impl Entry {
         ObservedSecret {
             namespace: namespace.clone(),
             name: name.clone(),
-            uid: self.uid.to_text(),
+            uid: self.uid.clone(),
             content_hash: self.content_hash,
             type_ok: self.type_ok,
             labels_ok: self.labels_ok,
-            owner_uids: self.owner_uids.to_vec(),
+            owner_uids: self.owner_uids.clone(),
         }
     }
 
@@ -243,7 +230,7 @@ impl Entry {
         Some(Self {
             profile: strings.intern(profile),
             uid: Uid::new(secret.metadata.uid.as_deref().unwrap_or_default()),
-            owner_uids: Owners::new(owners),
+            owner_uids: strings.intern_list(owners),
             content_hash: hash,
             type_ok: secret.type_.as_deref() == Some(DOCKER_CONFIG_TYPE),
             labels_ok: labels.get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGED_BY_VALUE),
@@ -341,7 +328,7 @@ impl ManagedSecrets {
                 && e.type_ok
                 && e.labels_ok
                 && &*e.profile == profile
-                && e.owner_uids.to_vec().iter().any(|u| &**u == owner)
+                && e.owner_uids.iter().any(|u| &**u == owner)
         })
     }
 
@@ -442,8 +429,8 @@ mod tests {
         assert!(index.contains("a", "pull") && !index.contains("a", "other"));
         let seen = index.observed_for("p");
         assert_eq!(seen.len(), 1);
-        assert_eq!((&*seen[0].namespace, seen[0].uid.as_str()), ("a", UID));
-        assert_eq!(seen[0].owner_uids, vec![Arc::from("owner-1")]);
+        assert_eq!((&*seen[0].namespace, seen[0].uid.to_string().as_str()), ("a", UID));
+        assert_eq!(*seen[0].owner_uids, [Arc::from("owner-1")]);
         assert!(seen[0].type_ok && seen[0].labels_ok);
         let before = seen[0].content_hash;
 
@@ -497,7 +484,7 @@ mod tests {
         assert!(apply(at("6", "drift")), "someone else's edit");
         assert!(apply(secret("b", "pull", "p", "x")), "a Secret without a numeric resourceVersion always counts");
         // regcred's own delete: recorded first, its echo then finds nothing held.
-        let uid = index.observed_for("p").iter().find(|o| &*o.namespace == "a").unwrap().uid.clone();
+        let uid = index.observed_for("p").iter().find(|o| &*o.namespace == "a").unwrap().uid.to_string();
         index.record_deleted("a", "pull", &uid);
         assert!(!index.apply(&watcher::Event::Delete(at("7", "drift"))), "the echo of regcred's own delete");
         assert!(index.apply(&watcher::Event::Delete(secret("b", "pull", "p", "x"))), "someone else's delete");
@@ -543,9 +530,11 @@ mod tests {
         secret.data = None;
         assert_ne!(Entry::of(&mut strings, &watched(&secret)).unwrap().content_hash, entry.content_hash);
         secret.metadata.owner_references = None;
-        assert_eq!(Entry::of(&mut strings, &watched(&secret)).unwrap().owner_uids, Owners::new(Vec::new()));
+        assert_eq!(Entry::of(&mut strings, &watched(&secret)).unwrap().owner_uids.len(), 0);
         let entry = Entry::of(&mut strings, &secret_with_owner_json()).unwrap();
-        assert_eq!(entry.owner_uids, Owners::One(Arc::from("owner-2")));
+        assert_eq!(*entry.owner_uids, [Arc::from("owner-2")]);
+        let again = Entry::of(&mut strings, &secret_with_owner_json()).unwrap();
+        assert!(Arc::ptr_eq(&entry.owner_uids, &again.owner_uids), "Secrets with the same owners share one list");
     }
 
     fn secret_with_owner_json() -> WatchedSecret {
