@@ -85,7 +85,8 @@ async fn trim_after_bursts_with(activity: impl Fn() -> u64, period: Duration, tr
 /// eight per core) so that they never wait on each other's allocations; regcred's threads mostly wait on the network,
 /// and every extra arena keeps free pages and fragments of its own. `make bench` at 10,000 namespaces: caches warm
 /// 22.2 -> 19.8 MiB, peak 37.5 -> 34.3 MiB, steady 30.7 -> 28.7 MiB, the sync no slower. Call it before any thread
-/// starts. `MALLOC_ARENA_MAX` in the environment, when set, is left to decide.
+/// starts. `MALLOC_ARENA_MAX` in the environment, when set, is left to decide. Also fixes glibc's mmap threshold
+/// (see [`MMAP_THRESHOLD`]; `MALLOC_MMAP_THRESHOLD_` overrides).
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[allow(unsafe_code)]
 pub fn one_arena() {
@@ -96,7 +97,19 @@ pub fn one_arena() {
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 1);
     }
+    if std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_none() {
+        // SAFETY: as above.
+        unsafe {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
+        }
+    }
 }
+
+/// Allocations from this size up get pages of their own, given back to the OS when freed. A set value also stops
+/// glibc from raising the threshold each time such a block is freed (up to 32 MiB), after which a full plan's
+/// vectors (a megabyte and more at 50,000 namespaces) would come from the heap and leave it fragmented.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+const MMAP_THRESHOLD: libc::c_int = 128 * 1024;
 
 /// Other allocators manage their arenas themselves.
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
