@@ -6,6 +6,7 @@
 //!   [`namespace`] and its [`namespace_info`] as the selection sees it;
 //! - registries that misbehave: [`silent_registry`] (accepts connections, never answers) and [`closed_registry`]
 //!   (refuses them);
+//! - a ServiceAccount's pull Secret references ([`refs`]) and regcred's record on it ([`record`]);
 //! - what a managed Secret holds, read as the kubelet reads it: its [`auths`] and the [`login`] for one registry;
 //! - waits on a condition, never a fixed sleep: [`wait_for`] for anything, and on the cluster [`wait_secret`],
 //!   [`wait_login`] and [`wait_condition`].
@@ -23,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::api::core::v1::{LocalObjectReference, Namespace, Secret};
 use kube::Client;
 use kube::api::{Api, ObjectMeta};
 use serde_json::{Value, json};
@@ -203,6 +204,16 @@ pub async fn wait_condition(
         current.then_some(p)
     })
     .await
+}
+
+/// A ServiceAccount's `imagePullSecrets`, naming `names`.
+pub fn refs(names: &[&str]) -> Vec<LocalObjectReference> {
+    names.iter().map(|n| LocalObjectReference { name: (*n).into() }).collect()
+}
+
+/// regcred's record on a ServiceAccount: profile -> the Secret it listed there.
+pub fn record(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs.iter().map(|(p, s)| ((*p).into(), (*s).into())).collect()
 }
 
 #[cfg(test)]

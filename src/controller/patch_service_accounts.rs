@@ -142,13 +142,7 @@ pub async fn converge(
 mod tests {
     use super::*;
 
-    fn refs(names: &[&str]) -> Vec<LocalObjectReference> {
-        names.iter().map(|n| LocalObjectReference { name: (*n).into() }).collect()
-    }
-
-    fn rec(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(p, s)| ((*p).into(), (*s).into())).collect()
-    }
+    use crate::fixtures::{record as rec, refs};
 
     fn listed(s: &str) -> Want {
         Want::Listed(s.into())

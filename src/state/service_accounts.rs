@@ -124,13 +124,7 @@ impl ServiceAccounts {
 mod tests {
     use super::*;
 
-    fn refs(names: &[&str]) -> Vec<LocalObjectReference> {
-        names.iter().map(|n| LocalObjectReference { name: (*n).into() }).collect()
-    }
-
-    fn rec(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(p, s)| ((*p).into(), (*s).into())).collect()
-    }
+    use crate::fixtures::{record as rec, refs};
 
     #[test]
     fn the_record_parser_ignores_malformed_pairs() {
