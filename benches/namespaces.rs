@@ -375,11 +375,15 @@ mod hand {
     }
 }
 
-#[tokio::main]
-async fn main() {
+fn main() {
     if std::env::var_os(hand::ENV).is_some() {
-        return hand::run().await;
+        return common::runtime().block_on(hand::run());
     }
+    bench();
+}
+
+#[tokio::main]
+async fn bench() {
     let small = env_or("NAMESPACES_SMALL", 1_000) as usize;
     let large = (env_or("NAMESPACES_LARGE", 10_000) as usize).max(small);
     let samples = env_or("NAMESPACE_SAMPLES", 100) as usize;

@@ -25,6 +25,9 @@ pub struct LogArgs {
     pub format: LogFormat,
 }
 
+/// `--worker-threads` by default (the benchmarks' baselines run with as many, on equal terms).
+pub const DEFAULT_WORKER_THREADS: u16 = 1;
+
 /// Options of `regcred run`.
 #[derive(Args, Clone, Debug)]
 pub struct RunArgs {
@@ -37,6 +40,13 @@ pub struct RunArgs {
     /// one requested for this account, and only this one.
     #[arg(long, env = "REGCRED_SERVICE_ACCOUNT", default_value = "regcred")]
     pub service_account: String,
+
+    /// Threads running regcred's work. regcred waits on the apiserver and registries far more than it computes:
+    /// one thread serves thousands of namespaces and admissions at once, and each thread more spends CPU handing
+    /// work to the others (`make bench`: 1.0 ms of CPU per new namespace with two threads, 0.37 ms with one). Raise
+    /// it only for a profile planning hundreds of thousands of namespaces beside a busy webhook.
+    #[arg(long, env = "REGCRED_WORKER_THREADS", default_value_t = DEFAULT_WORKER_THREADS, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub worker_threads: u16,
 
     /// Secret and ServiceAccount writes in flight at once, across all profiles: the most load regcred's syncs put
     /// on the apiserver. One large profile may use all of it; several share it first come, first served.

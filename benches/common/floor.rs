@@ -29,7 +29,7 @@ pub fn serve_if_asked() {
     let [port, cert, key, secret] = [2, 3, 4, 5].map(|i| args.get(i).cloned().unwrap_or_default());
     crate::common::child_logging();
     regcred::memory::one_arena();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let runtime = crate::common::runtime();
     runtime.block_on(serve(port.parse().unwrap(), cert.into(), key.into(), secret));
     std::process::exit(0);
 }

@@ -172,6 +172,16 @@ pub fn quantile_of_buckets(buckets: &[(f64, f64)], q: f64) -> f64 {
     lower
 }
 
+/// The async runtime of a baseline's process (the floor webhook, the raw and hand-written clients): as many worker
+/// threads as regcred runs with by default, so each compares with regcred on equal terms.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(usize::from(regcred::config::DEFAULT_WORKER_THREADS))
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 /// Installs regcred's own logger with the benchmark's logging ([`LOG_ENV`]), parsed by regcred's own options:
 /// in helper processes, and wherever regcred's code runs in the benchmark's process.
 pub fn child_logging() {

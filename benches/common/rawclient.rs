@@ -57,7 +57,7 @@ pub fn run_if_asked() {
     let job: Job = serde_json::from_slice(&std::fs::read(&args[2]).unwrap()).unwrap();
     crate::common::child_logging();
     regcred::memory::one_arena();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let runtime = crate::common::runtime();
     runtime.block_on(run(job));
     std::process::exit(0);
 }

@@ -118,16 +118,21 @@ pub fn run(cli: Cli) -> ExitCode {
                 return fail(&e);
             }
             crate::memory::one_arena();
-            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+            let threads = usize::from(args.worker_threads);
+            let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build()
+            {
                 Ok(rt) => rt,
                 Err(e) => return fail(&format!("could not start the async runtime: {e}")),
             };
-            match runtime.block_on(crate::operator::run(*args)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
+            // On a worker like every other task, not on this thread: with one worker, no task hands work to another
+            // thread.
+            match runtime.block_on(async move { tokio::spawn(crate::operator::run(*args)).await }) {
+                Ok(Ok(())) => ExitCode::SUCCESS,
+                Ok(Err(e)) => {
                     tracing::error!(error = %e, "regcred stopped");
                     fail(&e.to_string())
                 }
+                Err(e) => fail(&format!("regcred stopped: {e}")),
             }
         }
     }
