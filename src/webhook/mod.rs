@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt as _;
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::core::v1::Namespace;
 use kube::Client;
 use kube::api::Api;
 use kube::core::admission::Operation;
@@ -55,15 +55,6 @@ pub struct Candidate<'a> {
     pub key: &'a CredentialKey,
     /// Whether the profile selects the Pod's namespace.
     pub selects_namespace: bool,
-}
-
-/// Every image of a Pod: containers, init containers and ephemeral containers.
-pub fn pod_images(pod: &Pod) -> Vec<String> {
-    let Some(spec) = &pod.spec else { return Vec::new() };
-    let containers = spec.containers.iter().map(|c| c.image.clone());
-    let init = spec.init_containers.iter().flatten().map(|c| c.image.clone());
-    let ephemeral = spec.ephemeral_containers.iter().flatten().map(|c| c.image.clone());
-    containers.chain(init).chain(ephemeral).flatten().collect()
 }
 
 /// The Secret names to add, in the candidates' order: those of profiles that select the namespace and whose
@@ -659,18 +650,5 @@ mod tests {
             append,
             serde_json::json!([{"op": "add", "path": "/spec/imagePullSecrets/-", "value": {"name": "a"}}])
         );
-    }
-
-    #[test]
-    fn every_image_of_a_pod_counts() {
-        let pod: Pod = serde_json::from_value(serde_json::json!({
-            "spec": {
-                "containers": [{"name": "a", "image": "nginx"}, {"name": "b"}],
-                "initContainers": [{"name": "i", "image": "ghcr.io/org/init"}],
-                "ephemeralContainers": [{"name": "e", "image": "busybox"}],
-            }
-        }))
-        .unwrap();
-        assert_eq!(pod_images(&pod), s(&["nginx", "ghcr.io/org/init", "busybox"]));
     }
 }
