@@ -119,36 +119,15 @@ impl View {
             reflected(Api::<RegistryProfile>::all(client.clone()), profile_config, |p| {
                 p.metadata.managed_fields = None;
             });
-        // One interner for the three indexes that grow with the cluster: each namespace's name is held once.
-        let strings = compact::Strings::default();
-        let namespaces = Namespaces::with_strings(strings.clone());
-        let (ns_ready, ns_events) = indexed(
-            Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
-            watcher::Config::default(),
-            namespaces.clone(),
-            |index, event| {
-                index.apply(event);
-                true
-            },
-        );
-        let managed = ManagedSecrets::with_strings(strings.clone());
-        let managed_config = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"));
-        let (managed_ready, managed_events) =
-            indexed(Api::<WatchedSecret>::all(client.clone()), managed_config, managed.clone(), ManagedSecrets::apply);
         let (sources, sources_ready, source_events) =
             reflected(Api::<Secret>::namespaced(client.clone(), operator_namespace), watcher::Config::default(), |s| {
                 s.metadata.managed_fields = None;
             });
-        let service_accounts = ServiceAccounts::with_strings(strings);
-        let (sa_ready, sa_events) = indexed(
-            Api::<ServiceAccount>::all(client.clone()),
-            watcher::Config::default(),
-            service_accounts.clone(),
-            |index, event| {
-                index.apply(event);
-                true
-            },
-        );
+        let Grown {
+            namespaces: (namespaces, ns_ready, ns_events),
+            managed: (managed, managed_ready, managed_events),
+            service_accounts: (service_accounts, sa_ready, sa_events),
+        } = Grown::open(client);
         let view = Self {
             profiles,
             namespaces,
@@ -164,10 +143,10 @@ impl View {
         };
         let watches = Watches {
             profiles: profile_events.boxed(),
-            namespaces: ns_events.boxed(),
-            managed: managed_events.boxed(),
+            namespaces: ns_events,
+            managed: managed_events,
             sources: source_events.boxed(),
-            service_accounts: sa_events.boxed(),
+            service_accounts: sa_events,
         };
         (view, watches)
     }
@@ -439,6 +418,49 @@ fn refresher(dirty: &Arc<Dirty>, refresh_fraction: f64, identity: Arc<Identity>)
 
 /// How long reconciles triggered by namespace events wait for more of them.
 const SETTLE: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// The three indexes that grow with the cluster, each with its ready flag and its watch's events. One interner
+/// for all three: each namespace's name is held once.
+struct Grown {
+    namespaces: (Namespaces, watch::Receiver<bool>, Events<PartialObjectMeta<Namespace>>),
+    managed: (ManagedSecrets, watch::Receiver<bool>, Events<WatchedSecret>),
+    service_accounts: (ServiceAccounts, watch::Receiver<bool>, Events<ServiceAccount>),
+}
+
+impl Grown {
+    fn open(client: &Client) -> Self {
+        let strings = compact::Strings::default();
+        let namespaces = Namespaces::with_strings(strings.clone());
+        let (ns_ready, ns_events) = indexed(
+            Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
+            watcher::Config::default(),
+            namespaces.clone(),
+            |index, event| {
+                index.apply(event);
+                true
+            },
+        );
+        let managed = ManagedSecrets::with_strings(strings.clone());
+        let managed_config = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"));
+        let (managed_ready, managed_events) =
+            indexed(Api::<WatchedSecret>::all(client.clone()), managed_config, managed.clone(), ManagedSecrets::apply);
+        let service_accounts = ServiceAccounts::with_strings(strings);
+        let (sa_ready, sa_events) = indexed(
+            Api::<ServiceAccount>::all(client.clone()),
+            watcher::Config::default(),
+            service_accounts.clone(),
+            |index, event| {
+                index.apply(event);
+                true
+            },
+        );
+        Self {
+            namespaces: (namespaces, ns_ready, ns_events.boxed()),
+            managed: (managed, managed_ready, managed_events.boxed()),
+            service_accounts: (service_accounts, sa_ready, sa_events.boxed()),
+        }
+    }
+}
 
 /// What feeds a [`View::detached`].
 pub struct Feeds {
