@@ -35,6 +35,7 @@ use crate::resolve::selection::CompiledSelection;
 use crate::resolve::{self, Content, Meaning, Source, Written};
 use crate::secrets::guard::{self, Cause, Deletion};
 use crate::secrets::{Action as Write, Writer};
+use crate::state::View;
 use k8s_openapi::api::core::v1::ServiceAccount;
 
 /// A change of a profile's status in its counts alone (a new namespace synced, see [`status::counts_only`]) is
@@ -263,7 +264,7 @@ impl Target<'_> {
 
     /// The namespaces of `selected` where a rival writes a Secret of the same name (see [`Meaning::may_write`]),
     /// each with the failure status shows for it. The usual profile, whose Secret name is its own, has no rival.
-    fn conflicts(&self, ctx: &Context, selected: &BTreeSet<String>) -> BTreeMap<String, NamespaceFailure> {
+    fn conflicts(&self, view: &View, selected: &BTreeSet<String>) -> BTreeMap<String, NamespaceFailure> {
         if self.rivals.is_empty() {
             return BTreeMap::new();
         }
@@ -271,7 +272,7 @@ impl Target<'_> {
         selected
             .iter()
             .filter_map(|name| {
-                let ns = ctx.view.namespace(name)?;
+                let ns = view.namespace(name)?;
                 match meaning.may_write(&ns, self.rivals.iter().copied()) {
                     Err(refusal @ resolve::Refusal::Conflict(_)) => Some((
                         name.clone(),
@@ -296,9 +297,14 @@ async fn sync_all(
     target: &Target<'_>,
     basis: u64,
 ) -> Result<Synced, Error> {
-    let selected = ctx.view.namespaces().selected_by(target.selection);
-    let conflicts = target.conflicts(ctx, &selected);
-    let secrets = sync_secrets(ctx, profile, target, &selected, conflicts).await?;
+    let was_holding = ctx
+        .previous_status(profile)
+        .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == DELETIONS_HELD && c.status == TRUE));
+    let FullPlan { selected, writes, conflicts, held, holding } = plan_all(&ctx.view, profile, target, was_holding);
+    ctx.metrics.set_deletions_held(&target.meaning.name, held.len());
+    let mut failures = execute(ctx, profile, target, writes).await?;
+    failures.extend(conflicts.into_values());
+    let secrets = SecretSync::new(profile, failures, &held, holding);
     let counted = if target.content.is_some() { selected.iter().collect() } else { Vec::new() };
     let served = Served::new(target, &selected, &secrets.failures, &secrets.kept);
     let accounts = sync_service_accounts(ctx, profile, &served, None).await;
@@ -332,7 +338,7 @@ async fn sync_some(
         .cloned()
         .collect();
     let observed: Vec<_> = namespaces.iter().flat_map(|ns| ctx.view.managed().observed_in(name, ns)).collect();
-    let conflicts = target.conflicts(ctx, &selected);
+    let conflicts = target.conflicts(&ctx.view, &selected);
     let held: BTreeSet<&str> = conflicts.keys().map(String::as_str).collect();
     let gone = |ns: &str| ctx.view.namespace(ns).is_none_or(|n| n.terminating);
     let mut plan = plan::secrets(&target.desired(), &selected, &held, &observed, target.uid, gone);
@@ -410,24 +416,32 @@ impl SecretSync {
     }
 }
 
-/// Plans and makes the Secret writes of one profile over every namespace, the deletions among them as far as the
-/// deletion guard releases them. Namespaces in `conflicts` are left exactly as they are: nothing created, updated
-/// or removed there; the failures returned include theirs.
-async fn sync_secrets(
-    ctx: &Context,
-    profile: &Arc<RegistryProfile>,
-    target: &Target<'_>,
-    selected: &BTreeSet<String>,
+/// What a full plan of one profile's Secrets decided, before any write.
+struct FullPlan {
+    /// The namespaces the profile selects.
+    selected: BTreeSet<String>,
+    /// The writes, the deletions the guard released included.
+    writes: Vec<Write>,
+    /// The namespaces where a rival writes a Secret of the same name: left exactly as they are.
     conflicts: BTreeMap<String, NamespaceFailure>,
-) -> Result<SecretSync, Error> {
-    let meaning = target.meaning;
-    let observed = ctx.view.managed().observed_for(&meaning.name);
+    /// The deletions the guard holds.
+    held: Vec<Deletion>,
+    /// The namespaces where the profile has a Secret of its own now.
+    holding: usize,
+}
+
+/// Plans the Secret writes of one profile over every namespace, from the view alone (no request), the deletions
+/// among them as far as the deletion guard releases them (`was_holding`: the profile's last status said it held
+/// some). Namespaces where a rival's conflict holds are left exactly as they are: nothing created, updated or
+/// removed there.
+fn plan_all(view: &View, profile: &RegistryProfile, target: &Target<'_>, was_holding: bool) -> FullPlan {
+    let selected = view.namespaces().selected_by(target.selection);
+    let conflicts = target.conflicts(view, &selected);
+    let observed = view.managed().observed_for(&target.meaning.name);
     let held: BTreeSet<&str> = conflicts.keys().map(String::as_str).collect();
-    let gone = |ns: &str| ctx.view.namespace(ns).is_none_or(|n| n.terminating);
-    let mut plan = plan::secrets(&target.desired(), selected, &held, &observed, target.uid, gone);
-    let was_holding = ctx
-        .previous_status(profile)
-        .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == DELETIONS_HELD && c.status == TRUE));
+    let gone = |ns: &str| view.namespace(ns).is_none_or(|n| n.terminating);
+    let mut plan = plan::secrets(&target.desired(), &selected, &held, &observed, target.uid, gone);
+    drop(observed);
     let confirmation = profile.annotations().get(CONFIRM_DELETIONS_ANNOTATION).map(String::as_str);
     let decision = guard::decide(
         std::mem::take(&mut plan.deletions),
@@ -438,11 +452,8 @@ async fn sync_secrets(
     if !decision.held.is_empty() {
         debug!(held = decision.held.len(), holding = plan.holding, "deletions held until confirmed or reverted");
     }
-    ctx.metrics.set_deletions_held(&meaning.name, decision.held.len());
     plan.actions.extend(decision.released.into_iter().map(Write::Delete));
-    let mut failures = execute(ctx, profile, target, plan.actions).await?;
-    failures.extend(conflicts.into_values());
-    Ok(SecretSync::new(profile, failures, &decision.held, plan.holding))
+    FullPlan { selected, writes: plan.actions, conflicts, held: decision.held, holding: plan.holding }
 }
 
 /// Makes `actions` through the one writer, within the shared budget; returns the namespaces that failed.
@@ -620,3 +631,6 @@ async fn write_status(
     }
     Ok(None)
 }
+
+#[cfg(test)]
+mod tests;
