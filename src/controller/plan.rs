@@ -18,6 +18,7 @@ use crate::state::dirty::Changed;
 
 pub use crate::secrets::Action;
 pub use crate::secrets::guard::{Cause, Deletion};
+pub use crate::state::compact::NameSet;
 pub use crate::state::managed::{ObservedSecret, content_hash};
 
 /// What a profile wants written.
@@ -41,67 +42,86 @@ pub struct SecretPlan {
 }
 
 /// Plans the Secret writes for one profile over the namespaces in `selected` and `observed` (all of them, or
-/// those [`reach`] names). `observed` holds the cached Secrets labelled with the profile's name;
+/// those [`reach`] names). `observed` holds the cached Secrets labelled with the profile's name (in any order);
 /// only those whose ownerReferences name `profile_uid` are ever deleted, so a Secret someone else labelled is
 /// never removed. Namespaces in `held` (where another profile writes a Secret of the same name) are left exactly
 /// as they are: no write, and nothing of ours removed. `gone` says whether a namespace is being deleted or is no
 /// longer there.
+///
+/// What it holds beyond its answer is `observed`, sorted in place: the namespaces to create the Secret in are
+/// `selected` less those where it is (a merge of the two in order), and those holding one of ours are counted
+/// as they pass. Its actions carry the names of `selected` and `observed`, not copies, in a buffer sized once,
+/// with room for the deletions the guard releases.
 pub fn secrets(
     target: &Desired,
-    selected: &BTreeSet<String>,
+    selected: &NameSet,
     held: &BTreeSet<&str>,
-    observed: &[ObservedSecret],
+    mut observed: Vec<ObservedSecret>,
     profile_uid: &str,
     gone: impl Fn(&str) -> bool,
 ) -> SecretPlan {
+    observed.sort_unstable_by(|a, b| a.namespace.cmp(&b.namespace));
+    let wanted = match target {
+        Desired::Write { name, content_hash } => Some((name.as_str(), *content_hash)),
+        Desired::Nothing => None,
+    };
+    let ours = |o: &ObservedSecret| !held.contains(&*o.namespace);
     let mut plan = SecretPlan::default();
-    let mut seen: BTreeSet<&str> = held.clone();
-    let mut holding: BTreeSet<&str> = BTreeSet::new();
-    for o in observed.iter().filter(|o| !held.contains(&*o.namespace)) {
+    let mut present = 0;
+    let mut last_holding: Option<&str> = None;
+    for o in observed.iter().filter(|o| ours(o)) {
         let owned = o.owner_uids.iter().any(|u| &**u == profile_uid);
-        if owned {
-            holding.insert(&o.namespace);
+        if owned && last_holding != Some(&*o.namespace) {
+            plan.holding += 1;
+            last_holding = Some(&*o.namespace);
         }
-        match target {
-            Desired::Write { name, content_hash } if &*o.name == name && selected.contains(&*o.namespace) => {
-                seen.insert(&*o.namespace);
+        match wanted {
+            Some((name, content_hash)) if &*o.name == name && selected.contains(&o.namespace) => {
+                present += 1;
                 if !o.type_ok {
-                    plan.actions.push(Action::Replace { namespace: o.namespace.to_string(), uid: o.uid.to_string() });
-                } else if o.content_hash != *content_hash || !o.labels_ok || !owned {
-                    plan.actions.push(Action::Update { namespace: o.namespace.to_string() });
+                    plan.actions.push(Action::Replace { namespace: o.namespace.clone(), uid: o.uid.to_string() });
+                } else if o.content_hash != content_hash || !o.labels_ok || !owned {
+                    plan.actions.push(Action::Update { namespace: o.namespace.clone() });
                 } else {
                     plan.in_sync += 1;
                 }
             }
-            _ if owned => {
-                let cause = if gone(&o.namespace) {
-                    Cause::NamespaceGone
-                } else if matches!(target, Desired::Nothing) {
-                    Cause::NotWanted
-                } else if !selected.contains(&*o.namespace) {
-                    Cause::Deselected
-                } else {
-                    Cause::Renamed
-                };
-                plan.deletions.push(Deletion {
-                    namespace: o.namespace.to_string(),
-                    name: o.name.to_string(),
-                    uid: o.uid.to_string(),
-                    cause,
-                });
-            }
+            _ if owned => plan.deletions.push(deletion(o, cause(target, selected, &gone, o))),
             _ => {}
         }
     }
-    if matches!(target, Desired::Write { .. }) {
-        for ns in selected.iter().filter(|ns| !seen.contains(ns.as_str())) {
-            plan.actions.push(Action::Create { namespace: ns.clone() });
+    if let Some((name, _)) = wanted {
+        let held_here = held.iter().filter(|ns| selected.contains(ns)).count();
+        let creates = selected.len().saturating_sub(present + held_here);
+        plan.actions.reserve_exact(creates + plan.deletions.len());
+        let mut there = observed.iter().filter(|o| ours(o) && &*o.name == name).map(|o| &*o.namespace).peekable();
+        for ns in selected {
+            while there.next_if(|there| *there < &**ns).is_some() {}
+            if there.next_if(|there| *there == &**ns).is_none() && !held.contains(&**ns) {
+                plan.actions.push(Action::Create { namespace: ns.clone() });
+            }
         }
     }
-    plan.holding = holding.len();
-    plan.actions.sort();
-    plan.deletions.sort();
+    plan.actions.sort_unstable();
+    plan.deletions.sort_unstable();
     plan
+}
+
+/// Why the Secret `o` of ours, which is not the one wanted in its namespace, would go.
+fn cause(target: &Desired, selected: &NameSet, gone: impl Fn(&str) -> bool, o: &ObservedSecret) -> Cause {
+    if gone(&o.namespace) {
+        Cause::NamespaceGone
+    } else if matches!(target, Desired::Nothing) {
+        Cause::NotWanted
+    } else if !selected.contains(&o.namespace) {
+        Cause::Deselected
+    } else {
+        Cause::Renamed
+    }
+}
+
+fn deletion(o: &ObservedSecret, cause: Cause) -> Deletion {
+    Deletion { namespace: o.namespace.clone(), name: o.name.clone(), uid: o.uid.to_string(), cause }
 }
 
 /// A full plan is made at least this often, whatever else happens: the safety net under the plans of what
@@ -130,15 +150,15 @@ pub struct Ledger {
 impl Ledger {
     /// What a full plan found: the namespaces it selected, the failures, and in ServiceAccount mode the accounts
     /// that list the Secret per namespace.
-    pub fn new<'a>(
+    pub fn new(
         basis: u64,
         at: Instant,
-        selected: impl IntoIterator<Item = &'a String>,
+        selected: &NameSet,
         failures: impl IntoIterator<Item = NamespaceFailure>,
         listed: Option<BTreeMap<String, i32>>,
         settled: bool,
     ) -> Self {
-        let selected = selected.into_iter().map(|ns| key(ns)).collect();
+        let selected = selected.iter().map(|ns| key(ns)).collect();
         let mut ledger = Self { basis, at, selected, failures: BTreeMap::new(), listed: None, settled };
         ledger.add_failures(failures);
         ledger.listed = listed.map(|per| {
@@ -160,7 +180,7 @@ impl Ledger {
     pub fn update(
         &mut self,
         planned: &BTreeSet<String>,
-        selected: &BTreeSet<String>,
+        selected: &NameSet,
         failures: impl IntoIterator<Item = NamespaceFailure>,
         listed: &BTreeMap<String, i32>,
     ) {
@@ -291,13 +311,13 @@ mod tests {
         }
     }
 
-    fn set(items: &[&str]) -> BTreeSet<String> {
-        items.iter().map(|s| (*s).to_owned()).collect()
+    fn set(items: &[&str]) -> NameSet {
+        items.iter().map(|s| Arc::from(*s)).collect()
     }
 
     #[test]
     fn missing_secrets_are_created_and_current_ones_left_alone() {
-        let p = secrets(&target(1), &set(&["a", "b"]), &BTreeSet::new(), &[observed("a", 1)], UID, |_| false);
+        let p = secrets(&target(1), &set(&["a", "b"]), &BTreeSet::new(), vec![observed("a", 1)], UID, |_| false);
         assert_eq!(p.actions, vec![Action::Create { namespace: "b".into() }]);
         assert_eq!(p.in_sync, 1, "a");
     }
@@ -305,7 +325,7 @@ mod tests {
     #[test]
     fn nothing_changes_means_no_writes() {
         let obs: Vec<_> = ["a", "b", "c"].iter().map(|n| observed(n, 7)).collect();
-        let p = secrets(&target(7), &set(&["a", "b", "c"]), &BTreeSet::new(), &obs, UID, |_| false);
+        let p = secrets(&target(7), &set(&["a", "b", "c"]), &BTreeSet::new(), obs, UID, |_| false);
         assert!(p.actions.is_empty());
         assert_eq!(p.in_sync, 3);
     }
@@ -320,7 +340,7 @@ mod tests {
             &target(1),
             &set(&["a", "b", "c"]),
             &BTreeSet::new(),
-            &[observed("a", 2), labels, owner],
+            vec![observed("a", 2), labels, owner],
             UID,
             |_| false,
         );
@@ -339,13 +359,17 @@ mod tests {
         let mut drifted = observed("both", 2);
         drifted.type_ok = false;
         let held = BTreeSet::from(["both", "new"]);
-        let p =
-            secrets(&target(1), &set(&["a", "both", "new"]), &held, &[drifted.clone(), observed("a", 1)], UID, |_| {
-                false
-            });
+        let p = secrets(
+            &target(1),
+            &set(&["a", "both", "new"]),
+            &held,
+            vec![drifted.clone(), observed("a", 1)],
+            UID,
+            |_| false,
+        );
         assert!(p.actions.is_empty(), "{:?}", p.actions);
         assert_eq!(p.in_sync, 1, "a");
-        let p = secrets(&Desired::Nothing, &set(&["both"]), &held, &[drifted], UID, |_| false);
+        let p = secrets(&Desired::Nothing, &set(&["both"]), &held, vec![drifted], UID, |_| false);
         assert!(p.actions.is_empty() && p.deletions.is_empty(), "nothing of ours is removed where the conflict holds");
     }
 
@@ -353,7 +377,7 @@ mod tests {
     fn a_wrong_type_is_replaced() {
         let mut o = observed("a", 1);
         o.type_ok = false;
-        let p = secrets(&target(1), &set(&["a"]), &BTreeSet::new(), &[o], UID, |_| false);
+        let p = secrets(&target(1), &set(&["a"]), &BTreeSet::new(), vec![o], UID, |_| false);
         assert_eq!(p.actions, vec![Action::Replace { namespace: "a".into(), uid: "uid-a".into() }]);
     }
 
@@ -367,7 +391,7 @@ mod tests {
         renamed.name = "old-name".into();
         renamed.uid = "uid-old".into();
         let obs = [observed("a", 1), renamed, observed("gone", 1), observed("terminating", 1)];
-        let p = secrets(&target(1), &set(&["a"]), &BTreeSet::new(), &obs, UID, |ns| ns == "terminating");
+        let p = secrets(&target(1), &set(&["a"]), &BTreeSet::new(), obs.to_vec(), UID, |ns| ns == "terminating");
         assert!(p.actions.is_empty(), "deletions are the guard's to release: {:?}", p.actions);
         assert_eq!(
             p.deletions,
@@ -384,18 +408,74 @@ mod tests {
     fn secrets_not_owned_by_this_profile_are_never_deleted() {
         let mut forged = observed("elsewhere", 1);
         forged.owner_uids = Arc::new([]);
-        let p = secrets(&target(1), &set(&[]), &BTreeSet::new(), &[forged.clone()], UID, |_| false);
+        let p = secrets(&target(1), &set(&[]), &BTreeSet::new(), vec![forged.clone()], UID, |_| false);
         assert!(p.actions.is_empty() && p.deletions.is_empty());
-        let p = secrets(&Desired::Nothing, &set(&[]), &BTreeSet::new(), &[forged], UID, |_| false);
+        let p = secrets(&Desired::Nothing, &set(&[]), &BTreeSet::new(), vec![forged], UID, |_| false);
         assert!(p.actions.is_empty() && p.deletions.is_empty());
         assert_eq!(p.holding, 0);
     }
 
     #[test]
     fn anonymous_profiles_remove_what_they_wrote_and_create_nothing() {
-        let p = secrets(&Desired::Nothing, &set(&["a", "b"]), &BTreeSet::new(), &[observed("a", 1)], UID, |_| false);
+        let p = secrets(&Desired::Nothing, &set(&["a", "b"]), &BTreeSet::new(), vec![observed("a", 1)], UID, |_| false);
         assert!(p.actions.is_empty());
         assert_eq!(p.deletions, vec![deletion("a", "regcred-x", "uid-a", Cause::NotWanted)]);
+    }
+
+    /// What, the namespaces selected, those a conflict holds, what is observed, where the Secret is created.
+    type Case =
+        (&'static str, &'static [&'static str], &'static [&'static str], Vec<ObservedSecret>, &'static [&'static str]);
+
+    #[test]
+    fn creates_are_the_selected_namespaces_without_the_secret_whatever_the_order_observed() {
+        let renamed = |ns: &str| ObservedSecret { name: "old-name".into(), ..observed(ns, 1) };
+        let cases: [Case; 8] = [
+            ("none there", &["a", "b", "c"], &[], vec![], &["a", "b", "c"]),
+            (
+                "observed out of order",
+                &["a", "b", "c", "d"],
+                &[],
+                vec![observed("d", 1), observed("b", 1)],
+                &["a", "c"],
+            ),
+            ("observed outside the selection", &["b"], &[], vec![observed("c", 1), observed("a", 1)], &["b"]),
+            ("another name there", &["a", "b"], &[], vec![renamed("a"), observed("b", 1)], &["a"]),
+            ("both names there", &["a"], &[], vec![observed("a", 1), renamed("a")], &[]),
+            ("a conflict holds", &["a", "b", "c"], &["b", "x"], vec![], &["a", "c"]),
+            ("a conflict holds where it is", &["a", "b"], &["a"], vec![observed("a", 1)], &["b"]),
+            ("nothing selected", &[], &[], vec![observed("a", 1)], &[]),
+        ];
+        for (what, selected, held, observed, want) in cases {
+            let held: BTreeSet<&str> = held.iter().copied().collect();
+            let p = secrets(&target(1), &set(selected), &held, observed, UID, |_| false);
+            let creates: Vec<&str> = p
+                .actions
+                .iter()
+                .filter_map(|a| match a {
+                    Action::Create { namespace } => Some(&**namespace),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(creates, want, "{what}");
+        }
+    }
+
+    #[test]
+    fn creates_come_first_then_updates_with_room_for_the_deletions_and_holding_counts_namespaces_in_any_order() {
+        let renamed = |ns: &str| ObservedSecret { name: "old-name".into(), uid: "uid-old".into(), ..observed(ns, 1) };
+        let obs = vec![observed("c", 1), renamed("b"), observed("gone", 2), observed("b", 1), renamed("c")];
+        let p = secrets(&target(2), &set(&["a", "b", "c"]), &BTreeSet::new(), obs, UID, |_| false);
+        assert_eq!(
+            p.actions,
+            vec![
+                Action::Create { namespace: "a".into() },
+                Action::Update { namespace: "b".into() },
+                Action::Update { namespace: "c".into() },
+            ]
+        );
+        assert_eq!(p.deletions.len(), 3);
+        assert!(p.actions.capacity() >= p.actions.len() + p.deletions.len(), "released deletions would grow it");
+        assert_eq!(p.holding, 3, "b, c and gone");
     }
 
     #[test]
@@ -422,7 +502,7 @@ mod tests {
     #[test]
     fn only_what_changed_is_planned_while_the_last_full_plan_holds() {
         let t0 = Instant::now();
-        let ledger = Ledger::new(7, t0, &names(&["a", "b", "f"]), [failure("f")], None, true);
+        let ledger = Ledger::new(7, t0, &set(&["a", "b", "f"]), [failure("f")], None, true);
         let changed = |v: &[&str]| Changed::Namespaces(names(v));
         let later = t0 + Duration::from_secs(60);
         let cases = [
@@ -457,16 +537,16 @@ mod tests {
     #[test]
     fn a_ledger_counts_what_each_plan_of_a_few_namespaces_found() {
         let listed = BTreeMap::from([("a".to_owned(), 1), ("b".to_owned(), 2)]);
-        let mut ledger = Ledger::new(1, Instant::now(), &names(&["a", "b", "c"]), [failure("c")], Some(listed), true);
+        let mut ledger = Ledger::new(1, Instant::now(), &set(&["a", "b", "c"]), [failure("c")], Some(listed), true);
         assert_eq!((ledger.selected(), ledger.failures().len(), ledger.listed()), (3, 1, Some(3)));
         // A new namespace (one account listing the Secret); c written at last; b relabelled out.
         let now_listed = BTreeMap::from([("n".to_owned(), 1)]);
-        ledger.update(&names(&["n", "c", "b"]), &names(&["n", "c"]), [], &now_listed);
+        ledger.update(&names(&["n", "c", "b"]), &set(&["n", "c"]), [], &now_listed);
         assert_eq!((ledger.selected(), ledger.failures().len(), ledger.listed()), (3, 0, Some(2)));
         // Planned again, same answer: nothing counted twice; two failures in one namespace are both kept.
-        ledger.update(&names(&["n"]), &names(&["n"]), [failure("n"), failure("n")], &now_listed);
+        ledger.update(&names(&["n"]), &set(&["n"]), [failure("n"), failure("n")], &now_listed);
         assert_eq!((ledger.selected(), ledger.failures().len(), ledger.listed()), (3, 2, Some(2)));
-        let without = Ledger::new(1, Instant::now(), &names(&["a"]), [], None, true);
+        let without = Ledger::new(1, Instant::now(), &set(&["a"]), [], None, true);
         assert_eq!(without.listed(), None, "ServiceAccount mode off");
     }
 

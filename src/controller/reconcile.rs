@@ -22,7 +22,7 @@ use kube::{Resource, ResourceExt};
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::events::{Event, EventType};
-use super::plan::{self, Desired, Ledger, Reach};
+use super::plan::{self, Desired, Ledger, NameSet, Reach};
 use super::status::{self, Held, SyncOutcome};
 use super::{Context, Error, patch_service_accounts, preflight, requeue_after};
 use crate::api::conditions::{CHECKS_CHECKING, DELETIONS_HELD, INVALID_SELECTOR, READY, TRUE};
@@ -264,7 +264,7 @@ impl Target<'_> {
 
     /// The namespaces of `selected` where a rival writes a Secret of the same name (see [`Meaning::may_write`]),
     /// each with the failure status shows for it. The usual profile, whose Secret name is its own, has no rival.
-    fn conflicts(&self, view: &View, selected: &BTreeSet<String>) -> BTreeMap<String, NamespaceFailure> {
+    fn conflicts(&self, view: &View, selected: &NameSet) -> BTreeMap<String, NamespaceFailure> {
         if self.rivals.is_empty() {
             return BTreeMap::new();
         }
@@ -275,9 +275,9 @@ impl Target<'_> {
                 let ns = view.namespace(name)?;
                 match meaning.may_write(&ns, self.rivals.iter().copied()) {
                     Err(refusal @ resolve::Refusal::Conflict(_)) => Some((
-                        name.clone(),
+                        name.to_string(),
                         NamespaceFailure {
-                            namespace: name.clone(),
+                            namespace: name.to_string(),
                             reason: refusal.reason().into(),
                             message: refusal.message(&meaning.secret_name),
                         },
@@ -305,10 +305,13 @@ async fn sync_all(
     let mut failures = execute(ctx, profile, target, writes).await?;
     failures.extend(conflicts.into_values());
     let secrets = SecretSync::new(profile, failures, &held, holding);
-    let counted = if target.content.is_some() { selected.iter().collect() } else { Vec::new() };
+    drop(held);
     let served = Served::new(target, &selected, &secrets.failures, &secrets.kept);
     let accounts = sync_service_accounts(ctx, profile, &served, None).await;
     let settled = secrets.held.is_none();
+    let none = NameSet::default();
+    // An anonymous profile counts no namespace as selected: it writes nothing anywhere.
+    let counted = if target.content.is_some() { &selected } else { &none };
     let selected_count = count(counted.len());
     let mut failures = secrets.failures;
     failures.extend(accounts.failures);
@@ -332,29 +335,25 @@ async fn sync_some(
     namespaces: &BTreeSet<String>,
 ) -> Result<Option<Synced>, Error> {
     let name = target.meaning.name.as_str();
-    let selected: BTreeSet<String> = namespaces
-        .iter()
-        .filter(|ns| ctx.view.namespace(ns).is_some_and(|ns| target.selection.selects(&ns)))
-        .cloned()
-        .collect();
+    let selected = ctx.view.namespaces().selected_among(target.selection, namespaces.iter().map(String::as_str));
     let observed: Vec<_> = namespaces.iter().flat_map(|ns| ctx.view.managed().observed_in(name, ns)).collect();
     let conflicts = target.conflicts(&ctx.view, &selected);
     let held: BTreeSet<&str> = conflicts.keys().map(String::as_str).collect();
     let gone = |ns: &str| ctx.view.namespace(ns).is_none_or(|n| n.terminating);
-    let mut plan = plan::secrets(&target.desired(), &selected, &held, &observed, target.uid, gone);
+    let mut plan = plan::secrets(&target.desired(), &selected, &held, observed, target.uid, gone);
     if plan.deletions.iter().any(|d| d.cause.guarded()) {
         return Ok(None);
     }
     // Only deletions the guard never holds (a namespace that is going): all released.
     let decision = guard::decide(std::mem::take(&mut plan.deletions), plan.holding, false, false);
-    plan.actions.extend(decision.released.into_iter().map(Write::Delete));
+    plan.actions.extend(decision.released.into_iter().map(|d| Write::Delete(Box::new(d))));
     let mut failures = execute(ctx, profile, target, plan.actions).await?;
     failures.extend(conflicts.into_values());
-    let none_kept = BTreeSet::new();
+    let none_kept = NameSet::default();
     let served = Served::new(target, &selected, &failures, &none_kept);
     let accounts = sync_service_accounts(ctx, profile, &served, Some(namespaces)).await;
     failures.extend(accounts.failures);
-    let counted = if target.content.is_some() { selected } else { BTreeSet::new() };
+    let counted = if target.content.is_some() { selected } else { NameSet::default() };
     ledger.update(namespaces, &counted, failures, &accounts.listed.unwrap_or_default());
     let selected_count = count(ledger.selected());
     let failures = ledger.failures();
@@ -369,21 +368,16 @@ async fn sync_some(
 /// the Secret's name (`None`: it writes none).
 struct Served<'a> {
     secret: Option<&'a str>,
-    selected: &'a BTreeSet<String>,
+    selected: &'a NameSet,
     /// The selected namespaces where the Secret is not in place: a write failed or a conflict holds (few, unlike
     /// those where it is, which a full plan at 50,000 namespaces would copy).
     failed: BTreeSet<String>,
     /// Namespaces no longer selected whose Secret the deletion guard holds: their accounts are left as they are.
-    kept: &'a BTreeSet<String>,
+    kept: &'a NameSet,
 }
 
 impl<'a> Served<'a> {
-    fn new(
-        target: &Target<'a>,
-        selected: &'a BTreeSet<String>,
-        failures: &[NamespaceFailure],
-        kept: &'a BTreeSet<String>,
-    ) -> Self {
+    fn new(target: &Target<'a>, selected: &'a NameSet, failures: &[NamespaceFailure], kept: &'a NameSet) -> Self {
         let failed = failures.iter().map(|f| f.namespace.clone()).collect();
         let secret = target.content.is_some().then_some(target.meaning.secret_name.as_str());
         Self { secret, selected, failed, kept }
@@ -402,7 +396,7 @@ struct SecretSync {
     /// The deletions the guard holds, as status tells of them.
     held: Option<Held>,
     /// The namespaces no longer selected whose Secret the guard holds: their ServiceAccounts keep listing it.
-    kept: BTreeSet<String>,
+    kept: NameSet,
 }
 
 impl SecretSync {
@@ -419,7 +413,7 @@ impl SecretSync {
 /// What a full plan of one profile's Secrets decided, before any write.
 struct FullPlan {
     /// The namespaces the profile selects.
-    selected: BTreeSet<String>,
+    selected: NameSet,
     /// The writes, the deletions the guard released included.
     writes: Vec<Write>,
     /// The namespaces where a rival writes a Secret of the same name: left exactly as they are.
@@ -440,8 +434,7 @@ fn plan_all(view: &View, profile: &RegistryProfile, target: &Target<'_>, was_hol
     let observed = view.managed().observed_for(&target.meaning.name);
     let held: BTreeSet<&str> = conflicts.keys().map(String::as_str).collect();
     let gone = |ns: &str| view.namespace(ns).is_none_or(|n| n.terminating);
-    let mut plan = plan::secrets(&target.desired(), &selected, &held, &observed, target.uid, gone);
-    drop(observed);
+    let mut plan = plan::secrets(&target.desired(), &selected, &held, observed, target.uid, gone);
     let confirmation = profile.annotations().get(CONFIRM_DELETIONS_ANNOTATION).map(String::as_str);
     let decision = guard::decide(
         std::mem::take(&mut plan.deletions),
@@ -452,7 +445,7 @@ fn plan_all(view: &View, profile: &RegistryProfile, target: &Target<'_>, was_hol
     if !decision.held.is_empty() {
         debug!(held = decision.held.len(), holding = plan.holding, "deletions held until confirmed or reverted");
     }
-    plan.actions.extend(decision.released.into_iter().map(Write::Delete));
+    plan.actions.extend(decision.released.into_iter().map(|d| Write::Delete(Box::new(d))));
     FullPlan { selected, writes: plan.actions, conflicts, held: decision.held, holding: plan.holding }
 }
 

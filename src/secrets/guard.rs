@@ -31,6 +31,7 @@
 //! only [`decide`] makes, so no path can delete a Secret the guard did not release.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 /// At most this many namespaces may lose the profile's Secret at once without a hold.
 pub const MAX_UNHELD: usize = 3;
@@ -58,11 +59,12 @@ impl Cause {
     }
 }
 
-/// One Secret a reconcile would delete: exactly the object with `uid`.
+/// One Secret a reconcile would delete: exactly the object with `uid`. The namespace and name are the state
+/// index's shared copies.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Deletion {
-    pub namespace: String,
-    pub name: String,
+    pub namespace: Arc<str>,
+    pub name: Arc<str>,
     pub uid: String,
     pub cause: Cause,
 }
@@ -88,7 +90,7 @@ pub struct Decision {
 /// about to lose it included); `was_holding`: the profile's last status said deletions were held; `confirmed`: the
 /// profile carries a confirmation for its current generation ([`confirmed`]).
 pub fn decide(deletions: Vec<Deletion>, holding: usize, was_holding: bool, confirmed: bool) -> Decision {
-    let losing = deletions.iter().filter(|d| d.cause.guarded()).map(|d| d.namespace.as_str()).collect::<BTreeSet<_>>();
+    let losing = deletions.iter().filter(|d| d.cause.guarded()).map(|d| &*d.namespace).collect::<BTreeSet<_>>();
     let hold = !confirmed && losing.len() > MAX_UNHELD && (was_holding || losing.len() * 2 > holding);
     let mut decision = Decision::default();
     for d in deletions {
@@ -114,7 +116,7 @@ pub fn confirmed(annotation: Option<&str>, generation: Option<i64>) -> bool {
 /// The condition message (and Event note) for `held`: how many, where, why, and exactly how to confirm or revert.
 /// `holding` as for [`decide`]; `profile` and `generation` are the profile's.
 pub fn message(held: &[Deletion], holding: usize, profile: &str, generation: Option<i64>) -> String {
-    let namespaces: BTreeSet<&str> = held.iter().map(|d| d.namespace.as_str()).collect();
+    let namespaces: BTreeSet<&str> = held.iter().map(|d| &*d.namespace).collect();
     let shown: Vec<&str> = namespaces.iter().take(5).copied().collect();
     let count = |cause| held.iter().filter(|d| d.cause == cause).count();
     let causes: Vec<String> = [
@@ -149,7 +151,12 @@ mod tests {
 
     fn deletions(cause: Cause, namespaces: std::ops::Range<usize>) -> Vec<Deletion> {
         namespaces
-            .map(|i| Deletion { namespace: format!("ns-{i:05}"), name: "pull".into(), uid: format!("u{i}"), cause })
+            .map(|i| Deletion {
+                namespace: format!("ns-{i:05}").into(),
+                name: "pull".into(),
+                uid: format!("u{i}"),
+                cause,
+            })
             .collect()
     }
 

@@ -96,6 +96,58 @@ impl Interner {
     }
 }
 
+/// Names (of namespaces, say), sorted and each held once: 16 bytes a name whatever its length, the name itself
+/// being the index's shared copy. A full plan at 50,000 namespaces holds its selection this way: 0.8 MB, where a
+/// `BTreeSet<String>` of fresh copies was about 3 MB.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NameSet(Box<[Arc<str>]>);
+
+impl NameSet {
+    /// Whether `name` is in the set.
+    pub fn contains(&self, name: &str) -> bool {
+        self.0.binary_search_by(|n| (**n).cmp(name)).is_ok()
+    }
+
+    /// The names, in order.
+    pub fn iter(&self) -> std::slice::Iter<'_, Arc<str>> {
+        self.0.iter()
+    }
+
+    /// How many names there are.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl From<Vec<Arc<str>>> for NameSet {
+    /// Sorted in place, duplicates dropped; the buffer shrinks to fit.
+    fn from(mut names: Vec<Arc<str>>) -> Self {
+        names.sort_unstable();
+        names.dedup();
+        Self(names.into_boxed_slice())
+    }
+}
+
+impl FromIterator<Arc<str>> for NameSet {
+    fn from_iter<I: IntoIterator<Item = Arc<str>>>(names: I) -> Self {
+        Self::from(names.into_iter().collect::<Vec<_>>())
+    }
+}
+
+impl<'a> IntoIterator for &'a NameSet {
+    type Item = &'a Arc<str>;
+    type IntoIter = std::slice::Iter<'a, Arc<str>>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
 /// One group's entries, sorted by name, in a boxed slice exactly as long as needed: a namespace holds a few (one
 /// Secret per profile, a ServiceAccount or two), and a hash map of its own cost 300 to 500 bytes each (measured
 /// with heaptrack at 10,000 namespaces: 6.5 MiB of the managed Secret and ServiceAccount indexes).
@@ -233,6 +285,15 @@ impl<V> Index<V> {
     pub fn get(&self, namespace: &str, name: &str) -> Option<&V> {
         let (group, name) = key(namespace, name);
         self.entries.get(group)?.get(name)
+    }
+
+    /// The entry for `name` in `namespace` ("" for cluster-scoped objects), with the index's shared copy of its name.
+    pub fn get_named(&self, namespace: &str, name: &str) -> Option<(&Arc<str>, &V)> {
+        let (group, key) = key(namespace, name);
+        let (group, names) = self.entries.get_key_value(group)?;
+        let i = names.find(key).ok()?;
+        let (name, v) = &names.0[i];
+        Some((if namespace.is_empty() { group } else { name }, v))
     }
 
     /// Every entry, with its namespace ("" for cluster-scoped objects) and name.
@@ -387,6 +448,17 @@ mod tests {
         assert!(index.get("ns", "b").is_none() && index.get("", "a").is_none());
         assert_eq!(index.get("ns", "c").map(|v| &**v), Some("c"));
         assert_eq!(index.len(), 4);
+    }
+
+    #[test]
+    fn a_name_set_is_sorted_once_without_duplicates_and_shares_its_names() {
+        let shared: Arc<str> = Arc::from("b");
+        let set: NameSet = ["c", "a"].into_iter().map(Arc::from).chain([shared.clone(), shared.clone()]).collect();
+        let names: Vec<&str> = set.iter().map(|n| &**n).collect();
+        assert_eq!(names, ["a", "b", "c"]);
+        assert!(set.contains("a") && set.contains("c") && !set.contains("d") && !set.contains(""));
+        assert!(set.iter().any(|n| Arc::ptr_eq(n, &shared)), "a name was copied");
+        assert_eq!((set.len(), NameSet::default().is_empty()), (3, true));
     }
 
     #[test]

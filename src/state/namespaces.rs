@@ -5,14 +5,12 @@
 //! its neighbours' costs no label storage of its own. About 100 bytes a namespace, where a reflector store of
 //! metadata kept well over a kilobyte.
 
-use std::collections::BTreeSet;
-
 use k8s_openapi::api::core::v1::Namespace;
 use kube::ResourceExt;
 use kube::core::PartialObjectMeta;
 use kube::runtime::watcher;
 
-use super::compact::{self, Interner, LabelSet, Strings};
+use super::compact::{self, Interner, LabelSet, NameSet, Strings};
 use crate::resolve::selection::{CompiledSelection, Labels, NamespaceInfo};
 
 /// The label the apiserver sets on every namespace, whose value is the namespace's name.
@@ -96,13 +94,31 @@ impl Namespaces {
         })
     }
 
-    /// The names of the namespaces `selection` selects.
-    pub fn selected_by(&self, selection: &CompiledSelection) -> BTreeSet<String> {
-        self.index
-            .read()
-            .iter()
-            .filter(|(_, name, e)| selection.selects_parts(name, &e.labels(name), e.terminating))
-            .map(|(_, name, _)| name.to_string())
+    /// The names of the namespaces `selection` selects: the index's own copies, no name copied.
+    pub fn selected_by(&self, selection: &CompiledSelection) -> NameSet {
+        let index = self.index.read();
+        let mut names = Vec::with_capacity(index.len());
+        names.extend(
+            index
+                .iter()
+                .filter(|(_, name, e)| selection.selects_parts(name, &e.labels(name), e.terminating))
+                .map(|(_, name, _)| name.clone()),
+        );
+        NameSet::from(names)
+    }
+
+    /// Those of `names` that `selection` selects, as [`Namespaces::selected_by`] finds them.
+    pub fn selected_among<'a>(
+        &self,
+        selection: &CompiledSelection,
+        names: impl IntoIterator<Item = &'a str>,
+    ) -> NameSet {
+        let index = self.index.read();
+        names
+            .into_iter()
+            .filter_map(|name| index.get_named("", name))
+            .filter(|(name, e)| selection.selects_parts(name, &e.labels(name), e.terminating))
+            .map(|(name, _)| name.clone())
             .collect()
     }
 }
@@ -129,6 +145,10 @@ mod tests {
         }
     }
 
+    fn names(v: &[&str]) -> NameSet {
+        v.iter().map(|n| Arc::from(*n)).collect()
+    }
+
     #[test]
     fn selection_over_the_index_matches_selection_over_the_objects() {
         let index = Namespaces::default();
@@ -152,7 +172,7 @@ mod tests {
             ..Default::default()
         };
         let selection = CompiledSelection::new(&spec, "regcred").unwrap();
-        assert_eq!(index.selected_by(&selection), BTreeSet::from(["a".to_owned()]));
+        assert_eq!(index.selected_by(&selection), names(&["a"]));
         let info = index.get("a").unwrap();
         assert_eq!(info.labels.get("team").map(String::as_str), Some("red"));
         assert_eq!(info.labels.len(), 2);
@@ -162,9 +182,20 @@ mod tests {
             assert_eq!(selection.selects(&info), index.selected_by(&selection).contains(&info.name));
         }
 
+        // The names are the index's own copies; among a few names, the same answer.
+        let selected = index.selected_by(&selection);
+        assert!(Arc::ptr_eq(
+            selected.iter().next().unwrap(),
+            index.index.read().iter().find(|e| &**e.1 == "a").unwrap().1
+        ));
+        let among = |v: &[&str]| index.selected_among(&selection, v.iter().copied());
+        assert_eq!(among(&["a", "b", "c", "kube-system", "unknown"]), names(&["a"]));
+        assert_eq!(among(&["b"]), names(&[]));
+
         // Relabelled, then deleted.
         index.apply(&watcher::Event::Apply(ns("b", &[("team", "red")], false)));
-        assert_eq!(index.selected_by(&selection).len(), 2);
+        assert_eq!(index.selected_by(&selection), names(&["a", "b"]));
+        assert_eq!(among(&["b", "a"]), names(&["a", "b"]));
         index.apply(&watcher::Event::Delete(ns("b", &[], false)));
         assert!(index.get("b").is_none());
     }
@@ -196,9 +227,9 @@ mod tests {
             index.selected_by(&CompiledSelection::new(&spec, "regcred").unwrap())
         };
         let equal = LabelSelector { match_labels: Some(want(&[(NAME_LABEL, "b")])), ..Default::default() };
-        assert_eq!(by_name(equal), BTreeSet::from(["b".to_owned()]));
+        assert_eq!(by_name(equal), names(&["b"]));
         let other = LabelSelector { match_labels: Some(want(&[(NAME_LABEL, "other")])), ..Default::default() };
-        assert_eq!(by_name(other), BTreeSet::from(["odd".to_owned()]));
+        assert_eq!(by_name(other), names(&["odd"]));
         let without = LabelSelector {
             match_expressions: Some(vec![LabelSelectorRequirement {
                 key: NAME_LABEL.to_owned(),
@@ -207,7 +238,7 @@ mod tests {
             }]),
             ..Default::default()
         };
-        assert_eq!(by_name(without), BTreeSet::from(["bare".to_owned()]));
+        assert_eq!(by_name(without), names(&["bare"]));
         for name in ["a", "b", "odd", "bare"] {
             index.apply(&watcher::Event::Delete(ns(name, &[], false)));
         }

@@ -200,8 +200,7 @@ fn full_plan(view: &View, profile: &Arc<RegistryProfile>) -> (usize, usize) {
         let planned = writes.len();
         drop(writes);
         assert!(conflicts.is_empty() && held.is_empty() && holding <= NAMESPACES);
-        let counted: Vec<&String> = selected.iter().collect();
-        let ledger = Ledger::new(0, Instant::now(), counted, [], None, true);
+        let ledger = Ledger::new(0, Instant::now(), &selected, [], None, true);
         (planned, ledger)
     });
     assert_eq!(ledger.selected(), NAMESPACES);
