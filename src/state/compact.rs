@@ -97,8 +97,8 @@ impl Interner {
 }
 
 /// Names (of namespaces, say), sorted and each held once: 16 bytes a name whatever its length, the name itself
-/// being the index's shared copy. A full plan at 50,000 namespaces holds its selection this way: 0.8 MB, where a
-/// `BTreeSet<String>` of fresh copies was about 3 MB.
+/// being the index's shared copy. A full plan at 50,000 namespaces holds its selection this way, in 0.8 MB and
+/// one allocation, where a `BTreeSet<String>` held a fresh copy of each name (an allocation each) in tree nodes.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct NameSet(Box<[Arc<str>]>);
 
