@@ -14,7 +14,7 @@ TEST_LOCAL := $(CURDIR)/.local/test
 # Every integration test but the node's (tests/node.rs), which `make e2e` runs on a cluster with a node.
 CONTROL_PLANE_TESTS := $(patsubst tests/%.rs,--test %,$(filter-out tests/node.rs,$(wildcard tests/*.rs)))
 
-.PHONY: help build crds deploy demo demo-down soak check-generated lint unit controlplane tools cluster-up cluster-down node-up node-down image integration e2e test bench
+.PHONY: help build crds deploy api-reference docs docs-build demo demo-down soak check-generated lint unit controlplane tools cluster-up cluster-down node-up node-down image integration e2e test bench
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -31,11 +31,29 @@ crds: ## Regenerate crds/ and the chart's copy from the Rust types
 deploy: controlplane ## Render deploy/regcred.yaml from the chart
 	tools/render-deploy.sh > deploy/regcred.yaml
 
-check-generated: controlplane ## Fail if generated files (crds/, the chart's CRD, deploy/) are not what the sources generate, or if any YAML users apply or Helm reads holds a scalar YAML 1.1 and 1.2 read differently
+# The Python tools' virtualenv (tools/python-tools.sh): MkDocs for the docs site, PyYAML for the API reference.
+TOOLS_BIN := $(or $(REGCRED_VENV),$(HOME)/.cache/regcred/venv)/bin
+# Material's banner about its end of life: printed on every build, and no news to anyone reading the output.
+MKDOCS := NO_MKDOCS_2_WARNING=1 $(TOOLS_BIN)/mkdocs
+
+api-reference: tools ## Regenerate docs/reference/api.md from the CRD (crds/)
+	$(TOOLS_BIN)/python tools/api-reference.py > docs/reference/api.md
+
+docs: tools ## Serve the docs site on http://127.0.0.1:8000, rebuilt on every change
+	$(MKDOCS) serve
+
+docs-build: tools ## Build the docs site into .local/site with --strict: fails on a broken link or anchor, a page not in the nav, an example no page includes
+	@for f in examples/*.yaml; do grep -rqF -- "--8<-- \"$$f\"" docs \
+	  || { echo "$$f is included by no page of docs/: add it to its registry's page (--8<-- \"$$f\")" >&2; exit 1; }; done
+	$(MKDOCS) build --strict --quiet
+
+check-generated: controlplane tools ## Fail if generated files (crds/, the chart's CRD, deploy/, docs/reference/api.md) are not what the sources generate, or if any YAML users apply or Helm reads holds a scalar YAML 1.1 and 1.2 read differently
 	@for f in $(CRD_FILES); do $(CARGO) run --quiet --bin regcred -- crd | diff -u $$f - \
 	  || { echo "$$f is stale: run 'make crds' and commit the result" >&2; exit 1; }; done
 	@tools/render-deploy.sh | diff -u deploy/regcred.yaml - \
 	  || { echo "deploy/ is stale: run 'make deploy' and commit the result" >&2; exit 1; }
+	@$(TOOLS_BIN)/python tools/api-reference.py | diff -u docs/reference/api.md - \
+	  || { echo "docs/reference/api.md is stale: run 'make api-reference' and commit the result" >&2; exit 1; }
 	@tools/yamlcheck/check.sh
 
 lint: ## cargo fmt --check and clippy with warnings denied
@@ -99,9 +117,10 @@ soak: ## Faults on a fresh local cluster (SIGKILLs mid-sync, apiserver restart, 
 	status=0; export KUBECONFIG=$(LOCAL_KUBECONFIG); $(CARGO) bench --bench soak || status=$$?; $(MAKE) cluster-down; \
 	  FUZZ_SECONDS=$${FUZZ_SECONDS:-60} $(CARGO) bench --bench fuzz || status=$$?; exit $$status
 
-test: ## Everything: lint, generated files, unit tests, integration tests on a fresh local cluster, then end-to-end tests on a fresh cluster with a node
+test: ## Everything: lint, generated files, the docs site, unit tests, integration tests on a fresh local cluster, then end-to-end tests on a fresh cluster with a node
 	$(MAKE) lint
 	$(MAKE) check-generated
+	$(MAKE) docs-build
 	$(MAKE) unit
 	$(CARGO) build --bin regcred --tests
 	$(MAKE) tools
