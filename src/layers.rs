@@ -1,7 +1,8 @@
 //! The layering of the crate's modules, checked: every `crate::` path in a module's code (comments and test code
 //! aside: test modules, module files named `tests.rs` and the [`TEST_ONLY`] modules) names a module of a lower
-//! layer, so there is no import cycle and no layer reaches into one above it. The README's Architecture section
-//! draws the same order (checked below).
+//! layer, so there is no import cycle and no layer reaches into one above it. The docs' Architecture page
+//! (docs/architecture.md) draws the same order, and their Layout (docs/contributing/layout.md) lists every folder
+//! (checked below).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -93,21 +94,23 @@ fn every_module_uses_only_the_layers_below_it() {
     assert!(wrong.is_empty(), "{}\n(the graph: {graph:#?})", wrong.join("\n"));
 }
 
-/// The order as the README's Architecture draws it: the top layer first, modules of one layer side by side.
+/// The order as the docs' Architecture draws it: the top layer first, modules of one layer side by side.
 fn diagram() -> String {
     LAYERS.iter().rev().map(|layer| layer.join(" · ")).collect::<Vec<_>>().join(" ─► ")
 }
 
-/// The README's section under `heading`, up to the next heading of the same or a higher level.
-fn section<'a>(readme: &'a str, heading: &str) -> &'a str {
+/// The section of the docs page `page` (relative to the project's root) under `heading`, up to the next heading of
+/// the same or a higher level.
+fn section(page: &str, heading: &str) -> String {
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(page)).unwrap();
     let level = heading.chars().take_while(|c| *c == '#').count();
-    let start = readme.find(&format!("\n{heading}\n")).unwrap_or_else(|| panic!("the README has no {heading:?}"));
-    let body = &readme[start + heading.len() + 2..];
+    let start = text.find(&format!("\n{heading}\n")).unwrap_or_else(|| panic!("{page} has no {heading:?}"));
+    let body = &text[start + heading.len() + 2..];
     let end = body
         .match_indices("\n#")
         .find(|(i, _)| body[i + 1..].chars().take_while(|c| *c == '#').count() <= level)
         .map_or(body.len(), |(i, _)| i);
-    &body[..end]
+    body[..end].to_owned()
 }
 
 /// Every folder of the project (hidden ones, build output and local state aside), relative to its root.
@@ -129,12 +132,11 @@ fn folders() -> Vec<String> {
     found
 }
 
-/// The map a newcomer reads says what the code says: the README's Architecture draws the order of [`LAYERS`]
-/// and names every module in it, and its Layout names every folder (a nested one in its parent's row).
+/// The map a newcomer reads says what the code says: the docs' Architecture draws the order of [`LAYERS`] and
+/// names every module in it, and their Layout names every folder (a nested one in its parent's row).
 #[test]
-fn the_readme_draws_these_layers_and_lists_every_folder() {
-    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
-    let architecture = section(&readme, "### Architecture");
+fn the_docs_draw_these_layers_and_list_every_folder() {
+    let architecture = section("docs/architecture.md", "## Layers");
     let mut wrong = Vec::new();
     if !architecture.contains(&diagram()) {
         wrong.push(format!("the Architecture's layer line is not the order in src/layers.rs; it is:\n {}", diagram()));
@@ -144,7 +146,7 @@ fn the_readme_draws_these_layers_and_lists_every_folder() {
             wrong.push(format!("the Architecture does not say what `{module}` owns"));
         }
     }
-    let layout = section(&readme, "## Layout");
+    let layout = section("docs/contributing/layout.md", "## Folders");
     let rows: Vec<&str> = layout.lines().filter(|l| l.starts_with('|')).collect();
     for folder in folders() {
         let (top, name) = (folder.split('/').next().unwrap(), folder.rsplit('/').next().unwrap());

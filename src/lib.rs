@@ -1,8 +1,8 @@
 //! regcred: a Kubernetes operator that gives every workload the container-registry credentials it needs.
 //!
 //! The modules are layers, each using only those below it. The order is stated once, in `src/layers.rs`, whose
-//! tests check every `crate::` path against it and check that the README's Architecture (what each module owns)
-//! and Layout (every folder) say the same.
+//! tests check every `crate::` path against it and check that the docs' Architecture (what each module owns) and
+//! Layout (every folder) say the same.
 
 pub mod api;
 pub mod cli;

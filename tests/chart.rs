@@ -259,13 +259,16 @@ async fn helm_install_runs_the_operator_as_the_charts_service_account_and_uninst
         .await;
 }
 
-/// One RBAC rule as the README's table lists it: where, API group, resource, verb.
+/// One RBAC rule as the security model's table lists it: where, API group, resource, verb.
 type Grant = (String, String, String, String);
 
-/// Every (where, group, resource, verb) in the README's RBAC table.
+/// The docs page that lists every RBAC rule with its reason.
+const SECURITY_MODEL: &str = "docs/security.md";
+
+/// Every (where, group, resource, verb) in the RBAC table of the docs' security model.
 fn rbac_table() -> std::collections::BTreeSet<Grant> {
-    let readme = std::fs::read_to_string(support::repo_root().join("README.md")).unwrap();
-    let section = readme.split("#### RBAC: every rule").nth(1).expect("the README's RBAC table");
+    let page = std::fs::read_to_string(support::repo_root().join(SECURITY_MODEL)).unwrap();
+    let section = page.split("## RBAC: every rule").nth(1).expect("the security model's RBAC table");
     let mut grants = std::collections::BTreeSet::new();
     for line in section.lines().skip_while(|l| !l.starts_with("| where")).skip(2) {
         if !line.starts_with('|') {
@@ -317,14 +320,14 @@ fn rbac_granted(docs: &[serde_json::Value], namespace: &str) -> std::collections
 }
 
 #[test]
-fn every_rbac_rule_the_chart_grants_is_in_the_readmes_table_with_its_reason() {
+fn every_rbac_rule_the_chart_grants_is_in_the_security_models_table_with_its_reason() {
     let docs = render("regcred-system", &[]);
     let granted = rbac_granted(&docs, "regcred-system");
     let listed = rbac_table();
     let unlisted: Vec<_> = granted.difference(&listed).collect();
-    assert!(unlisted.is_empty(), "the chart grants rules the README's RBAC table does not list: {unlisted:?}");
+    assert!(unlisted.is_empty(), "the chart grants rules {SECURITY_MODEL}'s RBAC table does not list: {unlisted:?}");
     let stale: Vec<_> = listed.difference(&granted).collect();
-    assert!(stale.is_empty(), "the README's RBAC table lists rules the chart does not grant: {stale:?}");
+    assert!(stale.is_empty(), "{SECURITY_MODEL}'s RBAC table lists rules the chart does not grant: {stale:?}");
     // Nothing cluster-wide that a namespaced Role could do: Events about profiles go to `default` only.
     assert!(!granted.iter().any(|(place, group, _, _)| place == "cluster" && group == "events.k8s.io"));
     let off = rbac_granted(&render("regcred-system", &["rbac.profileEditorRole=false"]), "regcred-system");
@@ -340,20 +343,31 @@ fn every_rbac_rule_the_chart_grants_is_in_the_readmes_table_with_its_reason() {
     assert!(!healing(&off));
 }
 
-/// The commands of the README's install section's `sh` blocks, comments dropped, split into words.
-fn readme_install_commands() -> Vec<Vec<String>> {
-    let readme = std::fs::read_to_string(support::repo_root().join("README.md")).unwrap();
-    let section = readme.split("\n## Install\n").nth(1).expect("the README's Install section");
-    let section = section.split("\n## ").next().unwrap();
+/// Where users read how to install regcred: the README's Install section and the docs' Install page, each as
+/// (file, its heading; the section ends at the next heading of that level).
+const INSTALL_SECTIONS: [(&str, &str); 2] = [("README.md", "## Install"), ("docs/install.md", "# Install")];
+
+/// The commands of the `sh` blocks of the section under `heading` in `file` (up to the next heading of the same or a
+/// higher level outside a code block), comments dropped, split into words.
+fn install_commands(file: &str, heading: &str) -> Vec<Vec<String>> {
+    let text = std::fs::read_to_string(support::repo_root().join(file)).unwrap();
+    let level = heading.chars().take_while(|c| *c == '#').count();
+    let mut lines = text.lines().skip_while(|l| *l != heading);
+    assert!(lines.next().is_some(), "{file} has no {heading:?}");
     let mut commands = Vec::new();
-    let mut in_sh = false;
-    for line in section.lines() {
+    let (mut in_code, mut in_sh) = (false, false);
+    for line in lines {
         if line.starts_with("```") {
-            in_sh = !in_sh && line == "```sh";
+            in_sh = !in_code && line == "```sh";
+            in_code = !in_code;
             continue;
         }
+        let hashes = line.chars().take_while(|c| *c == '#').count();
+        if !in_code && hashes > 0 && hashes <= level && line[hashes..].starts_with(' ') {
+            break;
+        }
         let command = line.split(" #").next().unwrap().trim();
-        if in_sh && !command.is_empty() {
+        if in_sh && !command.is_empty() && !command.starts_with('#') {
             commands.push(command.split_whitespace().map(str::to_owned).collect());
         }
     }
@@ -361,35 +375,41 @@ fn readme_install_commands() -> Vec<Vec<String>> {
 }
 
 #[test]
-fn the_readme_installs_the_crd_and_the_chart_with_the_commands_the_tests_run() {
-    let commands = readme_install_commands();
-    // The CRD: every README command that applies crds/ is, word for word, what support::install_crd runs.
+fn the_readme_and_the_docs_install_the_crd_and_the_chart_with_the_commands_the_tests_run() {
+    for (file, heading) in INSTALL_SECTIONS {
+        install_commands_are_the_tests(file, &install_commands(file, heading));
+    }
+}
+
+/// Every command of an install section (`file`) that applies crds/ or installs the chart is what the tests run.
+fn install_commands_are_the_tests(file: &str, commands: &[Vec<String>]) {
+    // The CRD: every command there that applies crds/ is, word for word, what support::install_crd runs.
     let crd: Vec<_> = commands
         .iter()
         .filter(|c| c.first().map(String::as_str) == Some("kubectl") && c.iter().any(|w| w.starts_with("crds")))
         .collect();
-    assert!(!crd.is_empty(), "the README's Install section no longer says how to apply crds/: {commands:?}");
+    assert!(!crd.is_empty(), "{file}'s Install section no longer says how to apply crds/: {commands:?}");
     let tests_crd: Vec<String> =
         ["kubectl"].iter().chain(support::CRD_INSTALL.iter()).map(|w| (*w).to_owned()).collect();
     for command in crd {
-        assert_eq!(command, &tests_crd, "the README applies the CRD one way, the tests another");
+        assert_eq!(command, &tests_crd, "{file} applies the CRD one way, the tests another");
     }
-    // The chart: every README `helm install` is support::helm_install_args (what every install of the tests starts
-    // with) for the README's release and namespace, then only values.
+    // The chart: every `helm install` there is support::helm_install_args (what every install of the tests starts
+    // with) for its release and namespace, then only values.
     let helm: Vec<_> = commands.iter().filter(|c| c.first().map(String::as_str) == Some("helm")).collect();
-    assert!(!helm.is_empty(), "the README's Install section no longer says how to install the chart: {commands:?}");
+    assert!(!helm.is_empty(), "{file}'s Install section no longer says how to install the chart: {commands:?}");
     for command in helm {
-        assert_eq!(command[1], "install", "a README helm command the tests do not run: {command:?}");
+        assert_eq!(command[1], "install", "a helm command of {file} the tests do not run: {command:?}");
         let tests_helm = support::helm_install_args(&command[2], "regcred-system");
         assert_eq!(
             command[1..=tests_helm.len()],
             tests_helm[..],
-            "the README installs the chart one way, the tests another"
+            "{file} installs the chart one way, the tests another"
         );
         let rest = &command[tests_helm.len() + 1..];
         assert!(
             rest.chunks(2).all(|pair| pair[0] == "--set" && pair.len() == 2),
-            "README helm install flags the tests do not use: {rest:?}"
+            "helm install flags of {file} the tests do not use: {rest:?}"
         );
     }
 }
@@ -553,7 +573,7 @@ async fn every_enum_value_of_the_crd_is_the_same_through_kubectl_and_helm_and_ro
                                 "namespaces": {"names": ["none"]},
                             },
                         });
-                        // The value goes in as YAML text, quoted when it is a string, as the README tells users
+                        // The value goes in as YAML text, quoted when it is a string, as the docs tell users
                         // to write `mode: 'Off'`.
                         *place(&mut doc, path) = serde_json::json!("ENUM-VALUE");
                         let literal = match value {

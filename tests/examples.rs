@@ -40,7 +40,7 @@ async fn every_example_profile_is_accepted_by_the_crd() {
                     env.cleanup::<RegistryProfile>(&name);
                 }
             }
-            // A profile per provider family the README promises.
+            // A profile per provider family the docs promise (docs/registries/: one page per preset, with its example).
             for provider in
                 ["dockerHub", "ecr", "ecrPublic", "gcr", "artifactRegistry", "ghcr", "quay", "generic", "mcr", "acr"]
             {

@@ -184,20 +184,21 @@ impl TestEnv {
     }
 }
 
-/// The README's command for the CRD on its own, word for word after `kubectl` (tests/chart.rs holds the README to
-/// it). Run from the repository's root, so `crds/` is the directory users apply.
+/// The install docs' command for the CRD on its own (README.md, docs/install.md), word for word after `kubectl`
+/// (tests/chart.rs holds them to it). Run from the repository's root, so `crds/` is the directory users apply.
 pub const CRD_INSTALL: [&str; 4] = ["apply", "--server-side", "-f", "crds/"];
 
-/// The chart, as the README names it.
+/// The chart, as the install docs name it.
 pub const CHART: &str = "charts/regcred";
 
-/// The README's `helm install` of release `release` into `namespace`, word for word after `helm` (tests/chart.rs
-/// holds the README to it). Tests add their `--set` values and flags such as `--wait` after it.
+/// The install docs' `helm install` (README.md, docs/install.md) of release `release` into `namespace`, word for
+/// word after `helm` (tests/chart.rs holds them to it). Tests add their `--set` values and flags such as `--wait`
+/// after it.
 pub fn helm_install_args(release: &str, namespace: &str) -> Vec<String> {
     ["install", release, CHART, "--namespace", namespace, "--create-namespace"].map(str::to_owned).to_vec()
 }
 
-/// Installs (or updates) the regcred CRD as the README tells users to, [`CRD_INSTALL`], and waits until every
+/// Installs (or updates) the regcred CRD as the install docs tell users to, [`CRD_INSTALL`], and waits until every
 /// CRD kubectl applied is established.
 pub async fn install_crd(client: &Client) {
     // Through kubectl's own YAML reader (YAML 1.1, where a bare `Off` is a boolean), from the directory users
@@ -289,7 +290,7 @@ pub async fn operator_identity(env: &TestEnv, namespace: &str) -> PathBuf {
 }
 
 /// A profile author: the ServiceAccount `author` of a namespace of its own, bound (cluster-wide) to the chart's
-/// `<release>-profile-editor` role, as the README tells administrators to do: it writes RegistryProfiles and
+/// `<release>-profile-editor` role, as the docs tell administrators to do: it writes RegistryProfiles and
 /// reads no Secret. The chart must be installed ([`operator_identity`]); returns once the ClusterRole aggregation
 /// controller has filled the role in.
 pub async fn profile_author(env: &TestEnv) -> Client {

@@ -251,7 +251,7 @@ pub async fn install_with(client: &Client, node: &Node, values: &[&str]) -> Inst
     apply(&Api::<Secret>::namespaced(client.clone(), NS), &pull).await;
     let (repository, tag) = image.rsplit_once(':').unwrap();
     let started = Instant::now();
-    // As the README says: `helm install` the first time, `helm upgrade` (with this test's values) after.
+    // As the install docs say: `helm install` the first time, `helm upgrade` (with this test's values) after.
     let mut command = if helm_release_exists(RELEASE, NS) {
         ["upgrade", RELEASE, CHART, "--namespace", NS].map(str::to_owned).to_vec()
     } else {
