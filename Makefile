@@ -45,7 +45,7 @@ docs: tools ## Serve the docs site on http://127.0.0.1:8000, rebuilt on every ch
 docs-build: tools ## Build the docs site into .local/site with --strict: fails on a broken link or anchor, a page not in the nav, an example no page includes
 	@for f in examples/*.yaml; do grep -rqF -- "--8<-- \"$$f\"" docs \
 	  || { echo "$$f is included by no page of docs/: add it to its registry's page (--8<-- \"$$f\")" >&2; exit 1; }; done
-	$(MKDOCS) build --strict --quiet
+	$(MKDOCS) build --strict
 
 check-generated: controlplane tools ## Fail if generated files (crds/, the chart's CRD, deploy/, docs/reference/api.md) are not what the sources generate, or if any YAML users apply or Helm reads holds a scalar YAML 1.1 and 1.2 read differently
 	@for f in $(CRD_FILES); do $(CARGO) run --quiet --bin regcred -- crd | diff -u $$f - \
