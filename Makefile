@@ -14,7 +14,7 @@ TEST_LOCAL := $(CURDIR)/.local/test
 # Every integration test but the node's (tests/node.rs), which `make e2e` runs on a cluster with a node.
 CONTROL_PLANE_TESTS := $(patsubst tests/%.rs,--test %,$(filter-out tests/node.rs,$(wildcard tests/*.rs)))
 
-.PHONY: help build crds deploy api-reference docs docs-build demo demo-down soak check-generated lint unit controlplane tools cluster-up cluster-down node-up node-down image integration e2e test bench
+.PHONY: help build crds deploy api-reference docs docs-build demo demo-down soak check-generated lint unit controlplane tools cluster-up cluster-down node-up node-down image integration e2e test bench release
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -83,6 +83,9 @@ node-down: ## Stop the node and undo its changes to the host
 
 image: ## Build regcred's image from the Dockerfile with buildah (cached); prints the OCI archive's path
 	@tools/image/build.sh
+
+release: ## Build regcred's image and push it with the chart (OCI) to a registry: make release REGISTRY=host/namespace VERSION=1.2.3 (docs/releases.md)
+	@tools/release.sh "$(REGISTRY)" "$(VERSION)"
 
 integration: ## Integration tests against the running local cluster (control plane only)
 	KUBECONFIG=$${KUBECONFIG:-$(LOCAL_KUBECONFIG)} $(CARGO) test --no-fail-fast $(CONTROL_PLANE_TESTS) -- --test-threads=$(TEST_THREADS)
