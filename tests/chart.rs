@@ -400,7 +400,7 @@ fn install_commands_are_the_tests(file: &str, commands: &[Vec<String>]) {
     assert!(!helm.is_empty(), "{file}'s Install section no longer says how to install the chart: {commands:?}");
     for command in helm {
         assert_eq!(command[1], "install", "a helm command of {file} the tests do not run: {command:?}");
-        let tests_helm = support::helm_install_args(&command[2], "regcred-system");
+        let tests_helm = support::node::documented_install_args(&command[3], &command[2], "regcred-system");
         assert_eq!(
             command[1..=tests_helm.len()],
             tests_helm[..],

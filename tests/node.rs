@@ -17,8 +17,8 @@ use kube::Client;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 use support::node::{
-    NS, Node, Pull, RELEASE, SELECTOR, Scene, WAIT, install, pod, profile, pull_outcome, pull_secrets, ready_pods,
-    scene, selection, wait_for_ca_bundle, wait_secret,
+    NS, Node, Pull, RELEASE, SELECTOR, Scene, WAIT, helm_install_release_args, install, pod, profile, pull_outcome,
+    pull_secrets, ready_pods, scene, selection, wait_for_ca_bundle, wait_secret,
 };
 use support::registry::{Auth, PASSWORD};
 use support::{TestEnv, helm, wait_for};
@@ -54,8 +54,14 @@ async fn regcred_runs_as_the_charts_deployment_hands_over_and_upgrades_without_a
                     events.iter().any(|e| e.starts_with("Pulled:") || e.contains("already present")),
                     "{p}: {events:?}"
                 );
-                let ip = pods.get(&p).await.unwrap().status.unwrap().pod_ip.unwrap();
+                let status = pods.get(&p).await.unwrap().status.unwrap();
+                let ip = status.pod_ip.unwrap();
                 assert!(ip.starts_with("10.244."), "{p} is not on the pod network: {ip}");
+                // The image `make release` pushed, by digest: the OCI chart's default image, with no value set. (The
+                // repository the runtime names is any it pulled these bytes from: earlier tests' registries too.)
+                let image_id = &status.container_statuses.unwrap()[0].image_id;
+                let digest = install.release.image.rsplit_once('@').unwrap().1;
+                assert!(image_id.ends_with(&format!("@{digest}")), "{p} runs {image_id}, not the release's {digest}");
             }
 
             // The webhook through its Service: a Pod in a selected namespace gets the Secret.
@@ -95,22 +101,16 @@ async fn regcred_runs_as_the_charts_deployment_hands_over_and_upgrades_without_a
             let values_file = std::env::temp_dir().join(format!("regcred-values-{}.json", env.id));
             std::fs::write(&values_file, values).unwrap();
             let rollout = env.id.clone();
-            let upgrade = tokio::task::spawn_blocking(move || {
-                helm(&[
-                    "upgrade",
-                    RELEASE,
-                    "charts/regcred",
-                    "--namespace",
-                    NS,
-                    "-f",
-                    values_file.to_str().unwrap(),
-                    "--set-string",
-                    &format!("podAnnotations.rollout={rollout}"),
-                    "--wait",
-                    "--timeout",
-                    "180s",
-                ])
-            });
+            let mut upgrade = install.release.upgrade_args(RELEASE, NS);
+            upgrade.extend(["-f".into(), values_file.display().to_string(), "--set-string".into()]);
+            upgrade.extend([
+                format!("podAnnotations.rollout={rollout}"),
+                "--wait".into(),
+                "--timeout".into(),
+                "180s".into(),
+            ]);
+            let upgrade =
+                tokio::task::spawn_blocking(move || helm(&upgrade.iter().map(String::as_str).collect::<Vec<_>>()));
             let (mut admissions, mut missed) = (0, Vec::new());
             let api = Api::<Pod>::namespaced(client.clone(), &ns);
             while !upgrade.is_finished() {
@@ -306,19 +306,14 @@ async fn a_registry_that_refuses_regcreds_own_image_shows_as_err_image_pull_on_i
             };
             Api::<Secret>::namespaced(client.clone(), &ns).create(&PostParams::default(), &wrong).await.unwrap();
             let release = format!("regcred-{}", env.id);
-            let repository = format!("{}/regcred/regcred", install.registry.addr);
-            helm(&[
-                "install",
-                &release,
-                "charts/regcred",
-                "--namespace",
-                &ns,
-                "--set",
-                &format!(
-                    "crds.install=false,webhook.enabled=false,replicaCount=1,image.repository={repository},\
-                     image.tag=e2e,imagePullSecrets[0].name=regcred-image"
-                ),
+            let published = &install.release;
+            let mut command = helm_install_release_args(&release, &ns, &published.registry, &published.version);
+            command.extend(published.helm_flags());
+            command.extend([
+                "--set".into(),
+                "crds.install=false,webhook.enabled=false,replicaCount=1,imagePullSecrets[0].name=regcred-image".into(),
             ]);
+            helm(&command.iter().map(String::as_str).collect::<Vec<_>>());
             env.cleanup::<k8s_openapi::api::rbac::v1::ClusterRole>(&release);
             env.cleanup::<k8s_openapi::api::rbac::v1::ClusterRoleBinding>(&release);
             let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
@@ -669,4 +664,28 @@ async fn a_disruption_budget_that_forbids_the_eviction_is_reported_not_forced() 
             assert_eq!(healing.evictions, 0, "{healing:?}");
         })
         .await;
+}
+
+/// `make release` says what is missing or malformed before it builds or pushes anything.
+#[test]
+fn make_release_says_what_is_missing_or_malformed() {
+    let team = "REGISTRY=registry.example/team";
+    for (args, says) in [
+        (&[][..], "REGISTRY is missing"),
+        (&[team][..], "VERSION is missing"),
+        (&[team, "VERSION=v1.2.3"][..], "SemVer without the leading v: '1.2.3'"),
+        (&[team, "VERSION=1.2"][..], "VERSION must be SemVer"),
+        (&[team, "VERSION=1.2.3+build.1"][..], "cannot carry build metadata"),
+        (&["REGISTRY=https://registry.example/team", "VERSION=1.2.3"][..], "without a scheme"),
+        (&["REGISTRY=registry.example/Team", "VERSION=1.2.3"][..], "must be lower case"),
+    ] {
+        let out = std::process::Command::new("make")
+            .args(["--no-print-directory", "release"])
+            .args(args)
+            .current_dir(support::repo_root())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && stderr.contains(says), "make release {args:?}: {stderr}");
+    }
 }

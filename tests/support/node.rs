@@ -17,7 +17,7 @@ use regcred::fixtures::{self, Login};
 use serde_json::json;
 
 use super::registry::{Auth, PASSWORD, Registry, USER};
-use super::{CHART, TestEnv, apply, helm, helm_install_args, helm_release_exists, repo_root, wait_for};
+use super::{TestEnv, apply, helm, helm_release_exists, repo_root, wait_for};
 
 /// The node, as `tools/node-up.sh` recorded it in `$REGCRED_LOCAL/node/node.env`.
 pub struct Node {
@@ -109,15 +109,109 @@ pub fn workload_archive() -> String {
     format!("docker-archive:{}", String::from_utf8(out.stdout).unwrap().trim())
 }
 
-/// regcred's own image, built from the Dockerfile by `tools/image/build.sh` (`make image`), which the Makefile
-/// passes as `REGCRED_IMAGE_ARCHIVE`.
-pub fn regcred_archive() -> String {
-    let path = std::env::var("REGCRED_IMAGE_ARCHIVE").unwrap_or_else(|_| {
-        let out = std::process::Command::new(repo_root().join("tools/image/build.sh")).output().unwrap();
-        assert!(out.status.success(), "tools/image/build.sh: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8(out.stdout).unwrap().trim().to_owned()
-    });
-    format!("oci-archive:{path}")
+/// Where .github/workflows/release.yml publishes releases, as the README names it: the image `<it>/regcred`, the
+/// chart `oci://<it>/charts/regcred` (what `make release REGISTRY=<it>` pushes).
+pub const RELEASES: &str = "ghcr.io/regcred";
+
+/// The chart of the releases published to `registry` (`make release REGISTRY=<registry>`).
+pub fn oci_chart(registry: &str) -> String {
+    format!("oci://{registry}/charts/regcred")
+}
+
+/// The chart's version (charts/regcred/Chart.yaml): the release the README installs, and the one the tests publish.
+pub fn chart_version() -> String {
+    let text = std::fs::read_to_string(repo_root().join("charts/regcred/Chart.yaml")).unwrap();
+    let chart: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+    chart["version"].as_str().expect("Chart.yaml has a version").to_owned()
+}
+
+/// The README's `helm install` of release `version` as published to `registry`, word for word after `helm`
+/// (tests/chart.rs holds the README to it with [`RELEASES`]). Tests add their flags and `--set` values after it.
+pub fn helm_install_release_args(release: &str, namespace: &str, registry: &str, version: &str) -> Vec<String> {
+    let chart = oci_chart(registry);
+    ["install", release, &chart, "--version", version, "--namespace", namespace, "--create-namespace"]
+        .map(str::to_owned)
+        .to_vec()
+}
+
+/// What the tests run for a documented `helm install` of `chart` as release `release`, word for word after `helm`:
+/// for a published release (an `oci://` chart), what the node's tests run on the release they publish
+/// ([`helm_install_release_args`] at [`RELEASES`] and the chart's version); else the install from the clone's chart
+/// that every integration test starts with ([`super::helm_install_args`]). tests/chart.rs holds the docs to it.
+pub fn documented_install_args(chart: &str, release: &str, namespace: &str) -> Vec<String> {
+    if chart.starts_with("oci://") {
+        helm_install_release_args(release, namespace, RELEASES, &chart_version())
+    } else {
+        super::helm_install_args(release, namespace)
+    }
+}
+
+/// A release of regcred published by `make release` (tools/release.sh) into a test registry.
+pub struct Release {
+    /// The `REGISTRY` it was published to: `<registry address>/regcred`.
+    pub registry: String,
+    pub version: String,
+    /// The image pushed, `REPOSITORY@DIGEST`.
+    pub image: String,
+    /// The file of the CA Helm trusts for the registry.
+    ca_file: PathBuf,
+}
+
+impl Release {
+    /// What Helm needs to read the chart from the test registry: its CA and the registry's credentials (a user of a
+    /// private registry logs in with `helm registry login` instead).
+    pub fn helm_flags(&self) -> Vec<String> {
+        let ca = self.ca_file.display().to_string();
+        ["--ca-file", &ca, "--username", USER, "--password", PASSWORD].map(str::to_owned).to_vec()
+    }
+
+    /// `helm upgrade` of `release` in `namespace` to this release's chart.
+    pub fn upgrade_args(&self, release: &str, namespace: &str) -> Vec<String> {
+        let chart = oci_chart(&self.registry);
+        let mut args = ["upgrade", release, &chart, "--version", &self.version, "--namespace", namespace]
+            .map(str::to_owned)
+            .to_vec();
+        args.extend(self.helm_flags());
+        args
+    }
+}
+
+/// Publishes regcred as its maintainers do, `make release REGISTRY=<registry>/regcred VERSION=<the chart's
+/// version>` (tools/release.sh), into `registry` (the registry's CA and credentials given as its environment): regcred's image (built from the Dockerfile by
+/// `tools/image/build.sh`, or the archive the Makefile passes as `REGCRED_IMAGE_ARCHIVE`) and the chart, whose
+/// default image is that one.
+pub fn release(registry: &Registry) -> Release {
+    let ca_file = registry.dir.join("release-ca.crt");
+    std::fs::write(&ca_file, registry.trusted_pem()).unwrap();
+    let published = format!("{}/regcred", registry.addr);
+    let version = chart_version();
+    let mut command = std::process::Command::new("make");
+    command
+        .args(["--no-print-directory", "release", &format!("REGISTRY={published}"), &format!("VERSION={version}")])
+        .env("REGISTRY_USER", USER)
+        .env("REGISTRY_PASSWORD", PASSWORD)
+        .env("REGISTRY_CA", &ca_file)
+        .current_dir(repo_root());
+    if let Some(archive) = std::env::var_os("REGCRED_IMAGE_ARCHIVE") {
+        command.env("IMAGE_ARCHIVE", archive);
+    }
+    let started = Instant::now();
+    let out = command.output().unwrap();
+    assert!(
+        out.status.success(),
+        "make release REGISTRY={published} VERSION={version}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let pushed = |what: &str| {
+        let line = stdout.lines().find_map(|l| l.strip_prefix(what)?.strip_prefix('='));
+        line.unwrap_or_else(|| panic!("make release printed no {what}=: {stdout}")).to_owned()
+    };
+    let image = pushed("image");
+    let chart = pushed("chart");
+    assert!(chart.starts_with(&oci_chart(&published)), "the chart went to {chart}");
+    eprintln!("released {version} into {published} in {:.1}s", started.elapsed().as_secs_f64());
+    Release { registry: published, version, image, ca_file }
 }
 
 /// What became of a Pod's image pull.
@@ -218,10 +312,11 @@ pub const RELEASE: &str = "regcred";
 pub const SELECTOR: &str = "app.kubernetes.io/name=regcred,app.kubernetes.io/instance=regcred";
 pub const WAIT: Duration = Duration::from_secs(120);
 
-/// The registry that holds regcred's own image, and the installation, made once per test binary run: the first
-/// test to need them installs, later tests find them in place (`helm upgrade --install` is idempotent).
+/// The registry that holds regcred's release, and the installation from it. Each test that needs regcred
+/// publishes a release into a registry of its own; the first installs the chart, later ones upgrade it to theirs.
 pub struct Install {
     pub registry: Registry,
+    pub release: Release,
 }
 
 pub fn dockerconfigjson(server: &str, user: &str, password: &str) -> ByteString {
@@ -229,8 +324,9 @@ pub fn dockerconfigjson(server: &str, user: &str, password: &str) -> ByteString 
     ByteString(serde_json::to_vec(&json!({"auths": {server: {"auth": auth}}})).unwrap())
 }
 
-/// Installs regcred with Helm from the chart's defaults, but for its image (pushed into a private registry on the
-/// node's network) and that image's pull secret; waits until both replicas are Ready.
+/// Publishes a release into a private registry on the node's network ([`release`]) and installs it as the README
+/// says, `helm install` of the OCI chart with the chart's defaults but for the pull secret of regcred's image; the
+/// kubelet pulls that image from the registry. Waits until both replicas are Ready.
 pub async fn install(client: &Client, node: &Node) -> Install {
     install_with(client, node, &[]).await
 }
@@ -238,7 +334,7 @@ pub async fn install(client: &Client, node: &Node) -> Install {
 /// As [`install`], with more `--set` values.
 pub async fn install_with(client: &Client, node: &Node, values: &[&str]) -> Install {
     let registry = node.registry(Auth::Basic).await;
-    let image = push(&registry, &regcred_archive(), "regcred/regcred:e2e");
+    let published = release(&registry);
     let namespaces: Api<Namespace> = Api::all(client.clone());
     let ns = Namespace { metadata: ObjectMeta { name: Some(NS.into()), ..Default::default() }, ..Default::default() };
     apply(&namespaces, &ns).await;
@@ -249,15 +345,16 @@ pub async fn install_with(client: &Client, node: &Node, values: &[&str]) -> Inst
         ..Default::default()
     };
     apply(&Api::<Secret>::namespaced(client.clone(), NS), &pull).await;
-    let (repository, tag) = image.rsplit_once(':').unwrap();
     let started = Instant::now();
     // As the install docs say: `helm install` the first time, `helm upgrade` (with this test's values) after.
     let mut command = if helm_release_exists(RELEASE, NS) {
-        ["upgrade", RELEASE, CHART, "--namespace", NS].map(str::to_owned).to_vec()
+        published.upgrade_args(RELEASE, NS)
     } else {
-        helm_install_args(RELEASE, NS)
+        let mut install = helm_install_release_args(RELEASE, NS, &published.registry, &published.version);
+        install.extend(published.helm_flags());
+        install
     };
-    let sets = [format!("image.repository={repository},image.tag={tag},imagePullSecrets[0].name=regcred-image")]
+    let sets = ["imagePullSecrets[0].name=regcred-image".to_owned()]
         .into_iter()
         .chain(values.iter().map(|v| (*v).to_owned()))
         .collect::<Vec<_>>()
@@ -275,7 +372,7 @@ pub async fn install_with(client: &Client, node: &Node, values: &[&str]) -> Inst
     wait_for("one of the new replicas to lead", WAIT, || async { leader(client).await.filter(|h| ready.contains(h)) })
         .await;
     wait_for_ca_bundle(client).await;
-    Install { registry }
+    Install { registry, release: published }
 }
 
 /// The Pod that holds regcred's leader Lease, if one does.
