@@ -56,9 +56,10 @@ check-generated: controlplane tools ## Fail if generated files (crds/, the chart
 	  || { echo "docs/reference/api.md is stale: run 'make api-reference' and commit the result" >&2; exit 1; }
 	@tools/yamlcheck/check.sh
 
-lint: ## cargo fmt --check and clippy with warnings denied
+lint: ## cargo fmt --check and clippy with warnings denied; actionlint (pinned, cached) on the GitHub workflows
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
+	tools/actionlint.sh
 
 unit: ## Unit tests (no cluster needed)
 	$(CARGO) test --lib --bins
