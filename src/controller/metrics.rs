@@ -1,12 +1,14 @@
-//! The controller's own metrics: reconciles and their durations, leadership, the managed Secrets and the tokens'
-//! expiry (read from the view at each scrape), token mints, the kubelet's pull failures, self-healing and the
-//! deletion guard. It registers them where it is told ([`Metrics::register`]). No metric carries secret
-//! material: labels are profile names, results and reasons.
+//! The controller's own metrics: reconciles and their durations, leadership, the managed Secrets, the tokens'
+//! expiry and refresh failures and the profiles' readiness and sync counts (read from the view at each scrape),
+//! token mints, the kubelet's pull failures, self-healing and the deletion guard. It registers them where it is
+//! told ([`Metrics::register`]). No metric carries secret material: labels are profile names, results and reasons.
 
 use std::fmt;
+use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Instant;
 
+use kube::ResourceExt as _;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::Counter;
@@ -15,6 +17,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::api::RegistryProfile;
+use crate::api::conditions::{READY, TRUE};
+use crate::credentials::refresher::Snapshot;
 use crate::state::View;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -170,7 +175,8 @@ impl Metrics {
     }
 }
 
-/// The gauges read from the view when scraped: `managed_secrets` and `token_expiry_seconds`.
+/// The gauges read from the view when scraped: `managed_secrets`, the tokens' ([`token_gauges`]) and the
+/// profiles' ([`profile_gauges`]).
 struct FromView {
     view: View,
 }
@@ -187,20 +193,99 @@ impl Collector for FromView {
         managed.set(i64::try_from(self.view.managed().len()).unwrap_or(i64::MAX));
         let help = "Secrets labelled as managed by regcred, cluster-wide";
         managed.encode(encoder.encode_descriptor("managed_secrets", help, None, managed.metric_type())?)?;
-        let expiry = Family::<ProfileLabels, Gauge<f64, AtomicU64>>::default();
-        let now = jiff::Timestamp::now();
-        for (profile, snapshot) in self.view.refresher().snapshots() {
-            if let Some(token) = snapshot.token {
-                let left = token.expires_at.duration_since(now).as_secs_f64();
-                expiry.get_or_create(&ProfileLabels { profile }).set(left);
-            }
-        }
-        if !expiry.is_empty() {
-            let help = "Seconds until the profile's current short-lived token expires (negative: expired)";
-            expiry.encode(encoder.encode_descriptor("token_expiry_seconds", help, None, expiry.metric_type())?)?;
+        let tokens = token_gauges(jiff::Timestamp::now(), &self.view.refresher().snapshots());
+        let profiles = profile_gauges(&self.view.profiles());
+        for gauge in tokens.into_iter().chain(profiles) {
+            gauge.encode(&mut encoder)?;
         }
         Ok(())
     }
+}
+
+/// One gauge per profile, read at a scrape.
+#[derive(Debug, PartialEq)]
+struct ProfileGauge {
+    name: &'static str,
+    help: &'static str,
+    values: Vec<(String, f64)>,
+}
+
+impl ProfileGauge {
+    fn new(name: &'static str, help: &'static str) -> Self {
+        Self { name, help, values: Vec::new() }
+    }
+
+    /// Writes the gauge, or nothing when no profile has a value.
+    fn encode(self, encoder: &mut DescriptorEncoder) -> fmt::Result {
+        if self.values.is_empty() {
+            return Ok(());
+        }
+        let family = Family::<ProfileLabels, Gauge<f64, AtomicU64>>::default();
+        for (profile, value) in self.values {
+            family.get_or_create(&ProfileLabels { profile }).set(value);
+        }
+        family.encode(encoder.encode_descriptor(self.name, self.help, None, family.metric_type())?)
+    }
+}
+
+fn unix_seconds(t: jiff::Timestamp) -> f64 {
+    // Milliseconds are exact in an f64 for any date a token carries.
+    #[allow(clippy::cast_precision_loss)]
+    let ms = t.as_millisecond() as f64;
+    ms / 1000.0
+}
+
+/// What the refresher knows of each profile's token, as gauges: the time left (`token_expiry_seconds`), when the
+/// token expires and when it was minted (Unix seconds: what alerts compare with `time()`), and the failed attempts
+/// since the last success. The first three only while a token is held; the failures for every profile that mints.
+fn token_gauges(now: jiff::Timestamp, snapshots: &[(String, Snapshot)]) -> Vec<ProfileGauge> {
+    let mut left = ProfileGauge::new(
+        "token_expiry_seconds",
+        "Seconds until the profile's current short-lived token expires (negative: expired)",
+    );
+    let mut expiry = ProfileGauge::new(
+        "token_expiry_timestamp_seconds",
+        "When the profile's current short-lived token expires, in Unix seconds",
+    );
+    let mut minted = ProfileGauge::new(
+        "token_last_refresh_timestamp_seconds",
+        "When the profile's current short-lived token was minted, in Unix seconds",
+    );
+    let mut failures = ProfileGauge::new(
+        "token_refresh_failures",
+        "Attempts to mint the profile's token that failed since the last success (0 after a success)",
+    );
+    for (profile, snapshot) in snapshots {
+        if let Some(token) = &snapshot.token {
+            left.values.push((profile.clone(), token.expires_at.duration_since(now).as_secs_f64()));
+            expiry.values.push((profile.clone(), unix_seconds(token.expires_at)));
+            if let Some(at) = snapshot.last_refresh {
+                minted.values.push((profile.clone(), unix_seconds(at)));
+            }
+        }
+        failures.values.push((profile.clone(), f64::from(snapshot.failures)));
+    }
+    vec![left, expiry, minted, failures]
+}
+
+/// Each profile's readiness and sync counts, as its status says (the leader writes it; every replica reads it).
+fn profile_gauges(profiles: &[Arc<RegistryProfile>]) -> Vec<ProfileGauge> {
+    let mut ready = ProfileGauge::new("profile_ready", "1 while the profile's Ready condition is True, else 0");
+    let mut selected =
+        ProfileGauge::new("profile_selected_namespaces", "Namespaces the profile selects, as its status says");
+    let mut synced = ProfileGauge::new(
+        "profile_synced_namespaces",
+        "Selected namespaces whose Secret is in place and current, as the profile's status says",
+    );
+    for profile in profiles {
+        let name = profile.name_any();
+        let status = profile.status.as_ref();
+        let is_ready = status.is_some_and(|s| s.conditions.iter().any(|c| c.type_ == READY && c.status == TRUE));
+        ready.values.push((name.clone(), if is_ready { 1.0 } else { 0.0 }));
+        selected.values.push((name.clone(), f64::from(status.map_or(0, |s| s.selected_namespaces))));
+        synced.values.push((name, f64::from(status.map_or(0, |s| s.synced_namespaces))));
+    }
+    vec![ready, selected, synced]
 }
 
 #[cfg(test)]
@@ -227,6 +312,85 @@ mod tests {
             assert!(text.contains(line), "{line} missing from\n{text}");
         }
         assert!(!text.contains("webhook"), "the controller registers no webhook metric:\n{text}");
+        assert!(!text.contains("token_") && !text.contains("profile_"), "no profile, no token: no series\n{text}");
         assert_eq!(metrics.reconciles_total(), 1);
+    }
+
+    fn values(gauges: &[ProfileGauge]) -> Vec<(&str, Vec<(&str, f64)>)> {
+        gauges.iter().map(|g| (g.name, g.values.iter().map(|(p, v)| (p.as_str(), *v)).collect())).collect()
+    }
+
+    #[test]
+    fn tokens_are_told_by_expiry_mint_time_and_failures_since_the_last_success() {
+        use crate::credentials::render;
+        use crate::credentials::tokens::{MintError, Minted};
+        let at = |s: i64| jiff::Timestamp::from_second(1_800_000_000 + s).unwrap();
+        let minted = |expires| Some(Minted { config: render("r", "AWS", "secret-pw"), expires_at: at(expires) });
+        let snapshots = vec![
+            // Minted at 0, for an hour; all is well.
+            ("fine".to_owned(), Snapshot { token: minted(3600), last_refresh: Some(at(0)), ..Snapshot::default() }),
+            // The endpoint is down: the last good token stays, three attempts failed since.
+            (
+                "failing".to_owned(),
+                Snapshot {
+                    token: minted(600),
+                    last_refresh: Some(at(-3000)),
+                    error: Some(MintError::new("EndpointUnreachable", "down")),
+                    failures: 3,
+                    ..Snapshot::default()
+                },
+            ),
+            // Never minted: no token to tell of, only the failures.
+            ("never".to_owned(), Snapshot { failures: 7, ..Snapshot::default() }),
+        ];
+        let gauges = token_gauges(at(100), &snapshots);
+        let expiry = 1_800_000_000.0;
+        assert_eq!(
+            values(&gauges),
+            vec![
+                ("token_expiry_seconds", vec![("fine", 3500.0), ("failing", 500.0)]),
+                ("token_expiry_timestamp_seconds", vec![("fine", expiry + 3600.0), ("failing", expiry + 600.0)]),
+                ("token_last_refresh_timestamp_seconds", vec![("fine", expiry), ("failing", expiry - 3000.0)]),
+                ("token_refresh_failures", vec![("fine", 0.0), ("failing", 3.0), ("never", 7.0)]),
+            ]
+        );
+        assert!(!format!("{gauges:?}").contains("secret-pw"));
+    }
+
+    #[test]
+    fn profiles_are_told_by_their_ready_condition_and_sync_counts() {
+        use crate::api::RegistryProfileStatus;
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+        let profile = |name: &str, ready: Option<&str>, selected: i32, synced: i32| {
+            let mut p = crate::fixtures::manifest(
+                name,
+                &[],
+                serde_json::json!({"server": "r.example", "credentials": {"anonymous": true}}),
+            );
+            p.status = ready.map(|status| RegistryProfileStatus {
+                conditions: vec![Condition {
+                    type_: READY.into(),
+                    status: status.into(),
+                    reason: "R".into(),
+                    message: String::new(),
+                    observed_generation: None,
+                    last_transition_time: Time(jiff::Timestamp::UNIX_EPOCH),
+                }],
+                selected_namespaces: selected,
+                synced_namespaces: synced,
+                ..RegistryProfileStatus::default()
+            });
+            Arc::new(p)
+        };
+        let profiles =
+            [profile("ok", Some("True"), 3, 3), profile("bad", Some("False"), 4, 1), profile("new", None, 0, 0)];
+        assert_eq!(
+            values(&profile_gauges(&profiles)),
+            vec![
+                ("profile_ready", vec![("ok", 1.0), ("bad", 0.0), ("new", 0.0)]),
+                ("profile_selected_namespaces", vec![("ok", 3.0), ("bad", 4.0), ("new", 0.0)]),
+                ("profile_synced_namespaces", vec![("ok", 3.0), ("bad", 1.0), ("new", 0.0)]),
+            ]
+        );
     }
 }

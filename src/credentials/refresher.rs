@@ -29,6 +29,8 @@ pub struct Snapshot {
     pub next_refresh: Option<Timestamp>,
     /// Successful mints since the task started.
     pub mints: u64,
+    /// Attempts that failed since the last success (0 after a success).
+    pub failures: u32,
 }
 
 struct Entry {
@@ -159,6 +161,7 @@ async fn run(
                     info!(profile, expires_at = %minted.expires_at, next_in = ?delay, "token minted");
                     snap.token = Some(minted);
                     snap.error = None;
+                    snap.failures = 0;
                     snap.last_refresh = Some(now);
                     snap.mints += 1;
                     delay
@@ -169,6 +172,7 @@ async fn run(
                     let delay = tokens::retry_after(failures, now, snap.token.as_ref().map(|t| t.expires_at));
                     warn!(profile, reason = e.reason, error = %e, retry_in = ?delay, "minting failed; the last good token, if any, stays");
                     snap.error = Some(e);
+                    snap.failures = failures;
                     delay
                 }
             };
