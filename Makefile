@@ -14,7 +14,7 @@ TEST_LOCAL := $(CURDIR)/.local/test
 # Every integration test but the node's (tests/node.rs), which `make e2e` runs on a cluster with a node.
 CONTROL_PLANE_TESTS := $(patsubst tests/%.rs,--test %,$(filter-out tests/node.rs,$(wildcard tests/*.rs)))
 
-.PHONY: help build crds deploy api-reference docs docs-build demo demo-down soak check-generated lint unit controlplane tools cluster-up cluster-down node-up node-down image integration e2e test bench release
+.PHONY: help build crds deploy api-reference docs docs-build demo demo-down soak check-generated alerts lint unit controlplane tools cluster-up cluster-down node-up node-down image integration e2e test bench release
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -28,8 +28,9 @@ crds: ## Regenerate crds/ and the chart's copy from the Rust types
 	$(CARGO) run --quiet --bin regcred -- crd > crds/regcred.dev_registryprofiles.yaml
 	cp crds/regcred.dev_registryprofiles.yaml charts/regcred/files/crd.yaml
 
-deploy: controlplane ## Render deploy/regcred.yaml from the chart
+deploy: controlplane ## Render deploy/regcred.yaml and deploy/prometheus/rules.yaml from the chart
 	tools/render-deploy.sh > deploy/regcred.yaml
+	tools/prometheus-rules.sh > deploy/prometheus/rules.yaml
 
 # The Python tools' virtualenv (tools/python-tools.sh): MkDocs for the docs site, PyYAML for the API reference.
 TOOLS_BIN := $(or $(REGCRED_VENV),$(HOME)/.cache/regcred/venv)/bin
@@ -54,7 +55,13 @@ check-generated: controlplane tools ## Fail if generated files (crds/, the chart
 	  || { echo "deploy/ is stale: run 'make deploy' and commit the result" >&2; exit 1; }
 	@$(TOOLS_BIN)/python tools/api-reference.py | diff -u docs/reference/api.md - \
 	  || { echo "docs/reference/api.md is stale: run 'make api-reference' and commit the result" >&2; exit 1; }
+	@tools/prometheus-rules.sh | diff -u deploy/prometheus/rules.yaml - \
+	  || { echo "deploy/prometheus/rules.yaml is stale: run 'make deploy' and commit the result" >&2; exit 1; }
 	@tools/yamlcheck/check.sh
+
+alerts: controlplane ## promtool: check the alert rules (the chart's and deploy/'s) and run their unit tests (deploy/prometheus/rules.test.yaml)
+	@prom=$$(tools/prometheus.sh) && $$prom/promtool check rules charts/regcred/files/alerts.yaml deploy/prometheus/rules.yaml \
+	  && $$prom/promtool test rules deploy/prometheus/rules.test.yaml
 
 lint: ## cargo fmt --check and clippy with warnings denied; actionlint (pinned, cached) on the GitHub workflows
 	$(CARGO) fmt --check
@@ -70,8 +77,9 @@ controlplane: ## Build (or reuse) the local control-plane binaries and helm
 cluster-up: ## Start the local Kubernetes control plane (.local/kubeconfig)
 	tools/cluster-up.sh
 
-tools: ## Install the Python tools the tests start (moto), pinned, outside the clone
+tools: ## Install the Python tools the tests start (moto), pinned, and Debian's Prometheus (tools/prometheus.sh), outside the clone
 	tools/python-tools.sh
+	tools/prometheus.sh >/dev/null
 
 cluster-down: ## Stop the local cluster (and its node) and remove its state
 	tools/cluster-down.sh
@@ -125,6 +133,7 @@ test: ## Everything: lint, generated files, the docs site, unit tests, integrati
 	$(MAKE) lint
 	$(MAKE) check-generated
 	$(MAKE) docs-build
+	$(MAKE) alerts
 	$(MAKE) unit
 	$(CARGO) build --bin regcred --tests
 	$(MAKE) tools

@@ -48,5 +48,5 @@ actual=$(cd "$fixtures" && { "$bin" differ.yaml || true; } | cut -d: -f2)
 # Chart.yaml and the files its templates parse with fromYaml). The templates are Go templates, not YAML: what they
 # render with the defaults is deploy/regcred.yaml.
 cd "$root"
-"$bin" crds/*.yaml deploy/*.yaml examples/*.yaml charts/regcred/values.yaml charts/regcred/Chart.yaml charts/regcred/files/*.yaml ||
+"$bin" crds/*.yaml deploy/*.yaml deploy/prometheus/*.yaml examples/*.yaml charts/regcred/values.yaml charts/regcred/Chart.yaml charts/regcred/files/*.yaml ||
   die "the scalars above are read differently by kubectl and Helm (YAML 1.1) than by YAML 1.2 readers: quote them (a generated file: fix its generator)"
