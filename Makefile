@@ -77,7 +77,7 @@ controlplane: ## Build (or reuse) the local control-plane binaries and helm
 cluster-up: ## Start the local Kubernetes control plane (.local/kubeconfig)
 	tools/cluster-up.sh
 
-tools: ## Install the Python tools the tests start (moto), pinned, and Debian's Prometheus (tools/prometheus.sh), outside the clone
+tools: ## Install the Python tools the tests start (moto) and build Prometheus (tools/prometheus.sh), pinned, outside the clone
 	tools/python-tools.sh
 	tools/prometheus.sh >/dev/null
 
