@@ -410,7 +410,7 @@ async fn prometheus_fires_the_expiry_alert_before_a_token_whose_endpoint_went_do
             assert_eq!(alert["labels"]["severity"], "critical");
             assert_eq!(alert["labels"]["namespace"], h.op_ns.as_str());
             let runbook = alert["annotations"]["runbook_url"].as_str().unwrap();
-            assert!(runbook.ends_with("/runbooks/#regcredtokenexpiresbeforerefresh"), "{runbook}");
+            assert!(runbook.ends_with("/docs/runbooks.md#regcredtokenexpiresbeforerefresh"), "{runbook}");
             assert!(h.logs().contains("minting failed"), "no refresh met the outage");
         })
         .await;
