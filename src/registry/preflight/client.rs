@@ -7,9 +7,8 @@ use oci_client::token_cache::{RegistryToken, RegistryTokenType};
 use oci_client::{Reference, RegistryOperation};
 
 use super::manifest::{Manifest, judge};
-use super::{
-    Credentials, DOCKER_LIST, DOCKER_MANIFEST, Failure, ImageResult, OCI_INDEX, OCI_MANIFEST, Options, Reason, failure,
-};
+use super::phrase::{Cause, Problem};
+use super::{Credentials, DOCKER_LIST, DOCKER_MANIFEST, Failure, ImageResult, OCI_INDEX, OCI_MANIFEST, Options};
 
 /// The text of an error and of its sources, joined by `: `; a source whose text its parent already carries is left
 /// out.
@@ -32,16 +31,18 @@ pub fn untrusted_tls(text: &str) -> bool {
     lower.contains("certificate") || lower.contains("unknownissuer") || lower.contains("invalid peer")
 }
 
-/// Classifies a transport error: an untrusted certificate, or an unreachable registry.
-fn transport(err: &(dyn std::error::Error + 'static), what: &str) -> Failure {
-    transport_text(&error_chain(err), what)
+/// Classifies a transport error towards `target` (a registry host or an image): an untrusted certificate, or an
+/// unreachable registry and why.
+fn transport(err: &(dyn std::error::Error + 'static), target: &str) -> Failure {
+    transport_text(&error_chain(err), target)
 }
 
-fn transport_text(text: &str, what: &str) -> Failure {
+fn transport_text(text: &str, target: &str) -> Failure {
+    let (target, detail) = (target.to_owned(), text.to_owned());
     if untrusted_tls(text) {
-        failure(Reason::TlsUntrusted, format!("{what}: the registry's TLS certificate is not trusted ({text})"))
+        Problem::TlsUntrusted { target, detail }.failure()
     } else {
-        failure(Reason::RegistryUnreachable, format!("{what}: {text}"))
+        Problem::Unreachable { target, cause: Cause::of(text), detail }.failure()
     }
 }
 
@@ -93,16 +94,16 @@ pub fn https_client(
 /// The preflight's HTTP client for `options`.
 pub(super) fn http_client(options: &Options) -> Result<reqwest::Client, Failure> {
     https_client(options.timeout, options.ca_pem.as_deref(), options.insecure_skip_verify).map_err(|e| match e {
-        ClientError::CaBundle(why) => failure(Reason::TlsUntrusted, format!("the CA bundle is not valid PEM: {why}")),
-        ClientError::Build(text) => transport_text(&text, "building the HTTP client"),
+        ClientError::CaBundle(detail) => Problem::CaBundleInvalid { detail }.failure(),
+        ClientError::Build(detail) if untrusted_tls(&detail) => Problem::CaBundleInvalid { detail }.failure(),
+        ClientError::Build(detail) => Problem::ClientUnavailable { detail }.failure(),
     })
 }
 
 /// The manifest client. Built with `try_from`, never `new`: `new` falls back to a default client when the
 /// configuration fails (a container without system CA certificates, say), and building that one panics.
 pub(super) fn oci_client(options: &Options) -> Result<oci_client::Client, Failure> {
-    crypto_provider()
-        .map_err(|why| failure(Reason::RegistryUnreachable, format!("building the registry client: {why}")))?;
+    crypto_provider().map_err(|detail| Problem::ClientUnavailable { detail }.failure())?;
     let extra_root_certificates = options
         .ca_pem
         .iter()
@@ -121,7 +122,14 @@ pub(super) fn oci_client(options: &Options) -> Result<oci_client::Client, Failur
         user_agent: concat!("regcred/", env!("CARGO_PKG_VERSION")),
         ..Default::default()
     };
-    oci_client::Client::try_from(config).map_err(|e| transport(&e, "building the registry client"))
+    oci_client::Client::try_from(config).map_err(|e| {
+        let detail = error_chain(&e);
+        if untrusted_tls(&detail) {
+            Problem::CaBundleInvalid { detail }.failure()
+        } else {
+            Problem::ClientUnavailable { detail }.failure()
+        }
+    })
 }
 
 /// The longest token-service answer read: a token is a few kilobytes.
@@ -171,13 +179,16 @@ pub(super) async fn authorize(
     credentials: Option<&Credentials>,
 ) -> Result<Grant, Failure> {
     let url = format!("https://{host}/v2/");
-    let res = http.get(&url).send().await.map_err(|e| transport(&e, &format!("GET {url}")))?;
+    let res = http.get(&url).send().await.map_err(|e| transport(&e, &format!("registry {host}")))?;
     let status = res.status();
     if status.is_success() {
         return Ok(Grant::Open);
     }
+    if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+        return Err(Problem::RateLimited { registry: host.to_owned() }.failure());
+    }
     if status != reqwest::StatusCode::UNAUTHORIZED {
-        return Err(failure(Reason::RegistryUnreachable, format!("GET {url} answered {status}: not a registry?")));
+        return Err(Problem::NotARegistry { url, status: status.as_u16() }.failure());
     }
     let challenge =
         res.headers().get(reqwest::header::WWW_AUTHENTICATE).and_then(|h| h.to_str().ok()).unwrap_or_default();
@@ -187,23 +198,23 @@ pub(super) async fn authorize(
             // Anonymous pulls through a token service (Docker Hub, GHCR): only images can tell.
             return Ok(Grant::Open);
         }
-        return Err(failure(Reason::AuthenticationFailed, format!("{host} requires credentials and none were given")));
+        return Err(Problem::CredentialsRequired { registry: host.to_owned() }.failure());
     };
     if scheme.eq_ignore_ascii_case("basic") {
         return basic(http, &url, host, scope, creds).await;
     }
     if !scheme.eq_ignore_ascii_case("bearer") {
-        return Err(failure(Reason::RegistryUnreachable, format!("{host}: unknown challenge {scheme:?}")));
+        let detail =
+            format!("it asks for authentication scheme {scheme:?}, which regcred does not speak (Basic, Bearer)");
+        return Err(Problem::RegistryFailed { target: format!("registry {host}"), detail }.failure());
     }
     bearer(http, host, &params, scope, creds).await
 }
 
 /// The failure of credentials a registry or its token service refused with `status`.
 fn rejected(host: &str, creds: &Credentials, status: reqwest::StatusCode) -> Failure {
-    failure(
-        Reason::AuthenticationFailed,
-        format!("{host} rejected the credentials of user {:?} ({status})", creds.username),
-    )
+    Problem::CredentialsRefused { registry: host.to_owned(), user: creds.username.clone(), status: status.as_u16() }
+        .failure()
 }
 
 /// What an answer to the credentials says: `Ok` when they were accepted.
@@ -213,7 +224,14 @@ fn accepted(host: &str, creds: &Credentials, status: reqwest::StatusCode) -> Res
         s if s == reqwest::StatusCode::UNAUTHORIZED || s == reqwest::StatusCode::FORBIDDEN => {
             Err(rejected(host, creds, s))
         }
-        s => Err(failure(Reason::RegistryUnreachable, format!("authenticating with {host} answered {s}"))),
+        s if s == reqwest::StatusCode::TOO_MANY_REQUESTS => {
+            Err(Problem::RateLimited { registry: host.to_owned() }.failure())
+        }
+        s => Err(Problem::RegistryFailed {
+            target: format!("registry {host}"),
+            detail: format!("the login answered HTTP {s}"),
+        }
+        .failure()),
     }
 }
 
@@ -230,7 +248,7 @@ async fn basic(
         return Ok(Grant::Basic);
     }
     let answer = http.get(url).basic_auth(&creds.username, Some(&creds.password)).send().await;
-    accepted(host, creds, answer.map_err(|e| transport(&e, "authenticating"))?.status())?;
+    accepted(host, creds, answer.map_err(|e| transport(&e, &format!("registry {host}")))?.status())?;
     Ok(Grant::Basic)
 }
 
@@ -244,10 +262,12 @@ async fn bearer(
 ) -> Result<Grant, Failure> {
     let param = |name: &str| challenge_param(params, name);
     let Some(realm) = param("realm") else {
-        return Err(failure(Reason::RegistryUnreachable, format!("{host}: a Bearer challenge without a realm")));
+        let detail = "its Bearer challenge names no token service (realm)".to_owned();
+        return Err(Problem::RegistryFailed { target: format!("registry {host}"), detail }.failure());
     };
     // The registry is always reached over HTTPS here.
-    realm_allowed(&realm, "https").map_err(|why| failure(Reason::AuthenticationFailed, format!("{host}: {why}")))?;
+    realm_allowed(&realm, "https")
+        .map_err(|why| Problem::TokenRealmRefused { registry: host.to_owned(), why }.failure())?;
     let mut query = Vec::new();
     if let Some(service) = param("service") {
         query.push(("service", service));
@@ -256,7 +276,7 @@ async fn bearer(
         query.push(("scope", scope.to_owned()));
     }
     let answer = http.get(&realm).query(&query).basic_auth(&creds.username, Some(&creds.password)).send().await;
-    let answer = answer.map_err(|e| transport(&e, "authenticating"))?;
+    let answer = answer.map_err(|e| transport(&e, &format!("the token service of {host} ({realm})")))?;
     accepted(host, creds, answer.status())?;
     let token = read_token(answer, host).await?;
     // A registry that only checks credentials at the token service may answer the ping's request without a
@@ -264,21 +284,24 @@ async fn bearer(
     match (token, scope) {
         (Some(t), _) => Ok(Grant::Bearer(t)),
         (None, None) => Ok(Grant::Open),
-        (None, Some(_)) => {
-            Err(failure(Reason::RegistryUnreachable, format!("{host}: the token service answered no token")))
+        (None, Some(_)) => Err(Problem::RegistryFailed {
+            target: format!("registry {host}"),
+            detail: "its token service accepted the credentials but answered no token".into(),
         }
+        .failure()),
     }
 }
 
 /// The token of a token service's answer (at most [`TOKEN_BYTES`] read); `None` when it holds none.
 async fn read_token(mut answer: reqwest::Response, host: &str) -> Result<Option<String>, Failure> {
     let mut body = Vec::new();
-    while let Some(chunk) = answer.chunk().await.map_err(|e| transport(&e, "reading the token"))? {
+    while let Some(chunk) = answer.chunk().await.map_err(|e| transport(&e, &format!("the token service of {host}")))? {
         if body.len() + chunk.len() > TOKEN_BYTES {
-            return Err(failure(
-                Reason::RegistryUnreachable,
-                format!("{host}: the token service's answer is too large"),
-            ));
+            return Err(Problem::RegistryFailed {
+                target: format!("registry {host}"),
+                detail: format!("its token service's answer is larger than {TOKEN_BYTES} bytes"),
+            }
+            .failure());
         }
         body.extend_from_slice(&chunk);
     }
@@ -352,9 +375,9 @@ async fn resolve_image(
     options: &Options,
     result: &mut ImageResult,
 ) -> Result<(), Failure> {
-    let reference: Reference = image
-        .parse()
-        .map_err(|e| failure(Reason::InvalidReference, format!("{image} is not an image reference: {e}")))?;
+    let reference = image
+        .parse::<Reference>()
+        .map_err(|e| Problem::InvalidReference { image: image.to_owned(), detail: e.to_string() }.failure())?;
     // Authenticate for this repository here, not in oci-client: the realm rule applies ([`authorize`]), and
     // oci-client would otherwise fall back to an anonymous request when the token service refuses.
     let auth = grant(session, credentials, &reference).await?;
@@ -364,10 +387,8 @@ async fn resolve_image(
         let (entry, platform) = manifest.entry_for(&options.platform).map_err(|available| {
             result.digest = Some(digest.clone());
             result.media_type = Some(media_type.clone());
-            failure(
-                Reason::ImageNotFound,
-                format!("{image} has no {} image (it has: {})", options.platform, available.join(", ")),
-            )
+            Problem::PlatformMissing { image: image.to_owned(), platform: options.platform.clone(), available }
+                .failure()
         })?;
         result.platform = Some(platform);
         // Same repository: the token of the first fetch serves.
@@ -377,7 +398,7 @@ async fn resolve_image(
     let size = manifest.size();
     result.digest = Some(digest);
     result.size = Some(size);
-    let judged = judge(&media_type, size, options);
+    let judged = judge(image, &media_type, size, options);
     result.media_type = Some(media_type);
     judged.map_or(Ok(()), Err)
 }
@@ -405,7 +426,7 @@ async fn grant(
             session.oci.tokens.insert(reference, RegistryOperation::Pull, token).await;
             Ok(RegistryAuth::Anonymous)
         }
-        Err(f) => Err(Failure { message: format!("{reference}: {}", f.message), ..f }),
+        Err(f) => Err(f),
     }
 }
 
@@ -417,49 +438,52 @@ async fn fetch(
     let (body, digest) =
         client.pull_manifest_raw(reference, auth, &ACCEPT).await.map_err(|e| classify(&e, reference))?;
     let manifest: Manifest = serde_json::from_slice(&body).map_err(|e| {
-        failure(Reason::UnsupportedManifestType, format!("{reference}: the manifest is not JSON this can read: {e}"))
+        Problem::ManifestUnreadable { image: reference.whole(), detail: format!("not JSON regcred can read: {e}") }
+            .failure()
     })?;
     Ok((manifest, digest))
 }
 
+/// What the registry's refusal of a manifest means, as a [`Problem`].
 fn classify(err: &OciDistributionError, reference: &Reference) -> Failure {
     use OciDistributionError as E;
-    let not_found = |detail: String| failure(Reason::ImageNotFound, format!("{reference}: {detail}"));
-    match err {
-        E::AuthenticationFailure(m) => {
-            failure(Reason::AuthenticationFailed, format!("{reference}: the token service refused: {}", m.trim()))
-        }
-        E::UnauthorizedError { .. } => {
-            failure(Reason::AuthenticationFailed, format!("{reference}: the registry answered 401 Unauthorized"))
-        }
+    let image = reference.whole();
+    let registry = reference.registry().to_owned();
+    let repository = format!("{registry}/{}", reference.repository());
+    let denied = |detail: String| Problem::PullDenied { image: image.clone(), repository: repository.clone(), detail };
+    let tag_not_found = || Problem::TagNotFound {
+        image: image.clone(),
+        repository: repository.clone(),
+        tag: reference.digest().or(reference.tag()).unwrap_or("latest").to_owned(),
+    };
+    let failed = |detail: String| Problem::RegistryFailed { target: image.clone(), detail };
+    let problem = match err {
+        E::AuthenticationFailure(m) => denied(format!("the token service refused: {}", m.trim())),
+        E::UnauthorizedError { .. } => denied("HTTP 401 Unauthorized".into()),
         E::RegistryError { envelope, .. } => {
-            let codes: Vec<&OciErrorCode> = envelope.errors.iter().map(|e| &e.code).collect();
-            if codes.iter().any(|c| matches!(c, OciErrorCode::Unauthorized | OciErrorCode::Denied)) {
-                failure(Reason::AuthenticationFailed, format!("{reference}: {envelope}"))
-            } else if codes.iter().any(|c| {
-                matches!(
-                    c,
-                    OciErrorCode::ManifestUnknown
-                        | OciErrorCode::NameUnknown
-                        | OciErrorCode::NotFound
-                        | OciErrorCode::BlobUnknown
-                )
+            let has = |code: &dyn Fn(&OciErrorCode) -> bool| envelope.errors.iter().any(|e| code(&e.code));
+            if has(&|c| matches!(c, OciErrorCode::Unauthorized | OciErrorCode::Denied)) {
+                denied(envelope.to_string())
+            } else if has(&|c| matches!(c, OciErrorCode::NameUnknown)) {
+                Problem::RepositoryNotFound { image: image.clone(), repository: repository.clone(), registry }
+            } else if has(&|c| {
+                matches!(c, OciErrorCode::ManifestUnknown | OciErrorCode::NotFound | OciErrorCode::BlobUnknown)
             }) {
-                not_found(envelope.to_string())
+                tag_not_found()
+            } else if has(&|c| matches!(c, OciErrorCode::Toomanyrequests)) {
+                Problem::RateLimited { registry }
             } else {
-                failure(Reason::RegistryUnreachable, format!("{reference}: {envelope}"))
+                failed(envelope.to_string())
             }
         }
-        E::ServerError { code: 404, message, .. } => not_found(message.clone()),
-        E::ServerError { code: 401 | 403, message, .. } => {
-            failure(Reason::AuthenticationFailed, format!("{reference}: {}", message.trim()))
-        }
-        E::RequestError(e) => transport(e, &reference.to_string()),
-        E::UnsupportedMediaTypeError(t) => {
-            failure(Reason::UnsupportedManifestType, format!("{reference}: unsupported media type {t}"))
-        }
-        other => failure(Reason::RegistryUnreachable, format!("{reference}: {other}")),
-    }
+        E::ServerError { code: 404, .. } | E::ImageManifestNotFoundError(_) => tag_not_found(),
+        E::ServerError { code: 401 | 403, message, .. } => denied(message.trim().to_owned()),
+        E::ServerError { code: 429, .. } => Problem::RateLimited { registry },
+        E::RequestError(e) => return transport(e, &image),
+        E::UnsupportedMediaTypeError(t) => Problem::NotAnImageManifest { image: image.clone(), media_type: t.clone() },
+        other => failed(other.to_string()),
+    };
+    problem.failure()
 }
 
 #[cfg(test)]

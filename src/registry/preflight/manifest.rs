@@ -3,7 +3,8 @@
 
 use serde::Deserialize;
 
-use super::{DOCKER_MANIFEST, Failure, ManifestKind, OCI_INDEX, OCI_MANIFEST, Options, Reason, failure};
+use super::phrase::Problem;
+use super::{DOCKER_MANIFEST, Failure, ManifestKind, OCI_INDEX, OCI_MANIFEST, Options};
 
 /// The format of an image manifest's media type; `None` for an index or anything that is not an image manifest.
 pub(super) fn manifest_kind(media_type: &str) -> Option<ManifestKind> {
@@ -86,30 +87,25 @@ impl Manifest {
     }
 }
 
-/// Judges a resolved image manifest against the options.
-pub(super) fn judge(media_type: &str, size: u64, options: &Options) -> Option<Failure> {
+/// Judges a resolved image manifest (of `image`) against the options.
+pub(super) fn judge(image: &str, media_type: &str, size: u64, options: &Options) -> Option<Failure> {
+    let image = image.to_owned();
     let Some(kind) = manifest_kind(media_type) else {
-        return Some(failure(Reason::UnsupportedManifestType, format!("{media_type} is not an image manifest")));
+        return Some(Problem::NotAnImageManifest { image, media_type: media_type.to_owned() }.failure());
     };
     if !options.accepted.is_empty() && !options.accepted.contains(&kind) {
-        let accepted: Vec<&str> = options
+        let accepted = options
             .accepted
             .iter()
             .map(|k| match k {
-                ManifestKind::Docker => "Docker v2",
-                ManifestKind::Oci => "OCI",
+                ManifestKind::Docker => "Docker v2".to_owned(),
+                ManifestKind::Oci => "OCI".to_owned(),
             })
             .collect();
-        return Some(failure(
-            Reason::UnsupportedManifestType,
-            format!("the manifest is {media_type}; accepted: {}", accepted.join(", ")),
-        ));
+        return Some(Problem::ManifestTypeRefused { image, media_type: media_type.to_owned(), accepted }.failure());
     }
     match options.max_size {
-        Some(max) if size > max => Some(failure(
-            Reason::ImageTooLarge,
-            format!("the image is {size} bytes (config and layers), more than the {max} allowed"),
-        )),
+        Some(max) if size > max => Some(Problem::TooLarge { image, size, max }.failure()),
         _ => None,
     }
 }
@@ -117,18 +113,19 @@ pub(super) fn judge(media_type: &str, size: u64, options: &Options) -> Option<Fa
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::registry::preflight::Reason;
 
     #[test]
     fn manifests_are_judged_by_type_and_size() {
         let opts =
             |accepted: Vec<ManifestKind>, max: Option<u64>| Options { accepted, max_size: max, ..Default::default() };
-        assert_eq!(judge(DOCKER_MANIFEST, 10, &opts(vec![], None)), None);
-        assert_eq!(judge(OCI_MANIFEST, 10, &opts(vec![ManifestKind::Oci], Some(10))), None);
-        let rejected = judge(DOCKER_MANIFEST, 10, &opts(vec![ManifestKind::Oci], None)).unwrap();
+        assert_eq!(judge("r/a", DOCKER_MANIFEST, 10, &opts(vec![], None)), None);
+        assert_eq!(judge("r/a", OCI_MANIFEST, 10, &opts(vec![ManifestKind::Oci], Some(10))), None);
+        let rejected = judge("r/a", DOCKER_MANIFEST, 10, &opts(vec![ManifestKind::Oci], None)).unwrap();
         assert_eq!(rejected.reason, Reason::UnsupportedManifestType);
-        assert!(rejected.message.contains("accepted: OCI"), "{}", rejected.message);
-        assert_eq!(judge(OCI_MANIFEST, 11, &opts(vec![], Some(10))).unwrap().reason, Reason::ImageTooLarge);
-        let schema1 = judge("application/vnd.docker.distribution.manifest.v1+prettyjws", 1, &opts(vec![], None));
+        assert!(rejected.message.contains("accepts only OCI"), "{}", rejected.message);
+        assert_eq!(judge("r/a", OCI_MANIFEST, 11, &opts(vec![], Some(10))).unwrap().reason, Reason::ImageTooLarge);
+        let schema1 = judge("r/a", "application/vnd.docker.distribution.manifest.v1+prettyjws", 1, &opts(vec![], None));
         assert_eq!(schema1.unwrap().reason, Reason::UnsupportedManifestType);
     }
 

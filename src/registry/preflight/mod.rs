@@ -8,6 +8,7 @@
 
 mod client;
 mod manifest;
+mod phrase;
 
 use std::time::{Duration, Instant};
 
@@ -15,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 pub use client::{ClientError, Session, crypto_provider, error_chain, https_client, realm_allowed, untrusted_tls};
 use client::{check_image, ping};
+pub use phrase::{Cause, Problem};
 
 use crate::api::{ManifestType, RegistryTls, Validation};
 
@@ -71,15 +73,11 @@ impl Reason {
     }
 }
 
-/// A failed check: the reason and a message for humans (never secret material).
+/// A failed check: the reason and a message for humans (never secret material), phrased by [`Problem`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Failure {
     pub reason: Reason,
     pub message: String,
-}
-
-fn failure(reason: Reason, message: impl Into<String>) -> Failure {
-    Failure { reason, message: message.into() }
 }
 
 /// Manifest formats a profile may accept.
@@ -205,15 +203,8 @@ pub fn qualify(image: &str, registry: &str) -> String {
 /// serve (see [`super::serves`]), so the kubelet would never send them there. `None`: it may.
 pub fn not_served(image: &str, registry: &str) -> Option<Failure> {
     let full = qualify(image, registry);
-    (!super::serves(registry, &full)).then(|| {
-        failure(
-            Reason::ImageNotServed,
-            format!(
-                "{full} is not on registry {registry}: its credentials are never sent there; write the image \
-                 relative to the registry (team/app:1) or under {registry}/"
-            ),
-        )
-    })
+    (!super::serves(registry, &full))
+        .then(|| Problem::NotServed { image: full, registry: registry.to_owned() }.failure())
 }
 
 /// Checks `credentials` (or anonymous access) against `registry` (`host[:port][/path]`), then every probe image.
