@@ -98,12 +98,21 @@ async fn a_wrong_password_fails_the_credentials_and_never_shows_in_the_report(au
     assert_eq!(report.credentials.as_ref().map(|f| f.reason), Some(Reason::AuthenticationFailed), "{report:?}");
     assert!(report.images.is_empty());
     assert!(!format!("{report:?}").contains("wrong"), "the password leaked into the report");
+    let message = &report.credentials.as_ref().unwrap().message;
+    let want = format!("registry {} refused the credentials of user \"{USER}\"", p.addr);
+    assert!(message.starts_with(&want) && message.contains("check the username and password"), "{message}");
 }
 
 async fn unknown_repositories_and_tags_are_not_found(auth: Auth) {
     let p = pushed(auth).await;
     let report = check(&p.addr, Some(&good()), &["team/nothing:1".to_owned(), "team/oci:2".to_owned()], &p.opts).await;
     assert_eq!(reasons(&report), vec![Some("ImageNotFound"), Some("ImageNotFound")], "{report:?}");
+    // Said for a person: which repository is missing, which tag, and what to do.
+    let message = |i: usize| report.images[i].failure.as_ref().map(|f| f.message.clone()).unwrap_or_default();
+    let want = format!("repository {}/team/nothing does not exist on registry {}", p.addr, p.addr);
+    assert!(message(0).starts_with(&want), "{}", message(0));
+    let want = format!("tag \"2\" does not exist in repository {}/team/oci; check the tag", p.addr);
+    assert!(message(1).starts_with(&want), "{}", message(1));
 }
 
 async fn too_large_images_and_refused_manifest_types_fail_with_their_reasons(auth: Auth) {
@@ -119,6 +128,8 @@ async fn an_untrusted_certificate_fails_unless_verification_is_skipped(auth: Aut
     let p = pushed(auth).await;
     let report = check(&p.addr, Some(&good()), &three(), &Options::default()).await;
     assert_eq!(report.credentials.as_ref().map(|f| f.reason), Some(Reason::TlsUntrusted), "{report:?}");
+    let message = &report.credentials.as_ref().unwrap().message;
+    assert!(message.contains("is not trusted") && message.contains("spec.tls.caBundle"), "{message}");
     let skipped =
         check(&p.addr, Some(&good()), &three(), &Options { insecure_skip_verify: true, ..Options::default() }).await;
     assert_eq!(skipped.first_failure(), None, "{skipped:?}");
@@ -129,6 +140,9 @@ async fn a_stopped_registry_is_unreachable(auth: Auth) {
     p.registry.stop().await;
     let report = check(&p.addr, Some(&good()), &three(), &p.opts).await;
     assert_eq!(report.credentials.as_ref().map(|f| f.reason), Some(Reason::RegistryUnreachable), "{report:?}");
+    let message = &report.credentials.as_ref().unwrap().message;
+    let want = format!("cannot reach registry {}: the connection was refused; check", p.addr);
+    assert!(message.starts_with(&want), "{message}");
 }
 
 #[tokio::test]

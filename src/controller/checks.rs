@@ -91,30 +91,39 @@ pub fn verdict(report: &Report, at: jiff::Timestamp) -> Verdict {
         None => Judgement {
             ok: true,
             reason: "Valid".into(),
-            message: format!("{} accepted the credentials", report.registry),
+            message: format!("registry {} accepted the credentials", report.registry),
         },
         Some(f) => Judgement { ok: false, reason: f.reason.as_str().into(), message: f.message.clone() },
     };
-    let failed: Vec<_> = report.images.iter().filter_map(|i| i.failure.as_ref()).collect();
+    let failed: Vec<_> = report.images.iter().filter_map(|i| Some((i.image.as_str(), i.failure.as_ref()?))).collect();
     let images = if report.credentials.is_some() {
         Judgement {
             ok: false,
             reason: "NotChecked".into(),
-            message: "the credentials failed; no image was checked".into(),
+            message: "no probe image was checked, because the credentials failed (see CredentialsValid)".into(),
         }
-    } else if let Some(first) = failed.first() {
+    } else if let Some((image, first)) = failed.first() {
         Judgement {
             ok: false,
             reason: first.reason.as_str().into(),
-            message: format!("{} of {} images failed: {}", failed.len(), report.images.len(), first.message),
+            message: format!(
+                "{} of {} probe images failed (see status.images); {image}: {}",
+                failed.len(),
+                report.images.len(),
+                first.message
+            ),
         }
     } else if report.images.is_empty() {
-        Judgement { ok: true, reason: "NoImages".into(), message: "no probe image is configured".into() }
+        Judgement {
+            ok: true,
+            reason: "NoImages".into(),
+            message: "no probe image is configured (spec.validation.images); only the credentials were checked".into(),
+        }
     } else {
         Judgement {
             ok: true,
             reason: "Verified".into(),
-            message: format!("all {} images resolved", report.images.len()),
+            message: format!("all {} probe images exist and pass the profile's validation", report.images.len()),
         }
     };
     let images_status = report
@@ -194,7 +203,7 @@ mod tests {
         let bad = Report { images: vec![image("a", None), image("b", Some(too_large))], ..ok.clone() };
         let v = verdict(&bad, at(0));
         assert_eq!(v.failure().map(|o| o.reason.as_str()), Some("ImageTooLarge"));
-        assert!(v.images.message.starts_with("1 of 2 images failed"), "{}", v.images.message);
+        assert!(v.images.message.starts_with("1 of 2 probe images failed"), "{}", v.images.message);
         assert_eq!(v.images_status[1].reason.as_deref(), Some("ImageTooLarge"));
 
         let denied = Failure { reason: Reason::AuthenticationFailed, message: "no".into() };

@@ -186,7 +186,8 @@ async fn record(ctx: &Context, claim: &Claim, profiles: Vec<(String, bool)>) {
             && let Some(p) = ctx.view.profile(&profile)
         {
             let whose = if selected { "" } else { " (a namespace the profile does not select)" };
-            let note = format!("Pod {namespace}/{pod}{whose} could not pull {image}: {reason}");
+            let advice = pulls::advice(reason);
+            let note = format!("Pod {namespace}/{pod}{whose} could not pull {image}: {reason}: {advice}");
             let event = Event {
                 type_: EventType::Warning,
                 reason: "PullFailed".into(),

@@ -10,6 +10,7 @@ pub mod egress;
 pub mod gcp;
 pub mod identity;
 pub mod oauth;
+pub mod phrase;
 pub mod quay;
 pub mod refresher;
 mod source;

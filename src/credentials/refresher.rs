@@ -122,12 +122,13 @@ impl Refresher {
 
 /// Mints with the source's provider.
 pub async fn mint(source: &TokenSource, identity: &Identity) -> Result<Minted, MintError> {
-    match source {
+    let minted = match source {
         TokenSource::Ecr(ecr) => super::ecr::mint(ecr).await,
         TokenSource::Gcp(gcp) => super::gcp::mint(gcp, identity).await,
         TokenSource::Acr(acr) => super::azure::mint(acr, identity).await,
         TokenSource::Quay(quay) => super::quay::mint(quay, identity).await,
-    }
+    };
+    minted.map_err(|e| super::phrase::mint_failure(source, identity, e))
 }
 
 fn jitter() -> f64 {
@@ -147,9 +148,11 @@ async fn run(
 ) {
     let mut failures = 0u32;
     loop {
-        let result = tokio::time::timeout(Duration::from_secs(60), mint(&source, &identity))
-            .await
-            .unwrap_or_else(|_| Err(MintError::new("EndpointUnreachable", "minting timed out after 60s")));
+        let result =
+            tokio::time::timeout(Duration::from_secs(60), mint(&source, &identity)).await.unwrap_or_else(|_| {
+                let timed_out = MintError::new("EndpointUnreachable", "minting timed out after 60s");
+                Err(super::phrase::mint_failure(&source, &identity, timed_out))
+            });
         let now = Timestamp::now();
         let delay = {
             let mut snap = snapshot.lock().unwrap_or_else(PoisonError::into_inner);

@@ -9,22 +9,35 @@ use super::SecretBytes;
 use super::dockerconfig::{self, DockerConfig, render};
 use crate::api::Provider;
 
-/// Why a source Secret could not be turned into credentials. Each variant is a condition reason.
+/// Why a source Secret could not be turned into credentials. Each variant is a condition reason; each message says
+/// what is wrong with which Secret, then what to do, then any detail (never the Secret's values).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CredentialError {
-    #[error("Secret {namespace}/{name} does not exist")]
+    #[error(
+        "Secret {namespace}/{name} does not exist; create it in namespace {namespace}, or fix \
+         spec.credentials.secretRef.name"
+    )]
     SecretNotFound { namespace: String, name: String },
-    #[error("Secret {0} has none of the keys username+password, token, key.json or .dockerconfigjson")]
+    #[error(
+        "Secret {0} has none of the keys username+password, token, key.json or .dockerconfigjson; add one of them \
+         (kubectl create secret generic ... --from-literal=username=... --from-literal=password=...)"
+    )]
     MissingKey(String),
-    #[error("Secret {secret} has key {key} without its companion {missing}")]
+    #[error("Secret {secret} has key {key} without its companion {missing}; add key {missing} to it")]
     IncompleteKeys { secret: String, key: &'static str, missing: &'static str },
     #[error("Secret {secret} has more than one credential type ({keys}); keep exactly one")]
     AmbiguousKeys { secret: String, keys: String },
-    #[error("key {key} of Secret {secret} is empty or not UTF-8")]
+    #[error("key {key} of Secret {secret} is empty or not UTF-8 text; put the value in as text")]
     InvalidEncoding { secret: String, key: String },
-    #[error("key .dockerconfigjson of Secret {secret} is not a valid Docker config: {reason}")]
+    #[error(
+        "key .dockerconfigjson of Secret {secret} is not a valid Docker config; create it with kubectl create \
+         secret docker-registry, or from a config.json that works with docker login ({reason})"
+    )]
     InvalidDockerConfig { secret: String, reason: String },
-    #[error("key key.json of Secret {secret} is not a GCP service-account key: {reason}")]
+    #[error(
+        "key key.json of Secret {secret} is not a GCP service-account key; put the JSON key file as Google \
+         issued it ({reason})"
+    )]
     InvalidServiceAccountKey { secret: String, reason: String },
 }
 
@@ -132,6 +145,37 @@ mod tests {
     use base64::engine::general_purpose::STANDARD as B64;
 
     use super::*;
+
+    #[test]
+    fn every_source_reason_names_the_secret_and_says_what_to_do() {
+        let secret = "regcred-system/creds".to_owned();
+        let all = [
+            CredentialError::SecretNotFound { namespace: "regcred-system".into(), name: "creds".into() },
+            CredentialError::MissingKey(secret.clone()),
+            CredentialError::IncompleteKeys { secret: secret.clone(), key: USERNAME, missing: PASSWORD },
+            CredentialError::AmbiguousKeys { secret: secret.clone(), keys: "password, token".into() },
+            CredentialError::InvalidEncoding { secret: secret.clone(), key: "password".into() },
+            CredentialError::InvalidDockerConfig { secret: secret.clone(), reason: "not JSON".into() },
+            CredentialError::InvalidServiceAccountKey { secret: secret.clone(), reason: "not JSON".into() },
+        ];
+        for e in &all {
+            // A new variant must be added above: this match has no wildcard.
+            match e {
+                CredentialError::SecretNotFound { .. }
+                | CredentialError::MissingKey(_)
+                | CredentialError::IncompleteKeys { .. }
+                | CredentialError::AmbiguousKeys { .. }
+                | CredentialError::InvalidEncoding { .. }
+                | CredentialError::InvalidDockerConfig { .. }
+                | CredentialError::InvalidServiceAccountKey { .. } => {}
+            }
+            let message = e.to_string();
+            assert!(message.contains("regcred-system/creds"), "{}: {message}", e.reason());
+            let (what, todo) =
+                message.split_once("; ").unwrap_or_else(|| panic!("{}: no advice: {message}", e.reason()));
+            assert!(what.contains("Secret") && todo.len() > 10, "{}: {message}", e.reason());
+        }
+    }
 
     fn data(pairs: &[(&str, &str)]) -> BTreeMap<String, Vec<u8>> {
         pairs.iter().map(|(k, v)| ((*k).to_owned(), v.as_bytes().to_vec())).collect()

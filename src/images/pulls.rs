@@ -485,9 +485,40 @@ pub fn reason(detail: &str) -> &'static str {
     }
 }
 
+/// What a pull failure's [`reason`] means for a person, and what to do: the note of the profile's `PullFailed`
+/// Event.
+pub fn advice(reason: &str) -> &'static str {
+    match reason {
+        "TLSUntrusted" => {
+            "the node does not trust the registry's TLS certificate: add the registry's CA to the container \
+             runtime's trust store on the nodes"
+        }
+        "AuthenticationFailed" => {
+            "the registry refused the credentials the kubelet sent: check that the Pod lists the profile's Secret \
+             in imagePullSecrets and that the profile is Ready (kubectl get registryprofiles)"
+        }
+        "ImageNotFound" => "the image, its tag or its platform does not exist: check the image name and tag",
+        "RegistryUnreachable" => "the node could not reach the registry: check DNS and the node's network or proxy",
+        _ => "the kubelet could not pull it: see the Pod's Events (kubectl describe pod) for the runtime's words",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_pull_failure_reason_has_advice() {
+        let reasons = ["TLSUntrusted", "AuthenticationFailed", "ImageNotFound", "RegistryUnreachable", "PullFailed"];
+        for words in
+            ["x509: certificate signed by unknown authority", "401 Unauthorized", "manifest unknown", "dial tcp", "?"]
+        {
+            assert!(reasons.contains(&reason(words)), "{words}: a reason the table does not list");
+        }
+        let advices: std::collections::BTreeSet<&str> = reasons.iter().map(|r| advice(r)).collect();
+        assert_eq!(advices.len(), reasons.len(), "each reason has its own advice");
+        assert!(advices.iter().all(|a| a.contains(": check") || a.contains(": add") || a.contains(": see")));
+    }
 
     #[test]
     fn kubelet_messages_give_the_image_and_the_registrys_reason() {
