@@ -163,7 +163,7 @@ impl Problem {
         match self {
             Self::CredentialsRefused { registry, user, status } => (
                 format!("registry {registry} refused the credentials of user {user:?} (HTTP {status})"),
-                "check the username and password or token in the profile's credentials (they may be wrong, \
+                "check the username and password or token in the profile's credentials (they may be mistyped, \
                  expired or revoked)"
                     .into(),
                 None,
@@ -193,7 +193,7 @@ impl Problem {
         match self {
             Self::TagNotFound { image: _, repository, tag } => (
                 format!("tag {tag:?} does not exist in repository {repository}"),
-                format!("check the tag (list the tags with: crane ls {repository})"),
+                format!("check the tag and the repository name (list the tags with: crane ls {repository})"),
                 None,
             ),
             Self::RepositoryNotFound { image: _, repository, registry } => (
@@ -484,8 +484,8 @@ mod tests {
         assert_eq!(p.reason(), Reason::ImageNotFound);
         assert_eq!(
             p.message(),
-            "tag \"1.2.3\" does not exist in repository registry.example.com/team/app; check the tag (list the \
-             tags with: crane ls registry.example.com/team/app)"
+            "tag \"1.2.3\" does not exist in repository registry.example.com/team/app; check the tag and the \
+             repository name (list the tags with: crane ls registry.example.com/team/app)"
         );
     }
 
