@@ -111,6 +111,13 @@ async fn apply_shows_each_problem_and_deny_rejects_on_a_definite_answer(auth: Au
                 (r("team/docker:1"), "UnsupportedManifestType"),
                 (r("team/armonly:1"), "ImageNotFound"),
             ];
+            // What each warning tells a person, beside its reason: what is wrong and what to do.
+            let said = [
+                format!("tag \"2\" does not exist in repository {}; check the tag", r("team/oci")),
+                "spec.validation.maxImageSize".to_owned(),
+                "spec.validation.manifestTypes".to_owned(),
+                "has no variant for platform linux/amd64".to_owned(),
+            ];
             let mut images = vec![good.clone(), index.clone()];
             images.extend(problems.iter().map(|(i, _)| i.clone()));
 
@@ -119,11 +126,13 @@ async fn apply_shows_each_problem_and_deny_rejects_on_a_definite_answer(auth: Au
             let cold = started.elapsed();
             assert!(ok, "{out}");
             assert!(warnings_about(&out, &good).is_empty() && warnings_about(&out, &index).is_empty(), "{out}");
-            for (image, reason) in &problems {
+            for ((image, reason), said) in problems.iter().zip(&said) {
                 let lines = warnings_about(&out, image);
                 assert_eq!(lines.len(), 1, "one warning for {image}: {out}");
                 assert!(lines[0].contains(reason) && lines[0].contains("RegistryProfile"), "{reason}: {out}");
+                assert!(lines[0].contains(said.as_str()), "{reason}: {}", lines[0]);
             }
+            println!("{}", warnings_about(&out, &problems[0].0)[0]);
             assert!(warnings_about(&out, &r("team/armonly:1"))[0].contains("linux/amd64"), "{out}");
 
             // The same verdicts from `regcred check --manifest`, before an apply (as a CI pipeline runs it).

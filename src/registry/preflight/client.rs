@@ -387,8 +387,7 @@ async fn resolve_image(
         let (entry, platform) = manifest.entry_for(&options.platform).map_err(|available| {
             result.digest = Some(digest.clone());
             result.media_type = Some(media_type.clone());
-            Problem::PlatformMissing { image: image.to_owned(), platform: options.platform.clone(), available }
-                .failure()
+            Problem::PlatformMissing { platform: options.platform.clone(), available }.failure()
         })?;
         result.platform = Some(platform);
         // Same repository: the token of the first fetch serves.
@@ -398,7 +397,7 @@ async fn resolve_image(
     let size = manifest.size();
     result.digest = Some(digest);
     result.size = Some(size);
-    let judged = judge(image, &media_type, size, options);
+    let judged = judge(&media_type, size, options);
     result.media_type = Some(media_type);
     judged.map_or(Ok(()), Err)
 }
@@ -437,26 +436,22 @@ async fn fetch(
 ) -> Result<(Manifest, String), Failure> {
     let (body, digest) =
         client.pull_manifest_raw(reference, auth, &ACCEPT).await.map_err(|e| classify(&e, reference))?;
-    let manifest: Manifest = serde_json::from_slice(&body).map_err(|e| {
-        Problem::ManifestUnreadable { image: reference.whole(), detail: format!("not JSON regcred can read: {e}") }
-            .failure()
-    })?;
+    let manifest: Manifest = serde_json::from_slice(&body)
+        .map_err(|e| Problem::ManifestUnreadable { detail: format!("not JSON regcred can read: {e}") }.failure())?;
     Ok((manifest, digest))
 }
 
 /// What the registry's refusal of a manifest means, as a [`Problem`].
 fn classify(err: &OciDistributionError, reference: &Reference) -> Failure {
     use OciDistributionError as E;
-    let image = reference.whole();
     let registry = reference.registry().to_owned();
     let repository = format!("{registry}/{}", reference.repository());
-    let denied = |detail: String| Problem::PullDenied { image: image.clone(), repository: repository.clone(), detail };
+    let denied = |detail: String| Problem::PullDenied { repository: repository.clone(), detail };
     let tag_not_found = || Problem::TagNotFound {
-        image: image.clone(),
         repository: repository.clone(),
         tag: reference.digest().or(reference.tag()).unwrap_or("latest").to_owned(),
     };
-    let failed = |detail: String| Problem::RegistryFailed { target: image.clone(), detail };
+    let failed = |detail: String| Problem::RegistryFailed { target: format!("registry {registry}"), detail };
     let problem = match err {
         E::AuthenticationFailure(m) => denied(format!("the token service refused: {}", m.trim())),
         E::UnauthorizedError { .. } => denied("HTTP 401 Unauthorized".into()),
@@ -465,7 +460,7 @@ fn classify(err: &OciDistributionError, reference: &Reference) -> Failure {
             if has(&|c| matches!(c, OciErrorCode::Unauthorized | OciErrorCode::Denied)) {
                 denied(envelope.to_string())
             } else if has(&|c| matches!(c, OciErrorCode::NameUnknown)) {
-                Problem::RepositoryNotFound { image: image.clone(), repository: repository.clone(), registry }
+                Problem::RepositoryNotFound { repository: repository.clone(), registry }
             } else if has(&|c| {
                 matches!(c, OciErrorCode::ManifestUnknown | OciErrorCode::NotFound | OciErrorCode::BlobUnknown)
             }) {
@@ -479,8 +474,8 @@ fn classify(err: &OciDistributionError, reference: &Reference) -> Failure {
         E::ServerError { code: 404, .. } | E::ImageManifestNotFoundError(_) => tag_not_found(),
         E::ServerError { code: 401 | 403, message, .. } => denied(message.trim().to_owned()),
         E::ServerError { code: 429, .. } => Problem::RateLimited { registry },
-        E::RequestError(e) => return transport(e, &image),
-        E::UnsupportedMediaTypeError(t) => Problem::NotAnImageManifest { image: image.clone(), media_type: t.clone() },
+        E::RequestError(e) => return transport(e, &format!("registry {registry}")),
+        E::UnsupportedMediaTypeError(t) => Problem::NotAnImageManifest { media_type: t.clone() },
         other => failed(other.to_string()),
     };
     problem.failure()

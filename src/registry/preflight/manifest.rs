@@ -87,11 +87,10 @@ impl Manifest {
     }
 }
 
-/// Judges a resolved image manifest (of `image`) against the options.
-pub(super) fn judge(image: &str, media_type: &str, size: u64, options: &Options) -> Option<Failure> {
-    let image = image.to_owned();
+/// Judges a resolved image manifest against the options.
+pub(super) fn judge(media_type: &str, size: u64, options: &Options) -> Option<Failure> {
     let Some(kind) = manifest_kind(media_type) else {
-        return Some(Problem::NotAnImageManifest { image, media_type: media_type.to_owned() }.failure());
+        return Some(Problem::NotAnImageManifest { media_type: media_type.to_owned() }.failure());
     };
     if !options.accepted.is_empty() && !options.accepted.contains(&kind) {
         let accepted = options
@@ -102,10 +101,10 @@ pub(super) fn judge(image: &str, media_type: &str, size: u64, options: &Options)
                 ManifestKind::Oci => "OCI".to_owned(),
             })
             .collect();
-        return Some(Problem::ManifestTypeRefused { image, media_type: media_type.to_owned(), accepted }.failure());
+        return Some(Problem::ManifestTypeRefused { media_type: media_type.to_owned(), accepted }.failure());
     }
     match options.max_size {
-        Some(max) if size > max => Some(Problem::TooLarge { image, size, max }.failure()),
+        Some(max) if size > max => Some(Problem::TooLarge { size, max }.failure()),
         _ => None,
     }
 }
@@ -119,13 +118,13 @@ mod tests {
     fn manifests_are_judged_by_type_and_size() {
         let opts =
             |accepted: Vec<ManifestKind>, max: Option<u64>| Options { accepted, max_size: max, ..Default::default() };
-        assert_eq!(judge("r/a", DOCKER_MANIFEST, 10, &opts(vec![], None)), None);
-        assert_eq!(judge("r/a", OCI_MANIFEST, 10, &opts(vec![ManifestKind::Oci], Some(10))), None);
-        let rejected = judge("r/a", DOCKER_MANIFEST, 10, &opts(vec![ManifestKind::Oci], None)).unwrap();
+        assert_eq!(judge(DOCKER_MANIFEST, 10, &opts(vec![], None)), None);
+        assert_eq!(judge(OCI_MANIFEST, 10, &opts(vec![ManifestKind::Oci], Some(10))), None);
+        let rejected = judge(DOCKER_MANIFEST, 10, &opts(vec![ManifestKind::Oci], None)).unwrap();
         assert_eq!(rejected.reason, Reason::UnsupportedManifestType);
         assert!(rejected.message.contains("accepts only OCI"), "{}", rejected.message);
-        assert_eq!(judge("r/a", OCI_MANIFEST, 11, &opts(vec![], Some(10))).unwrap().reason, Reason::ImageTooLarge);
-        let schema1 = judge("r/a", "application/vnd.docker.distribution.manifest.v1+prettyjws", 1, &opts(vec![], None));
+        assert_eq!(judge(OCI_MANIFEST, 11, &opts(vec![], Some(10))).unwrap().reason, Reason::ImageTooLarge);
+        let schema1 = judge("application/vnd.docker.distribution.manifest.v1+prettyjws", 1, &opts(vec![], None));
         assert_eq!(schema1.unwrap().reason, Reason::UnsupportedManifestType);
     }
 

@@ -46,15 +46,15 @@ pub enum Problem {
     /// The registry asks for credentials and there are none.
     CredentialsRequired { registry: String },
     /// The credentials were not good for pulling `repository` (401/403, `DENIED`, `UNAUTHORIZED`).
-    PullDenied { image: String, repository: String, detail: String },
+    PullDenied { repository: String, detail: String },
     /// The registry's token service would not send credentials over plain HTTP, or has no usable realm.
     TokenRealmRefused { registry: String, why: String },
     /// The tag (or digest) is not in the repository.
-    TagNotFound { image: String, repository: String, tag: String },
+    TagNotFound { repository: String, tag: String },
     /// The repository does not exist on the registry.
-    RepositoryNotFound { image: String, repository: String, registry: String },
+    RepositoryNotFound { repository: String, registry: String },
     /// An index without an image for the platform.
-    PlatformMissing { image: String, platform: String, available: Vec<String> },
+    PlatformMissing { platform: String, available: Vec<String> },
     /// The registry could not be reached.
     Unreachable { target: String, cause: Cause, detail: String },
     /// The registry answered 429: too many requests.
@@ -70,13 +70,13 @@ pub enum Problem {
     /// The extra CA bundle given is not PEM.
     CaBundleInvalid { detail: String },
     /// Config plus layers exceed the profile's `maxImageSize`.
-    TooLarge { image: String, size: u64, max: u64 },
+    TooLarge { size: u64, max: u64 },
     /// The manifest's media type is not an image manifest regcred knows.
-    NotAnImageManifest { image: String, media_type: String },
+    NotAnImageManifest { media_type: String },
     /// The manifest's format is not one the profile accepts.
-    ManifestTypeRefused { image: String, media_type: String, accepted: Vec<String> },
+    ManifestTypeRefused { media_type: String, accepted: Vec<String> },
     /// The manifest could not be read.
-    ManifestUnreadable { image: String, detail: String },
+    ManifestUnreadable { detail: String },
     /// The image reference does not parse.
     InvalidReference { image: String, detail: String },
     /// A probe image on a registry the profile does not serve.
@@ -173,9 +173,9 @@ impl Problem {
                 "give the profile credentials (spec.credentials), or regcred check --username/--docker-config".into(),
                 None,
             ),
-            Self::PullDenied { image, repository, detail } => (
+            Self::PullDenied { repository, detail } => (
                 format!(
-                    "the credentials may not pull {image}: not allowed to pull repository {repository}, or it does not exist"
+                    "the credentials may not pull from repository {repository} (not allowed, or it does not exist)"
                 ),
                 "check the repository name, and grant the profile's account pull (read) access to it".into(),
                 Some(detail),
@@ -191,21 +191,19 @@ impl Problem {
 
     fn not_found(&self) -> (String, String, Option<&str>) {
         match self {
-            Self::TagNotFound { image: _, repository, tag } => (
+            Self::TagNotFound { repository, tag } => (
                 format!("tag {tag:?} does not exist in repository {repository}"),
                 format!("check the tag and the repository name (list the tags with: crane ls {repository})"),
                 None,
             ),
-            Self::RepositoryNotFound { image: _, repository, registry } => (
+            Self::RepositoryNotFound { repository, registry } => (
                 format!("repository {repository} does not exist on registry {registry}"),
                 "check the image name (its path and spelling)".into(),
                 None,
             ),
-            Self::PlatformMissing { image, platform, available } => (
-                format!("{image} has no image for platform {platform} (it has: {})", available.join(", ")),
-                "build and push the image for that platform, or set spec.validation.platform to the one the \
-                 nodes run"
-                    .into(),
+            Self::PlatformMissing { platform, available } => (
+                format!("the image has no variant for platform {platform} (it has: {})", available.join(", ")),
+                "push the image for that platform, or set spec.validation.platform to the nodes' platform".into(),
                 None,
             ),
             _ => unreachable_family(),
@@ -246,7 +244,7 @@ impl Problem {
                 None,
             ),
             Self::RegistryFailed { target, detail } => (
-                format!("the registry failed to answer for {target}"),
+                format!("{target} failed to answer"),
                 "try again later; if it persists, check the registry's health and logs".into(),
                 Some(detail),
             ),
@@ -261,23 +259,23 @@ impl Problem {
 
     fn manifest(&self) -> (String, String, Option<&str>) {
         match self {
-            Self::TooLarge { image, size, max } => (
-                format!("{image} is {} (config and layers), more than the {} allowed", bytes(*size), bytes(*max)),
+            Self::TooLarge { size, max } => (
+                format!("the image is {} (config and layers), more than the {} allowed", bytes(*size), bytes(*max)),
                 "use a smaller image, or raise spec.validation.maxImageSize".into(),
                 None,
             ),
-            Self::NotAnImageManifest { image, media_type } => (
-                format!("{image} is not a container image: its manifest is {media_type}"),
+            Self::NotAnImageManifest { media_type } => (
+                format!("this is not a container image: its manifest is {media_type}"),
                 "push it as a Docker v2 or OCI image (old schema 1 images must be pushed again)".into(),
                 None,
             ),
-            Self::ManifestTypeRefused { image, media_type, accepted } => (
-                format!("{image} is {}, and the profile accepts only {}", kind(media_type), accepted.join(", ")),
+            Self::ManifestTypeRefused { media_type, accepted } => (
+                format!("the image is {}, and the profile accepts only {}", kind(media_type), accepted.join(", ")),
                 "push the image in an accepted format, or add its format to spec.validation.manifestTypes".into(),
                 None,
             ),
-            Self::ManifestUnreadable { image, detail } => (
-                format!("the manifest of {image} cannot be read"),
+            Self::ManifestUnreadable { detail } => (
+                "the image's manifest cannot be read".into(),
                 "push the image again; if it persists, check the registry".into(),
                 Some(detail),
             ),
@@ -320,7 +318,7 @@ fn kind(media_type: &str) -> &str {
     }
 }
 
-/// A size in bytes for people: `12.3 MiB (12897484 bytes)`.
+/// A size in bytes for people: `12.3 MiB` (the exact size is in the image's status).
 fn bytes(n: u64) -> String {
     const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
     if n < 1024 {
@@ -333,7 +331,7 @@ fn bytes(n: u64) -> String {
         value /= 1024.0;
         unit += 1;
     }
-    format!("{value:.1} {} ({n} bytes)", UNITS[unit])
+    format!("{value:.1} {}", UNITS[unit])
 }
 
 #[cfg(test)]
@@ -344,92 +342,62 @@ mod tests {
     /// whose causes differ), and a word each message must contain: the image, repository or registry it is
     /// about.
     fn table() -> Vec<(Problem, &'static str)> {
-        let image = "registry.example.com/team/app:1.2.3";
+        let reg = "registry.example.com";
         let repo = "registry.example.com/team/app";
         let s = String::from;
+        let unreachable = |cause, detail: &str| Problem::Unreachable {
+            target: format!("registry {reg}"),
+            cause,
+            detail: detail.to_owned(),
+        };
         vec![
+            (Problem::CredentialsRefused { registry: s(reg), user: s("bot"), status: 401 }, reg),
+            (Problem::CredentialsRequired { registry: s(reg) }, reg),
+            (Problem::PullDenied { repository: s(repo), detail: s("OCI API error: denied") }, repo),
             (
-                Problem::CredentialsRefused { registry: s("registry.example.com"), user: s("bot"), status: 401 },
-                "registry.example.com",
+                Problem::TokenRealmRefused { registry: s(reg), why: s("the token realm http://a/t is plain http://") },
+                reg,
             ),
-            (Problem::CredentialsRequired { registry: s("registry.example.com") }, "registry.example.com"),
-            (Problem::PullDenied { image: s(image), repository: s(repo), detail: s("OCI API error: denied") }, repo),
-            (
-                Problem::TokenRealmRefused {
-                    registry: s("registry.example.com"),
-                    why: s("the token realm http://a/t is plain http://"),
-                },
-                "registry.example.com",
-            ),
-            (Problem::TagNotFound { image: s(image), repository: s(repo), tag: s("1.2.3") }, repo),
-            (
-                Problem::RepositoryNotFound {
-                    image: s(image),
-                    repository: s(repo),
-                    registry: s("registry.example.com"),
-                },
-                repo,
-            ),
-            (
-                Problem::PlatformMissing {
-                    image: s(image),
-                    platform: s("linux/amd64"),
-                    available: vec![s("linux/arm64")],
-                },
-                image,
-            ),
-            (
-                Problem::Unreachable { target: s("registry.example.com"), cause: Cause::Dns, detail: s("dns error") },
-                "registry.example.com",
-            ),
-            (
-                Problem::Unreachable {
-                    target: s("registry.example.com"),
-                    cause: Cause::Refused,
-                    detail: s("Connection refused"),
-                },
-                "registry.example.com",
-            ),
-            (Problem::Unreachable { target: s(image), cause: Cause::Timeout, detail: s("operation timed out") }, image),
-            (Problem::Unreachable { target: s(image), cause: Cause::Other, detail: s("reset") }, image),
+            (Problem::TagNotFound { repository: s(repo), tag: s("1.2.3") }, repo),
+            (Problem::RepositoryNotFound { repository: s(repo), registry: s(reg) }, repo),
+            (Problem::PlatformMissing { platform: s("linux/amd64"), available: vec![s("linux/arm64")] }, "the image"),
+            (unreachable(Cause::Dns, "dns error"), reg),
+            (unreachable(Cause::Refused, "Connection refused"), reg),
+            (unreachable(Cause::Timeout, "operation timed out"), reg),
+            (unreachable(Cause::Other, "reset"), reg),
             (Problem::RateLimited { registry: s("registry-1.docker.io") }, "registry-1.docker.io"),
-            (Problem::RateLimited { registry: s("registry.example.com") }, "registry.example.com"),
-            (Problem::NotARegistry { url: s("https://registry.example.com/v2/"), status: 404 }, "registry.example.com"),
-            (Problem::RegistryFailed { target: s(image), detail: s("500 Internal Server Error") }, image),
+            (Problem::RateLimited { registry: s(reg) }, reg),
+            (Problem::NotARegistry { url: s("https://registry.example.com/v2/"), status: 404 }, reg),
+            (
+                Problem::RegistryFailed { target: format!("registry {reg}"), detail: s("500 Internal Server Error") },
+                reg,
+            ),
             (Problem::ClientUnavailable { detail: s("no crypto provider") }, "regcred"),
             (
                 Problem::TlsUntrusted {
-                    target: s("registry.example.com"),
+                    target: format!("registry {reg}"),
                     detail: s("invalid peer certificate: UnknownIssuer"),
                 },
-                "registry.example.com",
+                reg,
             ),
             (Problem::CaBundleInvalid { detail: s("no certificate") }, "CA bundle"),
-            (Problem::TooLarge { image: s(image), size: 3 << 30, max: 1 << 30 }, image),
+            (Problem::TooLarge { size: 3 << 30, max: 1 << 30 }, "the image"),
             (
                 Problem::NotAnImageManifest {
-                    image: s(image),
                     media_type: s("application/vnd.docker.distribution.manifest.v1+prettyjws"),
                 },
-                image,
+                "container image",
             ),
             (
-                Problem::ManifestTypeRefused {
-                    image: s(image),
-                    media_type: s(super::super::DOCKER_MANIFEST),
-                    accepted: vec![s("OCI")],
-                },
-                image,
+                Problem::ManifestTypeRefused { media_type: s(super::super::DOCKER_MANIFEST), accepted: vec![s("OCI")] },
+                "the image",
             ),
-            (Problem::ManifestUnreadable { image: s(image), detail: s("expected value at line 1") }, image),
+            (Problem::ManifestUnreadable { detail: s("expected value at line 1") }, "the image"),
             (
                 Problem::InvalidReference { image: s("Team/App"), detail: s("repository name must be lowercase") },
                 "Team/App",
             ),
-            (
-                Problem::NotServed { image: s("other.example.com/app"), registry: s("registry.example.com") },
-                "other.example.com/app",
-            ),
+            (Problem::NotServed { image: s("other.example.com/app"), registry: s(reg) }, "other.example.com/app"),
         ]
     }
 
@@ -476,11 +444,7 @@ mod tests {
 
     #[test]
     fn a_mistyped_tag_says_so_and_names_the_repository() {
-        let p = Problem::TagNotFound {
-            image: "registry.example.com/team/app:1.2.3".into(),
-            repository: "registry.example.com/team/app".into(),
-            tag: "1.2.3".into(),
-        };
+        let p = Problem::TagNotFound { repository: "registry.example.com/team/app".into(), tag: "1.2.3".into() };
         assert_eq!(p.reason(), Reason::ImageNotFound);
         assert_eq!(
             p.message(),
@@ -514,7 +478,7 @@ mod tests {
     #[test]
     fn sizes_read_as_people_write_them() {
         assert_eq!(bytes(10), "10 bytes");
-        assert_eq!(bytes(1536), "1.5 KiB (1536 bytes)");
-        assert_eq!(bytes(3 << 30), "3.0 GiB (3221225472 bytes)");
+        assert_eq!(bytes(1536), "1.5 KiB");
+        assert_eq!(bytes(3 << 30), "3.0 GiB");
     }
 }
