@@ -42,9 +42,9 @@ pub struct RunArgs {
     pub service_account: String,
 
     /// Threads running regcred's work. regcred waits on the apiserver and registries far more than it computes:
-    /// one thread serves thousands of namespaces and admissions at once, and each thread more spends CPU handing
-    /// work to the others (`make bench`: 1.0 ms of CPU per new namespace with two threads, 0.37 ms with one). Raise
-    /// it only for a profile planning hundreds of thousands of namespaces beside a busy webhook.
+    /// one thread serves thousands of namespaces and admissions at once, where tokio's default (a thread per core
+    /// of the node) ignores the CPU the Pod requests. Raise it only for a profile planning hundreds of thousands of
+    /// namespaces beside a busy webhook.
     #[arg(long, env = "REGCRED_WORKER_THREADS", default_value_t = DEFAULT_WORKER_THREADS, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub worker_threads: u16,
 
