@@ -45,102 +45,124 @@ fn impersonated(url: &str) -> &str {
         .map_or(url, |(_, rest)| rest.split_once(':').map_or(rest, |(account, _)| account))
 }
 
+/// What each mint failure's reason means and what to do: `(reasons, what failed or was lacking, what to do)`.
+const ADVICE: &[(&[&str], &str, &str)] = &[
+    (
+        &["AccessDenied"],
+        "the identity was refused, or lacks the permission to get a registry token",
+        "for ECR grant it ecr:GetAuthorizationToken (and sts:AssumeRole on the role), for a GCP key the \
+         Artifact Registry Reader role; check that its keys are current",
+    ),
+    (
+        &["NoCredentials"],
+        "no AWS credentials were found",
+        "annotate regcred's ServiceAccount with eks.amazonaws.com/role-arn (chart: serviceAccount.annotations) \
+         or give the profile a Secret with AWS keys",
+    ),
+    (&["RegionInvalid"], "the AWS region is not one AWS knows", "fix credentials.ecr.region or the registry host"),
+    (&["InvalidParameter"], "AWS refused a parameter", "check credentials.ecr.registryIds (12-digit account IDs)"),
+    (
+        &["EntraIdRefused"],
+        "Entra ID refused to issue a token",
+        "check the app's federated identity credential (issuer: the cluster's, subject: regcred's \
+         ServiceAccount, audience api://AzureADTokenExchange) or its secret or certificate",
+    ),
+    (
+        &["ExchangeRefused"],
+        "the registry refused the Entra ID token",
+        "grant the identity the AcrPull role on the registry (or on the repositories named)",
+    ),
+    (
+        &["StsRefused"],
+        "Google STS refused regcred's ServiceAccount token",
+        "check the workload identity pool provider: its issuer, allowed audience and attribute conditions \
+         must accept regcred's ServiceAccount",
+    ),
+    (
+        &["ImpersonationDenied"],
+        "the federated identity may not impersonate the Google service account",
+        "grant it roles/iam.workloadIdentityUser (iam.serviceAccounts.getAccessToken) on that service account",
+    ),
+    (
+        &["MetadataServerRefused"],
+        "the GKE metadata server refused",
+        "bind regcred's ServiceAccount to the Google service account (iam.gke.io/gcp-service-account \
+         annotation and roles/iam.workloadIdentityUser)",
+    ),
+    (
+        &["FederationRefused"],
+        "Quay refused regcred's ServiceAccount token",
+        "add a federation configuration to the robot that trusts the cluster's issuer and regcred's \
+         ServiceAccount as subject",
+    ),
+    (
+        &[
+            "EndpointUnreachable",
+            "EntraIdUnreachable",
+            "ExchangeUnreachable",
+            "StsUnreachable",
+            "ImpersonationUnreachable",
+            "MetadataServerUnreachable",
+            "FederationUnreachable",
+        ],
+        "the token endpoint could not be reached, or failed",
+        "check DNS, the NetworkPolicy (egress) and HTTPS_PROXY of regcred's Pods; a 5xx clears by itself",
+    ),
+    (
+        &["TLSUntrusted"],
+        "the token endpoint's TLS certificate is not trusted",
+        "for a private registry put its CA in spec.tls.caBundle; for a cloud endpoint check the proxy or \
+         SSL_CERT_FILE",
+    ),
+    (
+        &["EndpointNotAllowed"],
+        "the token endpoint is not on the operator's allow-list, so nothing was sent",
+        "use the cloud's documented endpoint, or ask the operator to allow it",
+    ),
+    (
+        &["AudienceNotAllowed"],
+        "the token audience is not one regcred may request, so nothing was sent",
+        "use the documented audience of the cloud's federation",
+    ),
+    (
+        &["FederatedTokenMissing"],
+        "regcred could not get a token of its own ServiceAccount to federate with",
+        "check that regcred's RBAC allows serviceaccounts/token on its own ServiceAccount (the chart's does), \
+         or the file AZURE_FEDERATED_TOKEN_FILE names",
+    ),
+    (
+        &["AzureIdentityIncomplete"],
+        "the Azure identity is not fully named",
+        "set credentials.acr.tenantId and clientId, or label regcred's Pods for the Azure Workload Identity \
+         webhook",
+    ),
+    (
+        &["InvalidServiceAccount"],
+        "the Google service account name is not valid",
+        "write it as an email address (name@project.iam.gserviceaccount.com) or default",
+    ),
+    (
+        &["InvalidServiceAccountKey"],
+        "the GCP service-account key cannot be used",
+        "put the JSON key file as downloaded from Google in key key.json of the Secret",
+    ),
+    (
+        &["InvalidClientCertificate"],
+        "the service principal's certificate or private key cannot be used",
+        "put the PEM certificate and its unencrypted private key in the Secret",
+    ),
+    (
+        &["InvalidResponse"],
+        "the token endpoint answered something regcred cannot read",
+        "check that the endpoint is the cloud's own (not a proxy's page); report it if it persists",
+    ),
+    (&["MintFailed"], "minting failed", "see the detail; it is retried with backoff"),
+];
+
 /// What a mint failure's `reason` means and what to do: `(what failed or was lacking, what to do)`. `None`: a
 /// reason with no phrasing yet (the table test forbids it).
 pub fn advice(reason: &str) -> Option<(&'static str, &'static str)> {
-    Some(match reason {
-        "AccessDenied" => (
-            "the identity was refused, or lacks the permission to get a registry token",
-            "for ECR grant it ecr:GetAuthorizationToken (and sts:AssumeRole on the role), for a GCP key the \
-             Artifact Registry Reader role; check that its keys are current",
-        ),
-        "NoCredentials" => (
-            "no AWS credentials were found",
-            "annotate regcred's ServiceAccount with eks.amazonaws.com/role-arn (chart: serviceAccount.annotations) \
-             or give the profile a Secret with AWS keys",
-        ),
-        "RegionInvalid" => ("the AWS region is not one AWS knows", "fix credentials.ecr.region or the registry host"),
-        "InvalidParameter" => ("AWS refused a parameter", "check credentials.ecr.registryIds (12-digit account IDs)"),
-        "EntraIdRefused" => (
-            "Entra ID refused to issue a token",
-            "check the app's federated identity credential (issuer: the cluster's, subject: regcred's \
-             ServiceAccount, audience api://AzureADTokenExchange) or its secret or certificate",
-        ),
-        "ExchangeRefused" => (
-            "the registry refused the Entra ID token",
-            "grant the identity the AcrPull role on the registry (or on the repositories named)",
-        ),
-        "StsRefused" => (
-            "Google STS refused regcred's ServiceAccount token",
-            "check the workload identity pool provider: its issuer, allowed audience and attribute conditions \
-             must accept regcred's ServiceAccount",
-        ),
-        "ImpersonationDenied" => (
-            "the federated identity may not impersonate the Google service account",
-            "grant it roles/iam.workloadIdentityUser (iam.serviceAccounts.getAccessToken) on that service account",
-        ),
-        "MetadataServerRefused" => (
-            "the GKE metadata server refused",
-            "bind regcred's ServiceAccount to the Google service account (iam.gke.io/gcp-service-account \
-             annotation and roles/iam.workloadIdentityUser)",
-        ),
-        "FederationRefused" => (
-            "Quay refused regcred's ServiceAccount token",
-            "add a federation configuration to the robot that trusts the cluster's issuer and regcred's \
-             ServiceAccount as subject",
-        ),
-        "EndpointUnreachable"
-        | "EntraIdUnreachable"
-        | "ExchangeUnreachable"
-        | "StsUnreachable"
-        | "ImpersonationUnreachable"
-        | "MetadataServerUnreachable"
-        | "FederationUnreachable" => (
-            "the token endpoint could not be reached, or failed",
-            "check DNS, the NetworkPolicy (egress) and HTTPS_PROXY of regcred's Pods; a 5xx clears by itself",
-        ),
-        "TLSUntrusted" => (
-            "the token endpoint's TLS certificate is not trusted",
-            "for a private registry put its CA in spec.tls.caBundle; for a cloud endpoint check the proxy or \
-             SSL_CERT_FILE",
-        ),
-        "EndpointNotAllowed" => (
-            "the token endpoint is not on the operator's allow-list, so nothing was sent",
-            "use the cloud's documented endpoint, or ask the operator to allow it",
-        ),
-        "AudienceNotAllowed" => (
-            "the token audience is not one regcred may request, so nothing was sent",
-            "use the documented audience of the cloud's federation",
-        ),
-        "FederatedTokenMissing" => (
-            "regcred could not get a token of its own ServiceAccount to federate with",
-            "check that regcred's RBAC allows serviceaccounts/token on its own ServiceAccount (the chart's does), \
-             or the file AZURE_FEDERATED_TOKEN_FILE names",
-        ),
-        "AzureIdentityIncomplete" => (
-            "the Azure identity is not fully named",
-            "set credentials.acr.tenantId and clientId, or label regcred's Pods for the Azure Workload Identity \
-             webhook",
-        ),
-        "InvalidServiceAccount" => (
-            "the Google service account name is not valid",
-            "write it as an email address (name@project.iam.gserviceaccount.com) or default",
-        ),
-        "InvalidServiceAccountKey" => (
-            "the GCP service-account key cannot be used",
-            "put the JSON key file as downloaded from Google in key key.json of the Secret",
-        ),
-        "InvalidClientCertificate" => (
-            "the service principal's certificate or private key cannot be used",
-            "put the PEM certificate and its unencrypted private key in the Secret",
-        ),
-        "InvalidResponse" => (
-            "the token endpoint answered something regcred cannot read",
-            "check that the endpoint is the cloud's own (not a proxy's page); report it if it persists",
-        ),
-        "MintFailed" => ("minting failed", "see the detail; it is retried with backoff"),
-        _ => return None,
-    })
+    ADVICE.iter().find(|(reasons, _, _)| reasons.contains(&reason)).map(|&(_, what, todo)| (what, todo))
 }
 
 /// `err` from minting `source` as `who`, phrased for a person; its reason is kept.
