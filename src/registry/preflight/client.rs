@@ -95,9 +95,17 @@ pub fn https_client(
 pub(super) fn http_client(options: &Options) -> Result<reqwest::Client, Failure> {
     https_client(options.timeout, options.ca_pem.as_deref(), options.insecure_skip_verify).map_err(|e| match e {
         ClientError::CaBundle(detail) => Problem::CaBundleInvalid { detail }.failure(),
-        ClientError::Build(detail) if untrusted_tls(&detail) => Problem::CaBundleInvalid { detail }.failure(),
-        ClientError::Build(detail) => Problem::ClientUnavailable { detail }.failure(),
+        ClientError::Build(detail) => unbuilt(detail),
     })
+}
+
+/// A client that could not be built: a CA it could not use, or something else.
+fn unbuilt(detail: String) -> Failure {
+    if untrusted_tls(&detail) {
+        Problem::CaBundleInvalid { detail }.failure()
+    } else {
+        Problem::ClientUnavailable { detail }.failure()
+    }
 }
 
 /// The manifest client. Built with `try_from`, never `new`: `new` falls back to a default client when the
@@ -122,14 +130,7 @@ pub(super) fn oci_client(options: &Options) -> Result<oci_client::Client, Failur
         user_agent: concat!("regcred/", env!("CARGO_PKG_VERSION")),
         ..Default::default()
     };
-    oci_client::Client::try_from(config).map_err(|e| {
-        let detail = error_chain(&e);
-        if untrusted_tls(&detail) {
-            Problem::CaBundleInvalid { detail }.failure()
-        } else {
-            Problem::ClientUnavailable { detail }.failure()
-        }
-    })
+    oci_client::Client::try_from(config).map_err(|e| unbuilt(error_chain(&e)))
 }
 
 /// The longest token-service answer read: a token is a few kilobytes.
