@@ -1,6 +1,7 @@
 //! The `regcred.dev` API: custom resource types only, no behaviour.
 
 pub mod conditions;
+pub mod kubelet;
 mod profile;
 
 pub use profile::*;

@@ -126,6 +126,39 @@ pub struct RegistryProfileSpec {
     /// or before the profile selected its namespace). Default: `mode: Evict`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub healing: Option<Healing>,
+
+    /// How the credentials reach the kubelet. `Secret` (default): a dockerconfigjson Secret in every selected
+    /// namespace, which the webhook (or ServiceAccount mode) puts in Pods' `imagePullSecrets`.
+    /// `CredentialProvider`: no Secret anywhere; the kubelet asks regcred at pull time through its image credential
+    /// provider (`regcred-credential-provider` on the node), presenting the Pod's ServiceAccount token, and regcred
+    /// answers only for namespaces (and ServiceAccounts) the profile selects. `Both`: the two at once, for migrating
+    /// from Secrets to the provider.
+    #[serde(default)]
+    pub delivery: Delivery,
+}
+
+/// How a profile's credentials reach the kubelet.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, schemars::JsonSchema)]
+pub enum Delivery {
+    /// A dockerconfigjson Secret in every selected namespace.
+    #[default]
+    Secret,
+    /// The kubelet's image credential provider, authorised per ServiceAccount at pull time; no Secret.
+    CredentialProvider,
+    /// Both, for migration.
+    Both,
+}
+
+impl Delivery {
+    /// Whether Secrets are written (and the webhook and ServiceAccount mode put them in Pods).
+    pub fn writes_secrets(self) -> bool {
+        matches!(self, Self::Secret | Self::Both)
+    }
+
+    /// Whether regcred answers the kubelet's credential provider for the profile.
+    pub fn serves_kubelet(self) -> bool {
+        matches!(self, Self::CredentialProvider | Self::Both)
+    }
 }
 
 /// Self-healing of Pods admitted without the profile's Secret.
