@@ -47,7 +47,7 @@ impl std::fmt::Debug for CredentialProviderRequest {
             .field("image", &self.image)
             .field("service_account_token", &self.service_account_token.as_ref().map(|_| "<redacted>"))
             .field("service_account_annotations", &self.service_account_annotations)
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
