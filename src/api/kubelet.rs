@@ -20,8 +20,9 @@ pub const RESPONSE_KIND: &str = "CredentialProviderResponse";
 /// The path of regcred's credential endpoint (POST).
 pub const ENDPOINT_PATH: &str = "/credential-provider/v1";
 /// The default audience of the ServiceAccount tokens the kubelet sends regcred (its CredentialProviderConfig's
-/// `tokenAttributes.serviceAccountTokenAudience`); regcred refuses tokens for any other.
-pub const DEFAULT_AUDIENCE: &str = "regcred.dev/credential-provider";
+/// `tokenAttributes.serviceAccountTokenAudience`); regcred refuses tokens for any other. No `/`: NodeRestriction
+/// authorises it as an RBAC resource name (`request-serviceaccounts-token-audience`), where `/` would split it.
+pub const DEFAULT_AUDIENCE: &str = "credential-provider.regcred.dev";
 
 /// What the kubelet asks: credentials to pull `image` (without tag or digest: `host[:port]/path`).
 #[derive(Deserialize, Serialize, Clone, Default, PartialEq, Eq)]
