@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Starts a real, local Kubernetes control plane on loopback: etcd, kube-apiserver (TLS, RBAC, ServiceAccount
-# tokens, default admission plugins) and kube-controller-manager (namespace, garbage-collector, serviceaccount,
+# tokens, the default admission plugins and NodeRestriction, as production clusters run) and kube-controller-manager (namespace, garbage-collector, serviceaccount,
 # token and ClusterRole aggregation controllers, among others). Writes an admin kubeconfig to .local/kubeconfig and returns with the processes running in
 # the background; their logs are in .local/logs/. `tools/cluster-down.sh` stops exactly these processes.
 #
@@ -204,6 +204,7 @@ start kube-apiserver \
   --kubelet-client-certificate="$pki/apiserver-kubelet.crt" --kubelet-client-key="$pki/apiserver-kubelet.key" \
   --kubelet-certificate-authority="$pki/ca.crt" --kubelet-preferred-address-types=InternalIP \
   --allow-privileged=true --profiling=false --admission-control-config-file="$state/admission.yaml" \
+  --enable-admission-plugins=NodeRestriction \
   --max-requests-inflight=1000 --max-mutating-requests-inflight=500 \
   --audit-policy-file="$state/audit-policy.yaml" --audit-log-path="$logs/audit.log" \
   --audit-log-maxsize=200 --audit-log-maxbackup=1 --audit-log-mode=blocking

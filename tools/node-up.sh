@@ -80,6 +80,9 @@ in_node ip link set lo up
 in_node sysctl -qw net.ipv4.ip_forward=1 net.bridge.bridge-nf-call-iptables=1 net.ipv4.conf.all.rp_filter=0
 ip route add "$pods" via "$nip" dev "rcn$slot-h"
 ip route add "$services" via "$nip" dev "rcn$slot-h"
+# Host-network clients on the node (the kubelet's credential provider) reach Services as on a real node, whose
+# default route covers the service range: a route lets the packet be built, and kube-proxy's rules rewrite it.
+in_node ip route add "$services" dev "rcn$slot-n"
 
 # --- cgroups: every process of the node lives under /regcred-node-N in each hierarchy ------------------------
 hierarchies=()
@@ -231,8 +234,27 @@ imageGCLowThresholdPercent: 98
 maxPods: 110
 nodeStatusUpdateFrequency: 5s
 KUBELET
-start kubelet in-node "$bin/kubelet" --config="$node/kubelet.yaml" --kubeconfig="$node/kubelet.kubeconfig" \
-  --root-dir="$node/kubelet" --hostname-override="$node_name" --node-ip="$nip" --v=1
+# The kubelet's image credential providers (KEP-2133, KEP-4412) live in folders of the node, where the chart's
+# installer DaemonSet places regcred's (credentialProvider.nodeInstaller.{binDir,configDir}). The kubelet reads them
+# only when it starts, and refuses to start on an empty config folder ("no configuration files found in directory"),
+# so it is started with the two flags only when a provider is in place: tools/node-restart-kubelet.sh restarts it
+# after the installer ran, as an administrator restarts kubelets after changing their configuration.
+mkdir -p "$node/credential-providers/bin" "$node/credential-providers/config"
+cat >"$node/kubelet.sh" <<KUBELET_SH
+#!/usr/bin/env bash
+# Written by tools/node-up.sh: starts the node's kubelet in its cgroup and network namespace.
+for h in $HIERARCHIES; do echo \$\$ >"\$h/$cgroup/node/cgroup.procs"; done
+providers=()
+if [ -n "\$(ls -A "$node/credential-providers/config")" ]; then
+  providers=(--image-credential-provider-config="$node/credential-providers/config"
+    --image-credential-provider-bin-dir="$node/credential-providers/bin")
+fi
+exec nsenter --net="/run/netns/$netns" "$bin/kubelet" --config="$node/kubelet.yaml" --kubeconfig="$node/kubelet.kubeconfig" \
+  --root-dir="$node/kubelet" --hostname-override="$node_name" --node-ip="$nip" --v=1 "\${providers[@]}"
+KUBELET_SH
+chmod +x "$node/kubelet.sh"
+"$node/kubelet.sh" >"$logs/kubelet.log" 2>&1 &
+echo "kubelet $!" >>"$node/pids"
 
 # --- kube-proxy ----------------------------------------------------------------------------------------------
 cat >"$node/kube-proxy.yaml" <<PROXY
@@ -269,6 +291,8 @@ POD_CIDR=$pods
 SERVICE_CIDR=$services
 NODE_CERTS_D=$node/certs.d
 CONTAINERD_ADDRESS=$node/containerd.sock
+CREDENTIAL_PROVIDER_BIN_DIR=$node/credential-providers/bin
+CREDENTIAL_PROVIDER_CONFIG_DIR=$node/credential-providers/config
 ENV
 elapsed=$(python3 -c "import time; print(f'{time.time() - $start_time:.1f}')")
 log "node $node_name Ready in ${elapsed}s (kubelet, containerd, kube-proxy in netns $netns; pods $pods, services $services)"
