@@ -390,6 +390,7 @@ mod tests {
 
     #[test]
     fn install_places_three_files_and_uninstall_removes_them_unless_the_config_is_the_last_one() {
+        use std::os::unix::fs::PermissionsExt;
         let dir = std::env::temp_dir().join(format!("regcred-install-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let args = args(&dir);
@@ -404,7 +405,6 @@ mod tests {
             "{yaml}"
         );
         install(&args, &yaml).unwrap();
-        use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(args.bin_dir.join(BINARY)).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o755);
         // Again: nothing changes, nothing refused.
