@@ -38,6 +38,11 @@ pub const NOT_REQUIRED: &str = "NotRequired";
 pub const CONFLICT: &str = "Conflict";
 /// `SecretsSynced`: some write failed.
 pub const WRITE_FAILED: &str = "WriteFailed";
+/// `SecretsSynced`: `spec.delivery` is `CredentialProvider`: no Secret is written, the kubelet's credential
+/// provider gets the credentials from regcred at pull time.
+pub const CREDENTIAL_PROVIDER: &str = "CredentialProvider";
+/// A namespace's refusal (a write planned before the profile changed): the profile writes no Secret anywhere.
+pub const NOT_WRITTEN: &str = "NotWritten";
 /// A namespace's refusal: the profile does not select it.
 pub const NOT_SELECTED: &str = "NotSelected";
 /// `SecretsSynced`: the credentials do not resolve; existing Secrets are left as they are.

@@ -34,7 +34,8 @@ const PROBE_HOST_RULE: &str = r"!has(self.server) || self.server.contains('*') |
     status = "RegistryProfileStatus",
     printcolumn(name = "Provider", type_ = "string", json_path = ".spec.provider"),
     printcolumn(name = "Registry", type_ = "string", json_path = ".status.registry"),
-    printcolumn(name = "Synced", type_ = "string", json_path = ".status.syncSummary", description = "namespaces synced / selected"),
+    printcolumn(name = "Delivery", type_ = "string", json_path = ".spec.delivery", description = "how the credentials reach the kubelet: Secret, CredentialProvider, Both"),
+    printcolumn(name = "Synced", type_ = "string", json_path = ".status.syncSummary", description = "selected namespaces served / selected ('provider': by the kubelet's credential provider, no Secret; '+provider': by both)"),
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
     printcolumn(name = "Checks", type_ = "string", json_path = ".status.checks", description = "registry preflight: Passed, Failed, Checking (empty: no spec.validation)"),
     printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason", priority = 1),
@@ -101,7 +102,10 @@ pub struct RegistryProfileSpec {
 
     /// ServiceAccount mode: ServiceAccounts that also list the Secret in their `imagePullSecrets`, in every
     /// selected namespace, so Pods get it from their ServiceAccount even while the admission webhook is down.
-    /// regcred adds and removes only its own entries.
+    /// regcred adds and removes only its own entries. With `delivery: CredentialProvider` no ServiceAccount is
+    /// patched (there is no Secret to list; entries regcred added before are removed): the names are a filter
+    /// instead, and the credential provider answers only Pods running as a ServiceAccount they match. With
+    /// `Both`, they are both.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_accounts: Option<ServiceAccountSelection>,
 
@@ -582,15 +586,23 @@ pub struct RegistryProfileStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub registry: Option<String>,
 
-    /// Number of namespaces the profile selects.
+    /// Number of namespaces the profile selects (0 for anonymous access: nothing is delivered).
     #[serde(default)]
     pub selected_namespaces: i32,
 
-    /// Number of selected namespaces whose Secret is in place and current.
+    /// Number of selected namespaces served as `spec.delivery` says: the Secret in place and current (`Secret`,
+    /// `Both`); no Secret of the profile left there (`CredentialProvider`).
     #[serde(default)]
     pub synced_namespaces: i32,
 
-    /// `synced/selected`, for `kubectl get`.
+    /// Number of selected namespaces where regcred answers the kubelet's credential provider with the profile's
+    /// credentials (`delivery` `CredentialProvider` or `Both`; absent for `Secret`). Namespaces another profile's
+    /// Secret of the same name holds (`Conflict`) are not answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential_provider_namespaces: Option<i32>,
+
+    /// `synced/selected`, for `kubectl get`, followed by ` provider` when the kubelet's credential provider alone
+    /// serves them (`CredentialProvider`), ` +provider` when it does beside the Secret (`Both`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sync_summary: Option<String>,
 

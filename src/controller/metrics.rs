@@ -275,7 +275,8 @@ fn profile_gauges(profiles: &[Arc<RegistryProfile>]) -> Vec<ProfileGauge> {
         ProfileGauge::new("profile_selected_namespaces", "Namespaces the profile selects, as its status says");
     let mut synced = ProfileGauge::new(
         "profile_synced_namespaces",
-        "Selected namespaces whose Secret is in place and current, as the profile's status says",
+        "Selected namespaces served as the profile's spec.delivery says (its Secret in place and current; for \
+         CredentialProvider, no Secret of it left there), as the profile's status says",
     );
     for profile in profiles {
         let name = profile.name_any();

@@ -1,7 +1,8 @@
 //! The new-namespace path: a namespace that appears (or gains the labels a profile selects) gets each profile's
 //! Secret at once, without waiting for that profile's reconcile, which may be busy with other work (a full plan,
 //! a rotation). Here the cost is one lookup per profile and one create: what one namespace costs. What is written
-//! is what [`crate::resolve::written`] says the namespace receives now (through [`secrets::ensure`]). The
+//! is the Secret [`crate::resolve::Written::secret_in`] says is written there now (through [`secrets::ensure`]);
+//! a profile whose delivery writes no Secret (`spec.delivery: CredentialProvider`) is passed over. The
 //! reconcile that follows (the namespace marked its profiles, for that namespace) plans that namespace alone,
 //! finds the Secret in place, because the writer records its writes in the view, and counts it in the status.
 

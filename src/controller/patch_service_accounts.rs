@@ -84,8 +84,9 @@ pub fn change(
 /// What a profile wants of the ServiceAccount `account` in `namespace`. Pure.
 ///
 /// `patterns` are the profile's `serviceAccounts.names` (`None`: ServiceAccount mode is off); `secret` the
-/// Secret it writes (`None`: it writes none, as with anonymous access); `in_place` whether that Secret is in place
-/// in the namespace. An account is only ever pointed at a Secret that exists.
+/// Secret it writes (`None`: it writes none, as with anonymous access or `spec.delivery: CredentialProvider`);
+/// `in_place` whether that Secret is in place in the namespace. An account is only ever pointed at a Secret that
+/// exists.
 pub fn want(patterns: Option<&[String]>, account: &str, selected: bool, secret: Option<&str>, in_place: bool) -> Want {
     let named = patterns.is_some_and(|p| names_match(p, account));
     match secret {

@@ -26,7 +26,8 @@ pub use crate::state::managed::{ObservedSecret, content_hash};
 pub enum Desired {
     /// A Secret named `name` with content hashing to `content_hash` in every selected namespace.
     Write { name: String, content_hash: u64 },
-    /// No Secret at all (anonymous access): whatever the profile wrote before goes.
+    /// No Secret at all (anonymous access, or `spec.delivery: CredentialProvider`): whatever the profile wrote
+    /// before goes.
     Nothing,
 }
 

@@ -197,7 +197,9 @@ struct Synced {
 }
 
 /// The sync: nothing while the profile's Secrets are withheld; else a plan of the namespaces [`plan::reach`]
-/// names, every one or only those that changed.
+/// names, every one or only those that changed. A profile that writes no Secret ([`Written::secret`]: anonymous
+/// access, or `spec.delivery: CredentialProvider`) plans to have none: what it wrote before goes, as far as the
+/// deletion guard releases it, and ServiceAccount mode removes its entries.
 async fn sync(
     ctx: &Context,
     profile: &Arc<RegistryProfile>,
@@ -211,17 +213,19 @@ async fn sync(
         let outcome = SyncOutcome::Skipped { reason: reason.into(), message };
         Synced { outcome, service_accounts: ctx.previous_status(profile).and_then(|s| s.service_accounts) }
     };
-    let content = match written.content() {
+    let content = match written.secret(meaning) {
         Ok(content) => content,
         Err(withheld) => return Ok(skipped(withheld.reason, withheld.message.clone())),
     };
+    // Whether there is anything to deliver at all, by Secret or by the credential provider (not anonymous).
+    let delivers = written.content().is_ok_and(|c| c.is_some());
     let selection = match &meaning.selection {
         Ok(selection) => selection,
         Err(invalid) => return Ok(skipped(INVALID_SELECTOR, invalid.to_string())),
     };
     let all = ctx.view.profiles_and_meanings();
     let rivals: Vec<&Meaning> = all.iter().map(|(_, m)| &**m).filter(|m| meaning.rivals(m)).collect();
-    let target = Target { meaning, content, selection, rivals: &rivals, uid };
+    let target = Target { meaning, content, delivers, selection, rivals: &rivals, uid };
     let basis = plan::basis(
         uid,
         profile.meta().generation,
@@ -243,8 +247,11 @@ async fn sync(
 /// What one sync writes, and where it may.
 struct Target<'a> {
     meaning: &'a Meaning,
-    /// The Secret's content (`None`: no Secret, anonymous access).
+    /// The Secret's content (`None`: no Secret: anonymous access, or `spec.delivery: CredentialProvider`; see
+    /// [`Written::secret`]).
     content: Option<&'a Content>,
+    /// Whether the profile delivers credentials at all (not anonymous): its selected namespaces count as such.
+    delivers: bool,
     selection: &'a CompiledSelection,
     /// The other profiles that write a Secret of the same name (see [`Meaning::rivals`]).
     rivals: &'a [&'a Meaning],
@@ -310,8 +317,8 @@ async fn sync_all(
     let accounts = sync_service_accounts(ctx, profile, &served, None).await;
     let settled = secrets.held.is_none();
     let none = NameSet::default();
-    // An anonymous profile counts no namespace as selected: it writes nothing anywhere.
-    let counted = if target.content.is_some() { &selected } else { &none };
+    // An anonymous profile counts no namespace as selected: it delivers nothing anywhere.
+    let counted = if target.delivers { &selected } else { &none };
     let selected_count = count(counted.len());
     let mut failures = secrets.failures;
     failures.extend(accounts.failures);
@@ -319,7 +326,8 @@ async fn sync_all(
     let service_accounts = ledger.listed();
     ctx.ledgers.put(target.uid, ledger, &ctx.view.profiles());
     let synced = selected_count.saturating_sub(count(failures.len()));
-    let outcome = SyncOutcome::Synced { selected: selected_count, synced, failures, held: secrets.held };
+    let delivery = target.meaning.delivery;
+    let outcome = SyncOutcome::Synced { selected: selected_count, synced, failures, held: secrets.held, delivery };
     Ok(Synced { outcome, service_accounts })
 }
 
@@ -353,14 +361,15 @@ async fn sync_some(
     let served = Served::new(target, &selected, &failures, &none_kept);
     let accounts = sync_service_accounts(ctx, profile, &served, Some(namespaces)).await;
     failures.extend(accounts.failures);
-    let counted = if target.content.is_some() { selected } else { NameSet::default() };
+    let counted = if target.delivers { selected } else { NameSet::default() };
     ledger.update(namespaces, &counted, failures, &accounts.listed.unwrap_or_default());
     let selected_count = count(ledger.selected());
     let failures = ledger.failures();
     let synced = selected_count.saturating_sub(count(failures.len()));
     let service_accounts = ledger.listed();
     ctx.ledgers.put(target.uid, ledger, &ctx.view.profiles());
-    let outcome = SyncOutcome::Synced { selected: selected_count, synced, failures, held: None };
+    let delivery = target.meaning.delivery;
+    let outcome = SyncOutcome::Synced { selected: selected_count, synced, failures, held: None, delivery };
     Ok(Some(Synced { outcome, service_accounts }))
 }
 

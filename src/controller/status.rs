@@ -3,11 +3,13 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
+use std::collections::BTreeSet;
+
 use crate::api::conditions::{
-    ANONYMOUS, CONFLICT, CREDENTIALS_RESOLVED, CREDENTIALS_VALID, DELETIONS_HELD, FALSE, IMAGES_VERIFIED, NOT_REQUIRED,
-    READY, REASON_READY, RESOLVED, SECRETS_SYNCED, SYNCED, TRUE, WRITE_FAILED,
+    ANONYMOUS, CONFLICT, CREDENTIAL_PROVIDER, CREDENTIALS_RESOLVED, CREDENTIALS_VALID, DELETIONS_HELD, FALSE,
+    IMAGES_VERIFIED, NOT_REQUIRED, READY, REASON_READY, RESOLVED, SECRETS_SYNCED, SYNCED, TRUE, WRITE_FAILED,
 };
-use crate::api::{NamespaceFailure, RegistryProfileStatus};
+use crate::api::{Delivery, NamespaceFailure, RegistryProfileStatus};
 use crate::resolve::Report;
 
 /// At most this many failed namespaces are listed in status.
@@ -16,9 +18,10 @@ pub const MAX_FAILURES_LISTED: usize = 20;
 /// How the namespaces were synced.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SyncOutcome {
-    /// Secrets written where selected; `failures` lists the namespaces where that failed; `held` says which
-    /// deletions the guard holds, if any.
-    Synced { selected: i32, synced: i32, failures: Vec<NamespaceFailure>, held: Option<Held> },
+    /// The selected namespaces served as `delivery` says: Secrets written there (`Secret`, `Both`), or none left
+    /// (`CredentialProvider`); `failures` lists the namespaces where that failed; `held` says which deletions the
+    /// guard holds, if any. `selected` is 0 for a profile with nothing to deliver (anonymous access).
+    Synced { selected: i32, synced: i32, failures: Vec<NamespaceFailure>, held: Option<Held>, delivery: Delivery },
     /// Nothing was touched, for the given reason (credentials unavailable, invalid selector).
     Skipped { reason: String, message: String },
 }
@@ -49,8 +52,9 @@ fn condition(type_: &str, ok: bool, reason: &str, message: String, generation: O
     }
 }
 
-/// The `SecretsSynced` condition: skipped (and why), not required (anonymous), or how many selected namespaces
-/// hold the Secret (`failures`: the first of `failed_count` that do not).
+/// The `SecretsSynced` condition: skipped (and why), not required (anonymous), not written (the kubelet's
+/// credential provider alone serves the profile), or how many selected namespaces hold the Secret (`failures`: the
+/// first of `failed_count` that do not).
 fn synced_condition(
     sync: &SyncOutcome,
     credentials: &Report,
@@ -72,14 +76,28 @@ fn synced_condition(
             generation,
             now,
         ),
-        _ if failed_count == 0 => condition(
+        (SyncOutcome::Synced { delivery: Delivery::CredentialProvider, .. }, _) if failed_count == 0 => condition(
+            SECRETS_SYNCED,
+            true,
+            CREDENTIAL_PROVIDER,
+            format!(
+                "spec.delivery is CredentialProvider: no Secret is written; the kubelet's credential provider gets the \
+                 credentials from regcred at pull time in the {selected} selected namespaces"
+            ),
+            generation,
+            now,
+        ),
+        (SyncOutcome::Synced { delivery, .. }, _) if failed_count == 0 => condition(
             SECRETS_SYNCED,
             true,
             SYNCED,
-            if selected == 0 {
-                "no namespace is selected".into()
-            } else {
-                format!("the Secret is current in all {selected} selected namespaces")
+            match (selected, delivery) {
+                (0, _) => "no namespace is selected".into(),
+                (_, Delivery::Both) => format!(
+                    "the Secret is current in all {selected} selected namespaces, and the kubelet's credential \
+                     provider is answered there too"
+                ),
+                _ => format!("the Secret is current in all {selected} selected namespaces"),
             },
             generation,
             now,
@@ -144,6 +162,25 @@ fn checked_conditions(verdict: &super::checks::Verdict, generation: Option<i64>,
         .into()
 }
 
+/// How many of the `selected` namespaces regcred answers the kubelet's credential provider for, by `delivery`
+/// (`None`: it does not serve the profile, `Secret`): every one but those a rival holds (a `Conflict` among
+/// `failures`), as [`crate::resolve::Written::in_namespace`] tells the endpoint.
+pub fn provider_namespaces(delivery: Delivery, selected: i32, failures: &[NamespaceFailure]) -> Option<i32> {
+    let conflicts: BTreeSet<&str> =
+        failures.iter().filter(|f| f.reason == CONFLICT).map(|f| f.namespace.as_str()).collect();
+    let held = i32::try_from(conflicts.len()).unwrap_or(i32::MAX);
+    delivery.serves_kubelet().then(|| selected.saturating_sub(held).max(0))
+}
+
+/// `status.syncSummary`: the selected namespaces served, of those selected, and by what besides the Secret.
+pub fn summary(delivery: Delivery, synced: i32, selected: i32) -> String {
+    match delivery {
+        Delivery::Secret => format!("{synced}/{selected}"),
+        Delivery::CredentialProvider => format!("{synced}/{selected} provider"),
+        Delivery::Both => format!("{synced}/{selected} +provider"),
+    }
+}
+
 /// A condition keeps its `lastTransitionTime` while its status stays the same.
 fn keep_transition_times(conditions: &mut [Condition], previous: Option<&RegistryProfileStatus>) {
     let Some(prev) = previous else { return };
@@ -168,11 +205,22 @@ pub fn compute(
     now: Time,
 ) -> RegistryProfileStatus {
     let creds = credentials_condition(credentials, generation, &now);
-    let (selected, synced, mut failures) = match sync {
-        SyncOutcome::Synced { selected, synced, failures, .. } => (*selected, *synced, failures.clone()),
+    // A skipped sync touched nothing: the counts stay as the last sync left them.
+    let (selected, synced, mut failures, provider, summary) = match sync {
+        SyncOutcome::Synced { selected, synced, failures, delivery, .. } => (
+            *selected,
+            *synced,
+            failures.clone(),
+            provider_namespaces(*delivery, *selected, failures),
+            summary(*delivery, *synced, *selected),
+        ),
         SyncOutcome::Skipped { .. } => {
             let prev = previous.cloned().unwrap_or_default();
-            (prev.selected_namespaces, prev.synced_namespaces, prev.failed_namespaces)
+            let summary = prev
+                .sync_summary
+                .unwrap_or_else(|| summary(Delivery::Secret, prev.synced_namespaces, prev.selected_namespaces));
+            let provider = prev.credential_provider_namespaces;
+            (prev.selected_namespaces, prev.synced_namespaces, prev.failed_namespaces, provider, summary)
         }
     };
     failures.sort_by(|a, b| a.namespace.cmp(&b.namespace));
@@ -194,10 +242,11 @@ pub fn compute(
     RegistryProfileStatus {
         observed_generation: generation,
         conditions,
-        sync_summary: Some(format!("{synced}/{selected}")),
+        sync_summary: Some(summary),
         registry,
         selected_namespaces: selected,
         synced_namespaces: synced,
+        credential_provider_namespaces: provider,
         failed_namespaces: failures,
         // Filled in by the caller, which knows the ServiceAccount pass.
         service_accounts: previous.and_then(|p| p.service_accounts),
@@ -214,7 +263,8 @@ pub fn compute(
     }
 }
 
-/// Whether `next` differs from `previous` in its counts alone: the namespaces selected, synced and failed, the
+/// Whether `next` differs from `previous` in its counts alone: the namespaces selected, synced, served by the
+/// credential provider and failed, the
 /// ServiceAccounts listing the Secret, and the condition messages that give them. Such a change may wait a moment before it is written; any other (a
 /// condition's status or reason, the generation, the preflight's verdict, a token's times) may not.
 pub fn counts_only(previous: &RegistryProfileStatus, next: &RegistryProfileStatus) -> bool {
@@ -222,6 +272,7 @@ pub fn counts_only(previous: &RegistryProfileStatus, next: &RegistryProfileStatu
         let mut s = s.clone();
         s.selected_namespaces = 0;
         s.synced_namespaces = 0;
+        s.credential_provider_namespaces = s.credential_provider_namespaces.map(|_| 0);
         s.sync_summary = None;
         s.failed_namespaces.clear();
         s.service_accounts = s.service_accounts.map(|_| 0);
@@ -277,6 +328,7 @@ mod tests {
             synced: selected - i32::try_from(failures.len()).unwrap(),
             failures,
             held: None,
+            delivery: Delivery::Secret,
         }
     }
 
@@ -340,12 +392,72 @@ mod tests {
     }
 
     #[test]
+    fn status_says_which_namespaces_are_served_how_for_each_delivery() {
+        let conflict =
+            |ns: &str| NamespaceFailure { namespace: ns.into(), reason: CONFLICT.into(), message: "m".into() };
+        let failed =
+            |ns: &str| NamespaceFailure { namespace: ns.into(), reason: WRITE_FAILED.into(), message: "m".into() };
+        let by = |delivery, selected: i32, failures: Vec<NamespaceFailure>| SyncOutcome::Synced {
+            selected,
+            synced: selected - i32::try_from(failures.len()).unwrap(),
+            failures,
+            held: None,
+            delivery,
+        };
+        // The outcome; the summary, the namespaces the provider is answered for, SecretsSynced's status and reason.
+        let cases = [
+            (by(Delivery::Secret, 5, vec![]), "5/5", None, TRUE, SYNCED),
+            (by(Delivery::Secret, 5, vec![failed("a")]), "4/5", None, FALSE, WRITE_FAILED),
+            (by(Delivery::CredentialProvider, 5, vec![]), "5/5 provider", Some(5), TRUE, CREDENTIAL_PROVIDER),
+            // A Secret it wrote before that could not be removed: said as a failure, the provider answers anyway.
+            (by(Delivery::CredentialProvider, 5, vec![failed("a")]), "4/5 provider", Some(5), FALSE, WRITE_FAILED),
+            (by(Delivery::CredentialProvider, 0, vec![]), "0/0 provider", Some(0), TRUE, CREDENTIAL_PROVIDER),
+            (by(Delivery::Both, 5, vec![]), "5/5 +provider", Some(5), TRUE, SYNCED),
+            // A rival's Secret of the same name holds a namespace: neither the Secret nor the provider serves it.
+            (by(Delivery::Both, 5, vec![conflict("a"), failed("b")]), "3/5 +provider", Some(4), FALSE, WRITE_FAILED),
+        ];
+        for (outcome, summary, provider, status, reason) in cases {
+            let s = compute(None, Some(1), None, &resolved(), &outcome, None, at(1));
+            let c = cond(&s, SECRETS_SYNCED);
+            let got =
+                (s.sync_summary.as_deref(), s.credential_provider_namespaces, c.status.as_str(), c.reason.as_str());
+            assert_eq!(got, (Some(summary), provider, status, reason), "{outcome:?}");
+        }
+        let s = compute(None, Some(1), None, &resolved(), &by(Delivery::CredentialProvider, 3, vec![]), None, at(1));
+        assert_eq!(cond(&s, READY).status, TRUE);
+        assert!(cond(&s, SECRETS_SYNCED).message.contains("no Secret is written"), "{:?}", s.conditions);
+        assert_eq!((s.selected_namespaces, s.synced_namespaces), (3, 3));
+        // Anonymous access delivers nothing, by Secret or provider.
+        let anonymous = by(Delivery::CredentialProvider, 0, vec![]);
+        let s = compute(None, Some(1), None, &Report::Anonymous, &anonymous, None, at(1));
+        assert_eq!(cond(&s, SECRETS_SYNCED).reason, NOT_REQUIRED);
+        // A skipped sync keeps what the last one said, and a change of the provider's count alone may wait.
+        let before =
+            compute(None, Some(1), None, &resolved(), &by(Delivery::CredentialProvider, 3, vec![]), None, at(1));
+        let skipped = SyncOutcome::Skipped { reason: CREDENTIALS_UNAVAILABLE.into(), message: "kept".into() };
+        let failed = Report::Failed { reason: "SecretNotFound".into(), message: "gone".into() };
+        let s = compute(Some(&before), Some(1), None, &failed, &skipped, None, at(2));
+        assert_eq!((s.sync_summary.as_deref(), s.credential_provider_namespaces), (Some("3/3 provider"), Some(3)));
+        let more = compute(
+            Some(&before),
+            Some(1),
+            None,
+            &resolved(),
+            &by(Delivery::CredentialProvider, 4, vec![]),
+            None,
+            at(3),
+        );
+        assert!(counts_only(&before, &more));
+    }
+
+    #[test]
     fn held_deletions_are_said_once_per_change_and_clear_when_released() {
         let held = |message: &str| SyncOutcome::Synced {
             selected: 0,
             synced: 0,
             failures: vec![],
             held: Some(Held { secrets: 5, message: message.into() }),
+            delivery: Delivery::Secret,
         };
         let before = compute(None, Some(1), None, &resolved(), &synced(5, vec![]), None, at(1));
         let s = compute(Some(&before), Some(2), None, &resolved(), &held("5 Secrets ..."), None, at(2));

@@ -81,10 +81,12 @@ pub struct Cap<'a> {
 /// Namespaces the chart's webhook configuration never sends (besides regcred's own and those opted out).
 pub const UNSERVED_NAMESPACES: [&str; 1] = ["kube-system"];
 
-/// The [`Offer`]s for a failure of `image` in `pod`, in namespace `ns`: the profiles that select the namespace,
-/// may write into it ([`Meaning::may_write`](crate::resolve::Meaning::may_write), so never a contested one) and
-/// serve the image. `in_place(namespace, secret)` says whether regcred's Secret is there,
-/// `account_lists(namespace, account, secret)` whether a ServiceAccount lists it. Pure but for those two.
+/// The [`Offer`]s for a failure of `image` in `pod`, in namespace `ns`: the profiles that may write their Secret
+/// into it ([`Meaning::may_write_secret`](crate::resolve::Meaning::may_write_secret): they write Secrets, select
+/// the namespace, and it is not contested) and serve the image. A profile delivered by the kubelet's credential
+/// provider alone makes no offer: a re-created Pod would get no Secret of it either. `in_place(namespace, secret)`
+/// says whether regcred's Secret is there, `account_lists(namespace, account, secret)` whether a ServiceAccount
+/// lists it. Pure but for those two.
 pub fn offers(
     image: &str,
     profiles: &[(std::sync::Arc<crate::api::RegistryProfile>, std::sync::Arc<crate::resolve::Meaning>)],
@@ -101,8 +103,8 @@ pub fn offers(
         || ns.name == cap.operator_namespace;
     profiles
         .iter()
-        .filter(|(_, m)| m.writes_secret && m.keys.iter().any(|(_, k)| k.matches(&parsed)))
-        .filter(|(_, m)| m.may_write(ns, meanings()).is_ok())
+        .filter(|(_, m)| m.keys.iter().any(|(_, k)| k.matches(&parsed)))
+        .filter(|(_, m)| m.may_write_secret(ns, meanings()).is_ok())
         .map(|(p, m)| {
             let mode = p.spec.healing.as_ref().map(|h| h.mode).unwrap_or_default().min(cap.mode);
             let delivery = if cap.injects && !ns_opted_out && !pod.opted_out {
@@ -592,6 +594,47 @@ mod tests {
             decide("AuthenticationFailed", IMAGE, &pod(RS, &[]), &offers),
             Verdict::Evict { profile: "q".into(), secret: "regcred-q".into() }
         );
+    }
+
+    #[test]
+    fn only_a_profile_that_writes_its_secret_there_offers_to_heal() {
+        use std::sync::Arc;
+        let make = |name: &str, delivery: &str, anonymous: bool| {
+            let credentials = if anonymous {
+                serde_json::json!({"anonymous": true})
+            } else {
+                serde_json::json!({"secretRef": {"name": "creds"}})
+            };
+            let p = crate::fixtures::profile(
+                name,
+                serde_json::json!({"server": "r.example", "credentials": credentials, "delivery": delivery,
+                    "namespaces": {"names": ["shop"]}}),
+            );
+            let m = crate::resolve::Meaning::of(&p, "regcred-system");
+            (Arc::new(p), Arc::new(m))
+        };
+        let ns = crate::resolve::selection::NamespaceInfo {
+            name: "shop".into(),
+            labels: std::collections::BTreeMap::default(),
+            terminating: false,
+        };
+        let cap = Cap { mode: HealingMode::Evict, injects: true, operator_namespace: "regcred-system" };
+        // The delivery, anonymous; whether the profile offers: a re-created Pod gets its Secret only where it
+        // writes one.
+        let cases = [
+            ("Secret", false, true),
+            ("Both", false, true),
+            ("CredentialProvider", false, false),
+            ("Secret", true, false),
+        ];
+        for (delivery, anonymous, offers_to_heal) in cases {
+            let profiles = [make("p", delivery, anonymous)];
+            let got = offers(IMAGE, &profiles, &ns, &pod(RS, &[]), cap, |_, _| true, |_, _, _| false);
+            assert_eq!(!got.is_empty(), offers_to_heal, "{delivery}, anonymous {anonymous}");
+            let verdict = decide("AuthenticationFailed", IMAGE, &pod(RS, &[]), &got);
+            let evicts = matches!(verdict, Verdict::Evict { .. });
+            assert_eq!(evicts, offers_to_heal, "{delivery}: {verdict:?}");
+        }
     }
 
     #[test]

@@ -8,7 +8,8 @@
 //!   static dockerconfigjson, a token source to mint from, anonymous access, or the reason it cannot resolve.
 //!
 //! From both, [`written`] says what is written for a profile in a namespace now: the credentials in force, whether
-//! the profile withholds them, whether the namespace receives them. The reconcile, the new-namespace path, the
+//! the profile withholds them, whether the namespace receives them, and whether a Secret carries them there (not
+//! for `spec.delivery: CredentialProvider`, see [`writes_secret`]). The reconcile, the new-namespace path, the
 //! webhook, the Secret writer and `regcred check --profile` all go by it.
 
 mod credentials;
@@ -22,7 +23,7 @@ pub use written::{
     Content, InForce, NotWritten, Preflight, Report, Withheld, Written, in_force, in_force_from, withheld, written,
 };
 
-use crate::api::RegistryProfile;
+use crate::api::{Delivery, RegistryProfile};
 use crate::names::secret_name;
 use crate::registry::reference::CredentialKey;
 use crate::registry::{config_key, resolve_server};
@@ -41,8 +42,23 @@ pub struct Meaning {
     /// The dockerconfigjson keys its Secret holds, each with the kubelet's matching of images against it.
     pub keys: Vec<(String, CredentialKey)>,
     pub selection: Result<CompiledSelection, InvalidSelector>,
-    /// Whether it writes a Secret Pods could reference: not anonymous, not being deleted.
+    /// How its credentials reach the kubelet (`spec.delivery`).
+    pub delivery: Delivery,
+    /// Whether it writes a Secret Pods could reference: its delivery writes Secrets, it is not anonymous and not
+    /// being deleted (see [`writes_secret`]).
     pub writes_secret: bool,
+}
+
+/// Whether `profile` writes Secrets at all: its `spec.delivery` writes them (`Secret`, `Both`), it has credentials
+/// to put in them (not anonymous), and it is not being deleted. The one place the delivery's effect on Secrets is
+/// decided: a profile that writes none is no rival of any ([`Meaning::rivals`]), may write its Secret nowhere
+/// ([`Meaning::may_write_secret`]), and what it writes is nothing ([`Written::secret`]), so the reconcile removes
+/// what it wrote before, the new-namespace path and the writer write nothing for it, the webhook injects nothing
+/// for it and self-healing evicts nothing for it.
+pub fn writes_secret(profile: &RegistryProfile) -> bool {
+    profile.spec.delivery.writes_secrets()
+        && profile.spec.credentials.anonymous != Some(true)
+        && profile.meta().deletion_timestamp.is_none()
 }
 
 impl Meaning {
@@ -64,8 +80,8 @@ impl Meaning {
             secret_name: secret_name(profile),
             keys,
             selection: CompiledSelection::new(&profile.spec.namespaces, operator_namespace),
-            writes_secret: profile.spec.credentials.anonymous != Some(true)
-                && profile.meta().deletion_timestamp.is_none(),
+            delivery: profile.spec.delivery,
+            writes_secret: writes_secret(profile),
         }
     }
 
@@ -74,8 +90,8 @@ impl Meaning {
         self.uid == profile.uid()
             && self.generation == profile.meta().generation
             && self.name == profile.name_any()
-            && self.writes_secret
-                == (profile.spec.credentials.anonymous != Some(true) && profile.meta().deletion_timestamp.is_none())
+            && self.delivery == profile.spec.delivery
+            && self.writes_secret == writes_secret(profile)
     }
 
     /// Whether the selection takes `ns` (an invalid selector takes nothing).
@@ -89,9 +105,9 @@ impl Meaning {
         self.writes_secret && other.writes_secret && other.name != self.name && other.secret_name == self.secret_name
     }
 
-    /// The one rule for where this profile's Secret may be written: a namespace it selects that no rival (see
-    /// [`Meaning::rivals`]) also selects. `Err` says why not, naming the rivals. The writer enforces it on every
-    /// write; the reconcile and the webhook ask it before planning.
+    /// The one rule for where this profile's credentials may go: a namespace it selects that no rival (see
+    /// [`Meaning::rivals`]) also selects. `Err` says why not, naming the rivals. What a namespace may receive from
+    /// the profile, by any delivery; for its Secret, see [`Meaning::may_write_secret`].
     pub fn may_write<'a>(
         &self,
         ns: &selection::NamespaceInfo,
@@ -104,6 +120,20 @@ impl Meaning {
             others.into_iter().filter(|o| self.rivals(o) && o.selects(ns)).map(|o| o.name.clone()).collect();
         if rivals.is_empty() { Ok(()) } else { Err(Refusal::Conflict(rivals)) }
     }
+
+    /// The one rule for where this profile's Secret may be written: nowhere when it writes none (see
+    /// [`writes_secret`]: anonymous access, or `spec.delivery: CredentialProvider`), else as [`Meaning::may_write`]
+    /// says. The writer enforces it on every write; the webhook and self-healing ask it of a namespace.
+    pub fn may_write_secret<'a>(
+        &self,
+        ns: &selection::NamespaceInfo,
+        others: impl IntoIterator<Item = &'a Meaning>,
+    ) -> Result<(), Refusal> {
+        if !self.writes_secret {
+            return Err(Refusal::NoSecret);
+        }
+        self.may_write(ns, others)
+    }
 }
 
 /// Why a profile's Secret may not be written into a namespace (see [`Meaning::may_write`]).
@@ -113,6 +143,8 @@ pub enum Refusal {
     NotSelected,
     /// Other profiles that select the namespace write a Secret of the same name.
     Conflict(Vec<String>),
+    /// The profile writes no Secret anywhere (anonymous access, or `spec.delivery: CredentialProvider`).
+    NoSecret,
 }
 
 impl Refusal {
@@ -121,6 +153,7 @@ impl Refusal {
         match self {
             Self::NotSelected => crate::api::conditions::NOT_SELECTED,
             Self::Conflict(_) => crate::api::conditions::CONFLICT,
+            Self::NoSecret => crate::api::conditions::NOT_WRITTEN,
         }
     }
 
@@ -134,6 +167,10 @@ impl Refusal {
                 "RegistryProfile {} also selects this namespace and writes a Secret named {secret_name}: neither \
                  profile writes or removes it here until one changes spec.secretName or its namespaces",
                 rivals.join(", ")
+            ),
+            Self::NoSecret => format!(
+                "the profile writes no Secret (anonymous access, or spec.delivery CredentialProvider): its Secret \
+                 {secret_name} is written nowhere"
             ),
         }
     }

@@ -7,7 +7,11 @@
 //!   `CredentialsResolved` condition reports them;
 //! - whether the profile withholds its Secrets ([`withheld`]): credentials that do not resolve, a preflight that
 //!   failed or has not answered under `onFailure: Withhold`, a selector that does not compile;
-//! - whether a namespace receives them ([`Written::in_namespace`]): the one rule of [`Meaning::may_write`].
+//! - whether a namespace receives them ([`Written::in_namespace`]): the one rule of [`Meaning::may_write`], by any
+//!   delivery;
+//! - whether a Secret of the profile is written in a namespace ([`Written::secret_in`]; [`Written::secret`] for
+//!   every namespace at once): what the namespace receives, when the profile's `spec.delivery` writes Secrets
+//!   (`Secret`, `Both`; not `CredentialProvider`) and it is not anonymous.
 //!
 //! Credentials are read only from regcred's own namespace ([`Sources`]); a token regcred minted is read from the
 //! refresher, or from the copy the leader keeps in regcred's own namespace ([`super::token_copy`]), never from a
@@ -271,6 +275,28 @@ impl Written {
         meaning.may_write(ns, others).map_err(NotWritten::Refused)?;
         self.content().map_err(|w| NotWritten::Withheld(w.clone()))
     }
+
+    /// What the profile's Secrets hold wherever they are written: [`Written::content`], but nothing (`Ok(None)`:
+    /// whatever it wrote before goes) for a profile that writes no Secret ([`super::writes_secret`]: anonymous
+    /// access, or `spec.delivery: CredentialProvider`). While withheld, its Secrets are left as they are, whatever
+    /// its delivery: a switch to `CredentialProvider` removes them once the credentials resolve (and the preflight
+    /// lets them through), never while they might be all that works. The reconcile plans by it.
+    pub fn secret(&self, meaning: &Meaning) -> Result<Option<&Content>, &Withheld> {
+        Ok(self.content()?.filter(|_| meaning.writes_secret))
+    }
+
+    /// The one rule of whether a Secret of the profile of `meaning` is written in `ns` now, and what it holds
+    /// ([`Meaning::may_write_secret`], then [`Written::secret`]). The new-namespace path writes by it; the writer
+    /// enforces its first half on every write.
+    pub fn secret_in<'a>(
+        &self,
+        meaning: &Meaning,
+        ns: &NamespaceInfo,
+        others: impl IntoIterator<Item = &'a Meaning>,
+    ) -> Result<Option<&Content>, NotWritten> {
+        meaning.may_write_secret(ns, others).map_err(NotWritten::Refused)?;
+        self.secret(meaning).map_err(|w| NotWritten::Withheld(w.clone()))
+    }
 }
 
 #[cfg(test)]
@@ -283,7 +309,9 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 
     use super::*;
-    use crate::api::conditions::{ANONYMOUS, CONFLICT, FALSE, NOT_SELECTED, RESOLVED, SYNCED, WRITE_FAILED};
+    use crate::api::conditions::{
+        ANONYMOUS, CONFLICT, FALSE, NOT_SELECTED, NOT_WRITTEN, RESOLVED, SYNCED, WRITE_FAILED,
+    };
     use crate::credentials::render;
     use crate::credentials::tokens::{MintError, Minted};
     use crate::fixtures::profile;
@@ -466,6 +494,62 @@ mod tests {
             let w = written(&p, &meaning, &sources(c.copy), c.token.as_ref(), &c.preflight, now());
             let got = outcome(w.in_namespace(&meaning, &ns(c.namespace), [&meaning, &rival]));
             assert_eq!((got.as_str(), report_reason(&w.in_force.report)), (c.want, c.report), "{}", c.what);
+        }
+    }
+
+    #[test]
+    fn a_secret_is_written_only_where_the_namespace_receives_the_credentials_and_the_delivery_writes_secrets() {
+        let static_ = serde_json::json!({"secretRef": {"name": "creds"}});
+        let anonymous = serde_json::json!({"anonymous": true});
+        let missing = serde_json::json!({"secretRef": {"name": "gone"}});
+        // The credentials, the delivery, the namespace; what the namespace receives (in_namespace), and the Secret
+        // written there (secret_in); "none": nothing, by either.
+        let cases = [
+            (&static_, "Secret", "team-a", "pw", "pw"),
+            (&static_, "Both", "team-a", "pw", "pw"),
+            (&static_, "CredentialProvider", "team-a", "pw", NOT_WRITTEN),
+            (&static_, "CredentialProvider", "shop", NOT_SELECTED, NOT_WRITTEN),
+            (&static_, "Secret", "shop", NOT_SELECTED, NOT_SELECTED),
+            // A rival writing a Secret of the same name holds the namespace for Secrets and the provider alike;
+            // a profile writing no Secret is nobody's rival and has none.
+            (&static_, "Both", "team-b", CONFLICT, CONFLICT),
+            (&static_, "CredentialProvider", "team-b", "pw", NOT_WRITTEN),
+            (&anonymous, "Secret", "team-a", "none", NOT_WRITTEN),
+            (&anonymous, "CredentialProvider", "team-a", "none", NOT_WRITTEN),
+            (&missing, "Secret", "team-a", CREDENTIALS_UNAVAILABLE, CREDENTIALS_UNAVAILABLE),
+            (&missing, "CredentialProvider", "team-a", CREDENTIALS_UNAVAILABLE, NOT_WRITTEN),
+        ];
+        let rival = Meaning::of(
+            &profile(
+                "rival",
+                serde_json::json!({"server": "r.example.com", "credentials": {"secretRef": {"name": "x"}},
+                "secretName": "pull", "namespaces": {"names": ["team-b"]}}),
+            ),
+            "regcred-system",
+        );
+        for (credentials, delivery, namespace, receives, secret) in cases {
+            let mut spec = spec(credentials.clone(), false, true);
+            spec["delivery"] = delivery.into();
+            let p = profile("p", spec);
+            let meaning = Meaning::of(&p, "regcred-system");
+            assert_eq!(meaning.writes_secret, delivery != "CredentialProvider" && credentials != &anonymous);
+            let w = written(&p, &meaning, &sources(None), None, &Preflight::Passed, now());
+            let others = [&meaning, &rival];
+            let got = (
+                outcome(w.in_namespace(&meaning, &ns(namespace), others)),
+                outcome(w.secret_in(&meaning, &ns(namespace), others)),
+            );
+            assert_eq!((got.0.as_str(), got.1.as_str()), (receives, secret), "{credentials} {delivery} in {namespace}");
+            // Every namespace at once: what the reconcile plans by.
+            let everywhere = w.secret(&meaning).map(|c| c.is_some()).map_err(|w| w.reason);
+            // Withheld, the Secrets it wrote before are left as they are, whatever its delivery now.
+            let want = match secret {
+                _ if credentials == &missing => Err(CREDENTIALS_UNAVAILABLE),
+                NOT_WRITTEN => Ok(false),
+                // Selected or not, a rival or not: the plan decides where.
+                _ => Ok(true),
+            };
+            assert_eq!(everywhere, want, "{credentials} {delivery}");
         }
     }
 

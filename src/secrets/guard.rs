@@ -2,11 +2,12 @@
 //! confirms them. Pure: the planned deletions, why each would happen, and how many namespaces hold the profile's
 //! Secret go in; the released deletions and the held ones come out.
 //!
-//! One profile edit (a selector typo, a `secretName` rename, an `anonymous: true`) or one GitOps sync that
-//! relabels many namespaces would otherwise delete every Secret the profile wrote in one reconcile. Running Pods
-//! keep running, but every new replica, rollout or restart on another node then fails to pull. So a change that
-//! would take the profile's Secret out of more than [`MAX_UNHELD`] namespaces *and* out of more than half of the
-//! namespaces that hold it is held: those Secrets stay in place until the change is confirmed (the
+//! One profile edit (a selector typo, a `secretName` rename, an `anonymous: true`, a `delivery:
+//! CredentialProvider`) or one GitOps sync that relabels many namespaces would otherwise delete every Secret the
+//! profile wrote in one reconcile. Running Pods keep running, but every new replica, rollout or restart on another
+//! node then fails to pull (until the nodes run the credential provider). So a change that would take the
+//! profile's Secret out of more than [`MAX_UNHELD`] namespaces *and* out of more than half of the namespaces that
+//! hold it is held: those Secrets stay in place until the change is confirmed (the
 //! [`crate::names::CONFIRM_DELETIONS_ANNOTATION`] annotation set to the profile's `metadata.generation`) or
 //! reverted. Everything else in the reconcile goes on: new namespaces get their Secret, a renamed Secret is written
 //! under its new name beside the held old one.
@@ -44,7 +45,7 @@ pub enum Cause {
     /// The namespace is still selected, but the Secret has a name the profile no longer writes (after a
     /// `secretName` change).
     Renamed,
-    /// The profile writes no Secret any more (it turned anonymous).
+    /// The profile writes no Secret any more (it turned anonymous, or its `spec.delivery` to `CredentialProvider`).
     NotWanted,
     /// The namespace is being deleted, or is gone.
     NamespaceGone,
@@ -122,7 +123,7 @@ pub fn message(held: &[Deletion], holding: usize, profile: &str, generation: Opt
     let causes: Vec<String> = [
         (Cause::Deselected, "in namespaces no longer selected"),
         (Cause::Renamed, "under a former secretName"),
-        (Cause::NotWanted, "no longer wanted (anonymous access)"),
+        (Cause::NotWanted, "no longer wanted (anonymous access, or delivery CredentialProvider)"),
     ]
     .into_iter()
     .filter_map(|(cause, what)| Some(count(cause)).filter(|n| *n > 0).map(|n| format!("{n} {what}")))
@@ -131,7 +132,7 @@ pub fn message(held: &[Deletion], holding: usize, profile: &str, generation: Opt
         "{} Secrets would be deleted at once, from {} of the {holding} namespaces that hold this profile's Secret \
          ({}{}): {}. They are kept until the change is confirmed. To delete them: kubectl annotate \
          registryprofile {profile} {}={} --overwrite. To keep them: revert the change (spec.namespaces, \
-         spec.secretName, or the namespaces' labels).",
+         spec.secretName, spec.delivery, or the namespaces' labels).",
         held.len(),
         namespaces.len(),
         shown.join(", "),

@@ -5,8 +5,9 @@
 //! watch has not delivered it yet.
 //!
 //! The writer is also where the rule of who may receive a profile's credentials is enforced
-//! ([`crate::resolve::Meaning::may_write`]): whoever planned a write (a reconcile, the new-namespace path, the
-//! webhook), it creates or updates a profile's Secret only in a namespace that profile selects now and that no
+//! ([`crate::resolve::Meaning::may_write_secret`]): whoever planned a write (a reconcile, the new-namespace path,
+//! the webhook), it creates or updates a profile's Secret only when that profile writes Secrets now (its
+//! `spec.delivery` is not `CredentialProvider`, it is not anonymous), in a namespace it selects now and that no
 //! other profile writing the same Secret name selects. A plan that is wrong, or stale, cannot put one profile's
 //! credentials where another's belong.
 //!
@@ -159,7 +160,8 @@ impl Writer {
     }
 
     /// Whether the profile's Secret may be written into `namespace` now: the one rule
-    /// ([`crate::resolve::Meaning::may_write`]), over the view as it is at the moment of the write. A namespace
+    /// ([`crate::resolve::Meaning::may_write_secret`]: nowhere for a profile whose delivery writes no Secret),
+    /// over the view as it is at the moment of the write. A namespace
     /// nobody knows, or a profile no longer in the view, is not selected.
     fn permits(&self, namespace: &str) -> Result<(), Refusal> {
         let Some(ns) = self.view.namespace(namespace).or_else(|| self.fresh.clone().filter(|ns| ns.name == namespace))
@@ -174,7 +176,7 @@ impl Writer {
         else {
             return Err(Refusal::NotSelected);
         };
-        meaning.may_write(&ns, all.iter().map(|(_, m)| &**m))
+        meaning.may_write_secret(&ns, all.iter().map(|(_, m)| &**m))
     }
 
     /// Whether the view holds this writer's Secret in `namespace` exactly as it would write it.
@@ -353,8 +355,8 @@ pub enum EnsureError {
 
 /// Makes sure `profile`'s Secret exists in `namespace` now, without waiting for a reconcile: for a namespace
 /// created a moment ago (the controller's new-namespace path, and the webhook when a Pod lands there first). What
-/// it writes is what [`resolve::written`] says the namespace receives now, the preflight as the profile's status
-/// tells it. Creating is idempotent (a Secret that appeared meanwhile is adopted only if it is ours), so racing the
+/// it writes is the Secret [`resolve::Written::secret_in`] says is written there now (none for a profile whose
+/// delivery writes no Secret), the preflight as the profile's status tells it. Creating is idempotent (a Secret that appeared meanwhile is adopted only if it is ours), so racing the
 /// controller is harmless; the write is recorded in the view, so the reconcile that follows does not repeat it.
 /// Outside the write budget: a new namespace must not wait behind a large sync.
 pub async fn ensure(
@@ -368,7 +370,7 @@ pub async fn ensure(
     let preflight = Preflight::from_status(&profile);
     let written = resolve::written(&profile, &meaning, view, snapshot.as_ref(), &preflight, jiff::Timestamp::now());
     let all = view.profiles_and_meanings();
-    let content = match written.in_namespace(&meaning, namespace, all.iter().map(|(_, m)| &**m)) {
+    let content = match written.secret_in(&meaning, namespace, all.iter().map(|(_, m)| &**m)) {
         Ok(Some(content)) => content.clone(),
         Ok(None) => return Err(EnsureError::NothingToWrite),
         Err(NotWritten::Refused(refusal)) => return Err(EnsureError::Refused(refusal)),

@@ -95,8 +95,10 @@ pub fn patch(has_pull_secrets: bool, names: &[String]) -> json_patch::Patch {
     json_patch::Patch(ops)
 }
 
-/// The profiles that could serve a Pod in `ns`: every profile that writes a Secret (not anonymous, not being
-/// deleted), once per registry key its Secret holds. Pure: the meanings are compiled once per profile generation.
+/// The profiles that could serve a Pod in `ns`: every profile that writes a Secret (see
+/// [`crate::resolve::writes_secret`]: its `spec.delivery` is not `CredentialProvider`, it is not anonymous nor being
+/// deleted), once per registry key its Secret holds. A profile delivered by the kubelet's credential provider alone
+/// gets nothing injected: its images are still checked at admission. Pure: the meanings are compiled once per profile generation.
 pub fn candidates<'a>(meanings: impl IntoIterator<Item = &'a Meaning>, ns: &NamespaceInfo) -> Vec<Candidate<'a>> {
     meanings
         .into_iter()
@@ -380,9 +382,8 @@ impl Webhook {
     async fn missing_secrets(&self, names: &[String], a: &Admission<'_>) -> (Vec<String>, Vec<String>) {
         let namespace = a.ns.name.as_str();
         let meanings = || a.profiles.iter().map(|(_, m)| &**m);
-        let ours = |name: &str| {
-            meanings().any(|m| m.writes_secret && m.secret_name == name && m.may_write(a.ns, meanings()).is_ok())
-        };
+        let ours =
+            |name: &str| meanings().any(|m| m.secret_name == name && m.may_write_secret(a.ns, meanings()).is_ok());
         let unknown: Vec<String> = names
             .iter()
             .filter(|name| !self.view.managed().contains(namespace, name) && !ours(name))
@@ -597,6 +598,17 @@ mod tests {
                     "credentials": {"ecr": {"registryIds": ["111111111111", "222222222222"]}}, "namespaces": all,
                 }),
             ),
+            // Delivered by the kubelet's credential provider alone: nothing to inject; alongside Secrets: injected.
+            profile(
+                "provider",
+                serde_json::json!({"server": "p.example.com", "credentials": {"secretRef": {"name": "c"}},
+                    "namespaces": all, "delivery": "CredentialProvider"}),
+            ),
+            profile(
+                "both",
+                serde_json::json!({"server": "b.example.com", "credentials": {"secretRef": {"name": "c"}},
+                    "namespaces": all, "delivery": "Both"}),
+            ),
         ];
         let ns =
             NamespaceInfo { name: "shop".into(), labels: std::collections::BTreeMap::default(), terminating: false };
@@ -604,11 +616,16 @@ mod tests {
         let got: Vec<(String, String)> =
             candidates(&meanings, &ns).into_iter().map(|c| (c.profile.to_owned(), c.secret_name.to_owned())).collect();
         let names: Vec<&str> = got.iter().map(|(p, _)| p.as_str()).collect();
-        assert_eq!(names, ["static", "gcp", "ecr", "ecr"]);
-        let images =
-            s(&["222222222222.dkr.ecr.eu-west-1.amazonaws.com/team/app:1", "gcr.io/proj/img", "mcr.microsoft.com/x"]);
+        assert_eq!(names, ["static", "gcp", "ecr", "ecr", "both"]);
+        let images = s(&[
+            "222222222222.dkr.ecr.eu-west-1.amazonaws.com/team/app:1",
+            "gcr.io/proj/img",
+            "mcr.microsoft.com/x",
+            "p.example.com/app:1",
+            "b.example.com/app:1",
+        ]);
         let add = decide(&images, &[], &candidates(&meanings, &ns));
-        assert_eq!(add, s(&["regcred-gcp", "regcred-ecr"]));
+        assert_eq!(add, s(&["regcred-gcp", "regcred-ecr", "regcred-both"]));
     }
 
     #[test]

@@ -190,7 +190,8 @@ fn full_plan(view: &View, profile: &Arc<RegistryProfile>) -> (usize, usize) {
     let uid = profile.uid().unwrap();
     let target = Target {
         meaning: &meaning,
-        content: written.content().unwrap(),
+        content: written.secret(&meaning).unwrap(),
+        delivers: true,
         selection: meaning.selection.as_ref().unwrap(),
         rivals: &rivals,
         uid: &uid,
