@@ -76,32 +76,10 @@ fn synced_condition(
             generation,
             now,
         ),
-        (SyncOutcome::Synced { delivery: Delivery::CredentialProvider, .. }, _) if failed_count == 0 => condition(
-            SECRETS_SYNCED,
-            true,
-            CREDENTIAL_PROVIDER,
-            format!(
-                "spec.delivery is CredentialProvider: no Secret is written; the kubelet's credential provider gets the \
-                 credentials from regcred at pull time in the {selected} selected namespaces"
-            ),
-            generation,
-            now,
-        ),
-        (SyncOutcome::Synced { delivery, .. }, _) if failed_count == 0 => condition(
-            SECRETS_SYNCED,
-            true,
-            SYNCED,
-            match (selected, delivery) {
-                (0, _) => "no namespace is selected".into(),
-                (_, Delivery::Both) => format!(
-                    "the Secret is current in all {selected} selected namespaces, and the kubelet's credential \
-                     provider is answered there too"
-                ),
-                _ => format!("the Secret is current in all {selected} selected namespaces"),
-            },
-            generation,
-            now,
-        ),
+        (SyncOutcome::Synced { delivery, .. }, _) if failed_count == 0 => {
+            let reason = if *delivery == Delivery::CredentialProvider { CREDENTIAL_PROVIDER } else { SYNCED };
+            condition(SECRETS_SYNCED, true, reason, served(*delivery, selected), generation, now)
+        }
         _ => {
             let reason = if failures.iter().all(|f| f.reason == CONFLICT) { CONFLICT } else { WRITE_FAILED };
             let names: Vec<&str> = failures.iter().take(5).map(|f| f.namespace.as_str()).collect();
@@ -162,6 +140,22 @@ fn checked_conditions(verdict: &super::checks::Verdict, generation: Option<i64>,
         .into()
 }
 
+/// What `SecretsSynced` says when every one of the `selected` namespaces is served as `delivery` says.
+fn served(delivery: Delivery, selected: i32) -> String {
+    match (delivery, selected) {
+        (Delivery::CredentialProvider, _) => format!(
+            "spec.delivery is CredentialProvider: no Secret is written; the kubelet's credential provider gets the \
+             credentials from regcred at pull time in the {selected} selected namespaces"
+        ),
+        (_, 0) => "no namespace is selected".into(),
+        (Delivery::Both, _) => format!(
+            "the Secret is current in all {selected} selected namespaces, and the kubelet's credential provider is \
+             answered there too"
+        ),
+        (Delivery::Secret, _) => format!("the Secret is current in all {selected} selected namespaces"),
+    }
+}
+
 /// How many of the `selected` namespaces regcred answers the kubelet's credential provider for, by `delivery`
 /// (`None`: it does not serve the profile, `Secret`): every one but those a rival holds (a `Conflict` among
 /// `failures`), as [`crate::resolve::Written::in_namespace`] tells the endpoint.
@@ -193,6 +187,41 @@ fn keep_transition_times(conditions: &mut [Condition], previous: Option<&Registr
     }
 }
 
+/// The counts status shows after a sync.
+struct Counts {
+    selected: i32,
+    synced: i32,
+    failures: Vec<NamespaceFailure>,
+    provider: Option<i32>,
+    summary: String,
+}
+
+impl Counts {
+    /// The counts of `sync`; a skipped sync touched nothing: the counts stay as the last sync left them.
+    fn of(sync: &SyncOutcome, previous: Option<&RegistryProfileStatus>) -> Self {
+        match sync {
+            SyncOutcome::Synced { selected, synced, failures, delivery, .. } => Self {
+                selected: *selected,
+                synced: *synced,
+                failures: failures.clone(),
+                provider: provider_namespaces(*delivery, *selected, failures),
+                summary: summary(*delivery, *synced, *selected),
+            },
+            SyncOutcome::Skipped { .. } => {
+                let prev = previous.cloned().unwrap_or_default();
+                let (selected, synced) = (prev.selected_namespaces, prev.synced_namespaces);
+                Self {
+                    selected,
+                    synced,
+                    failures: prev.failed_namespaces,
+                    provider: prev.credential_provider_namespaces,
+                    summary: prev.sync_summary.unwrap_or_else(|| summary(Delivery::Secret, synced, selected)),
+                }
+            }
+        }
+    }
+}
+
 /// Computes the status. A condition keeps its `lastTransitionTime` while its status stays the same, so a
 /// reconcile that changes nothing produces a status equal to the previous one (and no write).
 pub fn compute(
@@ -205,24 +234,7 @@ pub fn compute(
     now: Time,
 ) -> RegistryProfileStatus {
     let creds = credentials_condition(credentials, generation, &now);
-    // A skipped sync touched nothing: the counts stay as the last sync left them.
-    let (selected, synced, mut failures, provider, summary) = match sync {
-        SyncOutcome::Synced { selected, synced, failures, delivery, .. } => (
-            *selected,
-            *synced,
-            failures.clone(),
-            provider_namespaces(*delivery, *selected, failures),
-            summary(*delivery, *synced, *selected),
-        ),
-        SyncOutcome::Skipped { .. } => {
-            let prev = previous.cloned().unwrap_or_default();
-            let summary = prev
-                .sync_summary
-                .unwrap_or_else(|| summary(Delivery::Secret, prev.synced_namespaces, prev.selected_namespaces));
-            let provider = prev.credential_provider_namespaces;
-            (prev.selected_namespaces, prev.synced_namespaces, prev.failed_namespaces, provider, summary)
-        }
-    };
+    let Counts { selected, synced, mut failures, provider, summary } = Counts::of(sync, previous);
     failures.sort_by(|a, b| a.namespace.cmp(&b.namespace));
     let failed_count = failures.len();
     failures.truncate(MAX_FAILURES_LISTED);
