@@ -105,7 +105,7 @@ pub struct RegistryProfileSpec {
     /// regcred adds and removes only its own entries. With `delivery: CredentialProvider` no ServiceAccount is
     /// patched (there is no Secret to list; entries regcred added before are removed): the names are a filter
     /// instead, and the credential provider answers only Pods running as a ServiceAccount they match. With
-    /// `Both`, they are both.
+    /// `Both`, the named accounts list the Secret and the provider answers only them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_accounts: Option<ServiceAccountSelection>,
 
