@@ -373,6 +373,101 @@ async fn anonymous_profiles_write_nothing_and_say_why() {
         .await;
 }
 
+/// The Secrets labelled as `profile`'s in any namespace, as `namespace/name`.
+async fn secrets_of(h: &Harness, profile: &str) -> Vec<String> {
+    let lp = ListParams::default().labels(&format!("regcred.dev/profile={profile}"));
+    let list = Api::<Secret>::all(h.client()).list_metadata(&lp).await.unwrap();
+    list.items.iter().map(|s| format!("{}/{}", s.namespace().unwrap_or_default(), s.name_any())).collect()
+}
+
+/// Waits until the profile's status, at its current generation, says `summary` and `provider` (the namespaces the
+/// kubelet's credential provider is answered for) and SecretsSynced is True with `reason`.
+async fn wait_served(
+    h: &Harness,
+    profile: &str,
+    summary: &str,
+    provider: Option<i32>,
+    reason: &str,
+) -> RegistryProfile {
+    let profiles = Api::<RegistryProfile>::all(h.client());
+    wait_for(&format!("{profile}: {summary}, provider {provider:?}, {reason}"), WAIT, || async {
+        let p = profiles.get(profile).await.ok()?;
+        let status = p.status.as_ref()?;
+        let synced = status.conditions.iter().find(|c| c.type_ == conditions::SECRETS_SYNCED)?;
+        (status.observed_generation == p.metadata.generation
+            && status.sync_summary.as_deref() == Some(summary)
+            && status.credential_provider_namespaces == provider
+            && synced.status == conditions::TRUE
+            && synced.reason == reason)
+            .then_some(p)
+    })
+    .await
+}
+
+#[tokio::test]
+async fn delivery_decides_whether_secrets_are_written_and_switching_it_writes_or_removes_them() {
+    TestEnv::new("delivery")
+        .await
+        .run(|env| async move {
+            let h = Harness::start(&env).await;
+            let a = env.namespace("a", &[("pull", "yes")]).await;
+            let b = env.namespace("b", &[("pull", "yes")]).await;
+            let c = env.namespace("c", &[("pull", "no")]).await;
+            let accounts = Api::<ServiceAccount>::namespaced(h.client(), &a);
+            let sa: ServiceAccount = serde_json::from_value(json!({"metadata": {"name": "ci-runner"}})).unwrap();
+            accounts.create(&PostParams::default(), &sa).await.unwrap();
+            h.source("creds", &[("username", "bot"), ("password", "pw")]).await;
+            let spec = |delivery: &str| {
+                let mut spec = basic_spec(h.select("yes"));
+                spec["delivery"] = json!(delivery);
+                spec["serviceAccounts"] = json!({"names": ["ci-*"]});
+                spec
+            };
+
+            // The kubelet's credential provider alone: no Secret in any namespace, no ServiceAccount patched.
+            let profile = h.profile("p", spec("CredentialProvider")).await;
+            let p = wait_served(&h, &profile, "2/2 provider", Some(2), conditions::CREDENTIAL_PROVIDER).await;
+            h.ready(&profile).await;
+            let status = p.status.unwrap();
+            assert_eq!((status.selected_namespaces, status.synced_namespaces), (2, 2), "{status:?}");
+            let message = &status.conditions.iter().find(|c| c.type_ == conditions::SECRETS_SYNCED).unwrap().message;
+            assert!(message.contains("credential provider"), "{message}");
+            assert_eq!(secrets_of(&h, &profile).await, Vec::<String>::new());
+            for ns in [&a, &b, &c] {
+                assert!(h.secret(ns, "pull").await.is_none(), "{ns} got a Secret");
+            }
+            let sa = accounts.get("ci-runner").await.unwrap();
+            assert!(sa.image_pull_secrets.unwrap_or_default().is_empty() && sa.annotations().is_empty(), "patched");
+
+            // Switched to Secrets: written, and listed by the named account.
+            h.profile("p", spec("Secret")).await;
+            for ns in [&a, &b] {
+                h.wait_credentials(ns, "pull", SERVER, "pw").await;
+            }
+            wait_pull_secrets(&accounts, "ci-runner", &["pull"]).await;
+            wait_served(&h, &profile, "2/2", None, conditions::SYNCED).await;
+
+            // Back to the provider: the Secrets it wrote go (two namespaces: the deletion guard lets them), the
+            // account's entry too, and the status follows.
+            h.profile("p", spec("CredentialProvider")).await;
+            for ns in [&a, &b] {
+                h.wait_gone(ns, "pull").await;
+            }
+            wait_pull_secrets(&accounts, "ci-runner", &[]).await;
+            wait_served(&h, &profile, "2/2 provider", Some(2), conditions::CREDENTIAL_PROVIDER).await;
+            assert_eq!(secrets_of(&h, &profile).await, Vec::<String>::new());
+
+            // Both, for migrating: the Secrets are written again, and the provider is answered too.
+            h.profile("p", spec("Both")).await;
+            for ns in [&a, &b] {
+                h.wait_credentials(ns, "pull", SERVER, "pw").await;
+            }
+            wait_served(&h, &profile, "2/2 +provider", Some(2), conditions::SYNCED).await;
+            assert!(h.secret(&c, "pull").await.is_none(), "an unselected namespace got a Secret");
+        })
+        .await;
+}
+
 #[tokio::test]
 async fn credentials_never_reach_logs_events_or_status() {
     TestEnv::new("canary")

@@ -54,6 +54,38 @@ async fn pods_get_exactly_the_secrets_their_images_need() {
         .await;
 }
 
+/// A profile delivered by the kubelet's credential provider alone, beside a Secret profile of another registry: the
+/// webhook injects nothing for it (it writes no Secret to inject) and still checks its images at admission.
+#[tokio::test]
+async fn a_profile_the_credential_provider_delivers_gets_nothing_injected_and_its_images_still_checked() {
+    TestEnv::new("provider")
+        .await
+        .run(|env| async move {
+            let h = start(&env, &[]).await;
+            // A registry that refuses connections: its images' checks fail at once, with a warning.
+            let elsewhere = format!("127.0.0.1:{}", support::webhook::free_port());
+            let mut spec = basic_spec(h.select("yes"));
+            spec["server"] = json!(elsewhere);
+            spec["secretName"] = json!("pull-provider");
+            spec["delivery"] = json!("CredentialProvider");
+            let provider = h.profile("provider", spec).await;
+            h.condition(&provider, "SecretsSynced", "True", "CredentialProvider").await;
+            let ns = env.namespace("a", &[("pull", "yes")]).await;
+            let ours = format!("{REGISTRY}/team/app:1");
+            let theirs = format!("{elsewhere}/team/app:1");
+            // Images of both registries: the Secret profile's Secret alone.
+            let both = create_pod(&h, &ns, &pod("both", &[&ours, &theirs], &[], &[])).await;
+            assert_eq!(both, vec![SECRET.to_owned()]);
+            // The provider's registry alone: nothing, and no Secret of it was written to inject.
+            assert!(create_pod(&h, &ns, &pod("provider", &[&theirs], &[], &[])).await.is_empty());
+            assert!(h.secret(&ns, "pull-provider").await.is_none(), "a Secret of the provider's profile");
+            // Its images are still checked at admission.
+            let out = create_with_kubectl(&ns, &pod("shown", &[&theirs], &[], &[])).await;
+            assert!(out.contains(&format!("image {theirs} (RegistryProfile {provider})")), "{out}");
+        })
+        .await;
+}
+
 #[tokio::test]
 async fn a_pod_in_a_brand_new_namespace_never_references_a_missing_secret() {
     TestEnv::new("newns")
