@@ -437,7 +437,7 @@ async fn delivery_decides_whether_secrets_are_written_and_switching_it_writes_or
                 assert!(h.secret(ns, "pull").await.is_none(), "{ns} got a Secret");
             }
             let sa = accounts.get("ci-runner").await.unwrap();
-            assert!(sa.image_pull_secrets.unwrap_or_default().is_empty() && sa.annotations().is_empty(), "patched");
+            assert!(sa.image_pull_secrets.is_none() && sa.annotations().is_empty(), "patched: {sa:?}");
 
             // Switched to Secrets: written, and listed by the named account.
             h.profile("p", spec("Secret")).await;
