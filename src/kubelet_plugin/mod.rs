@@ -229,7 +229,7 @@ async fn send(
         .no_proxy()
         .redirect(reqwest::redirect::Policy::none())
         .resolve(&args.server_name, args.server)
-        .timeout(args.timeout)
+        // No timeout of its own: the caller bounds the whole exchange, and says so (`Error::Timeout`).
         .user_agent(concat!("regcred-credential-provider/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|e| unreachable(&e))?;
