@@ -13,6 +13,16 @@ use crate::registry::preflight::Credentials;
 pub struct DockerConfig(pub SecretBytes);
 
 impl DockerConfig {
+    /// The keys of its `auths`, in the document's order (sorted: serde_json's map).
+    pub fn keys(&self) -> Vec<String> {
+        let doc: Option<serde_json::Value> = serde_json::from_slice(self.0.expose()).ok();
+        doc.as_ref()
+            .and_then(|d| d.get("auths"))
+            .and_then(Value::as_object)
+            .map(|auths| auths.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
     /// The username and password it holds for `key` (its `auth`, or `username` and `password`).
     pub fn login(&self, key: &str) -> Option<Credentials> {
         let doc: serde_json::Value = serde_json::from_slice(self.0.expose()).ok()?;
@@ -72,5 +82,7 @@ mod tests {
         let c = config.login("reg.example.com").unwrap();
         assert_eq!((c.username.as_str(), c.password.as_str()), ("bot", "pa:ss"));
         assert!(config.login("other.example.com").is_none());
+        assert_eq!(config.keys(), ["reg.example.com"]);
+        assert!(DockerConfig(SecretBytes::new(b"not json".to_vec())).keys().is_empty());
     }
 }

@@ -131,6 +131,12 @@ impl CredentialKey {
         Self { host: host.to_ascii_lowercase(), port, path: path.to_owned() }
     }
 
+    /// Whether the key holds a path prefix (`registry.example.com/team`): it serves some of its registry's images
+    /// only.
+    pub fn has_path(&self) -> bool {
+        !self.path.is_empty()
+    }
+
     /// Whether the kubelet would offer this key's credentials for `image`.
     pub fn matches(&self, image: &ImageRef) -> bool {
         let (host, port) = split_port(image.registry());

@@ -13,6 +13,7 @@
 //! webhook, the Secret writer and `regcred check --profile` all go by it.
 
 mod credentials;
+pub mod kubelet;
 pub mod selection;
 pub mod written;
 

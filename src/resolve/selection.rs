@@ -20,6 +20,12 @@ pub struct NamespaceInfo {
     pub terminating: bool,
 }
 
+/// Whether a profile's `serviceAccounts.names` name this account (`*` globs): the one rule for ServiceAccount mode
+/// and for the kubelet's credential provider.
+pub fn names_match(patterns: &[String], account: &str) -> bool {
+    patterns.iter().any(|p| glob_match(p, account))
+}
+
 /// A namespace's labels, however they are stored: a map, or the compact cache's sorted pairs.
 pub trait Labels {
     fn label(&self, key: &str) -> Option<&str>;

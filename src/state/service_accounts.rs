@@ -13,7 +13,6 @@ use kube::ResourceExt;
 use kube::runtime::watcher;
 
 use super::compact::{self, Interner, Strings};
-use crate::glob::glob_match;
 
 /// The entries regcred added to a ServiceAccount, as `profile=secret` pairs separated by commas.
 pub const RECORD_ANNOTATION: &str = "regcred.dev/image-pull-secrets";
@@ -39,10 +38,7 @@ pub fn render_record(record: &BTreeMap<String, String>) -> Option<String> {
     (!record.is_empty()).then(|| record.iter().map(|(p, s)| format!("{p}={s}")).collect::<Vec<_>>().join(","))
 }
 
-/// Whether a profile's `serviceAccounts.names` name this account (`*` globs).
-pub fn names_match(patterns: &[String], account: &str) -> bool {
-    patterns.iter().any(|p| glob_match(p, account))
-}
+pub use crate::resolve::selection::names_match;
 
 /// What is kept of one ServiceAccount: only what ServiceAccount mode reads.
 struct Account {

@@ -1,0 +1,418 @@
+//! What regcred answers the kubelet's image credential provider: the credentials a Pod's ServiceAccount may pull
+//! an image with, now. Pure: every profile (with its [`Meaning`] and what [`super::written`] says it writes now),
+//! the requester (the namespace and ServiceAccount its token proves), the image and the time go in; the kubelet's
+//! answer comes out.
+//!
+//! A profile answers when all of these hold, and only then:
+//! - its `spec.delivery` serves the kubelet ([`crate::api::Delivery::serves_kubelet`]);
+//! - it may write into the requester's namespace ([`Written::in_namespace`], the rule its Secrets follow: it
+//!   selects the namespace, no rival does, its credentials are not withheld);
+//! - its `spec.serviceAccounts.names`, when set, name the ServiceAccount ([`names_match`], the rule of
+//!   ServiceAccount mode);
+//! - its registry serves the image, as the kubelet matches images against dockerconfigjson keys.
+//!
+//! The answer holds, for each such profile, the keys of its dockerconfigjson that serve the image, with their
+//! credentials. How long the kubelet may keep it ([`cache_duration`]) is bounded by `max` (so a deselection or a
+//! rotation reaches every node within `max` plus regcred's watch lag) and by half the remaining life of the
+//! soonest-expiring minted token in it.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use jiff::Timestamp;
+
+use super::Meaning;
+use super::selection::{NamespaceInfo, names_match};
+use super::written::Written;
+use crate::api::RegistryProfile;
+use crate::api::kubelet::{AuthConfig, CacheKeyType, CredentialProviderResponse};
+use crate::registry::reference::{self, CredentialKey};
+
+/// The share of a minted token's remaining life the kubelet may keep it for. A half: the kubelet may start a
+/// pull with the credentials until the end of its cache, and that pull (layers of gigabytes, retries) must still
+/// find the token valid; the other half of its life is that margin. regcred replaces a token at two thirds of its
+/// life (`--token-refresh-fraction`), so a token served here has at least a third of its life left, and the
+/// kubelet keeps it for at most a sixth.
+pub const TOKEN_LIFE_SHARE: u32 = 2;
+
+/// The shortest `cacheDuration` of an answer with credentials. The kubelet does not cache an answer whose
+/// `cacheDuration` is 0: it would run the provider, and so ask regcred, for every pull of every Pod.
+pub const MIN_CACHE: Duration = Duration::from_secs(1);
+
+/// A profile as the decision sees it: the object, its compiled meaning, and what it writes now.
+#[derive(Clone, Copy, Debug)]
+pub struct Offer<'a> {
+    pub profile: &'a RegistryProfile,
+    pub meaning: &'a Meaning,
+    pub written: &'a Written,
+}
+
+/// Who asks: the namespace and ServiceAccount the Pod's token proves.
+#[derive(Clone, Copy, Debug)]
+pub struct Requester<'a> {
+    pub namespace: &'a NamespaceInfo,
+    pub service_account: &'a str,
+}
+
+/// The answer to the kubelet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Answer {
+    /// Credentials per dockerconfigjson key; empty: none.
+    pub auth: BTreeMap<String, AuthConfig>,
+    pub cache_key_type: CacheKeyType,
+    pub cache_duration: Duration,
+    /// The profiles whose credentials are in `auth`, by name.
+    pub profiles: Vec<String>,
+}
+
+impl Answer {
+    /// The kubelet's CredentialProviderResponse.
+    pub fn response(&self) -> CredentialProviderResponse {
+        CredentialProviderResponse::new(self.cache_key_type, self.cache_duration, self.auth.clone())
+    }
+}
+
+/// The kubelet's answer for `requester` pulling `image` (`host[:port]/path`, no tag) at `now`, from `offers` (every
+/// profile; `all` their meanings, for the rival rule), kept at most `max`.
+///
+/// Profiles are taken in name order; where two give the same key, the first keeps it (the kubelet takes one
+/// credential per key). `cacheKeyType` is `Image` where a key holds a path prefix, or where nothing is given (a
+/// profile with a path prefix may serve another image of the same registry: a registry-wide "nothing" would hide
+/// it), else `Registry`.
+pub fn answer<'a>(
+    offers: &[Offer<'_>],
+    all: impl IntoIterator<Item = &'a Meaning> + Clone,
+    requester: Requester<'_>,
+    image: &str,
+    now: Timestamp,
+    max: Duration,
+) -> Answer {
+    let mut answer = Answer {
+        auth: BTreeMap::new(),
+        cache_key_type: CacheKeyType::Image,
+        cache_duration: max.max(MIN_CACHE),
+        profiles: Vec::new(),
+    };
+    let Some(parsed) = reference::parse_memo(image) else { return answer };
+    let mut offers: Vec<&Offer<'_>> = offers.iter().collect();
+    offers.sort_by(|a, b| a.meaning.name.cmp(&b.meaning.name));
+    let mut soonest: Option<Timestamp> = None;
+    let mut path_keys = false;
+    for offer in offers {
+        if !offer.profile.spec.delivery.serves_kubelet()
+            || offer
+                .profile
+                .spec
+                .service_accounts
+                .as_ref()
+                .is_some_and(|s| !names_match(&s.names, requester.service_account))
+            || !offer.meaning.keys.iter().any(|(_, key)| key.matches(&parsed))
+        {
+            continue;
+        }
+        let Ok(Some(content)) = offer.written.in_namespace(offer.meaning, requester.namespace, all.clone()) else {
+            continue;
+        };
+        let mut gave = false;
+        for key in content.config.keys() {
+            let parsed_key = CredentialKey::parse(&key);
+            if !parsed_key.matches(&parsed) || answer.auth.contains_key(&key) {
+                continue;
+            }
+            let Some(login) = content.config.login(&key) else { continue };
+            path_keys |= parsed_key.has_path();
+            answer.auth.insert(key, AuthConfig { username: login.username, password: login.password });
+            gave = true;
+        }
+        if gave {
+            answer.profiles.push(offer.meaning.name.clone());
+            soonest = match (soonest, content.expires_at) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
+    }
+    if !answer.auth.is_empty() && !path_keys {
+        answer.cache_key_type = CacheKeyType::Registry;
+    }
+    if !answer.auth.is_empty() {
+        answer.cache_duration = cache_duration(soonest, now, max);
+    }
+    answer
+}
+
+/// How long the kubelet may keep credentials the soonest of which expires at `expires_at` (`None`: none expires):
+/// `max`, or [`TOKEN_LIFE_SHARE`]'s share of that remaining life if shorter; whole seconds, never under
+/// [`MIN_CACHE`] (a token that expired already: the refresher is replacing it).
+pub fn cache_duration(expires_at: Option<Timestamp>, now: Timestamp, max: Duration) -> Duration {
+    let share = expires_at.map(|e| {
+        let left = e.duration_since(now).as_secs().max(0);
+        Duration::from_secs(left.unsigned_abs() / u64::from(TOKEN_LIFE_SHARE))
+    });
+    let d = share.map_or(max, |s| s.min(max));
+    Duration::from_secs(d.as_secs()).max(MIN_CACHE)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::credentials::render;
+    use crate::fixtures::profile;
+    use crate::resolve::written::{Content, InForce, Report, Withheld};
+
+    const MAX: Duration = Duration::from_secs(60);
+
+    fn now() -> Timestamp {
+        Timestamp::from_second(1_900_000_000).unwrap()
+    }
+
+    fn ns(name: &str) -> NamespaceInfo {
+        NamespaceInfo { name: name.into(), labels: BTreeMap::default(), terminating: false }
+    }
+
+    /// A profile `name` for `server`, delivered by `delivery`, selecting `team-*`, naming `accounts` when given.
+    fn spec(server: &str, delivery: &str, accounts: Option<&[&str]>) -> serde_json::Value {
+        let mut spec = serde_json::json!({"server": server, "credentials": {"secretRef": {"name": "c"}},
+            "namespaces": {"names": ["team-*"], "exclude": ["team-out"]}, "delivery": delivery});
+        if let Some(names) = accounts {
+            spec["serviceAccounts"] = serde_json::json!({"names": names});
+        }
+        spec
+    }
+
+    fn written(key: &str, password: &str, expires_in: Option<i64>, withheld: bool) -> Written {
+        let expires_at = expires_in.map(|s| now().checked_add(jiff::SignedDuration::from_secs(s)).unwrap());
+        Written {
+            in_force: InForce {
+                content: Ok(Some(Content { config: render(key, "u", password), expires_at })),
+                report: Report::Resolved { source: "Secret c".into() },
+            },
+            withheld: withheld.then(|| Withheld { reason: "CredentialsUnavailable", message: String::new() }),
+        }
+    }
+
+    struct Case {
+        what: &'static str,
+        namespace: &'static str,
+        account: &'static str,
+        image: &'static str,
+        /// The keys answered, with their passwords.
+        want: &'static [(&'static str, &'static str)],
+        key_type: CacheKeyType,
+        seconds: u64,
+    }
+
+    #[test]
+    fn the_kubelet_gets_exactly_the_profiles_that_select_the_requester_and_serve_the_image() {
+        let profiles = [
+            profile("static", spec("r.example.com", "CredentialProvider", None)),
+            profile("secret-only", spec("s.example.com", "Secret", None)),
+            profile("both", spec("b.example.com:5000", "Both", None)),
+            profile("named", spec("n.example.com", "CredentialProvider", Some(&["builder", "ci-*"]))),
+            profile("team", spec("p.example.com/team", "CredentialProvider", None)),
+            profile("minted", spec("m.example.com", "CredentialProvider", None)),
+            profile("withheld", spec("w.example.com", "CredentialProvider", None)),
+            // Same key as `static`, later in name order: `static` keeps it.
+            profile("zz-same", spec("r.example.com", "CredentialProvider", None)),
+        ];
+        let writtens = [
+            written("r.example.com", "pw-static", None, false),
+            written("s.example.com", "pw-secret", None, false),
+            written("b.example.com:5000", "pw-both", None, false),
+            written("n.example.com", "pw-named", None, false),
+            written("p.example.com/team", "pw-team", None, false),
+            written("m.example.com", "pw-minted", Some(100), false),
+            written("w.example.com", "pw-withheld", None, true),
+            written("r.example.com", "pw-zz", None, false),
+        ];
+        let meanings: Vec<Meaning> = profiles.iter().map(|p| Meaning::of(p, "regcred-system")).collect();
+        let offers: Vec<Offer<'_>> = (0..profiles.len())
+            .map(|i| Offer { profile: &profiles[i], meaning: &meanings[i], written: &writtens[i] })
+            .collect();
+        let registry = CacheKeyType::Registry;
+        let image = CacheKeyType::Image;
+        let cases = [
+            Case {
+                what: "static",
+                namespace: "team-a",
+                account: "default",
+                image: "r.example.com/app",
+                want: &[("r.example.com", "pw-static")],
+                key_type: registry,
+                seconds: 60,
+            },
+            Case {
+                what: "unselected namespace",
+                namespace: "shop",
+                account: "default",
+                image: "r.example.com/app",
+                want: &[],
+                key_type: image,
+                seconds: 60,
+            },
+            Case {
+                what: "excluded namespace",
+                namespace: "team-out",
+                account: "default",
+                image: "r.example.com/app",
+                want: &[],
+                key_type: image,
+                seconds: 60,
+            },
+            Case {
+                what: "Secret delivery only",
+                namespace: "team-a",
+                account: "default",
+                image: "s.example.com/app",
+                want: &[],
+                key_type: image,
+                seconds: 60,
+            },
+            Case {
+                what: "Both",
+                namespace: "team-a",
+                account: "default",
+                image: "b.example.com:5000/x/y",
+                want: &[("b.example.com:5000", "pw-both")],
+                key_type: registry,
+                seconds: 60,
+            },
+            Case {
+                what: "another port",
+                namespace: "team-a",
+                account: "default",
+                image: "b.example.com/x",
+                want: &[],
+                key_type: image,
+                seconds: 60,
+            },
+            Case {
+                what: "named account",
+                namespace: "team-a",
+                account: "ci-runner",
+                image: "n.example.com/app",
+                want: &[("n.example.com", "pw-named")],
+                key_type: registry,
+                seconds: 60,
+            },
+            Case {
+                what: "unnamed account",
+                namespace: "team-a",
+                account: "default",
+                image: "n.example.com/app",
+                want: &[],
+                key_type: image,
+                seconds: 60,
+            },
+            Case {
+                what: "path prefix",
+                namespace: "team-a",
+                account: "default",
+                image: "p.example.com/team/app",
+                want: &[("p.example.com/team", "pw-team")],
+                key_type: image,
+                seconds: 60,
+            },
+            Case {
+                what: "outside the path",
+                namespace: "team-a",
+                account: "default",
+                image: "p.example.com/other/app",
+                want: &[],
+                key_type: image,
+                seconds: 60,
+            },
+            Case {
+                what: "minted: half its life",
+                namespace: "team-a",
+                account: "default",
+                image: "m.example.com/a",
+                want: &[("m.example.com", "pw-minted")],
+                key_type: registry,
+                seconds: 50,
+            },
+            Case {
+                what: "withheld",
+                namespace: "team-a",
+                account: "default",
+                image: "w.example.com/a",
+                want: &[],
+                key_type: image,
+                seconds: 60,
+            },
+            Case {
+                what: "not an image",
+                namespace: "team-a",
+                account: "default",
+                image: "Not An Image",
+                want: &[],
+                key_type: image,
+                seconds: 60,
+            },
+        ];
+        for c in cases {
+            let requester = Requester { namespace: &ns(c.namespace), service_account: c.account };
+            let got = answer(&offers, &meanings, requester, c.image, now(), MAX);
+            let keys: Vec<(&str, &str)> = got.auth.iter().map(|(k, a)| (k.as_str(), a.password.as_str())).collect();
+            assert_eq!(keys, c.want, "{}", c.what);
+            assert_eq!(got.cache_key_type, c.key_type, "{}", c.what);
+            assert_eq!(got.cache_duration, Duration::from_secs(c.seconds), "{}", c.what);
+        }
+    }
+
+    #[test]
+    fn a_rival_writing_the_same_secret_name_stops_both_as_it_stops_their_secrets() {
+        let mut a = spec("r.example.com", "CredentialProvider", None);
+        a["secretName"] = "shared".into();
+        let b = a.clone();
+        let profiles = [profile("a", a), profile("b", b)];
+        let meanings: Vec<Meaning> = profiles.iter().map(|p| Meaning::of(p, "regcred-system")).collect();
+        let w = written("r.example.com", "pw", None, false);
+        let offers = [Offer { profile: &profiles[0], meaning: &meanings[0], written: &w }];
+        let requester = Requester { namespace: &ns("team-a"), service_account: "default" };
+        let alone = answer(&offers, &meanings[..1], requester, "r.example.com/app", now(), MAX);
+        assert_eq!(alone.profiles, ["a"]);
+        let rivalled = answer(&offers, &meanings, requester, "r.example.com/app", now(), MAX);
+        assert!(rivalled.auth.is_empty(), "{rivalled:?}");
+    }
+
+    #[test]
+    fn the_cache_never_outlives_the_bound_nor_half_a_tokens_life_and_is_never_zero() {
+        let at = |s: i64| Some(now().checked_add(jiff::SignedDuration::from_secs(s)).unwrap());
+        let cases = [
+            (None, 60),
+            (at(43_200), 60),
+            (at(100), 50),
+            (at(61), 30),
+            (at(3), 1),
+            (at(1), 1),
+            (at(0), 1),
+            (at(-30), 1),
+        ];
+        for (expires, want) in cases {
+            assert_eq!(cache_duration(expires, now(), MAX), Duration::from_secs(want), "{expires:?}");
+        }
+        assert_eq!(cache_duration(None, now(), Duration::from_millis(1500)), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn the_soonest_token_sets_the_cache_of_an_answer_with_two() {
+        let profiles = [
+            profile("a", spec("r.example.com", "CredentialProvider", None)),
+            profile("b", spec("r.example.com/team", "CredentialProvider", None)),
+        ];
+        let meanings: Vec<Meaning> = profiles.iter().map(|p| Meaning::of(p, "regcred-system")).collect();
+        let writtens = [
+            written("r.example.com", "hunter-a", Some(1000), false),
+            written("r.example.com/team", "hunter-b", Some(40), false),
+        ];
+        let offers: Vec<Offer<'_>> =
+            (0..2).map(|i| Offer { profile: &profiles[i], meaning: &meanings[i], written: &writtens[i] }).collect();
+        let requester = Requester { namespace: &ns("team-a"), service_account: "default" };
+        let got = answer(&offers, &meanings, requester, "r.example.com/team/app", now(), MAX);
+        assert_eq!(got.profiles, ["a", "b"]);
+        assert_eq!(got.cache_duration, Duration::from_secs(20));
+        assert_eq!(got.cache_key_type, CacheKeyType::Image, "a path key keeps the answer to this image");
+        assert!(!format!("{got:?}").contains("hunter"), "passwords never print");
+    }
+}
