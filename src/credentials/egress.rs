@@ -233,6 +233,23 @@ pub fn not_the_apiservers(audience: &str, accepted: &[String]) -> Result<(), Min
     Ok(())
 }
 
+/// regcred never requests its own token for the audience of its credential endpoint (`kubelet`, those it answers
+/// the kubelet's provider for, `--credential-provider-audience` and the default): a profile author naming it (a
+/// GCP `tokenAudience`, a Quay `audience`) would have regcred mint its own ServiceAccount token for that audience,
+/// send it to an endpoint of the author's choosing, and the author would then ask regcred's endpoint for
+/// credentials as regcred itself.
+pub fn not_the_kubelets(audience: &str, kubelet: &[String]) -> Result<(), MintError> {
+    let norm = |s: &str| s.trim().trim_end_matches('/').to_ascii_lowercase();
+    if kubelet.iter().any(|a| norm(a) == norm(audience)) {
+        return Err(refuse(format!(
+            "regcred does not request its ServiceAccount token for audience {audience:?}: it is the audience of \
+             regcred's own credential endpoint, so the token would get registry credentials as regcred. Use the \
+             audience the federation documents (the registry host for Quay, the provider for GCP)"
+        )));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -337,6 +354,27 @@ mod tests {
         assert!(azure_scope("https://containerregistry.azure.net/.default").is_ok());
         assert!(azure_scope("https://management.azure.com/.default").is_ok());
         assert!(azure_scope("https://graph.microsoft.com/.default").is_err());
+    }
+
+    #[test]
+    fn the_credential_endpoints_audience_is_never_requested() {
+        let ours = vec!["credential-provider.regcred.dev".to_owned(), "nodes.example.com".to_owned()];
+        for (audience, ok) in [
+            ("quay.io", true),
+            ("//iam.googleapis.com/projects/1/locations/global/workloadIdentityPools/p/providers/k", true),
+            ("credential-provider.regcred.dev", false),
+            ("Credential-Provider.Regcred.Dev/", false),
+            (" credential-provider.regcred.dev ", false),
+            ("nodes.example.com", false),
+            ("https://credential-provider.regcred.dev", true),
+        ] {
+            let got = not_the_kubelets(audience, &ours);
+            assert_eq!(got.is_ok(), ok, "{audience}");
+            if let Err(e) = got {
+                assert_eq!(e.reason, AUDIENCE_NOT_ALLOWED, "{audience}");
+                assert!(e.message.contains("credential endpoint"), "{}", e.message);
+            }
+        }
     }
 
     #[test]

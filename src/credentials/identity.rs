@@ -60,6 +60,8 @@ pub struct Identity {
     pub endpoints: Endpoints,
     /// The apiserver's own audiences, and when they were learnt.
     audiences: Arc<tokio::sync::Mutex<Option<Learnt>>>,
+    /// The audiences of regcred's credential endpoint, never requested (see [`egress::not_the_kubelets`]).
+    kubelet_audiences: Vec<String>,
 }
 
 impl Identity {
@@ -77,7 +79,18 @@ impl Identity {
             ambient,
             endpoints,
             audiences: Arc::default(),
+            kubelet_audiences: vec![crate::api::kubelet::DEFAULT_AUDIENCE.to_owned()],
         }
+    }
+
+    /// This identity, never requesting its token for `audience` either: the one regcred's credential endpoint
+    /// accepts (`--credential-provider-audience`), beside the default one, refused always.
+    #[must_use]
+    pub fn refusing(mut self, audience: &str) -> Self {
+        if !self.kubelet_audiences.iter().any(|a| a == audience) {
+            self.kubelet_audiences.push(audience.to_owned());
+        }
+        self
     }
 
     /// An identity without an API client or ambient settings (tests, benches), with the default allow-list:
@@ -92,8 +105,10 @@ impl Identity {
     }
 
     /// A token of regcred's own ServiceAccount for `audience`, never for one the apiserver accepts (see
-    /// [`Identity::apiserver_audiences`]): this is where the token is made, so no caller can skip the check.
+    /// [`Identity::apiserver_audiences`]) nor for regcred's credential endpoint's ([`Identity::refusing`]): this is
+    /// where the token is made, so no caller can skip the check.
     pub async fn service_account_token(&self, audience: &str) -> Result<SecretBytes, MintError> {
+        egress::not_the_kubelets(audience, &self.kubelet_audiences)?;
         let accepted = self.apiserver_audiences().await?;
         egress::not_the_apiservers(audience, &accepted)?;
         self.token_request(Some(audience)).await
@@ -175,6 +190,27 @@ impl Identity {
                 "FederatedTokenMissing",
                 format!("AZURE_FEDERATED_TOKEN_FILE {}: {e}", path.display()),
             )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_credential_endpoints_audiences_are_refused_before_anything_is_asked() {
+        let identity = Identity::new(None, "regcred-system", "regcred", Ambient::default(), Endpoints::default())
+            .refusing("nodes.example.com");
+        for (audience, reason) in [
+            (crate::api::kubelet::DEFAULT_AUDIENCE, "AudienceNotAllowed"),
+            ("nodes.example.com", "AudienceNotAllowed"),
+            ("NODES.example.com/", "AudienceNotAllowed"),
+            // Any other audience goes on to the TokenRequest, which this identity has no client for.
+            ("quay.io", "FederatedTokenMissing"),
+        ] {
+            let Err(e) = identity.service_account_token(audience).await else { panic!("{audience}: a token") };
+            assert_eq!(e.reason, reason, "{audience}: {e}");
         }
     }
 }
