@@ -79,6 +79,9 @@ pub struct RunArgs {
     pub webhook: WebhookArgs,
 
     #[command(flatten)]
+    pub credential_provider: CredentialProviderArgs,
+
+    #[command(flatten)]
     pub leader_election: LeaderElectionArgs,
 
     #[command(flatten)]
@@ -246,6 +249,46 @@ pub struct WebhookArgs {
     /// in the TLS handshake. Reloaded when the file changes.
     #[arg(long = "webhook-client-ca-file", env = "REGCRED_WEBHOOK_CLIENT_CA_FILE")]
     pub client_ca_file: Option<std::path::PathBuf>,
+}
+
+/// Options of the credential endpoint the kubelet's image credential provider (`regcred-credential-provider` on
+/// the nodes) asks at pull time.
+#[derive(Args, Clone, Debug)]
+pub struct CredentialProviderArgs {
+    /// Serve the credential endpoint over HTTPS on this address (for example 0.0.0.0:8444), with the webhook's
+    /// serving certificate and no client certificate; off when unset.
+    #[arg(long = "credential-provider-addr", env = "REGCRED_CREDENTIAL_PROVIDER_ADDR")]
+    pub addr: Option<std::net::SocketAddr>,
+
+    /// The audience of the ServiceAccount tokens the kubelet sends (its CredentialProviderConfig's
+    /// `tokenAttributes.serviceAccountTokenAudience`): tokens for any other are refused, and regcred never mints
+    /// its own token for it.
+    #[arg(long = "credential-provider-audience", env = "REGCRED_CREDENTIAL_PROVIDER_AUDIENCE", default_value = crate::api::kubelet::DEFAULT_AUDIENCE)]
+    pub audience: String,
+
+    /// The longest the kubelet may keep an answer (its `cacheDuration`; shorter for a token near its end): a
+    /// deselection or a credential rotation reaches every node within it, plus regcred's watch lag. Units: s, m.
+    #[arg(long = "credential-provider-cache-max", env = "REGCRED_CREDENTIAL_PROVIDER_CACHE_MAX", default_value = "60s", value_parser = parse_cache_max)]
+    pub cache_max: std::time::Duration,
+
+    /// Self-managed certificates: the ConfigMap in regcred's namespace where regcred publishes its CA bundle
+    /// (public certificates only, key `ca.crt`) for the nodes' provider to trust. Written only while the endpoint
+    /// is on.
+    #[arg(
+        long = "credential-provider-ca-configmap",
+        env = "REGCRED_CREDENTIAL_PROVIDER_CA_CONFIGMAP",
+        default_value = "regcred-ca"
+    )]
+    pub ca_config_map: String,
+}
+
+/// A cache bound: whole seconds, between 1 s and 1 h.
+fn parse_cache_max(s: &str) -> Result<std::time::Duration, String> {
+    match parse_duration(s) {
+        Ok(d) if (1..=3600).contains(&d.as_secs()) && d.subsec_nanos() == 0 => Ok(d),
+        Ok(_) => Err(format!("`{s}` is not whole seconds within 1s..1h")),
+        Err(e) => Err(e),
+    }
 }
 
 /// Parses an admission budget such as `500ms` or `2s`: between 10 ms and 25 s (the apiserver allows a webhook 30 s

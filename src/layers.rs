@@ -18,7 +18,7 @@ const LAYERS: &[&[&str]] = &[
     &["state"],
     &["secrets"],
     &["images"],
-    &["controller", "webhook"],
+    &["controller", "webhook", "credential_provider"],
     &["operator"],
     &["cli"],
 ];

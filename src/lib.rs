@@ -9,6 +9,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod controller;
+pub mod credential_provider;
 pub mod credentials;
 #[cfg(any(test, feature = "fixtures"))]
 pub mod fixtures;

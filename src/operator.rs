@@ -17,7 +17,7 @@ use crate::config::RunArgs;
 use crate::credentials::egress::Endpoints;
 use crate::credentials::identity::{Ambient, Identity};
 use crate::state::View;
-use crate::{client, controller, memory, metrics, webhook};
+use crate::{client, controller, credential_provider, memory, metrics, webhook};
 
 /// Why `regcred run` stopped.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +28,8 @@ pub enum Error {
     Controller(#[from] controller::Error),
     #[error(transparent)]
     Webhook(#[from] webhook::ServeError),
+    #[error(transparent)]
+    CredentialProvider(#[from] credential_provider::ServeError),
     #[error("cannot serve {what} on {addr}: {source}")]
     Bind { what: &'static str, addr: std::net::SocketAddr, source: std::io::Error },
     #[error("invalid configuration: {0}")]
@@ -39,10 +41,14 @@ pub enum Error {
 /// Completes when the process is asked to stop; every part of it shares it.
 type Shutdown = Shared<BoxFuture<'static, ()>>;
 
-/// The webhook this replica serves: whether it listens, and its server's task.
+/// What this replica serves over HTTPS (the webhook, the credential endpoint, or both, with one certificate):
+/// whether each listens, and the servers' task.
 struct Served {
-    listening: watch::Receiver<bool>,
-    server: JoinHandle<Result<(), webhook::ServeError>>,
+    /// The webhook's listener, when there is one.
+    webhook: Option<watch::Receiver<bool>>,
+    /// Every listener, named for `/readyz`.
+    listening: Vec<(&'static str, watch::Receiver<bool>)>,
+    server: JoinHandle<Result<(), Error>>,
 }
 
 /// `regcred run`: the operator until SIGTERM or Ctrl-C.
@@ -61,13 +67,14 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
     let mut registry = Registry::with_prefix("regcred");
     let metrics = Arc::new(controller::Metrics::default());
     metrics.register(&mut registry, &view);
-    let webhook = serve_webhook(&client, &view, &args, &mut registry, shutdown.clone())?;
+    let served = serve_https(&client, &view, &args, &mut registry, shutdown.clone())?;
     // Bursts are seen through the reconciles: that is where a sync's writes, plans and status updates happen, and
     // a relist after a lost watch reconciles every profile too.
     let counted = metrics.clone();
     tokio::spawn(memory::trim_after_bursts(move || counted.reconciles_total(), Duration::from_secs(10)));
-    let listening = webhook.as_ref().map(|w| w.listening.clone());
-    let ops = serve_ops(&args, registry, readiness(view.clone(), listening.clone()), shutdown.clone()).await?;
+    let listening = served.as_ref().and_then(|s| s.webhook.clone());
+    let listeners = served.as_ref().map(|s| s.listening.clone()).unwrap_or_default();
+    let ops = serve_ops(&args, registry, readiness(view.clone(), listeners), shutdown.clone()).await?;
     let (leading, election) = elect(&client, &args).await?;
     let settings = controller::Settings {
         operator_namespace: args.namespace.clone(),
@@ -78,7 +85,7 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
         webhook: listening,
     };
     let controller = controller::run_when_leading(client, settings, view, metrics, shutdown.clone(), leading);
-    let result = first_to_end(controller, webhook, ops).await;
+    let result = first_to_end(controller, served, ops).await;
     // The controller has dropped its view of the election: the lease is being released. Give it a moment, so
     // the next leader takes over at once rather than after the lease expires.
     if let Some(task) = election {
@@ -91,30 +98,33 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
 /// may go to.
 fn identity(client: &kube::Client, args: &RunArgs) -> Result<Arc<Identity>, Error> {
     let endpoints = Endpoints::from_args(&args.endpoints).map_err(Error::Config)?;
-    Ok(Arc::new(Identity::new(
-        Some(client.clone()),
-        &args.namespace,
-        &args.service_account,
-        Ambient::from_env(),
-        endpoints,
-    )))
+    Ok(Arc::new(
+        Identity::new(Some(client.clone()), &args.namespace, &args.service_account, Ambient::from_env(), endpoints)
+            .refusing(&args.credential_provider.audience),
+    ))
 }
 
-/// Starts the webhook when `args` give it an address, its metrics registered in `registry`.
-fn serve_webhook(
+/// Starts the webhook and the credential endpoint when `args` give them an address, with one serving certificate
+/// (the endpoint without client certificates), their metrics registered in `registry`.
+fn serve_https(
     client: &kube::Client,
     view: &View,
     args: &RunArgs,
     registry: &mut Registry,
     shutdown: Shutdown,
 ) -> Result<Option<Served>, Error> {
-    let Some(addr) = args.webhook.addr else { return Ok(None) };
+    let (hook_addr, provider_addr) = (args.webhook.addr, args.credential_provider.addr);
+    if hook_addr.is_none() && provider_addr.is_none() {
+        return Ok(None);
+    }
     let hook = &args.webhook;
     let tls = match (&hook.cert_file, &hook.key_file) {
         (Some(cert), Some(key)) => webhook::TlsSource::Files { cert: cert.clone(), key: key.clone() },
         _ => webhook::TlsSource::SelfManaged {
             secret: hook.secret.clone(),
-            configuration: hook.configuration.clone(),
+            // Without a webhook there is no configuration to keep the caBundle of.
+            configuration: hook_addr.map(|_| hook.configuration.clone()),
+            ca_config_map: provider_addr.map(|_| args.credential_provider.ca_config_map.clone()),
             dns_names: if hook.dns_names.is_empty() {
                 vec![format!("regcred.{}.svc", args.namespace)]
             } else {
@@ -123,22 +133,60 @@ fn serve_webhook(
             lifetime: hook.cert_lifetime,
         },
     };
-    let handler = webhook::Webhook::new(client.clone(), view.clone(), &args.namespace, hook).map_err(Error::Config)?;
-    handler.stats.register(registry);
-    let listening = handler.listening();
-    let server = tokio::spawn(webhook::serve(Arc::new(handler), addr, tls, hook.client_ca_file.clone(), shutdown));
-    Ok(Some(Served { listening, server }))
+    let handler =
+        Arc::new(webhook::Webhook::new(client.clone(), view.clone(), &args.namespace, hook).map_err(Error::Config)?);
+    let mut listening = Vec::new();
+    let webhook_listening = hook_addr.map(|_| {
+        handler.stats.register(registry);
+        handler.listening()
+    });
+    if let Some(l) = &webhook_listening {
+        listening.push(("the webhook", l.clone()));
+    }
+    let endpoint = provider_addr.map(|addr| {
+        let cp = &args.credential_provider;
+        let endpoint = credential_provider::Endpoint::new(client.clone(), view.clone(), &cp.audience, cp.cache_max);
+        endpoint.stats.register(registry);
+        listening.push(("the credential endpoint", endpoint.listening()));
+        (Arc::new(endpoint), addr)
+    });
+    let client_ca = hook.client_ca_file.clone();
+    let server = tokio::spawn(async move {
+        let tls = webhook::tls(&handler, &tls, client_ca.as_deref()).await?;
+        let plain = tls.without_client_certificates();
+        let hook = async {
+            match hook_addr {
+                Some(addr) => webhook::serve(handler, addr, tls, shutdown.clone()).await.map_err(Error::from),
+                None => futures::future::pending().await,
+            }
+        };
+        let provider = async {
+            match endpoint {
+                Some((endpoint, addr)) => {
+                    credential_provider::serve(endpoint, addr, plain, shutdown.clone()).await.map_err(Error::from)
+                }
+                None => futures::future::pending().await,
+            }
+        };
+        tokio::select! {
+            res = hook => res,
+            res = provider => res,
+        }
+    });
+    Ok(Some(Served { webhook: webhook_listening, listening, server }))
 }
 
-/// Ready when the caches hold their initial lists and, when this replica serves the webhook, it listens.
-fn readiness(view: View, webhook: Option<watch::Receiver<bool>>) -> metrics::Readiness {
+/// Ready when the caches hold their initial lists and every HTTPS listener of this replica (the webhook, the
+/// credential endpoint) listens.
+fn readiness(view: View, listening: Vec<(&'static str, watch::Receiver<bool>)>) -> metrics::Readiness {
     Box::new(move || {
         if !view.is_ready() {
-            Err("caches are not synced yet")
-        } else if webhook.as_ref().is_some_and(|listening| !*listening.borrow()) {
-            Err("the webhook is not serving yet")
-        } else {
-            Ok(())
+            return Err("caches are not synced yet");
+        }
+        match listening.iter().find(|(_, l)| !*l.borrow()) {
+            Some(("the webhook", _)) => Err("the webhook is not serving yet"),
+            Some(_) => Err("the credential endpoint is not serving yet"),
+            None => Ok(()),
         }
     })
 }
@@ -182,12 +230,12 @@ async fn elect(
 /// Runs until any part ends, and says why: a webhook or endpoint that cannot serve must be noticed, not hidden.
 async fn first_to_end(
     controller: impl Future<Output = Result<(), controller::Error>>,
-    webhook: Option<Served>,
+    served: Option<Served>,
     ops: Option<JoinHandle<std::io::Result<()>>>,
 ) -> Result<(), Error> {
     let webhook = async move {
-        match webhook {
-            Some(served) => served.server.await.map_err(|e| Error::Task(e.to_string()))?.map_err(Error::from),
+        match served {
+            Some(served) => served.server.await.map_err(|e| Error::Task(e.to_string()))?,
             None => futures::future::pending().await,
         }
     };
@@ -233,11 +281,16 @@ mod tests {
     #[tokio::test]
     async fn ready_once_the_caches_are_and_the_webhook_listens_when_there_is_one() {
         let (view, _feeds) = View::detached("regcred-system", 2.0 / 3.0);
-        assert_eq!(readiness(view.clone(), None)(), Ok(()));
-        let listening = watch::Sender::new(false);
-        let ready = readiness(view, Some(listening.subscribe()));
+        assert_eq!(readiness(view.clone(), Vec::new())(), Ok(()));
+        let (listening, endpoint) = (watch::Sender::new(false), watch::Sender::new(false));
+        let ready = readiness(
+            view,
+            vec![("the webhook", listening.subscribe()), ("the credential endpoint", endpoint.subscribe())],
+        );
         assert_eq!(ready(), Err("the webhook is not serving yet"));
         listening.send_replace(true);
+        assert_eq!(ready(), Err("the credential endpoint is not serving yet"));
+        endpoint.send_replace(true);
         assert_eq!(ready(), Ok(()));
     }
 }

@@ -191,16 +191,9 @@ mod tests {
         }
     }
 
-    struct Case {
-        what: &'static str,
-        namespace: &'static str,
-        account: &'static str,
-        image: &'static str,
-        /// The keys answered, with their passwords.
-        want: &'static [(&'static str, &'static str)],
-        key_type: CacheKeyType,
-        seconds: u64,
-    }
+    /// What is asked (namespace, ServiceAccount, image), the keys answered with their passwords, the cache key
+    /// type and seconds.
+    type Case = (&'static str, &'static str, &'static str, &'static [(&'static str, &'static str)], CacheKeyType, u64);
 
     #[test]
     fn the_kubelet_gets_exactly_the_profiles_that_select_the_requester_and_serve_the_image() {
@@ -229,134 +222,41 @@ mod tests {
         let offers: Vec<Offer<'_>> = (0..profiles.len())
             .map(|i| Offer { profile: &profiles[i], meaning: &meanings[i], written: &writtens[i] })
             .collect();
-        let registry = CacheKeyType::Registry;
-        let image = CacheKeyType::Image;
-        let cases = [
-            Case {
-                what: "static",
-                namespace: "team-a",
-                account: "default",
-                image: "r.example.com/app",
-                want: &[("r.example.com", "pw-static")],
-                key_type: registry,
-                seconds: 60,
-            },
-            Case {
-                what: "unselected namespace",
-                namespace: "shop",
-                account: "default",
-                image: "r.example.com/app",
-                want: &[],
-                key_type: image,
-                seconds: 60,
-            },
-            Case {
-                what: "excluded namespace",
-                namespace: "team-out",
-                account: "default",
-                image: "r.example.com/app",
-                want: &[],
-                key_type: image,
-                seconds: 60,
-            },
-            Case {
-                what: "Secret delivery only",
-                namespace: "team-a",
-                account: "default",
-                image: "s.example.com/app",
-                want: &[],
-                key_type: image,
-                seconds: 60,
-            },
-            Case {
-                what: "Both",
-                namespace: "team-a",
-                account: "default",
-                image: "b.example.com:5000/x/y",
-                want: &[("b.example.com:5000", "pw-both")],
-                key_type: registry,
-                seconds: 60,
-            },
-            Case {
-                what: "another port",
-                namespace: "team-a",
-                account: "default",
-                image: "b.example.com/x",
-                want: &[],
-                key_type: image,
-                seconds: 60,
-            },
-            Case {
-                what: "named account",
-                namespace: "team-a",
-                account: "ci-runner",
-                image: "n.example.com/app",
-                want: &[("n.example.com", "pw-named")],
-                key_type: registry,
-                seconds: 60,
-            },
-            Case {
-                what: "unnamed account",
-                namespace: "team-a",
-                account: "default",
-                image: "n.example.com/app",
-                want: &[],
-                key_type: image,
-                seconds: 60,
-            },
-            Case {
-                what: "path prefix",
-                namespace: "team-a",
-                account: "default",
-                image: "p.example.com/team/app",
-                want: &[("p.example.com/team", "pw-team")],
-                key_type: image,
-                seconds: 60,
-            },
-            Case {
-                what: "outside the path",
-                namespace: "team-a",
-                account: "default",
-                image: "p.example.com/other/app",
-                want: &[],
-                key_type: image,
-                seconds: 60,
-            },
-            Case {
-                what: "minted: half its life",
-                namespace: "team-a",
-                account: "default",
-                image: "m.example.com/a",
-                want: &[("m.example.com", "pw-minted")],
-                key_type: registry,
-                seconds: 50,
-            },
-            Case {
-                what: "withheld",
-                namespace: "team-a",
-                account: "default",
-                image: "w.example.com/a",
-                want: &[],
-                key_type: image,
-                seconds: 60,
-            },
-            Case {
-                what: "not an image",
-                namespace: "team-a",
-                account: "default",
-                image: "Not An Image",
-                want: &[],
-                key_type: image,
-                seconds: 60,
-            },
+        let (registry, image) = (CacheKeyType::Registry, CacheKeyType::Image);
+        let cases: [(&str, Case); 13] = [
+            ("static", ("team-a", "default", "r.example.com/app", &[("r.example.com", "pw-static")], registry, 60)),
+            ("unselected namespace", ("shop", "default", "r.example.com/app", &[], image, 60)),
+            ("excluded namespace", ("team-out", "default", "r.example.com/app", &[], image, 60)),
+            ("Secret delivery only", ("team-a", "default", "s.example.com/app", &[], image, 60)),
+            (
+                "Both",
+                ("team-a", "default", "b.example.com:5000/x/y", &[("b.example.com:5000", "pw-both")], registry, 60),
+            ),
+            ("another port", ("team-a", "default", "b.example.com/x", &[], image, 60)),
+            (
+                "named account",
+                ("team-a", "ci-runner", "n.example.com/app", &[("n.example.com", "pw-named")], registry, 60),
+            ),
+            ("unnamed account", ("team-a", "default", "n.example.com/app", &[], image, 60)),
+            (
+                "path prefix",
+                ("team-a", "default", "p.example.com/team/app", &[("p.example.com/team", "pw-team")], image, 60),
+            ),
+            ("outside the path", ("team-a", "default", "p.example.com/other/app", &[], image, 60)),
+            (
+                "minted: half its life",
+                ("team-a", "default", "m.example.com/a", &[("m.example.com", "pw-minted")], registry, 50),
+            ),
+            ("withheld", ("team-a", "default", "w.example.com/a", &[], image, 60)),
+            ("not an image", ("team-a", "default", "Not An Image", &[], image, 60)),
         ];
-        for c in cases {
-            let requester = Requester { namespace: &ns(c.namespace), service_account: c.account };
-            let got = answer(&offers, &meanings, requester, c.image, now(), MAX);
+        for (what, (namespace, account, img, want, key_type, seconds)) in cases {
+            let requester = Requester { namespace: &ns(namespace), service_account: account };
+            let got = answer(&offers, &meanings, requester, img, now(), MAX);
             let keys: Vec<(&str, &str)> = got.auth.iter().map(|(k, a)| (k.as_str(), a.password.as_str())).collect();
-            assert_eq!(keys, c.want, "{}", c.what);
-            assert_eq!(got.cache_key_type, c.key_type, "{}", c.what);
-            assert_eq!(got.cache_duration, Duration::from_secs(c.seconds), "{}", c.what);
+            assert_eq!(keys, want, "{what}");
+            assert_eq!(got.cache_key_type, key_type, "{what}");
+            assert_eq!(got.cache_duration, Duration::from_secs(seconds), "{what}");
         }
     }
 

@@ -36,7 +36,7 @@ use crate::resolve::selection::NamespaceInfo;
 use crate::state::View;
 pub use deadline::admission_deadline;
 pub use review::{Request, Response};
-pub use server::{Error as ServeError, TlsSource, answer, serve};
+pub use server::{CA_KEY, Error as ServeError, Tls, TlsSource, answer, serve, tls};
 pub use stats::Stats;
 
 pub use crate::api::{OPT_OUT_LABEL, OPT_OUT_VALUE};

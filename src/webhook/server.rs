@@ -16,7 +16,7 @@ use axum_server::tls_rustls::RustlsConfig;
 use base64::Engine;
 use futures::StreamExt as _;
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use tracing::{info, warn};
 
@@ -40,8 +40,34 @@ pub enum TlsSource {
     /// PEM files (for example mounted from a cert-manager Secret), reloaded when their content changes.
     Files { cert: PathBuf, key: PathBuf },
     /// A CA and certificate regcred creates and rotates, kept in Secret `secret` in its namespace, and trusted
-    /// through the `caBundle` of the MutatingWebhookConfiguration `configuration`.
-    SelfManaged { secret: String, configuration: String, dns_names: Vec<String>, lifetime: Duration },
+    /// through the `caBundle` of the MutatingWebhookConfiguration `configuration` (`None`: regcred serves no
+    /// webhook, only its credential endpoint) and, for nodes, through the ConfigMap `ca_config_map` (key
+    /// [`CA_KEY`]) in its namespace, when set.
+    SelfManaged {
+        secret: String,
+        configuration: Option<String>,
+        ca_config_map: Option<String>,
+        dns_names: Vec<String>,
+        lifetime: Duration,
+    },
+}
+
+/// The key of the CA ConfigMap that holds the PEM bundle (public certificates only: the current CA and, during a
+/// rotation, the previous).
+pub const CA_KEY: &str = "ca.crt";
+
+/// The serving TLS of this replica, from one certificate kept current: the webhook's, with client certificates
+/// when `--webhook-client-ca-file` asks for them, and the same certificate without client certificates, for the
+/// credential endpoint (the kubelet's provider presents a ServiceAccount token, not a certificate).
+pub struct Tls {
+    acceptor: Acceptor,
+}
+
+impl Tls {
+    /// The same certificate, asking no client certificate; reloaded with the webhook's.
+    pub fn without_client_certificates(&self) -> RustlsConfig {
+        self.acceptor.plain.clone()
+    }
 }
 
 /// Server errors.
@@ -91,17 +117,23 @@ fn review_json(response: &super::Response) -> Response {
     }
 }
 
-/// Serves the webhook on `addr` until `shutdown` completes, then drains open requests.
-/// With `client_ca` (a PEM file), only clients whose certificate that CA signed (the apiserver) get past the TLS
-/// handshake.
+/// The serving TLS of `source` (and of `client_ca`, a PEM file, when given), with the tasks that keep it current:
+/// one certificate for the webhook and the credential endpoint.
+pub async fn tls(webhook: &Arc<Webhook>, source: &TlsSource, client_ca: Option<&Path>) -> Result<Tls, Error> {
+    Ok(Tls { acceptor: acceptor(webhook, source, client_ca).await? })
+}
+
+/// Serves the webhook on `addr` with `tls` (see [`tls`]) until `shutdown` completes, then drains open requests.
+/// With a client CA, only clients whose certificate that CA signed (the apiserver) get past the TLS handshake.
 pub async fn serve(
     webhook: Arc<Webhook>,
     addr: SocketAddr,
-    tls: TlsSource,
-    client_ca: Option<PathBuf>,
+    tls: Tls,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
-    let acceptor = acceptor(&webhook, &tls, client_ca.as_deref()).await?;
+    let acceptor = tls.acceptor;
+    let client_certificates =
+        acceptor.current.lock().unwrap_or_else(std::sync::PoisonError::into_inner).client_ca.is_some();
     let handle = axum_server::Handle::new();
     let draining = handle.clone();
     tokio::spawn(async move {
@@ -115,7 +147,7 @@ pub async fn serve(
     let server = axum_server::from_tcp_rustls(listener, acceptor.config.clone())
         .map_err(|source| Error::Serve { addr, source })?;
     webhook.stats.serving.send_replace(true);
-    info!(%addr, client_certificates = client_ca.is_some(), "webhook serving");
+    info!(%addr, client_certificates, "webhook serving");
     server
         .handle(handle)
         .serve(router(webhook).into_make_service())
@@ -144,11 +176,12 @@ async fn acceptor(webhook: &Arc<Webhook>, tls: &TlsSource, client_ca: Option<&Pa
             tokio::spawn(reload_files(acceptor.clone(), cert.clone(), key.clone()));
             acceptor
         }
-        TlsSource::SelfManaged { secret, configuration, dns_names, lifetime } => {
+        TlsSource::SelfManaged { secret, configuration, ca_config_map, dns_names, lifetime } => {
             let keeper = CertKeeper {
                 webhook: webhook.clone(),
                 secret: secret.clone(),
                 configuration: configuration.clone(),
+                ca_config_map: ca_config_map.clone(),
                 dns_names: dns_names.clone(),
                 lifetime: *lifetime,
             };
@@ -205,17 +238,20 @@ fn server_config(pems: &Pems) -> Result<rustls::ServerConfig, String> {
 }
 
 /// The TLS acceptor's configuration and the material it was built from: a new certificate or client CA rebuilds
-/// it whole, so a certificate swap never drops the client verification.
+/// it whole, so a certificate swap never drops the client verification. `plain` serves the same certificate
+/// without asking for client certificates (the credential endpoint).
 #[derive(Clone)]
 struct Acceptor {
     config: RustlsConfig,
+    plain: RustlsConfig,
     current: Arc<std::sync::Mutex<Pems>>,
 }
 
 impl Acceptor {
     fn new(pems: Pems) -> Result<Self, String> {
         let config = RustlsConfig::from_config(Arc::new(server_config(&pems)?));
-        Ok(Self { config, current: Arc::new(std::sync::Mutex::new(pems)) })
+        let plain = RustlsConfig::from_config(Arc::new(server_config(&Pems { client_ca: None, ..pems.clone() })?));
+        Ok(Self { config, plain, current: Arc::new(std::sync::Mutex::new(pems)) })
     }
 
     /// Serves `change` applied to the current material, from the next connection on; on error nothing changes.
@@ -223,7 +259,9 @@ impl Acceptor {
         let mut current = self.current.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut next = current.clone();
         change(&mut next);
+        let plain = server_config(&Pems { client_ca: None, ..next.clone() })?;
         self.config.reload_from_config(Arc::new(server_config(&next)?));
+        self.plain.reload_from_config(Arc::new(plain));
         *current = next;
         Ok(())
     }
@@ -288,7 +326,8 @@ fn bundle_differs(config: &MutatingWebhookConfiguration, bundle: &str) -> bool {
 struct CertKeeper {
     webhook: Arc<Webhook>,
     secret: String,
-    configuration: String,
+    configuration: Option<String>,
+    ca_config_map: Option<String>,
     dns_names: Vec<String>,
     lifetime: Duration,
 }
@@ -325,13 +364,15 @@ impl CertKeeper {
         let material = match next {
             None => material.ok_or("no certificate material")?,
             Some(next) => {
-                // The bundle first: the apiserver must trust a new CA before anything it signed is served.
+                // The bundle first: the apiserver (and the nodes) must trust a new CA before anything it signed is
+                // served.
                 let configuration = self.publish_bundle(&next.ca_bundle()).await?;
+                self.publish_ca(&next.ca_bundle()).await?;
                 let mut secret = next.to_secret(&self.secret, &self.webhook.operator_namespace);
                 // Owned by the webhook configuration: uninstalling the chart removes the configuration, and the
                 // garbage collector then removes the key material with it.
                 secret.metadata.owner_references =
-                    kube::Resource::controller_owner_ref(&configuration, &()).map(|mut o| {
+                    configuration.as_ref().and_then(|c| kube::Resource::controller_owner_ref(c, &())).map(|mut o| {
                         o.controller = None;
                         o.block_owner_deletion = None;
                         vec![o]
@@ -359,23 +400,45 @@ impl CertKeeper {
             }
         };
         self.publish_bundle(&material.ca_bundle()).await?;
+        self.publish_ca(&material.ca_bundle()).await?;
         Ok(material)
     }
 
+    /// Puts `bundle` (public certificates only) in the CA ConfigMap, when there is one, writing only when it
+    /// differs: nodes read it to trust the credential endpoint.
+    async fn publish_ca(&self, bundle: &str) -> Result<(), String> {
+        let Some(name) = &self.ca_config_map else { return Ok(()) };
+        let api = Api::<ConfigMap>::namespaced(self.webhook.client.clone(), &self.webhook.operator_namespace);
+        let current = api.get_opt(name).await.map_err(|e| format!("reading ConfigMap {name}: {e}"))?;
+        if current.as_ref().and_then(|c| c.data.as_ref()).and_then(|d| d.get(CA_KEY)).map(String::as_str)
+            == Some(bundle)
+        {
+            return Ok(());
+        }
+        let patch = serde_json::json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": name, "labels": {crate::names::PART_OF_LABEL: crate::names::MANAGED_BY_VALUE}},
+            "data": {CA_KEY: bundle},
+        });
+        api.patch(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
+            .await
+            .map_err(|e| format!("writing the CA bundle into ConfigMap {name}: {e}"))?;
+        info!(config_map = %name, "CA bundle published for nodes");
+        Ok(())
+    }
+
     /// Sets `caBundle` on every webhook of the configuration, writing only when it differs; returns the
-    /// configuration as read.
-    async fn publish_bundle(&self, bundle: &str) -> Result<MutatingWebhookConfiguration, String> {
+    /// configuration as read (`None`: regcred serves no webhook).
+    async fn publish_bundle(&self, bundle: &str) -> Result<Option<MutatingWebhookConfiguration>, String> {
+        let Some(name) = &self.configuration else { return Ok(None) };
         let api = Api::<MutatingWebhookConfiguration>::all(self.webhook.client.clone());
-        let config = api.get(&self.configuration).await.map_err(|e| {
-            format!(
-                "reading MutatingWebhookConfiguration {} (create it, or install the chart): {e}",
-                self.configuration
-            )
+        let config = api.get(name).await.map_err(|e| {
+            format!("reading MutatingWebhookConfiguration {name} (create it, or install the chart): {e}")
         })?;
         let encoded = base64::engine::general_purpose::STANDARD.encode(bundle);
         let webhooks = config.webhooks.clone().unwrap_or_default();
         if !bundle_differs(&config, bundle) {
-            return Ok(config);
+            return Ok(Some(config));
         }
         let patch = serde_json::json!({
             "apiVersion": "admissionregistration.k8s.io/v1",
@@ -385,11 +448,11 @@ impl CertKeeper {
                 "clientConfig": {"caBundle": encoded},
             })).collect::<Vec<_>>(),
         });
-        api.patch(&self.configuration, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
+        api.patch(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
             .await
-            .map_err(|e| format!("setting the caBundle of {}: {e}", self.configuration))?;
-        info!(configuration = %self.configuration, "webhook caBundle updated");
-        Ok(config)
+            .map_err(|e| format!("setting the caBundle of {name}: {e}"))?;
+        info!(configuration = %name, "webhook caBundle updated");
+        Ok(Some(config))
     }
 
     /// Re-checks periodically, whenever the Secret changes, and whenever the webhook configuration changes (a
@@ -398,7 +461,10 @@ impl CertKeeper {
     async fn run(self, acceptor: Acceptor, served: (String, String)) {
         let tick = (self.lifetime / 30).clamp(Duration::from_secs(1), Duration::from_secs(600));
         let mut served = Some(served);
-        let configurations = crate::state::streams::webhook_configuration(&self.webhook.client, &self.configuration);
+        let configurations = match &self.configuration {
+            Some(name) => crate::state::streams::webhook_configuration(&self.webhook.client, name).boxed(),
+            None => futures::stream::pending().boxed(),
+        };
         let mut configurations = std::pin::pin!(configurations);
         let mut timer = tokio::time::interval(tick);
         timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -424,6 +490,13 @@ impl CertKeeper {
                 (None, _) => false,
             };
             if due == Step::Nothing && !changed && !bundle_stale {
+                // On the timer, the nodes' copy of the CA too: a ConfigMap deleted by hand comes back.
+                if published.is_none()
+                    && let Some(m) = &cached
+                    && let Err(e) = self.publish_ca(&m.ca_bundle()).await
+                {
+                    warn!(error = %e, "CA bundle upkeep failed; will retry");
+                }
                 continue;
             }
             match self.converge().await {
