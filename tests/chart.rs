@@ -275,7 +275,7 @@ fn rbac_table() -> std::collections::BTreeSet<Grant> {
             break;
         }
         let cells: Vec<&str> = line.trim_matches('|').split('|').map(str::trim).collect();
-        let place = ["profile editors", "healing", "nodes", "node installer"]
+        let place = ["profile editors", "healing", "nodes", "node installer", "credential provider", "own namespace"]
             .into_iter()
             .find(|p| cells[0].starts_with(p))
             .unwrap_or(cells[0]);
@@ -301,6 +301,7 @@ fn rbac_granted(docs: &[serde_json::Value], namespace: &str) -> std::collections
             ("ClusterRole", _) if name.ends_with("-healing") => "healing".to_owned(),
             ("ClusterRole", _) if name.ends_with("-node-token-audience") => "nodes".to_owned(),
             ("Role", _) if name.ends_with("-credential-provider") => "node installer".to_owned(),
+            ("ClusterRole", _) if name.ends_with("-credential-provider") => "credential provider".to_owned(),
             ("ClusterRole", _) => "cluster".to_owned(),
             (_, Some(ns)) if ns == namespace => "own namespace".to_owned(),
             (_, Some(ns)) => format!("`{ns}` namespace"),
@@ -359,6 +360,17 @@ fn every_rbac_rule_the_chart_grants_is_in_the_security_models_table_with_its_rea
     assert!(nodes(&endpoint_only) && !installer(&endpoint_only));
     let neither = rbac_granted(&render("regcred-system", &[]), "regcred-system");
     assert!(!nodes(&neither) && !installer(&neither));
+    // The credential endpoint's rules go with it: TokenReviews, and the CA ConfigMap (by name but for create).
+    let default = neither;
+    let endpoint = |g: &std::collections::BTreeSet<Grant>| {
+        g.iter().any(|(_, _, resource, _)| resource == "tokenreviews" || resource == "configmaps")
+    };
+    assert!(endpoint(&granted) && !endpoint(&default));
+    let named = docs.iter().filter(|d| d["kind"] == "Role").flat_map(|d| d["rules"].as_array().unwrap().iter());
+    for rule in named.filter(|r| r["resources"][0] == "configmaps") {
+        let verbs: Vec<&str> = rule["verbs"].as_array().unwrap().iter().filter_map(|v| v.as_str()).collect();
+        assert!(verbs == ["create"] || rule["resourceNames"] == serde_json::json!(["regcred-ca"]), "{rule}");
+    }
 }
 
 /// The node installer: its DaemonSet mounts only the kubelet's two directories, runs as root with nothing else,
