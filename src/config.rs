@@ -257,24 +257,29 @@ pub struct WebhookArgs {
 pub struct CredentialProviderArgs {
     /// Serve the credential endpoint over HTTPS on this address (for example 0.0.0.0:8444), with the webhook's
     /// serving certificate and no client certificate; off when unset.
-    #[arg(long = "credential-provider-addr", env = "REGCRED_CREDENTIAL_PROVIDER_ADDR")]
+    #[arg(
+        id = "credential_provider_addr",
+        long = "credential-provider-addr",
+        env = "REGCRED_CREDENTIAL_PROVIDER_ADDR"
+    )]
     pub addr: Option<std::net::SocketAddr>,
 
     /// The audience of the ServiceAccount tokens the kubelet sends (its CredentialProviderConfig's
     /// `tokenAttributes.serviceAccountTokenAudience`): tokens for any other are refused, and regcred never mints
     /// its own token for it.
-    #[arg(long = "credential-provider-audience", env = "REGCRED_CREDENTIAL_PROVIDER_AUDIENCE", default_value = crate::api::kubelet::DEFAULT_AUDIENCE)]
+    #[arg(id = "credential_provider_audience", long = "credential-provider-audience", env = "REGCRED_CREDENTIAL_PROVIDER_AUDIENCE", default_value = crate::api::kubelet::DEFAULT_AUDIENCE)]
     pub audience: String,
 
     /// The longest the kubelet may keep an answer (its `cacheDuration`; shorter for a token near its end): a
     /// deselection or a credential rotation reaches every node within it, plus regcred's watch lag. Units: s, m.
-    #[arg(long = "credential-provider-cache-max", env = "REGCRED_CREDENTIAL_PROVIDER_CACHE_MAX", default_value = "60s", value_parser = parse_cache_max)]
+    #[arg(id = "credential_provider_cache_max", long = "credential-provider-cache-max", env = "REGCRED_CREDENTIAL_PROVIDER_CACHE_MAX", default_value = "60s", value_parser = parse_cache_max)]
     pub cache_max: std::time::Duration,
 
     /// Self-managed certificates: the ConfigMap in regcred's namespace where regcred publishes its CA bundle
     /// (public certificates only, key `ca.crt`) for the nodes' provider to trust. Written only while the endpoint
     /// is on.
     #[arg(
+        id = "credential_provider_ca_configmap",
         long = "credential-provider-ca-configmap",
         env = "REGCRED_CREDENTIAL_PROVIDER_CA_CONFIGMAP",
         default_value = "regcred-ca"

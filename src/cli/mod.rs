@@ -189,6 +189,12 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_flag_has_a_name_of_its_own() {
+        // clap checks its arguments only when a command parses: a clash would panic at start.
+        <Cli as clap::CommandFactory>::command().debug_assert();
+    }
+
+    #[test]
     fn words_a_yaml_1_1_reader_takes_for_booleans_are_quoted_outside_block_text() {
         let yaml = "enum:\n- Warn\n- Off\nmode: 'On'\nplain: yes\nitems:\n- key: N\nnullable: true\ndescription: |-\n  - Off\n  no\nafter: off\n";
         let want = "enum:\n- Warn\n- 'Off'\nmode: 'On'\nplain: 'yes'\nitems:\n- key: 'N'\nnullable: true\ndescription: |-\n  - Off\n  no\nafter: 'off'\n";

@@ -33,10 +33,18 @@ impl Harness {
 
     /// Starts the operator with `extra` arguments and environment variables.
     pub async fn start_env(env: &TestEnv, extra: &[&str], envs: &[(&str, String)]) -> Self {
+        Self::start_chart(env, &[], extra, envs).await
+    }
+
+    /// Starts the operator with the RBAC of the chart installed with `sets` (`key=value`), `extra` arguments and
+    /// environment variables. `extra` may name regcred's namespace as `{ns}`.
+    pub async fn start_chart(env: &TestEnv, sets: &[&str], extra: &[&str], envs: &[(&str, String)]) -> Self {
         super::install_crd(&env.client).await;
         let op_ns = env.namespace("system", &[]).await;
-        let kubeconfig = super::operator_identity(env, &op_ns).await;
-        let operator = Some(Operator::start_env(&kubeconfig, &op_ns, &env.id, extra, envs));
+        let kubeconfig = super::operator_identity_with(env, &op_ns, sets).await;
+        let extra: Vec<String> = extra.iter().map(|a| a.replace("{ns}", &op_ns)).collect();
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        let operator = Some(Operator::start_env(&kubeconfig, &op_ns, &env.id, &extra, envs));
         Self { env: env.clone(), op_ns, operator, kubeconfig }
     }
 

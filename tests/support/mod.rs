@@ -11,6 +11,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::panic, clippy::expect_used)]
 
 pub mod cloud;
+pub mod credential_provider;
 pub mod harness;
 pub mod node;
 pub mod registry;
@@ -267,17 +268,27 @@ pub fn helm(args: &[&str]) -> String {
 /// kubelet here) and returns a kubeconfig that authenticates as the chart's ServiceAccount. The operator then
 /// runs with exactly the permissions the chart grants.
 pub async fn operator_identity(env: &TestEnv, namespace: &str) -> PathBuf {
+    operator_identity_with(env, namespace, &[]).await
+}
+
+/// As [`operator_identity`], the chart installed with more values (`key=value`), such as
+/// `credentialProvider.enabled=true` for the rules that come with it.
+pub async fn operator_identity_with(env: &TestEnv, namespace: &str, sets: &[&str]) -> PathBuf {
     let release = webhook_configuration_name(env);
     let mut install = helm_install_args(&release, namespace);
     install.extend(["--set".to_owned(), "crds.install=false,webhook.enabled=false,replicaCount=0".to_owned()]);
+    for set in sets {
+        install.extend(["--set".to_owned(), (*set).to_owned()]);
+    }
     helm(&install.iter().map(String::as_str).collect::<Vec<_>>());
     // Cluster-scoped objects of the release, and its Event rights in `default`; the rest goes with the namespace.
     env.cleanup::<ClusterRole>(&release);
     env.cleanup::<ClusterRoleBinding>(&release);
-    for role in ["profile-editor", "profile-editor-rules", "healing"] {
+    for role in ["profile-editor", "profile-editor-rules", "healing", "credential-provider"] {
         env.cleanup::<ClusterRole>(&format!("{release}-{role}"));
     }
     env.cleanup::<ClusterRoleBinding>(&format!("{release}-healing"));
+    env.cleanup::<ClusterRoleBinding>(&format!("{release}-credential-provider"));
     let events = format!("{release}-events");
     env.cleanup_with(move |client| {
         let events = events.clone();
