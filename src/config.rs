@@ -443,6 +443,46 @@ pub struct CheckArgs {
     /// Output format.
     #[arg(long, short, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
+
+    #[command(flatten)]
+    pub kubelet: KubeletCheckArgs,
+}
+
+/// `regcred check --credential-provider NS/SA IMAGE...`: ask regcred's credential endpoint as the kubelet's
+/// provider would for a Pod of that ServiceAccount, and say which registry keys it would get (never a password).
+#[derive(Args, Clone, Debug)]
+pub struct KubeletCheckArgs {
+    /// Ask regcred's credential endpoint as this ServiceAccount (`NAMESPACE/NAME`) would, with a token regcred's
+    /// audience bound to --pod (the endpoint answers only Pod-bound tokens, as the kubelet sends); needs `create`
+    /// on `serviceaccounts/token` there.
+    #[arg(long = "credential-provider", value_name = "NAMESPACE/SERVICEACCOUNT", requires = "pod",
+        conflicts_with_all = ["profile", "manifest", "username", "docker_config"])]
+    pub service_account: Option<String>,
+
+    /// --credential-provider: the Pod (of that ServiceAccount, in that namespace) the token is bound to.
+    #[arg(long, requires = "service_account")]
+    pub pod: Option<String>,
+
+    /// --credential-provider: regcred's endpoint. The apiserver's service proxy cannot carry the token (the
+    /// apiserver consumes the Authorization header), so this is a direct address: the Service's name from inside
+    /// the cluster (the default, `https://regcred.NAMESPACE.svc:8444`), a node's or Pod's IP, or a local port
+    /// forward.
+    #[arg(long = "credential-provider-url", value_name = "URL")]
+    pub url: Option<String>,
+
+    /// --credential-provider: the name regcred's serving certificate holds (default `regcred.NAMESPACE.svc`,
+    /// NAMESPACE being --namespace), checked whatever address --credential-provider-url names.
+    #[arg(long = "credential-provider-server-name", value_name = "NAME")]
+    pub server_name: Option<String>,
+
+    /// --credential-provider: the ConfigMap in --namespace holding the CA bundle (`ca.crt`) regcred publishes for
+    /// the nodes; --ca-file instead, when given.
+    #[arg(long = "credential-provider-ca-configmap", value_name = "NAME", default_value = "regcred-ca")]
+    pub ca_config_map: String,
+
+    /// --credential-provider: the audience of the token (the chart's `credentialProvider.audience`).
+    #[arg(long = "credential-provider-audience", default_value = crate::api::kubelet::DEFAULT_AUDIENCE)]
+    pub audience: String,
 }
 
 fn parse_quantity(s: &str) -> Result<u64, String> {

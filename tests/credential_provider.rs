@@ -151,6 +151,31 @@ async fn the_kubelet_gets_exactly_what_the_pods_service_account_may_pull_and_for
             let refused = pod_token(&tenant, &app, AUDIENCE).await;
             assert!(matches!(&refused, Err(kube::Error::Api(s)) if s.code == 403), "{refused:?}");
 
+            // `regcred check --credential-provider` asks the same way, and prints keys, never passwords.
+            let who = format!("{selected}/default");
+            let url = format!("https://127.0.0.1:{port}");
+            let config_map = format!("{release}-ca");
+            let check = [
+                "--credential-provider",
+                &who,
+                "--pod",
+                "app",
+                "--namespace",
+                &h.op_ns,
+                "--credential-provider-url",
+                &url,
+                "--credential-provider-ca-configmap",
+                &config_map,
+            ];
+            let (code, out) =
+                support::regcred_check(&[&check[..], &[&image, "ghcr.io/org/app"]].concat(), "", &[]).await;
+            assert_eq!(code, 1, "{out}");
+            assert!(out.contains(&format!("{image}: credentials for {SERVER} (cacheKeyType Registry")), "{out}");
+            assert!(out.contains("ghcr.io/org/app: no credentials"), "{out}");
+            assert!(!out.contains("pw-static"), "{out}");
+            let (code, out) = support::regcred_check(&[&check[..], &[&image]].concat(), "", &[]).await;
+            assert_eq!(code, 0, "{out}");
+
             // Deselection: the namespace's label changes, and the next answer is empty, even for a token
             // regcred remembers. The kubelet keeps the last answer at most its cacheDuration (CACHE_MAX).
             let started = Instant::now();

@@ -2,6 +2,7 @@
 
 pub mod check;
 pub mod install;
+pub mod kubelet;
 pub mod manifest;
 
 use std::collections::BTreeMap;
@@ -153,6 +154,9 @@ pub fn run(cli: Cli) -> ExitCode {
 
 /// `regcred check`: a manifest's workloads with `--manifest`, else a registry.
 async fn run_check(args: CheckArgs) -> ExitCode {
+    if let Some(who) = &args.kubelet.service_account {
+        return kubelet::run(&args, who).await;
+    }
     match &args.manifest {
         Some(path) => manifest::run(&args, path).await,
         None => check::run(args).await,
