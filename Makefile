@@ -109,7 +109,7 @@ SCALE_SIZES ?= 1000 10000 50000
 bench: ## Benchmarks on a fresh local cluster (admission beside an out-of-process floor webhook; a new namespace at 1,000 and 10,000), the scale curve (SCALE_SIZES namespaces, each on a fresh cluster, beside a raw client), then Pod start on a node; prints tables, writes .local/bench/*.json
 	$(CARGO) build --release --bin regcred --benches
 	$(MAKE) cluster-up
-	status=0; export KUBECONFIG=$(LOCAL_KUBECONFIG); for b in controller admission images webhook preflight identity namespaces; do $(CARGO) bench --bench $$b || status=$$?; done; $(MAKE) cluster-down; \
+	status=0; export KUBECONFIG=$(LOCAL_KUBECONFIG); for b in controller admission images webhook preflight identity namespaces credential_provider; do $(CARGO) bench --bench $$b || status=$$?; done; $(MAKE) cluster-down; \
 	  for n in $(SCALE_SIZES); do $(MAKE) cluster-up && SCALE_NAMESPACES=$$n SCALE_THROWAWAY_CLUSTER=1 $(CARGO) bench --bench scale || status=$$?; $(MAKE) cluster-down; done; \
 	  SCALE_CURVE="$(SCALE_SIZES)" $(CARGO) bench --bench scale || status=$$?; \
 	  $(MAKE) tools; REGCRED_IMAGE_ARCHIVE=$$(tools/image/build.sh) && export REGCRED_IMAGE_ARCHIVE && \
