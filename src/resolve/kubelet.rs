@@ -262,18 +262,32 @@ mod tests {
 
     #[test]
     fn a_rival_writing_the_same_secret_name_stops_both_as_it_stops_their_secrets() {
-        let mut a = spec("r.example.com", "CredentialProvider", None);
-        a["secretName"] = "shared".into();
-        let b = a.clone();
-        let profiles = [profile("a", a), profile("b", b)];
+        // Two profiles that both write the Secret `shared` (delivery Both) are rivals: neither serves the
+        // namespace, by Secret or by the kubelet. A profile that writes no Secret (CredentialProvider) rivals none.
+        let with = |delivery: &str| {
+            let mut s = spec("r.example.com", delivery, None);
+            s["secretName"] = "shared".into();
+            s
+        };
+        let profiles =
+            [profile("a", with("Both")), profile("b", with("Both")), profile("c", with("CredentialProvider"))];
         let meanings: Vec<Meaning> = profiles.iter().map(|p| Meaning::of(p, "regcred-system")).collect();
         let w = written("r.example.com", "pw", None, false);
-        let offers = [Offer { profile: &profiles[0], meaning: &meanings[0], written: &w }];
         let requester = Requester { namespace: &ns("team-a"), service_account: "default" };
-        let alone = answer(&offers, &meanings[..1], requester, "r.example.com/app", now(), MAX);
+        let offer = |i: usize| [Offer { profile: &profiles[i], meaning: &meanings[i], written: &w }];
+        let alone = answer(&offer(0), &meanings[..1], requester, "r.example.com/app", now(), MAX);
         assert_eq!(alone.profiles, ["a"]);
-        let rivalled = answer(&offers, &meanings, requester, "r.example.com/app", now(), MAX);
+        let rivalled = answer(&offer(0), &meanings, requester, "r.example.com/app", now(), MAX);
         assert!(rivalled.auth.is_empty(), "{rivalled:?}");
+        let beside = answer(
+            &offer(2),
+            &[&meanings[0], &meanings[2]].map(Clone::clone),
+            requester,
+            "r.example.com/app",
+            now(),
+            MAX,
+        );
+        assert_eq!(beside.profiles, ["c"], "a profile writing no Secret has no rival");
     }
 
     #[test]
