@@ -118,21 +118,7 @@ fn serve_https(
         return Ok(None);
     }
     let hook = &args.webhook;
-    let tls = match (&hook.cert_file, &hook.key_file) {
-        (Some(cert), Some(key)) => webhook::TlsSource::Files { cert: cert.clone(), key: key.clone() },
-        _ => webhook::TlsSource::SelfManaged {
-            secret: hook.secret.clone(),
-            // Without a webhook there is no configuration to keep the caBundle of.
-            configuration: hook_addr.map(|_| hook.configuration.clone()),
-            ca_config_map: provider_addr.map(|_| args.credential_provider.ca_config_map.clone()),
-            dns_names: if hook.dns_names.is_empty() {
-                vec![format!("regcred.{}.svc", args.namespace)]
-            } else {
-                hook.dns_names.clone()
-            },
-            lifetime: hook.cert_lifetime,
-        },
-    };
+    let tls = tls_source(args);
     let handler =
         Arc::new(webhook::Webhook::new(client.clone(), view.clone(), &args.namespace, hook).map_err(Error::Config)?);
     let mut listening = Vec::new();
@@ -174,6 +160,27 @@ fn serve_https(
         }
     });
     Ok(Some(Served { webhook: webhook_listening, listening, server }))
+}
+
+/// Where the serving certificate of the webhook and the credential endpoint comes from: files, or regcred's own
+/// CA, published where the listeners `args` turn on need it.
+fn tls_source(args: &RunArgs) -> webhook::TlsSource {
+    let hook = &args.webhook;
+    match (&hook.cert_file, &hook.key_file) {
+        (Some(cert), Some(key)) => webhook::TlsSource::Files { cert: cert.clone(), key: key.clone() },
+        _ => webhook::TlsSource::SelfManaged {
+            secret: hook.secret.clone(),
+            // Without a webhook there is no configuration to keep the caBundle of.
+            configuration: hook.addr.map(|_| hook.configuration.clone()),
+            ca_config_map: args.credential_provider.addr.map(|_| args.credential_provider.ca_config_map.clone()),
+            dns_names: if hook.dns_names.is_empty() {
+                vec![format!("regcred.{}.svc", args.namespace)]
+            } else {
+                hook.dns_names.clone()
+            },
+            lifetime: hook.cert_lifetime,
+        },
+    }
 }
 
 /// Ready when the caches hold their initial lists and every HTTPS listener of this replica (the webhook, the

@@ -113,17 +113,8 @@ pub fn answer<'a>(
         let Ok(Some(content)) = offer.written.in_namespace(offer.meaning, requester.namespace, all.clone()) else {
             continue;
         };
-        let mut gave = false;
-        for key in content.config.keys() {
-            let parsed_key = CredentialKey::parse(&key);
-            if !parsed_key.matches(&parsed) || answer.auth.contains_key(&key) {
-                continue;
-            }
-            let Some(login) = content.config.login(&key) else { continue };
-            path_keys |= parsed_key.has_path();
-            answer.auth.insert(key, AuthConfig { username: login.username, password: login.password });
-            gave = true;
-        }
+        let (gave, paths) = give(&mut answer.auth, content, &parsed);
+        path_keys |= paths;
         if gave {
             answer.profiles.push(offer.meaning.name.clone());
             soonest = match (soonest, content.expires_at) {
@@ -139,6 +130,27 @@ pub fn answer<'a>(
         answer.cache_duration = cache_duration(soonest, now, max);
     }
     answer
+}
+
+/// Adds to `auth` the keys of `content` that serve `image` and no profile before gave; whether it added any, and
+/// whether one of them holds a path prefix.
+fn give(
+    auth: &mut BTreeMap<String, AuthConfig>,
+    content: &super::Content,
+    image: &reference::ImageRef,
+) -> (bool, bool) {
+    let (mut gave, mut paths) = (false, false);
+    for key in content.config.keys() {
+        let parsed = CredentialKey::parse(&key);
+        if !parsed.matches(image) || auth.contains_key(&key) {
+            continue;
+        }
+        let Some(login) = content.config.login(&key) else { continue };
+        paths |= parsed.has_path();
+        auth.insert(key, AuthConfig { username: login.username, password: login.password });
+        gave = true;
+    }
+    (gave, paths)
 }
 
 /// How long the kubelet may keep credentials the soonest of which expires at `expires_at` (`None`: none expires):

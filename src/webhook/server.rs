@@ -427,6 +427,15 @@ impl CertKeeper {
         Ok(())
     }
 
+    /// Puts the bundle of `material` back in the CA ConfigMap when it is not there (a ConfigMap deleted by hand).
+    async fn keep_ca(&self, material: Option<&Material>) {
+        if let Some(m) = material
+            && let Err(e) = self.publish_ca(&m.ca_bundle()).await
+        {
+            warn!(error = %e, "CA bundle upkeep failed; will retry");
+        }
+    }
+
     /// Sets `caBundle` on every webhook of the configuration, writing only when it differs; returns the
     /// configuration as read (`None`: regcred serves no webhook).
     async fn publish_bundle(&self, bundle: &str) -> Result<Option<MutatingWebhookConfiguration>, String> {
@@ -491,11 +500,8 @@ impl CertKeeper {
             };
             if due == Step::Nothing && !changed && !bundle_stale {
                 // On the timer, the nodes' copy of the CA too: a ConfigMap deleted by hand comes back.
-                if published.is_none()
-                    && let Some(m) = &cached
-                    && let Err(e) = self.publish_ca(&m.ca_bundle()).await
-                {
-                    warn!(error = %e, "CA bundle upkeep failed; will retry");
+                if published.is_none() {
+                    self.keep_ca(cached.as_ref()).await;
                 }
                 continue;
             }
