@@ -89,6 +89,22 @@ async fn the_kubelet_gets_exactly_what_the_pods_service_account_may_pull_and_for
             assert_eq!((answer.auth[0].0.as_str(), answer.auth[0].1.as_str()), ("gcr.io", "oauth2accesstoken"));
             assert!(answer.auth[0].2.starts_with("ya29.test-"), "{answer:?}");
             assert!(answer.seconds >= 1 && answer.seconds <= CACHE_MAX, "{answer:?}");
+            // A second replica, which does not lead (it mints nothing), answers the same, the minted token read
+            // from the leader's copy in regcred's namespace.
+            let port2 = free_port();
+            let args2 = endpoint_args(&release, port2, &format!("{CACHE_MAX}s"));
+            let args2: Vec<&str> = args2.iter().map(String::as_str).collect();
+            let _second =
+                support::Operator::start_env(&h.kubeconfig, &h.op_ns, &env.id, &args2, &gcp.operator_env(&env, &[]));
+            let replica = Endpoint::new(&env.client, &h.op_ns, &format!("{release}-ca"), &server_name, port2).await;
+            let leaders = answer.auth.clone();
+            wait_for("the second replica to answer the minted token", WAIT, || async {
+                let (status, body) = replica.ask(Some(&token), "gcr.io/project/app").await;
+                (status == 200 && body.contains(&leaders[0].2)).then_some(())
+            })
+            .await;
+            assert_eq!(h.operator.as_ref().unwrap().metric("regcred_leader").await, 1.0);
+
             // An image no profile serves: nothing.
             assert!(endpoint.answer(&token, "ghcr.io/org/app").await.auth.is_empty());
             let started = Instant::now();
