@@ -124,7 +124,8 @@ write_kubeconfig "$state/kcm.kubeconfig" kcm
 write_kubeconfig "$state/admin.kubeconfig" admin
 
 # Audit log of mutating requests made by ServiceAccounts: benchmarks count an operator's writes exactly from it
-# (.local/logs/audit.log). Reads and everyone else's requests are not logged.
+# (.local/logs/audit.log); and of the kubelet's requests for the credentials of a pull (ServiceAccount tokens for
+# its credential providers, pull Secrets), which the node benchmark counts per pull. Nothing else is logged.
 cat >"$state/audit-policy.yaml" <<'AUDIT'
 apiVersion: audit.k8s.io/v1
 kind: Policy
@@ -133,6 +134,9 @@ rules:
   - level: Metadata
     userGroups: ["system:serviceaccounts"]
     verbs: ["create", "update", "patch", "delete", "deletecollection"]
+  - level: Metadata
+    userGroups: ["system:nodes"]
+    resources: [{group: "", resources: ["serviceaccounts/token", "secrets"]}]
   - level: None
 AUDIT
 
