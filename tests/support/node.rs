@@ -512,7 +512,12 @@ pub struct Scene {
 }
 
 pub async fn scene(env: &TestEnv, node: &Node, auth: Auth, service_accounts: bool) -> Scene {
-    install(&env.client, node).await;
+    scene_with(env, node, auth, service_accounts, &[]).await
+}
+
+/// As [`scene`], regcred installed with more `--set` values.
+pub async fn scene_with(env: &TestEnv, node: &Node, auth: Auth, service_accounts: bool, values: &[&str]) -> Scene {
+    install_with(&env.client, node, values).await;
     let registry = node.registry(auth).await;
     let image = push(&registry, &workload_archive(), "team/app:1.0");
     let profile = profile(env, &registry, service_accounts).await;
