@@ -377,22 +377,23 @@ async fn pods_pull_with_acr_gcp_and_quay_tokens_minted_from_regcreds_own_service
                 .map(|u| support::cloud::host_port(u))
                 .join(",");
             let allowed = format!("credentials.extraAllowedEndpoints={{{allowed}}}");
-            support::node::install_with(
-                &client,
-                &node,
-                &[
-                    "extraEnv[0].name=SSL_CERT_FILE",
-                    "extraEnv[0].value=/etc/regcred-ca/ca.pem",
-                    "extraEnv[1].name=GCE_METADATA_HOST",
-                    &metadata_host,
-                    "extraVolumes[0].name=test-ca",
-                    "extraVolumes[0].configMap.name=regcred-test-ca",
-                    "extraVolumeMounts[0].name=test-ca",
-                    "extraVolumeMounts[0].mountPath=/etc/regcred-ca",
-                    &allowed,
-                ],
-            )
-            .await;
+            // The kubelet's credential provider too, for the registry: a Quay robot's token reaches a namespace
+            // with no Secret through it, and the Secrets' namespaces still pull with their Secrets.
+            let provider = node.provider_values(&[&registry.addr], PROVIDER_CACHE_SECONDS);
+            let mut values = vec![
+                "extraEnv[0].name=SSL_CERT_FILE",
+                "extraEnv[0].value=/etc/regcred-ca/ca.pem",
+                "extraEnv[1].name=GCE_METADATA_HOST",
+                &metadata_host,
+                "extraVolumes[0].name=test-ca",
+                "extraVolumes[0].configMap.name=regcred-test-ca",
+                "extraVolumeMounts[0].name=test-ca",
+                "extraVolumeMounts[0].mountPath=/etc/regcred-ca",
+                &allowed,
+            ];
+            values.extend(provider.iter().map(String::as_str));
+            support::node::install_with(&client, &node, &values).await;
+            node.load_provider(&[&registry.addr]).await;
             let (key, _) = selection(&env);
             let federation = json!({
                 "audience": gcp.audience, "tokenUrl": gcp.sts_url,
@@ -403,6 +404,7 @@ async fn pods_pull_with_acr_gcp_and_quay_tokens_minted_from_regcreds_own_service
                 ("gke", "artifactRegistry", json!({"gcp": {"workloadIdentity": {}}}), "oauth2accesstoken"),
                 ("wif", "artifactRegistry", json!({"gcp": {"externalAccount": federation}}), "oauth2accesstoken"),
                 ("quay", "quay", json!({"quay": {"robot": "team+puller"}}), "team+puller"),
+                ("quay-cp", "quay", json!({"quay": {"robot": "team+puller"}}), "team+puller"),
             ];
             let mut chosen = Vec::new();
             for (source, provider, credentials, _) in &sources {
@@ -415,6 +417,7 @@ async fn pods_pull_with_acr_gcp_and_quay_tokens_minted_from_regcreds_own_service
                         "provider": provider, "server": registry.addr, "credentials": credentials,
                         "namespaces": {"selector": {"matchLabels": {key.clone(): source}}},
                         "tls": {"caBundle": registry.ca_pem},
+                        "delivery": if *source == "quay-cp" { "CredentialProvider" } else { "Secret" },
                     }),
                 );
                 support::apply(&Api::<regcred::api::RegistryProfile>::all(client.clone()), &profile).await;
@@ -423,6 +426,12 @@ async fn pods_pull_with_acr_gcp_and_quay_tokens_minted_from_regcreds_own_service
             }
             let other = env.namespace("other", &[]).await;
             for ((ns, name), (source, _, _, user)) in chosen.iter().zip(&sources) {
+                if *source == "quay-cp" {
+                    // No Secret: the token reaches the kubelet through the provider once the profile is Ready.
+                    regcred::fixtures::wait_condition(&client, name, "Ready", "True", "Ready", WAIT).await;
+                    create_pod(&client, ns, &pod("app", &image, "Always")).await;
+                    continue;
+                }
                 let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
                 wait_for(&format!("the {source} token in its namespace"), WAIT, || async {
                     let s = secrets.get_opt(&format!("regcred-{name}")).await.ok()??;
@@ -432,12 +441,15 @@ async fn pods_pull_with_acr_gcp_and_quay_tokens_minted_from_regcreds_own_service
                 .await;
                 create_pod(&client, ns, &pod("app", &image, "Always")).await;
             }
-            // One ACR exchange and one Quay federation, whatever the rest did.
-            assert_eq!(registry.mints.load(std::sync::atomic::Ordering::SeqCst), 2);
+            // One ACR exchange and one Quay federation per Quay profile, whatever the rest did.
+            assert_eq!(registry.mints.load(std::sync::atomic::Ordering::SeqCst), 3);
             create_pod(&client, &other, &pod("app", &image, "Always")).await;
             for ((ns, _), (source, ..)) in chosen.iter().zip(&sources) {
                 assert_eq!(pull_outcome(&client, ns, "app").await, Pull::Running, "{source}");
             }
+            let (cp_ns, cp_profile) = chosen.last().unwrap();
+            assert!(pull_secrets(&client, cp_ns, "app").await.is_empty(), "a Secret injected for CredentialProvider");
+            assert_eq!(secrets_of(&client, cp_profile).await, Vec::<String>::new(), "a CredentialProvider profile wrote Secrets");
             assert_refused_401(&pull_outcome(&client, &other, "app").await, "unselected namespace");
         })
         .await;
