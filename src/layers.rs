@@ -12,7 +12,7 @@ const LAYERS: &[&[&str]] = &[
     &["api", "glob", "client", "quantity"],
     &["names", "registry"],
     &["config"],
-    &["telemetry", "memory", "metrics"],
+    &["telemetry", "memory", "metrics", "kubelet_plugin"],
     &["credentials"],
     &["resolve"],
     &["state"],

@@ -14,6 +14,7 @@ pub mod credentials;
 pub mod fixtures;
 pub mod glob;
 pub mod images;
+pub mod kubelet_plugin;
 pub mod memory;
 pub mod metrics;
 pub mod names;

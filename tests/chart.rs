@@ -275,7 +275,10 @@ fn rbac_table() -> std::collections::BTreeSet<Grant> {
             break;
         }
         let cells: Vec<&str> = line.trim_matches('|').split('|').map(str::trim).collect();
-        let place = ["profile editors", "healing"].into_iter().find(|p| cells[0].starts_with(p)).unwrap_or(cells[0]);
+        let place = ["profile editors", "healing", "nodes", "node installer"]
+            .into_iter()
+            .find(|p| cells[0].starts_with(p))
+            .unwrap_or(cells[0]);
         let group = match cells[1] {
             "core" => String::new(),
             g => g.trim_matches('`').to_owned(),
@@ -296,6 +299,8 @@ fn rbac_granted(docs: &[serde_json::Value], namespace: &str) -> std::collections
         let place = match (doc["kind"].as_str().unwrap(), doc["metadata"]["namespace"].as_str()) {
             ("ClusterRole", _) if name.contains("profile-editor") => "profile editors".to_owned(),
             ("ClusterRole", _) if name.ends_with("-healing") => "healing".to_owned(),
+            ("ClusterRole", _) if name.ends_with("-node-token-audience") => "nodes".to_owned(),
+            ("Role", _) if name.ends_with("-credential-provider") => "node installer".to_owned(),
             ("ClusterRole", _) => "cluster".to_owned(),
             (_, Some(ns)) if ns == namespace => "own namespace".to_owned(),
             (_, Some(ns)) => format!("`{ns}` namespace"),
@@ -321,7 +326,12 @@ fn rbac_granted(docs: &[serde_json::Value], namespace: &str) -> std::collections
 
 #[test]
 fn every_rbac_rule_the_chart_grants_is_in_the_security_models_table_with_its_reason() {
-    let docs = render("regcred-system", &[]);
+    const PROVIDER: [&str; 3] = [
+        "credentialProvider.enabled=true",
+        "credentialProvider.nodeInstaller.enabled=true",
+        "credentialProvider.nodeInstaller.matchImages={10.250.0.1:5000}",
+    ];
+    let docs = render("regcred-system", &PROVIDER);
     let granted = rbac_granted(&docs, "regcred-system");
     let listed = rbac_table();
     let unlisted: Vec<_> = granted.difference(&listed).collect();
@@ -341,6 +351,75 @@ fn every_rbac_rule_the_chart_grants_is_in_the_security_models_table_with_its_rea
     assert!(healing(&notify) && !evicts(&notify));
     let off = rbac_granted(&render("regcred-system", &["healing.mode=Off"]), "regcred-system");
     assert!(!healing(&off));
+    // The nodes' token audience rule comes with the provider endpoint, the installer's with the installer.
+    let nodes = |g: &std::collections::BTreeSet<Grant>| g.iter().any(|(place, ..)| place == "nodes");
+    let installer = |g: &std::collections::BTreeSet<Grant>| g.iter().any(|(place, ..)| place == "node installer");
+    assert!(nodes(&granted) && installer(&granted));
+    let endpoint_only = rbac_granted(&render("regcred-system", &PROVIDER[..1]), "regcred-system");
+    assert!(nodes(&endpoint_only) && !installer(&endpoint_only));
+    let neither = rbac_granted(&render("regcred-system", &[]), "regcred-system");
+    assert!(!nodes(&neither) && !installer(&neither));
+}
+
+/// The node installer: its DaemonSet mounts only the kubelet's two directories, runs as root with nothing else,
+/// and the schema refuses values the kubelet would (checked again by the installer before it writes).
+#[test]
+fn the_node_installer_renders_only_when_asked_and_the_schema_refuses_what_the_kubelet_would() {
+    let sets = [
+        "credentialProvider.enabled=true",
+        "credentialProvider.nodeInstaller.enabled=true",
+        "credentialProvider.nodeInstaller.matchImages={10.250.0.1:5000,*.example.com}",
+    ];
+    let docs = render("regcred-system", &sets);
+    let ds = docs.iter().find(|d| d["kind"] == "DaemonSet").expect("the installer's DaemonSet");
+    let pod = &ds["spec"]["template"]["spec"];
+    let paths: Vec<&str> =
+        pod["volumes"].as_array().unwrap().iter().filter_map(|v| v["hostPath"]["path"].as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "/usr/libexec/kubernetes/kubelet-plugins/credential-provider/exec",
+            "/etc/kubernetes/image-credential-provider"
+        ]
+    );
+    assert!(pod["hostNetwork"].is_null(), "no host network");
+    let container = &pod["containers"][0];
+    assert_eq!(container["args"][0], "install-credential-provider");
+    assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(container["securityContext"]["allowPrivilegeEscalation"], false);
+    assert_eq!(container["securityContext"]["capabilities"]["drop"][0], "ALL");
+    let env: std::collections::BTreeMap<&str, &str> = container["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| Some((e["name"].as_str()?, e["value"].as_str()?)))
+        .collect();
+    assert_eq!(env["REGCRED_INSTALL_MATCH_IMAGES"], "10.250.0.1:5000,*.example.com");
+    assert_eq!(env["REGCRED_INSTALL_SERVER_NAME"], "regcred.regcred-system.svc");
+    assert!(render("regcred-system", &sets[..1]).iter().all(|d| d["kind"] != "DaemonSet"));
+    for (value, refusal) in [
+        ("credentialProvider.nodeInstaller.defaultCacheDuration=1d", "defaultCacheDuration"),
+        ("credentialProvider.nodeInstaller.matchImages={https://ghcr.io}", "matchImages"),
+        ("credentialProvider.nodeInstaller.binDir=relative", "binDir"),
+    ] {
+        let mut args = vec!["template", "regcred", "charts/regcred", "--kube-version", "1.37.2"];
+        for s in sets.iter().chain([&value]) {
+            args.extend(["--set", s]);
+        }
+        let out =
+            std::process::Command::new(support::repo_root().join(".local/bin/helm")).args(&args).output().unwrap();
+        assert!(!out.status.success(), "{value} rendered");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(refusal),
+            "{value}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let empty = std::process::Command::new(support::repo_root().join(".local/bin/helm"))
+        .args(["template", "regcred", "charts/regcred", "--kube-version", "1.37.2", "--set", sets[0], "--set", sets[1]])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&empty.stderr).contains("matchImages"), "no matchImages: refused");
 }
 
 /// Where users read how to install regcred: the README's Install section and the docs' Install page, each as

@@ -1,6 +1,7 @@
 //! The `regcred` command line: the commands, their dispatch (here), and what `check` and `check --manifest` share.
 
 pub mod check;
+pub mod install;
 pub mod manifest;
 
 use std::collections::BTreeMap;
@@ -41,6 +42,9 @@ pub enum Command {
     /// 4 registry unreachable; 5 TLS untrusted; 6 image not found; 7 image too large; 8 unsupported manifest
     /// type; 2 bad input; 1 other errors.
     Check(Box<crate::config::CheckArgs>),
+    /// Place regcred-credential-provider, its CA bundle and a CredentialProviderConfig on this node (what the
+    /// chart's node DaemonSet runs), keep the CA bundle current, and remove what it placed on uninstall.
+    InstallCredentialProvider(Box<install::InstallArgs>),
 }
 
 /// The CRD YAML, as committed in `crds/`.
@@ -110,6 +114,15 @@ pub fn run(cli: Cli) -> ExitCode {
             }
             match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                 Ok(rt) => rt.block_on(run_check(*args)),
+                Err(e) => fail(&format!("could not start the async runtime: {e}")),
+            }
+        }
+        Command::InstallCredentialProvider(args) => {
+            if let Err(e) = crate::telemetry::init(&cli.log) {
+                return fail(&e);
+            }
+            match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(rt) => rt.block_on(install::run(*args)),
                 Err(e) => fail(&format!("could not start the async runtime: {e}")),
             }
         }
