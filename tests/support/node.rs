@@ -76,11 +76,8 @@ impl Node {
         let config = wait_for("the installer to place regcred's provider on the node", WAIT, || async {
             let binary = self.provider_bin_dir.join("regcred-credential-provider");
             std::fs::metadata(&binary).ok()?;
-            let file = std::fs::read_dir(&self.provider_config_dir)
-                .ok()?
-                .flatten()
-                .find(|f| std::fs::read_to_string(f.path()).is_ok_and(|t| t.contains("regcred-credential-provider")))?;
-            let config: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(file.path()).ok()?).ok()?;
+            let file = self.provider_config_dir.join("regcred-credential-provider.yaml");
+            let config: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(file).ok()?).ok()?;
             let text = serde_yaml::to_string(&config["providers"][0]["matchImages"]).ok()?;
             registries.iter().all(|r| text.contains(r)).then_some(config)
         })
