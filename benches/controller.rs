@@ -230,9 +230,9 @@ async fn main() {
             let to = jiff::Timestamp::now();
             // Lease renewals (leader election) are not regcred's work: counted apart.
             let (renewals, idle_writes): (Vec<String>, Vec<String>) =
-                common::audited_writes(&user, from, to).into_iter().partition(|w| w.contains("/leases/"));
+                common::audited_requests(&user, from, to).into_iter().partition(|w| w.contains("/leases/"));
             // The same filter over the whole run must see the operator's writes, or the idle count means nothing.
-            let run_writes = common::audited_writes(&user, run_from, to).len();
+            let run_writes = common::audited_requests(&user, run_from, to).len();
             let (peak_kib, rss_kib) = operator.memory_kib().unwrap_or((0, 0));
             drop(operator);
             json!({

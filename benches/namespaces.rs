@@ -75,7 +75,7 @@ impl Arrivals {
 
 /// The operator's Secret writes (create, patch, update) in the audit log within [from, now].
 fn secret_writes(user: &str, from: jiff::Timestamp) -> usize {
-    common::audited_writes(user, from, jiff::Timestamp::now())
+    common::audited_requests(user, from, jiff::Timestamp::now())
         .iter()
         .filter(|w| w.contains("/secrets") && !w.starts_with("delete") && !w.contains("regcred-token-"))
         .count()

@@ -313,7 +313,7 @@ async fn bench() {
             let baseline = baseline_at[baseline_at.len() - 1].duration_since(start);
             let baseline_tenths = progress(start, &baseline_at);
             // The same identity as regcred's: its Lease renewals meanwhile are not the raw client's.
-            let baseline_writes = common::audited_writes(&user, baseline_from, jiff::Timestamp::now())
+            let baseline_writes = common::audited_requests(&user, baseline_from, jiff::Timestamp::now())
                 .iter()
                 .filter(|w| w.contains("/secrets"))
                 .count();
@@ -369,7 +369,7 @@ async fn bench() {
                 operator.memory_detail().unwrap_or_default()
             );
             // The same audit filter that counts idle writes, over the sync: it must see the operator's writes.
-            let sync_audited = common::audited_writes(&user, sync_from, jiff::Timestamp::now());
+            let sync_audited = common::audited_requests(&user, sync_from, jiff::Timestamp::now());
             let sync_secret_writes = sync_audited.iter().filter(|w| w.contains("/secrets")).count();
 
             // 3. Steady state.
@@ -384,7 +384,7 @@ async fn bench() {
             // Leader election renews its Lease every few seconds: every elected operator does, and it is counted
             // apart from the writes regcred's own work makes.
             let (renewals, idle_writes): (Vec<String>, Vec<String>) =
-                common::audited_writes(&user, from, to).into_iter().partition(|w| w.contains("/leases/"));
+                common::audited_requests(&user, from, to).into_iter().partition(|w| w.contains("/leases/"));
             let (peak, steady) = rss_mib(&operator);
             eprintln!(
                 "scale: end of idle, RSS {steady:.1} MiB (peak {peak:.1} MiB; {})",

@@ -377,22 +377,23 @@ async fn pods_pull_with_acr_gcp_and_quay_tokens_minted_from_regcreds_own_service
                 .map(|u| support::cloud::host_port(u))
                 .join(",");
             let allowed = format!("credentials.extraAllowedEndpoints={{{allowed}}}");
-            support::node::install_with(
-                &client,
-                &node,
-                &[
-                    "extraEnv[0].name=SSL_CERT_FILE",
-                    "extraEnv[0].value=/etc/regcred-ca/ca.pem",
-                    "extraEnv[1].name=GCE_METADATA_HOST",
-                    &metadata_host,
-                    "extraVolumes[0].name=test-ca",
-                    "extraVolumes[0].configMap.name=regcred-test-ca",
-                    "extraVolumeMounts[0].name=test-ca",
-                    "extraVolumeMounts[0].mountPath=/etc/regcred-ca",
-                    &allowed,
-                ],
-            )
-            .await;
+            // The kubelet's credential provider too, for the registry: a Quay robot's token reaches a namespace
+            // with no Secret through it, and the Secrets' namespaces still pull with their Secrets.
+            let provider = node.provider_values(&[&registry.addr], PROVIDER_CACHE_SECONDS);
+            let mut values = vec![
+                "extraEnv[0].name=SSL_CERT_FILE",
+                "extraEnv[0].value=/etc/regcred-ca/ca.pem",
+                "extraEnv[1].name=GCE_METADATA_HOST",
+                &metadata_host,
+                "extraVolumes[0].name=test-ca",
+                "extraVolumes[0].configMap.name=regcred-test-ca",
+                "extraVolumeMounts[0].name=test-ca",
+                "extraVolumeMounts[0].mountPath=/etc/regcred-ca",
+                &allowed,
+            ];
+            values.extend(provider.iter().map(String::as_str));
+            support::node::install_with(&client, &node, &values).await;
+            node.load_provider(&[&registry.addr]).await;
             let (key, _) = selection(&env);
             let federation = json!({
                 "audience": gcp.audience, "tokenUrl": gcp.sts_url,
@@ -403,6 +404,7 @@ async fn pods_pull_with_acr_gcp_and_quay_tokens_minted_from_regcreds_own_service
                 ("gke", "artifactRegistry", json!({"gcp": {"workloadIdentity": {}}}), "oauth2accesstoken"),
                 ("wif", "artifactRegistry", json!({"gcp": {"externalAccount": federation}}), "oauth2accesstoken"),
                 ("quay", "quay", json!({"quay": {"robot": "team+puller"}}), "team+puller"),
+                ("quay-cp", "quay", json!({"quay": {"robot": "team+puller"}}), "team+puller"),
             ];
             let mut chosen = Vec::new();
             for (source, provider, credentials, _) in &sources {
@@ -415,6 +417,7 @@ async fn pods_pull_with_acr_gcp_and_quay_tokens_minted_from_regcreds_own_service
                         "provider": provider, "server": registry.addr, "credentials": credentials,
                         "namespaces": {"selector": {"matchLabels": {key.clone(): source}}},
                         "tls": {"caBundle": registry.ca_pem},
+                        "delivery": if *source == "quay-cp" { "CredentialProvider" } else { "Secret" },
                     }),
                 );
                 support::apply(&Api::<regcred::api::RegistryProfile>::all(client.clone()), &profile).await;
@@ -423,6 +426,12 @@ async fn pods_pull_with_acr_gcp_and_quay_tokens_minted_from_regcreds_own_service
             }
             let other = env.namespace("other", &[]).await;
             for ((ns, name), (source, _, _, user)) in chosen.iter().zip(&sources) {
+                if *source == "quay-cp" {
+                    // No Secret: the token reaches the kubelet through the provider once the profile is Ready.
+                    regcred::fixtures::wait_condition(&client, name, "Ready", "True", "Ready", WAIT).await;
+                    create_pod(&client, ns, &pod("app", &image, "Always")).await;
+                    continue;
+                }
                 let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
                 wait_for(&format!("the {source} token in its namespace"), WAIT, || async {
                     let s = secrets.get_opt(&format!("regcred-{name}")).await.ok()??;
@@ -432,12 +441,15 @@ async fn pods_pull_with_acr_gcp_and_quay_tokens_minted_from_regcreds_own_service
                 .await;
                 create_pod(&client, ns, &pod("app", &image, "Always")).await;
             }
-            // One ACR exchange and one Quay federation, whatever the rest did.
-            assert_eq!(registry.mints.load(std::sync::atomic::Ordering::SeqCst), 2);
+            // One ACR exchange and one Quay federation per Quay profile, whatever the rest did.
+            assert_eq!(registry.mints.load(std::sync::atomic::Ordering::SeqCst), 3);
             create_pod(&client, &other, &pod("app", &image, "Always")).await;
             for ((ns, _), (source, ..)) in chosen.iter().zip(&sources) {
                 assert_eq!(pull_outcome(&client, ns, "app").await, Pull::Running, "{source}");
             }
+            let (cp_ns, cp_profile) = chosen.last().unwrap();
+            assert!(pull_secrets(&client, cp_ns, "app").await.is_empty(), "a Secret injected for CredentialProvider");
+            assert_eq!(secrets_of(&client, cp_profile).await, Vec::<String>::new(), "a CredentialProvider profile wrote Secrets");
             assert_refused_401(&pull_outcome(&client, &other, "app").await, "unselected namespace");
         })
         .await;
@@ -688,4 +700,128 @@ fn make_release_says_what_is_missing_or_malformed() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success() && stderr.contains(says), "make release {args:?}: {stderr}");
     }
+}
+
+/// How long the kubelet may keep an answer of regcred's provider in the provider tests
+/// (`credentialProvider.cacheMaxSeconds`): short, so deselection and rotation show within the test.
+const PROVIDER_CACHE_SECONDS: u64 = 10;
+
+/// A Pod of `image` run by ServiceAccount `sa`, with no imagePullSecrets.
+fn pod_as(name: &str, image: &str, policy: &str, sa: &str) -> Pod {
+    let mut p = pod(name, image, policy);
+    p.spec.as_mut().unwrap().service_account_name = Some(sa.into());
+    p
+}
+
+async fn service_account(client: &Client, ns: &str, name: &str) {
+    let sa: k8s_openapi::api::core::v1::ServiceAccount =
+        serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
+    Api::namespaced(client.clone(), ns).create(&PostParams::default(), &sa).await.unwrap();
+}
+
+/// The Secrets anywhere in the cluster that regcred wrote for `profile`.
+async fn secrets_of(client: &Client, profile: &str) -> Vec<String> {
+    let params = kube::api::ListParams::default().labels(&format!("{}={profile}", regcred::names::PROFILE_LABEL));
+    let list = Api::<Secret>::all(client.clone()).list(&params).await.unwrap();
+    list.items
+        .iter()
+        .map(|s| format!("{}/{}", s.metadata.namespace.clone().unwrap(), s.metadata.name.clone().unwrap()))
+        .collect()
+}
+
+/// No Secret at all: the chart installs regcred's kubelet credential provider on the node, and a
+/// `delivery: CredentialProvider` profile's credentials reach the kubelet at pull time, for the namespaces and
+/// ServiceAccounts it selects only, without a Secret anywhere. The node's image cache is no side door; deselection
+/// and rotation take effect within the stated bound; with regcred down the provider fails closed, and regcred's own
+/// Pods never depend on it.
+#[tokio::test]
+async fn pods_pull_through_regcreds_kubelet_credential_provider_with_no_secret_anywhere() {
+    let node = Node::get();
+    TestEnv::new("pull-cp")
+        .await
+        .run(|env| async move {
+            let client = env.client.clone();
+            let mut registry = node.registry(Auth::Basic).await;
+            let image = support::node::push(&registry, &support::node::workload_archive(), "team/app:1.0");
+            let values = node.provider_values(&[&registry.addr], PROVIDER_CACHE_SECONDS);
+            support::node::install_with(&client, &node, &values.iter().map(String::as_str).collect::<Vec<_>>())
+                .await;
+            let config = node.load_provider(&[&registry.addr]).await;
+            let more = json!({"delivery": "CredentialProvider", "serviceAccounts": {"names": ["builder"]}});
+            let profile = support::node::profile_with(&env, &registry, "cp", more).await;
+            let (key, value) = selection(&env);
+            let chosen = env.namespace("chosen", &[(&key, &value)]).await;
+            let other = env.namespace("other", &[]).await;
+            for ns in [&chosen, &other] {
+                service_account(&client, ns, "builder").await;
+            }
+
+            // The selected namespace's named ServiceAccount pulls, with no Secret; the same Pod elsewhere, or run
+            // by a ServiceAccount the profile does not name, is refused by the registry.
+            create_pod(&client, &chosen, &pod_as("app", &image, "Always", "builder")).await;
+            create_pod(&client, &other, &pod_as("app", &image, "Always", "builder")).await;
+            create_pod(&client, &chosen, &pod_as("unnamed", &image, "Always", "default")).await;
+            assert_eq!(pull_outcome(&client, &chosen, "app").await, Pull::Running);
+            assert!(pull_secrets(&client, &chosen, "app").await.is_empty(), "the webhook injected a Secret");
+            assert_refused_401(&pull_outcome(&client, &other, "app").await, "unselected namespace");
+            assert_refused_401(&pull_outcome(&client, &chosen, "unnamed").await, "a ServiceAccount not named");
+            assert_eq!(secrets_of(&client, &profile).await, Vec::<String>::new(), "a CredentialProvider profile wrote Secrets");
+            let in_chosen = Api::<Secret>::namespaced(client.clone(), &chosen).list(&Default::default()).await.unwrap();
+            let pull_secret_types: Vec<_> =
+                in_chosen.items.iter().filter(|s| s.type_.as_deref() == Some("kubernetes.io/dockerconfigjson")).collect();
+            assert!(pull_secret_types.is_empty(), "a pull Secret in the selected namespace");
+
+            // The image is on the node now: an IfNotPresent Pod of a namespace that may not have it pulls again.
+            assert!(node.has_image(&image), "{image} not on the node after a pull");
+            create_pod(&client, &other, &pod_as("cached", &image, "IfNotPresent", "builder")).await;
+            assert_refused_401(&pull_outcome(&client, &other, "cached").await, "IfNotPresent in an unselected namespace");
+
+            // What the kubelet would get for a forged token: nothing, and the provider says why.
+            let forged = json!({"apiVersion": "credentialprovider.kubelet.k8s.io/v1", "kind": "CredentialProviderRequest",
+                "image": format!("{}/team/app", registry.addr), "serviceAccountToken": "eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0."});
+            let (ok, stdout, stderr) = node.run_provider(&config, &forged);
+            assert!(!ok, "the provider answered a forged token: {stdout}");
+            assert!(!stdout.contains(PASSWORD) && !stderr.contains(PASSWORD), "a password in the provider's output");
+            assert!(stderr.contains("401") || stderr.to_lowercase().contains("refused"), "stderr: {stderr}");
+
+            // Rotation: a new password reaches the kubelet within the bound; the registry refuses the old one.
+            let rotated = "battery-staple-cp";
+            registry.set_password(rotated).await;
+            let sources: Api<Secret> = Api::namespaced(client.clone(), NS);
+            let patch = json!({"stringData": {"password": rotated}});
+            sources.patch(&profile, &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+            tokio::time::sleep(Duration::from_secs(PROVIDER_CACHE_SECONDS + 2)).await;
+            node.forget_image(&image);
+            create_pod(&client, &chosen, &pod_as("rotated", &image, "Always", "builder")).await;
+            assert_eq!(pull_outcome(&client, &chosen, "rotated").await, Pull::Running, "after the rotation");
+
+            // regcred down: the provider fails closed. Within the kubelet's cache nothing changes; beyond it, a pull
+            // is refused. An IfNotPresent Pod of the ServiceAccount that pulled the image still starts from the
+            // node's cache (the kubelet's records name it). regcred's own Pods come back: their image is not the
+            // provider's.
+            scale_regcred(&client, 0).await;
+            tokio::time::sleep(Duration::from_secs(PROVIDER_CACHE_SECONDS + 2)).await;
+            create_pod(&client, &chosen, &pod_as("down-cached", &image, "IfNotPresent", "builder")).await;
+            assert_eq!(pull_outcome(&client, &chosen, "down-cached").await, Pull::Running, "IfNotPresent, regcred down");
+            node.forget_image(&image);
+            create_pod(&client, &chosen, &pod_as("down", &image, "Always", "builder")).await;
+            assert_refused_401(&pull_outcome(&client, &chosen, "down").await, "a pull while regcred is down");
+            scale_regcred(&client, 2).await;
+
+            // Deselection: once regcred has seen it, the kubelet gets nothing after at most the cache bound.
+            let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+            let unlabel = json!({"metadata": {"labels": {key.clone(): null}}});
+            namespaces.patch(&chosen, &PatchParams::default(), &Patch::Merge(&unlabel)).await.unwrap();
+            wait_for("the profile to select nothing", WAIT, || async {
+                let p = Api::<regcred::api::RegistryProfile>::all(client.clone()).get(&profile).await.ok()?;
+                (p.status?.selected_namespaces == 0).then_some(())
+            })
+            .await;
+            tokio::time::sleep(Duration::from_secs(PROVIDER_CACHE_SECONDS + 2)).await;
+            node.forget_image(&image);
+            create_pod(&client, &chosen, &pod_as("deselected", &image, "Always", "builder")).await;
+            assert_refused_401(&pull_outcome(&client, &chosen, "deselected").await, "after deselection");
+            assert_eq!(registry.v2_status(PASSWORD).await, 401, "the old password still works");
+        })
+        .await;
 }

@@ -45,10 +45,11 @@ pub fn webhook_cost_rows(report: &serde_json::Value) {
     row("webhook calls per Pod (apiserver): regcred", &calls("apiserver_webhook_calls_per_pod_regcred"), "1");
 }
 
-/// Mutating requests by `user` in the apiserver's audit log (`.local/logs/audit*.log`, rotated files included)
-/// received within [from, to] (a write received before the window can complete inside it: it is not an idle
-/// write).
-pub fn audited_writes(user: &str, from: jiff::Timestamp, to: jiff::Timestamp) -> Vec<String> {
+/// Requests by `user` in the apiserver's audit log (`.local/logs/audit*.log`, rotated files included) received
+/// within [from, to], as "VERB URI" (a request received before the window can complete inside it: it is not counted).
+/// The local cluster's audit policy logs ServiceAccounts' writes and the kubelet's requests for a pull's
+/// credentials (tools/cluster-up.sh).
+pub fn audited_requests(user: &str, from: jiff::Timestamp, to: jiff::Timestamp) -> Vec<String> {
     let logs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".local/logs");
     let files = std::fs::read_dir(logs).into_iter().flatten().filter_map(Result::ok).map(|e| e.path());
     let quoted = format!("\"{user}\"");

@@ -26,6 +26,11 @@ pub struct Node {
     pub host_ip: String,
     certs_d: PathBuf,
     pub containerd: String,
+    /// The node's network namespace (where its kubelet, and so its credential providers, run).
+    pub netns: String,
+    /// The kubelet's image credential provider folders (binaries, configs).
+    pub provider_bin_dir: PathBuf,
+    pub provider_config_dir: PathBuf,
 }
 
 impl Node {
@@ -41,7 +46,72 @@ impl Node {
             host_ip: get("HOST_IP"),
             certs_d: PathBuf::from(get("NODE_CERTS_D")),
             containerd: get("CONTAINERD_ADDRESS"),
+            netns: get("NODE_NETNS"),
+            provider_bin_dir: PathBuf::from(get("CREDENTIAL_PROVIDER_BIN_DIR")),
+            provider_config_dir: PathBuf::from(get("CREDENTIAL_PROVIDER_CONFIG_DIR")),
         }
+    }
+
+    /// The chart's values that serve regcred's credential endpoint and install its kubelet credential provider on
+    /// this node for `registries` (`HOST:PORT`, as the kubelet's `matchImages` takes them), the kubelet keeping
+    /// an answer at most `cache_seconds`.
+    pub fn provider_values(&self, registries: &[&str], cache_seconds: u64) -> Vec<String> {
+        let mut values = vec![
+            "credentialProvider.enabled=true".to_owned(),
+            format!("credentialProvider.cacheMaxSeconds={cache_seconds}"),
+            "credentialProvider.nodeInstaller.enabled=true".to_owned(),
+            format!("credentialProvider.nodeInstaller.binDir={}", self.provider_bin_dir.display()),
+            format!("credentialProvider.nodeInstaller.configDir={}", self.provider_config_dir.display()),
+        ];
+        for (i, registry) in registries.iter().enumerate() {
+            values.push(format!("credentialProvider.nodeInstaller.matchImages[{i}]={registry}"));
+        }
+        values
+    }
+
+    /// After an installation with [`Node::provider_values`]: waits until the chart's installer has placed the
+    /// provider and its configuration on the node, then restarts the kubelet as an administrator does
+    /// (`tools/node-restart-kubelet.sh`: it reads its providers only when it starts). Returns the configuration.
+    pub async fn load_provider(&self, registries: &[&str]) -> serde_yaml::Value {
+        let config = wait_for("the installer to place regcred's provider on the node", WAIT, || async {
+            let binary = self.provider_bin_dir.join("regcred-credential-provider");
+            std::fs::metadata(&binary).ok()?;
+            let file = self.provider_config_dir.join("regcred-credential-provider.yaml");
+            let config: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(file).ok()?).ok()?;
+            let text = serde_yaml::to_string(&config["providers"][0]["matchImages"]).ok()?;
+            registries.iter().all(|r| text.contains(r)).then_some(config)
+        })
+        .await;
+        let out = std::process::Command::new(repo_root().join("tools/node-restart-kubelet.sh")).output().unwrap();
+        assert!(out.status.success(), "tools/node-restart-kubelet.sh: {}", String::from_utf8_lossy(&out.stderr));
+        eprintln!("{}", String::from_utf8_lossy(&out.stdout).trim());
+        config
+    }
+
+    /// Runs the provider the kubelet runs, as the kubelet runs it (in the node, with the configuration's
+    /// arguments), on `request`; returns its exit status, stdout and stderr.
+    pub fn run_provider(&self, config: &serde_yaml::Value, request: &serde_json::Value) -> (bool, String, String) {
+        use std::io::Write as _;
+        let args: Vec<String> = config["providers"][0]["args"]
+            .as_sequence()
+            .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+            .unwrap_or_default();
+        let mut child = std::process::Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", self.netns))
+            .arg(self.provider_bin_dir.join("regcred-credential-provider"))
+            .args(&args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(request.to_string().as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     }
 
     /// Starts a registry where the node reaches it, and makes the node's containerd trust its CA.
@@ -394,7 +464,13 @@ pub fn selection(env: &TestEnv) -> (String, String) {
 /// The source Secret (in regcred's namespace) and a profile for `registry`, selecting namespaces labelled
 /// `pull-<id>=yes`; returns the profile's name. The profile trusts the registry's CA (spec.tls).
 pub async fn profile(env: &TestEnv, registry: &Registry, service_accounts: bool) -> String {
-    let name = format!("{}-node", env.id);
+    let more = if service_accounts { json!({"serviceAccounts": {"names": ["default"]}}) } else { json!({}) };
+    profile_with(env, registry, "node", more).await
+}
+
+/// As [`profile`], named `<id>-<suffix>`, with the fields of `more` added to its spec.
+pub async fn profile_with(env: &TestEnv, registry: &Registry, suffix: &str, more: serde_json::Value) -> String {
+    let name = format!("{}-{suffix}", env.id);
     let source = Secret {
         metadata: ObjectMeta { name: Some(name.clone()), ..Default::default() },
         string_data: Some(BTreeMap::from([("username".into(), USER.into()), ("password".into(), PASSWORD.into())])),
@@ -407,8 +483,8 @@ pub async fn profile(env: &TestEnv, registry: &Registry, service_accounts: bool)
         "namespaces": {"selector": {"matchLabels": {selection(env).0: "yes"}}},
         "tls": {"caBundle": registry.ca_pem},
     });
-    if service_accounts {
-        spec["serviceAccounts"] = json!({"names": ["default"]});
+    for (key, value) in more.as_object().into_iter().flatten() {
+        spec[key] = value.clone();
     }
     apply(&Api::<RegistryProfile>::all(env.client.clone()), &fixtures::manifest(&name, &[], spec)).await;
     env.cleanup::<RegistryProfile>(&name);
@@ -433,7 +509,12 @@ pub struct Scene {
 }
 
 pub async fn scene(env: &TestEnv, node: &Node, auth: Auth, service_accounts: bool) -> Scene {
-    install(&env.client, node).await;
+    scene_with(env, node, auth, service_accounts, &[]).await
+}
+
+/// As [`scene`], regcred installed with more `--set` values.
+pub async fn scene_with(env: &TestEnv, node: &Node, auth: Auth, service_accounts: bool, values: &[&str]) -> Scene {
+    install_with(&env.client, node, values).await;
     let registry = node.registry(auth).await;
     let image = push(&registry, &workload_archive(), "team/app:1.0");
     let profile = profile(env, &registry, service_accounts).await;
