@@ -395,6 +395,28 @@ fn the_node_installer_renders_only_when_asked_and_the_schema_refuses_what_the_ku
         ]
     );
     assert!(pod["hostNetwork"].is_null(), "no host network");
+    // Whatever selects the operator's Pods (its Service, PodDisruptionBudget, NetworkPolicy) never selects the
+    // installer's: a Service that did would send admissions and the kubelet's requests to it.
+    let labels = &ds["spec"]["template"]["metadata"]["labels"];
+    let operator = docs.iter().find(|d| d["kind"] == "Deployment").expect("the operator's Deployment");
+    let selector = operator["spec"]["selector"]["matchLabels"].as_object().unwrap();
+    assert!(selector.iter().any(|(k, v)| labels[k] != *v), "the operator's selector picks the installer: {labels}");
+    for d in docs
+        .iter()
+        .filter(|d| ["Service", "PodDisruptionBudget", "NetworkPolicy"].contains(&d["kind"].as_str().unwrap_or("")))
+    {
+        let chosen =
+            if d["kind"] == "Service" { &d["spec"]["selector"] } else { &d["spec"]["podSelector"]["matchLabels"] };
+        let chosen = if d["kind"] == "PodDisruptionBudget" { &d["spec"]["selector"]["matchLabels"] } else { chosen };
+        if let Some(chosen) = chosen.as_object() {
+            assert!(
+                chosen.iter().any(|(k, v)| labels[k] != *v),
+                "{} {} picks the installer",
+                d["kind"],
+                d["metadata"]["name"]
+            );
+        }
+    }
     let container = &pod["containers"][0];
     assert_eq!(container["args"][0], "install-credential-provider");
     assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);

@@ -219,7 +219,7 @@ start kube-controller-manager \
   --kubeconfig="$state/kcm.kubeconfig" \
   --authentication-kubeconfig="$state/kcm.kubeconfig" --authorization-kubeconfig="$state/kcm.kubeconfig" \
   --bind-address=127.0.0.1 --secure-port="${kcm_port}" \
-  --controllers=namespace-controller,clusterrole-aggregation-controller,garbage-collector-controller,serviceaccount-controller,serviceaccount-token-controller,root-ca-certificate-publisher-controller,deployment-controller,replicaset-controller,statefulset-controller,endpointslice-controller,node-lifecycle-controller,disruption-controller,pod-garbage-collector-controller \
+  --controllers=namespace-controller,clusterrole-aggregation-controller,garbage-collector-controller,serviceaccount-controller,serviceaccount-token-controller,root-ca-certificate-publisher-controller,deployment-controller,replicaset-controller,statefulset-controller,daemonset-controller,endpointslice-controller,node-lifecycle-controller,disruption-controller,pod-garbage-collector-controller \
   --node-monitor-grace-period=20s \
   --service-account-private-key-file="$pki/sa.key" --root-ca-file="$pki/ca.crt" \
   --use-service-account-credentials=true --leader-elect=false \

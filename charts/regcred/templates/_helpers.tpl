@@ -31,6 +31,12 @@ app.kubernetes.io/name: {{ include "regcred.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
+{{/* Labels that select the node installer's Pods (templates/credential-provider.yaml): not the operator's. */}}
+{{- define "regcred.installerSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "regcred.name" . }}-credential-provider
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
 {{/*
 The healing mode: Evict, Notify or Off. A bare `Off` in a values file reaches the chart as the boolean false (YAML
 1.1), so false means Off too; anything else fails the render with the allowed values.
