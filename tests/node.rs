@@ -719,6 +719,17 @@ async fn service_account(client: &Client, ns: &str, name: &str) {
     Api::namespaced(client.clone(), ns).create(&PostParams::default(), &sa).await.unwrap();
 }
 
+/// Waits until the Pod `ns/name` runs (after back-offs: the kubelet retries a failed pull by itself).
+async fn running_eventually(client: &Client, ns: &str, name: &str) {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    wait_for(&format!("{ns}/{name} to run"), Duration::from_secs(300), || async {
+        let p = pods.get(name).await.ok()?;
+        let state = p.status?.container_statuses?.first()?.state.clone()?;
+        state.running.map(|_| ())
+    })
+    .await;
+}
+
 /// The Secrets anywhere in the cluster that regcred wrote for `profile`.
 async fn secrets_of(client: &Client, profile: &str) -> Vec<String> {
     let params = kube::api::ListParams::default().labels(&format!("{}={profile}", regcred::names::PROFILE_LABEL));
@@ -795,18 +806,34 @@ async fn pods_pull_through_regcreds_kubelet_credential_provider_with_no_secret_a
             create_pod(&client, &chosen, &pod_as("rotated", &image, "Always", "builder")).await;
             assert_eq!(pull_outcome(&client, &chosen, "rotated").await, Pull::Running, "after the rotation");
 
-            // regcred down: the provider fails closed. Within the kubelet's cache nothing changes; beyond it, a pull
-            // is refused. An IfNotPresent Pod of the ServiceAccount that pulled the image still starts from the
-            // node's cache (the kubelet's records name it). regcred's own Pods come back: their image is not the
-            // provider's.
+            // regcred unreachable: the provider fails closed, and the kubelet keeps what it was answered for its
+            // cacheDuration. The "rotated" Pod's answer is seconds old: with the Service's credentials port gone
+            // (the kubelet's requests are refused at once, as with no replica), a pull of the same ServiceAccount
+            // still gets its credentials from the kubelet's cache.
+            let services: Api<k8s_openapi::api::core::v1::Service> = Api::namespaced(client.clone(), NS);
+            let service = services.get(RELEASE).await.unwrap();
+            let kept: Vec<_> = service.spec.clone().unwrap().ports.unwrap().into_iter().filter(|p| p.port != 8444).collect();
+            let cut = json!({"spec": {"ports": kept}});
+            services.patch(RELEASE, &PatchParams::default(), &Patch::Merge(&cut)).await.unwrap();
+            node.forget_image(&image);
+            create_pod(&client, &chosen, &pod_as("within-cache", &image, "Always", "builder")).await;
+            assert_eq!(pull_outcome(&client, &chosen, "within-cache").await, Pull::Running, "within the kubelet's cache");
+            let back = json!({"spec": {"ports": service.spec.unwrap().ports}});
+            services.patch(RELEASE, &PatchParams::default(), &Patch::Merge(&back)).await.unwrap();
+
+            // regcred down, beyond the kubelet's cache: every pull from the provider's registries is refused, even
+            // an IfNotPresent Pod of the ServiceAccount that pulled the image (the kubelet verifies it again, with
+            // credentials it cannot get). regcred's own Pods come back: their image is not the provider's.
             scale_regcred(&client, 0).await;
             tokio::time::sleep(Duration::from_secs(PROVIDER_CACHE_SECONDS + 2)).await;
             create_pod(&client, &chosen, &pod_as("down-cached", &image, "IfNotPresent", "builder")).await;
-            assert_eq!(pull_outcome(&client, &chosen, "down-cached").await, Pull::Running, "IfNotPresent, regcred down");
+            assert_refused_401(&pull_outcome(&client, &chosen, "down-cached").await, "IfNotPresent, regcred down");
             node.forget_image(&image);
             create_pod(&client, &chosen, &pod_as("down", &image, "Always", "builder")).await;
             assert_refused_401(&pull_outcome(&client, &chosen, "down").await, "a pull while regcred is down");
             scale_regcred(&client, 2).await;
+            // Once it is back, the same Pod recovers on the kubelet's next retry, without being re-created.
+            running_eventually(&client, &chosen, "down").await;
 
             // Deselection: once regcred has seen it, the kubelet gets nothing after at most the cache bound.
             let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());

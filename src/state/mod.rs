@@ -186,7 +186,12 @@ impl View {
         let settling = Arc::new(Dirty::default());
         let settle = settling.clone();
         self.drive("namespaces", events, move |c, ns| {
-            let names = c.profiles_for_namespace(&namespace_info(&ns));
+            let mut names = c.profiles_for_namespace(&namespace_info(&ns));
+            // And those that selected it before the change (with nothing of theirs there to mark them).
+            if let Some(before) = c.namespaces.take_previous(&ns.name_any()) {
+                let before = c.profiles_for_namespace(&before);
+                names.extend(before.into_iter().filter(|n| !names.contains(n)).collect::<Vec<_>>());
+            }
             c.dirty.note(&names, &ns.name_any());
             settle.mark(names);
         });

@@ -5,6 +5,9 @@
 //! its neighbours' costs no label storage of its own. About 100 bytes a namespace, where a reflector store of
 //! metadata kept well over a kilobyte.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
 use k8s_openapi::api::core::v1::Namespace;
 use kube::ResourceExt;
 use kube::core::PartialObjectMeta;
@@ -69,17 +72,38 @@ impl Labels for Named<'_> {
 #[derive(Clone, Default)]
 pub struct Namespaces {
     index: compact::Shared<Entry>,
+    /// What a namespace looked like before its labels (or its deletion) changed, until the view's watch takes it
+    /// ([`Namespaces::take_previous`]): a profile that selected it before and holds nothing there (delivery
+    /// `CredentialProvider`) hears of the change only through these.
+    previous: Arc<Mutex<HashMap<String, NamespaceInfo>>>,
 }
 
 impl Namespaces {
     /// An empty index interning into `strings`, shared with the view's other indexes.
     pub fn with_strings(strings: Strings) -> Self {
-        Self { index: compact::Shared::with_strings(strings) }
+        Self { index: compact::Shared::with_strings(strings), previous: Arc::default() }
     }
 
-    /// Applies one watch event.
+    /// Applies one watch event, remembering what a changed namespace looked like before.
     pub fn apply(&self, event: &watcher::Event<PartialObjectMeta<Namespace>>) {
+        if let watcher::Event::Apply(ns) | watcher::Event::Delete(ns) = event {
+            let name = ns.name_any();
+            if let Some(before) = self.get(&name) {
+                let labels_now = |k: &String, v: &String| ns.labels().get(k) == Some(v);
+                let changed = matches!(event, watcher::Event::Delete(_))
+                    || before.labels.len() != ns.labels().len()
+                    || !before.labels.iter().all(|(k, v)| labels_now(k, v));
+                if changed {
+                    self.previous.lock().unwrap_or_else(PoisonError::into_inner).insert(name, before);
+                }
+            }
+        }
         self.index.apply(event, Entry::of);
+    }
+
+    /// What the namespace `name` looked like before its last change, once.
+    pub fn take_previous(&self, name: &str) -> Option<NamespaceInfo> {
+        self.previous.lock().unwrap_or_else(PoisonError::into_inner).remove(name)
     }
 
     /// One namespace, as the selection sees it.
@@ -147,6 +171,25 @@ mod tests {
 
     fn names(v: &[&str]) -> NameSet {
         v.iter().map(|n| Arc::from(*n)).collect()
+    }
+
+    #[test]
+    fn a_namespace_remembers_its_labels_from_before_a_change_once() {
+        let index = Namespaces::default();
+        let apply = |labels: &[(&str, &str)]| index.apply(&watcher::Event::Apply(ns("team", labels, false)));
+        apply(&[("pull", "yes")]);
+        assert_eq!(index.take_previous("team"), None, "new: nothing before");
+        apply(&[("pull", "yes")]);
+        assert_eq!(index.take_previous("team"), None, "the same labels: no change");
+        apply(&[("pull", "yes"), ("other", "x")]);
+        let before = index.take_previous("team").expect("a label added");
+        assert_eq!(before.labels.get("pull").map(String::as_str), Some("yes"));
+        assert!(!before.labels.contains_key("other"));
+        apply(&[]);
+        assert!(index.take_previous("team").is_some_and(|b| b.labels.contains_key("other")), "labels removed");
+        assert_eq!(index.take_previous("team"), None, "taken once");
+        index.apply(&watcher::Event::Delete(ns("team", &[], false)));
+        assert!(index.take_previous("team").is_some(), "deleted");
     }
 
     #[test]
