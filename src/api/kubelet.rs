@@ -108,6 +108,30 @@ impl CredentialProviderResponse {
     }
 }
 
+/// The TokenRequest the kubelet makes for a provider: a token of the Pod's ServiceAccount for `audience`, bound to
+/// `pod` (its name and uid), living ten minutes, the shortest the apiserver allows. `regcred check` and the tests
+/// ask regcred's endpoint with one, as the kubelet's provider does.
+pub fn pod_token_request(
+    pod: &k8s_openapi::api::core::v1::Pod,
+    audience: &str,
+) -> k8s_openapi::api::authentication::v1::TokenRequest {
+    use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
+    TokenRequest {
+        spec: Some(TokenRequestSpec {
+            audiences: Some(vec![audience.to_owned()]),
+            expiration_seconds: Some(600),
+            bound_object_ref: Some(BoundObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("Pod".into()),
+                name: pod.metadata.name.clone(),
+                uid: pod.metadata.uid.clone(),
+            }),
+            ..TokenRequestSpec::default()
+        }),
+        ..TokenRequest::default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,7 +9,6 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, ServiceAccount};
 use kube::api::{Api, PostParams};
 
@@ -88,20 +87,7 @@ async fn token(
     pod: &Pod,
     audience: &str,
 ) -> Result<String, String> {
-    let request = TokenRequest {
-        spec: Some(TokenRequestSpec {
-            audiences: Some(vec![audience.to_owned()]),
-            expiration_seconds: Some(600),
-            bound_object_ref: Some(BoundObjectReference {
-                api_version: Some("v1".into()),
-                kind: Some("Pod".into()),
-                name: pod.metadata.name.clone(),
-                uid: pod.metadata.uid.clone(),
-            }),
-            ..TokenRequestSpec::default()
-        }),
-        ..TokenRequest::default()
-    };
+    let request = crate::api::kubelet::pod_token_request(pod, audience);
     let answer = Api::<ServiceAccount>::namespaced(client.clone(), namespace)
         .create_token_request(account, &PostParams::default(), &request)
         .await

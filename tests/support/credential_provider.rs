@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, ServiceAccount};
 use kube::Client;
 use kube::api::{Api, ObjectMeta, PostParams};
@@ -54,20 +54,7 @@ pub async fn pod(client: &Client, namespace: &str, name: &str, account: &str) ->
 pub async fn pod_token(client: &Client, pod: &Pod, audience: &str) -> Result<String, kube::Error> {
     let namespace = pod.metadata.namespace.as_deref().unwrap();
     let account = pod.spec.as_ref().and_then(|s| s.service_account_name.clone()).unwrap();
-    let request = TokenRequest {
-        spec: Some(TokenRequestSpec {
-            audiences: Some(vec![audience.to_owned()]),
-            expiration_seconds: Some(600),
-            bound_object_ref: Some(BoundObjectReference {
-                api_version: Some("v1".into()),
-                kind: Some("Pod".into()),
-                name: pod.metadata.name.clone(),
-                uid: pod.metadata.uid.clone(),
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
+    let request = regcred::api::kubelet::pod_token_request(pod, audience);
     let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
     let answer: TokenRequest = sas.create_subresource("token", &account, &PostParams::default(), &request).await?;
     Ok(answer.status.unwrap().token.unwrap())
