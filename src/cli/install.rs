@@ -195,7 +195,13 @@ fn write_atomic(dir: &Path, name: &str, bytes: &[u8], mode: u32) -> Result<(), S
     let target = dir.join(name);
     let temp = dir.join(format!(".{name}.regcred-tmp"));
     let result = (|| {
-        let mut file = std::fs::File::create(&temp)?;
+        // A new file, never through what is there already: a leftover, or a symlink someone planted at this
+        // predictable name, is removed (not followed), and `create_new` refuses anything that appears meanwhile.
+        match std::fs::remove_file(&temp) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        let mut file = std::fs::OpenOptions::new().write(true).create_new(true).open(&temp)?;
         file.write_all(bytes)?;
         file.set_permissions(std::fs::Permissions::from_mode(mode))?;
         file.sync_all()?;

@@ -137,17 +137,21 @@ impl CredentialKey {
         !self.path.is_empty()
     }
 
+    /// Whether the key is for `image`'s registry (host and port, as the kubelet matches them), whatever its path.
+    pub fn matches_registry(&self, image: &ImageRef) -> bool {
+        let (host, port) = split_port(image.registry());
+        let key_parts: Vec<&str> = self.host.split('.').collect();
+        let host = host.to_ascii_lowercase();
+        let image_parts: Vec<&str> = host.split('.').collect();
+        self.port == port
+            && key_parts.len() == image_parts.len()
+            && key_parts.iter().zip(&image_parts).all(|(k, i)| glob(k, i))
+    }
+
     /// Whether the kubelet would offer this key's credentials for `image`.
     pub fn matches(&self, image: &ImageRef) -> bool {
-        let (host, port) = split_port(image.registry());
         let path = format!("/{}", image.repository());
-        let hosts_match = {
-            let key_parts: Vec<&str> = self.host.split('.').collect();
-            let host = host.to_ascii_lowercase();
-            let image_parts: Vec<&str> = host.split('.').collect();
-            key_parts.len() == image_parts.len() && key_parts.iter().zip(&image_parts).all(|(k, i)| glob(k, i))
-        };
-        let direct = self.port == port && hosts_match && path.starts_with(&self.path);
+        let direct = self.matches_registry(image) && path.starts_with(&self.path);
         // The kubelet's fallback: Docker Hub credentials serve every Docker Hub image.
         let docker_hub = self.host == "index.docker.io" && self.port.is_none() && self.path.is_empty();
         direct || (docker_hub && image.registry() == DOCKER_HUB)

@@ -97,7 +97,12 @@ pub fn answer<'a>(
     let mut offers: Vec<&Offer<'_>> = offers.iter().collect();
     offers.sort_by(|a, b| a.meaning.name.cmp(&b.meaning.name));
     let mut soonest: Option<Timestamp> = None;
-    let mut path_keys = false;
+    // A profile with a path prefix on the image's registry, answered or not: an answer kept for the whole registry
+    // would stand for its images too.
+    let mut path_keys = offers.iter().any(|o| {
+        o.profile.spec.delivery.serves_kubelet()
+            && o.meaning.keys.iter().any(|(_, key)| key.has_path() && key.matches_registry(&parsed))
+    });
     for offer in offers {
         if !offer.profile.spec.delivery.serves_kubelet()
             || offer
@@ -215,6 +220,8 @@ mod tests {
             profile("both", spec("b.example.com:5000", "Both", None)),
             profile("named", spec("n.example.com", "CredentialProvider", Some(&["builder", "ci-*"]))),
             profile("team", spec("p.example.com/team", "CredentialProvider", None)),
+            // The whole registry of `team`, for another namespace: its answers are kept per image.
+            profile("p-all", spec("p.example.com", "CredentialProvider", None)),
             profile("minted", spec("m.example.com", "CredentialProvider", None)),
             profile("withheld", spec("w.example.com", "CredentialProvider", None)),
             // Same key as `static`, later in name order: `static` keeps it.
@@ -226,6 +233,7 @@ mod tests {
             written("b.example.com:5000", "pw-both", None, false),
             written("n.example.com", "pw-named", None, false),
             written("p.example.com/team", "pw-team", None, false),
+            written("p.example.com", "pw-p-all", None, false),
             written("m.example.com", "pw-minted", Some(100), false),
             written("w.example.com", "pw-withheld", None, true),
             written("r.example.com", "pw-zz", None, false),
@@ -252,9 +260,20 @@ mod tests {
             ("unnamed account", ("team-a", "default", "n.example.com/app", &[], image, 60)),
             (
                 "path prefix",
-                ("team-a", "default", "p.example.com/team/app", &[("p.example.com/team", "pw-team")], image, 60),
+                (
+                    "team-a",
+                    "default",
+                    "p.example.com/team/app",
+                    &[("p.example.com", "pw-p-all"), ("p.example.com/team", "pw-team")],
+                    image,
+                    60,
+                ),
             ),
-            ("outside the path", ("team-a", "default", "p.example.com/other/app", &[], image, 60)),
+            // Host-only credentials, but kept per image: `team`'s path on the same registry serves other images.
+            (
+                "outside the path",
+                ("team-a", "default", "p.example.com/other/app", &[("p.example.com", "pw-p-all")], image, 60),
+            ),
             (
                 "minted: half its life",
                 ("team-a", "default", "m.example.com/a", &[("m.example.com", "pw-minted")], registry, 50),
