@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use futures::StreamExt as _;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Event, Namespace, Pod, Secret};
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
@@ -28,20 +28,9 @@ const FORGED: &str = r#"{"auths":{"registry.example.com:5000":{"username":"attac
 async fn tenant(env: &TestEnv, namespace: &str, may_label: bool) -> Client {
     // What the `admin` role gives a namespace's owner over these objects (the local control plane does not run the
     // controller that aggregates `admin`, so the rules are spelled out).
-    let role: Role = serde_json::from_value(json!({
-        "metadata": {"name": "tenant"},
-        "rules": [{"apiGroups": [""], "resources": ["secrets", "pods", "serviceaccounts", "configmaps", "events"],
-                   "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"]}],
-    }))
-    .unwrap();
-    support::apply(&Api::<Role>::namespaced(env.client.clone(), namespace), &role).await;
-    let binding: RoleBinding = serde_json::from_value(json!({
-        "metadata": {"name": "tenant"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "tenant"},
-        "subjects": [{"kind": "ServiceAccount", "name": "tenant", "namespace": namespace}],
-    }))
-    .unwrap();
-    support::apply(&Api::<RoleBinding>::namespaced(env.client.clone(), namespace), &binding).await;
+    let resources = ["secrets", "pods", "serviceaccounts", "configmaps", "events"];
+    let verbs = ["get", "list", "watch", "create", "update", "patch", "delete"];
+    support::grant_tenant(env, namespace, &resources, &verbs).await;
     if may_label {
         let name = format!("{namespace}-label");
         let role: ClusterRole = serde_json::from_value(json!({

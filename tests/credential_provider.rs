@@ -10,7 +10,6 @@ mod support;
 use std::time::Instant;
 
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{Api, DeleteParams};
 use serde_json::json;
 use support::credential_provider::{AUDIENCE, Endpoint, endpoint_args, free_port, pod, pod_token, unsigned_jwt};
@@ -23,20 +22,8 @@ const CACHE_MAX: u64 = 20;
 
 /// A tenant with the `admin`-like rights of its own namespace only (Pods, ServiceAccounts and their tokens).
 async fn tenant(env: &TestEnv, namespace: &str) -> kube::Client {
-    let role: Role = serde_json::from_value(json!({
-        "metadata": {"name": "tenant"},
-        "rules": [{"apiGroups": [""], "resources": ["pods", "serviceaccounts", "serviceaccounts/token"],
-                   "verbs": ["get", "list", "create", "delete"]}],
-    }))
-    .unwrap();
-    support::apply(&Api::<Role>::namespaced(env.client.clone(), namespace), &role).await;
-    let binding: RoleBinding = serde_json::from_value(json!({
-        "metadata": {"name": "tenant"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "tenant"},
-        "subjects": [{"kind": "ServiceAccount", "name": "tenant", "namespace": namespace}],
-    }))
-    .unwrap();
-    support::apply(&Api::<RoleBinding>::namespaced(env.client.clone(), namespace), &binding).await;
+    let resources = ["pods", "serviceaccounts", "serviceaccounts/token"];
+    support::grant_tenant(env, namespace, &resources, &["get", "list", "create", "delete"]).await;
     support::client_from(&support::service_account_kubeconfig(&env.client, namespace, "tenant").await).await
 }
 

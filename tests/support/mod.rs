@@ -351,6 +351,24 @@ pub async fn bench_operator(env: &TestEnv) -> BenchOperator {
     BenchOperator { namespace, kubeconfig, client, user }
 }
 
+/// A tenant's rights: Role and RoleBinding `tenant` in `namespace`, granting ServiceAccount `tenant` there `verbs`
+/// on the core `resources`, and nothing elsewhere.
+pub async fn grant_tenant(env: &TestEnv, namespace: &str, resources: &[&str], verbs: &[&str]) {
+    let role: Role = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "tenant"},
+        "rules": [{"apiGroups": [""], "resources": resources, "verbs": verbs}],
+    }))
+    .unwrap();
+    apply(&Api::<Role>::namespaced(env.client.clone(), namespace), &role).await;
+    let binding: RoleBinding = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "tenant"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "tenant"},
+        "subjects": [{"kind": "ServiceAccount", "name": "tenant", "namespace": namespace}],
+    }))
+    .unwrap();
+    apply(&Api::<RoleBinding>::namespaced(env.client.clone(), namespace), &binding).await;
+}
+
 /// Creates the ServiceAccount if needed, mints a token for it, and writes a kubeconfig that uses that token.
 pub async fn service_account_kubeconfig(client: &Client, namespace: &str, name: &str) -> PathBuf {
     let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
