@@ -8,7 +8,7 @@
 
 use futures::StreamExt;
 use kube::Client;
-use tracing::{Instrument, debug, info_span};
+use tracing::{Instrument, debug, debug_span};
 
 use crate::secrets::{self, EnsureError};
 use crate::state::View;
@@ -28,7 +28,9 @@ pub async fn serve(client: Client, view: View) {
         .flat_map(futures::stream::iter)
         .for_each_concurrent(CONCURRENCY, |namespace| {
             let (client, view) = (client.clone(), view.clone());
-            let span = info_span!("new namespace", namespace = %namespace);
+            // A debug span: everything this path logs is at debug, and a span at info costs every namespace a formatted
+            // field for nothing.
+            let span = debug_span!("new namespace", namespace = %namespace);
             async move { serve_one(&client, &view, &namespace).await }.instrument(span)
         })
         .await;

@@ -40,8 +40,9 @@ use k8s_openapi::api::core::v1::ServiceAccount;
 
 /// A change of a profile's status in its counts alone (a new namespace synced, see [`status::counts_only`]) is
 /// written at most once in this long: a burst of new namespaces, or a steady trickle, costs a status write per
-/// window rather than one per namespace. Every other change is written at once.
-pub const STATUS_SETTLE: Duration = Duration::from_secs(5);
+/// window rather than one per namespace. Every other change is written at once. The state layer marks a profile
+/// for a trickle of namespace events at most once per this window too ([`crate::state::SETTLE_WINDOW`]).
+pub const STATUS_SETTLE: Duration = crate::state::SETTLE_WINDOW;
 
 /// Reconciles one profile, in a span naming it.
 pub async fn reconcile(profile: Arc<RegistryProfile>, ctx: Arc<Context>) -> Result<Action, Error> {

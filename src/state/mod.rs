@@ -28,6 +28,7 @@ pub mod streams;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use futures::future::{BoxFuture, Shared};
 use futures::stream::BoxStream;
@@ -175,7 +176,8 @@ impl View {
     /// A namespace appeared, changed labels or is going: the new-namespace path hears of it at once, and the
     /// profiles that select it or have a Secret in it, for that namespace, a moment later, all marks of that moment
     /// at once. A new namespace already has its Secret from the new-namespace path, and a burst of namespaces
-    /// reconciles each profile once, not once per namespace, while the new-namespace path has the CPU.
+    /// reconciles each profile once, not once per namespace, while the new-namespace path has the CPU; a trickle
+    /// reconciles each at most once per [`SETTLE_WINDOW`] ([`settle_wait`]).
     fn follow_namespaces(&self, events: Events<PartialObjectMeta<Namespace>>) {
         let new_namespaces = self.new_namespaces.clone();
         let events = events.inspect(move |event| {
@@ -198,8 +200,10 @@ impl View {
         let dirty = self.dirty.clone();
         tokio::spawn(async move {
             let mut batches = std::pin::pin!(settling.batches());
+            let mut last: Option<tokio::time::Instant> = None;
             while let Some(names) = batches.next().await {
-                tokio::time::sleep(SETTLE).await;
+                tokio::time::sleep(settle_wait(last.map(|at| at.elapsed()))).await;
+                last = Some(tokio::time::Instant::now());
                 // A reconcile since (the namespace's new Secret marks its profile at once) took the change along.
                 dirty.mark_noted(names);
             }
@@ -422,7 +426,20 @@ fn refresher(dirty: &Arc<Dirty>, refresh_fraction: f64, identity: Arc<Identity>)
 }
 
 /// How long reconciles triggered by namespace events wait for more of them.
-const SETTLE: std::time::Duration = std::time::Duration::from_millis(500);
+const SETTLE: Duration = Duration::from_millis(500);
+
+/// The window of a trickle: namespace events that keep coming mark their profiles at most once in this long. It is
+/// the controller's status settle window (`controller::STATUS_SETTLE`, which is this constant): a change of counts
+/// alone is written at most once per window, so a reconcile per window is all a trickle of namespaces that the
+/// new-namespace path already served needs. A namespace that appears is served at once whatever this says; what
+/// waits is what only a reconcile does for it (a Secret to remove after a label change, its count in status).
+pub const SETTLE_WINDOW: Duration = Duration::from_secs(5);
+
+/// How long the namespace events of a batch wait before marking their profiles, `since_last` the last batch
+/// marked them: [`SETTLE`] after a quiet spell, else until [`SETTLE_WINDOW`] has passed since the last batch.
+fn settle_wait(since_last: Option<Duration>) -> Duration {
+    since_last.map_or(SETTLE, |since| SETTLE_WINDOW.saturating_sub(since).max(SETTLE))
+}
 
 /// The three indexes that grow with the cluster, each with its ready flag and its watch's events. One interner
 /// for all three: each namespace's name is held once.
@@ -563,7 +580,21 @@ pub(crate) fn namespace_info(ns: &PartialObjectMeta<Namespace>) -> NamespaceInfo
 mod tests {
     use super::*;
     use kube::runtime::watcher::Event as WatchEvent;
-    use std::time::Duration;
+
+    #[test]
+    fn namespace_events_mark_their_profiles_soon_after_a_quiet_spell_and_once_per_window_in_a_trickle() {
+        let ms = Duration::from_millis;
+        for (since_last, wait, case) in [
+            (None, SETTLE, "the first batch"),
+            (Some(ms(60_000)), SETTLE, "after a quiet spell"),
+            (Some(SETTLE_WINDOW), SETTLE, "a window after the last"),
+            (Some(ms(500)), ms(4_500), "a trickle: until a window after the last"),
+            (Some(ms(4_800)), SETTLE, "never less than SETTLE"),
+            (Some(Duration::ZERO), SETTLE_WINDOW, "right after the last"),
+        ] {
+            assert_eq!(settle_wait(since_last), wait, "{case}");
+        }
+    }
 
     /// Regression: reconciles that started waiting for the caches before they were ready were never woken when
     /// several waited at once (and kube-runtime's Controller waits on the profile store too).
