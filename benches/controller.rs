@@ -23,7 +23,7 @@ use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use kube::api::{Api, ObjectMeta, PostParams};
+use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use regcred::api::RegistryProfile;
@@ -177,7 +177,9 @@ async fn main() {
             }
             let profile = profile.expect("at least one round");
             // The earlier rounds' profiles stop selecting anything (regcred deletes their Secrets), so what follows
-            // measures one profile, as a cluster with one registry would see it.
+            // measures one profile, as a cluster with one registry would see it. Deselecting every namespace at once
+            // is what the deletion guard holds until confirmed: confirmed for the new generation, as an
+            // administrator does.
             for round in 0..rounds - 1 {
                 let p = apply_profile(
                     &format!("p{round}"),
@@ -185,6 +187,10 @@ async fn main() {
                     &format!("pull-{round}"),
                 )
                 .await;
+                let generation = p.metadata.generation.unwrap_or_default().to_string();
+                let confirm =
+                    json!({"metadata": {"annotations": {regcred::names::CONFIRM_DELETIONS_ANNOTATION: generation}}});
+                profiles.patch(&p.name_any(), &PatchParams::default(), &Patch::Merge(&confirm)).await.unwrap();
                 ready(p.name_any(), "0/0".into()).await;
             }
             let mut ratios: Vec<f64> = rounds_out.iter().map(|(b, s)| s / b).collect();
