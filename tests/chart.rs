@@ -405,9 +405,11 @@ fn the_node_installer_renders_only_when_asked_and_the_schema_refuses_what_the_ku
         .iter()
         .filter(|d| ["Service", "PodDisruptionBudget", "NetworkPolicy"].contains(&d["kind"].as_str().unwrap_or("")))
     {
-        let chosen =
-            if d["kind"] == "Service" { &d["spec"]["selector"] } else { &d["spec"]["podSelector"]["matchLabels"] };
-        let chosen = if d["kind"] == "PodDisruptionBudget" { &d["spec"]["selector"]["matchLabels"] } else { chosen };
+        let chosen = match d["kind"].as_str() {
+            Some("Service") => &d["spec"]["selector"],
+            Some("PodDisruptionBudget") => &d["spec"]["selector"]["matchLabels"],
+            _ => &d["spec"]["podSelector"]["matchLabels"],
+        };
         if let Some(chosen) = chosen.as_object() {
             assert!(
                 chosen.iter().any(|(k, v)| labels[k] != *v),
