@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
 use kube::Resource as _;
 use kube::api::{Api, DeleteParams, EvictParams, Preconditions};
 use tracing::{debug, warn};
@@ -56,7 +56,7 @@ pub(super) async fn heal(ctx: &Context, claim: &Claim, pod: &PodPulls) {
         return;
     }
     let injects = ctx.settings.webhook.is_some() && webhook_settled(ctx).await;
-    let Some(verdict) = verdict(ctx, claim, pod, injects) else { return };
+    let Some(verdict) = verdict(ctx, claim, pod, injects).await else { return };
     let now = ORIGIN.elapsed();
     let step = lock(&ctx.healer).step(&verdict, pod, now);
     let (profile, secret) = match &verdict {
@@ -74,9 +74,11 @@ pub(super) async fn heal(ctx: &Context, claim: &Claim, pod: &PodPulls) {
     }
 }
 
-/// What [`heal::decide`] says of the Pod, over the view as it is now; `None` when its namespace is gone.
-fn verdict(ctx: &Context, claim: &Claim, pod: &PodPulls, injects: bool) -> Option<heal::Verdict> {
+/// What [`heal::decide`] says of the Pod, over the view as it is now; `None` when its namespace is gone, or when
+/// its ServiceAccount could not be read.
+async fn verdict(ctx: &Context, claim: &Claim, pod: &PodPulls, injects: bool) -> Option<heal::Verdict> {
     let ns = ctx.view.namespace(&claim.namespace)?;
+    let account_pulls = account_pulls(ctx, claim, pod).await?;
     let profiles = ctx.view.profiles_and_meanings();
     let view = &ctx.view;
     let offers = heal::offers(
@@ -86,9 +88,37 @@ fn verdict(ctx: &Context, claim: &Claim, pod: &PodPulls, injects: bool) -> Optio
         pod,
         heal::Cap { mode: ctx.settings.healing, injects, operator_namespace: &ctx.settings.operator_namespace },
         |namespace, secret| view.managed().contains(namespace, secret),
-        |namespace, account, secret| view.service_accounts().lists(namespace, account, secret),
+        |_, _, secret| account_pulls.iter().any(|s| s == secret),
     );
     Some(heal::decide(claim.reason, &claim.image, pod, &offers))
+}
+
+/// The pull Secrets the Pod's ServiceAccount lists (what the ServiceAccount admission plugin copies into a Pod that
+/// names none), read when it matters: the view follows ServiceAccounts only for ServiceAccount mode, and a failed
+/// pull is rare where namespaces are not. `None` when it could not be read.
+async fn account_pulls(ctx: &Context, claim: &Claim, pod: &PodPulls) -> Option<Vec<String>> {
+    if !pod.pull_secrets.is_empty() {
+        return Some(Vec::new());
+    }
+    let accounts = Api::<ServiceAccount>::namespaced(ctx.client.clone(), &claim.namespace);
+    match tokio::time::timeout(LOOKUP_TIMEOUT, accounts.get_opt(&pod.service_account)).await {
+        Ok(Ok(account)) => {
+            Some(account.and_then(|a| a.image_pull_secrets).into_iter().flatten().map(|r| r.name).collect())
+        }
+        Ok(Err(e)) => {
+            warn!(namespace = claim.namespace, account = pod.service_account, error = %e,
+                "could not read the Pod's ServiceAccount; not healed now");
+            None
+        }
+        Err(_) => {
+            warn!(
+                namespace = claim.namespace,
+                account = pod.service_account,
+                "reading the Pod's ServiceAccount timed out; not healed now"
+            );
+            None
+        }
+    }
 }
 
 impl Case<'_> {

@@ -510,7 +510,7 @@ struct AccountSync {
     failures: Vec<NamespaceFailure>,
 }
 
-/// ServiceAccount mode for one profile: every cached account (of `only` those namespaces, when given) gets what
+/// ServiceAccount mode for one profile: every followed account (of `only` those namespaces, when given) gets what
 /// the profile wants of it (see [`patch_service_accounts::want`]); only those that need a change are patched. In the
 /// namespaces the guard keeps, accounts are left as they are.
 async fn sync_service_accounts(
@@ -521,6 +521,11 @@ async fn sync_service_accounts(
 ) -> AccountSync {
     let name = profile.name_any();
     let patterns = profile.spec.service_accounts.as_ref().map(|s| s.names.as_slice());
+    // In the mode, every account it names must be known: the view follows them from now on. Out of it, only the
+    // entries it recorded are removed, and the view follows accounts as long as any holds one.
+    if patterns.is_some() && !ctx.view.service_accounts_ready().await {
+        debug!("the ServiceAccount following ended before its list was in: the profile left the mode meanwhile");
+    }
     let mut listed: BTreeMap<String, i32> = BTreeMap::new();
     let mut visit = |sa: ServiceAccount| {
         let ns = sa.namespace().unwrap_or_default();

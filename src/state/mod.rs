@@ -7,7 +7,8 @@
 //!   reconciles: profiles and the Secrets of regcred's own namespace (reflector stores: few and small), and three
 //!   that grow with the cluster, each in a [`compact`] index of only what is read: [`namespaces`] (name, labels,
 //!   whether going), [`managed`] Secrets (hashes and owners) and [`service_accounts`] (pull secrets and regcred's
-//!   record);
+//!   record). ServiceAccounts are followed only while something needs them
+//!   ([`View::follow_service_accounts`]);
 //! - the watches opened for one consumer each, as [`streams`]: the kubelet's pull failures (the leader's
 //!   self-healing) and the webhook's own configuration (its certificate keeper);
 //! - the [`dirty::Dirty`] set: each change is mapped to the profiles it concerns and marked there (a change of a
@@ -40,7 +41,8 @@ use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use tokio::sync::watch;
-use tracing::warn;
+use tokio::task::AbortHandle;
+use tracing::{info, warn};
 
 use crate::api::RegistryProfile;
 use crate::credentials::identity::Identity;
@@ -72,6 +74,15 @@ pub struct View {
     operator_namespace: Arc<str>,
     /// Each profile's [`Meaning`], compiled once per generation.
     meanings: Arc<Mutex<HashMap<String, Arc<Meaning>>>>,
+    /// The ServiceAccount watch, while one runs; what it is opened with (`None`: a detached view, fed by hand).
+    accounts_watch: Arc<Mutex<Option<Following>>>,
+    client: Option<Client>,
+}
+
+/// A watch that runs while it is needed: its ready flag and its task.
+struct Following {
+    ready: watch::Receiver<bool>,
+    task: AbortHandle,
 }
 
 /// One watch's events, after its store or index has applied each.
@@ -83,7 +94,7 @@ struct Watches {
     namespaces: Events<PartialObjectMeta<Namespace>>,
     managed: Events<WatchedSecret>,
     sources: Events<Secret>,
-    service_accounts: Events<ServiceAccount>,
+    service_accounts: (watch::Receiver<bool>, Events<ServiceAccount>),
 }
 
 impl View {
@@ -136,18 +147,20 @@ impl View {
             sources,
             service_accounts,
             refresher,
-            ready: all_ready(vec![profiles_ready, ns_ready, managed_ready, sources_ready, sa_ready]),
+            ready: all_ready(vec![profiles_ready, ns_ready, managed_ready, sources_ready, sa_ready.clone()]),
             dirty,
             new_namespaces: Arc::default(),
             operator_namespace: operator_namespace.into(),
             meanings: Arc::default(),
+            accounts_watch: Arc::default(),
+            client: Some(client.clone()),
         };
         let watches = Watches {
             profiles: profile_events.boxed(),
             namespaces: ns_events,
             managed: managed_events,
             sources: source_events.boxed(),
-            service_accounts: sa_events,
+            service_accounts: (sa_ready, sa_events),
         };
         (view, watches)
     }
@@ -156,7 +169,11 @@ impl View {
     fn follow(&self, watches: Watches) {
         // A profile changed: itself, and the profiles that write a Secret of the name it writes, or wrote, since a
         // conflict between them may have begun or ended (see `resolve::Meaning::may_write`).
-        self.drive("profiles", watches.profiles, |c, p| c.dirty.mark(c.profile_and_rivals(&p)));
+        // And ServiceAccounts may no longer be needed (see `unfollow_service_accounts_if_idle`).
+        self.drive("profiles", watches.profiles, |c, p| {
+            c.dirty.mark(c.profile_and_rivals(&p));
+            c.unfollow_service_accounts_if_idle();
+        });
         self.follow_namespaces(watches.namespaces);
         // A managed Secret was written, edited or deleted by someone else (the index drops the echoes of regcred's
         // own writes and deletes, which their callers count): its profile, for that namespace.
@@ -166,11 +183,72 @@ impl View {
         });
         // A Secret in regcred's namespace changed: the profiles that read it.
         self.drive("source secrets", watches.sources, |c, s| c.dirty.mark(c.profiles_reading(&s.name_any())));
-        // A ServiceAccount appeared or changed: the profiles that recorded an entry on it, and those in
-        // ServiceAccount mode that select its namespace and name it, for that namespace.
-        self.drive("service accounts", watches.service_accounts, |c, sa| {
-            c.dirty.mark_namespace(c.profiles_for_service_account(&sa), &sa.namespace().unwrap_or_default());
+        let (sa_ready, sa_events) = watches.service_accounts;
+        self.drive_service_accounts(&mut lock(&self.accounts_watch), sa_ready, sa_events);
+        // Followed from the start, to learn whether any account holds an entry of regcred's; then only if needed.
+        let view = self.clone();
+        tokio::spawn(async move {
+            if view.ready().await {
+                view.unfollow_service_accounts_if_idle();
+            }
         });
+    }
+
+    /// Follows ServiceAccounts, unless the view already does; the returned flag is set once the index holds the
+    /// initial list. ServiceAccount mode calls this before it reads the index. The watch runs until nothing needs
+    /// it ([`View::unfollow_service_accounts_if_idle`]).
+    pub fn follow_service_accounts(&self) -> watch::Receiver<bool> {
+        let mut following = lock(&self.accounts_watch);
+        if let Some(f) = following.as_ref() {
+            return f.ready.clone();
+        }
+        let Some(client) = &self.client else { return watch::channel(true).1 };
+        let (ready, events) = service_accounts_watch(client, &self.service_accounts);
+        self.drive_service_accounts(&mut following, ready.clone(), events);
+        info!("following ServiceAccounts: a profile uses ServiceAccount mode");
+        ready
+    }
+
+    /// Waits until the ServiceAccount index holds the initial list of a following ([`View::follow_service_accounts`]);
+    /// false if that following ended first.
+    pub async fn service_accounts_ready(&self) -> bool {
+        self.follow_service_accounts().wait_for(|ready| *ready).await.is_ok()
+    }
+
+    /// Follows one ServiceAccount watch's events, recorded in `following`.
+    fn drive_service_accounts(
+        &self,
+        following: &mut Option<Following>,
+        ready: watch::Receiver<bool>,
+        events: Events<ServiceAccount>,
+    ) {
+        // A ServiceAccount appeared or changed: the profiles that recorded an entry on it, and those in
+        // ServiceAccount mode that select its namespace and name it, for that namespace. Then, whether the
+        // following is still needed (the last entry of a profile that left the mode may just have gone).
+        let task = self.drive("service accounts", events, |c, sa| {
+            c.dirty.mark_namespace(c.profiles_for_service_account(&sa), &sa.namespace().unwrap_or_default());
+            c.unfollow_service_accounts_if_idle();
+        });
+        *following = Some(Following { ready, task });
+    }
+
+    /// Stops following ServiceAccounts, and empties their index, once the view is ready and nothing needs them:
+    /// no profile in the view uses ServiceAccount mode and no account holds an entry of regcred's (one that a
+    /// profile which left the mode, or went, still has to remove). Entries of profiles another replica handles
+    /// (a profile selector) keep the watch running: whether their profile is gone is not known here.
+    pub fn unfollow_service_accounts_if_idle(&self) {
+        let mut following = lock(&self.accounts_watch);
+        if following.is_none() || !self.is_ready() {
+            return;
+        }
+        if self.profiles().iter().any(|p| p.spec.service_accounts.is_some()) || self.service_accounts.any_recorded() {
+            return;
+        }
+        if let Some(f) = following.take() {
+            f.task.abort();
+        }
+        self.service_accounts.end();
+        info!("stopped following ServiceAccounts: no profile uses ServiceAccount mode and none holds an entry");
     }
 
     /// A namespace appeared, changed labels or is going: the new-namespace path hears of it at once, and the
@@ -230,6 +308,8 @@ impl View {
             new_namespaces: Arc::default(),
             operator_namespace: operator_namespace.into(),
             meanings: Arc::default(),
+            accounts_watch: Arc::default(),
+            client: None,
         };
         (view, Feeds { profiles: profiles_feed, sources: sources_feed })
     }
@@ -242,13 +322,13 @@ impl View {
     /// view, and an object created during the gap would then wait for the next periodic resync (found by
     /// `make soak`: namespaces created while the apiserver restarted got no Secret). The relist's own objects mark
     /// nothing: its end marks everything.
-    fn drive<K, S>(&self, what: &'static str, events: S, changed: impl Fn(&View, K) + Send + 'static)
+    fn drive<K, S>(&self, what: &'static str, events: S, changed: impl Fn(&View, K) + Send + 'static) -> AbortHandle
     where
         K: Send + 'static,
         S: Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
     {
         let view = self.clone();
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             let mut events = std::pin::pin!(events);
             while let Some(event) = events.next().await {
                 match event {
@@ -262,6 +342,7 @@ impl View {
                 }
             }
         });
+        task.abort_handle()
     }
 
     /// The profiles that read the Secret `name` of regcred's namespace.
@@ -441,12 +522,28 @@ fn settle_wait(since_last: Option<Duration>) -> Duration {
     since_last.map_or(SETTLE, |since| SETTLE_WINDOW.saturating_sub(since).max(SETTLE))
 }
 
-/// The three indexes that grow with the cluster, each with its ready flag and its watch's events. One interner
-/// for all three: each namespace's name is held once.
+/// The three indexes that grow with the cluster, each with its ready flag and its watch's events (the
+/// ServiceAccounts' first following). One interner for all three: each namespace's name is held once.
 struct Grown {
     namespaces: (Namespaces, watch::Receiver<bool>, Events<PartialObjectMeta<Namespace>>),
     managed: (ManagedSecrets, watch::Receiver<bool>, Events<WatchedSecret>),
     service_accounts: (ServiceAccounts, watch::Receiver<bool>, Events<ServiceAccount>),
+}
+
+/// A following of every ServiceAccount into `index` (see [`ServiceAccounts::begin`]): its ready flag and events.
+fn service_accounts_watch(client: &Client, index: &ServiceAccounts) -> (watch::Receiver<bool>, Events<ServiceAccount>) {
+    let generation = index.begin();
+    let (ready, events) = indexed(
+        Api::<ServiceAccount>::all(client.clone()),
+        watcher::Config::default(),
+        (index.clone(), generation),
+        |(index, generation), event| index.apply_of(*generation, event),
+    );
+    (ready, events.boxed())
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Grown {
@@ -467,19 +564,11 @@ impl Grown {
         let (managed_ready, managed_events) =
             indexed(Api::<WatchedSecret>::all(client.clone()), managed_config, managed.clone(), ManagedSecrets::apply);
         let service_accounts = ServiceAccounts::with_strings(strings);
-        let (sa_ready, sa_events) = indexed(
-            Api::<ServiceAccount>::all(client.clone()),
-            watcher::Config::default(),
-            service_accounts.clone(),
-            |index, event| {
-                index.apply(event);
-                true
-            },
-        );
+        let (sa_ready, sa_events) = service_accounts_watch(client, &service_accounts);
         Self {
             namespaces: (namespaces, ns_ready, ns_events.boxed()),
             managed: (managed, managed_ready, managed_events.boxed()),
-            service_accounts: (service_accounts, sa_ready, sa_events.boxed()),
+            service_accounts: (service_accounts, sa_ready, sa_events),
         }
     }
 }

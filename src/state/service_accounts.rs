@@ -1,5 +1,11 @@
 //! The cluster's ServiceAccounts as ServiceAccount mode reads them, and the record regcred keeps on each.
 //!
+//! The index is filled only while the view follows ServiceAccounts: while a profile uses ServiceAccount mode or
+//! an account holds an entry of regcred's to remove (see `View::follow_service_accounts`). Every namespace has an
+//! account, and following them all costs a watch event per new namespace and memory per namespace, which a
+//! cluster that never uses the mode should not pay. Each following is a generation of the index: the events of
+//! an earlier one, still in flight when it ended, change nothing.
+//!
 //! Which `imagePullSecrets` entries are regcred's is recorded on the ServiceAccount in the [`RECORD_ANNOTATION`]
 //! (`profile=secret` pairs): an entry someone else put there is never recorded, so it is never removed. What a
 //! profile wants of an account, and the patch that gets it there, are the controller's
@@ -7,6 +13,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use k8s_openapi::api::core::v1::{LocalObjectReference, ServiceAccount};
 use kube::ResourceExt;
@@ -83,22 +90,49 @@ impl Account {
 #[derive(Clone, Default)]
 pub struct ServiceAccounts {
     index: compact::Shared<Account>,
+    /// The following whose events the index takes (see [`ServiceAccounts::begin`]).
+    generation: Arc<AtomicU64>,
 }
 
 impl ServiceAccounts {
     /// An empty index interning into `strings`, shared with the view's other indexes.
     pub fn with_strings(strings: Strings) -> Self {
-        Self { index: compact::Shared::with_strings(strings) }
+        Self { index: compact::Shared::with_strings(strings), generation: Arc::default() }
     }
 
-    /// Applies one watch event.
+    /// Applies one watch event (whatever the generation: for an index fed by hand).
     pub fn apply(&self, event: &watcher::Event<ServiceAccount>) {
         self.index.apply(event, Account::of);
     }
 
-    /// Whether the account `name` in `namespace` lists the pull Secret `secret`, as last seen.
-    pub fn lists(&self, namespace: &str, name: &str, secret: &str) -> bool {
-        self.index.read().get(namespace, name).is_some_and(|a| a.image_pull_secrets.iter().any(|s| &**s == secret))
+    /// A new following begins: from now on only events applied with the generation returned change the index.
+    pub fn begin(&self) -> u64 {
+        let _index = self.index.write();
+        self.generation.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    /// Applies one event of the following `generation`; an event of an ended following changes nothing. Says
+    /// whether it was applied.
+    pub fn apply_of(&self, generation: u64, event: &watcher::Event<ServiceAccount>) -> bool {
+        let mut index = self.index.write();
+        let current = self.generation.load(Ordering::SeqCst) == generation;
+        if current {
+            index.apply(event, Account::of);
+        }
+        current
+    }
+
+    /// The following ends: the index is emptied, and the events still in flight change nothing.
+    pub fn end(&self) {
+        let mut index = self.index.write();
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        index.clear();
+    }
+
+    /// Whether any account holds an entry of regcred's (of any profile): one that must be removed when its
+    /// profile goes or leaves ServiceAccount mode.
+    pub fn any_recorded(&self) -> bool {
+        self.index.read().iter().any(|(_, _, account)| account.record.is_some())
     }
 
     /// Visits every cached account (as an object holding only what the cache keeps: name, namespace,
@@ -177,6 +211,34 @@ mod tests {
         assert_eq!(builder[0].image_pull_secrets, None);
         assert!(builder[0].metadata.annotations.is_none());
         assert_eq!(cache.index.read().len(), 2);
+    }
+
+    #[test]
+    fn a_following_that_ended_changes_nothing_and_its_index_is_emptied() {
+        let cache = ServiceAccounts::default();
+        let account = |name: &str, record: Option<&str>| ServiceAccount {
+            metadata: kube::api::ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some("shop".into()),
+                annotations: record.map(|r| [(RECORD_ANNOTATION.to_owned(), r.to_owned())].into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let first = cache.begin();
+        assert!(cache.apply_of(first, &watcher::Event::Apply(account("default", None))));
+        assert!(!cache.any_recorded());
+        assert!(cache.apply_of(first, &watcher::Event::Apply(account("ci", Some("p=pull")))));
+        assert!(cache.any_recorded(), "an entry of regcred's to remove");
+        cache.end();
+        assert_eq!(cache.index.read().len(), 0, "emptied when the following ends");
+        assert!(!cache.any_recorded());
+        assert!(!cache.apply_of(first, &watcher::Event::Apply(account("late", None))), "an event still in flight");
+        assert_eq!(cache.index.read().len(), 0);
+        let second = cache.begin();
+        assert!(!cache.apply_of(first, &watcher::Event::Apply(account("late", None))), "an earlier following's");
+        assert!(cache.apply_of(second, &watcher::Event::Apply(account("default", None))));
+        assert_eq!(cache.filter_map(|sa| Some(sa.name_any())), ["default"]);
     }
 
     #[test]
