@@ -169,9 +169,18 @@ impl View {
     fn follow(&self, watches: Watches) {
         // A profile changed: itself, and the profiles that write a Secret of the name it writes, or wrote, since a
         // conflict between them may have begun or ended (see `resolve::Meaning::may_write`).
-        // And ServiceAccounts may no longer be needed (see `unfollow_service_accounts_if_idle`).
-        self.drive("profiles", watches.profiles, |c, p| {
-            c.dirty.mark(c.profile_and_rivals(&p));
+        // Not when only its status changed: the echo of the status this replica wrote would reconcile it once more
+        // for nothing (see `ProfileInputs`). And ServiceAccounts may no longer be needed (see
+        // `unfollow_service_accounts_if_idle`).
+        let seen = Mutex::new(HashMap::<String, ProfileInputs>::new());
+        self.drive("profiles", watches.profiles, move |c, p| {
+            let name = p.name_any();
+            let now = c.profile(&name).map(|p| ProfileInputs::of(&p));
+            let before =
+                if let Some(now) = now.clone() { lock(&seen).insert(name, now) } else { lock(&seen).remove(&name) };
+            if now.is_none() || before != now {
+                c.dirty.mark(c.profile_and_rivals(&p));
+            }
             c.unfollow_service_accounts_if_idle();
         });
         self.follow_namespaces(watches.namespaces);
@@ -500,6 +509,31 @@ impl View {
     }
 }
 
+/// What a reconcile reads of a profile itself, besides its spec's generation: everything but its status (and the
+/// resourceVersion every write bumps). A profile event that changes none of it, the echo of the status this
+/// replica wrote above all, marks nothing; a status edited by someone else is rewritten at the next periodic
+/// reconcile (see `controller::requeue_after`).
+#[derive(Clone, Debug, PartialEq)]
+struct ProfileInputs {
+    uid: Option<String>,
+    generation: Option<i64>,
+    deleting: bool,
+    labels: std::collections::BTreeMap<String, String>,
+    annotations: std::collections::BTreeMap<String, String>,
+}
+
+impl ProfileInputs {
+    fn of(p: &RegistryProfile) -> Self {
+        Self {
+            uid: p.metadata.uid.clone(),
+            generation: p.metadata.generation,
+            deleting: p.metadata.deletion_timestamp.is_some(),
+            labels: p.labels().clone(),
+            annotations: p.annotations().clone(),
+        }
+    }
+}
+
 /// The token refresher of a view whose mints mark their profile in `dirty`.
 fn refresher(dirty: &Arc<Dirty>, refresh_fraction: f64, identity: Arc<Identity>) -> Arc<Refresher> {
     let marks = dirty.clone();
@@ -669,6 +703,34 @@ pub(crate) fn namespace_info(ns: &PartialObjectMeta<Namespace>) -> NamespaceInfo
 mod tests {
     use super::*;
     use kube::runtime::watcher::Event as WatchEvent;
+
+    #[test]
+    fn a_profile_event_that_changes_only_its_status_is_no_input() {
+        type Edit = fn(&mut RegistryProfile);
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+        let base = crate::fixtures::profile(
+            "p",
+            serde_json::json!({"server": "r.example.com", "credentials": {"anonymous": true}}),
+        );
+        let edits: [(Edit, bool, &str); 7] = [
+            (|p| p.status = Some(crate::api::RegistryProfileStatus::default()), false, "status"),
+            (|p| p.metadata.resource_version = Some("11".into()), false, "resourceVersion"),
+            (|p| p.metadata.generation = Some(4), true, "spec (generation)"),
+            (|p| p.metadata.uid = Some("u2".into()), true, "re-created"),
+            (|p| drop(p.labels_mut().insert("team".into(), "b".into())), true, "labels"),
+            (
+                |p| drop(p.annotations_mut().insert("regcred.dev/confirm-deletions".into(), "3".into())),
+                true,
+                "annotations",
+            ),
+            (|p| p.metadata.deletion_timestamp = Some(Time(jiff::Timestamp::UNIX_EPOCH)), true, "deleting"),
+        ];
+        for (edit, input, case) in edits {
+            let mut p = base.clone();
+            edit(&mut p);
+            assert_eq!(ProfileInputs::of(&p) != ProfileInputs::of(&base), input, "{case}");
+        }
+    }
 
     #[test]
     fn namespace_events_mark_their_profiles_soon_after_a_quiet_spell_and_once_per_window_in_a_trickle() {
