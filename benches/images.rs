@@ -102,7 +102,7 @@ async fn bench() {
             let operator = h.operator.as_ref().unwrap();
             let before_warm = registry.settled_requests().await.0;
             let handler_before = admit::Handler::read(operator).await;
-            let idle_cpu = admit::idle_cpu(operator, &floor, Duration::from_secs(5)).await;
+            let idle_cpu = admit::idle_cpu(operator, &floor).await;
             let cpu_before = admit::cpu(operator, &floor);
             let series_started = std::time::Instant::now();
             let before = apiserver_webhooks(&client).await;

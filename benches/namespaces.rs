@@ -24,7 +24,7 @@
 mod support;
 
 mod common;
-use common::{percentile, row};
+use common::{cpu_seconds, percentile, row};
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -176,12 +176,6 @@ struct CpuRun {
     runs: usize,
 }
 
-/// The window over which a process's idle CPU is measured, repeated until it is idle.
-const IDLE_WINDOW: Duration = Duration::from_secs(5);
-/// A process using less of a core than this is idle (regcred's lease renewals and the client's nothing use less
-/// than 0.1%).
-const IDLE_AT_MOST: f64 = 0.002;
-
 impl CpuRun {
     fn from_env() -> Self {
         Self {
@@ -203,24 +197,6 @@ impl CpuRun {
         json!({"per_namespace_ms": per.iter().sum::<f64>() / per.len() as f64, "runs": runs})
     }
 
-    /// The process's idle CPU rate (seconds per second), once it has settled: windows of [`IDLE_WINDOW`] until two
-    /// in a row use less than [`IDLE_AT_MOST`] of a core, at most three minutes. A large sync or rotation keeps
-    /// regcred busy for a while after its last write (its watches deliver the events of every write), and 20 s
-    /// after a burst it gives memory back (`malloc_trim`, tens of milliseconds at 10,000 namespaces).
-    async fn idle_rate(pid: u32) -> f64 {
-        let mut last = f64::INFINITY;
-        for _ in 0..36 {
-            let (from, start) = (cpu_seconds(pid).unwrap(), Instant::now());
-            tokio::time::sleep(IDLE_WINDOW).await;
-            let rate = (cpu_seconds(pid).unwrap() - from) / start.elapsed().as_secs_f64();
-            if rate < IDLE_AT_MOST && last < IDLE_AT_MOST {
-                return (rate + last) / 2.0;
-            }
-            last = rate;
-        }
-        last
-    }
-
     /// The CPU process `pid` spends per new namespace: namespaces named `<tag>-NNN` with `labels`, one every
     /// `spacing` (each waited for until `seen` shows its Secret), then `tail`; its idle CPU over as long, measured
     /// just before, taken off.
@@ -232,7 +208,7 @@ impl CpuRun {
         tag: &str,
         labels: &[(&str, &str)],
     ) -> serde_json::Value {
-        let idle_rate = Self::idle_rate(pid).await;
+        let idle_rate = common::idle_rate(pid).await;
         let (from, start) = (cpu_seconds(pid).unwrap(), Instant::now());
         for k in 0..self.namespaces {
             let ns = env.namespace_nowait(&format!("{tag}-{k:03}"), labels).await;
@@ -247,17 +223,6 @@ impl CpuRun {
             "cpu_seconds": used, "idle_cpu_seconds": idle, "seconds": elapsed,
         })
     }
-}
-
-/// CPU time process `pid` has used so far, in seconds: the sum of its threads' time on a CPU from
-/// /proc/PID/task/*/schedstat (nanoseconds; /proc/PID/stat counts in ticks of 10 ms, too coarse for a few ms).
-fn cpu_seconds(pid: u32) -> Option<f64> {
-    let mut nanos = 0u64;
-    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()?.flatten() {
-        let stat = std::fs::read_to_string(task.path().join("schedstat")).unwrap_or_default();
-        nanos += stat.split_whitespace().next().and_then(|n| n.parse::<u64>().ok()).unwrap_or(0);
-    }
-    Some(nanos as f64 / 1e9)
 }
 
 /// The hand-written clients the operator's CPU is compared with: what a minimal kube-rs program that gives every

@@ -335,7 +335,8 @@ async fn bench() {
             tokio::time::sleep(Duration::from_millis(500)).await;
             eprintln!("scale: applying {profiles_n} profiles, {expected} Secrets");
             let sync_from = jiff::Timestamp::now();
-            let sync_cpu_from = operator.cpu_seconds().unwrap_or(0.0);
+            let operator_cpu = || operator.pid().and_then(common::cpu_seconds).unwrap_or(0.0);
+            let sync_cpu_from = operator_cpu();
             let start = Instant::now();
             let applied: Vec<RegistryProfile> = futures::stream::iter(0..profiles_n)
                 .map(|k| {
@@ -351,7 +352,7 @@ async fn bench() {
             let sync_tenths = progress(start, &sync_at);
             eprintln!("scale: each tenth in place at (s): baseline {baseline_tenths:?}, sync {sync_tenths:?}");
             // Up to a tick of /proc accounting late: the operator has little left to do once every Secret is in.
-            let sync_cpu = operator.cpu_seconds().unwrap_or(0.0) - sync_cpu_from;
+            let sync_cpu = operator_cpu() - sync_cpu_from;
             eprintln!("scale: full sync {:.1}s, operator CPU {sync_cpu:.1}s", full_sync.as_secs_f64());
             for p in &applied {
                 let k: usize = p.name_any().rsplit('p').next().unwrap().parse().unwrap();
@@ -374,12 +375,12 @@ async fn bench() {
 
             // 3. Steady state.
             eprintln!("scale: idle for {idle:?}");
-            let cpu_from = operator.cpu_seconds().unwrap_or(0.0);
+            let cpu_from = operator_cpu();
             let reconciles_from = operator.metric("regcred_reconciles_total").await;
             let from = jiff::Timestamp::now();
             tokio::time::sleep(idle).await;
             let to = jiff::Timestamp::now();
-            let cpu = operator.cpu_seconds().unwrap_or(0.0) - cpu_from;
+            let cpu = operator_cpu() - cpu_from;
             let idle_reconciles = operator.metric("regcred_reconciles_total").await - reconciles_from;
             // Leader election renews its Lease every few seconds: every elected operator does, and it is counted
             // apart from the writes regcred's own work makes.

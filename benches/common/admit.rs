@@ -274,20 +274,19 @@ impl Handler {
 
 /// CPU seconds used so far by regcred and by the floor.
 pub fn cpu(operator: &support::Operator, floor: &Floor) -> (f64, f64) {
-    (
-        operator.cpu_seconds().unwrap_or(f64::NAN),
-        floor.process.child.id().and_then(crate::common::cpu_seconds).unwrap_or(f64::NAN),
-    )
+    let of = |pid: Option<u32>| pid.and_then(crate::common::cpu_seconds).unwrap_or(f64::NAN);
+    (of(operator.pid()), of(floor.process.child.id()))
 }
 
-/// CPU regcred and the floor use while no admission comes, in seconds per second, over `window` (regcred's
-/// watches, leader election and timers; the floor's nothing).
-pub async fn idle_cpu(operator: &support::Operator, floor: &Floor, window: Duration) -> (f64, f64) {
-    let before = cpu(operator, floor);
-    tokio::time::sleep(window).await;
-    let after = cpu(operator, floor);
-    let secs = window.as_secs_f64();
-    ((after.0 - before.0) / secs, (after.1 - before.1) / secs)
+/// CPU regcred and the floor use while no admission comes, in seconds per second, once each has settled after
+/// the warm-up (see [`crate::common::idle_rate`]): regcred's watches, leader election and timers; the floor's
+/// nothing.
+pub async fn idle_cpu(operator: &support::Operator, floor: &Floor) -> (f64, f64) {
+    let rate = async |pid: Option<u32>| match pid {
+        Some(pid) => crate::common::idle_rate(pid).await,
+        None => f64::NAN,
+    };
+    (rate(operator.pid()).await, rate(floor.process.child.id()).await)
 }
 
 /// CPU milliseconds per admission: `used` seconds over a series that took `elapsed`, less what the process uses

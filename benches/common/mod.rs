@@ -120,15 +120,39 @@ pub fn memory_kib(pid: u32) -> Option<(u64, u64)> {
     Some((field("VmHWM:")?, field("VmRSS:")?))
 }
 
-/// CPU time (user + system) process `pid` has used so far, from /proc (clock ticks of 1/100 s).
+/// CPU time process `pid` has used so far, in seconds: the sum of its threads' time on a CPU from
+/// /proc/PID/task/*/schedstat (nanoseconds; /proc/PID/stat counts in ticks of 10 ms, too coarse for a few ms).
 pub fn cpu_seconds(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name, which is in parentheses and may hold spaces: utime and stime are the 12th and
-    // 13th of them.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    Some(ticks as f64 / 100.0)
+    let mut nanos = 0u64;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()?.flatten() {
+        let stat = std::fs::read_to_string(task.path().join("schedstat")).unwrap_or_default();
+        nanos += stat.split_whitespace().next().and_then(|n| n.parse::<u64>().ok()).unwrap_or(0);
+    }
+    Some(nanos as f64 / 1e9)
+}
+
+/// The window over which a process's idle CPU is measured, repeated until it is idle.
+const IDLE_WINDOW: std::time::Duration = std::time::Duration::from_secs(5);
+/// A process using less of a core than this is idle (regcred's lease renewals and a floor's nothing use less than
+/// 0.1%).
+const IDLE_AT_MOST: f64 = 0.002;
+
+/// Process `pid`'s idle CPU rate (seconds per second), once it has settled: windows of [`IDLE_WINDOW`] until two
+/// in a row use less than [`IDLE_AT_MOST`] of a core, at most three minutes. After a sync, a rotation or a warm-up
+/// regcred stays busy a while (its watches deliver the events of every write), and 20 s after a burst it gives
+/// memory back (`malloc_trim`); an idle rate measured then would be taken off the measured work.
+pub async fn idle_rate(pid: u32) -> f64 {
+    let mut last = f64::INFINITY;
+    for _ in 0..36 {
+        let (from, start) = (cpu_seconds(pid).unwrap_or(0.0), std::time::Instant::now());
+        tokio::time::sleep(IDLE_WINDOW).await;
+        let rate = (cpu_seconds(pid).unwrap_or(0.0) - from) / start.elapsed().as_secs_f64();
+        if rate < IDLE_AT_MOST && last < IDLE_AT_MOST {
+            return (rate + last) / 2.0;
+        }
+        last = rate;
+    }
+    last
 }
 
 /// The cumulative buckets `(upper bound, count)` of Prometheus histogram `name` in the exposition `text`, sorted by

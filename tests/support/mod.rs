@@ -532,17 +532,6 @@ impl Operator {
         Some(format!("anon {}, file {}, {sockets} sockets", field("RssAnon:"), field("RssFile:")))
     }
 
-    /// CPU time (user + system) the operator has used so far, from /proc (clock ticks of 1/100 s).
-    pub fn cpu_seconds(&self) -> Option<f64> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()?)).ok()?;
-        // Fields after the command name, which is in parentheses and may hold spaces: utime and stime are the
-        // 12th and 13th of them.
-        let rest = &stat[stat.rfind(')')? + 2..];
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-        Some(ticks as f64 / 100.0)
-    }
-
     /// Where the operator serves `/metrics`, `/healthz` and `/readyz`, once it says so in its log.
     pub async fn metrics_addr(&self) -> String {
         wait_for("the metrics endpoint", Duration::from_secs(30), || async {
