@@ -447,8 +447,7 @@ impl View {
     /// meaning compiled for an earlier generation).
     fn profile_and_rivals(&self, profile: &RegistryProfile) -> Vec<String> {
         let name = profile.name_any();
-        let previous =
-            self.meanings.lock().unwrap_or_else(PoisonError::into_inner).get(&name).map(|m| m.secret_name.clone());
+        let previous = lock(&self.meanings).get(&name).map(|m| m.secret_name.clone());
         let current = crate::names::secret_name(profile);
         let mut names = vec![name.clone()];
         names.extend(
@@ -469,20 +468,13 @@ impl View {
 
     /// What `profile` means, compiled at most once per generation.
     pub fn meaning(&self, profile: &RegistryProfile) -> Arc<Meaning> {
-        let mut meanings = self.meanings.lock().unwrap_or_else(PoisonError::into_inner);
-        let name = profile.name_any();
-        if let Some(m) = meanings.get(&name).filter(|m| m.is_of(profile)) {
-            return m.clone();
-        }
-        let m = Arc::new(Meaning::of(profile, &self.operator_namespace));
-        meanings.insert(name, m.clone());
-        m
+        self.meaning_in(&mut lock(&self.meanings), profile)
     }
 
     /// Every profile in the view with its meaning. Meanings of profiles no longer in the view are dropped.
     pub fn profiles_and_meanings(&self) -> Vec<(Arc<RegistryProfile>, Arc<Meaning>)> {
         let profiles = self.profiles();
-        let mut meanings = self.meanings.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut meanings = lock(&self.meanings);
         if meanings.len() > profiles.len() {
             let names: HashSet<String> = profiles.iter().map(|p| p.name_any()).collect();
             meanings.retain(|n, _| names.contains(n));
@@ -490,17 +482,21 @@ impl View {
         profiles
             .into_iter()
             .map(|p| {
-                let name = p.name_any();
-                let m = if let Some(m) = meanings.get(&name).filter(|m| m.is_of(&p)) {
-                    m.clone()
-                } else {
-                    let m = Arc::new(Meaning::of(&p, &self.operator_namespace));
-                    meanings.insert(name, m.clone());
-                    m
-                };
+                let m = self.meaning_in(&mut meanings, &p);
                 (p, m)
             })
             .collect()
+    }
+
+    /// `profile`'s meaning from `meanings`, compiled (and kept there) when it holds none for this generation.
+    fn meaning_in(&self, meanings: &mut HashMap<String, Arc<Meaning>>, profile: &RegistryProfile) -> Arc<Meaning> {
+        let name = profile.name_any();
+        if let Some(m) = meanings.get(&name).filter(|m| m.is_of(profile)) {
+            return m.clone();
+        }
+        let m = Arc::new(Meaning::of(profile, &self.operator_namespace));
+        meanings.insert(name, m.clone());
+        m
     }
 
     /// The namespace as the caches know it.
