@@ -13,9 +13,9 @@ use common::{percentile, row, write_report};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use support::TestEnv;
-use support::credential_provider::{AUDIENCE, Endpoint, endpoint_args, free_port, pod, pod_token};
+use support::credential_provider::{AUDIENCE, Endpoint, endpoint_args, pod, pod_token};
 use support::harness::{Harness, SERVER, basic_spec};
+use support::{TestEnv, free_port};
 
 /// Requests per kind.
 const REQUESTS: usize = 200;

@@ -318,7 +318,7 @@ async fn leader_failover(env: TestEnv) -> (Value, Violations) {
 
 /// 4. The webhook killed and restarted while Pods are created: none rejected.
 async fn webhook_outage(env: TestEnv) -> (Value, Violations) {
-    let port = support::webhook::free_port();
+    let port = support::free_port();
     let name = support::webhook::register(&env, port, None).await;
     let addr = format!("127.0.0.1:{port}");
     let args = ["--webhook-addr", addr.as_str(), "--webhook-configuration", &name, "--webhook-dns-names", "127.0.0.1"];

@@ -169,8 +169,8 @@ fn release_objects(release: &str, namespace: &str) -> Vec<serde_json::Value> {
 async fn helm_install_runs_the_operator_as_the_charts_service_account_and_uninstall_leaves_only_what_is_kept() {
     use k8s_openapi::api::core::v1::Secret;
     use std::time::Duration;
-    use support::webhook::{REGISTRY, SECRET, create_pod, free_port, pod, serve_registry, wait_ca_bundle};
-    use support::{Operator, harness::Harness, wait_for};
+    use support::webhook::{REGISTRY, SECRET, create_pod, pod, serve_registry, wait_ca_bundle};
+    use support::{Operator, free_port, harness::Harness, wait_for};
 
     TestEnv::new("helm")
         .await

@@ -12,10 +12,10 @@ use std::time::Instant;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams};
 use serde_json::json;
-use support::credential_provider::{AUDIENCE, Endpoint, endpoint_args, free_port, pod, pod_token, unsigned_jwt};
+use support::credential_provider::{AUDIENCE, Endpoint, endpoint_args, pod, pod_token, unsigned_jwt};
 use support::harness::{Harness, SERVER, WAIT, basic_spec};
 use support::tokens::GcpTokenEndpoint;
-use support::{TestEnv, wait_for};
+use support::{TestEnv, free_port, wait_for};
 
 /// The kubelet's cache bound the operator runs with.
 const CACHE_MAX: u64 = 20;

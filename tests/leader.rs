@@ -157,7 +157,8 @@ async fn sigterm_stops_the_operator_cleanly_and_releases_its_lease() {
 /// still references a Secret that exists and works.
 #[tokio::test]
 async fn a_followers_webhook_serves_a_token_profile_in_a_brand_new_namespace() {
-    use support::webhook::{create_pod, free_port, pod, register};
+    use support::free_port;
+    use support::webhook::{create_pod, pod, register};
     const ECR_HOST: &str = "123456789012.dkr.ecr.us-east-1.amazonaws.com";
     TestEnv::new("followerhook")
         .await

@@ -142,7 +142,7 @@ async fn every_metric_the_alerts_and_the_dashboard_use_is_exported() {
             // minted token's, a profile's, a failed pull's and self-healing's (a Pod admitted before regcred
             // served its webhook, without the Secret), the deletion guard's (a selector typo).
             let gcp = GcpTokenEndpoint::start(3600).await;
-            let port = support::webhook::free_port();
+            let port = support::free_port();
             let configuration = support::webhook::register(&env, port, None).await;
             let mut namespaces = Vec::new();
             for i in 0..4 {
@@ -319,7 +319,7 @@ impl Prometheus {
         });
         let config_file = dir.join("prometheus.yml");
         std::fs::write(&config_file, serde_json::to_vec(&config).unwrap()).unwrap();
-        let addr = format!("127.0.0.1:{}", support::webhook::free_port());
+        let addr = format!("127.0.0.1:{}", support::free_port());
         let log = std::fs::File::create(dir.join("prometheus.log")).unwrap();
         let child = tokio::process::Command::new(prometheus_binary())
             .arg(format!("--config.file={}", config_file.display()))

@@ -206,7 +206,7 @@ async fn gcp_minting_failures_say_why() {
         .run(|env| async move {
             let gcp = GcpTokenEndpoint::start(3600).await;
             gcp.denying.store(true, Ordering::SeqCst);
-            let dead_uri = format!("https://127.0.0.1:{}/token", support::webhook::free_port());
+            let dead_uri = format!("https://127.0.0.1:{}/token", support::free_port());
             let h = Harness::start_env(&env, &[], &gcp.operator_env(&env, &[&dead_uri])).await;
             let (denied_key, dead_key) = (gcp.key_json(), gcp.key_json_for(&dead_uri));
             h.source("denied", &[("key.json", denied_key.as_str())]).await;

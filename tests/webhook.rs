@@ -63,7 +63,7 @@ async fn a_profile_the_credential_provider_delivers_gets_nothing_injected_and_it
         .run(|env| async move {
             let h = start(&env, &[]).await;
             // A registry that refuses connections: its images' checks fail at once, with a warning.
-            let elsewhere = format!("127.0.0.1:{}", support::webhook::free_port());
+            let elsewhere = format!("127.0.0.1:{}", support::free_port());
             let mut spec = basic_spec(h.select("yes"));
             spec["server"] = json!(elsewhere);
             spec["secretName"] = json!("pull-provider");
@@ -182,7 +182,7 @@ async fn certificates_from_files_are_reloaded_when_they_change() {
             replace(&key, &k);
             replace(&cert, &crt);
             // cert-manager's CA injector keeps the caBundle; regcred only serves the files.
-            let port = support::webhook::free_port();
+            let port = support::free_port();
             let name = support::webhook::register(&env, port, Some(&ca)).await;
             let addr = format!("127.0.0.1:{port}");
             let (cert_arg, key_arg) = (cert.display().to_string(), key.display().to_string());

@@ -66,7 +66,7 @@ pub async fn chart_configuration(
 /// the chart's configuration for the namespaces labelled [`SELECT_LABEL`]`=regcred-<id>`, logging as the chart
 /// sets it; returns once regcred has published its CA.
 pub async fn start_regcred(env: &TestEnv, extra: &[&str], image_checks: bool) -> Harness {
-    let port = support::webhook::free_port();
+    let port = support::free_port();
     let config = chart_configuration(
         env,
         &format!("https://127.0.0.1:{port}/mutate"),

@@ -12,11 +12,6 @@ use regcred::fixtures::wait_for;
 /// regcred's audience, as the kubelet requests tokens for it.
 pub const AUDIENCE: &str = regcred::api::kubelet::DEFAULT_AUDIENCE;
 
-/// A free port on loopback (bound, then let go).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 /// regcred's arguments for its credential endpoint on `port`, its CA published in `<release>-ca` (the name the
 /// chart's Role allows), the kubelet's cache bounded by `cache_max`.
 pub fn endpoint_args(release: &str, port: u16, cache_max: &str) -> Vec<String> {

@@ -59,6 +59,21 @@ pub async fn client() -> Client {
     Client::try_from(config).unwrap()
 }
 
+/// A loopback port nothing listens on yet, and never handed out before in this process. The kernel may give the
+/// same port to two binds in a row once the first has let go of it, so a test that asks for two ports (a registry
+/// and its token server) could get one port twice, or a port another test's stopped registry is about to take
+/// back; the first server to bind it would then answer for both.
+pub fn free_port() -> u16 {
+    static GIVEN: Mutex<std::collections::BTreeSet<u16>> = Mutex::new(std::collections::BTreeSet::new());
+    let mut given = GIVEN.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        if given.insert(port) {
+            return port;
+        }
+    }
+}
+
 /// A short random suffix for unique names.
 pub fn suffix() -> String {
     use rand::Rng;

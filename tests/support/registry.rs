@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use sha2::Digest as _;
 use tokio::process::{Child, Command};
 
-use super::{repo_root, suffix, wait_for};
+use super::{free_port, repo_root, suffix, wait_for};
 
 pub const USER: &str = "puller";
 pub const PASSWORD: &str = "correct-horse";
@@ -51,10 +51,6 @@ fn venv_python() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/regcred/venv"));
     venv.join("bin/python")
-}
-
-fn free_port() -> u16 {
-    super::webhook::free_port()
 }
 
 /// A CA and a certificate it signs for `host`: (ca pem, cert pem, key pem).
@@ -203,14 +199,18 @@ impl Registry {
         self.registry = Some(child);
         let http = self.http();
         let url = format!("https://{}/v2/", self.addr);
+        // Each waits for its own server's answer, not any: a server that failed to bind its port must not pass
+        // for one that did not.
         wait_for("the registry to answer", Duration::from_secs(30), || async {
-            http.get(&url).send().await.ok().map(|_| ())
+            let response = http.get(&url).send().await.ok()?;
+            response.headers().contains_key("docker-distribution-api-version").then_some(())
         })
         .await;
         if let Some((_, port, scheme)) = &self.token_server {
             let count = format!("{scheme}://{}:{port}/count", self.host);
             wait_for("the token server to answer", Duration::from_secs(30), || async {
-                http.get(&count).send().await.ok().map(|_| ())
+                let body: Value = http.get(&count).send().await.ok()?.json().await.ok()?;
+                body.get("requests").map(|_| ())
             })
             .await;
         }

@@ -30,7 +30,7 @@ impl Moto {
     pub async fn start() -> Self {
         let path = moto_server_path();
         assert!(path.exists(), "{} is missing: run `make tools` (make test does)", path.display());
-        let port = super::webhook::free_port();
+        let port = super::free_port();
         let child = Command::new(&path)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(Stdio::null())

@@ -11,14 +11,9 @@ use kube::api::{Api, PostParams};
 use serde_json::json;
 
 use super::harness::{Harness, WAIT, basic_spec};
-use super::{TestEnv, wait_for};
+use super::{TestEnv, free_port, wait_for};
 
 pub const REGISTRY: &str = "registry.example.com:5000";
-
-/// A loopback port nothing listens on yet.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 /// The Secret name `basic_spec` gives the profile.
 pub const SECRET: &str = "pull";
