@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 use tracing::{Instrument, debug, info, info_span, warn};
@@ -619,10 +619,13 @@ async fn write_status(
         "kind": "RegistryProfile",
         "status": next,
     });
-    Api::<RegistryProfile>::all(ctx.client.clone())
-        .patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
-        .await
-        .map_err(Error::StatusUpdate)?;
+    // The answer is not decoded: nothing reads it (the profile watch brings the profile back), and decoding a whole
+    // profile, managedFields and all, on every status write cost CPU for nothing.
+    let mut request = kube::core::Request::new(RegistryProfile::url_path(&(), None))
+        .patch_subresource("status", &name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
+        .map_err(|e| Error::StatusUpdate(kube::Error::BuildRequest(e)))?;
+    request.extensions_mut().insert("patch_status");
+    ctx.client.request_text(request).await.map_err(Error::StatusUpdate)?;
     ctx.remember_written(&uid, next.clone());
     let reference = profile.object_ref(&());
     for ev in events {
