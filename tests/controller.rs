@@ -495,6 +495,7 @@ async fn credentials_never_reach_logs_events_or_status() {
             assert!(!serde_json::to_string(&ours).unwrap().contains(&canary), "an Event leaks the credential");
             let logs = h.logs();
             assert!(logs.contains("syncing Secrets"), "the operator logged its work");
+            assert!(!logs.contains('\u{1b}'), "plain logs written to a file carry terminal colour codes");
             assert!(!logs.contains(&canary), "the logs leak the credential");
         })
         .await;
