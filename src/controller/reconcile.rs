@@ -621,11 +621,14 @@ async fn write_status(
     });
     // The answer is not decoded: nothing reads it (the profile watch brings the profile back), and decoding a whole
     // profile, managedFields and all, on every status write cost CPU for nothing.
-    let mut request = kube::core::Request::new(RegistryProfile::url_path(&(), None))
-        .patch_subresource("status", &name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
-        .map_err(|e| Error::StatusUpdate(kube::Error::BuildRequest(e)))?;
-    request.extensions_mut().insert("patch_status");
-    ctx.client.request_text(request).await.map_err(Error::StatusUpdate)?;
+    let request = kube::core::Request::new(RegistryProfile::url_path(&(), None)).patch_subresource(
+        "status",
+        &name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    );
+    let request = request.map_err(kube::Error::BuildRequest);
+    crate::client::send_undecoded(&ctx.client, request, "patch_status").await.map_err(Error::StatusUpdate)?;
     ctx.remember_written(&uid, next.clone());
     let reference = profile.object_ref(&());
     for ev in events {

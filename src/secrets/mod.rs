@@ -203,17 +203,10 @@ impl Writer {
         self.send(request, "patch").await
     }
 
-    /// Sends a write and returns the apiserver's answer undecoded: decoding the whole Secret (managedFields and
-    /// all) on every write of a large sync cost CPU and allocations for nothing; [`Writer::record`] reads only
-    /// what the managed index keeps. Errors are kube's own, as from [`Api`].
-    async fn send(
-        &self,
-        request: Result<http::Request<Vec<u8>>, kube::Error>,
-        verb: &'static str,
-    ) -> kube::Result<String> {
-        let mut request = request?;
-        request.extensions_mut().insert(verb);
-        self.client.request_text(request).await
+    /// Sends a write, its answer undecoded ([`crate::client::send_undecoded`]): decoding the whole Secret on every
+    /// write of a large sync cost CPU for nothing; [`Writer::record`] reads only what the managed index keeps.
+    async fn send(&self, request: kube::Result<http::Request<Vec<u8>>>, verb: &'static str) -> kube::Result<String> {
+        crate::client::send_undecoded(&self.client, request, verb).await
     }
 
     /// Records the Secret a write returned in the managed index (an answer that does not decode is left to the
